@@ -1,0 +1,101 @@
+import { SluiceError, errorMessage } from '@sluice/errors';
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import net from 'node:net';
+
+export interface CommandResult {
+  code: number;
+  output: string;
+}
+
+/** Runs a command to completion and collects stdout+stderr; never throws for a non-zero exit. */
+export function runCommand(
+  command: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('error', (error) => resolve({ code: 127, output: errorMessage(error) }));
+    child.on('close', (code) => resolve({ code: code ?? 1, output }));
+  });
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:`port`. */
+export function isPortOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host });
+    socket.setTimeout(1000);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/** Whether `pid` is alive and its command line contains `marker` (guards against pid reuse). */
+export async function isProcessAlive(pid: number, marker: string): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    // A zombie has exited; it only waits for a parent that may never reap it.
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return false;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+    return cmdline.includes(marker);
+  } catch {
+    // No /proc (macOS): trust kill(0).
+    return true;
+  }
+}
+
+/** Polls `check` until it returns true; throws `timeoutError()` after `timeoutMs`. */
+export async function pollUntil(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  timeoutError: () => Error,
+  intervalMs = 250,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw timeoutError();
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** The last `lines` lines of a text file, or '' when it cannot be read. */
+export async function tailFile(path: string, lines = 20): Promise<string> {
+  try {
+    const text = await readFile(path, 'utf8');
+    return text.trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+/** Throws `port_in_use` when another process already listens on `port`. */
+export async function assertPortFree(port: number, what: string): Promise<void> {
+  if (await isPortOpen(port)) {
+    throw new SluiceError(
+      'port_in_use',
+      `Port ${port} (${what}) is taken by another process. Stop it, or point the ` +
+        'environment at that server instead (DATABASE_URL / KAFKA_BROKERS).',
+    );
+  }
+}

@@ -1,0 +1,188 @@
+import { SluiceError, errorMessage } from '@sluice/errors';
+import { Kafka, logLevel, type ITopicConfig } from 'kafkajs';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import pg from 'pg';
+import { inject } from 'vitest';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** URL of the test run's PostgreSQL (any database; tests create their own). */
+    databaseUrl: string;
+    /** The test run's Kafka brokers. */
+    kafkaBrokers: string[];
+  }
+}
+
+/** The servers this test run uses, chosen once by the global setup. */
+export interface TestServers {
+  databaseUrl: string;
+  kafkaBrokers: string[];
+}
+
+/** The servers the global setup provided to this test run. */
+export function testServers(): TestServers {
+  return { databaseUrl: inject('databaseUrl'), kafkaBrokers: inject('kafkaBrokers') };
+}
+
+/** Options for {@link waitFor}. */
+export interface WaitForOptions {
+  /** Give up after this long. Default 10000. */
+  timeoutMs?: number;
+  /** Pause between probes. Default 50. */
+  intervalMs?: number;
+  /** Says what was awaited, in the timeout error. */
+  message?: string;
+}
+
+/**
+ * Probes until `probe` returns a truthy value and returns it; the last probe error or a
+ * timeout error otherwise. Tests wait for conditions, never for time.
+ *
+ * @example
+ * const row = await waitFor(() => findRow(id), { timeoutMs: 5000, message: 'row projected' });
+ */
+export async function waitFor<T>(
+  probe: () => T | Promise<T>,
+  options: WaitForOptions = {},
+): Promise<NonNullable<T>> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value) return value;
+      lastError = undefined;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      const why = lastError === undefined ? '' : ` (last error: ${errorMessage(lastError)})`;
+      throw new SluiceError(
+        'wait_timeout',
+        `Timed out after ${timeoutMs} ms waiting for ${options.message ?? 'a condition'}${why}`,
+        { cause: lastError },
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 50));
+  }
+}
+
+/**
+ * A name unique to this call, valid as a PostgreSQL identifier, slot name and Kafka topic.
+ *
+ * @example uniqueName('relay') // 'relay_m3k2x1_9f8e7d'
+ */
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`.toLowerCase();
+}
+
+/** A database of its own for one test file. */
+export interface TestDatabase {
+  name: string;
+  url: string;
+  /** Drops the database with its replication slots and connections. */
+  drop(): Promise<void>;
+}
+
+function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+async function withAdmin<T>(
+  serverUrl: string,
+  action: (client: pg.Client) => Promise<T>,
+): Promise<T> {
+  const client = new pg.Client({ connectionString: withDatabase(serverUrl, 'postgres') });
+  await client.connect();
+  try {
+    return await action(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Creates an empty database named after `prefix` on the server of `serverUrl`.
+ *
+ * @example
+ * const db = await createTestDatabase(testServers().databaseUrl, 'relay');
+ * afterAll(() => db.drop());
+ */
+export async function createTestDatabase(serverUrl: string, prefix: string): Promise<TestDatabase> {
+  const name = uniqueName(prefix);
+  await withAdmin(serverUrl, (client) =>
+    client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`),
+  );
+  return {
+    name,
+    url: withDatabase(serverUrl, name),
+    drop: () =>
+      withAdmin(serverUrl, async (client) => {
+        // Logical slots pin their database; free them first.
+        await client.query(
+          `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+            WHERE database = $1 AND active_pid IS NOT NULL`,
+          [name],
+        );
+        await waitFor(
+          async () => {
+            await client.query(
+              `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                WHERE database = $1 AND NOT active`,
+              [name],
+            );
+            const { rowCount } = await client.query(
+              'SELECT 1 FROM pg_replication_slots WHERE database = $1',
+              [name],
+            );
+            return rowCount === 0;
+          },
+          { timeoutMs: 10_000, message: `replication slots of ${name} to drop` },
+        );
+        await client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
+      }),
+  };
+}
+
+/** A kafkajs client for tests: quiet, few retries, so failures surface fast. */
+export function testKafka(brokers: readonly string[], clientId = uniqueName('test')): Kafka {
+  return new Kafka({
+    clientId,
+    brokers: [...brokers],
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 3, initialRetryTime: 100 },
+  });
+}
+
+/** Creates topics (waiting for their leaders) for one test file. */
+export async function createTopics(
+  brokers: readonly string[],
+  topics: readonly ITopicConfig[],
+): Promise<void> {
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [...topics], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago, for servers a test starts itself. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => {
+        if (typeof address === 'object' && address !== null) resolve(address.port);
+        else reject(new Error('no port assigned'));
+      });
+    });
+  });
+}
