@@ -112,7 +112,14 @@ export function createPostgresServer(options: PostgresServerOptions): PostgresSe
     if (runningAsRoot()) {
       const { uid, gid } = postgresIds();
       await chown(dataDir, uid, gid);
-      const reachable = await runCommand('runuser', ['-u', POSTGRES_USER, '--', 'test', '-w', dataDir]);
+      const reachable = await runCommand('runuser', [
+        '-u',
+        POSTGRES_USER,
+        '--',
+        'test',
+        '-w',
+        dataDir,
+      ]);
       if (reachable.code !== 0) {
         throw new SluiceError(
           'postgres_data_dir_unreachable',
