@@ -1,0 +1,128 @@
+import { SluiceError } from '@sluice/errors';
+
+/** Who/why/trace context stored with every event (`shop.outbox.metadata`, snake_case keys). */
+export interface EventMetadata {
+  /** W3C trace context of the request that caused the event. */
+  traceparent?: string;
+  correlation_id?: string;
+  /** Id of the event or command that caused this one. */
+  causation_id?: string;
+  /** Who acted (a user id, a service name). */
+  actor?: string;
+  /** Why, in the actor's words. */
+  reason?: string;
+}
+
+/** An official domain event, as stored in the outbox and carried by Kafka. */
+export interface DomainEvent<P = unknown> {
+  /** UUIDv7 event id; also the CloudEvents `id`. */
+  id: string;
+  type: string;
+  aggregateType: string;
+  aggregateId: string;
+  /** 1, 2, 3, … per aggregate, without gaps. */
+  aggregateVersion: number;
+  /** RFC 3339 time the change happened. */
+  occurredAt: string;
+  payload: P;
+  metadata: EventMetadata;
+}
+
+/** The Kafka topic of an aggregate type's events. @example topicFor('cart') // 'outbox.event.cart' */
+export function topicFor(aggregateType: string): string {
+  return `outbox.event.${aggregateType}`;
+}
+
+/** A Kafka record in CloudEvents binary content mode. */
+export interface KafkaRecord {
+  key: string;
+  value: string;
+  headers: Record<string, string>;
+}
+
+/**
+ * Encodes an event as a CloudEvents 1.0 Kafka record (binary content mode): the payload is the
+ * value, attributes and Sluice's extensions are `ce_*` headers.
+ *
+ * @example toKafkaRecord(event, { source: '/shop-api', commitLsn: '0/16B3748' })
+ */
+export function toKafkaRecord(
+  event: DomainEvent,
+  options: { source: string; commitLsn?: string },
+): KafkaRecord {
+  const headers: Record<string, string> = {
+    ce_specversion: '1.0',
+    ce_id: event.id,
+    ce_type: event.type,
+    ce_source: options.source,
+    ce_time: event.occurredAt,
+    ce_subject: event.aggregateId,
+    'content-type': 'application/json',
+    ce_aggregatetype: event.aggregateType,
+    ce_aggregateversion: String(event.aggregateVersion),
+  };
+  const { traceparent, correlation_id, causation_id } = event.metadata;
+  if (traceparent !== undefined) headers.ce_traceparent = traceparent;
+  if (correlation_id !== undefined) headers.ce_correlationid = correlation_id;
+  if (causation_id !== undefined) headers.ce_causationid = causation_id;
+  if (options.commitLsn !== undefined) headers.ce_commitlsn = options.commitLsn;
+  return { key: event.aggregateId, value: JSON.stringify(event.payload), headers };
+}
+
+const REQUIRED_HEADERS = [
+  'ce_specversion',
+  'ce_id',
+  'ce_type',
+  'ce_time',
+  'ce_aggregatetype',
+  'ce_aggregateversion',
+] as const;
+
+/**
+ * Decodes a CloudEvents Kafka record back into an event (payload not yet schema-checked).
+ * Actor and reason are not carried on the wire; consumers that need them read the payload.
+ *
+ * @throws SluiceError `record_malformed` naming what is missing or wrong.
+ */
+export function fromKafkaRecord(record: {
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string | undefined>;
+}): DomainEvent {
+  const missing = REQUIRED_HEADERS.filter((name) => record.headers[name] === undefined);
+  if (missing.length > 0) {
+    throw new SluiceError('record_malformed', `missing headers: ${missing.join(', ')}`);
+  }
+  if (record.key === null || record.key.length === 0) {
+    throw new SluiceError('record_malformed', 'record has no key (aggregate id)');
+  }
+  const h = record.headers as Record<(typeof REQUIRED_HEADERS)[number], string> &
+    Record<string, string | undefined>;
+  if (h.ce_specversion !== '1.0') {
+    throw new SluiceError('record_malformed', `unsupported ce_specversion ${h.ce_specversion}`);
+  }
+  const aggregateVersion = Number(h.ce_aggregateversion);
+  if (!Number.isSafeInteger(aggregateVersion) || aggregateVersion < 1) {
+    throw new SluiceError('record_malformed', `bad ce_aggregateversion ${h.ce_aggregateversion}`);
+  }
+  let payload: unknown;
+  try {
+    payload = JSON.parse(record.value ?? '');
+  } catch (error) {
+    throw new SluiceError('record_malformed', 'record value is not JSON', { cause: error });
+  }
+  const metadata: EventMetadata = {};
+  if (h.ce_traceparent !== undefined) metadata.traceparent = h.ce_traceparent;
+  if (h.ce_correlationid !== undefined) metadata.correlation_id = h.ce_correlationid;
+  if (h.ce_causationid !== undefined) metadata.causation_id = h.ce_causationid;
+  return {
+    id: h.ce_id,
+    type: h.ce_type,
+    aggregateType: h.ce_aggregatetype,
+    aggregateId: record.key,
+    aggregateVersion,
+    occurredAt: h.ce_time,
+    payload,
+    metadata,
+  };
+}

@@ -1,0 +1,18 @@
+export {
+  aggregateTypes,
+  catalog,
+  isEventType,
+  type AggregateType,
+  type EventPayload,
+  type EventType,
+} from './catalog.js';
+export {
+  fromKafkaRecord,
+  toKafkaRecord,
+  topicFor,
+  type DomainEvent,
+  type EventMetadata,
+  type KafkaRecord,
+} from './cloud-events.js';
+export { createUpcaster, type Upcaster } from './upcasters.js';
+export { assertPayload, payloadErrors } from './validation.js';
