@@ -1,0 +1,92 @@
+import { createOutbox } from '@sluice/outbox';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { sql, type Kysely } from 'kysely';
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { v7 as uuidv7 } from 'uuid';
+import type { ShopDatabase } from './database.js';
+import {
+  correlationIdFor,
+  installBodyGuards,
+  installErrorHandling,
+  installValidators,
+  sendProblem,
+} from './http.js';
+import { cartRoutes } from './routes/carts.js';
+import { customerRoutes } from './routes/customers.js';
+import { orderRoutes } from './routes/orders.js';
+import { productRoutes } from './routes/products.js';
+import { createWriter } from './writes.js';
+
+export interface AppOptions {
+  db: Kysely<ShopDatabase>;
+  logger: FastifyBaseLogger;
+  /** Request bodies above this many bytes get a 413. Default 64 KiB. */
+  bodyLimitBytes?: number;
+}
+
+/** The shop-api HTTP application, not yet listening. */
+export function buildApp(options: AppOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: options.logger,
+    bodyLimit: options.bodyLimitBytes ?? 64 * 1024,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    requestIdLogLabel: 'correlationId',
+    requestIdHeader: false,
+    genReqId: (request) => correlationIdFor(request.headers['x-correlation-id']) ?? uuidv7(),
+    return503OnClosing: true,
+    disableRequestLogging: true,
+  });
+  installValidators(app);
+  installErrorHandling(app);
+  installBodyGuards(app);
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const requests = new Counter({
+    name: 'http_requests_total',
+    help: 'HTTP requests by method, route and status.',
+    labelNames: ['method', 'route', 'status'],
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP request latency.',
+    labelNames: ['method', 'route'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-correlation-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    requests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    duration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+    if (reply.statusCode >= 500)
+      request.log.warn({ status: reply.statusCode, route }, 'request failed');
+  });
+
+  const { db } = options;
+  const outbox = createOutbox({ schema: 'shop' });
+  const write = createWriter(db);
+  customerRoutes(app, { db, outbox, write });
+  productRoutes(app, { db, outbox, write });
+  cartRoutes(app, { db, outbox, write });
+  orderRoutes(app, { db });
+
+  app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    try {
+      await sql`SELECT 1`.execute(db);
+      return { status: 'ready' };
+    } catch (error) {
+      return sendProblem(reply, 503, 'not_ready', `database unavailable: ${String(error)}`);
+    }
+  });
+  app.get('/metrics', async (_request, reply) =>
+    reply.type(registry.contentType).send(await registry.metrics()),
+  );
+  return app;
+}

@@ -1,0 +1,28 @@
+import { Type } from '@sinclair/typebox';
+import { loadConfig } from '@sluice/service-kit';
+
+const ConfigSchema = Type.Object({
+  DATABASE_URL: Type.String({
+    minLength: 1,
+    default: 'postgres://postgres@127.0.0.1:54329/sluice',
+  }),
+  API_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
+  API_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
+      Type.Literal(level),
+    ),
+    { default: 'info' },
+  ),
+  DATABASE_POOL_SIZE: Type.Integer({ minimum: 1, maximum: 200, default: 20 }),
+  /** Outbox rows older than this are purged (the relay has long published them). */
+  OUTBOX_RETENTION_DAYS: Type.Integer({ minimum: 1, default: 7 }),
+  /** Idempotency keys are remembered this long. */
+  IDEMPOTENCY_RETENTION_HOURS: Type.Integer({ minimum: 1, default: 24 }),
+});
+
+export type ShopApiConfig = ReturnType<typeof loadShopApiConfig>;
+
+export function loadShopApiConfig(env: NodeJS.ProcessEnv) {
+  return loadConfig(ConfigSchema, env);
+}

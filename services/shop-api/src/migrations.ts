@@ -1,0 +1,84 @@
+import { outboxMigrations } from '@sluice/outbox';
+import { sql } from 'kysely';
+import type { Migration } from 'kysely/migration';
+
+/** shop-api's schema: the write model in `shop`, the outbox beside it, idempotency keys in `sluice`. */
+export const shopMigrations: Record<string, Migration> = {
+  ...outboxMigrations({ schema: 'shop' }),
+  '0002_shop': {
+    async up(db) {
+      await sql`
+        CREATE TABLE shop.customers (
+          id uuid PRIMARY KEY,
+          email text,
+          name text,
+          erased_at timestamptz,
+          version integer NOT NULL,
+          created_at timestamptz NOT NULL DEFAULT now(),
+          updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        -- Emails are unique regardless of case: enforced here, never by read-then-write.
+        CREATE UNIQUE INDEX customers_email_lower ON shop.customers (lower(email));
+
+        CREATE TABLE shop.products (
+          id uuid PRIMARY KEY,
+          sku text NOT NULL CONSTRAINT products_sku_key UNIQUE,
+          name text NOT NULL,
+          price_cents bigint NOT NULL CHECK (price_cents >= 0),
+          stock integer NOT NULL CHECK (stock >= 0),
+          delisted_at timestamptz,
+          version integer NOT NULL,
+          created_at timestamptz NOT NULL DEFAULT now(),
+          updated_at timestamptz NOT NULL DEFAULT now()
+        );
+
+        CREATE TABLE shop.carts (
+          id uuid PRIMARY KEY,
+          customer_id uuid NOT NULL REFERENCES shop.customers (id),
+          status text NOT NULL CHECK (status IN ('open', 'checked_out')),
+          version integer NOT NULL,
+          created_at timestamptz NOT NULL DEFAULT now(),
+          updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX carts_customer ON shop.carts (customer_id);
+
+        CREATE TABLE shop.cart_items (
+          cart_id uuid NOT NULL REFERENCES shop.carts (id),
+          product_id uuid NOT NULL REFERENCES shop.products (id),
+          quantity integer NOT NULL CHECK (quantity > 0),
+          unit_price_cents bigint NOT NULL,
+          PRIMARY KEY (cart_id, product_id)
+        );
+
+        CREATE TABLE shop.orders (
+          id uuid PRIMARY KEY,
+          cart_id uuid NOT NULL UNIQUE REFERENCES shop.carts (id),
+          customer_id uuid NOT NULL REFERENCES shop.customers (id),
+          total_cents bigint NOT NULL,
+          status text NOT NULL,
+          version integer NOT NULL,
+          created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX orders_customer ON shop.orders (customer_id, id);
+
+        CREATE TABLE shop.order_lines (
+          order_id uuid NOT NULL REFERENCES shop.orders (id),
+          product_id uuid NOT NULL REFERENCES shop.products (id),
+          quantity integer NOT NULL,
+          unit_price_cents bigint NOT NULL,
+          PRIMARY KEY (order_id, product_id)
+        );
+
+        CREATE TABLE sluice.idempotency_keys (
+          key text PRIMARY KEY,
+          request_hash text NOT NULL,
+          status_code integer,
+          response_headers jsonb,
+          response_body jsonb,
+          created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX idempotency_keys_created_at ON sluice.idempotency_keys (created_at);
+      `.execute(db);
+    },
+  },
+};

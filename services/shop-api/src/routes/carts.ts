@@ -1,0 +1,328 @@
+import { Type } from '@sinclair/typebox';
+import type { Outbox } from '@sluice/outbox';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyInstance } from 'fastify';
+import type { Kysely, Transaction } from 'kysely';
+import { v7 as uuidv7 } from 'uuid';
+import type { ShopDatabase } from '../database.js';
+import { ProblemError, appendContext, assertVersion, ifMatchVersion } from '../http.js';
+import type { Writer } from '../writes.js';
+import { IdParams, Quantity, Uuid } from './schemas.js';
+
+/** A cart line can hold at most this many units. */
+const MAX_LINE_QUANTITY = 10_000;
+
+async function loadCart(db: Kysely<ShopDatabase>, id: string) {
+  const cart = await db
+    .selectFrom('shop.carts')
+    .selectAll()
+    .where('id', '=', id)
+    .executeTakeFirst();
+  if (cart === undefined) return undefined;
+  const items = await db
+    .selectFrom('shop.cart_items')
+    .select(['product_id', 'quantity', 'unit_price_cents'])
+    .where('cart_id', '=', id)
+    .orderBy('product_id')
+    .execute();
+  return {
+    id: cart.id,
+    customerId: cart.customer_id,
+    status: cart.status,
+    items: items.map((item) => ({
+      productId: item.product_id,
+      quantity: item.quantity,
+      unitPriceCents: item.unit_price_cents,
+    })),
+    totalCents: items.reduce((sum, item) => sum + item.quantity * item.unit_price_cents, 0),
+    version: cart.version,
+  };
+}
+
+/** Locks an open cart for this transaction; commands on one cart run one after another. */
+async function lockOpenCart(
+  trx: Transaction<ShopDatabase>,
+  id: string,
+  expected: number | undefined,
+) {
+  const cart = await trx
+    .selectFrom('shop.carts')
+    .selectAll()
+    .where('id', '=', id)
+    .forUpdate()
+    .executeTakeFirst();
+  if (cart === undefined) throw new ProblemError(404, 'not_found', `No cart ${id}`);
+  assertVersion(expected, cart.version);
+  if (cart.status !== 'open')
+    throw new ProblemError(409, 'cart_not_open', `Cart ${id} is ${cart.status}`);
+  return cart;
+}
+
+export function cartRoutes(
+  app: FastifyInstance,
+  deps: { db: Kysely<ShopDatabase>; outbox: Outbox; write: Writer },
+): void {
+  const { db, outbox, write } = deps;
+  const api = app.withTypeProvider<TypeBoxTypeProvider>();
+
+  const cartResponse = async (trx: Transaction<ShopDatabase>, id: string, status: number) => {
+    const cart = await loadCart(trx, id);
+    if (cart === undefined) throw new ProblemError(404, 'not_found', `No cart ${id}`);
+    return {
+      status,
+      body: cart,
+      etag: cart.version,
+      versions: [{ aggregateType: 'cart', aggregateId: id, version: cart.version }],
+    };
+  };
+
+  api.post(
+    '/carts',
+    { schema: { body: Type.Object({ customerId: Uuid }, { additionalProperties: false }) } },
+    (request, reply) =>
+      write(request, reply, async (trx) => {
+        const { customerId } = request.body;
+        const customer = await trx
+          .selectFrom('shop.customers')
+          .select('id')
+          .where('id', '=', customerId)
+          .where('erased_at', 'is', null)
+          .forShare()
+          .executeTakeFirst();
+        if (customer === undefined) {
+          throw new ProblemError(422, 'customer_not_found', `No customer ${customerId}`);
+        }
+        const id = uuidv7();
+        await trx
+          .insertInto('shop.carts')
+          .values({ id, customer_id: customerId, status: 'open', version: 1 })
+          .execute();
+        await outbox.append(
+          trx,
+          { type: 'cart', id, expectedVersion: 0 },
+          [{ type: 'cart.opened.v1', payload: { cartId: id, customerId } }],
+          appendContext(request),
+        );
+        return { ...(await cartResponse(trx, id, 201)), location: `/carts/${id}` };
+      }),
+  );
+
+  api.get('/carts/:id', { schema: { params: IdParams } }, async (request, reply) => {
+    const cart = await loadCart(db, request.params.id);
+    if (cart === undefined)
+      throw new ProblemError(404, 'not_found', `No cart ${request.params.id}`);
+    return reply.header('etag', `"${cart.version}"`).send(cart);
+  });
+
+  api.post(
+    '/carts/:id/items',
+    {
+      schema: {
+        params: IdParams,
+        body: Type.Object({ productId: Uuid, quantity: Quantity }, { additionalProperties: false }),
+      },
+    },
+    (request, reply) =>
+      write(request, reply, async (trx) => {
+        const { id } = request.params;
+        const { productId, quantity } = request.body;
+        const cart = await lockOpenCart(trx, id, ifMatchVersion(request, false));
+        const product = await trx
+          .selectFrom('shop.products')
+          .select(['price_cents'])
+          .where('id', '=', productId)
+          .where('delisted_at', 'is', null)
+          .executeTakeFirst();
+        if (product === undefined)
+          throw new ProblemError(422, 'product_not_found', `No listed product ${productId}`);
+        const line = await trx
+          .selectFrom('shop.cart_items')
+          .select(['quantity', 'unit_price_cents'])
+          .where('cart_id', '=', id)
+          .where('product_id', '=', productId)
+          .executeTakeFirst();
+        if ((line?.quantity ?? 0) + quantity > MAX_LINE_QUANTITY) {
+          throw new ProblemError(
+            409,
+            'quantity_limit',
+            `A cart line holds at most ${MAX_LINE_QUANTITY} units`,
+          );
+        }
+        // A line keeps the price of its first unit, so the events always add up to the cart.
+        const unitPriceCents = line?.unit_price_cents ?? product.price_cents;
+        await trx
+          .insertInto('shop.cart_items')
+          .values({
+            cart_id: id,
+            product_id: productId,
+            quantity,
+            unit_price_cents: unitPriceCents,
+          })
+          .onConflict((oc) =>
+            oc
+              .columns(['cart_id', 'product_id'])
+              .doUpdateSet((eb) => ({ quantity: eb('shop.cart_items.quantity', '+', quantity) })),
+          )
+          .execute();
+        await trx
+          .updateTable('shop.carts')
+          .set({ version: cart.version + 1, updated_at: new Date() })
+          .where('id', '=', id)
+          .execute();
+        await outbox.append(
+          trx,
+          { type: 'cart', id, expectedVersion: cart.version },
+          [
+            {
+              type: 'cart.item_added.v1',
+              payload: { cartId: id, productId, quantity, unitPriceCents },
+            },
+          ],
+          appendContext(request),
+        );
+        return cartResponse(trx, id, 200);
+      }),
+  );
+
+  api.delete(
+    '/carts/:id/items/:productId',
+    {
+      schema: {
+        params: Type.Object({ id: Uuid, productId: Uuid }, { additionalProperties: false }),
+      },
+    },
+    (request, reply) =>
+      write(request, reply, async (trx) => {
+        const { id, productId } = request.params;
+        const cart = await lockOpenCart(trx, id, ifMatchVersion(request, false));
+        const line = await trx
+          .deleteFrom('shop.cart_items')
+          .where('cart_id', '=', id)
+          .where('product_id', '=', productId)
+          .returning(['quantity', 'unit_price_cents'])
+          .executeTakeFirst();
+        if (line === undefined) {
+          throw new ProblemError(
+            409,
+            'item_not_in_cart',
+            `Product ${productId} is not in cart ${id}`,
+          );
+        }
+        await trx
+          .updateTable('shop.carts')
+          .set({ version: cart.version + 1, updated_at: new Date() })
+          .where('id', '=', id)
+          .execute();
+        await outbox.append(
+          trx,
+          { type: 'cart', id, expectedVersion: cart.version },
+          [
+            {
+              type: 'cart.item_removed.v1',
+              payload: {
+                cartId: id,
+                productId,
+                quantity: line.quantity,
+                unitPriceCents: line.unit_price_cents,
+              },
+            },
+          ],
+          appendContext(request),
+        );
+        return cartResponse(trx, id, 200);
+      }),
+  );
+
+  api.post('/carts/:id/checkout', { schema: { params: IdParams } }, (request, reply) =>
+    write(request, reply, async (trx) => {
+      const { id } = request.params;
+      const cart = await lockOpenCart(trx, id, ifMatchVersion(request, false));
+      const items = await trx
+        .selectFrom('shop.cart_items')
+        .select(['product_id', 'quantity', 'unit_price_cents'])
+        .where('cart_id', '=', id)
+        .orderBy('product_id') // one lock order for every checkout: no deadlocks
+        .execute();
+      if (items.length === 0) throw new ProblemError(409, 'cart_empty', `Cart ${id} has no items`);
+      for (const item of items) {
+        const reserved = await trx
+          .updateTable('shop.products')
+          .set((eb) => ({ stock: eb('stock', '-', item.quantity) }))
+          .where('id', '=', item.product_id)
+          .where('stock', '>=', item.quantity)
+          .where('delisted_at', 'is', null)
+          .executeTakeFirst();
+        if (reserved.numUpdatedRows === 0n) {
+          throw new ProblemError(
+            409,
+            'insufficient_stock',
+            `Not enough stock of product ${item.product_id}`,
+          );
+        }
+      }
+      const orderId = uuidv7();
+      const lines = items.map((item) => ({
+        productId: item.product_id,
+        quantity: item.quantity,
+        unitPriceCents: item.unit_price_cents,
+      }));
+      const totalCents = lines.reduce((sum, line) => sum + line.quantity * line.unitPriceCents, 0);
+      await trx
+        .insertInto('shop.orders')
+        .values({
+          id: orderId,
+          cart_id: id,
+          customer_id: cart.customer_id,
+          total_cents: totalCents,
+          status: 'placed',
+          version: 1,
+        })
+        .execute();
+      await trx
+        .insertInto('shop.order_lines')
+        .values(items.map((item) => ({ order_id: orderId, ...item })))
+        .execute();
+      await trx
+        .updateTable('shop.carts')
+        .set({ status: 'checked_out', version: cart.version + 1, updated_at: new Date() })
+        .where('id', '=', id)
+        .execute();
+      const context = appendContext(request);
+      await outbox.append(
+        trx,
+        { type: 'cart', id, expectedVersion: cart.version },
+        [{ type: 'cart.checked_out.v1', payload: { cartId: id, orderId, totalCents } }],
+        context,
+      );
+      await outbox.append(
+        trx,
+        { type: 'order', id: orderId, expectedVersion: 0 },
+        [
+          {
+            type: 'order.placed.v1',
+            payload: { orderId, cartId: id, customerId: cart.customer_id, lines, totalCents },
+          },
+        ],
+        context,
+      );
+      return {
+        status: 201,
+        body: {
+          orderId,
+          cartId: id,
+          customerId: cart.customer_id,
+          status: 'placed',
+          lines,
+          totalCents,
+          version: 1,
+        },
+        etag: 1,
+        location: `/orders/${orderId}`,
+        versions: [
+          { aggregateType: 'cart', aggregateId: id, version: cart.version + 1 },
+          { aggregateType: 'order', aggregateId: orderId, version: 1 },
+        ],
+      };
+    }),
+  );
+}

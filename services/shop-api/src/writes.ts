@@ -1,0 +1,118 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Kysely, Transaction } from 'kysely';
+import { createHash } from 'node:crypto';
+import type { ShopDatabase } from './database.js';
+import { ProblemError, consistencyToken, type WrittenVersion } from './http.js';
+
+/** What a write handler produced, before it becomes an HTTP response. */
+export interface WriteOutcome {
+  status: number;
+  body?: unknown;
+  /** The written resource's version, sent as `ETag`. */
+  etag?: number;
+  location?: string;
+  /** Every aggregate version the write produced, for `X-Consistency-Token`. */
+  versions: WrittenVersion[];
+}
+
+interface StoredResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+function toResponse(outcome: WriteOutcome): StoredResponse {
+  const headers: Record<string, string> = {
+    'x-consistency-token': consistencyToken(outcome.versions),
+  };
+  if (outcome.etag !== undefined) headers.etag = `"${outcome.etag}"`;
+  if (outcome.location !== undefined) headers.location = outcome.location;
+  return { status: outcome.status, headers, body: outcome.body ?? null };
+}
+
+/**
+ * Runs every state change of one request in one transaction — state rows, outbox rows and, for
+ * a POST with `Idempotency-Key`, the stored response — so they commit together or not at all.
+ * A retried key replays the first response; the same key with another request is a 422.
+ */
+export function createWriter(db: Kysely<ShopDatabase>) {
+  return async function write(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    action: (trx: Transaction<ShopDatabase>) => Promise<WriteOutcome>,
+  ): Promise<FastifyReply> {
+    const rawKey = request.method === 'POST' ? request.headers['idempotency-key'] : undefined;
+    if (rawKey !== undefined && (typeof rawKey !== 'string' || !IDEMPOTENCY_KEY.test(rawKey))) {
+      throw new ProblemError(
+        400,
+        'invalid_idempotency_key',
+        'Idempotency-Key must be 1-255 printable ASCII characters',
+      );
+    }
+    const requestHash = createHash('sha256')
+      .update(`${request.method} ${request.url}\n${JSON.stringify(request.body ?? null)}`)
+      .digest('hex');
+
+    const response = await db.transaction().execute(async (trx): Promise<StoredResponse> => {
+      if (rawKey !== undefined) {
+        // Waits for a concurrent request with the same key to finish, then sees its row.
+        const claimed = await trx
+          .insertInto('sluice.idempotency_keys')
+          .values({
+            key: rawKey,
+            request_hash: requestHash,
+            status_code: null,
+            response_headers: null,
+            response_body: null,
+          })
+          .onConflict((oc) => oc.column('key').doNothing())
+          .returning('key')
+          .executeTakeFirst();
+        if (claimed === undefined) {
+          const stored = await trx
+            .selectFrom('sluice.idempotency_keys')
+            .select(['request_hash', 'status_code', 'response_headers', 'response_body'])
+            .where('key', '=', rawKey)
+            .executeTakeFirstOrThrow();
+          if (stored.request_hash !== requestHash || stored.status_code === null) {
+            throw new ProblemError(
+              422,
+              'idempotency_key_reused',
+              'This Idempotency-Key was used for a different request',
+            );
+          }
+          return {
+            status: stored.status_code,
+            headers: { ...(stored.response_headers ?? {}), 'idempotent-replayed': 'true' },
+            body: stored.response_body,
+          };
+        }
+      }
+      const fresh = toResponse(await action(trx));
+      if (rawKey !== undefined) {
+        await trx
+          .updateTable('sluice.idempotency_keys')
+          .set({
+            status_code: fresh.status,
+            response_headers: JSON.stringify(fresh.headers) as unknown as Record<string, string>,
+            response_body: JSON.stringify(fresh.body),
+          })
+          .where('key', '=', rawKey)
+          .execute();
+      }
+      return fresh;
+    });
+    reply.code(response.status).headers(response.headers);
+    return response.status === 204 ? reply.send() : reply.send(response.body);
+  };
+}
+
+export type Writer = ReturnType<typeof createWriter>;
+
+/** The constraint a unique violation broke, if that is what `error` is. */
+export function uniqueViolation(error: unknown): string | undefined {
+  const pgError = error as { code?: string; constraint?: string };
+  return pgError.code === '23505' ? (pgError.constraint ?? '') : undefined;
+}
