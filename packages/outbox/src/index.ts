@@ -113,7 +113,8 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
 
   return {
     async append(trx, aggregate, events, context = {}) {
-      if (!trx.isTransaction) {
+      // The type already demands a transaction; this catches casts and plain JavaScript.
+      if (!(trx as { isTransaction: boolean }).isTransaction) {
         throw new SluiceError(
           'outbox_requires_transaction',
           'outbox.append needs the open transaction that writes the state the events describe',
