@@ -1,5 +1,5 @@
 import { createOutbox } from '@sluice/outbox';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { sql, type Kysely } from 'kysely';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { v7 as uuidv7 } from 'uuid';
@@ -31,11 +31,14 @@ export function buildApp(options: AppOptions): FastifyInstance {
     bodyLimit: options.bodyLimitBytes ?? 64 * 1024,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    requestIdLogLabel: 'correlationId',
     requestIdHeader: false,
     genReqId: (request) => correlationIdFor(request.headers['x-correlation-id']) ?? uuidv7(),
     return503OnClosing: true,
-    disableRequestLogging: true,
+    // Requests are counted in metrics; errors and slow paths are logged where they happen.
+    logController: new LogController({
+      requestIdLogLabel: 'correlationId',
+      disableRequestLogging: true,
+    }),
   });
   installValidators(app);
   installErrorHandling(app);

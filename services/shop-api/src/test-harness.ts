@@ -1,0 +1,90 @@
+// Test support (not used by the service): a shop-api on a database of its own.
+import { createDatabase, migrate } from '@sluice/service-kit';
+import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { sql, type Kysely } from 'kysely';
+import { pino } from 'pino';
+import { buildApp } from './app.js';
+import type { ShopDatabase } from './database.js';
+import { shopMigrations } from './migrations.js';
+
+export interface ShopApiHarness {
+  app: FastifyInstance;
+  db: Kysely<ShopDatabase>;
+  database: TestDatabase;
+  /** Sends a JSON request (or a raw string payload) through the app. */
+  request(
+    method: 'GET' | 'POST' | 'PATCH' | 'DELETE' | 'PUT',
+    url: string,
+    options?: { body?: unknown; raw?: string; headers?: Record<string, string> },
+  ): Promise<LightMyRequestResponse>;
+  /** Every row of every shop table and the outbox, to prove a request changed nothing. */
+  snapshot(): Promise<string>;
+  outbox(): Promise<OutboxRow[]>;
+  close(): Promise<void>;
+}
+
+export interface OutboxRow {
+  id: string;
+  aggregate_type: string;
+  aggregate_id: string;
+  aggregate_version: number;
+  type: string;
+  payload: Record<string, unknown>;
+  metadata: Record<string, unknown>;
+  occurred_at: Date;
+}
+
+const TABLES = [
+  'customers',
+  'products',
+  'carts',
+  'cart_items',
+  'orders',
+  'order_lines',
+  'outbox',
+  'outbox_heads',
+];
+
+export async function startShopApi(prefix = 'shop'): Promise<ShopApiHarness> {
+  const database = await createTestDatabase(testServers().databaseUrl, prefix);
+  const db = createDatabase<ShopDatabase>({ url: database.url, maxConnections: 30 });
+  await migrate(db, 'shop_api_migrations', shopMigrations);
+  const app = buildApp({ db, logger: pino({ level: 'silent' }) });
+  await app.ready();
+  return {
+    app,
+    db,
+    database,
+    request(method, url, options = {}) {
+      const headers: Record<string, string> = { ...options.headers };
+      let payload: string | undefined = options.raw;
+      if (options.body !== undefined) {
+        payload = JSON.stringify(options.body);
+        headers['content-type'] ??= 'application/json';
+      }
+      return app.inject({ method, url, headers, ...(payload === undefined ? {} : { payload }) });
+    },
+    async snapshot() {
+      const parts: string[] = [];
+      for (const table of TABLES) {
+        const { rows } = await sql<{ row: string }>`
+          SELECT t::text AS row FROM ${sql.table(`shop.${table}`)} t ORDER BY t::text`.execute(db);
+        parts.push(`${table}:${rows.map((r) => r.row).join('|')}`);
+      }
+      return parts.join('\n');
+    },
+    async outbox() {
+      const { rows } = await sql<OutboxRow>`
+        SELECT * FROM shop.outbox ORDER BY aggregate_type, aggregate_id, aggregate_version`.execute(
+        db,
+      );
+      return rows;
+    },
+    async close() {
+      await app.close();
+      await db.destroy();
+      await database.drop();
+    },
+  };
+}
