@@ -14,6 +14,8 @@ const ConfigSchema = Type.Object({
     ),
     { default: 'info' },
   ),
+  /** Apply migrations on start; off when the app's role may not own the schema (infra/postgres/roles.sql). */
+  MIGRATE_ON_START: Type.Boolean({ default: true }),
   DATABASE_POOL_SIZE: Type.Integer({ minimum: 1, maximum: 200, default: 20 }),
   /** Outbox rows older than this are purged (the relay has long published them). */
   OUTBOX_RETENTION_DAYS: Type.Integer({ minimum: 1, default: 7 }),

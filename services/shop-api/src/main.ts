@@ -16,7 +16,7 @@ const db = createDatabase<ShopDatabase>({
   maxConnections: config.DATABASE_POOL_SIZE,
   applicationName: 'shop-api',
 });
-await migrate(db, 'shop_api_migrations', shopMigrations);
+if (config.MIGRATE_ON_START) await migrate(db, 'shop_api_migrations', shopMigrations);
 
 const app = buildApp({ db, logger });
 await app.listen({ port: config.API_PORT, host: config.API_HOST });

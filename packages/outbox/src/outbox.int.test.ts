@@ -1,0 +1,167 @@
+import { isSluiceError } from '@sluice/errors';
+import { createDatabase, migrate } from '@sluice/service-kit';
+import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOutbox, outboxMigrations, type NewEvent } from './index.js';
+
+let database: TestDatabase;
+let db: Kysely<Record<string, never>>;
+const outbox = createOutbox({ schema: 'shop' });
+const cartId = '0190a6e2-8d7e-7c3a-9b1e-000000000001';
+const productId = '0190a6e2-8d7e-7c3a-9b1e-000000000002';
+const added = (quantity: number): NewEvent => ({
+  type: 'cart.item_added.v1',
+  payload: { cartId, productId, quantity, unitPriceCents: 100 },
+});
+
+beforeAll(async () => {
+  database = await createTestDatabase(testServers().databaseUrl, 'outbox');
+  db = createDatabase({ url: database.url });
+  await migrate(db, 'outbox_migrations', outboxMigrations({ schema: 'shop' }));
+});
+afterAll(async () => {
+  await db.destroy();
+  await database.drop();
+});
+
+async function rows(aggregateId = cartId) {
+  const result = await sql<{
+    id: string;
+    aggregate_version: number;
+    type: string;
+    metadata: object;
+  }>`
+    SELECT id, aggregate_version, type, metadata FROM shop.outbox
+     WHERE aggregate_id = ${aggregateId} ORDER BY aggregate_version`.execute(db);
+  return result.rows;
+}
+
+async function caught(action: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await action();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected an error');
+}
+
+describe('append', () => {
+  it('assigns UUIDv7 ids and consecutive versions, with the context as metadata', async () => {
+    const appended = await db.transaction().execute((trx) =>
+      outbox.append(trx, { type: 'cart', id: cartId, expectedVersion: 0 }, [added(1), added(2)], {
+        correlationId: 'corr-1',
+        actor: 'user:1',
+        reason: 'test',
+        traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+      }),
+    );
+    expect(appended.map((e) => e.aggregateVersion)).toEqual([1, 2]);
+    for (const event of appended)
+      expect(event.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab]/);
+    await db
+      .transaction()
+      .execute((trx) =>
+        outbox.append(trx, { type: 'cart', id: cartId, expectedVersion: 2 }, [added(3)]),
+      );
+    const stored = await rows();
+    expect(stored.map((r) => r.aggregate_version)).toEqual([1, 2, 3]);
+    expect(stored[0]?.metadata).toEqual({
+      correlation_id: 'corr-1',
+      actor: 'user:1',
+      reason: 'test',
+      traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+    });
+  });
+
+  it('refuses a stale or repeated version and writes nothing', async () => {
+    const before = await rows();
+    for (const expectedVersion of [0, 2, 4]) {
+      const error = await caught(() =>
+        db
+          .transaction()
+          .execute((trx) =>
+            outbox.append(trx, { type: 'cart', id: cartId, expectedVersion }, [added(1)]),
+          ),
+      );
+      expect(isSluiceError(error, 'version_conflict')).toBe(true);
+    }
+    expect(await rows()).toEqual(before);
+  });
+
+  it('validates every event before inserting any, and rolls back with the caller', async () => {
+    const before = await rows();
+    const invalid = {
+      type: 'cart.item_added.v1',
+      payload: { cartId, quantity: -1 },
+    } as unknown as NewEvent;
+    const unknown = { type: 'cart.teleported.v1', payload: {} } as unknown as NewEvent;
+    const mismatch: NewEvent = { type: 'customer.erased.v1', payload: { customerId: cartId } };
+    const cases: [NewEvent, string][] = [
+      [invalid, 'event_payload_invalid'],
+      [unknown, 'event_type_unknown'],
+      [mismatch, 'event_aggregate_mismatch'],
+    ];
+    for (const [event, code] of cases) {
+      const error = await caught(() =>
+        db
+          .transaction()
+          .execute((trx) =>
+            outbox.append(trx, { type: 'cart', id: cartId, expectedVersion: 3 }, [added(1), event]),
+          ),
+      );
+      expect(isSluiceError(error, code), String(error)).toBe(true);
+    }
+    const rolledBack = await caught(() =>
+      db.transaction().execute(async (trx) => {
+        await outbox.append(trx, { type: 'cart', id: cartId, expectedVersion: 3 }, [added(1)]);
+        throw new Error('caller failed after appending');
+      }),
+    );
+    expect(String(rolledBack)).toMatch(/caller failed/);
+    expect(await rows()).toEqual(before);
+  });
+
+  it('accepts only a transaction', async () => {
+    const error = await caught(() =>
+      outbox.append(
+        db as unknown as Transaction<Record<string, never>>,
+        { type: 'cart', id: cartId, expectedVersion: 3 },
+        [added(1)],
+      ),
+    );
+    expect(isSluiceError(error, 'outbox_requires_transaction')).toBe(true);
+  });
+});
+
+describe('purge', () => {
+  it('deletes old rows in batches, keeps young ones, and versions never repeat afterwards', async () => {
+    const aggregateId = '0190a6e2-8d7e-7c3a-9b1e-000000000003';
+    const events = Array.from({ length: 25 }, () => ({
+      type: 'cart.item_added.v1' as const,
+      payload: { cartId: aggregateId, productId, quantity: 1, unitPriceCents: 1 },
+    }));
+    await db
+      .transaction()
+      .execute((trx) =>
+        outbox.append(trx, { type: 'cart', id: aggregateId, expectedVersion: 0 }, events),
+      );
+    await sql`UPDATE shop.outbox SET occurred_at = now() - interval '8 days' WHERE aggregate_id = ${aggregateId} AND aggregate_version <= 20`.execute(
+      db,
+    );
+    const purged = await outbox.purge(db, {
+      olderThan: new Date(Date.now() - 7 * 86_400_000),
+      batchSize: 6,
+    });
+    expect(purged).toBe(20);
+    expect((await rows(aggregateId)).map((r) => r.aggregate_version)).toEqual([21, 22, 23, 24, 25]);
+    const next = await db
+      .transaction()
+      .execute((trx) =>
+        outbox.append(trx, { type: 'cart', id: aggregateId, expectedVersion: 25 }, [
+          events[0] as NewEvent,
+        ]),
+      );
+    expect(next[0]?.aggregateVersion).toBe(26);
+  });
+});
