@@ -60,8 +60,16 @@ export function buildApp(options: AppOptions): FastifyInstance {
     registers: [registry],
   });
 
-  app.addHook('onSend', async (request, reply) => {
+  // While draining, responses close their keep-alive connection so `close()` can finish.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-correlation-id', request.id);
+    if (closing) reply.header('connection', 'close');
+    done(null, payload);
   });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';

@@ -51,6 +51,10 @@ async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   logger.info({ signal }, 'draining');
+  setTimeout(() => {
+    logger.error('drain timed out; exiting');
+    process.exit(1);
+  }, 30_000).unref();
   clearInterval(retention);
   await app.close(); // stops accepting, finishes in-flight requests
   await db.destroy();
