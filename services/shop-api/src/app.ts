@@ -6,6 +6,7 @@ import { v7 as uuidv7 } from 'uuid';
 import type { ShopDatabase } from './database.js';
 import {
   correlationIdFor,
+  frameworkErrorHandler,
   installBodyGuards,
   installErrorHandling,
   installValidators,
@@ -34,6 +35,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     requestIdHeader: false,
     genReqId: (request) => correlationIdFor(request.headers['x-correlation-id']) ?? uuidv7(),
     return503OnClosing: true,
+    frameworkErrors: frameworkErrorHandler,
     // Requests are counted in metrics; errors and slow paths are logged where they happen.
     logController: new LogController({
       requestIdLogLabel: 'correlationId',

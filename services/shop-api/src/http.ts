@@ -24,6 +24,7 @@ const TITLES: Record<number, string> = {
   409: 'Conflict',
   412: 'Precondition Failed',
   413: 'Content Too Large',
+  414: 'URI Too Long',
   415: 'Unsupported Media Type',
   422: 'Unprocessable Content',
   428: 'Precondition Required',
@@ -60,6 +61,16 @@ const FASTIFY_CODES: Record<string, [number, string]> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'bad_request'],
 };
 
+/** Errors Fastify raises before routing (bad URL encoding, over-long path parameters). */
+export function frameworkErrorHandler(
+  error: FastifyError,
+  _request: FastifyRequest,
+  reply: FastifyReply,
+): void {
+  const status = error.statusCode !== undefined && error.statusCode < 500 ? error.statusCode : 400;
+  sendProblem(reply, status, 'bad_url', error.message);
+}
+
 /** Every error leaves as problem+json; only genuine bugs are 500s, and those are logged. */
 export function installErrorHandling(app: FastifyInstance): void {
   app.setNotFoundHandler((request, reply) =>
@@ -78,13 +89,13 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     const mapped = FASTIFY_CODES[error.code];
     if (mapped !== undefined) return sendProblem(reply, mapped[0], mapped[1], error.message);
-    if (error instanceof SyntaxError || /JSON/i.test(error.message)) {
-      return sendProblem(reply, 400, 'malformed_json', error.message);
-    }
-    if (/prototype|constructor/i.test(error.message)) {
-      return sendProblem(reply, 400, 'forbidden_key', error.message);
-    }
     const status = error.statusCode ?? 500;
+    // The JSON body parser (secure-json-parse) fails with a SyntaxError marked 400, also for
+    // `__proto__` / `constructor.prototype` keys.
+    if (error instanceof SyntaxError && status === 400) {
+      const forbidden = /forbidden (prototype|constructor) property/.test(error.message);
+      return sendProblem(reply, 400, forbidden ? 'forbidden_key' : 'malformed_json', error.message);
+    }
     if (status >= 400 && status < 500)
       return sendProblem(reply, status, 'bad_request', error.message);
     request.log.error({ err: error }, 'unhandled error');
@@ -111,37 +122,83 @@ export function installValidators(app: FastifyInstance): void {
   });
   addFormats.default(strict);
   addFormats.default(lenient);
-  app.setValidatorCompiler(({ schema, httpPart }) =>
-    (httpPart === 'body' ? strict : lenient).compile(schema),
-  );
+  app.setValidatorCompiler(({ schema, httpPart }) => {
+    if (httpPart === 'body') return strict.compile(schema);
+    const validate = lenient.compile(schema);
+    // Ajv coerces "1e400" to Infinity, then skips minimum/maximum (they only judge finite
+    // numbers), so `?limit=1e400` would reach SQL as `LIMIT Infinity` and fail as a 500.
+    const checked = (data: unknown) => {
+      const valid = validate(data);
+      checked.errors = validate.errors ?? null;
+      const field = valid ? nonFiniteField(data) : undefined;
+      if (field === undefined) return valid;
+      return {
+        error: new ProblemError(400, 'invalid_request', `${httpPart}/${field} must be finite`),
+      };
+    };
+    checked.errors = validate.errors ?? null;
+    return checked;
+  });
 }
 
-/** Finds the first string (value or key) PostgreSQL would refuse or silently corrupt. */
-function unsafeString(value: unknown, path: string): string | undefined {
-  if (typeof value === 'string') {
-    if (value.includes('\u0000')) return `${path} contains a NUL character`;
-    if (!value.isWellFormed()) return `${path} contains a lone surrogate (not valid Unicode)`;
-    return undefined;
-  }
-  if (Array.isArray(value)) {
-    for (const [index, item] of value.entries()) {
-      const problem = unsafeString(item, `${path}/${index}`);
-      if (problem !== undefined) return problem;
-    }
-    return undefined;
-  }
-  if (value !== null && typeof value === 'object') {
-    for (const [key, item] of Object.entries(value)) {
-      const problem = unsafeString(key, `${path} key`) ?? unsafeString(item, `${path}/${key}`);
-      if (problem !== undefined) return problem;
+function nonFiniteField(data: unknown): string | undefined {
+  if (data === null || typeof data !== 'object') return undefined;
+  return Object.entries(data).find(
+    ([, value]) => typeof value === 'number' && !Number.isFinite(value),
+  )?.[0];
+}
+
+interface BodyNode {
+  value: unknown;
+  /** `/index` or `/key` below the parent, or ` key` for one of the parent's keys. */
+  step: string;
+  parent: BodyNode | undefined;
+}
+
+function pathOf(node: BodyNode): string {
+  const steps: string[] = [];
+  for (let at: BodyNode | undefined = node; at !== undefined; at = at.parent) steps.push(at.step);
+  return steps.reverse().join('');
+}
+
+/**
+ * Finds the first string (value or key) PostgreSQL would refuse or silently corrupt. Walks with
+ * an explicit stack, not recursion: a 64 KiB body can nest 20 000 levels deep, which would
+ * overflow the call stack (a RangeError, so a 500); paths are built only for the culprit.
+ */
+function unsafeString(body: unknown): string | undefined {
+  const stack: BodyNode[] = [{ value: body, step: 'body', parent: undefined }];
+  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
+    const { value } = node;
+    if (typeof value === 'string') {
+      if (value.includes('\u0000')) return `${pathOf(node)} contains a NUL character`;
+      if (!value.isWellFormed()) {
+        return `${pathOf(node)} contains a lone surrogate (not valid Unicode)`;
+      }
+    } else if (Array.isArray(value)) {
+      for (let index = value.length - 1; index >= 0; index -= 1) {
+        stack.push({ value: value[index] as unknown, step: `/${index}`, parent: node });
+      }
+    } else if (value !== null && typeof value === 'object') {
+      const entries = Object.entries(value as Record<string, unknown>);
+      for (let index = entries.length - 1; index >= 0; index -= 1) {
+        const [key, item] = entries[index] ?? ['', undefined];
+        stack.push(
+          { value: item, step: `/${key}`, parent: node },
+          { value: key, step: ' key', parent: node },
+        );
+      }
     }
   }
   return undefined;
 }
 
 export function installBodyGuards(app: FastifyInstance): void {
+  // Fastify parses text/plain into a string by default; every body here is JSON, so anything
+  // else is a 415 rather than a 400 for "body must be object".
+  app.removeContentTypeParser('text/plain');
   app.addHook('preValidation', (request, _reply, done) => {
-    const problem = unsafeString(request.body, 'body');
+    const problem = unsafeString(request.body);
     done(problem === undefined ? undefined : new ProblemError(400, 'invalid_string', problem));
   });
 }
