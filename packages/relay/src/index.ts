@@ -1,0 +1,34 @@
+export { claimCheckRef, createPgClaimCheckStore } from './claim-checks.js';
+export {
+  createKafkaSink,
+  type ClaimCheckStore,
+  type EventSink,
+  type KafkaSinkOptions,
+  type OutgoingEvent,
+} from './event-sink.js';
+export { createLeadership, type Leadership, type LeadershipOptions } from './leadership.js';
+export { Lsn } from './lsn.js';
+export {
+  createRelay,
+  outboxRowToEvent,
+  type Relay,
+  type RelayHooks,
+  type RelayOptions,
+} from './relay.js';
+export {
+  createPgReplicationSource,
+  type PgReplicationSourceOptions,
+  type ReplicationEvent,
+  type ReplicationSource,
+} from './replication-source.js';
+export {
+  HEARTBEAT_PREFIX,
+  emitHeartbeat,
+  inspectSlot,
+  prepareReplication,
+  publishInitialSnapshot,
+  type InitialSnapshot,
+  type ReplicationNames,
+  type SlotHealth,
+  type SlotState,
+} from './setup.js';

@@ -1,0 +1,178 @@
+import { errorMessage, SluiceError } from '@sluice/errors';
+import pg from 'pg';
+import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { Lsn } from './lsn.js';
+
+/** What a logical replication stream delivers, in WAL order. */
+export type ReplicationEvent =
+  | { kind: 'begin'; commitLsn: Lsn; commitTime: Date }
+  | { kind: 'insert'; schema: string; table: string; row: Record<string, unknown> }
+  | { kind: 'message'; prefix: string; transactional: boolean }
+  | { kind: 'commit'; commitLsn: Lsn; endLsn: Lsn }
+  /** The server has decoded and sent everything before `walEnd`. */
+  | { kind: 'keepalive'; walEnd: Lsn; replyRequested: boolean };
+
+/**
+ * A logical replication stream from one slot. Events arrive through one synchronous handler,
+ * in WAL order, keepalives included, so a keepalive never overtakes data.
+ */
+export interface ReplicationSource {
+  /**
+   * Streams from the slot's confirmed position until `stop()` (resolves) or a failure
+   * (rejects, e.g. PostgreSQL restarted). A source streams once; make a new one to resume.
+   */
+  start(handler: (event: ReplicationEvent) => void): Promise<void>;
+  /** Tells PostgreSQL everything before `lsn` is durable elsewhere; it may recycle that WAL. */
+  acknowledge(lsn: Lsn): void;
+  /** Stops reading from the socket (backpressure); the server buffers, then waits. */
+  pause(): void;
+  resume(): void;
+  stop(): Promise<void>;
+}
+
+/** Options for {@link createPgReplicationSource}. */
+export interface PgReplicationSourceOptions {
+  connectionString: string;
+  slot: string;
+  publication: string;
+}
+
+interface ReplicationConnection {
+  on(event: 'copyData', listener: (message: { chunk: Buffer }) => void): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+  stream: { pause(): void; resume(): void };
+}
+
+const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
+
+function readLsn(buffer: Buffer, offset: number): Lsn {
+  return Lsn.of(buffer.readBigUInt64BE(offset));
+}
+
+function toEvent(message: Pgoutput.Message): ReplicationEvent | undefined {
+  switch (message.tag) {
+    case 'begin':
+      return {
+        kind: 'begin',
+        commitLsn: Lsn.parse(message.commitLsn ?? '0/0'),
+        commitTime: new Date(Number(message.commitTime) / 1000),
+      };
+    case 'insert':
+      return {
+        kind: 'insert',
+        schema: message.relation.schema,
+        table: message.relation.name,
+        row: message.new,
+      };
+    case 'message':
+      return { kind: 'message', prefix: message.prefix, transactional: message.transactional };
+    case 'commit':
+      return {
+        kind: 'commit',
+        commitLsn: Lsn.parse(message.commitLsn ?? '0/0'),
+        endLsn: Lsn.parse(message.commitEndLsn ?? '0/0'),
+      };
+    default:
+      // relation/type/origin messages feed the decoder's caches; the publication sends no
+      // updates, deletes or truncates.
+      return undefined;
+  }
+}
+
+/**
+ * A {@link ReplicationSource} over pgoutput, decoded by pg-logical-replication's parser.
+ *
+ * The stream is driven here rather than by the library's service class, whose standby status
+ * updates report `lsn + 1` (which would let PostgreSQL skip a transaction whose commit record
+ * starts exactly at the acknowledged position) and whose keepalives can overtake queued data.
+ */
+export function createPgReplicationSource(options: PgReplicationSourceOptions): ReplicationSource {
+  const plugin = new PgoutputPlugin({
+    protoVersion: 1,
+    publicationNames: [options.publication],
+    messages: true,
+  });
+  let client: pg.Client | undefined;
+  let connection: ReplicationConnection | undefined;
+  let stopping = false;
+  let started = false;
+
+  return {
+    async start(handler) {
+      if (started)
+        throw new SluiceError('replication_source_reused', 'A replication source streams once');
+      started = true;
+      client = new pg.Client({
+        connectionString: options.connectionString,
+        replication: 'database',
+      } as pg.ClientConfig);
+      const current = client;
+      const failure = new Promise<never>((_, reject) => {
+        current.on('error', (error) => reject(error));
+      });
+      failure.catch(() => undefined);
+      await current.connect();
+      connection = (current as unknown as { connection: ReplicationConnection }).connection;
+      connection.on('copyData', ({ chunk }) => {
+        if (chunk[0] === 0x77) {
+          // XLogData: 'w', start, end, send time, then one pgoutput message.
+          const event = toEvent(plugin.parse(chunk.subarray(25)));
+          if (event !== undefined) handler(event);
+        } else if (chunk[0] === 0x6b) {
+          // Primary keepalive: 'k', walEnd, send time, reply requested.
+          handler({
+            kind: 'keepalive',
+            walEnd: readLsn(chunk, 1),
+            replyRequested: chunk[17] === 1,
+          });
+        }
+      });
+      try {
+        await Promise.race([plugin.start(current, options.slot, '0/0'), failure]);
+      } catch (error) {
+        if (stopping) return;
+        throw new SluiceError(
+          'replication_stream_failed',
+          `Replication stream ended: ${errorMessage(error)}`,
+          {
+            cause: error,
+            retriable: true,
+          },
+        );
+      }
+      if (!stopping) {
+        throw new SluiceError(
+          'replication_stream_failed',
+          'Replication stream ended unexpectedly',
+          { retriable: true },
+        );
+      }
+    },
+
+    acknowledge(lsn) {
+      if (connection === undefined || stopping) return;
+      const update = Buffer.alloc(34);
+      update.write('r', 0);
+      // Written, flushed and applied positions: exactly `lsn`, never past it.
+      update.writeBigUInt64BE(lsn, 1);
+      update.writeBigUInt64BE(lsn, 9);
+      update.writeBigUInt64BE(lsn, 17);
+      update.writeBigUInt64BE(BigInt(Date.now() - PG_EPOCH_MS) * 1000n, 25);
+      update.writeUInt8(0, 33);
+      connection.sendCopyFromChunk(update);
+    },
+
+    pause() {
+      connection?.stream.pause();
+    },
+
+    resume() {
+      connection?.stream.resume();
+    },
+
+    async stop() {
+      stopping = true;
+      await client?.end().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,321 @@
+import { SluiceError } from '@sluice/errors';
+import pg from 'pg';
+import type { EventSink } from './event-sink.js';
+import { Lsn } from './lsn.js';
+import { outboxRowToEvent } from './relay.js';
+
+/** Names the relay replicates with. */
+export interface ReplicationNames {
+  /** Publication over the outbox, inserts only. Default `sluice_outbox`. */
+  publication: string;
+  /** Logical replication slot (pgoutput). Default `sluice_relay`. */
+  slot: string;
+  /** The outbox table. Default `shop.outbox`. */
+  outbox: { schema: string; table: string };
+}
+
+/** What {@link prepareReplication} found or made. */
+export interface SlotState {
+  created: boolean;
+  confirmedFlushLsn: Lsn;
+  /**
+   * Present when the slot was just created: the outbox rows committed before the slot's
+   * consistent point, which the stream will never deliver. Publish them, then call `done()`.
+   */
+  initialSnapshot?: InitialSnapshot;
+}
+
+/** Outbox rows that predate a new slot, read in the slot's exported snapshot. */
+export interface InitialSnapshot {
+  consistentPoint: Lsn;
+  /** Rows in per-aggregate version order, `batchSize` at a time. */
+  batches(batchSize: number): AsyncGenerator<Record<string, unknown>[]>;
+  /** Records that the snapshot was published and releases it. */
+  done(): Promise<void>;
+  /** Releases the snapshot without recording it (a new slot is made next time). */
+  abandon(): Promise<void>;
+}
+
+/** A slot's health as PostgreSQL reports it. */
+export interface SlotHealth {
+  exists: boolean;
+  active: boolean;
+  /** `reserved`, `extended`, `unreserved` or `lost`. */
+  walStatus: string | null;
+  /** Bytes of WAL between the server's current position and the slot's confirmed position. */
+  lagBytes: number;
+  /** Bytes that can still be written before the slot is in danger of being lost; null if unlimited. */
+  safeWalSizeBytes: number | null;
+  confirmedFlushLsn: Lsn | null;
+}
+
+async function withClient<T>(
+  connectionString: string,
+  action: (client: pg.Client) => Promise<T>,
+): Promise<T> {
+  const client = new pg.Client({ connectionString, application_name: 'sluice-relay-setup' });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return await action(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Makes sure the publication and the slot exist — the publication first, so the slot never
+ * decodes WAL from before it — and refuses, loudly, a slot that was lost or dropped: events
+ * committed meanwhile may never have been published, and that gap must be handled by a person.
+ *
+ * @throws SluiceError `slot_lost` (wal_status = lost), `slot_missing` (dropped after this relay
+ *   created it), `slot_mismatch` (another plugin or database).
+ */
+export async function prepareReplication(
+  connectionString: string,
+  names: ReplicationNames,
+): Promise<SlotState> {
+  return withClient(connectionString, async (client) => {
+    await client.query('CREATE SCHEMA IF NOT EXISTS sluice');
+    await client.query(`
+      CREATE TABLE IF NOT EXISTS sluice.relay_slots (
+        slot_name text PRIMARY KEY,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        created_at_lsn pg_lsn NOT NULL,
+        snapshot_done boolean NOT NULL DEFAULT false
+      )`);
+    await client.query(`
+      CREATE TABLE IF NOT EXISTS sluice.claim_checks (
+        event_id uuid PRIMARY KEY,
+        payload jsonb NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+      )`);
+    // Publications have no IF NOT EXISTS; a concurrent creator loses with 42710.
+    const outbox = `${pg.escapeIdentifier(names.outbox.schema)}.${pg.escapeIdentifier(names.outbox.table)}`;
+    const publication = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
+      names.publication,
+    ]);
+    if (publication.rowCount === 0) {
+      await client
+        .query(
+          `CREATE PUBLICATION ${pg.escapeIdentifier(names.publication)} FOR TABLE ${outbox} WITH (publish = 'insert')`,
+        )
+        .catch((error: unknown) => {
+          if ((error as { code?: string }).code !== '42710') throw error;
+        });
+    }
+
+    const slot = await client.query<{
+      plugin: string;
+      database: string;
+      active: boolean;
+      wal_status: string | null;
+      confirmed_flush_lsn: string | null;
+    }>(
+      `SELECT plugin, database, active, wal_status, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`,
+      [names.slot],
+    );
+    const registered = await client.query<{
+      created_at: Date;
+      created_at_lsn: string;
+      snapshot_done: boolean;
+    }>(
+      'SELECT created_at, created_at_lsn::text, snapshot_done FROM sluice.relay_slots WHERE slot_name = $1',
+      [names.slot],
+    );
+    let row = slot.rows[0];
+    const record = registered.rows[0];
+    if (row !== undefined && record !== undefined && !record.snapshot_done) {
+      if (row.active) {
+        throw new SluiceError(
+          'slot_busy',
+          `Slot ${names.slot} is still being set up by another process`,
+          { retriable: true },
+        );
+      }
+      // A relay died while publishing the initial snapshot: nothing was streamed from this
+      // slot yet, so starting over with a fresh slot and snapshot loses nothing.
+      await client.query('SELECT pg_drop_replication_slot($1)', [names.slot]);
+      await client.query('DELETE FROM sluice.relay_slots WHERE slot_name = $1', [names.slot]);
+      row = undefined;
+    } else if (row === undefined && record !== undefined) {
+      throw new SluiceError(
+        'slot_missing',
+        `Replication slot ${names.slot} was dropped (created ${record.created_at.toISOString()} at ${record.created_at_lsn}). ` +
+          'Outbox events committed since it was last read may never have reached Kafka. Reconcile them ' +
+          `(compare the outbox with the topics), then accept the gap with ` +
+          `DELETE FROM sluice.relay_slots WHERE slot_name = '${names.slot}' and start the relay again.`,
+      );
+    }
+    if (row === undefined) return createSlotWithSnapshot(connectionString, client, names, outbox);
+    const database = (await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]
+      ?.db;
+    if (row.plugin !== 'pgoutput' || row.database !== database) {
+      throw new SluiceError(
+        'slot_mismatch',
+        `Replication slot ${names.slot} uses plugin ${row.plugin} on database ${row.database}; the relay needs pgoutput on ${database}.`,
+      );
+    }
+    if (row.wal_status === 'lost' || row.confirmed_flush_lsn === null) {
+      throw new SluiceError(
+        'slot_lost',
+        `Replication slot ${names.slot} is lost (wal_status=${row.wal_status ?? 'null'}): PostgreSQL removed WAL it still needed, ` +
+          'so outbox events may never have reached Kafka. Reconcile shop.outbox with the topics, then drop the slot and ' +
+          `DELETE FROM sluice.relay_slots WHERE slot_name = '${names.slot}' to start over.`,
+      );
+    }
+    // A slot made by someone else (or before this table existed) is taken as it is.
+    await client.query(
+      'INSERT INTO sluice.relay_slots (slot_name, created_at_lsn, snapshot_done) VALUES ($1, $2, true) ON CONFLICT DO NOTHING',
+      [names.slot, row.confirmed_flush_lsn],
+    );
+    return { created: false, confirmedFlushLsn: Lsn.parse(row.confirmed_flush_lsn) };
+  });
+}
+
+/**
+ * Creates the slot over a replication connection with an exported snapshot, and hands out the
+ * outbox rows visible in it: exactly those committed before the slot's consistent point.
+ */
+async function createSlotWithSnapshot(
+  connectionString: string,
+  client: pg.Client,
+  names: ReplicationNames,
+  outbox: string,
+): Promise<SlotState> {
+  const replication = new pg.Client({
+    connectionString,
+    replication: 'database',
+  } as pg.ClientConfig);
+  replication.on('error', () => undefined);
+  await replication.connect();
+  const reader = new pg.Client({ connectionString, application_name: 'sluice-relay-snapshot' });
+  reader.on('error', () => undefined);
+  const release = async () => {
+    await reader.end().catch(() => undefined);
+    await replication.end().catch(() => undefined);
+  };
+  try {
+    const created = await replication.query<{ consistent_point: string; snapshot_name: string }>(
+      `CREATE_REPLICATION_SLOT ${pg.escapeIdentifier(names.slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`,
+    );
+    const slot = created.rows[0];
+    if (slot === undefined)
+      throw new SluiceError('slot_create_failed', `Creating slot ${names.slot} returned nothing`);
+    await client.query(
+      'INSERT INTO sluice.relay_slots (slot_name, created_at_lsn, snapshot_done) VALUES ($1, $2, false) ON CONFLICT DO NOTHING',
+      [names.slot, slot.consistent_point],
+    );
+    await reader.connect();
+    // The exported snapshot lives while the replication connection stays open and idle.
+    await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await reader.query(`SET TRANSACTION SNAPSHOT ${pg.escapeLiteral(slot.snapshot_name)}`);
+    const consistentPoint = Lsn.parse(slot.consistent_point);
+    return {
+      created: true,
+      confirmedFlushLsn: consistentPoint,
+      initialSnapshot: {
+        consistentPoint,
+        async *batches(batchSize) {
+          await reader.query(
+            `DECLARE snapshot_rows NO SCROLL CURSOR FOR
+               SELECT * FROM ${outbox} ORDER BY aggregate_type, aggregate_id, aggregate_version`,
+          );
+          for (;;) {
+            const { rows } = await reader.query<Record<string, unknown>>(
+              `FETCH ${batchSize} FROM snapshot_rows`,
+            );
+            if (rows.length === 0) return;
+            yield rows;
+          }
+        },
+        async done() {
+          await release();
+          await withClient(connectionString, (admin) =>
+            admin.query('UPDATE sluice.relay_slots SET snapshot_done = true WHERE slot_name = $1', [
+              names.slot,
+            ]),
+          );
+        },
+        abandon: release,
+      },
+    };
+  } catch (error) {
+    await release();
+    throw error;
+  }
+}
+
+/**
+ * Publishes a new slot's initial snapshot through `sink`, then records it as done. On failure
+ * the snapshot is abandoned; the next start makes a fresh slot and snapshot.
+ */
+export async function publishInitialSnapshot(
+  snapshot: InitialSnapshot,
+  sink: EventSink,
+  batchSize = 5000,
+): Promise<number> {
+  let published = 0;
+  try {
+    for await (const rows of snapshot.batches(batchSize)) {
+      await sink.publish(
+        rows.map((row) => ({ event: outboxRowToEvent(row), commitLsn: snapshot.consistentPoint })),
+      );
+      published += rows.length;
+    }
+  } catch (error) {
+    await snapshot.abandon();
+    throw error;
+  }
+  await snapshot.done();
+  return published;
+}
+
+/** The slot's health: lag, WAL status, safe size. */
+export async function inspectSlot(
+  client: pg.ClientBase | pg.Pool,
+  slot: string,
+): Promise<SlotHealth> {
+  const { rows } = await client.query<{
+    active: boolean;
+    wal_status: string | null;
+    lag: string | null;
+    safe_wal_size: string | null;
+    confirmed_flush_lsn: string | null;
+  }>(
+    `SELECT active, wal_status, safe_wal_size::text,
+            (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS lag, confirmed_flush_lsn::text
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  const row = rows[0];
+  if (row === undefined) {
+    return {
+      exists: false,
+      active: false,
+      walStatus: null,
+      lagBytes: 0,
+      safeWalSizeBytes: null,
+      confirmedFlushLsn: null,
+    };
+  }
+  return {
+    exists: true,
+    active: row.active,
+    walStatus: row.wal_status,
+    lagBytes: Number(row.lag ?? 0),
+    safeWalSizeBytes: row.safe_wal_size === null ? null : Number(row.safe_wal_size),
+    confirmedFlushLsn: row.confirmed_flush_lsn === null ? null : Lsn.parse(row.confirmed_flush_lsn),
+  };
+}
+
+/** Prefix of the relay's heartbeat messages in the WAL. */
+export const HEARTBEAT_PREFIX = 'sluice_heartbeat';
+
+/**
+ * Writes a transactional logical message, so the slot has something to confirm even when the
+ * outbox is idle (a non-transactional one is not redelivered after a restart).
+ */
+export async function emitHeartbeat(client: pg.ClientBase | pg.Pool): Promise<void> {
+  await client.query('SELECT pg_logical_emit_message(true, $1, now()::text)', [HEARTBEAT_PREFIX]);
+}

@@ -1,0 +1,43 @@
+import { Type } from '@sinclair/typebox';
+import { loadConfig } from '@sluice/service-kit';
+
+const Identifier = Type.String({ pattern: '^[a-z_][a-z0-9_]{0,62}$' });
+
+const ConfigSchema = Type.Object({
+  DATABASE_URL: Type.String({
+    minLength: 1,
+    default: 'postgres://postgres@127.0.0.1:54329/sluice',
+  }),
+  KAFKA_BROKERS: Type.String({ minLength: 1, default: '127.0.0.1:19092' }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
+      Type.Literal(level),
+    ),
+    { default: 'info' },
+  ),
+  /** Port of /metrics, /healthz, /readyz; 0 picks a free one. */
+  RELAY_METRICS_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9464 }),
+  RELAY_METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  RELAY_SLOT: { ...Identifier, default: 'sluice_relay' },
+  RELAY_PUBLICATION: { ...Identifier, default: 'sluice_outbox' },
+  RELAY_OUTBOX_SCHEMA: { ...Identifier, default: 'shop' },
+  RELAY_OUTBOX_TABLE: { ...Identifier, default: 'outbox' },
+  /** CloudEvents `source` of the published events. */
+  RELAY_EVENT_SOURCE: Type.String({ minLength: 1, default: '/shop-api' }),
+  RELAY_TOPIC_PREFIX: Type.String({ pattern: '^[A-Za-z0-9._-]*$', default: '' }),
+  RELAY_TOPIC_PARTITIONS: Type.Integer({ minimum: 1, maximum: 1000, default: 6 }),
+  RELAY_MAX_BATCH_EVENTS: Type.Integer({ minimum: 1, maximum: 100_000, default: 5000 }),
+  RELAY_MAX_BUFFERED_EVENTS: Type.Integer({ minimum: 100, maximum: 10_000_000, default: 50_000 }),
+  RELAY_COMPRESS_ABOVE_BYTES: Type.Integer({ minimum: 0, default: 65_536 }),
+  RELAY_MAX_RECORD_BYTES: Type.Integer({ minimum: 1024, default: 921_600 }),
+  /** Transactional heartbeat into the WAL, so an idle outbox still moves the slot. */
+  RELAY_HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 10_000 }),
+  RELAY_LEADER_POLL_MS: Type.Integer({ minimum: 50, default: 1000 }),
+  RELAY_SLOT_CHECK_MS: Type.Integer({ minimum: 100, default: 5000 }),
+});
+
+export type RelayConfig = ReturnType<typeof loadRelayConfig>;
+
+export function loadRelayConfig(env: NodeJS.ProcessEnv) {
+  return loadConfig(ConfigSchema, env);
+}

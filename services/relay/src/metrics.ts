@@ -1,0 +1,86 @@
+import type { RelayHooks, SlotHealth } from '@sluice/relay';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The relay's Prometheus metrics and the hooks that feed them. */
+export function createRelayMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const published = new Counter({
+    name: 'sluice_relay_events_published_total',
+    help: 'Outbox events Kafka acknowledged.',
+    labelNames: ['aggregate_type'],
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: 'sluice_relay_publish_latency_seconds',
+    help: 'From PostgreSQL commit to Kafka acknowledgement, per batch (oldest transaction).',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  const streamFailures = new Counter({
+    name: 'sluice_relay_stream_failures_total',
+    help: 'Replication stream failures (each followed by a reconnect).',
+    registers: [registry],
+  });
+  const sendRetries = new Counter({
+    name: 'sluice_relay_send_retries_total',
+    help: 'Kafka sends retried with a fresh producer.',
+    registers: [registry],
+  });
+  const paused = new Gauge({
+    name: 'sluice_relay_paused',
+    help: '1 while reading from PostgreSQL is paused because Kafka is behind.',
+    registers: [registry],
+  });
+  const leader = new Gauge({
+    name: 'sluice_relay_leader',
+    help: '1 while this process leads.',
+    registers: [registry],
+  });
+  const slotLag = new Gauge({
+    name: 'sluice_relay_slot_lag_bytes',
+    help: 'pg_current_wal_lsn() - confirmed_flush_lsn of the slot.',
+    registers: [registry],
+  });
+  const safeWal = new Gauge({
+    name: 'sluice_relay_slot_safe_wal_size_bytes',
+    help: 'WAL that can still be written before the slot is in danger (-1: unlimited).',
+    registers: [registry],
+  });
+  const walStatus = new Gauge({
+    name: 'sluice_relay_slot_wal_status',
+    help: '1 for the slot’s current wal_status (reserved, extended, unreserved, lost, missing).',
+    labelNames: ['status'],
+    registers: [registry],
+  });
+  const oldest = new Gauge({
+    name: 'sluice_relay_oldest_unpublished_seconds',
+    help: 'Age of the oldest committed transaction read but not yet acknowledged to PostgreSQL.',
+    registers: [registry],
+  });
+
+  const hooks: RelayHooks = {
+    published(events, oldestCommitTime) {
+      for (const { event } of events) published.inc({ aggregate_type: event.aggregateType });
+      latency.observe((Date.now() - oldestCommitTime.getTime()) / 1000);
+    },
+    streamFailed: () => streamFailures.inc(),
+    paused: () => paused.set(1),
+    resumed: () => paused.set(0),
+  };
+
+  return {
+    registry,
+    hooks,
+    sendRetry: () => sendRetries.inc(),
+    setLeader: (isLeader: boolean) => leader.set(isLeader ? 1 : 0),
+    setOldestUnpublished: (commitTime: Date | undefined) =>
+      oldest.set(commitTime === undefined ? 0 : (Date.now() - commitTime.getTime()) / 1000),
+    setSlot(health: SlotHealth) {
+      slotLag.set(health.lagBytes);
+      safeWal.set(health.safeWalSizeBytes ?? -1);
+      walStatus.reset();
+      walStatus.set({ status: health.exists ? (health.walStatus ?? 'unknown') : 'missing' }, 1);
+    },
+  };
+}
