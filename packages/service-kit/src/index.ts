@@ -96,6 +96,11 @@ export interface DatabaseOptions {
   maxConnections?: number;
   /** Name shown in `pg_stat_activity`. */
   applicationName?: string;
+  /**
+   * Called when an idle pooled connection fails (e.g. PostgreSQL restarted); the pool drops it
+   * and the next query opens a new one. Without a listener such a failure would crash the process.
+   */
+  onIdleError?: (error: Error) => void;
 }
 
 /** A pooled Kysely instance over node-postgres; `bigint` columns read as numbers. */
@@ -106,6 +111,7 @@ export function createDatabase<DB>(options: DatabaseOptions): Kysely<DB> {
     types,
     ...(options.applicationName === undefined ? {} : { application_name: options.applicationName }),
   });
+  pool.on('error', options.onIdleError ?? (() => undefined));
   return new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
 }
 

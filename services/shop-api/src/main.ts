@@ -15,6 +15,7 @@ const db = createDatabase<ShopDatabase>({
   url: config.DATABASE_URL,
   maxConnections: config.DATABASE_POOL_SIZE,
   applicationName: 'shop-api',
+  onIdleError: (error) => logger.warn({ err: error }, 'idle database connection failed'),
 });
 if (config.MIGRATE_ON_START) await migrate(db, 'shop_api_migrations', shopMigrations);
 

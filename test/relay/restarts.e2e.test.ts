@@ -1,0 +1,216 @@
+// PostgreSQL and Kafka restarts under a running relay, on servers of this file's own (the
+// shared stack keeps serving the other files): nothing lost, order kept, and the slot never
+// confirmed past an event Kafka has not acknowledged.
+import {
+  createKafkaServer,
+  createPostgresServer,
+  findPostgresBinDir,
+  type KafkaServer,
+  type PostgresServer,
+} from '@sluice/stack';
+import { freePort, testKafka, waitFor } from '@sluice/testkit';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  checkDelivery,
+  confirmedFlush,
+  createRelayFixture,
+  outboxIndex,
+  readTopic,
+  startRelay,
+  writeOutboxEvents,
+  type RelayFixture,
+  type RelayProcess,
+} from './harness.js';
+
+const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+function hasLocalServers(): boolean {
+  try {
+    findPostgresBinDir();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
+  let tempDir: string;
+  let postgres: PostgresServer;
+  let kafka: KafkaServer;
+  let brokers: string[];
+  const relays: RelayProcess[] = [];
+  const fixtures: RelayFixture[] = [];
+
+  beforeAll(async () => {
+    tempDir = await mkdtemp(join(tmpdir(), 'sluice-restarts-'));
+    await chmod(tempDir, 0o755); // as root, PostgreSQL runs as the postgres user
+    let kafkaPort = await freePort();
+    while (kafkaPort > 65000) kafkaPort = await freePort();
+    postgres = createPostgresServer({
+      dataDir: join(tempDir, 'pg'),
+      port: await freePort(),
+      settingsFile: join(rootDir, 'infra', 'postgres', 'sluice.conf'),
+      settings: { shared_buffers: '64MB' },
+    });
+    kafka = createKafkaServer({
+      kafkaHome: join(rootDir, 'infra', 'kafka'),
+      dataDir: join(tempDir, 'kafka'),
+      port: kafkaPort,
+      controllerPort: kafkaPort + 1,
+      heap: '512m',
+    });
+    brokers = kafka.brokers;
+    await Promise.all([postgres.start(), kafka.start()]);
+  });
+
+  afterAll(async () => {
+    for (const relay of relays) relay.kill('SIGKILL');
+    await Promise.all(relays.map((relay) => relay.exited()));
+    for (const fixture of fixtures) await fixture.close().catch(() => undefined);
+    await kafka.stop({ kill: true });
+    await postgres.stop('immediate');
+    await rm(tempDir, { recursive: true, force: true });
+  });
+
+  async function fixtureFor(name: string): Promise<RelayFixture> {
+    const fixture = await createRelayFixture(postgres.url(), name);
+    fixtures.push(fixture);
+    return fixture;
+  }
+
+  async function topicSize(topic: string): Promise<number> {
+    const admin = testKafka(brokers).admin();
+    await admin.connect();
+    try {
+      if (!(await admin.listTopics()).includes(topic)) return 0;
+      return (await admin.fetchTopicOffsets(topic)).reduce((sum, o) => sum + Number(o.high), 0);
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  /** Writes `rounds` transactions of `aggregates` events, riding out server restarts. */
+  async function writeThrough(
+    fixture: RelayFixture,
+    rounds: number,
+    aggregates: number,
+  ): Promise<void> {
+    for (let round = 0; round < rounds;) {
+      try {
+        await writeOutboxEvents(fixture.pool, { aggregates, perAggregate: 1 });
+        round += 1;
+      } catch {
+        await waitFor(() => postgres.isRunning(), {
+          timeoutMs: 60_000,
+          message: 'PostgreSQL back',
+        });
+      }
+    }
+  }
+
+  async function expectAllDelivered(fixture: RelayFixture): Promise<number> {
+    const outbox = await outboxIndex(fixture.pool);
+    let records = await readTopic(brokers, fixture.topic);
+    await waitFor(
+      async () => {
+        if (new Set(records.map((r) => r.id)).size >= outbox.size) return true;
+        records = await readTopic(brokers, fixture.topic);
+        return false;
+      },
+      { timeoutMs: 120_000, intervalMs: 500, message: 'every event in Kafka' },
+    );
+    const delivery = checkDelivery(outbox, records);
+    expect(delivery.missing).toEqual([]);
+    expect(delivery.unexpected).toEqual([]);
+    expect(delivery.orderViolations).toEqual([]);
+    return delivery.duplicates;
+  }
+
+  it('PostgreSQL restarting immediately (crash + recovery) mid-stream loses nothing', async () => {
+    const fixture = await fixtureFor('pg_restart');
+    const relay = startRelay(fixture, brokers);
+    relays.push(relay);
+    // Streaming, not the initial snapshot, is what the restart must interrupt.
+    await waitFor(() => relay.output().includes('"msg":"replication prepared"'), {
+      timeoutMs: 30_000,
+      message: 'relay ready',
+    });
+    const writer = writeThrough(fixture, 60, 500);
+    await waitFor(async () => (await topicSize(fixture.topic)) >= 3000, {
+      timeoutMs: 60_000,
+      message: 'publishing',
+    });
+    await postgres.restart('immediate');
+    await writer;
+    const duplicates = await expectAllDelivered(fixture);
+    expect(relay.output()).toMatch(
+      /replication stream failed; reconnecting|leadership lost|relay failed; retrying/,
+    );
+    console.log(JSON.stringify({ postgresRestart: { events: 30_000, duplicates } }));
+    relay.kill('SIGTERM');
+    expect(await relay.exited()).toBe(0);
+  });
+
+  it('a Kafka broker restart mid-stream loses nothing', async () => {
+    const fixture = await fixtureFor('kafka_restart');
+    const relay = startRelay(fixture, brokers);
+    relays.push(relay);
+    await waitFor(() => relay.output().includes('"msg":"replication prepared"'), {
+      timeoutMs: 30_000,
+      message: 'relay ready',
+    });
+    const writer = writeThrough(fixture, 40, 500);
+    await waitFor(async () => (await topicSize(fixture.topic)) >= 2000, {
+      timeoutMs: 60_000,
+      message: 'publishing',
+    });
+    await kafka.stop();
+    await kafka.start();
+    await writer;
+    const duplicates = await expectAllDelivered(fixture);
+    console.log(JSON.stringify({ kafkaRestart: { events: 20_000, duplicates } }));
+    relay.kill('SIGTERM');
+    expect(await relay.exited()).toBe(0);
+  });
+
+  it('never confirms the slot past events Kafka has not acknowledged', async () => {
+    const fixture = await fixtureFor('never_ahead');
+    const relay = startRelay(fixture, brokers);
+    relays.push(relay);
+    await writeOutboxEvents(fixture.pool, { aggregates: 100, perAggregate: 1 });
+    await waitFor(async () => (await topicSize(fixture.topic)) >= 100, {
+      timeoutMs: 60_000,
+      message: 'first events',
+    });
+
+    await kafka.stop();
+    const { rows } = await fixture.pool.query<{ lsn: string }>(
+      `SELECT (pg_current_wal_lsn() - '0/0')::text AS lsn`,
+    );
+    const beforeStuck = BigInt(rows[0]?.lsn ?? '0');
+    await writeOutboxEvents(fixture.pool, { aggregates: 100, perAggregate: 3 });
+    // The relay has read them and keeps failing to send them; heartbeats keep committing after.
+    await waitFor(() => (relay.output().match(/Kafka send failed; retrying/g) ?? []).length >= 3, {
+      timeoutMs: 60_000,
+      message: 'the relay to retry the stuck batch three times',
+    });
+    expect(await confirmedFlush(fixture.pool, fixture.slot)).toBeLessThanOrEqual(beforeStuck);
+
+    await kafka.start();
+    await expectAllDelivered(fixture);
+    const { rows: after } = await fixture.pool.query<{ lsn: string }>(
+      `SELECT (pg_current_wal_lsn() - '0/0')::text AS lsn`,
+    );
+    const written = BigInt(after[0]?.lsn ?? '0');
+    await waitFor(async () => (await confirmedFlush(fixture.pool, fixture.slot)) >= written, {
+      timeoutMs: 30_000,
+      message: 'the slot to move on once Kafka is back',
+    });
+    relay.kill('SIGTERM');
+    expect(await relay.exited()).toBe(0);
+  });
+});
