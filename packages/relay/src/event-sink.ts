@@ -35,6 +35,8 @@ export interface KafkaSinkOptions {
   /** Payloads larger than this go to the claim-check store. Default 900 KiB (under Kafka's 1 MiB). */
   maxRecordBytes?: number;
   claimChecks?: ClaimCheckStore;
+  /** First pause before retrying a failed send; doubles up to 5 s. Default 200. */
+  retryInitialMs?: number;
   /** Called after the producer was recreated following a failed send. */
   onRetry?: (error: unknown, attempt: number) => void;
 }

@@ -1,0 +1,224 @@
+// The relay's acknowledgement rules, with a scripted replication source and a controllable sink.
+import type { DomainEvent } from '@sluice/contracts';
+import { describe, expect, it } from 'vitest';
+import type { EventSink, OutgoingEvent } from './event-sink.js';
+import { Lsn } from './lsn.js';
+import { createRelay } from './relay.js';
+import type { ReplicationEvent, ReplicationSource } from './replication-source.js';
+
+/** A source whose events the test pushes, recording acknowledgements and pauses. */
+function scriptedSource() {
+  let handler: ((event: ReplicationEvent) => void) | undefined;
+  let finish: ((error?: Error) => void) | undefined;
+  const acks: Lsn[] = [];
+  const state = { paused: false, stopped: false };
+  const source: ReplicationSource = {
+    start(h) {
+      handler = h;
+      return new Promise<void>((resolve, reject) => {
+        finish = (error) => (error === undefined ? resolve() : reject(error));
+      });
+    },
+    acknowledge: (lsn) => acks.push(lsn),
+    pause: () => (state.paused = true),
+    resume: () => (state.paused = false),
+    stop: () => {
+      state.stopped = true;
+      finish?.();
+      return Promise.resolve();
+    },
+  };
+  const push = (event: ReplicationEvent) => handler?.(event);
+  const transaction = (commit: number, end: number, ids: string[]) => {
+    push({ kind: 'begin', commitLsn: Lsn.of(commit), commitTime: new Date() });
+    for (const id of ids) push({ kind: 'insert', schema: 'shop', table: 'outbox', row: row(id) });
+    push({ kind: 'insert', schema: 'shop', table: 'other', row: row('ignored') });
+    push({ kind: 'commit', commitLsn: Lsn.of(commit), endLsn: Lsn.of(end) });
+  };
+  return {
+    source,
+    push,
+    transaction,
+    acks,
+    state,
+    fail: (error: Error) => finish?.(error),
+    started: () => handler !== undefined,
+  };
+}
+
+function row(id: string) {
+  return {
+    id,
+    aggregate_type: 'cart',
+    aggregate_id: `agg-${id}`,
+    aggregate_version: '1',
+    type: 'cart.opened.v1',
+    payload: { cartId: id },
+    metadata: {},
+    occurred_at: new Date(0),
+  };
+}
+
+/** A sink whose sends complete only when the test says so. */
+function gatedSink() {
+  const sent: DomainEvent[][] = [];
+  const gates: (() => void)[] = [];
+  const sink: EventSink = {
+    publish(events: readonly OutgoingEvent[]) {
+      sent.push(events.map((e) => e.event));
+      return new Promise<void>((resolve) => gates.push(resolve));
+    },
+    close: () => Promise.resolve(),
+  };
+  return { sink, sent, release: () => gates.shift()?.(), pending: () => gates.length };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !condition(); i += 1) await tick();
+  expect(condition()).toBe(true);
+}
+
+function setup(options: { maxBatchEvents?: number; maxBufferedEvents?: number } = {}) {
+  const script = scriptedSource();
+  const gate = gatedSink();
+  const relay = createRelay({
+    source: () => script.source,
+    sink: gate.sink,
+    outbox: { schema: 'shop', table: 'outbox' },
+    statusIntervalMs: 60_000,
+    ...options,
+  });
+  const running = relay.run();
+  return { script, gate, relay, running };
+}
+
+describe('relay acknowledgements', () => {
+  it('acknowledges a transaction’s end only after Kafka acknowledged all of its events', async () => {
+    const { script, gate, relay } = setup();
+    await until(script.started);
+    script.transaction(100, 110, ['a', 'b']);
+    await until(() => gate.pending() === 1);
+    expect(gate.sent[0]?.map((e) => e.id)).toEqual(['a', 'b']);
+    expect(script.acks).toEqual([]);
+    gate.release();
+    await until(() => script.acks.length === 1);
+    expect(script.acks).toEqual([Lsn.of(110)]);
+    expect(relay.acknowledged()).toBe(Lsn.of(110));
+    const stopping = relay.stop();
+    await stopping;
+  });
+
+  it('batches transactions read while a send is in flight, and acknowledges the last one', async () => {
+    const { script, gate, relay } = setup();
+    await until(script.started);
+    script.transaction(100, 110, ['a']);
+    await until(() => gate.pending() === 1);
+    script.transaction(120, 130, ['b']);
+    script.transaction(140, 150, ['c', 'd']);
+    gate.release();
+    await until(() => gate.pending() === 1);
+    expect(gate.sent[1]?.map((e) => e.id)).toEqual(['b', 'c', 'd']);
+    expect(script.acks).toEqual([Lsn.of(110)]);
+    gate.release();
+    await until(() => script.acks.length === 2);
+    expect(script.acks[1]).toBe(Lsn.of(150));
+    await relay.stop();
+  });
+
+  it('acknowledges keepalive positions only while nothing is open or in flight', async () => {
+    const { script, gate, relay } = setup();
+    await until(script.started);
+    script.push({ kind: 'keepalive', walEnd: Lsn.of(50), replyRequested: false });
+    expect(script.acks).toEqual([Lsn.of(50)]);
+    script.transaction(100, 110, ['a']);
+    await until(() => gate.pending() === 1);
+    script.push({ kind: 'keepalive', walEnd: Lsn.of(200), replyRequested: true });
+    expect(script.acks.at(-1)).toBe(Lsn.of(50)); // in flight: answered with the durable position
+    gate.release();
+    await until(() => relay.acknowledged() === Lsn.of(110));
+    script.push({ kind: 'begin', commitLsn: Lsn.of(300), commitTime: new Date() });
+    script.push({ kind: 'keepalive', walEnd: Lsn.of(310), replyRequested: false });
+    expect(relay.acknowledged()).toBe(Lsn.of(110)); // a transaction is open
+    await relay.stop();
+  });
+
+  it('splits a transaction larger than a batch and acknowledges it after the last part', async () => {
+    const { script, gate, relay } = setup({ maxBatchEvents: 2 });
+    await until(script.started);
+    script.transaction(100, 110, ['a', 'b', 'c', 'd', 'e']);
+    for (const expected of [['a', 'b'], ['c', 'd'], ['e']]) {
+      await until(() => gate.pending() === 1);
+      expect(gate.sent.at(-1)?.map((e) => e.id)).toEqual(expected);
+      expect(script.acks).toEqual([]);
+      gate.release();
+    }
+    await until(() => script.acks.length === 1);
+    expect(script.acks).toEqual([Lsn.of(110)]);
+    await relay.stop();
+  });
+
+  it('pauses reading while too many events wait, and resumes once they drained', async () => {
+    const { script, gate, relay } = setup({ maxBufferedEvents: 3 });
+    await until(script.started);
+    script.transaction(100, 110, ['a']);
+    await until(() => gate.pending() === 1);
+    script.transaction(120, 130, ['b', 'c', 'd']);
+    expect(script.state.paused).toBe(true);
+    gate.release();
+    await until(() => gate.pending() === 1);
+    gate.release();
+    await until(() => !script.state.paused);
+    await relay.stop();
+  });
+
+  it('on stop, publishes and acknowledges what was read, and ignores what arrives after', async () => {
+    const { script, gate, relay, running } = setup();
+    await until(script.started);
+    script.transaction(100, 110, ['a']);
+    await until(() => gate.pending() === 1);
+    const stopped = relay.stop();
+    script.transaction(120, 130, ['late']);
+    gate.release();
+    await stopped;
+    await running;
+    expect(gate.sent.flat().map((e) => e.id)).toEqual(['a']);
+    expect(relay.acknowledged()).toBe(Lsn.of(110));
+    expect(script.state.stopped).toBe(true);
+  });
+
+  it('after a stream failure, drops what was not published and never acknowledges past it', async () => {
+    const first = scriptedSource();
+    const second = scriptedSource();
+    let made = 0;
+    const gate = gatedSink();
+    const failures: unknown[] = [];
+    const relay = createRelay({
+      source: () => ((made += 1) === 1 ? first : second).source,
+      sink: gate.sink,
+      outbox: { schema: 'shop', table: 'outbox' },
+      reconnectDelayMs: 1,
+      hooks: { streamFailed: (error) => failures.push(error) },
+    });
+    const running = relay.run();
+    const [first, second] = sources as [
+      ReturnType<typeof scriptedSource>,
+      ReturnType<typeof scriptedSource>,
+    ];
+    await until(first.started);
+    first.transaction(100, 110, ['a']);
+    await until(() => gate.pending() === 1);
+    first.transaction(120, 130, ['b']);
+    first.fail(new Error('PostgreSQL restarted'));
+    gate.release(); // 'a' completes after the failure; 'b' must not be acknowledged
+    await until(second.started);
+    expect(failures).toHaveLength(1);
+    expect(relay.acknowledged() <= Lsn.of(110)).toBe(true);
+    second.transaction(120, 130, ['b']);
+    await until(() => gate.pending() === 1);
+    gate.release();
+    await until(() => relay.acknowledged() === Lsn.of(130));
+    await relay.stop();
+    await running;
+  });
+});
