@@ -201,10 +201,6 @@ describe('relay acknowledgements', () => {
       hooks: { streamFailed: (error) => failures.push(error) },
     });
     const running = relay.run();
-    const [first, second] = sources as [
-      ReturnType<typeof scriptedSource>,
-      ReturnType<typeof scriptedSource>,
-    ];
     await until(first.started);
     first.transaction(100, 110, ['a']);
     await until(() => gate.pending() === 1);
