@@ -40,9 +40,19 @@ describe('relay process', () => {
   });
 
   it('publishes committed outbox events as CloudEvents records, keyed, in order, then stops cleanly', async () => {
+    // Half the events predate the slot (the initial snapshot carries them), half are streamed.
+    for (let i = 0; i < 5; i += 1)
+      await writeOutboxEvents(fixture.pool, { aggregates: 200, perAggregate: 1 });
     const relay = startRelay(fixture, kafkaBrokers);
     relays.push(relay);
-    for (let i = 0; i < 10; i += 1)
+    await waitFor(
+      () => relay.output().includes('"published":1000,"msg":"initial snapshot published"'),
+      {
+        timeoutMs: 30_000,
+        message: 'the initial snapshot',
+      },
+    );
+    for (let i = 0; i < 5; i += 1)
       await writeOutboxEvents(fixture.pool, { aggregates: 200, perAggregate: 1 });
     await waitFor(async () => (await topicSize(fixture.topic)) >= 2000, {
       timeoutMs: 60_000,
@@ -77,6 +87,20 @@ describe('relay process', () => {
       timeoutMs: 20_000,
       message: 'the slot to confirm everything published',
     });
+
+    const address = /"address":"(http:[^"]+)","msg":"metrics listening"/.exec(relay.output())?.[1];
+    expect(address).toBeDefined();
+    const metrics = await waitFor(
+      async () => {
+        const text = await (await fetch(`${address ?? ''}/metrics`)).text();
+        return /sluice_relay_slot_wal_status\{status="reserved"\} 1/.test(text) ? text : undefined;
+      },
+      { timeoutMs: 20_000, message: 'slot metrics' },
+    );
+    expect(metrics).toMatch(/sluice_relay_events_published_total\{aggregate_type="cart"\} 2000/);
+    expect(metrics).toMatch(/sluice_relay_leader 1/);
+    expect(metrics).toMatch(/sluice_relay_slot_lag_bytes \d+/);
+    expect(metrics).toMatch(/sluice_relay_publish_latency_seconds_count [1-9]/);
 
     relay.kill('SIGTERM');
     expect(await relay.exited()).toBe(0);

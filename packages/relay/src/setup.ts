@@ -1,6 +1,6 @@
 import { SluiceError } from '@sluice/errors';
 import pg from 'pg';
-import type { EventSink } from './event-sink.js';
+import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
 import { outboxRowToEvent } from './relay.js';
 
@@ -253,14 +253,17 @@ async function createSlotWithSnapshot(
 export async function publishInitialSnapshot(
   snapshot: InitialSnapshot,
   sink: EventSink,
-  batchSize = 5000,
+  options: { batchSize?: number; onPublished?: (events: readonly OutgoingEvent[]) => void } = {},
 ): Promise<number> {
   let published = 0;
   try {
-    for await (const rows of snapshot.batches(batchSize)) {
-      await sink.publish(
-        rows.map((row) => ({ event: outboxRowToEvent(row), commitLsn: snapshot.consistentPoint })),
-      );
+    for await (const rows of snapshot.batches(options.batchSize ?? 5000)) {
+      const events = rows.map((row) => ({
+        event: outboxRowToEvent(row),
+        commitLsn: snapshot.consistentPoint,
+      }));
+      await sink.publish(events);
+      options.onPublished?.(events);
       published += rows.length;
     }
   } catch (error) {

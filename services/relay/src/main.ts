@@ -74,7 +74,11 @@ http.get('/readyz', (_request, reply) =>
 http.get('/metrics', async (_request, reply) =>
   reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
 );
-await http.listen({ port: config.RELAY_METRICS_PORT, host: config.RELAY_METRICS_HOST });
+const metricsAddress = await http.listen({
+  port: config.RELAY_METRICS_PORT,
+  host: config.RELAY_METRICS_HOST,
+});
+logger.info({ address: metricsAddress }, 'metrics listening');
 
 function fatal(error: unknown): never {
   logger.fatal(
@@ -113,11 +117,10 @@ async function lead(): Promise<void> {
   });
   if (slot.initialSnapshot !== undefined) {
     // Outbox rows written before the slot existed: the stream will never carry them.
-    const published = await publishInitialSnapshot(
-      slot.initialSnapshot,
-      sink,
-      config.RELAY_MAX_BATCH_EVENTS,
-    );
+    const published = await publishInitialSnapshot(slot.initialSnapshot, sink, {
+      batchSize: config.RELAY_MAX_BATCH_EVENTS,
+      onPublished: metrics.countPublished,
+    });
     logger.info({ slot: names.slot, published }, 'initial snapshot published');
   }
   const current = createRelay({

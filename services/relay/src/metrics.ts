@@ -1,4 +1,4 @@
-import type { RelayHooks, SlotHealth } from '@sluice/relay';
+import type { OutgoingEvent, RelayHooks, SlotHealth } from '@sluice/relay';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The relay's Prometheus metrics and the hooks that feed them. */
@@ -59,9 +59,12 @@ export function createRelayMetrics() {
     registers: [registry],
   });
 
+  const countPublished = (events: readonly OutgoingEvent[]) => {
+    for (const { event } of events) published.inc({ aggregate_type: event.aggregateType });
+  };
   const hooks: RelayHooks = {
     published(events, oldestCommitTime) {
-      for (const { event } of events) published.inc({ aggregate_type: event.aggregateType });
+      countPublished(events);
       latency.observe((Date.now() - oldestCommitTime.getTime()) / 1000);
     },
     streamFailed: () => streamFailures.inc(),
@@ -72,6 +75,7 @@ export function createRelayMetrics() {
   return {
     registry,
     hooks,
+    countPublished,
     sendRetry: () => sendRetries.inc(),
     setLeader: (isLeader: boolean) => leader.set(isLeader ? 1 : 0),
     setOldestUnpublished: (commitTime: Date | undefined) =>
