@@ -199,6 +199,7 @@ export function createRelay(options: RelayOptions): Relay {
   }
 
   let running: Promise<void> | undefined;
+  let wakeSleep: (() => void) | undefined;
 
   async function runOnce(): Promise<void> {
     streamError = undefined;
@@ -249,7 +250,15 @@ export function createRelay(options: RelayOptions): Relay {
           } catch (error) {
             if (isStopping()) break;
             hooks.streamFailed?.(error, delay);
-            await new Promise((resolve) => setTimeout(resolve, delay));
+            await new Promise<void>((resolve) => {
+              const timer = setTimeout(resolve, delay);
+              // stop() cuts the pause short.
+              wakeSleep = () => {
+                clearTimeout(timer);
+                resolve();
+              };
+            });
+            wakeSleep = undefined;
             delay = Math.min(delay * 2, 30_000);
           }
         }
@@ -261,6 +270,7 @@ export function createRelay(options: RelayOptions): Relay {
       stopping = true;
       source?.pause();
       signal();
+      wakeSleep?.();
       await running;
     },
 

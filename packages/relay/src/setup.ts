@@ -81,7 +81,7 @@ export async function prepareReplication(
       CREATE TABLE IF NOT EXISTS sluice.relay_slots (
         slot_name text PRIMARY KEY,
         created_at timestamptz NOT NULL DEFAULT now(),
-        created_at_lsn pg_lsn NOT NULL,
+        created_at_lsn pg_lsn,
         snapshot_done boolean NOT NULL DEFAULT false
       )`);
     await client.query(`
@@ -117,7 +117,7 @@ export async function prepareReplication(
     );
     const registered = await client.query<{
       created_at: Date;
-      created_at_lsn: string;
+      created_at_lsn: string | null;
       snapshot_done: boolean;
     }>(
       'SELECT created_at, created_at_lsn::text, snapshot_done FROM sluice.relay_slots WHERE slot_name = $1',
@@ -125,23 +125,27 @@ export async function prepareReplication(
     );
     let row = slot.rows[0];
     const record = registered.rows[0];
-    if (row !== undefined && record !== undefined && !record.snapshot_done) {
-      if (row.active) {
+    if (record !== undefined && !record.snapshot_done) {
+      // A relay died while creating the slot or publishing its initial snapshot: nothing was
+      // streamed from this slot yet, so a fresh slot and snapshot lose nothing. The row goes
+      // last, so a crash in between is met here again, never taken for a lost slot.
+      if (row?.active === true) {
         throw new SluiceError(
           'slot_busy',
           `Slot ${names.slot} is still being set up by another process`,
-          { retriable: true },
+          {
+            retriable: true,
+          },
         );
       }
-      // A relay died while publishing the initial snapshot: nothing was streamed from this
-      // slot yet, so starting over with a fresh slot and snapshot loses nothing.
-      await client.query('SELECT pg_drop_replication_slot($1)', [names.slot]);
+      if (row !== undefined)
+        await client.query('SELECT pg_drop_replication_slot($1)', [names.slot]);
       await client.query('DELETE FROM sluice.relay_slots WHERE slot_name = $1', [names.slot]);
       row = undefined;
     } else if (row === undefined && record !== undefined) {
       throw new SluiceError(
         'slot_missing',
-        `Replication slot ${names.slot} was dropped (created ${record.created_at.toISOString()} at ${record.created_at_lsn}). ` +
+        `Replication slot ${names.slot} was dropped (created ${record.created_at.toISOString()} at ${record.created_at_lsn ?? 'unknown LSN'}). ` +
           'Outbox events committed since it was last read may never have reached Kafka. Reconcile them ' +
           `(compare the outbox with the topics), then accept the gap with ` +
           `DELETE FROM sluice.relay_slots WHERE slot_name = '${names.slot}' and start the relay again.`,
@@ -196,16 +200,22 @@ async function createSlotWithSnapshot(
     await replication.end().catch(() => undefined);
   };
   try {
+    // Registered before it exists: a crash after creating the slot is then recognised as an
+    // unfinished set-up, not adopted as a slot whose earlier rows were published.
+    await client.query(
+      'INSERT INTO sluice.relay_slots (slot_name, snapshot_done) VALUES ($1, false) ON CONFLICT DO NOTHING',
+      [names.slot],
+    );
     const created = await replication.query<{ consistent_point: string; snapshot_name: string }>(
       `CREATE_REPLICATION_SLOT ${pg.escapeIdentifier(names.slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`,
     );
     const slot = created.rows[0];
     if (slot === undefined)
       throw new SluiceError('slot_create_failed', `Creating slot ${names.slot} returned nothing`);
-    await client.query(
-      'INSERT INTO sluice.relay_slots (slot_name, created_at_lsn, snapshot_done) VALUES ($1, $2, false) ON CONFLICT DO NOTHING',
-      [names.slot, slot.consistent_point],
-    );
+    await client.query('UPDATE sluice.relay_slots SET created_at_lsn = $2 WHERE slot_name = $1', [
+      names.slot,
+      slot.consistent_point,
+    ]);
     await reader.connect();
     // The exported snapshot lives while the replication connection stays open and idle.
     await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -253,11 +263,19 @@ async function createSlotWithSnapshot(
 export async function publishInitialSnapshot(
   snapshot: InitialSnapshot,
   sink: EventSink,
-  options: { batchSize?: number; onPublished?: (events: readonly OutgoingEvent[]) => void } = {},
+  options: {
+    batchSize?: number;
+    onPublished?: (events: readonly OutgoingEvent[]) => void;
+    /** Abandons the snapshot between batches (a stop request); the next start redoes it. */
+    signal?: AbortSignal;
+  } = {},
 ): Promise<number> {
   let published = 0;
   try {
     for await (const rows of snapshot.batches(options.batchSize ?? 5000)) {
+      if (options.signal?.aborted === true) {
+        throw new SluiceError('snapshot_aborted', 'Stopped while publishing the initial snapshot');
+      }
       const events = rows.map((row) => ({
         event: outboxRowToEvent(row),
         commitLsn: snapshot.consistentPoint,

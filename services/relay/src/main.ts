@@ -16,6 +16,7 @@ import {
 import { createLogger, redactConfig } from '@sluice/service-kit';
 import Fastify from 'fastify';
 import { Kafka, logLevel } from 'kafkajs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { loadRelayConfig } from './config.js';
 import { createRelayMetrics } from './metrics.js';
@@ -88,6 +89,9 @@ function fatal(error: unknown): never {
   process.exit(EXIT_NEEDS_OPERATOR);
 }
 
+// Read through a function: signal handlers flip `stopping` while the code below awaits.
+const isStopping = () => stopping;
+
 /** One term of leadership: wait for the lock, relay until stopped or the lock is lost. */
 async function lead(): Promise<void> {
   logger.info({ slot: config.RELAY_SLOT }, 'standby: waiting for leadership');
@@ -100,6 +104,7 @@ async function lead(): Promise<void> {
     slot: config.RELAY_SLOT,
     outbox: { schema: config.RELAY_OUTBOX_SCHEMA, table: config.RELAY_OUTBOX_TABLE },
   };
+  if (isStopping()) return;
   const slot = await prepareReplication(config.DATABASE_URL, names);
   logger.info({ slot: names.slot, created: slot.created }, 'replication prepared');
   const sink = createKafkaSink({
@@ -120,6 +125,7 @@ async function lead(): Promise<void> {
     const published = await publishInitialSnapshot(slot.initialSnapshot, sink, {
       batchSize: config.RELAY_MAX_BATCH_EVENTS,
       onPublished: metrics.countPublished,
+      signal: abort.signal,
     });
     logger.info({ slot: names.slot, published }, 'initial snapshot published');
   }
@@ -147,6 +153,8 @@ async function lead(): Promise<void> {
     },
   });
   relay = current;
+  // A stop requested during set-up found no relay to stop; this one must not start.
+  if (isStopping()) void current.stop();
   const heartbeat = setInterval(() => {
     emitHeartbeat(pool).catch((error: unknown) => logger.warn({ err: error }, 'heartbeat failed'));
   }, config.RELAY_HEARTBEAT_MS);
@@ -202,8 +210,6 @@ async function shutdown(signal: string): Promise<void> {
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));
 
-// Read through a function: signal handlers flip `stopping` while this loop awaits.
-const isStopping = () => stopping;
 let backoffMs = 500;
 while (!isStopping()) {
   try {
@@ -213,7 +219,7 @@ while (!isStopping()) {
     if (isSluiceError(error) && FATAL_CODES.has(error.code)) fatal(error);
     if (isStopping()) break;
     logger.error({ err: error, retryInMs: backoffMs }, 'relay failed; retrying');
-    await new Promise((resolve) => setTimeout(resolve, backoffMs));
+    await sleep(backoffMs, undefined, { signal: abort.signal }).catch(() => undefined);
     backoffMs = Math.min(backoffMs * 2, 30_000);
   }
 }
