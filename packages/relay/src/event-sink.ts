@@ -151,7 +151,10 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
           producer = undefined;
           await stale?.disconnect().catch(() => undefined);
           await new Promise((resolve) =>
-            setTimeout(resolve, Math.min(200 * 2 ** Math.min(attempt, 5), 5000)),
+            setTimeout(
+              resolve,
+              Math.min((options.retryInitialMs ?? 200) * 2 ** Math.min(attempt - 1, 5), 5000),
+            ),
           );
         }
       }
