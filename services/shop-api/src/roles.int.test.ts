@@ -48,7 +48,8 @@ it('lets sluice_app write state and append events, but not alter or update the o
   ).toBe('ok');
   expect(
     await asApp(`INSERT INTO shop.outbox (id, aggregate_type, aggregate_id, aggregate_version, type, payload)
-      VALUES ('0190a6e2-8d7e-7c3a-9b1e-00000000000a', 'customer', 'x', 1, 'customer.erased.v1', '{}')`),
+      VALUES ('0190a6e2-8d7e-7c3a-9b1e-00000000000a', 'customer', '0190a6e2-8d7e-7c3a-9b1e-000000000009', 1,
+              'customer.erased.v1', '{"customerId":"0190a6e2-8d7e-7c3a-9b1e-000000000009"}')`),
   ).toBe('ok');
   expect(await asApp(`UPDATE shop.outbox SET payload = '{}'`)).toMatch(/permission denied/);
   expect(await asApp(`ALTER TABLE shop.outbox ADD COLUMN sneaky text`)).toMatch(/must be owner/);

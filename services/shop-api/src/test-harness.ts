@@ -1,4 +1,5 @@
 // Test support (not used by the service): a shop-api on a database of its own.
+import { payloadErrors } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/service-kit';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
@@ -82,9 +83,20 @@ export async function startShopApi(prefix = 'shop'): Promise<ShopApiHarness> {
       return rows;
     },
     async close() {
+      // Every event any test wrote must match its published JSON Schema.
+      const { rows } = await sql<{
+        type: string;
+        payload: unknown;
+      }>`SELECT type, payload FROM shop.outbox`.execute(db);
+      const invalid = rows.flatMap((row) => {
+        const errors = payloadErrors(row.type, row.payload);
+        return errors.length === 0 ? [] : [`${row.type}: ${errors.join('; ')}`];
+      });
       await app.close();
       await db.destroy();
       await database.drop();
+      if (invalid.length > 0)
+        throw new Error(`Outbox rows violate their schemas:\n${invalid.join('\n')}`);
     },
   };
 }
