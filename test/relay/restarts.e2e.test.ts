@@ -213,4 +213,45 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
     relay.kill('SIGTERM');
     expect(await relay.exited()).toBe(0);
   });
+
+  // Runs last: it lowers this server's max_slot_wal_keep_size.
+  it('refuses to start, with exit 78 and slot_lost, when PostgreSQL invalidated its slot', async () => {
+    const fixture = await fixtureFor('slot_lost');
+    const first = startRelay(fixture, brokers);
+    relays.push(first);
+    await writeOutboxEvents(fixture.pool, { aggregates: 10, perAggregate: 1 });
+    await waitFor(async () => (await topicSize(fixture.topic)) >= 10, {
+      timeoutMs: 60_000,
+      message: 'published',
+    });
+    first.kill('SIGTERM');
+    expect(await first.exited()).toBe(0);
+
+    // With the relay down, more WAL than the slot may keep is written and checkpointed away.
+    await fixture.pool.query(`ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'`);
+    await fixture.pool.query('SELECT pg_reload_conf()');
+    await writeOutboxEvents(fixture.pool, { aggregates: 100, perAggregate: 1 });
+    await waitFor(
+      async () => {
+        await fixture.pool.query('CREATE TABLE IF NOT EXISTS filler (data text)');
+        await fixture.pool.query(
+          `INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 20000)`,
+        );
+        await fixture.pool.query('SELECT pg_switch_wal()');
+        await fixture.pool.query('CHECKPOINT');
+        const { rows } = await fixture.pool.query<{ wal_status: string }>(
+          'SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1',
+          [fixture.slot],
+        );
+        return rows[0]?.wal_status === 'lost';
+      },
+      { timeoutMs: 60_000, intervalMs: 10, message: 'the slot to be invalidated' },
+    );
+
+    const second = startRelay(fixture, brokers);
+    relays.push(second);
+    expect(await second.exited()).toBe(78);
+    expect(second.output()).toMatch(/"code":"slot_lost"/);
+    expect(second.output()).toContain(fixture.slot);
+  });
 });
