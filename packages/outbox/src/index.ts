@@ -85,30 +85,17 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
   const outboxTable = sql.table(`${schema}.outbox`);
   const headsTable = sql.table(`${schema}.outbox_heads`);
 
-  async function nextVersion<DB>(
-    trx: Transaction<DB>,
-    aggregate: AggregateRef,
-    count: number,
-  ): Promise<number> {
-    const result =
-      aggregate.expectedVersion === 0
-        ? await sql<{ version: string }>`
-            INSERT INTO ${headsTable} (aggregate_type, aggregate_id, version)
+  /** The statement that claims versions in `outbox_heads`, guarded by the expected version. */
+  function claimVersions(aggregate: AggregateRef, count: number) {
+    return aggregate.expectedVersion === 0
+      ? sql`INSERT INTO ${headsTable} (aggregate_type, aggregate_id, version)
             VALUES (${aggregate.type}, ${aggregate.id}, ${count})
             ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING
-            RETURNING version`.execute(trx)
-        : await sql<{ version: string }>`
-            UPDATE ${headsTable} SET version = version + ${count}
+            RETURNING version`
+      : sql`UPDATE ${headsTable} SET version = version + ${count}
              WHERE aggregate_type = ${aggregate.type} AND aggregate_id = ${aggregate.id}
                AND version = ${aggregate.expectedVersion}
-            RETURNING version`.execute(trx);
-    if (result.rows.length === 0) {
-      throw new SluiceError(
-        'version_conflict',
-        `${aggregate.type} ${aggregate.id} is not at version ${aggregate.expectedVersion}`,
-      );
-    }
-    return aggregate.expectedVersion;
+            RETURNING version`;
   }
 
   return {
@@ -131,7 +118,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
           );
         }
       }
-      const base = await nextVersion(trx, aggregate, events.length);
+      const base = aggregate.expectedVersion;
       const metadata = toMetadata(context);
       const occurredAt = new Date().toISOString();
       const appended: DomainEvent[] = events.map((event, index) => ({
@@ -146,13 +133,23 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       }));
       const rows = appended.map(
         (e) =>
-          sql`(${e.id}::uuid, ${e.aggregateType}, ${e.aggregateId}, ${e.aggregateVersion}, ${e.type},
+          sql`(${e.id}::uuid, ${e.aggregateType}, ${e.aggregateId}, ${e.aggregateVersion}::bigint, ${e.type},
                ${JSON.stringify(e.payload)}::jsonb, ${JSON.stringify(e.metadata)}::jsonb, ${e.occurredAt}::timestamptz)`,
       );
-      await sql`
+      // One round trip: the events are inserted only if the version claim succeeded.
+      const result = await sql`
+        WITH claimed AS (${claimVersions(aggregate, events.length)})
         INSERT INTO ${outboxTable}
           (id, aggregate_type, aggregate_id, aggregate_version, type, payload, metadata, occurred_at)
-        VALUES ${sql.join(rows)}`.execute(trx);
+        SELECT e.* FROM (VALUES ${sql.join(rows)})
+          AS e (id, aggregate_type, aggregate_id, aggregate_version, type, payload, metadata, occurred_at)
+        WHERE EXISTS (SELECT 1 FROM claimed)`.execute(trx);
+      if (Number(result.numAffectedRows ?? 0n) !== events.length) {
+        throw new SluiceError(
+          'version_conflict',
+          `${aggregate.type} ${aggregate.id} is not at version ${aggregate.expectedVersion}`,
+        );
+      }
       return appended;
     },
 

@@ -259,6 +259,34 @@ describe('carts and orders', () => {
     );
   });
 
+  it('409 quantity_limit past 10000 units in a line, and 412 for a stale If-Match on a cart', async () => {
+    const cart = await openCart((await createCustomer()).id);
+    const product = await createProduct(100_000, 1);
+    for (let i = 0; i < 10; i += 1) {
+      const res = await api.request('POST', `/carts/${cart.id}/items`, {
+        body: { productId: product.id, quantity: 1000 },
+      });
+      expect(res.statusCode).toBe(200);
+    }
+    await expectProblem(
+      () =>
+        api.request('POST', `/carts/${cart.id}/items`, {
+          body: { productId: product.id, quantity: 1 },
+        }),
+      409,
+      'quantity_limit',
+    );
+    await expectProblem(
+      () =>
+        api.request('POST', `/carts/${cart.id}/items`, {
+          body: { productId: product.id, quantity: 1 },
+          headers: { 'if-match': '"1"' },
+        }),
+      412,
+      'precondition_failed',
+    );
+  });
+
   it('422 customer_not_found and product_not_found, 404 for unknown carts', async () => {
     await expectProblem(
       () =>

@@ -51,12 +51,12 @@ export function createWriter(db: Kysely<ShopDatabase>) {
         'Idempotency-Key must be 1-255 printable ASCII characters',
       );
     }
-    const requestHash = createHash('sha256')
-      .update(`${request.method} ${request.url}\n${JSON.stringify(request.body ?? null)}`)
-      .digest('hex');
 
     const response = await db.transaction().execute(async (trx): Promise<StoredResponse> => {
       if (rawKey !== undefined) {
+        const requestHash = createHash('sha256')
+          .update(`${request.method} ${request.url}\n${JSON.stringify(request.body ?? null)}`)
+          .digest('hex');
         // Waits for a concurrent request with the same key to finish, then sees its row.
         const claimed = await trx
           .insertInto('sluice.idempotency_keys')

@@ -2,9 +2,9 @@ import { Type } from '@sinclair/typebox';
 import type { Outbox } from '@sluice/outbox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
-import type { ShopDatabase } from '../database.js';
+import type { CartTable, ShopDatabase } from '../database.js';
 import { ProblemError, appendContext, assertVersion, ifMatchVersion } from '../http.js';
 import type { Writer } from '../writes.js';
 import { IdParams, Quantity, Uuid } from './schemas.js';
@@ -12,19 +12,19 @@ import { IdParams, Quantity, Uuid } from './schemas.js';
 /** A cart line can hold at most this many units. */
 const MAX_LINE_QUANTITY = 10_000;
 
-async function loadCart(db: Kysely<ShopDatabase>, id: string) {
-  const cart = await db
-    .selectFrom('shop.carts')
-    .selectAll()
-    .where('id', '=', id)
-    .executeTakeFirst();
-  if (cart === undefined) return undefined;
-  const items = await db
+function loadItems(db: Kysely<ShopDatabase>, id: string) {
+  return db
     .selectFrom('shop.cart_items')
     .select(['product_id', 'quantity', 'unit_price_cents'])
     .where('cart_id', '=', id)
     .orderBy('product_id')
     .execute();
+}
+
+function presentCart(
+  cart: Selectable<CartTable>,
+  items: readonly { product_id: string; quantity: number; unit_price_cents: number }[],
+) {
   return {
     id: cart.id,
     customerId: cart.customer_id,
@@ -37,6 +37,15 @@ async function loadCart(db: Kysely<ShopDatabase>, id: string) {
     totalCents: items.reduce((sum, item) => sum + item.quantity * item.unit_price_cents, 0),
     version: cart.version,
   };
+}
+
+async function loadCart(db: Kysely<ShopDatabase>, id: string) {
+  const cart = await db
+    .selectFrom('shop.carts')
+    .selectAll()
+    .where('id', '=', id)
+    .executeTakeFirst();
+  return cart === undefined ? undefined : presentCart(cart, await loadItems(db, id));
 }
 
 /** Locks an open cart for this transaction; commands on one cart run one after another. */
@@ -126,61 +135,65 @@ export function cartRoutes(
       write(request, reply, async (trx) => {
         const { id } = request.params;
         const { productId, quantity } = request.body;
-        const cart = await lockOpenCart(trx, id, ifMatchVersion(request, false));
-        const product = await trx
-          .selectFrom('shop.products')
-          .select(['price_cents'])
-          .where('id', '=', productId)
-          .where('delisted_at', 'is', null)
+        const expected = ifMatchVersion(request, false);
+        // The hot path takes four statements: bump (and lock) the open cart, add to the line,
+        // append the event, read the lines back. Failures are told apart only when they happen.
+        const cart = await trx
+          .updateTable('shop.carts')
+          .set((eb) => ({ version: eb('version', '+', 1), updated_at: new Date() }))
+          .where('id', '=', id)
+          .where('status', '=', 'open')
+          .$if(expected !== undefined, (qb) => qb.where('version', '=', expected ?? 0))
+          .returningAll()
           .executeTakeFirst();
-        if (product === undefined)
-          throw new ProblemError(422, 'product_not_found', `No listed product ${productId}`);
-        const line = await trx
-          .selectFrom('shop.cart_items')
-          .select(['quantity', 'unit_price_cents'])
-          .where('cart_id', '=', id)
-          .where('product_id', '=', productId)
-          .executeTakeFirst();
-        if ((line?.quantity ?? 0) + quantity > MAX_LINE_QUANTITY) {
+        if (cart === undefined) {
+          await lockOpenCart(trx, id, expected); // throws the precise 404, 409 or 412
+          throw new ProblemError(409, 'conflict', `Cart ${id} changed concurrently`);
+        }
+        // A line keeps the price of its first unit, so the events always add up to the cart.
+        const { rows } = await sql<{ quantity: number; unit_price_cents: number }>`
+          INSERT INTO shop.cart_items (cart_id, product_id, quantity, unit_price_cents)
+          SELECT ${id}::uuid, p.id, ${quantity}::int, p.price_cents
+            FROM shop.products p WHERE p.id = ${productId}::uuid AND p.delisted_at IS NULL
+          ON CONFLICT (cart_id, product_id) DO UPDATE
+            SET quantity = shop.cart_items.quantity + excluded.quantity
+            WHERE shop.cart_items.quantity + excluded.quantity <= ${MAX_LINE_QUANTITY}
+          RETURNING quantity, unit_price_cents`.execute(trx);
+        const line = rows[0];
+        if (line === undefined) {
+          const listed = await trx
+            .selectFrom('shop.products')
+            .select('id')
+            .where('id', '=', productId)
+            .where('delisted_at', 'is', null)
+            .executeTakeFirst();
+          if (listed === undefined) {
+            throw new ProblemError(422, 'product_not_found', `No listed product ${productId}`);
+          }
           throw new ProblemError(
             409,
             'quantity_limit',
             `A cart line holds at most ${MAX_LINE_QUANTITY} units`,
           );
         }
-        // A line keeps the price of its first unit, so the events always add up to the cart.
-        const unitPriceCents = line?.unit_price_cents ?? product.price_cents;
-        await trx
-          .insertInto('shop.cart_items')
-          .values({
-            cart_id: id,
-            product_id: productId,
-            quantity,
-            unit_price_cents: unitPriceCents,
-          })
-          .onConflict((oc) =>
-            oc
-              .columns(['cart_id', 'product_id'])
-              .doUpdateSet((eb) => ({ quantity: eb('shop.cart_items.quantity', '+', quantity) })),
-          )
-          .execute();
-        await trx
-          .updateTable('shop.carts')
-          .set({ version: cart.version + 1, updated_at: new Date() })
-          .where('id', '=', id)
-          .execute();
         await outbox.append(
           trx,
-          { type: 'cart', id, expectedVersion: cart.version },
+          { type: 'cart', id, expectedVersion: cart.version - 1 },
           [
             {
               type: 'cart.item_added.v1',
-              payload: { cartId: id, productId, quantity, unitPriceCents },
+              payload: { cartId: id, productId, quantity, unitPriceCents: line.unit_price_cents },
             },
           ],
           appendContext(request),
         );
-        return cartResponse(trx, id, 200);
+        const body = presentCart(cart, await loadItems(trx, id));
+        return {
+          status: 200,
+          body,
+          etag: cart.version,
+          versions: [{ aggregateType: 'cart', aggregateId: id, version: cart.version }],
+        };
       }),
   );
 
