@@ -110,6 +110,19 @@ export interface ReadRecord {
   value: string | null;
 }
 
+/** How many records `topic` holds (0 when it does not exist yet). */
+export async function topicSize(brokers: readonly string[], topic: string): Promise<number> {
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    if (!(await admin.listTopics()).includes(topic)) return 0;
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return offsets.reduce((sum, o) => sum + Number(o.high), 0);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 /** Reads every record currently in `topic` (up to the end offsets at call time). */
 export async function readTopic(brokers: readonly string[], topic: string): Promise<ReadRecord[]> {
   const kafka = testKafka(brokers);

@@ -1,6 +1,6 @@
 // The relay as a real process against real PostgreSQL and Kafka: record format, order, the
 // kill -9 loop, graceful stop.
-import { testKafka, testServers, waitFor } from '@sluice/testkit';
+import { testServers, waitFor } from '@sluice/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   checkDelivery,
@@ -9,24 +9,13 @@ import {
   outboxIndex,
   readTopic,
   startRelay,
+  topicSize,
   writeOutboxEvents,
   type RelayFixture,
   type RelayProcess,
 } from './harness.js';
 
 const { databaseUrl, kafkaBrokers } = testServers();
-
-async function topicSize(topic: string): Promise<number> {
-  const admin = testKafka(kafkaBrokers).admin();
-  await admin.connect();
-  try {
-    if (!(await admin.listTopics()).includes(topic)) return 0;
-    const offsets = await admin.fetchTopicOffsets(topic);
-    return offsets.reduce((sum, o) => sum + Number(o.high), 0);
-  } finally {
-    await admin.disconnect();
-  }
-}
 
 describe('relay process', () => {
   let fixture: RelayFixture;
@@ -54,7 +43,7 @@ describe('relay process', () => {
     );
     for (let i = 0; i < 5; i += 1)
       await writeOutboxEvents(fixture.pool, { aggregates: 200, perAggregate: 1 });
-    await waitFor(async () => (await topicSize(fixture.topic)) >= 2000, {
+    await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) >= 2000, {
       timeoutMs: 60_000,
       message: '2000 records',
     });
@@ -119,10 +108,11 @@ describe('relay process', () => {
     for (let kill = 0; kill < 10; kill += 1) {
       const relay = startRelay(fixture, kafkaBrokers);
       relays.push(relay);
-      const before = await topicSize(fixture.topic);
+      const before = await topicSize(kafkaBrokers, fixture.topic);
       // Kill at a random moment once the relay is demonstrably publishing.
       await waitFor(
-        async () => (await topicSize(fixture.topic)) > before || written >= rounds * aggregates,
+        async () =>
+          (await topicSize(kafkaBrokers, fixture.topic)) > before || written >= rounds * aggregates,
         {
           timeoutMs: 60_000,
           intervalMs: 20 + Math.floor(Math.random() * 200),

@@ -1,7 +1,7 @@
 // The relay process under failure: leader failover, a dropped or foreign slot, WAL retained while
 // the outbox is idle, and a graceful stop in the middle of a stream.
 import { errorMessage } from '@sluice/errors';
-import { createTestDatabase, testKafka, testServers, waitFor } from '@sluice/testkit';
+import { createTestDatabase, testServers, waitFor } from '@sluice/testkit';
 import pg from 'pg';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import {
@@ -11,6 +11,7 @@ import {
   outboxIndex,
   readTopic,
   startRelay,
+  topicSize,
   writeOutboxEvents,
   type ReadRecord,
   type RelayFixture,
@@ -21,18 +22,6 @@ const { databaseUrl, kafkaBrokers } = testServers();
 
 const LEADING = /"msg":"leading"/;
 const STANDBY = /"msg":"standby: waiting for leadership"/;
-
-async function topicSize(topic: string): Promise<number> {
-  const admin = testKafka(kafkaBrokers).admin();
-  await admin.connect();
-  try {
-    if (!(await admin.listTopics()).includes(topic)) return 0;
-    const offsets = await admin.fetchTopicOffsets(topic);
-    return offsets.reduce((sum, o) => sum + Number(o.high), 0);
-  } finally {
-    await admin.disconnect();
-  }
-}
 
 /** A fixture of the current test's own, and its relays, killed and dropped when the test ends. */
 async function useFixture(prefix: string): Promise<{
@@ -86,7 +75,7 @@ async function awaitEveryEvent(
   let records: ReadRecord[] = [];
   await waitFor(
     async () => {
-      if ((await topicSize(fixture.topic)) < outbox.size) return false;
+      if ((await topicSize(kafkaBrokers, fixture.topic)) < outbox.size) return false;
       records = await readTopic(kafkaBrokers, fixture.topic);
       const ids = new Set(records.map((r) => r.id));
       return [...outbox.keys()].every((id) => ids.has(id));
@@ -157,12 +146,12 @@ describe('relay resilience', () => {
         written += await writeOutboxEvents(fixture.pool, { aggregates, perAggregate: 1 });
       }
     })();
-    await waitFor(async () => (await topicSize(fixture.topic)) > 0, {
+    await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) > 0, {
       timeoutMs: 30_000,
       intervalMs: 20,
       message: 'the leader to publish',
     });
-    const atKill = { written, published: await topicSize(fixture.topic) };
+    const atKill = { written, published: await topicSize(kafkaBrokers, fixture.topic) };
     leader.kill('SIGKILL');
     const killedAt = Date.now();
     killed();
@@ -209,7 +198,7 @@ describe('relay resilience', () => {
     });
     for (let round = 0; round < 3; round += 1)
       await writeOutboxEvents(fixture.pool, { aggregates: 200, perAggregate: 1 });
-    await waitFor(async () => (await topicSize(fixture.topic)) >= 600, {
+    await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) >= 600, {
       timeoutMs: 30_000,
       message: '600 records',
     });
@@ -234,7 +223,7 @@ describe('relay resilience', () => {
     expect(output).toContain(fixture.slot);
     expect(LEADING.test(output)).toBe(true);
     expect(await slotRow(fixture.pool, fixture.slot)).toBeUndefined();
-    expect(await topicSize(fixture.topic)).toBe(600);
+    expect(await topicSize(kafkaBrokers, fixture.topic)).toBe(600);
   });
 
   it('refuses, with exit 78 and slot_mismatch, a slot of its name made with another plugin', async () => {
@@ -254,7 +243,7 @@ describe('relay resilience', () => {
       plugin: 'test_decoding',
       active: false,
     });
-    expect(await topicSize(fixture.topic)).toBe(0);
+    expect(await topicSize(kafkaBrokers, fixture.topic)).toBe(0);
   });
 
   it('keeps the WAL its slot retains bounded while only non-outbox data is written, here and in another database', async () => {
@@ -325,7 +314,7 @@ describe('relay resilience', () => {
     expect(confirmedAfter).toBeGreaterThan(before);
     expect(retained).toBeLessThan(bound);
     // Nothing in the outbox, nothing in Kafka: heartbeats and other tables publish no events.
-    expect(await topicSize(fixture.topic)).toBe(0);
+    expect(await topicSize(kafkaBrokers, fixture.topic)).toBe(0);
     expect(relay.child.exitCode).toBeNull();
   });
 
@@ -347,7 +336,7 @@ describe('relay resilience', () => {
         await writeOutboxEvents(fixture.pool, { aggregates, perAggregate: 1 });
       }
     })();
-    await waitFor(async () => (await topicSize(fixture.topic)) > 0, {
+    await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) > 0, {
       timeoutMs: 30_000,
       intervalMs: 20,
       message: 'the relay to publish',

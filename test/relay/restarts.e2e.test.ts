@@ -8,7 +8,7 @@ import {
   type KafkaServer,
   type PostgresServer,
 } from '@sluice/stack';
-import { freePort, testKafka, waitFor } from '@sluice/testkit';
+import { freePort, waitFor } from '@sluice/testkit';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -21,6 +21,7 @@ import {
   outboxIndex,
   readTopic,
   startRelay,
+  topicSize,
   writeOutboxEvents,
   type RelayFixture,
   type RelayProcess,
@@ -82,17 +83,6 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
     return fixture;
   }
 
-  async function topicSize(topic: string): Promise<number> {
-    const admin = testKafka(brokers).admin();
-    await admin.connect();
-    try {
-      if (!(await admin.listTopics()).includes(topic)) return 0;
-      return (await admin.fetchTopicOffsets(topic)).reduce((sum, o) => sum + Number(o.high), 0);
-    } finally {
-      await admin.disconnect();
-    }
-  }
-
   /** Writes `rounds` transactions of `aggregates` events, riding out server restarts. */
   async function writeThrough(
     fixture: RelayFixture,
@@ -140,7 +130,7 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
       message: 'relay ready',
     });
     const writer = writeThrough(fixture, 60, 500);
-    await waitFor(async () => (await topicSize(fixture.topic)) >= 3000, {
+    await waitFor(async () => (await topicSize(brokers, fixture.topic)) >= 3000, {
       timeoutMs: 60_000,
       message: 'publishing',
     });
@@ -164,7 +154,7 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
       message: 'relay ready',
     });
     const writer = writeThrough(fixture, 40, 500);
-    await waitFor(async () => (await topicSize(fixture.topic)) >= 2000, {
+    await waitFor(async () => (await topicSize(brokers, fixture.topic)) >= 2000, {
       timeoutMs: 60_000,
       message: 'publishing',
     });
@@ -182,7 +172,7 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
     const relay = startRelay(fixture, brokers);
     relays.push(relay);
     await writeOutboxEvents(fixture.pool, { aggregates: 100, perAggregate: 1 });
-    await waitFor(async () => (await topicSize(fixture.topic)) >= 100, {
+    await waitFor(async () => (await topicSize(brokers, fixture.topic)) >= 100, {
       timeoutMs: 60_000,
       message: 'first events',
     });
@@ -220,7 +210,7 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
     const first = startRelay(fixture, brokers);
     relays.push(first);
     await writeOutboxEvents(fixture.pool, { aggregates: 10, perAggregate: 1 });
-    await waitFor(async () => (await topicSize(fixture.topic)) >= 10, {
+    await waitFor(async () => (await topicSize(brokers, fixture.topic)) >= 10, {
       timeoutMs: 60_000,
       message: 'published',
     });
