@@ -61,10 +61,13 @@ export function toKafkaRecord(
     ce_aggregatetype: event.aggregateType,
     ce_aggregateversion: String(event.aggregateVersion),
   };
-  const { traceparent, correlation_id, causation_id } = event.metadata;
+  const { traceparent, correlation_id, causation_id, actor, reason } = event.metadata;
   if (traceparent !== undefined) headers.ce_traceparent = traceparent;
   if (correlation_id !== undefined) headers.ce_correlationid = correlation_id;
   if (causation_id !== undefined) headers.ce_causationid = causation_id;
+  // Who and why travel too, so consumers can keep an audit trail without reading the outbox.
+  if (actor !== undefined) headers.ce_actor = actor;
+  if (reason !== undefined) headers.ce_reason = reason;
   if (options.commitLsn !== undefined) headers.ce_commitlsn = options.commitLsn;
   return { key: event.aggregateId, value: JSON.stringify(event.payload), headers };
 }
@@ -80,7 +83,6 @@ const REQUIRED_HEADERS = [
 
 /**
  * Decodes a CloudEvents Kafka record back into an event (payload not yet schema-checked).
- * Actor and reason are not carried on the wire; consumers that need them read the payload.
  *
  * @throws SluiceError `record_malformed` naming what is missing or wrong.
  */
@@ -115,6 +117,8 @@ export function fromKafkaRecord(record: {
   if (h.ce_traceparent !== undefined) metadata.traceparent = h.ce_traceparent;
   if (h.ce_correlationid !== undefined) metadata.correlation_id = h.ce_correlationid;
   if (h.ce_causationid !== undefined) metadata.causation_id = h.ce_causationid;
+  if (h.ce_actor !== undefined) metadata.actor = h.ce_actor;
+  if (h.ce_reason !== undefined) metadata.reason = h.ce_reason;
   return {
     id: h.ce_id,
     type: h.ce_type,

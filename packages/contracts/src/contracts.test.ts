@@ -30,6 +30,8 @@ const event: DomainEvent = {
   metadata: {
     traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
     correlation_id: 'c-1',
+    actor: 'user:7',
+    reason: 'test',
   },
 };
 
@@ -78,6 +80,8 @@ describe('CloudEvents records', () => {
       ce_aggregateversion: '3',
       ce_commitlsn: '0/16B3748',
       ce_correlationid: 'c-1',
+      ce_actor: 'user:7',
+      ce_reason: 'test',
     });
     expect(fromKafkaRecord(record)).toEqual(event);
   });
