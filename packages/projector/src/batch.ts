@@ -1,0 +1,391 @@
+import { fromKafkaRecord, payloadErrors, type DomainEvent } from '@sluice/contracts';
+import { errorMessage, SluiceError } from '@sluice/errors';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import type { Projection } from './projection.js';
+
+/** A Kafka record as the projector received it. */
+export interface IncomingRecord {
+  topic: string;
+  partition: number;
+  offset: bigint;
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string | undefined>;
+}
+
+/** A batch starts past the stored checkpoint: the consumer must go back to `expected`. */
+export class OffsetGapError extends SluiceError {
+  constructor(readonly expected: bigint) {
+    super('offset_gap', `Batch starts past the checkpoint; seek to offset ${expected}`, {
+      retriable: true,
+    });
+  }
+}
+
+/** A record that will not be applied, with why. */
+export interface DeadLetter {
+  record: IncomingRecord;
+  errorClass: string;
+  message: string;
+  attempts: number;
+  firstFailure: Date;
+  lastFailure: Date;
+}
+
+/** Where records that cannot be applied go (`sluice.dlq.<projection>`), before the batch commits. */
+export interface DeadLetterSink {
+  send(projection: string, letters: readonly DeadLetter[]): Promise<void>;
+}
+
+/** What one batch did. */
+export interface BatchResult {
+  applied: number;
+  /** Already applied (same offset redelivered, or the relay sent it again at a new offset). */
+  duplicates: number;
+  parked: number;
+  deadLettered: number;
+  gaps: number;
+  /** Per applied event: its `occurredAt` time, for latency metrics. */
+  appliedAt: DomainEvent[];
+}
+
+/** Options for {@link applyBatch}. */
+export interface ApplyOptions {
+  /** Turns old event versions into current ones before `apply`. */
+  upcast?: (event: DomainEvent) => DomainEvent;
+  /** Attempts of a failing handler before its event is dead-lettered. Default 3. */
+  maxAttempts?: number;
+  /** First pause between attempts, doubling. Default 50. */
+  retryDelayMs?: number;
+  tableSuffix?: string;
+  /** Strips a prefix from topic names to get the aggregate type. Default ''. */
+  topicPrefix?: string;
+}
+
+type Decoded =
+  | { ok: true; record: IncomingRecord; event: DomainEvent }
+  | { ok: false; record: IncomingRecord; errorClass: string; message: string };
+
+function aggregateTypeOf(topic: string, prefix: string): string | null {
+  const base = `${prefix}outbox.event.`;
+  return topic.startsWith(base) ? topic.slice(base.length) : null;
+}
+
+async function decode<DB>(
+  trx: Transaction<DB>,
+  record: IncomingRecord,
+  upcast: (event: DomainEvent) => DomainEvent,
+): Promise<Decoded> {
+  try {
+    let value = record.value;
+    const dataref = record.headers.ce_dataref;
+    if (value === null && dataref !== undefined) {
+      // A claim-checked payload: the relay stored it in PostgreSQL under the event id.
+      const { rows } = await sql<{ payload: string }>`
+        SELECT payload::text AS payload FROM sluice.claim_checks WHERE event_id::text = ${record.headers.ce_id ?? ''}`.execute(
+        trx,
+      );
+      value = rows[0]?.payload ?? null;
+      if (value === null)
+        throw new SluiceError('claim_check_missing', `No claim-checked payload for ${dataref}`);
+    }
+    const event = fromKafkaRecord({ key: record.key, value, headers: record.headers });
+    const errors = payloadErrors(event.type, event.payload);
+    if (errors.length > 0) {
+      return {
+        ok: false,
+        record,
+        errorClass: 'schema_invalid',
+        message: `${event.type}: ${errors.join('; ')}`,
+      };
+    }
+    return { ok: true, record, event: upcast(event) };
+  } catch (error) {
+    const errorClass = error instanceof SluiceError ? error.code : 'decode_failed';
+    return { ok: false, record, errorClass, message: errorMessage(error) };
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Applies one partition's batch in one transaction: skips offsets below the checkpoint,
+ * filters versions already applied, parks gaps, poison and everything queued behind them per
+ * aggregate, applies the rest in order, and advances checkpoint and versions — so a view
+ * changes exactly once per event however often Kafka delivers it.
+ */
+export async function applyBatch<DB>(
+  db: Kysely<DB>,
+  projection: Projection<DB>,
+  records: readonly IncomingRecord[],
+  deadLetters: DeadLetterSink,
+  options: ApplyOptions = {},
+): Promise<BatchResult> {
+  const result: BatchResult = {
+    applied: 0,
+    duplicates: 0,
+    parked: 0,
+    deadLettered: 0,
+    gaps: 0,
+    appliedAt: [],
+  };
+  const first = records[0];
+  if (first === undefined) return result;
+  const { topic, partition } = first;
+  const upcast = options.upcast ?? ((event: DomainEvent) => event);
+  const maxAttempts = options.maxAttempts ?? 3;
+  const name = projection.name;
+
+  await db.transaction().execute(async (trx) => {
+    await sql`INSERT INTO sluice.projection_checkpoints (projection, topic, partition, next_offset)
+              VALUES (${name}, ${topic}, ${partition}, 0) ON CONFLICT DO NOTHING`.execute(trx);
+    // Locks the partition's checkpoint: a process that lost the partition in a rebalance
+    // waits here, then finds the offsets already applied.
+    const { rows: checkpointRows } = await sql<{ next_offset: string | number }>`
+      SELECT next_offset FROM sluice.projection_checkpoints
+       WHERE projection = ${name} AND topic = ${topic} AND partition = ${partition} FOR UPDATE`.execute(
+      trx,
+    );
+    const nextOffset = BigInt(checkpointRows[0]?.next_offset ?? 0);
+    const fresh = records.filter((record) => record.offset >= nextOffset);
+    result.duplicates += records.length - fresh.length;
+    // Kafka's own position can be ahead of the checkpoint (a restored database, a reset
+    // group); applying from there would skip events.
+    if (fresh[0] !== undefined && fresh[0].offset > nextOffset)
+      throw new OffsetGapError(nextOffset);
+    const last = records[records.length - 1];
+    if (fresh.length === 0 || last === undefined) return;
+
+    const decoded: Decoded[] = [];
+    for (const record of fresh) decoded.push(await decode(trx, record, upcast));
+
+    // Current versions and parked aggregates of everything in the batch.
+    const keys = new Set<string>();
+    for (const item of decoded) {
+      const type = item.ok
+        ? item.event.aggregateType
+        : aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
+      const id = item.ok ? item.event.aggregateId : item.record.key;
+      if (type !== null && id !== null) keys.add(JSON.stringify([type, id]));
+    }
+    const pairs = [...keys].map((key) => JSON.parse(key) as [string, string]);
+    const versions = new Map<string, number>();
+    const parked = new Set<string>();
+    if (pairs.length > 0) {
+      const types = pairs.map((p) => p[0]);
+      const ids = pairs.map((p) => p[1]);
+      // int8 arrives as text unless the pool parses it; either way it becomes a number here.
+      const { rows: versionRows } = await sql<{
+        aggregate_type: string;
+        aggregate_id: string;
+        version: string | number;
+      }>`
+        SELECT v.aggregate_type, v.aggregate_id, v.version FROM sluice.projection_versions v
+          JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
+            ON v.aggregate_type = k.aggregate_type AND v.aggregate_id = k.aggregate_id
+         WHERE v.projection = ${name}`.execute(trx);
+      for (const row of versionRows)
+        versions.set(JSON.stringify([row.aggregate_type, row.aggregate_id]), Number(row.version));
+      const { rows: parkedRows } = await sql<{ aggregate_type: string; aggregate_id: string }>`
+        SELECT DISTINCT p.aggregate_type, p.aggregate_id FROM sluice.parked_events p
+          JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
+            ON p.aggregate_type = k.aggregate_type AND p.aggregate_id = k.aggregate_id
+         WHERE p.projection = ${name}`.execute(trx);
+      for (const row of parkedRows)
+        parked.add(JSON.stringify([row.aggregate_type, row.aggregate_id]));
+    }
+
+    const letters: DeadLetter[] = [];
+    const toPark: {
+      record: IncomingRecord;
+      event?: DomainEvent;
+      reason: string;
+      error?: string;
+      attempts: number;
+    }[] = [];
+    const ready: DomainEvent[] = [];
+    for (const item of decoded) {
+      if (!item.ok) {
+        const now = new Date();
+        letters.push({
+          record: item.record,
+          errorClass: item.errorClass,
+          message: item.message,
+          attempts: 1,
+          firstFailure: now,
+          lastFailure: now,
+        });
+        toPark.push({
+          record: item.record,
+          reason: item.errorClass,
+          error: item.message,
+          attempts: 1,
+        });
+        const type = aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
+        if (type !== null && item.record.key !== null)
+          parked.add(JSON.stringify([type, item.record.key]));
+        continue;
+      }
+      const { event } = item;
+      const key = JSON.stringify([event.aggregateType, event.aggregateId]);
+      const applied = versions.get(key) ?? 0;
+      if (event.aggregateVersion <= applied) {
+        result.duplicates += 1;
+        continue;
+      }
+      if (parked.has(key)) {
+        toPark.push({ record: item.record, event, reason: 'behind_parked', attempts: 0 });
+        continue;
+      }
+      if (event.aggregateVersion > applied + 1) {
+        result.gaps += 1;
+        parked.add(key);
+        toPark.push({
+          record: item.record,
+          event,
+          reason: 'version_gap',
+          error: `expected version ${applied + 1}, got ${event.aggregateVersion}`,
+          attempts: 0,
+        });
+        continue;
+      }
+      versions.set(key, event.aggregateVersion);
+      ready.push(event);
+    }
+
+    await applyEvents(trx, projection, ready, {
+      maxAttempts,
+      retryDelayMs: options.retryDelayMs ?? 50,
+      tableSuffix: options.tableSuffix ?? '',
+      onPoison(event, failure) {
+        const item = decoded.find((d) => d.ok && d.event.id === event.id);
+        if (item === undefined) return;
+        if (failure === 'behind') {
+          toPark.push({ record: item.record, event, reason: 'behind_parked', attempts: 0 });
+          return;
+        }
+        const key = JSON.stringify([event.aggregateType, event.aggregateId]);
+        parked.add(key);
+        versions.set(key, event.aggregateVersion - 1);
+        const message = errorMessage(failure.error);
+        letters.push({
+          record: item.record,
+          errorClass: 'handler_failed',
+          message,
+          attempts: failure.attempts,
+          firstFailure: failure.firstFailure,
+          lastFailure: new Date(),
+        });
+        toPark.push({
+          record: item.record,
+          event,
+          reason: 'handler_failed',
+          error: message,
+          attempts: failure.attempts,
+        });
+      },
+      onApplied(event) {
+        result.applied += 1;
+        result.appliedAt.push(event);
+      },
+    });
+
+    if (toPark.length > 0) {
+      for (const park of toPark) {
+        await sql`
+          INSERT INTO sluice.parked_events (projection, topic, partition, record_offset, aggregate_type, aggregate_id,
+              aggregate_version, record_key, record_value, record_headers, reason, error, attempts)
+          VALUES (${name}, ${park.record.topic}, ${park.record.partition}, ${park.record.offset.toString()},
+              ${park.event?.aggregateType ?? aggregateTypeOf(park.record.topic, options.topicPrefix ?? '')},
+              ${park.event?.aggregateId ?? park.record.key}, ${park.event?.aggregateVersion ?? null},
+              ${park.record.key}, ${park.record.value}, ${JSON.stringify(park.record.headers)}::jsonb,
+              ${park.reason}, ${park.error ?? null}, ${park.attempts})
+          ON CONFLICT DO NOTHING`.execute(trx);
+      }
+      result.parked += toPark.length;
+    }
+
+    const applied = [...versions].filter(([, version]) => version > 0);
+    if (applied.length > 0) {
+      const types = applied.map(([key]) => (JSON.parse(key) as [string, string])[0]);
+      const ids = applied.map(([key]) => (JSON.parse(key) as [string, string])[1]);
+      const vs = applied.map(([, version]) => version);
+      await sql`
+        INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
+        SELECT ${name}, t, i, v FROM unnest(${types}::text[], ${ids}::text[], ${vs}::bigint[]) AS x(t, i, v)
+        ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
+          WHERE sluice.projection_versions.version < excluded.version`.execute(trx);
+    }
+    await sql`UPDATE sluice.projection_checkpoints SET next_offset = ${(last.offset + 1n).toString()}, updated_at = now()
+               WHERE projection = ${name} AND topic = ${topic} AND partition = ${partition}`.execute(
+      trx,
+    );
+    if (letters.length > 0) {
+      // Before commit: if the commit fails the batch comes again and the letter is repeated,
+      // never lost.
+      await deadLetters.send(name, letters);
+      result.deadLettered += letters.length;
+    }
+  });
+  return result;
+}
+
+/**
+ * Applies events in one call inside a savepoint; if that fails, one event at a time, retrying
+ * each with backoff, so a poison event is isolated and the rest still apply.
+ */
+async function applyEvents<DB>(
+  trx: Transaction<DB>,
+  projection: Projection<DB>,
+  events: readonly DomainEvent[],
+  options: {
+    maxAttempts: number;
+    retryDelayMs: number;
+    tableSuffix: string;
+    /** A handler kept failing on `event`, or `event` is queued behind such a failure. */
+    onPoison(
+      event: DomainEvent,
+      failure: 'behind' | { error: unknown; attempts: number; firstFailure: Date },
+    ): void;
+    onApplied(event: DomainEvent): void;
+  },
+): Promise<void> {
+  if (events.length === 0) return;
+  const context = { trx, tableSuffix: options.tableSuffix };
+  await sql`SAVEPOINT sluice_batch`.execute(trx);
+  try {
+    await projection.apply(events, context);
+    await sql`RELEASE SAVEPOINT sluice_batch`.execute(trx);
+    for (const event of events) options.onApplied(event);
+    return;
+  } catch {
+    await sql`ROLLBACK TO SAVEPOINT sluice_batch`.execute(trx);
+  }
+  const poisoned = new Set<string>();
+  for (const event of events) {
+    const key = JSON.stringify([event.aggregateType, event.aggregateId]);
+    if (poisoned.has(key)) {
+      // Order per aggregate: nothing after a poison event applies before it.
+      options.onPoison(event, 'behind');
+      continue;
+    }
+    const firstFailure = new Date();
+    for (let attempt = 1; ; attempt += 1) {
+      await sql`SAVEPOINT sluice_event`.execute(trx);
+      try {
+        await projection.apply([event], context);
+        await sql`RELEASE SAVEPOINT sluice_event`.execute(trx);
+        options.onApplied(event);
+        break;
+      } catch (error) {
+        await sql`ROLLBACK TO SAVEPOINT sluice_event`.execute(trx);
+        if (attempt >= options.maxAttempts) {
+          poisoned.add(key);
+          options.onPoison(event, { error, attempts: attempt, firstFailure });
+          break;
+        }
+        await sleep(options.retryDelayMs * 2 ** (attempt - 1));
+      }
+    }
+  }
+}

@@ -1,0 +1,50 @@
+import { sql } from 'kysely';
+import type { Migration } from 'kysely/migration';
+
+/**
+ * The projector's bookkeeping in `sluice`: per (projection, topic, partition) the next offset to
+ * apply, per (projection, aggregate) the last applied version, and the parked events.
+ */
+export const projectorMigrations: Record<string, Migration> = {
+  '0001_projector': {
+    async up(db) {
+      await sql`
+        CREATE SCHEMA IF NOT EXISTS sluice;
+        CREATE TABLE sluice.projection_checkpoints (
+          projection text NOT NULL,
+          topic text NOT NULL,
+          partition integer NOT NULL,
+          next_offset bigint NOT NULL,
+          updated_at timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (projection, topic, partition)
+        );
+        CREATE TABLE sluice.projection_versions (
+          projection text NOT NULL,
+          aggregate_type text NOT NULL,
+          aggregate_id text NOT NULL,
+          version bigint NOT NULL,
+          PRIMARY KEY (projection, aggregate_type, aggregate_id)
+        );
+        CREATE TABLE sluice.parked_events (
+          projection text NOT NULL,
+          topic text NOT NULL,
+          partition integer NOT NULL,
+          record_offset bigint NOT NULL,
+          aggregate_type text,
+          aggregate_id text,
+          aggregate_version bigint,
+          record_key text,
+          record_value text,
+          record_headers jsonb NOT NULL,
+          reason text NOT NULL,
+          error text,
+          attempts integer NOT NULL,
+          first_failed_at timestamptz NOT NULL DEFAULT now(),
+          last_failed_at timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (projection, topic, partition, record_offset)
+        );
+        CREATE INDEX parked_events_aggregate ON sluice.parked_events (projection, aggregate_type, aggregate_id);
+      `.execute(db);
+    },
+  },
+};
