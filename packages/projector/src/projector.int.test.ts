@@ -1,0 +1,219 @@
+// The projector runtime against real PostgreSQL and Kafka, with records produced the way the
+// relay produces them: exactly-once application, duplicates absorbed, poison isolated.
+import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
+import { createDatabase, migrate } from '@sluice/service-kit';
+import {
+  createTestDatabase,
+  createTopics,
+  testKafka,
+  testServers,
+  uniqueName,
+  waitFor,
+  type TestDatabase,
+} from '@sluice/testkit';
+import { sql, type Kysely } from 'kysely';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createProjector, defineProjection, projectorMigrations, type Projector } from './index.js';
+
+const { databaseUrl, kafkaBrokers } = testServers();
+let database: TestDatabase;
+let db: Kysely<Record<string, never>>;
+let projector: Projector | undefined;
+const prefix = `${uniqueName('proj')}.`;
+const topic = `${prefix}outbox.event.cart`;
+const kafka = testKafka(kafkaBrokers);
+const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+/** Carts whose handler throws: the poison case. */
+const explosive = new Set<string>();
+
+const carts = defineProjection<Record<string, never>>({
+  name: 'test_carts',
+  aggregateTypes: ['cart'],
+  async apply(events, { trx }) {
+    for (const event of events) {
+      if (explosive.has(event.aggregateId))
+        throw new Error(`cannot project cart ${event.aggregateId}`);
+      // Every application is recorded: a second one for the same event would violate the key.
+      await sql`INSERT INTO test_applied (event_id) VALUES (${event.id}::uuid)`.execute(trx);
+      if (event.type === 'cart.item_added.v1') {
+        const { quantity, unitPriceCents } = event.payload as {
+          quantity: number;
+          unitPriceCents: number;
+        };
+        await sql`INSERT INTO test_cart_totals (cart_id, total_cents, version) VALUES (${event.aggregateId}, ${quantity * unitPriceCents}, ${event.aggregateVersion})
+                  ON CONFLICT (cart_id) DO UPDATE SET total_cents = test_cart_totals.total_cents + excluded.total_cents,
+                  version = excluded.version`.execute(trx);
+      }
+    }
+  },
+});
+
+function added(cartId: string, version: number, quantity = 1): DomainEvent {
+  return {
+    id: randomUUID(),
+    type: 'cart.item_added.v1',
+    aggregateType: 'cart',
+    aggregateId: cartId,
+    aggregateVersion: version,
+    occurredAt: new Date().toISOString(),
+    payload: {
+      cartId,
+      productId: '0190a6e2-8d7e-7c3a-9b1e-000000000001',
+      quantity,
+      unitPriceCents: 100,
+    },
+    metadata: {},
+  };
+}
+
+async function produce(events: readonly DomainEvent[]): Promise<void> {
+  await producer.send({
+    topic,
+    acks: -1,
+    messages: events.map((event) => toKafkaRecord(event, { source: '/test' })),
+  });
+}
+
+async function totals(): Promise<Record<string, number>> {
+  const { rows } = await sql<{
+    cart_id: string;
+    total_cents: number;
+  }>`SELECT cart_id, total_cents::int FROM test_cart_totals`.execute(db);
+  return Object.fromEntries(rows.map((r) => [r.cart_id, r.total_cents]));
+}
+
+async function appliedCount(): Promise<number> {
+  const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM test_applied`.execute(
+    db,
+  );
+  return rows[0]?.n ?? 0;
+}
+
+beforeAll(async () => {
+  database = await createTestDatabase(databaseUrl, 'projector');
+  db = createDatabase({ url: database.url, maxConnections: 4 });
+  await migrate(db, 'projector_migrations', projectorMigrations);
+  await sql`CREATE TABLE test_applied (event_id uuid PRIMARY KEY);
+            CREATE TABLE test_cart_totals (cart_id text PRIMARY KEY, total_cents bigint NOT NULL, version bigint NOT NULL)`.execute(
+    db,
+  );
+  await createTopics(kafkaBrokers, [{ topic, numPartitions: 3 }]);
+  await producer.connect();
+  projector = createProjector({
+    db,
+    kafka,
+    projections: [carts],
+    topicPrefix: prefix,
+    groupPrefix: `${prefix}g.`,
+    retryDelayMs: 1,
+  });
+  await projector.start();
+});
+
+afterAll(async () => {
+  await projector?.stop();
+  await producer.disconnect();
+  await db.destroy();
+  await database.drop();
+});
+
+describe('projector', () => {
+  it('applies each event once, absorbing duplicates at new offsets', async () => {
+    const cartA = randomUUID();
+    const cartB = randomUUID();
+    const events = [added(cartA, 1, 2), added(cartB, 1, 1), added(cartA, 2, 3), added(cartB, 2, 4)];
+    await produce(events);
+    await waitFor(async () => (await appliedCount()) === 4, {
+      timeoutMs: 30_000,
+      message: '4 events applied',
+    });
+    expect(await totals()).toMatchObject({ [cartA]: 500, [cartB]: 500 });
+
+    // The relay re-sends after a crash: the same events at new offsets change nothing.
+    await produce(events);
+    await produce([added(cartA, 3, 1)]);
+    await waitFor(async () => (await totals())[cartA] === 600, {
+      timeoutMs: 30_000,
+      message: 'v3 applied',
+    });
+    expect(await appliedCount()).toBe(5);
+    expect((await totals())[cartB]).toBe(500);
+  });
+
+  it('dead-letters poison, parks only its aggregate, and lets the others flow', async () => {
+    const good = randomUUID();
+    const bad = randomUUID();
+    const garbage = randomUUID();
+    explosive.add(bad);
+    await produce([added(bad, 1), added(good, 1)]);
+    await producer.send({
+      topic,
+      acks: -1,
+      messages: [
+        {
+          key: garbage,
+          value: '{not json',
+          headers: toKafkaRecord(added(garbage, 1), { source: '/t' }).headers,
+        },
+        { key: null, value: '{}', headers: { ce_specversion: '1.0' } },
+      ],
+    });
+    await produce([added(bad, 2), added(good, 2)]);
+    await waitFor(async () => (await totals())[good] === 200, {
+      timeoutMs: 30_000,
+      message: 'the good cart',
+    });
+    const { rows: parked } = await sql<{
+      aggregate_id: string | null;
+      reason: string;
+      aggregate_version: number | null;
+    }>`
+      SELECT aggregate_id, reason, aggregate_version::int FROM sluice.parked_events WHERE projection = 'test_carts'
+      ORDER BY aggregate_id, aggregate_version`.execute(db);
+    expect(parked).toEqual(
+      expect.arrayContaining([
+        { aggregate_id: bad, reason: 'handler_failed', aggregate_version: 1 },
+        { aggregate_id: bad, reason: 'behind_parked', aggregate_version: 2 },
+        { aggregate_id: garbage, reason: 'record_malformed', aggregate_version: null },
+      ]),
+    );
+    expect((await totals())[bad]).toBeUndefined();
+
+    const dlq = testKafka(kafkaBrokers).consumer({ groupId: uniqueName('dlq') });
+    const letters: Record<string, string>[] = [];
+    await dlq.connect();
+    await dlq.subscribe({ topic: `${prefix}sluice.dlq.test_carts`, fromBeginning: true });
+    await dlq.run({
+      eachMessage: async ({ message }) => {
+        letters.push(
+          Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
+        );
+        await Promise.resolve();
+      },
+    });
+    try {
+      await waitFor(() => letters.length >= 3, {
+        timeoutMs: 30_000,
+        message: 'three dead letters',
+      });
+    } finally {
+      await dlq.disconnect();
+    }
+    const byClass = Object.fromEntries(letters.map((h) => [h.sluice_error_class, h]));
+    expect(letters.map((h) => h.sluice_error_class).sort()).toEqual([
+      'handler_failed',
+      'record_malformed',
+      'record_malformed',
+    ]);
+    expect(byClass.handler_failed).toMatchObject({
+      sluice_error_projection: 'test_carts',
+      sluice_error_topic: topic,
+      sluice_error_attempts: '3',
+      sluice_error_message: `cannot project cart ${bad}`,
+      ce_subject: bad,
+    });
+    expect(byClass.handler_failed?.sluice_error_offset).toMatch(/^\d+$/);
+    expect(byClass.handler_failed?.sluice_error_first_failure).toMatch(/^\d{4}-/);
+  });
+});
