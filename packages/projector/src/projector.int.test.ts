@@ -200,7 +200,9 @@ describe('projector', () => {
     } finally {
       await dlq.disconnect();
     }
-    const byClass = Object.fromEntries(letters.map((h) => [h.sluice_error_class, h]));
+    const byClass: Record<string, Record<string, string>> = Object.fromEntries(
+      letters.map((h) => [h.sluice_error_class ?? '', h]),
+    );
     expect(letters.map((h) => h.sluice_error_class).sort()).toEqual([
       'handler_failed',
       'record_malformed',
