@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { createKafkaSink, type ClaimCheckStore } from './event-sink.js';
 import { Lsn } from './lsn.js';
 
-function fakeKafka(failures = 0) {
+function fakeKafka(failures = 0, maxMessagesPerSend = Infinity) {
   const batches: ProducerBatch[] = [];
   const created: string[] = [];
   let producers = 0;
@@ -20,6 +20,12 @@ function fakeKafka(failures = 0) {
           if (toFail > 0) {
             toFail -= 1;
             return Promise.reject(new Error('broker gone'));
+          }
+          const count = (batch.topicMessages ?? []).reduce((n, t) => n + t.messages.length, 0);
+          if (count > maxMessagesPerSend) {
+            return Promise.reject(
+              Object.assign(new Error('too large'), { type: 'MESSAGE_TOO_LARGE' }),
+            );
           }
           batches.push(batch);
           return Promise.resolve([]);
@@ -123,5 +129,40 @@ describe('Kafka sink', () => {
     expect(retries).toEqual([1, 2]);
     expect(fake.producers()).toBe(3);
     expect(fake.batches).toHaveLength(1);
+  });
+
+  it('splits sends by bytes, in order, under the broker limit', async () => {
+    const fake = fakeKafka();
+    const sink = createKafkaSink({ kafka: fake.kafka, source: '/test', maxBatchBytes: 2000 });
+    const events = Array.from({ length: 10 }, (_, i) => ({
+      event: event(String(i), { pad: 'p'.repeat(300) }),
+      commitLsn: Lsn.zero,
+    }));
+    await sink.publish(events);
+    expect(fake.batches.length).toBeGreaterThan(2);
+    const sent = fake.batches.flatMap(
+      (b) => b.topicMessages?.[0]?.messages.map((m) => m.key) ?? [],
+    );
+    expect(sent).toEqual(events.map((e) => e.event.aggregateId));
+  });
+
+  it('halves a send the broker refuses as too large, keeping the order', async () => {
+    const fake = fakeKafka(0, 3);
+    const retries: number[] = [];
+    const sink = createKafkaSink({
+      kafka: fake.kafka,
+      source: '/test',
+      onRetry: (_e, a) => retries.push(a),
+    });
+    const events = Array.from({ length: 10 }, (_, i) => ({
+      event: event(String(i), {}),
+      commitLsn: Lsn.zero,
+    }));
+    await sink.publish(events);
+    const sent = fake.batches.flatMap(
+      (b) => b.topicMessages?.[0]?.messages.map((m) => m.key) ?? [],
+    );
+    expect(sent).toEqual(events.map((e) => e.event.aggregateId));
+    expect(retries).toEqual([]);
   });
 });

@@ -35,6 +35,8 @@ export interface KafkaSinkOptions {
   /** Payloads larger than this go to the claim-check store. Default 900 KiB (under Kafka's 1 MiB). */
   maxRecordBytes?: number;
   claimChecks?: ClaimCheckStore;
+  /** Bytes per send, under the broker's `message.max.bytes` (1 MiB by default). Default 900 KiB. */
+  maxBatchBytes?: number;
   /** First pause before retrying a failed send; doubles up to 5 s. Default 200. */
   retryInitialMs?: number;
   /** Called after the producer was recreated following a failed send. */
@@ -51,6 +53,7 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
   const { kafka } = options;
   const compressAbove = options.compressAboveBytes ?? 64 * 1024;
   const maxRecord = options.maxRecordBytes ?? 900 * 1024;
+  const maxBatchBytes = options.maxBatchBytes ?? 900 * 1024;
   const knownTopics = new Set<string>();
   let producer: Producer | undefined;
   let closed = false;
@@ -98,16 +101,23 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
     }
   }
 
-  async function toMessages(events: readonly OutgoingEvent[]) {
-    const byTopic = new Map<string, Message[]>();
-    let compress = false;
+  interface Outgoing {
+    topic: string;
+    message: Message;
+    bytes: number;
+    compress: boolean;
+  }
+
+  async function toOutgoing(events: readonly OutgoingEvent[]): Promise<Outgoing[]> {
+    const outgoing: Outgoing[] = [];
     for (const { event, commitLsn } of events) {
       const record = toKafkaRecord(event, {
         source: options.source,
         commitLsn: Lsn.format(commitLsn),
       });
       let value: string | null = record.value;
-      if (Buffer.byteLength(record.value) > maxRecord) {
+      const valueBytes = Buffer.byteLength(record.value);
+      if (valueBytes > maxRecord) {
         if (options.claimChecks === undefined) {
           throw new SluiceError(
             'record_too_large',
@@ -116,48 +126,92 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
         }
         record.headers.ce_dataref = await options.claimChecks.put(event, record.value);
         value = null;
-      } else if (record.value.length > compressAbove) {
-        compress = true;
       }
-      const topic = `${options.topicPrefix ?? ''}${topicFor(event.aggregateType)}`;
-      const messages = byTopic.get(topic) ?? [];
-      messages.push({ key: record.key, value, headers: record.headers });
-      byTopic.set(topic, messages);
+      let bytes = Buffer.byteLength(record.key) + (value === null ? 0 : valueBytes) + 64;
+      for (const [name, header] of Object.entries(record.headers))
+        bytes += name.length + header.length + 8;
+      outgoing.push({
+        topic: `${options.topicPrefix ?? ''}${topicFor(event.aggregateType)}`,
+        message: { key: record.key, value, headers: record.headers },
+        bytes,
+        compress: value !== null && valueBytes > compressAbove,
+      });
     }
-    return { byTopic, compress };
+    return outgoing;
+  }
+
+  /** Consecutive runs of at most `maxBatchBytes`: the broker refuses larger record batches. */
+  function chunksOf(outgoing: readonly Outgoing[]): Outgoing[][] {
+    const chunks: Outgoing[][] = [];
+    let chunk: Outgoing[] = [];
+    let size = 0;
+    for (const item of outgoing) {
+      if (chunk.length > 0 && size + item.bytes > maxBatchBytes) {
+        chunks.push(chunk);
+        chunk = [];
+        size = 0;
+      }
+      chunk.push(item);
+      size += item.bytes;
+    }
+    if (chunk.length > 0) chunks.push(chunk);
+    return chunks;
+  }
+
+  function tooLarge(error: unknown): boolean {
+    const type = (error as { type?: string }).type;
+    return type === 'MESSAGE_TOO_LARGE' || type === 'RECORD_LIST_TOO_LARGE';
+  }
+
+  /** Sends one chunk in order, retrying with a fresh producer; halves it if the broker finds it too large. */
+  async function send(chunk: readonly Outgoing[]): Promise<void> {
+    const byTopic = new Map<string, Message[]>();
+    for (const item of chunk) {
+      const messages = byTopic.get(item.topic) ?? [];
+      messages.push(item.message);
+      byTopic.set(item.topic, messages);
+    }
+    const compress = chunk.some((item) => item.compress);
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await ensureTopics(byTopic.keys());
+        const current = await connectedProducer();
+        await current.sendBatch({
+          acks: -1,
+          ...(compress ? { compression: CompressionTypes.GZIP } : {}),
+          topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+        });
+        return;
+      } catch (error) {
+        if (closed) {
+          throw new SluiceError('sink_closed', 'The Kafka sink was closed during a send', {
+            cause: error,
+          });
+        }
+        if (tooLarge(error) && chunk.length > 1) {
+          const half = Math.ceil(chunk.length / 2);
+          await send(chunk.slice(0, half));
+          await send(chunk.slice(half));
+          return;
+        }
+        options.onRetry?.(error, attempt);
+        const stale = producer;
+        producer = undefined;
+        await stale?.disconnect().catch(() => undefined);
+        await new Promise((resolve) =>
+          setTimeout(
+            resolve,
+            Math.min((options.retryInitialMs ?? 200) * 2 ** Math.min(attempt - 1, 5), 5000),
+          ),
+        );
+      }
+    }
   }
 
   return {
     async publish(events) {
       if (events.length === 0) return;
-      const { byTopic, compress } = await toMessages(events);
-      for (let attempt = 1; ; attempt += 1) {
-        try {
-          await ensureTopics(byTopic.keys());
-          const current = await connectedProducer();
-          await current.sendBatch({
-            acks: -1,
-            ...(compress ? { compression: CompressionTypes.GZIP } : {}),
-            topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
-          });
-          return;
-        } catch (error) {
-          if (closed)
-            throw new SluiceError('sink_closed', 'The Kafka sink was closed during a send', {
-              cause: error,
-            });
-          options.onRetry?.(error, attempt);
-          const stale = producer;
-          producer = undefined;
-          await stale?.disconnect().catch(() => undefined);
-          await new Promise((resolve) =>
-            setTimeout(
-              resolve,
-              Math.min((options.retryInitialMs ?? 200) * 2 ** Math.min(attempt - 1, 5), 5000),
-            ),
-          );
-        }
-      }
+      for (const chunk of chunksOf(await toOutgoing(events))) await send(chunk);
     },
 
     async close() {

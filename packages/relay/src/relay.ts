@@ -11,9 +11,9 @@ export interface RelayOptions {
   sink: EventSink;
   /** The outbox table, e.g. `{ schema: 'shop', table: 'outbox' }`. */
   outbox: { schema: string; table: string };
-  /** Events per Kafka send. Default 5000. */
+  /** Events per Kafka send. Default 2000. */
   maxBatchEvents?: number;
-  /** Stop reading WAL while this many decoded events wait for Kafka. Default 50000. */
+  /** Stop reading WAL while this many decoded events wait for Kafka. Default 10000. */
   maxBufferedEvents?: number;
   /** Standby status updates at least this often, even while paused. Default 5000. */
   statusIntervalMs?: number;
@@ -73,8 +73,8 @@ export function outboxRowToEvent(row: Record<string, unknown>): DomainEvent {
  * the slot retain WAL.
  */
 export function createRelay(options: RelayOptions): Relay {
-  const maxBatch = options.maxBatchEvents ?? 5000;
-  const maxBuffered = options.maxBufferedEvents ?? 50_000;
+  const maxBatch = options.maxBatchEvents ?? 2000;
+  const maxBuffered = options.maxBufferedEvents ?? 10_000;
   const statusIntervalMs = options.statusIntervalMs ?? 5000;
   const hooks = options.hooks ?? {};
 
