@@ -1,0 +1,692 @@
+// Benchmark: how fast the relay drains a WAL backlog of outbox inserts into Kafka, against the
+// ceiling — PostgreSQL decoding the same backlog with pgoutput into pg_recvlogical, which
+// throws it away (-f /dev/null).
+//
+//   cd /work/main && pnpm -s build && pnpm exec tsx test/bench/relay-drain.ts
+//
+// Prints one JSON object on stdout; progress goes to stderr. Environment (all optional):
+//   DATABASE_URL            server to use (a fresh database is created on it and dropped after)
+//   KAFKA_BROKERS           default 127.0.0.1:19092
+//   BENCH_EVENTS            outbox rows in the backlog (default 500000)
+//   BENCH_PAYLOAD_BYTES     approximate JSON payload size per row (default 300)
+//   BENCH_AGGREGATES        carts the rows are spread over (default 1000)
+//   BENCH_TX_ROWS           rows per backlog transaction, at most 10000 (default 10000)
+//   BENCH_TIMEOUT_SECONDS   give up on a drain after this long (default 600)
+//   BENCH_STALL_SECONDS     ...or when the relay's slot has not moved for this long (default 60)
+//   BENCH_RELAY_NODE_ARGS   extra node flags for the relay, e.g.
+//                           "--cpu-prof --cpu-prof-dir=/tmp/relay-prof"
+//   BENCH_RELAY_ENV         extra relay environment, e.g. "RELAY_MAX_BATCH_EVENTS=10000 A=b"
+//   BENCH_KEEP_TOPIC=1      keep the Kafka topic (deleted by default: ~0.5 GB per run)
+//
+// Order: publication, then both slots (relay's and ceiling's, made with
+// pg_create_logical_replication_slot, so the relay takes its slot as it is — registered with
+// snapshot_done = true, no initial snapshot), then the backlog, then the target position
+// T = pg_current_wal_lsn(). Ceiling: pg_recvlogical --start -E T, timed until it exits.
+// Relay: services/relay/dist/main.js, timed from spawn until its slot's confirmed_flush_lsn
+// reaches T (the relay confirms only what Kafka acknowledged); then the topic's high offsets
+// must add up to at least the backlog.
+import { topicFor } from '@sluice/contracts';
+import { errorMessage } from '@sluice/errors';
+import { outboxMigrations } from '@sluice/outbox';
+import { createDatabase, migrate } from '@sluice/service-kit';
+import { createTestDatabase, testKafka, uniqueName, type TestDatabase } from '@sluice/testkit';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import pg from 'pg';
+import { envNumber, log, repoRoot, withDatabase } from './support.js';
+import { AGGREGATE_TYPE, confirmedFlush, writeOutboxEvents } from '../relay/harness.js';
+
+// ---------------------------------------------------------------- configuration
+
+function envPairs(name: string): Record<string, string> {
+  const pairs: Record<string, string> = {};
+  for (const item of (process.env[name] ?? '').split(/\s+/)) {
+    if (item === '') continue;
+    const at = item.indexOf('=');
+    if (at <= 0) throw new Error(`${name}: expected NAME=value, got ${item}`);
+    pairs[item.slice(0, at)] = item.slice(at + 1);
+  }
+  return pairs;
+}
+
+const config = {
+  serverUrl: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:54329/sluice',
+  brokers: (process.env.KAFKA_BROKERS ?? '127.0.0.1:19092').split(','),
+  events: Math.floor(envNumber('BENCH_EVENTS', 500_000)),
+  payloadBytes: Math.floor(envNumber('BENCH_PAYLOAD_BYTES', 300)),
+  aggregates: Math.floor(envNumber('BENCH_AGGREGATES', 1000)),
+  txRows: Math.min(10_000, Math.floor(envNumber('BENCH_TX_ROWS', 10_000))),
+  timeoutMs: envNumber('BENCH_TIMEOUT_SECONDS', 600) * 1000,
+  stallMs: envNumber('BENCH_STALL_SECONDS', 60) * 1000,
+  relayNodeArgs: (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== ''),
+  relayEnv: envPairs('BENCH_RELAY_ENV'),
+  keepTopic: process.env.BENCH_KEEP_TOPIC === '1',
+};
+const GOALS = { eventsPerSecond: 25_000, ratio: 0.6, peakRssMb: 200 } as const;
+const PG_BIN = '/usr/lib/postgresql/15/bin';
+/** Cores used by processes outside the measured pipeline before a result is flagged. */
+const OTHER_CPU_LIMIT = 0.25;
+const POLL_MS = 50;
+
+const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------- CPU and memory (Linux /proc)
+
+const TICKS_PER_SECOND = 100; // USER_HZ on every mainstream Linux build
+
+function readProc(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** utime + stime of a process, with its command name. */
+function processTicks(pid: number): { comm: string; ticks: number } | undefined {
+  const stat = readProc(`/proc/${pid}/stat`);
+  if (stat === undefined) return undefined;
+  const open = stat.indexOf('(');
+  const close = stat.lastIndexOf(')');
+  if (open < 0 || close < 0) return undefined;
+  // After "(comm) ", fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+  const fields = stat.slice(close + 2).split(' ');
+  return {
+    comm: stat.slice(open + 1, close),
+    ticks: Number(fields[11] ?? 0) + Number(fields[12] ?? 0),
+  };
+}
+
+/** Busy ticks of the whole machine (all CPUs), and the part of them stolen by the hypervisor. */
+function machineTicks(): { busy: number; steal: number } {
+  const values = (readProc('/proc/stat')?.split('\n')[0] ?? '')
+    .trim()
+    .split(/\s+/)
+    .slice(1, 9)
+    .map(Number);
+  const all = values.reduce((sum, value) => sum + value, 0);
+  return { busy: all - (values[3] ?? 0) - (values[4] ?? 0), steal: values[7] ?? 0 };
+}
+
+/** A process's memory in MiB from /proc/<pid>/status: peak (VmHWM) and current (VmRSS). */
+function memoryMb(pid: number): { hwm: number; rss: number } | undefined {
+  const status = readProc(`/proc/${pid}/status`);
+  if (status === undefined) return undefined;
+  const field = (name: string) =>
+    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]);
+  return { hwm: field('VmHWM') / 1024, rss: field('VmRSS') / 1024 };
+}
+
+/**
+ * CPU used during a phase, per party. Every process is sampled repeatedly, so one that ends
+ * during the phase (pg_recvlogical, its walsender) keeps its last sample; one that starts
+ * during the phase counts from zero.
+ */
+function createCpuTracker(roles: () => Map<number, string>) {
+  const baseline = new Map<number, number>();
+  const last = new Map<number, { comm: string; ticks: number }>();
+  const roleOf = new Map<number, string>();
+  const machineStart = machineTicks();
+  const started = performance.now();
+  let first = true;
+  function sample(): void {
+    const known = roles();
+    for (const [pid, role] of known) roleOf.set(pid, role);
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const pid = Number(entry);
+      const ticks = processTicks(pid);
+      if (ticks === undefined) continue;
+      if (!last.has(pid)) baseline.set(pid, first ? ticks.ticks : 0);
+      last.set(pid, ticks);
+    }
+    first = false;
+  }
+  sample();
+  return {
+    sample,
+    /** Average cores per party over the phase (2.0 = two cores busy). */
+    finish() {
+      sample();
+      const seconds = (performance.now() - started) / 1000;
+      const cores = (ticks: number) => round(ticks / TICKS_PER_SECOND / seconds);
+      const byRole = new Map<string, number>();
+      for (const [pid, { comm, ticks }] of last) {
+        const used = ticks - (baseline.get(pid) ?? 0);
+        if (used <= 0) continue;
+        const role =
+          roleOf.get(pid) ??
+          (pid === process.pid
+            ? 'bench'
+            : comm === 'postgres'
+              ? 'postgresOther'
+              : comm === 'java'
+                ? 'kafka'
+                : 'other');
+        byRole.set(role, (byRole.get(role) ?? 0) + used);
+      }
+      const machine = machineTicks();
+      const result: Record<string, number> = {};
+      for (const [role, ticks] of [...byRole].sort((a, b) => b[1] - a[1]))
+        result[`${role}Cores`] = cores(ticks);
+      result.machineBusyCores = cores(machine.busy - machineStart.busy);
+      result.machineStealCores = cores(machine.steal - machineStart.steal);
+      return result;
+    },
+  };
+}
+
+// ---------------------------------------------------------------- database helpers
+
+const root = repoRoot();
+const relayMain = join(root, 'services', 'relay', 'dist', 'main.js');
+let database: TestDatabase | undefined;
+let pool: pg.Pool | undefined;
+const children = new Set<ChildProcess>();
+let topicToDelete: string | undefined;
+
+async function admin<T>(action: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: withDatabase(config.serverUrl, 'postgres') });
+  await client.connect();
+  try {
+    return await action(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Drops `bench_relay_*` databases (and their slots) older than an hour: left by a run that was
+ * killed before it could clean up. Their slots pin hundreds of MB of WAL. The age comes from
+ * the name (uniqueName puts Date.now() in base 36 there), so a concurrent run is left alone.
+ */
+async function dropAbandonedDatabases(): Promise<void> {
+  await admin(async (client) => {
+    const { rows } = await client.query<{ datname: string }>(
+      `SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_relay\\_%'`,
+    );
+    for (const { datname } of rows) {
+      const stamp = /^bench_relay_([0-9a-z]+)_[0-9a-f]+$/.exec(datname)?.[1];
+      if (stamp === undefined || Date.now() - parseInt(stamp, 36) < 3_600_000) continue;
+      try {
+        await client.query(
+          `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+            WHERE database = $1 AND active_pid IS NOT NULL`,
+          [datname],
+        );
+        await sleep(200);
+        await client.query(
+          `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`,
+          [datname],
+        );
+        await client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);
+        log(`dropped abandoned database ${datname}`);
+      } catch (error) {
+        log(`could not drop ${datname}: ${errorMessage(error)}`);
+      }
+    }
+  });
+}
+
+async function queryOne<R extends pg.QueryResultRow>(
+  sql: string,
+  values: unknown[] = [],
+): Promise<R> {
+  if (pool === undefined) throw new Error('no pool');
+  const row = (await pool.query<R>(sql, values)).rows[0];
+  if (row === undefined) throw new Error(`no row from ${sql}`);
+  return row;
+}
+
+async function currentLsn(): Promise<{ text: string; value: bigint }> {
+  const row = await queryOne<{ text: string; value: string }>(
+    `SELECT pg_current_wal_lsn()::text AS text, (pg_current_wal_lsn() - '0/0')::text AS value`,
+  );
+  return { text: row.text, value: BigInt(row.value) };
+}
+
+async function slotActivePid(slot: string): Promise<number | undefined> {
+  if (pool === undefined) return undefined;
+  const { rows } = await pool.query<{ active_pid: number | null }>(
+    'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1',
+    [slot],
+  );
+  return rows[0]?.active_pid ?? undefined;
+}
+
+async function dropSlot(slot: string): Promise<void> {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await queryOne('SELECT pg_drop_replication_slot($1) IS NULL AS dropped', [slot]);
+      return;
+    } catch (error) {
+      // 55006: the walsender of a client that just left still holds the slot.
+      if ((error as { code?: string }).code !== '55006' || attempt >= 100) throw error;
+      await sleep(100);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- child processes
+
+interface Child {
+  process: ChildProcess;
+  pid: number;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Lines of output that match a pattern, counted. */
+  count(pattern: RegExp): number;
+  /** The last line of output that matches a pattern. */
+  last(pattern: RegExp): string | undefined;
+}
+
+function startChild(
+  label: string,
+  command: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Child {
+  const started = spawn(command, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (started.pid === undefined) throw new Error(`${label} did not start`);
+  children.add(started);
+  const lines: string[] = [];
+  const forward = (chunk: Buffer) => {
+    for (const line of chunk.toString().split('\n')) {
+      if (line === '') continue;
+      if (lines.length < 10_000) lines.push(line);
+      process.stderr.write(`[${label}] ${line.slice(0, 400)}\n`);
+    }
+  };
+  started.stdout.on('data', forward);
+  started.stderr.on('data', forward);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    started.once('exit', (code, signal) => {
+      children.delete(started);
+      resolve({ code, signal });
+    }),
+  );
+  return {
+    process: started,
+    pid: started.pid,
+    exited,
+    count: (pattern) => lines.filter((line) => pattern.test(line)).length,
+    last: (pattern) => lines.findLast((line) => pattern.test(line)),
+  };
+}
+
+async function stopChild(child: ChildProcess, timeoutMs = 35_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+let cleaning: Promise<void> | undefined;
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    for (const child of [...children]) {
+      await stopChild(child).catch((error: unknown) =>
+        log(`stopping child: ${errorMessage(error)}`),
+      );
+    }
+    await pool?.end().catch(() => undefined);
+    pool = undefined;
+    if (database !== undefined) {
+      // Terminates the slots' walsenders, drops the slots, then the database.
+      await database
+        .drop()
+        .then(() => log(`dropped database ${database?.name ?? ''} and its slots`))
+        .catch((error: unknown) => log(`dropping ${database?.name ?? ''}: ${errorMessage(error)}`));
+      database = undefined;
+    }
+    if (topicToDelete !== undefined && !config.keepTopic) {
+      const kafkaAdmin = testKafka(config.brokers).admin();
+      const topic = topicToDelete;
+      await kafkaAdmin
+        .connect()
+        .then(() => kafkaAdmin.deleteTopics({ topics: [topic], timeout: 30_000 }))
+        .then(() => log(`deleted topic ${topic}`))
+        .catch((error: unknown) => log(`deleting topic ${topic}: ${errorMessage(error)}`))
+        .finally(() => kafkaAdmin.disconnect());
+      topicToDelete = undefined;
+    }
+  })();
+  return cleaning;
+}
+
+// `on`, not `once`: a second signal must not find the process without a handler.
+let interrupted = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+// ---------------------------------------------------------------- phases
+
+/** Backlog of `config.events` rows over `config.aggregates` carts, ≤ txRows rows a transaction. */
+async function writeBacklog(): Promise<{ transactions: number; seconds: number }> {
+  if (pool === undefined) throw new Error('no pool');
+  const start = performance.now();
+  let written = 0;
+  let transactions = 0;
+  let nextLog = 50_000;
+  while (written < config.events) {
+    const remaining = config.events - written;
+    const aggregates = Math.min(config.aggregates, remaining, config.txRows);
+    const perAggregate = Math.max(
+      1,
+      Math.min(Math.floor(config.txRows / aggregates), Math.floor(remaining / aggregates)),
+    );
+    // One statement, so one transaction.
+    written += await writeOutboxEvents(pool, {
+      aggregates,
+      perAggregate,
+      payloadBytes: config.payloadBytes,
+    });
+    transactions += 1;
+    if (written >= nextLog || written >= config.events) {
+      const elapsed = (performance.now() - start) / 1000;
+      log(`backlog: ${written} rows in ${elapsed.toFixed(1)} s`);
+      nextLog += 50_000;
+    }
+  }
+  return { transactions, seconds: (performance.now() - start) / 1000 };
+}
+
+async function runCeiling(slot: string, publication: string, target: string) {
+  if (database === undefined) throw new Error('no database');
+  const url = database.url;
+  let walsender: number | undefined;
+  const child = startChild(
+    'pg_recvlogical',
+    join(PG_BIN, 'pg_recvlogical'),
+    [
+      '-d',
+      url,
+      '--slot',
+      slot,
+      '--start',
+      '-o',
+      'proto_version=1',
+      '-o',
+      `publication_names=${publication}`,
+      '-f',
+      '/dev/null',
+      '--no-loop',
+      '-E',
+      target,
+    ],
+    process.env,
+  );
+  const start = performance.now();
+  const cpu = createCpuTracker(() => {
+    const roles = new Map([[child.pid, 'pgRecvlogical']]);
+    if (walsender !== undefined) roles.set(walsender, 'walsender');
+    return roles;
+  });
+  let exit: { code: number | null; signal: NodeJS.Signals | null; at: number } | undefined;
+  void child.exited.then((result) => (exit = { ...result, at: performance.now() }));
+  // Read through a function: `exit` changes while awaiting, which narrowing cannot see.
+  const exitOf = () => exit;
+  let polls = 0;
+  while (exitOf() === undefined) {
+    if (performance.now() - start > config.timeoutMs) throw new Error('pg_recvlogical timed out');
+    walsender ??= await slotActivePid(slot);
+    if (++polls % 5 === 0) cpu.sample();
+    await Promise.race([child.exited, sleep(POLL_MS)]);
+  }
+  const ended = exitOf();
+  const seconds = ((ended?.at ?? performance.now()) - start) / 1000;
+  const cpuCores = cpu.finish();
+  if (ended?.code !== 0)
+    throw new Error(`pg_recvlogical exited with ${String(ended?.code)} ${String(ended?.signal)}`);
+  return { seconds, cpu: cpuCores };
+}
+
+async function runRelay(names: {
+  slot: string;
+  publication: string;
+  topicPrefix: string;
+  target: bigint;
+}) {
+  if (database === undefined || pool === undefined) throw new Error('no database');
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATABASE_URL: database.url,
+    KAFKA_BROKERS: config.brokers.join(','),
+    RELAY_SLOT: names.slot,
+    RELAY_PUBLICATION: names.publication,
+    RELAY_TOPIC_PREFIX: names.topicPrefix,
+    RELAY_METRICS_PORT: '0',
+    LOG_LEVEL: 'warn',
+    ...config.relayEnv,
+  };
+  const start = performance.now();
+  const child = startChild('relay', process.execPath, [...config.relayNodeArgs, relayMain], env);
+  let walsender: number | undefined;
+  let slotActiveAfter: number | undefined;
+  let firstProgressAfter: number | undefined;
+  const cpu = createCpuTracker(() => {
+    const roles = new Map([[child.pid, 'relay']]);
+    if (walsender !== undefined) roles.set(walsender, 'walsender');
+    return roles;
+  });
+  let exited = false;
+  void child.exited.then(() => (exited = true));
+  const hasExited = () => exited;
+  let peakRss = 0;
+  let polls = 0;
+  let initial: bigint | undefined;
+  let lastConfirmed = -1n;
+  let lastProgress = start;
+  let rssAtSlotActive: number | undefined;
+  for (;;) {
+    if (hasExited()) throw new Error('the relay exited before draining the backlog');
+    const elapsed = performance.now() - start;
+    if (elapsed > config.timeoutMs) throw new Error('the relay did not drain the backlog in time');
+    const confirmed = await confirmedFlush(pool, names.slot);
+    initial ??= confirmed;
+    if (firstProgressAfter === undefined && confirmed > initial) firstProgressAfter = elapsed;
+    if (walsender === undefined) {
+      walsender = await slotActivePid(names.slot);
+      if (walsender !== undefined) {
+        slotActiveAfter = elapsed;
+        rssAtSlotActive = memoryMb(child.pid)?.rss;
+      }
+    }
+    peakRss = Math.max(peakRss, memoryMb(child.pid)?.rss ?? 0);
+    if (confirmed >= names.target) break;
+    if (confirmed !== lastConfirmed) {
+      lastConfirmed = confirmed;
+      lastProgress = performance.now();
+    } else if (performance.now() - lastProgress > config.stallMs) {
+      const problem = child.last(/"level":"(warn|error|fatal)"/) ?? 'nothing logged';
+      throw new Error(
+        `the relay's slot has not moved for ${config.stallMs / 1000} s; its last complaint: ${problem.slice(0, 600)}`,
+      );
+    }
+    if (++polls % 5 === 0) cpu.sample();
+    if (polls % 100 === 0) {
+      const left = Number(names.target - confirmed) / 1024 / 1024;
+      log(`relay: ${(elapsed / 1000).toFixed(1)} s, ${left.toFixed(1)} MB of WAL to confirm`);
+    }
+    await sleep(POLL_MS);
+  }
+  const seconds = (performance.now() - start) / 1000;
+  const cpuCores = cpu.finish();
+  const memory = memoryMb(child.pid);
+  const peakRssMb = Math.max(peakRss, memory?.hwm ?? 0);
+  const pauses = child.count(/pausing WAL reads/);
+  const retries = child.count(/Kafka send failed/);
+  log(`relay drained in ${seconds.toFixed(2)} s; stopping it`);
+  await stopChild(child.process);
+  const exit = await child.exited;
+  return {
+    seconds,
+    peakRssMb,
+    rssAtSlotActiveMb: rssAtSlotActive === undefined ? null : round(rssAtSlotActive, 1),
+    slotActiveAfterSeconds: slotActiveAfter === undefined ? null : round(slotActiveAfter / 1000),
+    firstAckAfterSeconds:
+      firstProgressAfter === undefined ? null : round(firstProgressAfter / 1000),
+    pauses,
+    sendRetries: retries,
+    exitCode: exit.code,
+    cpu: cpuCores,
+  };
+}
+
+async function topicRecords(topic: string): Promise<number> {
+  const kafkaAdmin = testKafka(config.brokers).admin();
+  await kafkaAdmin.connect();
+  try {
+    const offsets = await kafkaAdmin.fetchTopicOffsets(topic);
+    return offsets.reduce((sum, partition) => sum + Number(partition.high), 0);
+  } finally {
+    await kafkaAdmin.disconnect();
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  if (!existsSync(relayMain)) throw new Error(`${relayMain} is missing: run pnpm -s build first`);
+  await dropAbandonedDatabases();
+
+  database = await createTestDatabase(config.serverUrl, 'bench_relay');
+  log(`database ${database.name}`);
+  const db = createDatabase<Record<string, never>>({ url: database.url, maxConnections: 1 });
+  try {
+    await migrate(db, 'outbox_migrations', outboxMigrations({ schema: 'shop' }));
+  } finally {
+    await db.destroy();
+  }
+  pool = new pg.Pool({ connectionString: database.url, max: 3 });
+  pool.on('error', () => undefined);
+
+  const names = {
+    slot: uniqueName('bench_relay_slot'),
+    ceilingSlot: uniqueName('bench_ceiling_slot'),
+    publication: uniqueName('bench_relay_pub'),
+    topicPrefix: `${uniqueName('bench_relay')}.`,
+  };
+  const topic = `${names.topicPrefix}${topicFor(AGGREGATE_TYPE)}`;
+
+  // Publication before the slots, so neither decodes WAL from before it exists.
+  await pool.query(
+    `CREATE PUBLICATION ${pg.escapeIdentifier(names.publication)} FOR TABLE shop.outbox
+       WITH (publish = 'insert')`,
+  );
+  log('creating slots (waits for transactions running anywhere on the server to end)');
+  for (const slot of [names.slot, names.ceilingSlot]) {
+    await queryOne(`SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [
+      slot,
+    ]);
+  }
+  const before = await currentLsn();
+
+  log(`writing ${config.events} outbox rows (~${config.payloadBytes} B payloads)`);
+  const backlog = await writeBacklog();
+  const target = await currentLsn();
+  const check = await queryOne<{ rows: string; payload: string; row_bytes: string }>(
+    `SELECT (SELECT count(*) FROM shop.outbox)::text AS rows,
+            (SELECT avg(octet_length(payload::text))::int FROM
+               (SELECT payload FROM shop.outbox LIMIT 10000) s)::text AS payload,
+            (SELECT pg_total_relation_size('shop.outbox'))::text AS row_bytes`,
+  );
+  const events = Number(check.rows);
+  if (events !== config.events) throw new Error(`expected ${config.events} rows, found ${events}`);
+  const walMb = Number(target.value - before.value) / 1024 / 1024;
+  log(
+    `backlog: ${events} rows in ${backlog.transactions} transactions, ${backlog.seconds.toFixed(1)} s, ` +
+      `${walMb.toFixed(0)} MB of WAL, target ${target.text}`,
+  );
+
+  log('ceiling: pg_recvlogical');
+  const ceiling = await runCeiling(names.ceilingSlot, names.publication, target.text);
+  log(`ceiling: ${ceiling.seconds.toFixed(2)} s, ${Math.round(events / ceiling.seconds)} events/s`);
+  await dropSlot(names.ceilingSlot);
+
+  log('relay: services/relay/dist/main.js');
+  topicToDelete = topic;
+  const relay = await runRelay({ ...names, target: target.value });
+  const kafkaRecords = await topicRecords(topic);
+  log(`relay: ${relay.seconds.toFixed(2)} s; ${kafkaRecords} records in ${topic}`);
+
+  const relayRate = events / relay.seconds;
+  const ceilingRate = events / ceiling.seconds;
+  const ratio = relayRate / ceilingRate;
+  const peakRssMb = round(relay.peakRssMb, 1);
+  const busyOther = (cpu: Record<string, number>) =>
+    round((cpu.otherCores ?? 0) + (cpu.postgresOtherCores ?? 0) + (cpu.machineStealCores ?? 0));
+  const others = Math.max(busyOther(relay.cpu), busyOther(ceiling.cpu));
+  const machineQuiet = others <= OTHER_CPU_LIMIT;
+  if (!machineQuiet)
+    log(`warning: other processes (or hypervisor steal) took up to ${others} cores during a phase`);
+  return {
+    benchmark: 'relay-drain',
+    events,
+    payloadBytes: config.payloadBytes,
+    relay: {
+      seconds: round(relay.seconds),
+      eventsPerSecond: Math.round(relayRate),
+      peakRssMb,
+      rssAtSlotActiveMb: relay.rssAtSlotActiveMb,
+      kafkaRecords,
+      slotActiveAfterSeconds: relay.slotActiveAfterSeconds,
+      firstAckAfterSeconds: relay.firstAckAfterSeconds,
+      pauses: relay.pauses,
+      sendRetries: relay.sendRetries,
+      exitCode: relay.exitCode,
+      nodeArgs: config.relayNodeArgs,
+      env: config.relayEnv,
+      cpu: relay.cpu,
+    },
+    ceiling: {
+      tool: 'pg_recvlogical',
+      seconds: round(ceiling.seconds),
+      eventsPerSecond: Math.round(ceilingRate),
+      cpu: ceiling.cpu,
+    },
+    ratio: round(ratio, 3),
+    goals: GOALS,
+    meetsGoals: {
+      eventsPerSecond: relayRate >= GOALS.eventsPerSecond,
+      ratio: ratio >= GOALS.ratio,
+      peakRssMb: peakRssMb <= GOALS.peakRssMb,
+    },
+    ok: kafkaRecords >= events && relay.exitCode === 0,
+    machineQuiet,
+    backlog: {
+      aggregates: Math.min(config.aggregates, events),
+      transactions: backlog.transactions,
+      writeSeconds: round(backlog.seconds),
+      walMb: round(walMb, 1),
+      avgPayloadBytes: Number(check.payload),
+      outboxTableMb: round(Number(check.row_bytes) / 1024 / 1024, 1),
+      targetLsn: target.text,
+    },
+    node: process.version,
+    cpus: os.availableParallelism(),
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+  };
+}
+
+try {
+  const result = await main();
+  await cleanup();
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  if (!result.ok) process.exitCode = 1;
+} catch (error) {
+  log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  await cleanup();
+  process.exitCode = 1;
+}
