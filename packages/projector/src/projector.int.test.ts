@@ -164,18 +164,26 @@ describe('projector', () => {
       timeoutMs: 30_000,
       message: 'the good cart',
     });
-    const { rows: parked } = await sql<{
-      aggregate_id: string | null;
-      reason: string;
-      aggregate_version: number | null;
-    }>`
-      SELECT aggregate_id, reason, aggregate_version::int FROM sluice.parked_events WHERE projection = 'test_carts'
-      ORDER BY aggregate_id, aggregate_version`.execute(db);
+    // Records of the four aggregates sit in different partitions: wait for all of them.
+    const parked = await waitFor(
+      async () => {
+        const { rows } = await sql<{
+          aggregate_id: string | null;
+          reason: string;
+          aggregate_version: number | null;
+        }>`
+          SELECT aggregate_id, reason, aggregate_version::int FROM sluice.parked_events
+           WHERE projection = 'test_carts' ORDER BY aggregate_id, aggregate_version`.execute(db);
+        return rows.length >= 4 ? rows : undefined;
+      },
+      { timeoutMs: 30_000, message: 'four parked records' },
+    );
     expect(parked).toEqual(
       expect.arrayContaining([
         { aggregate_id: bad, reason: 'handler_failed', aggregate_version: 1 },
         { aggregate_id: bad, reason: 'behind_parked', aggregate_version: 2 },
         { aggregate_id: garbage, reason: 'record_malformed', aggregate_version: null },
+        { aggregate_id: null, reason: 'record_malformed', aggregate_version: null },
       ]),
     );
     expect((await totals())[bad]).toBeUndefined();
