@@ -16,6 +16,7 @@ import { cartRoutes } from './routes/carts.js';
 import { customerRoutes } from './routes/customers.js';
 import { orderRoutes } from './routes/orders.js';
 import { productRoutes } from './routes/products.js';
+import { viewRoutes } from './routes/views.js';
 import { createWriter } from './writes.js';
 
 export interface AppOptions {
@@ -23,6 +24,8 @@ export interface AppOptions {
   logger: FastifyBaseLogger;
   /** Request bodies above this many bytes get a 413. Default 64 KiB. */
   bodyLimitBytes?: number;
+  /** How long a `/views/*` request waits for its consistency token. Default 5000. */
+  consistencyTimeoutMs?: number;
 }
 
 /** The shop-api HTTP application, not yet listening. */
@@ -88,6 +91,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   productRoutes(app, { db, outbox, write });
   cartRoutes(app, { db, outbox, write });
   orderRoutes(app, { db });
+  viewRoutes(app, { db, consistencyTimeoutMs: options.consistencyTimeoutMs ?? 5000 });
 
   app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {

@@ -19,6 +19,8 @@ const ConfigSchema = Type.Object({
   DATABASE_POOL_SIZE: Type.Integer({ minimum: 1, maximum: 200, default: 20 }),
   /** Outbox rows older than this are purged (the relay has long published them). */
   OUTBOX_RETENTION_DAYS: Type.Integer({ minimum: 1, default: 7 }),
+  /** How long a /views/* request with X-Consistency-Token waits for the read model (then 504). */
+  VIEW_CONSISTENCY_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 60_000, default: 5000 }),
   /** Idempotency keys are remembered this long. */
   IDEMPOTENCY_RETENTION_HOURS: Type.Integer({ minimum: 1, default: 24 }),
 });

@@ -19,7 +19,7 @@ const db = createDatabase<ShopDatabase>({
 });
 if (config.MIGRATE_ON_START) await migrate(db, 'shop_api_migrations', shopMigrations);
 
-const app = buildApp({ db, logger });
+const app = buildApp({ db, logger, consistencyTimeoutMs: config.VIEW_CONSISTENCY_TIMEOUT_MS });
 await app.listen({ port: config.API_PORT, host: config.API_HOST });
 
 // Retention: outbox rows and idempotency keys are purged in batches, off the request path.

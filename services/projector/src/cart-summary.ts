@@ -1,0 +1,76 @@
+import type { EventPayload } from '@sluice/contracts';
+import { defineProjection } from '@sluice/projector';
+import { sql } from 'kysely';
+
+interface CartDelta {
+  customerId: string | null;
+  status: string | null;
+  items: number;
+  totalCents: number;
+  version: number;
+}
+
+/**
+ * `views.cart_summaries`: per cart its owner, status, item count and total. A batch is folded
+ * per cart in memory and written with one statement.
+ */
+export const cartSummary = defineProjection<Record<string, never>>({
+  name: 'cart_summary',
+  aggregateTypes: ['cart'],
+  async apply(events, { trx }) {
+    const carts = new Map<string, CartDelta>();
+    for (const event of events) {
+      const delta = carts.get(event.aggregateId) ?? {
+        customerId: null,
+        status: null,
+        items: 0,
+        totalCents: 0,
+        version: 0,
+      };
+      delta.version = event.aggregateVersion;
+      switch (event.type) {
+        case 'cart.opened.v1': {
+          const payload = event.payload as EventPayload<'cart.opened.v1'>;
+          delta.customerId = payload.customerId;
+          delta.status = 'open';
+          break;
+        }
+        case 'cart.item_added.v1': {
+          const payload = event.payload as EventPayload<'cart.item_added.v1'>;
+          delta.items += payload.quantity;
+          delta.totalCents += payload.quantity * payload.unitPriceCents;
+          break;
+        }
+        case 'cart.item_removed.v1': {
+          const payload = event.payload as EventPayload<'cart.item_removed.v1'>;
+          delta.items -= payload.quantity;
+          delta.totalCents -= payload.quantity * payload.unitPriceCents;
+          break;
+        }
+        case 'cart.checked_out.v1':
+          delta.status = 'checked_out';
+          break;
+        default:
+          break;
+      }
+      carts.set(event.aggregateId, delta);
+    }
+    const ids = [...carts.keys()];
+    const deltas = [...carts.values()];
+    // A status is written only by the carts whose batch changed it (null: unchanged).
+    await sql`
+      WITH d (cart_id, customer_id, status, items, total_cents, version) AS (
+        SELECT * FROM unnest(${ids}::uuid[], ${deltas.map((d) => d.customerId)}::uuid[],
+          ${deltas.map((d) => d.status)}::text[], ${deltas.map((d) => d.items)}::int[],
+          ${deltas.map((d) => d.totalCents)}::bigint[], ${deltas.map((d) => d.version)}::bigint[]))
+      INSERT INTO views.cart_summaries (cart_id, customer_id, status, item_count, total_cents, version)
+      SELECT cart_id, customer_id, COALESCE(status, 'open'), items, total_cents, version FROM d
+      ON CONFLICT (cart_id) DO UPDATE SET
+        customer_id = COALESCE(excluded.customer_id, views.cart_summaries.customer_id),
+        status = COALESCE((SELECT d.status FROM d WHERE d.cart_id = excluded.cart_id), views.cart_summaries.status),
+        item_count = views.cart_summaries.item_count + excluded.item_count,
+        total_cents = views.cart_summaries.total_cents + excluded.total_cents,
+        version = excluded.version,
+        updated_at = now()`.execute(trx);
+  },
+});

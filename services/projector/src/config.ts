@@ -1,0 +1,31 @@
+import { Type } from '@sinclair/typebox';
+import { loadConfig } from '@sluice/service-kit';
+
+const ConfigSchema = Type.Object({
+  DATABASE_URL: Type.String({
+    minLength: 1,
+    default: 'postgres://postgres@127.0.0.1:54329/sluice',
+  }),
+  KAFKA_BROKERS: Type.String({ minLength: 1, default: '127.0.0.1:19092' }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
+      Type.Literal(level),
+    ),
+    { default: 'info' },
+  ),
+  /** Port of /metrics, /healthz, /readyz; 0 picks a free one. */
+  PROJECTOR_METRICS_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9465 }),
+  PROJECTOR_METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  /** Must match the relay's RELAY_TOPIC_PREFIX. */
+  PROJECTOR_TOPIC_PREFIX: Type.String({ pattern: '^[A-Za-z0-9._-]*$', default: '' }),
+  PROJECTOR_GROUP_PREFIX: Type.String({
+    pattern: '^[A-Za-z0-9._-]*$',
+    default: 'sluice.projection.',
+  }),
+  PROJECTOR_TOPIC_PARTITIONS: Type.Integer({ minimum: 1, maximum: 1000, default: 6 }),
+  PROJECTOR_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
+});
+
+export function loadProjectorConfig(env: NodeJS.ProcessEnv) {
+  return loadConfig(ConfigSchema, env);
+}

@@ -1,0 +1,135 @@
+// The projector's composition root: config, migrations, projections, metrics, shutdown.
+import { parseBrokers } from '@sluice/preflight';
+import { createProjector } from '@sluice/projector';
+import { createDatabase, createLogger, migrate, redactConfig } from '@sluice/service-kit';
+import Fastify from 'fastify';
+import { Kafka, logLevel } from 'kafkajs';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { cartSummary } from './cart-summary.js';
+import { loadProjectorConfig } from './config.js';
+import { viewMigrations } from './migrations.js';
+
+const config = loadProjectorConfig(process.env);
+const logger = createLogger({ service: 'projector', level: config.LOG_LEVEL });
+logger.info({ config: redactConfig(config) }, 'starting');
+
+const db = createDatabase<Record<string, never>>({
+  url: config.DATABASE_URL,
+  maxConnections: 4,
+  applicationName: 'sluice-projector',
+  onIdleError: (error) => logger.warn({ err: error }, 'idle database connection failed'),
+});
+await migrate(db, 'projector_migrations', viewMigrations);
+
+const registry = new Registry();
+collectDefaultMetrics({ register: registry });
+const applied = new Counter({
+  name: 'sluice_projector_events_applied_total',
+  help: 'Events applied to read models.',
+  labelNames: ['projection'],
+  registers: [registry],
+});
+const outcomes = new Counter({
+  name: 'sluice_projector_events_total',
+  help: 'Events by outcome: duplicate, parked, dead_lettered, gap.',
+  labelNames: ['projection', 'outcome'],
+  registers: [registry],
+});
+const lag = new Gauge({
+  name: 'sluice_projector_consumer_lag',
+  help: 'Records behind the partition’s end.',
+  labelNames: ['projection', 'topic', 'partition'],
+  registers: [registry],
+});
+const batchSize = new Histogram({
+  name: 'sluice_projector_batch_size',
+  help: 'Records per applied batch.',
+  labelNames: ['projection'],
+  buckets: [1, 10, 50, 100, 500, 1000, 5000],
+  registers: [registry],
+});
+const latency = new Histogram({
+  name: 'sluice_projector_apply_latency_seconds',
+  help: 'From the event’s occurrence to the view’s commit.',
+  labelNames: ['projection'],
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: [registry],
+});
+
+const kafka = new Kafka({
+  clientId: 'sluice-projector',
+  brokers: parseBrokers(config.KAFKA_BROKERS),
+  logLevel: logLevel.WARN,
+});
+const projector = createProjector({
+  db,
+  kafka,
+  projections: [cartSummary],
+  topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
+  groupPrefix: config.PROJECTOR_GROUP_PREFIX,
+  partitions: config.PROJECTOR_TOPIC_PARTITIONS,
+  maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
+  hooks: {
+    batch(projection, topic, partition, result, behind) {
+      applied.inc({ projection }, result.applied);
+      for (const [outcome, count] of [
+        ['duplicate', result.duplicates],
+        ['parked', result.parked],
+        ['dead_lettered', result.deadLettered],
+        ['gap', result.gaps],
+      ] as const) {
+        if (count > 0) outcomes.inc({ projection, outcome }, count);
+      }
+      if (result.gaps > 0)
+        logger.error(
+          { projection, topic, partition, gaps: result.gaps },
+          'version gap: aggregate parked',
+        );
+      if (result.deadLettered > 0)
+        logger.warn(
+          { projection, topic, partition, deadLettered: result.deadLettered },
+          'events dead-lettered',
+        );
+      lag.set({ projection, topic, partition: String(partition) }, behind);
+      batchSize.observe({ projection }, result.applied + result.duplicates + result.parked);
+      const now = Date.now();
+      for (const event of result.appliedAt)
+        latency.observe({ projection }, (now - Date.parse(event.occurredAt)) / 1000);
+    },
+    failed: (projection, error) =>
+      logger.error({ projection, err: error }, 'batch failed; it will be retried'),
+  },
+});
+await projector.start();
+
+let stopping = false;
+const http = Fastify({ logger: false });
+http.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
+http.get('/readyz', (_request, reply) =>
+  reply.code(stopping ? 503 : 200).send({ status: stopping ? 'stopping' : 'ready' }),
+);
+http.get('/metrics', async (_request, reply) =>
+  reply.type(registry.contentType).send(await registry.metrics()),
+);
+const address = await http.listen({
+  port: config.PROJECTOR_METRICS_PORT,
+  host: config.PROJECTOR_METRICS_HOST,
+});
+logger.info({ address }, 'metrics listening');
+
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, 'stopping: finishing the batches in hand');
+  setTimeout(() => {
+    logger.error('graceful stop timed out');
+    process.exit(1);
+  }, 30_000).unref();
+  await projector.stop();
+  await http.close();
+  await db.destroy();
+  logger.info('stopped');
+  process.exit(0);
+}
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));

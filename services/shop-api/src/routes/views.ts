@@ -1,0 +1,102 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { sql, type Kysely } from 'kysely';
+import type { ShopDatabase } from '../database.js';
+import { ProblemError } from '../http.js';
+import { IdParams } from './schemas.js';
+
+type TokenEntry = [aggregateType: string, aggregateId: string, version: number];
+
+/** The versions a write produced, from its `X-Consistency-Token`; 400 when it is not one of ours. */
+function parseToken(request: FastifyRequest): TokenEntry[] | undefined {
+  const header = request.headers['x-consistency-token'];
+  if (header === undefined) return undefined;
+  try {
+    const entries = JSON.parse(
+      Buffer.from(String(header), 'base64url').toString('utf8'),
+    ) as unknown;
+    if (
+      Array.isArray(entries) &&
+      entries.every(
+        (e) =>
+          Array.isArray(e) &&
+          e.length === 3 &&
+          typeof e[0] === 'string' &&
+          typeof e[1] === 'string' &&
+          Number.isSafeInteger(e[2]),
+      )
+    ) {
+      return entries as TokenEntry[];
+    }
+  } catch {
+    // fall through
+  }
+  throw new ProblemError(
+    400,
+    'invalid_consistency_token',
+    'X-Consistency-Token is not a token this API issued',
+  );
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `/views/*`: read models, optionally waiting until they include a given write. */
+export function viewRoutes(
+  app: FastifyInstance,
+  deps: { db: Kysely<ShopDatabase>; consistencyTimeoutMs: number },
+): void {
+  const { db } = deps;
+  const api = app.withTypeProvider<TypeBoxTypeProvider>();
+
+  /** Waits until `projection` applied every listed version of `aggregateType`; 504 past the bound. */
+  async function awaitApplied(
+    projection: string,
+    aggregateType: string,
+    entries: readonly TokenEntry[],
+  ): Promise<void> {
+    const wanted = entries.filter(([type]) => type === aggregateType);
+    if (wanted.length === 0) return;
+    const deadline = Date.now() + deps.consistencyTimeoutMs;
+    for (;;) {
+      const { rows } = await sql<{ aggregate_id: string; version: string }>`
+        SELECT aggregate_id, version::text FROM sluice.projection_versions
+         WHERE projection = ${projection} AND aggregate_type = ${aggregateType}
+           AND aggregate_id = ANY(${wanted.map(([, id]) => id)}::text[])`.execute(db);
+      const applied = new Map(rows.map((row) => [row.aggregate_id, Number(row.version)]));
+      if (wanted.every(([, id, version]) => (applied.get(id) ?? 0) >= version)) return;
+      if (Date.now() > deadline) {
+        throw new ProblemError(
+          504,
+          'consistency_timeout',
+          `The ${projection} view did not catch up within ${deps.consistencyTimeoutMs} ms`,
+        );
+      }
+      await pause(10);
+    }
+  }
+
+  api.get('/views/carts/:id', { schema: { params: IdParams } }, async (request, reply) => {
+    const token = parseToken(request);
+    if (token !== undefined) await awaitApplied('cart_summary', 'cart', token);
+    const { rows } = await sql<{
+      cart_id: string;
+      customer_id: string | null;
+      status: string;
+      item_count: number;
+      total_cents: string;
+      version: string;
+    }>`SELECT cart_id, customer_id, status, item_count, total_cents::text, version::text
+         FROM views.cart_summaries WHERE cart_id = ${request.params.id}::uuid`.execute(db);
+    const row = rows[0];
+    if (row === undefined)
+      throw new ProblemError(404, 'not_found', `No cart ${request.params.id} in the view`);
+    return reply.send({
+      cartId: row.cart_id,
+      customerId: row.customer_id,
+      status: row.status,
+      itemCount: row.item_count,
+      totalCents: Number(row.total_cents),
+      version: Number(row.version),
+    });
+  });
+}
