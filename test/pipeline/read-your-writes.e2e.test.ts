@@ -132,6 +132,16 @@ describe('read your writes', () => {
       'x-consistency-token': checkout.headers.get('x-consistency-token') ?? '',
     });
     expect(done.json).toMatchObject({ status: 'checked_out', itemCount: 100, totalCents: 25_000 });
+    const sales = await call('GET', `/views/products/${String(product.json.id)}/sales`, undefined, {
+      'x-consistency-token': checkout.headers.get('x-consistency-token') ?? '',
+    });
+    expect(sales.json).toEqual({
+      productId: product.json.id,
+      addedCount: 100,
+      removedCount: 0,
+      unitsSold: 100,
+      revenueCents: 25_000,
+    });
 
     // The view equals the fold of the write model.
     const client = new pg.Client({ connectionString: database.url });

@@ -6,6 +6,7 @@ import Fastify from 'fastify';
 import { Kafka, logLevel } from 'kafkajs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { cartSummary } from './cart-summary.js';
+import { productSales } from './product-sales.js';
 import { loadProjectorConfig } from './config.js';
 import { viewMigrations } from './migrations.js';
 
@@ -64,7 +65,7 @@ const kafka = new Kafka({
 const projector = createProjector({
   db,
   kafka,
-  projections: [cartSummary],
+  projections: [cartSummary, productSales],
   topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
   groupPrefix: config.PROJECTOR_GROUP_PREFIX,
   partitions: config.PROJECTOR_TOPIC_PARTITIONS,

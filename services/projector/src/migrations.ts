@@ -21,4 +21,18 @@ export const viewMigrations: Record<string, Migration> = {
       `.execute(db);
     },
   },
+  '0003_product_sales': {
+    async up(db) {
+      await sql`
+        CREATE TABLE views.product_sales (
+          product_id uuid PRIMARY KEY,
+          added_count bigint NOT NULL,
+          removed_count bigint NOT NULL,
+          units_sold bigint NOT NULL,
+          revenue_cents bigint NOT NULL,
+          updated_at timestamptz NOT NULL DEFAULT now()
+        );
+      `.execute(db);
+    },
+  },
 };

@@ -99,4 +99,34 @@ export function viewRoutes(
       version: Number(row.version),
     });
   });
+
+  api.get('/views/products/:id/sales', { schema: { params: IdParams } }, async (request, reply) => {
+    const token = parseToken(request);
+    if (token !== undefined) {
+      await awaitApplied('product_sales', 'cart', token);
+      await awaitApplied('product_sales', 'order', token);
+    }
+    const { rows } = await sql<{
+      product_id: string;
+      added_count: string;
+      removed_count: string;
+      units_sold: string;
+      revenue_cents: string;
+    }>`SELECT product_id, added_count::text, removed_count::text, units_sold::text, revenue_cents::text
+         FROM views.product_sales WHERE product_id = ${request.params.id}::uuid`.execute(db);
+    const row = rows[0];
+    if (row === undefined)
+      throw new ProblemError(
+        404,
+        'not_found',
+        `No sales of product ${request.params.id} in the view`,
+      );
+    return reply.send({
+      productId: row.product_id,
+      addedCount: Number(row.added_count),
+      removedCount: Number(row.removed_count),
+      unitsSold: Number(row.units_sold),
+      revenueCents: Number(row.revenue_cents),
+    });
+  });
 }

@@ -1,0 +1,56 @@
+import type { EventPayload } from '@sluice/contracts';
+import { defineProjection } from '@sluice/projector';
+import { sql } from 'kysely';
+
+interface SalesDelta {
+  added: number;
+  removed: number;
+  sold: number;
+  revenueCents: number;
+}
+
+/**
+ * `views.product_sales`: per product, units added to and removed from carts, units sold and
+ * revenue (from placed orders).
+ */
+export const productSales = defineProjection<Record<string, never>>({
+  name: 'product_sales',
+  aggregateTypes: ['cart', 'order'],
+  async apply(events, { trx }) {
+    const products = new Map<string, SalesDelta>();
+    const delta = (productId: string) => {
+      const current = products.get(productId) ?? { added: 0, removed: 0, sold: 0, revenueCents: 0 };
+      products.set(productId, current);
+      return current;
+    };
+    for (const event of events) {
+      if (event.type === 'cart.item_added.v1') {
+        const payload = event.payload as EventPayload<'cart.item_added.v1'>;
+        delta(payload.productId).added += payload.quantity;
+      } else if (event.type === 'cart.item_removed.v1') {
+        const payload = event.payload as EventPayload<'cart.item_removed.v1'>;
+        delta(payload.productId).removed += payload.quantity;
+      } else if (event.type === 'order.placed.v1') {
+        const payload = event.payload as EventPayload<'order.placed.v1'>;
+        for (const line of payload.lines) {
+          const sales = delta(line.productId);
+          sales.sold += line.quantity;
+          sales.revenueCents += line.quantity * line.unitPriceCents;
+        }
+      }
+    }
+    if (products.size === 0) return;
+    const ids = [...products.keys()];
+    const values = [...products.values()];
+    await sql`
+      INSERT INTO views.product_sales (product_id, added_count, removed_count, units_sold, revenue_cents)
+      SELECT * FROM unnest(${ids}::uuid[], ${values.map((v) => v.added)}::bigint[], ${values.map((v) => v.removed)}::bigint[],
+                           ${values.map((v) => v.sold)}::bigint[], ${values.map((v) => v.revenueCents)}::bigint[])
+      ON CONFLICT (product_id) DO UPDATE SET
+        added_count = views.product_sales.added_count + excluded.added_count,
+        removed_count = views.product_sales.removed_count + excluded.removed_count,
+        units_sold = views.product_sales.units_sold + excluded.units_sold,
+        revenue_cents = views.product_sales.revenue_cents + excluded.revenue_cents,
+        updated_at = now()`.execute(trx);
+  },
+});
