@@ -49,6 +49,11 @@ export interface BatchResult {
   appliedAt: DomainEvent[];
 }
 
+/** A result with nothing counted yet. */
+export function emptyResult(): BatchResult {
+  return { applied: 0, duplicates: 0, parked: 0, deadLettered: 0, gaps: 0, appliedAt: [] };
+}
+
 /** Options for {@link applyBatch}. */
 export interface ApplyOptions {
   /** Turns old event versions into current ones before `apply`. */
@@ -121,19 +126,10 @@ export async function applyBatch<DB>(
   deadLetters: DeadLetterSink,
   options: ApplyOptions = {},
 ): Promise<BatchResult> {
-  const result: BatchResult = {
-    applied: 0,
-    duplicates: 0,
-    parked: 0,
-    deadLettered: 0,
-    gaps: 0,
-    appliedAt: [],
-  };
+  const result = emptyResult();
   const first = records[0];
   if (first === undefined) return result;
   const { topic, partition } = first;
-  const upcast = options.upcast ?? ((event: DomainEvent) => event);
-  const maxAttempts = options.maxAttempts ?? 3;
   const name = projection.name;
 
   await db.transaction().execute(async (trx) => {
@@ -156,143 +152,168 @@ export async function applyBatch<DB>(
     const last = records[records.length - 1];
     if (fresh.length === 0 || last === undefined) return;
 
-    const decoded: Decoded[] = [];
-    for (const record of fresh) decoded.push(await decode(trx, record, upcast));
+    await applyRecords(trx, projection, fresh, deadLetters, options, result);
+    await sql`UPDATE sluice.projection_checkpoints SET next_offset = ${(last.offset + 1n).toString()}, updated_at = now()
+               WHERE projection = ${name} AND topic = ${topic} AND partition = ${partition}`.execute(
+      trx,
+    );
+  });
+  return result;
+}
 
-    // Current versions and parked aggregates of everything in the batch.
-    const keys = new Set<string>();
-    for (const item of decoded) {
-      const type = item.ok
-        ? item.event.aggregateType
-        : aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
-      const id = item.ok ? item.event.aggregateId : item.record.key;
-      if (type !== null && id !== null) keys.add(JSON.stringify([type, id]));
-    }
-    const pairs = [...keys].map((key) => JSON.parse(key) as [string, string]);
-    const versions = new Map<string, number>();
-    const parked = new Set<string>();
-    if (pairs.length > 0) {
-      const types = pairs.map((p) => p[0]);
-      const ids = pairs.map((p) => p[1]);
-      // int8 arrives as text unless the pool parses it; either way it becomes a number here.
-      const { rows: versionRows } = await sql<{
-        aggregate_type: string;
-        aggregate_id: string;
-        version: string | number;
-      }>`
+/**
+ * The heart of a batch, also used to redrive parked events: decode, filter versions already
+ * applied, park gaps, poison and what queues behind them, apply the rest, record versions,
+ * dead-letter what cannot be applied (before the caller commits).
+ */
+export async function applyRecords<DB>(
+  trx: Transaction<DB>,
+  projection: Projection<DB>,
+  records: readonly IncomingRecord[],
+  deadLetters: DeadLetterSink,
+  options: ApplyOptions,
+  result: BatchResult,
+): Promise<void> {
+  const upcast = options.upcast ?? ((event: DomainEvent) => event);
+  const maxAttempts = options.maxAttempts ?? 3;
+  const name = projection.name;
+  const decoded: Decoded[] = [];
+  for (const record of records) decoded.push(await decode(trx, record, upcast));
+
+  // Current versions and parked aggregates of everything in the batch.
+  const keys = new Set<string>();
+  for (const item of decoded) {
+    const type = item.ok
+      ? item.event.aggregateType
+      : aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
+    const id = item.ok ? item.event.aggregateId : item.record.key;
+    if (type !== null && id !== null) keys.add(JSON.stringify([type, id]));
+  }
+  const pairs = [...keys].map((key) => JSON.parse(key) as [string, string]);
+  const versions = new Map<string, number>();
+  const parked = new Set<string>();
+  if (pairs.length > 0) {
+    const types = pairs.map((p) => p[0]);
+    const ids = pairs.map((p) => p[1]);
+    // int8 arrives as text unless the pool parses it; either way it becomes a number here.
+    const { rows: versionRows } = await sql<{
+      aggregate_type: string;
+      aggregate_id: string;
+      version: string | number;
+    }>`
         SELECT v.aggregate_type, v.aggregate_id, v.version FROM sluice.projection_versions v
           JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
             ON v.aggregate_type = k.aggregate_type AND v.aggregate_id = k.aggregate_id
          WHERE v.projection = ${name}`.execute(trx);
-      for (const row of versionRows)
-        versions.set(JSON.stringify([row.aggregate_type, row.aggregate_id]), Number(row.version));
-      const { rows: parkedRows } = await sql<{ aggregate_type: string; aggregate_id: string }>`
+    for (const row of versionRows)
+      versions.set(JSON.stringify([row.aggregate_type, row.aggregate_id]), Number(row.version));
+    const { rows: parkedRows } = await sql<{ aggregate_type: string; aggregate_id: string }>`
         SELECT DISTINCT p.aggregate_type, p.aggregate_id FROM sluice.parked_events p
           JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
             ON p.aggregate_type = k.aggregate_type AND p.aggregate_id = k.aggregate_id
          WHERE p.projection = ${name}`.execute(trx);
-      for (const row of parkedRows)
-        parked.add(JSON.stringify([row.aggregate_type, row.aggregate_id]));
-    }
+    for (const row of parkedRows)
+      parked.add(JSON.stringify([row.aggregate_type, row.aggregate_id]));
+  }
 
-    const letters: DeadLetter[] = [];
-    const toPark: {
-      record: IncomingRecord;
-      event?: DomainEvent;
-      reason: string;
-      error?: string;
-      attempts: number;
-    }[] = [];
-    const ready: DomainEvent[] = [];
-    for (const item of decoded) {
-      if (!item.ok) {
-        const now = new Date();
-        letters.push({
-          record: item.record,
-          errorClass: item.errorClass,
-          message: item.message,
-          attempts: 1,
-          firstFailure: now,
-          lastFailure: now,
-        });
-        toPark.push({
-          record: item.record,
-          reason: item.errorClass,
-          error: item.message,
-          attempts: 1,
-        });
-        const type = aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
-        if (type !== null && item.record.key !== null)
-          parked.add(JSON.stringify([type, item.record.key]));
-        continue;
-      }
-      const { event } = item;
-      const key = JSON.stringify([event.aggregateType, event.aggregateId]);
-      const applied = versions.get(key) ?? 0;
-      if (event.aggregateVersion <= applied) {
-        result.duplicates += 1;
-        continue;
-      }
-      if (parked.has(key)) {
+  const letters: DeadLetter[] = [];
+  const toPark: {
+    record: IncomingRecord;
+    event?: DomainEvent;
+    reason: string;
+    error?: string;
+    attempts: number;
+  }[] = [];
+  const ready: DomainEvent[] = [];
+  for (const item of decoded) {
+    if (!item.ok) {
+      const now = new Date();
+      letters.push({
+        record: item.record,
+        errorClass: item.errorClass,
+        message: item.message,
+        attempts: 1,
+        firstFailure: now,
+        lastFailure: now,
+      });
+      toPark.push({
+        record: item.record,
+        reason: item.errorClass,
+        error: item.message,
+        attempts: 1,
+      });
+      const type = aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
+      if (type !== null && item.record.key !== null)
+        parked.add(JSON.stringify([type, item.record.key]));
+      continue;
+    }
+    const { event } = item;
+    const key = JSON.stringify([event.aggregateType, event.aggregateId]);
+    const applied = versions.get(key) ?? 0;
+    if (event.aggregateVersion <= applied) {
+      result.duplicates += 1;
+      continue;
+    }
+    if (parked.has(key)) {
+      toPark.push({ record: item.record, event, reason: 'behind_parked', attempts: 0 });
+      continue;
+    }
+    if (event.aggregateVersion > applied + 1) {
+      result.gaps += 1;
+      parked.add(key);
+      toPark.push({
+        record: item.record,
+        event,
+        reason: 'version_gap',
+        error: `expected version ${applied + 1}, got ${event.aggregateVersion}`,
+        attempts: 0,
+      });
+      continue;
+    }
+    versions.set(key, event.aggregateVersion);
+    ready.push(event);
+  }
+
+  await applyEvents(trx, projection, ready, {
+    maxAttempts,
+    retryDelayMs: options.retryDelayMs ?? 50,
+    tableSuffix: options.tableSuffix ?? '',
+    onPoison(event, failure) {
+      const item = decoded.find((d) => d.ok && d.event.id === event.id);
+      if (item === undefined) return;
+      if (failure === 'behind') {
         toPark.push({ record: item.record, event, reason: 'behind_parked', attempts: 0 });
-        continue;
+        return;
       }
-      if (event.aggregateVersion > applied + 1) {
-        result.gaps += 1;
-        parked.add(key);
-        toPark.push({
-          record: item.record,
-          event,
-          reason: 'version_gap',
-          error: `expected version ${applied + 1}, got ${event.aggregateVersion}`,
-          attempts: 0,
-        });
-        continue;
-      }
-      versions.set(key, event.aggregateVersion);
-      ready.push(event);
-    }
+      const key = JSON.stringify([event.aggregateType, event.aggregateId]);
+      parked.add(key);
+      versions.set(key, event.aggregateVersion - 1);
+      const message = errorMessage(failure.error);
+      letters.push({
+        record: item.record,
+        errorClass: 'handler_failed',
+        message,
+        attempts: failure.attempts,
+        firstFailure: failure.firstFailure,
+        lastFailure: new Date(),
+      });
+      toPark.push({
+        record: item.record,
+        event,
+        reason: 'handler_failed',
+        error: message,
+        attempts: failure.attempts,
+      });
+    },
+    onApplied(event) {
+      result.applied += 1;
+      result.appliedAt.push(event);
+    },
+  });
 
-    await applyEvents(trx, projection, ready, {
-      maxAttempts,
-      retryDelayMs: options.retryDelayMs ?? 50,
-      tableSuffix: options.tableSuffix ?? '',
-      onPoison(event, failure) {
-        const item = decoded.find((d) => d.ok && d.event.id === event.id);
-        if (item === undefined) return;
-        if (failure === 'behind') {
-          toPark.push({ record: item.record, event, reason: 'behind_parked', attempts: 0 });
-          return;
-        }
-        const key = JSON.stringify([event.aggregateType, event.aggregateId]);
-        parked.add(key);
-        versions.set(key, event.aggregateVersion - 1);
-        const message = errorMessage(failure.error);
-        letters.push({
-          record: item.record,
-          errorClass: 'handler_failed',
-          message,
-          attempts: failure.attempts,
-          firstFailure: failure.firstFailure,
-          lastFailure: new Date(),
-        });
-        toPark.push({
-          record: item.record,
-          event,
-          reason: 'handler_failed',
-          error: message,
-          attempts: failure.attempts,
-        });
-      },
-      onApplied(event) {
-        result.applied += 1;
-        result.appliedAt.push(event);
-      },
-    });
-
-    if (toPark.length > 0) {
-      for (const park of toPark) {
-        await sql`
+  if (toPark.length > 0) {
+    for (const park of toPark) {
+      await sql`
           INSERT INTO sluice.parked_events (projection, topic, partition, record_offset, aggregate_type, aggregate_id,
               aggregate_version, record_key, record_value, record_headers, reason, error, attempts)
           VALUES (${name}, ${park.record.topic}, ${park.record.partition}, ${park.record.offset.toString()},
@@ -301,33 +322,27 @@ export async function applyBatch<DB>(
               ${park.record.key}, ${park.record.value}, ${JSON.stringify(park.record.headers)}::jsonb,
               ${park.reason}, ${park.error ?? null}, ${park.attempts})
           ON CONFLICT DO NOTHING`.execute(trx);
-      }
-      result.parked += toPark.length;
     }
+    result.parked += toPark.length;
+  }
 
-    const applied = [...versions].filter(([, version]) => version > 0);
-    if (applied.length > 0) {
-      const types = applied.map(([key]) => (JSON.parse(key) as [string, string])[0]);
-      const ids = applied.map(([key]) => (JSON.parse(key) as [string, string])[1]);
-      const vs = applied.map(([, version]) => version);
-      await sql`
+  const applied = [...versions].filter(([, version]) => version > 0);
+  if (applied.length > 0) {
+    const types = applied.map(([key]) => (JSON.parse(key) as [string, string])[0]);
+    const ids = applied.map(([key]) => (JSON.parse(key) as [string, string])[1]);
+    const vs = applied.map(([, version]) => version);
+    await sql`
         INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
         SELECT ${name}, t, i, v FROM unnest(${types}::text[], ${ids}::text[], ${vs}::bigint[]) AS x(t, i, v)
         ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
           WHERE sluice.projection_versions.version < excluded.version`.execute(trx);
-    }
-    await sql`UPDATE sluice.projection_checkpoints SET next_offset = ${(last.offset + 1n).toString()}, updated_at = now()
-               WHERE projection = ${name} AND topic = ${topic} AND partition = ${partition}`.execute(
-      trx,
-    );
-    if (letters.length > 0) {
-      // Before commit: if the commit fails the batch comes again and the letter is repeated,
-      // never lost.
-      await deadLetters.send(name, letters);
-      result.deadLettered += letters.length;
-    }
-  });
-  return result;
+  }
+  if (letters.length > 0) {
+    // Before commit: if the commit fails the batch comes again and the letter is repeated,
+    // never lost.
+    await deadLetters.send(name, letters);
+    result.deadLettered += letters.length;
+  }
 }
 
 /**

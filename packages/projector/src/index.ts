@@ -15,3 +15,4 @@ export {
   type ProjectorOptions,
 } from './projector.js';
 export { projectorMigrations } from './schema.js';
+export { listParked, redriveParked, skipParked, type ParkedEvent } from './parked.js';

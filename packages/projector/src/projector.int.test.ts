@@ -14,7 +14,17 @@ import {
 import { sql, type Kysely } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createProjector, defineProjection, projectorMigrations, type Projector } from './index.js';
+import {
+  createProjector,
+  defineProjection,
+  listParked,
+  projectorMigrations,
+  redriveParked,
+  skipParked,
+  type DeadLetter,
+  type DeadLetterSink,
+  type Projector,
+} from './index.js';
 
 const { databaseUrl, kafkaBrokers } = testServers();
 let database: TestDatabase;
@@ -225,5 +235,44 @@ describe('projector', () => {
     });
     expect(byClass.handler_failed?.sluice_error_offset).toMatch(/^\d+$/);
     expect(byClass.handler_failed?.sluice_error_first_failure).toMatch(/^\d{4}-/);
+  });
+
+  it('redrives a parked aggregate once the cause is fixed, and skips what cannot be applied', async () => {
+    const letters: DeadLetter[] = [];
+    const sink: DeadLetterSink = {
+      send: (_projection, batch) => {
+        letters.push(...batch);
+        return Promise.resolve();
+      },
+    };
+    const parked = await listParked(db, 'test_carts');
+    const bad = parked.find((p) => p.reason === 'handler_failed')?.aggregateId ?? '';
+    expect(bad).not.toBe('');
+    explosive.delete(bad);
+    const redriven = await redriveParked(db, carts, { type: 'cart', id: bad }, sink);
+    expect(redriven.applied).toBe(2);
+    expect((await totals())[bad]).toBe(200);
+    expect((await listParked(db, 'test_carts')).filter((p) => p.aggregateId === bad)).toEqual([]);
+
+    const garbage = (await listParked(db, 'test_carts')).find(
+      (p) => p.aggregateId !== null && p.reason === 'record_malformed',
+    );
+    expect(garbage).toBeDefined();
+    await skipParked(
+      db,
+      carts,
+      {
+        topic: garbage?.topic ?? '',
+        partition: garbage?.partition ?? 0,
+        offset: garbage?.offset ?? '0',
+      },
+      sink,
+    );
+    expect(
+      (await listParked(db, 'test_carts')).some(
+        (p) => p.offset === garbage?.offset && p.topic === garbage.topic,
+      ),
+    ).toBe(false);
+    expect(letters).toEqual([]);
   });
 });
