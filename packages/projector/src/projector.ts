@@ -39,6 +39,8 @@ export interface ProjectorOptions<DB> {
   /** Attempts of a failing handler before its event is dead-lettered. Default 3. */
   maxAttempts?: number;
   retryDelayMs?: number;
+  /** How long a silent member keeps its partitions; after a crash, the wait before others take over. Default 30000. */
+  sessionTimeoutMs?: number;
   hooks?: ProjectorHooks;
 }
 
@@ -158,6 +160,8 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       groupId: `${groupPrefix}${projection.name}`,
       allowAutoTopicCreation: false,
       maxBytesPerPartition: 4 * 1024 * 1024,
+      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
     });
     consumers.push(consumer);
     await consumer.connect();

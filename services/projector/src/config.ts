@@ -23,6 +23,8 @@ const ConfigSchema = Type.Object({
     default: 'sluice.projection.',
   }),
   PROJECTOR_TOPIC_PARTITIONS: Type.Integer({ minimum: 1, maximum: 1000, default: 6 }),
+  /** A crashed projector's partitions move to the others after this long (Kafka allows 6000 and up). */
+  PROJECTOR_SESSION_TIMEOUT_MS: Type.Integer({ minimum: 6000, maximum: 300_000, default: 30_000 }),
   PROJECTOR_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
 });
 

@@ -70,6 +70,7 @@ const projector = createProjector({
   groupPrefix: config.PROJECTOR_GROUP_PREFIX,
   partitions: config.PROJECTOR_TOPIC_PARTITIONS,
   maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
+  sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
   hooks: {
     batch(projection, topic, partition, result, behind) {
       applied.inc({ projection }, result.applied);
