@@ -1,5 +1,6 @@
 import { topicFor, type DomainEvent } from '@sluice/contracts';
-import { errorMessage } from '@sluice/errors';
+import { errorMessage, SluiceError } from '@sluice/errors';
+import { redriveParked, skipParked } from './parked.js';
 import type { Consumer, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Kysely } from 'kysely';
 import {
@@ -49,6 +50,13 @@ export interface Projector {
   start(): Promise<void>;
   /** Finishes the batches in hand, then leaves the consumer groups. */
   stop(): Promise<void>;
+  /** Applies an aggregate's parked events again, in order (after the cause was fixed). */
+  redrive(projection: string, aggregate: { type: string; id: string }): Promise<BatchResult>;
+  /** Gives up on one parked record and redrives what was parked behind it; undefined if absent. */
+  skip(
+    projection: string,
+    record: { topic: string; partition: number; offset: string },
+  ): Promise<BatchResult | undefined>;
 }
 
 function toHeaders(headers: IHeaders | undefined): Record<string, string | undefined> {
@@ -176,12 +184,13 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
           toRecord(batch.topic, batch.partition, message),
         );
         try {
-          const result = await applyBatch(options.db, projection, records, deadLetters, {
-            topicPrefix: prefix,
-            ...(options.upcast === undefined ? {} : { upcast: options.upcast }),
-            ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),
-            ...(options.retryDelayMs === undefined ? {} : { retryDelayMs: options.retryDelayMs }),
-          });
+          const result = await applyBatch(
+            options.db,
+            projection,
+            records,
+            deadLetters,
+            applyOptions,
+          );
           const last = batch.messages[batch.messages.length - 1];
           if (last !== undefined) payload.resolveOffset(last.offset);
           const lag = Number(BigInt(batch.highWatermark) - (records.at(-1)?.offset ?? 0n) - 1n);
@@ -204,7 +213,24 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     });
   }
 
+  const applyOptions = {
+    topicPrefix: prefix,
+    ...(options.upcast === undefined ? {} : { upcast: options.upcast }),
+    ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),
+    ...(options.retryDelayMs === undefined ? {} : { retryDelayMs: options.retryDelayMs }),
+  };
+  const projectionNamed = (name: string): Projection<DB> => {
+    const projection = options.projections.find((p) => p.name === name);
+    if (projection === undefined)
+      throw new SluiceError('projection_unknown', `No projection named ${JSON.stringify(name)}`);
+    return projection;
+  };
+
   return {
+    redrive: (name, aggregate) =>
+      redriveParked(options.db, projectionNamed(name), aggregate, deadLetters, applyOptions),
+    skip: (name, record) =>
+      skipParked(options.db, projectionNamed(name), record, deadLetters, applyOptions),
     async start() {
       for (const projection of options.projections) await startOne(projection);
     },

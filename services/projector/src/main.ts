@@ -1,6 +1,8 @@
 // The projector's composition root: config, migrations, projections, metrics, shutdown.
+import { isSluiceError } from '@sluice/errors';
 import { parseBrokers } from '@sluice/preflight';
-import { createProjector } from '@sluice/projector';
+import { createProjector, listParked } from '@sluice/projector';
+import { Type } from '@sinclair/typebox';
 import { createDatabase, createLogger, migrate, redactConfig } from '@sluice/service-kit';
 import Fastify from 'fastify';
 import { Kafka, logLevel } from 'kafkajs';
@@ -109,6 +111,75 @@ const http = Fastify({ logger: false });
 http.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
 http.get('/readyz', (_request, reply) =>
   reply.code(stopping ? 503 : 200).send({ status: stopping ? 'stopping' : 'ready' }),
+);
+http.setErrorHandler((error: Error & { validation?: unknown }, _request, reply) => {
+  if (isSluiceError(error, 'projection_unknown'))
+    return reply.code(404).send({ code: error.code, detail: error.message });
+  if (error.validation !== undefined)
+    return reply.code(400).send({ code: 'invalid_request', detail: error.message });
+  logger.error({ err: error }, 'operations request failed');
+  return reply.code(500).send({ code: 'internal_error', detail: 'See the projector log' });
+});
+// Operations on parked events: list, redrive an aggregate once its cause is fixed, skip one record.
+http.get('/parked', async (request, reply) => {
+  const { projection } = request.query as { projection?: string };
+  return reply.send({ items: await listParked(db, projection) });
+});
+http.post(
+  '/parked/redrive',
+  {
+    schema: {
+      body: Type.Object(
+        { projection: Type.String(), aggregateType: Type.String(), aggregateId: Type.String() },
+        { additionalProperties: false },
+      ),
+    },
+  },
+  async (request, reply) => {
+    const body = request.body as { projection: string; aggregateType: string; aggregateId: string };
+    const result = await projector.redrive(body.projection, {
+      type: body.aggregateType,
+      id: body.aggregateId,
+    });
+    logger.info(
+      { ...body, applied: result.applied, parked: result.parked },
+      'parked events redriven',
+    );
+    return reply.send({
+      applied: result.applied,
+      parked: result.parked,
+      duplicates: result.duplicates,
+    });
+  },
+);
+http.post(
+  '/parked/skip',
+  {
+    schema: {
+      body: Type.Object(
+        {
+          projection: Type.String(),
+          topic: Type.String(),
+          partition: Type.Integer({ minimum: 0 }),
+          offset: Type.String({ pattern: '^[0-9]+$' }),
+        },
+        { additionalProperties: false },
+      ),
+    },
+  },
+  async (request, reply) => {
+    const body = request.body as {
+      projection: string;
+      topic: string;
+      partition: number;
+      offset: string;
+    };
+    const result = await projector.skip(body.projection, body);
+    if (result === undefined)
+      return reply.code(404).send({ code: 'not_found', detail: 'No such parked record' });
+    logger.warn({ ...body }, 'parked record skipped');
+    return reply.send({ applied: result.applied, parked: result.parked });
+  },
 );
 http.get('/metrics', async (_request, reply) =>
   reply.type(registry.contentType).send(await registry.metrics()),
