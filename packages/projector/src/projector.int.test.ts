@@ -270,7 +270,10 @@ describe('projector', () => {
     );
     expect(
       (await listParked(db, 'test_carts')).some(
-        (p) => p.offset === garbage?.offset && p.topic === garbage.topic,
+        (p) =>
+          p.offset === garbage?.offset &&
+          p.partition === garbage.partition &&
+          p.topic === garbage.topic,
       ),
     ).toBe(false);
     expect(letters).toEqual([]);
