@@ -30,10 +30,15 @@ export interface RelayFixture {
   close(): Promise<void>;
 }
 
-export async function createRelayFixture(serverUrl: string, prefix: string): Promise<RelayFixture> {
+export async function createRelayFixture(
+  serverUrl: string,
+  prefix: string,
+  options: { migrate?: boolean } = {},
+): Promise<RelayFixture> {
   const database = await createTestDatabase(serverUrl, prefix);
   const db = createDatabase<Record<string, never>>({ url: database.url, maxConnections: 4 });
-  await migrate(db, 'outbox_migrations', outboxMigrations({ schema: 'shop' }));
+  if (options.migrate !== false)
+    await migrate(db, 'outbox_migrations', outboxMigrations({ schema: 'shop' }));
   const pool = new pg.Pool({ connectionString: database.url, max: 4 });
   pool.on('error', () => undefined);
   const topicPrefix = `${uniqueName(prefix)}.`;

@@ -60,6 +60,16 @@ async function status(): Promise<number> {
   return postgres === 'up' && kafka === 'up' ? 0 : 1;
 }
 
+async function shopApiReady(port: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+    if (response?.status === 200) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  say('shop-api is not ready after 60 s; starting the other services anyway');
+}
+
 /** Runs every built service in the foreground; Ctrl-C stops them, then the stack it started. */
 async function run(): Promise<number> {
   const { databaseUrl, kafkaBrokers, started } = await up();
@@ -70,6 +80,8 @@ async function run(): Promise<number> {
     if (!existsSync(main)) continue;
     say(`starting ${name}`);
     children.push(spawn(process.execPath, [main], { env, stdio: 'inherit' }));
+    // shop-api migrates the schema the relay and the projector read: let it finish first.
+    if (name === 'shop-api') await shopApiReady(process.env.API_PORT ?? '3000');
   }
   if (children.length === 0) say('no services are built yet; the stack stays up until Ctrl-C');
   const exits = children.map(

@@ -99,6 +99,20 @@ async function lead(): Promise<void> {
   leading = true;
   metrics.setLeader(true);
   logger.info({ slot: config.RELAY_SLOT }, 'leading');
+  try {
+    await serve();
+  } finally {
+    // Whatever ended the term (a stop, a lost lock, a failure), the lock goes, so this process
+    // or a standby can lead again.
+    await leadership.release();
+    leading = false;
+    metrics.setLeader(false);
+    relay = undefined;
+  }
+}
+
+/** The work of one term: prepare replication, publish any initial snapshot, relay. */
+async function serve(): Promise<void> {
   const names = {
     publication: config.RELAY_PUBLICATION,
     slot: config.RELAY_SLOT,
@@ -126,6 +140,9 @@ async function lead(): Promise<void> {
       batchSize: config.RELAY_MAX_BATCH_EVENTS,
       onPublished: metrics.countPublished,
       signal: abort.signal,
+    }).catch(async (error: unknown) => {
+      await sink.close();
+      throw error;
     });
     logger.info({ slot: names.slot, published }, 'initial snapshot published');
   }
@@ -189,10 +206,6 @@ async function lead(): Promise<void> {
     clearInterval(heartbeat);
     clearInterval(slotCheck);
     await sink.close();
-    await leadership.release();
-    leading = false;
-    metrics.setLeader(false);
-    relay = undefined;
   }
 }
 
