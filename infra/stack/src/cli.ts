@@ -88,7 +88,10 @@ async function run(): Promise<number> {
     (child) => new Promise<number>((done) => child.once('exit', (code) => done(code ?? 1))),
   );
   const stopped = new Promise<void>((done) => {
+    let stopping = false;
     const stop = () => {
+      if (stopping) return;
+      stopping = true;
       say('stopping');
       for (const child of children) child.kill('SIGTERM');
       done();

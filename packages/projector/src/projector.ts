@@ -169,6 +169,8 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       allowAutoTopicCreation: false,
       maxBytesPerPartition: 4 * 1024 * 1024,
       sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      // The broker answers as soon as records exist; a short wait keeps shutdown quick.
+      maxWaitTimeInMs: 1000,
       heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
     });
     consumers.push(consumer);
