@@ -1,4 +1,4 @@
-import type { Static, TObject } from '@sinclair/typebox';
+import { Type, type Static, type TObject } from '@sinclair/typebox';
 import { SluiceError } from '@sluice/errors';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
@@ -40,6 +40,26 @@ export function loadConfig<S extends TObject>(
   }
   return Object.freeze(candidate as Static<S>);
 }
+
+/**
+ * Settings every service reads, with the embedded stack's defaults; spread into a service's
+ * own schema.
+ *
+ * @example const Schema = Type.Object({ ...commonConfig, API_PORT: Type.Integer({ default: 3000 }) });
+ */
+export const commonConfig = {
+  DATABASE_URL: Type.String({
+    minLength: 1,
+    default: 'postgres://postgres@127.0.0.1:54329/sluice',
+  }),
+  KAFKA_BROKERS: Type.String({ minLength: 1, default: '127.0.0.1:19092' }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
+      Type.Literal(level),
+    ),
+    { default: 'info' },
+  ),
+};
 
 /** A config object safe to log: values of keys that look secret, and URL passwords, masked. */
 export function redactConfig(config: Readonly<Record<string, unknown>>): Record<string, unknown> {

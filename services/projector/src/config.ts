@@ -1,18 +1,8 @@
 import { Type } from '@sinclair/typebox';
-import { loadConfig } from '@sluice/service-kit';
+import { commonConfig, loadConfig } from '@sluice/service-kit';
 
 const ConfigSchema = Type.Object({
-  DATABASE_URL: Type.String({
-    minLength: 1,
-    default: 'postgres://postgres@127.0.0.1:54329/sluice',
-  }),
-  KAFKA_BROKERS: Type.String({ minLength: 1, default: '127.0.0.1:19092' }),
-  LOG_LEVEL: Type.Union(
-    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
-      Type.Literal(level),
-    ),
-    { default: 'info' },
-  ),
+  ...commonConfig,
   /** Port of /metrics, /healthz, /readyz; 0 picks a free one. */
   PROJECTOR_METRICS_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 9465 }),
   PROJECTOR_METRICS_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),

@@ -1,19 +1,11 @@
 import { Type } from '@sinclair/typebox';
-import { loadConfig } from '@sluice/service-kit';
+import { commonConfig, loadConfig } from '@sluice/service-kit';
 
 const ConfigSchema = Type.Object({
-  DATABASE_URL: Type.String({
-    minLength: 1,
-    default: 'postgres://postgres@127.0.0.1:54329/sluice',
-  }),
+  DATABASE_URL: commonConfig.DATABASE_URL,
   API_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
   API_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
-  LOG_LEVEL: Type.Union(
-    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
-      Type.Literal(level),
-    ),
-    { default: 'info' },
-  ),
+  LOG_LEVEL: commonConfig.LOG_LEVEL,
   /** Apply migrations on start; off when the app's role may not own the schema (infra/postgres/roles.sql). */
   MIGRATE_ON_START: Type.Boolean({ default: true }),
   DATABASE_POOL_SIZE: Type.Integer({ minimum: 1, maximum: 200, default: 20 }),
