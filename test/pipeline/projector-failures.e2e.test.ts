@@ -9,46 +9,30 @@ import {
   waitFor,
   type TestDatabase,
 } from '@sluice/testkit';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { startService, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { databaseUrl, kafkaBrokers } = testServers();
 let database: TestDatabase;
 let pool: pg.Pool;
 let base: string;
 const topicPrefix = `${uniqueName('pfail')}.`;
 const groupPrefix = `${topicPrefix}g.`;
-const running = new Set<ChildProcess>();
+const running = new Set<ServiceProcess>();
 
 function start(
-  name: string,
+  name: 'shop-api' | 'relay' | 'projector',
   env: Record<string, string>,
-): { child: ChildProcess; output: () => string; exited: Promise<void> } {
-  const child = spawn(process.execPath, [join(rootDir, 'services', name, 'dist', 'main.js')], {
-    env: {
-      ...process.env,
-      DATABASE_URL: database.url,
-      KAFKA_BROKERS: kafkaBrokers.join(','),
-      LOG_LEVEL: 'info',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+): ServiceProcess {
+  const service = startService(name, {
+    DATABASE_URL: database.url,
+    KAFKA_BROKERS: kafkaBrokers.join(','),
+    ...env,
   });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  running.add(child);
-  const exited = new Promise<void>((done) =>
-    child.once('exit', () => {
-      running.delete(child);
-      done();
-    }),
-  );
-  return { child, output: () => output, exited };
+  running.add(service);
+  void service.exited().then(() => running.delete(service));
+  return service;
 }
 
 const startProjector = () =>
@@ -120,8 +104,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  const exits = [...running].map((child) => new Promise((done) => child.once('exit', done)));
-  for (const child of running) child.kill('SIGKILL');
+  const exits = [...running].map((service) => service.exited());
+  for (const service of running) service.kill('SIGKILL');
   await Promise.all(exits);
   await pool.end();
   await database.drop();
@@ -174,8 +158,8 @@ describe('projector failures', () => {
         intervalMs: 20 + Math.floor(Math.random() * 100),
         message: 'the projector to apply a batch',
       });
-      projector.child.kill('SIGKILL');
-      await projector.exited;
+      projector.kill('SIGKILL');
+      await projector.exited();
     }
     await workload;
     let projector = startProjector();
@@ -183,8 +167,8 @@ describe('projector failures', () => {
     const applied = await appliedEvents();
 
     // Everything again: re-produce 10 % of the events at new offsets, and reset the group.
-    projector.child.kill('SIGTERM');
-    await projector.exited;
+    projector.kill('SIGTERM');
+    await projector.exited();
     const kafka = testKafka(kafkaBrokers);
     const topic = `${topicPrefix}outbox.event.cart`;
     const records: { key: string | null; value: string | null; headers: Record<string, string> }[] =
@@ -247,7 +231,7 @@ describe('projector failures', () => {
         projectorFailures: { events: total, duplicatesProduced: sample.length, kills: 10 },
       }),
     );
-    projector.child.kill('SIGTERM');
-    await projector.exited;
+    projector.kill('SIGTERM');
+    await projector.exited();
   });
 });

@@ -8,34 +8,26 @@ import {
   waitFor,
   type TestDatabase,
 } from '@sluice/testkit';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { startService, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { databaseUrl, kafkaBrokers } = testServers();
 let database: TestDatabase;
 let base: string;
-const children: { name: string; child: ChildProcess; output: () => string }[] = [];
+const children: ServiceProcess[] = [];
 
-function startService(name: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, [join(rootDir, 'services', name, 'dist', 'main.js')], {
-    env: {
-      ...process.env,
-      DATABASE_URL: database.url,
-      KAFKA_BROKERS: kafkaBrokers.join(','),
-      LOG_LEVEL: 'info',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+function start(
+  name: 'shop-api' | 'relay' | 'projector',
+  env: Record<string, string>,
+): ServiceProcess {
+  const service = startService(name, {
+    DATABASE_URL: database.url,
+    KAFKA_BROKERS: kafkaBrokers.join(','),
+    ...env,
   });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  children.push({ name, child, output: () => output });
-  return () => output;
+  children.push(service);
+  return service;
 }
 
 async function call(
@@ -61,7 +53,7 @@ beforeAll(async () => {
   const topicPrefix = `${uniqueName('pipeline')}.`;
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  startService('shop-api', { API_PORT: String(port) });
+  start('shop-api', { API_PORT: String(port) });
   await waitFor(
     async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200,
     {
@@ -69,18 +61,18 @@ beforeAll(async () => {
       message: 'shop-api ready',
     },
   );
-  startService('relay', {
+  start('relay', {
     RELAY_SLOT: uniqueName('pipeline_slot'),
     RELAY_PUBLICATION: uniqueName('pipeline_pub'),
     RELAY_TOPIC_PREFIX: topicPrefix,
     RELAY_METRICS_PORT: '0',
   });
-  const projector = startService('projector', {
+  const projector = start('projector', {
     PROJECTOR_TOPIC_PREFIX: topicPrefix,
     PROJECTOR_GROUP_PREFIX: `${topicPrefix}g.`,
     PROJECTOR_METRICS_PORT: '0',
   });
-  await waitFor(() => projector().includes('"msg":"metrics listening"'), {
+  await waitFor(() => projector.output().includes('"msg":"metrics listening"'), {
     timeoutMs: 60_000,
     message: 'projector up',
   });

@@ -10,12 +10,9 @@ import {
   type TestDatabase,
 } from '@sluice/testkit';
 import type { Kysely } from 'kysely';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { startService, type ServiceProcess } from '../support/services.js';
 
-const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const AGGREGATE_TYPE = 'cart';
 
 /** A database with `shop.outbox`, and names (slot, publication, topic prefix) of its own. */
@@ -209,12 +206,7 @@ export function checkDelivery(
   return { duplicates: records.length - ids.size, missing, unexpected, orderViolations };
 }
 
-export interface RelayProcess {
-  child: ChildProcess;
-  output(): string;
-  exited(): Promise<number | null>;
-  kill(signal: NodeJS.Signals): void;
-}
+export type RelayProcess = ServiceProcess;
 
 /** Starts `services/relay/dist/main.js` for the fixture. */
 export function startRelay(
@@ -222,32 +214,17 @@ export function startRelay(
   brokers: readonly string[],
   env: Record<string, string> = {},
 ): RelayProcess {
-  const child = spawn(process.execPath, [join(rootDir, 'services', 'relay', 'dist', 'main.js')], {
-    env: {
-      ...process.env,
-      DATABASE_URL: fixture.database.url,
-      KAFKA_BROKERS: brokers.join(','),
-      LOG_LEVEL: 'info',
-      RELAY_SLOT: fixture.slot,
-      RELAY_PUBLICATION: fixture.publication,
-      RELAY_TOPIC_PREFIX: fixture.topicPrefix,
-      RELAY_METRICS_PORT: '0',
-      RELAY_HEARTBEAT_MS: '1000',
-      RELAY_LEADER_POLL_MS: '200',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  return startService('relay', {
+    DATABASE_URL: fixture.database.url,
+    KAFKA_BROKERS: brokers.join(','),
+    RELAY_SLOT: fixture.slot,
+    RELAY_PUBLICATION: fixture.publication,
+    RELAY_TOPIC_PREFIX: fixture.topicPrefix,
+    RELAY_METRICS_PORT: '0',
+    RELAY_HEARTBEAT_MS: '1000',
+    RELAY_LEADER_POLL_MS: '200',
+    ...env,
   });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exit = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
-  return {
-    child,
-    output: () => output,
-    exited: () => exit,
-    kill: (signal) => child.kill(signal),
-  };
 }
 
 /** The slot's confirmed position as a number (bytes). */

@@ -1,0 +1,31 @@
+// Test support: a built service (`services/<name>/dist/main.js`) as a real child process.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface ServiceProcess {
+  child: ChildProcess;
+  /** Everything it printed so far (JSON lines). */
+  output(): string;
+  /** Resolves with the exit code once it exited. */
+  exited(): Promise<number | null>;
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** Starts a service with `env` on top of this process's environment. */
+export function startService(
+  name: 'shop-api' | 'relay' | 'projector',
+  env: Record<string, string>,
+): ServiceProcess {
+  const child = spawn(process.execPath, [join(rootDir, 'services', name, 'dist', 'main.js')], {
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exit = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+  return { child, output: () => output, exited: () => exit, kill: (signal) => child.kill(signal) };
+}
