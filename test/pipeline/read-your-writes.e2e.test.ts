@@ -44,7 +44,9 @@ async function call(
   return {
     status: response.status,
     headers: response.headers,
-    json: (await response.json()) as Record<string, unknown>,
+    json: ((text) => (text === '' ? {} : JSON.parse(text)) as Record<string, unknown>)(
+      await response.text(),
+    ),
   };
 }
 
@@ -158,5 +160,89 @@ describe('read your writes', () => {
     expect(forged.json).toMatchObject({ code: 'invalid_consistency_token' });
     const missing = await call('GET', '/views/carts/0190a6e2-8d7e-7c3a-9b1e-3f1e2d3c4b5a');
     expect(missing.status).toBe(404);
+  });
+
+  it('reports customers who removed a product and bought it later, and audits who/what/when/why without personal data after erasure', async () => {
+    const who = { 'x-actor': 'user:ada', 'x-reason': 'e2e' };
+    const customer = await call(
+      'POST',
+      '/customers',
+      { email: 'ada@example.com', name: 'Ada' },
+      who,
+    );
+    const customerId = String(customer.json.id);
+    const apple = await call('POST', '/products', {
+      sku: 'RTB-A',
+      name: 'Apple',
+      priceCents: 100,
+      stock: 10,
+    });
+    const pear = await call('POST', '/products', {
+      sku: 'RTB-P',
+      name: 'Pear',
+      priceCents: 50,
+      stock: 10,
+    });
+    const first = await call('POST', '/carts', { customerId });
+    const firstId = String(first.json.id);
+    await call('POST', `/carts/${firstId}/items`, { productId: apple.json.id, quantity: 1 });
+    await call('POST', `/carts/${firstId}/items`, { productId: pear.json.id, quantity: 1 });
+    await call('DELETE', `/carts/${firstId}/items/${String(apple.json.id)}`);
+    await call('POST', `/carts/${firstId}/checkout`);
+    const second = await call('POST', '/carts', { customerId });
+    await call('POST', `/carts/${String(second.json.id)}/items`, {
+      productId: apple.json.id,
+      quantity: 2,
+    });
+    const bought = await call('POST', `/carts/${String(second.json.id)}/checkout`);
+    const report = await call(
+      'GET',
+      `/views/reports/removed-then-bought?customerId=${customerId}`,
+      undefined,
+      {
+        'x-consistency-token': bought.headers.get('x-consistency-token') ?? '',
+      },
+    );
+    expect(report.status).toBe(200);
+    expect(report.json.items).toEqual([
+      {
+        customerId,
+        productId: apple.json.id,
+        removedAt: expect.any(String),
+        boughtAt: expect.any(String),
+      },
+    ]);
+
+    const erased = await call('DELETE', `/customers/${customerId}`, undefined, {
+      'if-match': '"1"',
+      ...who,
+      'x-reason': 'gdpr request',
+    });
+    expect(erased.status).toBe(204);
+    const audit = await call(
+      'GET',
+      `/views/audit?aggregateType=customer&aggregateId=${customerId}`,
+      undefined,
+      {
+        'x-consistency-token': erased.headers.get('x-consistency-token') ?? '',
+      },
+    );
+    expect(audit.json.items).toEqual([
+      expect.objectContaining({
+        version: 1,
+        what: 'customer.registered.v1',
+        who: 'user:ada',
+        why: 'e2e',
+        data: { customerId },
+      }),
+      expect.objectContaining({
+        version: 2,
+        what: 'customer.erased.v1',
+        who: 'user:ada',
+        why: 'gdpr request',
+        data: { customerId },
+      }),
+    ]);
+    expect(JSON.stringify(audit.json)).not.toMatch(/ada@example\.com|"Ada"/);
   });
 });

@@ -9,6 +9,8 @@ import { Kafka, logLevel } from 'kafkajs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { cartSummary } from './cart-summary.js';
 import { productSales } from './product-sales.js';
+import { removedThenBought } from './removed-then-bought.js';
+import { auditLog } from './audit-log.js';
 import { loadProjectorConfig } from './config.js';
 import { viewMigrations } from './migrations.js';
 
@@ -67,7 +69,7 @@ const kafka = new Kafka({
 const projector = createProjector({
   db,
   kafka,
-  projections: [cartSummary, productSales],
+  projections: [cartSummary, productSales, removedThenBought, auditLog],
   topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
   groupPrefix: config.PROJECTOR_GROUP_PREFIX,
   partitions: config.PROJECTOR_TOPIC_PARTITIONS,

@@ -3,7 +3,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { sql, type Kysely } from 'kysely';
 import type { ShopDatabase } from '../database.js';
 import { ProblemError } from '../http.js';
-import { IdParams } from './schemas.js';
+import { Type } from '@sinclair/typebox';
+import { IdParams, Uuid } from './schemas.js';
 
 type TokenEntry = [aggregateType: string, aggregateId: string, version: number];
 
@@ -129,4 +130,91 @@ export function viewRoutes(
       revenueCents: Number(row.revenue_cents),
     });
   });
+
+  api.get(
+    '/views/reports/removed-then-bought',
+    {
+      schema: {
+        querystring: Type.Object(
+          {
+            customerId: Type.Optional(Uuid),
+            limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
+          },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (request, reply) => {
+      const token = parseToken(request);
+      if (token !== undefined) {
+        await awaitApplied('removed_then_bought', 'cart', token);
+        await awaitApplied('removed_then_bought', 'order', token);
+      }
+      const { customerId, limit } = request.query;
+      const { rows } = await sql<{
+        customer_id: string;
+        product_id: string;
+        removed_at: Date;
+        bought_at: Date;
+      }>`
+        SELECT customer_id, product_id, removed_at, bought_at FROM views.removed_then_bought
+         WHERE ${customerId === undefined ? sql`true` : sql`customer_id = ${customerId}::uuid`}
+         ORDER BY bought_at DESC, customer_id, product_id LIMIT ${limit}`.execute(db);
+      return reply.send({
+        items: rows.map((row) => ({
+          customerId: row.customer_id,
+          productId: row.product_id,
+          removedAt: row.removed_at,
+          boughtAt: row.bought_at,
+        })),
+      });
+    },
+  );
+
+  api.get(
+    '/views/audit',
+    {
+      schema: {
+        querystring: Type.Object(
+          {
+            aggregateType: Type.Union(
+              ['customer', 'product', 'cart', 'order'].map((t) => Type.Literal(t)),
+            ),
+            aggregateId: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9-]+$' }),
+          },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (request, reply) => {
+      const { aggregateType, aggregateId } = request.query;
+      const token = parseToken(request);
+      if (token !== undefined) await awaitApplied('audit_log', aggregateType, token);
+      const { rows } = await sql<{
+        event_id: string;
+        version: string;
+        type: string;
+        occurred_at: Date;
+        actor: string | null;
+        reason: string | null;
+        correlation_id: string | null;
+        data: unknown;
+      }>`SELECT event_id, version::text, type, occurred_at, actor, reason, correlation_id, data FROM views.audit_log
+          WHERE aggregate_type = ${aggregateType} AND aggregate_id = ${aggregateId} ORDER BY version`.execute(
+        db,
+      );
+      return reply.send({
+        items: rows.map((row) => ({
+          eventId: row.event_id,
+          version: Number(row.version),
+          what: row.type,
+          who: row.actor,
+          when: row.occurred_at,
+          why: row.reason,
+          correlationId: row.correlation_id,
+          data: row.data,
+        })),
+      });
+    },
+  );
 }

@@ -1,0 +1,33 @@
+import { defineProjection } from '@sluice/projector';
+import { sql } from 'kysely';
+
+/** Payload fields that are personal data; an erasure removes them from the audit trail. */
+const PERSONAL_FIELDS = ['email', 'name'];
+
+/**
+ * `views.audit_log`: every event with what happened, who did it, when and why. After
+ * `customer.erased.v1` the customer's earlier entries keep what/who/when/why but lose the
+ * personal data.
+ */
+export const auditLog = defineProjection<Record<string, never>>({
+  name: 'audit_log',
+  aggregateTypes: ['customer', 'product', 'cart', 'order'],
+  async apply(events, { trx }) {
+    await sql`
+      INSERT INTO views.audit_log (event_id, aggregate_type, aggregate_id, version, type, occurred_at, actor, reason, correlation_id, data)
+      SELECT * FROM unnest(
+        ${events.map((e) => e.id)}::uuid[], ${events.map((e) => e.aggregateType)}::text[], ${events.map((e) => e.aggregateId)}::text[],
+        ${events.map((e) => e.aggregateVersion)}::bigint[], ${events.map((e) => e.type)}::text[],
+        ${events.map((e) => e.occurredAt)}::timestamptz[], ${events.map((e) => e.metadata.actor ?? null)}::text[],
+        ${events.map((e) => e.metadata.reason ?? null)}::text[], ${events.map((e) => e.metadata.correlation_id ?? null)}::text[],
+        ${events.map((e) => JSON.stringify(e.payload))}::jsonb[])
+      ON CONFLICT (event_id) DO NOTHING`.execute(trx);
+    const erased = events.filter((e) => e.type === 'customer.erased.v1').map((e) => e.aggregateId);
+    if (erased.length > 0) {
+      await sql`UPDATE views.audit_log SET data = data - ${PERSONAL_FIELDS}::text[]
+                 WHERE aggregate_type = 'customer' AND aggregate_id = ANY(${erased}::text[])`.execute(
+        trx,
+      );
+    }
+  },
+});

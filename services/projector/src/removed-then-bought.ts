@@ -1,0 +1,53 @@
+import type { EventPayload } from '@sluice/contracts';
+import { defineProjection } from '@sluice/projector';
+import { sql } from 'kysely';
+
+/**
+ * `views.removed_then_bought`: customers who took a product out of a cart and later bought it.
+ * Carts and orders are different aggregates (and topics), so their events may be applied in
+ * either order: removals and purchases are both kept, and each side looks for the other.
+ */
+export const removedThenBought = defineProjection<Record<string, never>>({
+  name: 'removed_then_bought',
+  aggregateTypes: ['cart', 'order'],
+  async apply(events, { trx }) {
+    for (const event of events) {
+      const at = event.occurredAt;
+      if (event.type === 'cart.opened.v1') {
+        const payload = event.payload as EventPayload<'cart.opened.v1'>;
+        await sql`INSERT INTO views.cart_owners (cart_id, customer_id) VALUES (${payload.cartId}::uuid, ${payload.customerId}::uuid)
+                  ON CONFLICT DO NOTHING`.execute(trx);
+      } else if (event.type === 'cart.item_removed.v1') {
+        const payload = event.payload as EventPayload<'cart.item_removed.v1'>;
+        await sql`
+          WITH owner AS (SELECT customer_id FROM views.cart_owners WHERE cart_id = ${payload.cartId}::uuid),
+          removal AS (
+            INSERT INTO views.removals (customer_id, product_id, removed_at)
+            SELECT customer_id, ${payload.productId}::uuid, ${at}::timestamptz FROM owner
+            RETURNING customer_id, product_id, removed_at)
+          INSERT INTO views.removed_then_bought (customer_id, product_id, removed_at, bought_at)
+          SELECT r.customer_id, r.product_id, r.removed_at, p.bought_at
+            FROM removal r JOIN views.purchases p ON p.customer_id = r.customer_id AND p.product_id = r.product_id
+           WHERE p.bought_at > r.removed_at
+          ON CONFLICT (customer_id, product_id, bought_at) DO UPDATE SET removed_at = GREATEST(
+            views.removed_then_bought.removed_at, excluded.removed_at)`.execute(trx);
+      } else if (event.type === 'order.placed.v1') {
+        const payload = event.payload as EventPayload<'order.placed.v1'>;
+        const products = payload.lines.map((line) => line.productId);
+        await sql`
+          WITH purchase AS (
+            INSERT INTO views.purchases (customer_id, product_id, bought_at)
+            SELECT ${payload.customerId}::uuid, product_id, ${at}::timestamptz FROM unnest(${products}::uuid[]) AS product_id
+            ON CONFLICT DO NOTHING
+            RETURNING customer_id, product_id, bought_at)
+          INSERT INTO views.removed_then_bought (customer_id, product_id, removed_at, bought_at)
+          SELECT p.customer_id, p.product_id, max(r.removed_at), p.bought_at
+            FROM purchase p JOIN views.removals r ON r.customer_id = p.customer_id AND r.product_id = p.product_id
+           WHERE r.removed_at < p.bought_at
+           GROUP BY p.customer_id, p.product_id, p.bought_at
+          ON CONFLICT (customer_id, product_id, bought_at) DO UPDATE SET removed_at = GREATEST(
+            views.removed_then_bought.removed_at, excluded.removed_at)`.execute(trx);
+      }
+    }
+  },
+});
