@@ -2,7 +2,6 @@
 // when Kafka delivers everything again (duplicates at new offsets, a group reset to earliest).
 import {
   createTestDatabase,
-  freePort,
   testKafka,
   testServers,
   uniqueName,
@@ -10,7 +9,7 @@ import {
   type TestDatabase,
 } from '@sluice/testkit';
 import pg from 'pg';
-import { startService, type ServiceProcess } from '../support/services.js';
+import { startService, startShopApi, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const { databaseUrl, kafkaBrokers } = testServers();
@@ -85,16 +84,10 @@ beforeAll(async () => {
   database = await createTestDatabase(databaseUrl, 'pfail');
   pool = new pg.Pool({ connectionString: database.url, max: 4 });
   pool.on('error', () => undefined);
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  start('shop-api', { API_PORT: String(port) });
-  await waitFor(
-    async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200,
-    {
-      timeoutMs: 30_000,
-      message: 'shop-api ready',
-    },
-  );
+  const shopApi = await startShopApi({ DATABASE_URL: database.url });
+  base = shopApi.base;
+  running.add(shopApi.service);
+  void shopApi.service.exited().then(() => running.delete(shopApi.service));
   start('relay', {
     RELAY_SLOT: uniqueName('pfail_slot'),
     RELAY_PUBLICATION: uniqueName('pfail_pub'),

@@ -2,14 +2,13 @@
 // views, read back through shop-api with the write's consistency token.
 import {
   createTestDatabase,
-  freePort,
   testServers,
   uniqueName,
   waitFor,
   type TestDatabase,
 } from '@sluice/testkit';
 import pg from 'pg';
-import { startService, type ServiceProcess } from '../support/services.js';
+import { startService, startShopApi, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const { databaseUrl, kafkaBrokers } = testServers();
@@ -53,16 +52,9 @@ async function call(
 beforeAll(async () => {
   database = await createTestDatabase(databaseUrl, 'pipeline');
   const topicPrefix = `${uniqueName('pipeline')}.`;
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  start('shop-api', { API_PORT: String(port) });
-  await waitFor(
-    async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200,
-    {
-      timeoutMs: 30_000,
-      message: 'shop-api ready',
-    },
-  );
+  const shopApi = await startShopApi({ DATABASE_URL: database.url });
+  base = shopApi.base;
+  children.push(shopApi.service);
   start('relay', {
     RELAY_SLOT: uniqueName('pipeline_slot'),
     RELAY_PUBLICATION: uniqueName('pipeline_pub'),

@@ -1,4 +1,5 @@
 // Test support: a built service (`services/<name>/dist/main.js`) as a real child process.
+import { freePort, waitFor } from '@sluice/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,4 +29,21 @@ export function startService(
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exit = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
   return { child, output: () => output, exited: () => exit, kill: (signal) => child.kill(signal) };
+}
+
+/** Starts shop-api on a free port and waits until `/readyz` answers 200 (it has migrated). */
+export async function startShopApi(
+  env: Record<string, string>,
+): Promise<{ service: ServiceProcess; base: string }> {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const service = startService('shop-api', { API_PORT: String(port), ...env });
+  await waitFor(
+    async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200,
+    {
+      timeoutMs: 30_000,
+      message: 'shop-api ready',
+    },
+  );
+  return { service, base };
 }
