@@ -42,11 +42,13 @@ export function customerRoutes(
       write(request, reply, async (trx) => {
         const id = uuidv7();
         const { email, name } = request.body;
+        let row;
         try {
-          await trx
+          row = await trx
             .insertInto('shop.customers')
             .values({ id, email, name, erased_at: null, version: 1 })
-            .execute();
+            .returningAll()
+            .executeTakeFirstOrThrow();
         } catch (error) {
           if (uniqueViolation(error) === 'customers_email_lower') throw emailTaken(email);
           throw error;
@@ -57,11 +59,6 @@ export function customerRoutes(
           [{ type: 'customer.registered.v1', payload: { customerId: id, email, name } }],
           appendContext(request),
         );
-        const row = await trx
-          .selectFrom('shop.customers')
-          .selectAll()
-          .where('id', '=', id)
-          .executeTakeFirstOrThrow();
         return {
           status: 201,
           body: present(row),
@@ -128,9 +125,10 @@ export function customerRoutes(
           });
         }
         const version = current.version + events.length;
+        let row = current;
         if (events.length > 0) {
           try {
-            await trx
+            row = await trx
               .updateTable('shop.customers')
               .set({
                 name: name ?? current.name,
@@ -139,7 +137,8 @@ export function customerRoutes(
                 updated_at: new Date(),
               })
               .where('id', '=', id)
-              .execute();
+              .returningAll()
+              .executeTakeFirstOrThrow();
           } catch (error) {
             if (uniqueViolation(error) === 'customers_email_lower') throw emailTaken(email ?? '');
             throw error;
@@ -151,11 +150,6 @@ export function customerRoutes(
             appendContext(request),
           );
         }
-        const row = await trx
-          .selectFrom('shop.customers')
-          .selectAll()
-          .where('id', '=', id)
-          .executeTakeFirstOrThrow();
         return {
           status: 200,
           body: present(row),

@@ -53,8 +53,9 @@ export function productRoutes(
       write(request, reply, async (trx) => {
         const id = uuidv7();
         const { sku, name, priceCents, stock } = request.body;
+        let row;
         try {
-          await trx
+          row = await trx
             .insertInto('shop.products')
             .values({
               id,
@@ -65,7 +66,8 @@ export function productRoutes(
               delisted_at: null,
               version: 1,
             })
-            .execute();
+            .returningAll()
+            .executeTakeFirstOrThrow();
         } catch (error) {
           if (uniqueViolation(error) === 'products_sku_key') {
             throw new ProblemError(409, 'sku_taken', `The SKU ${JSON.stringify(sku)} is taken`);
@@ -78,11 +80,6 @@ export function productRoutes(
           [{ type: 'product.listed.v1', payload: { productId: id, sku, name, priceCents, stock } }],
           appendContext(request),
         );
-        const row = await trx
-          .selectFrom('shop.products')
-          .selectAll()
-          .where('id', '=', id)
-          .executeTakeFirstOrThrow();
         return {
           status: 201,
           body: present(row),
@@ -147,8 +144,9 @@ export function productRoutes(
           });
         }
         const version = current.version + events.length;
+        let row = current;
         if (events.length > 0) {
-          await trx
+          row = await trx
             .updateTable('shop.products')
             .set({
               price_cents: priceCents ?? current.price_cents,
@@ -157,7 +155,8 @@ export function productRoutes(
               updated_at: new Date(),
             })
             .where('id', '=', id)
-            .execute();
+            .returningAll()
+            .executeTakeFirstOrThrow();
           await outbox.append(
             trx,
             { type: 'product', id, expectedVersion: current.version },
@@ -165,11 +164,6 @@ export function productRoutes(
             appendContext(request),
           );
         }
-        const row = await trx
-          .selectFrom('shop.products')
-          .selectAll()
-          .where('id', '=', id)
-          .executeTakeFirstOrThrow();
         return {
           status: 200,
           body: present(row),
