@@ -166,7 +166,7 @@ export function createRelay(options: RelayOptions): Relay {
         // Whole transactions up to the batch size; a transaction larger than a batch goes in
         // several sends and is acknowledged after the last.
         let taken = 0;
-        let events: OutgoingEvent[] = [];
+        const events: OutgoingEvent[] = [];
         while (taken < queue.length) {
           const next = queue[taken];
           if (
@@ -174,7 +174,8 @@ export function createRelay(options: RelayOptions): Relay {
             (events.length > 0 && events.length + next.events.length > maxBatch)
           )
             break;
-          events = events.concat(next.events);
+          // push, not concat: many small transactions would copy the batch over and over.
+          for (const outgoing of next.events) events.push(outgoing);
           taken += 1;
         }
         const oldest = queue[0]?.commitTime ?? new Date();
