@@ -141,7 +141,7 @@ describe('projector failures', () => {
 
     for (let kill = 0; kill < 10; kill += 1) {
       const projector = startProjector();
-      await waitFor(() => projector.output().includes('"msg":"metrics listening"'), {
+      await projector.waitForOutput('"msg":"metrics listening"', {
         timeoutMs: 60_000,
         message: 'the projector to start',
       });

@@ -4,7 +4,6 @@ import {
   createTestDatabase,
   testServers,
   uniqueName,
-  waitFor,
   type TestDatabase,
 } from '@sluice/testkit';
 import pg from 'pg';
@@ -66,7 +65,7 @@ beforeAll(async () => {
     PROJECTOR_GROUP_PREFIX: `${topicPrefix}g.`,
     PROJECTOR_METRICS_PORT: '0',
   });
-  await waitFor(() => projector.output().includes('"msg":"metrics listening"'), {
+  await projector.waitForOutput('"msg":"metrics listening"', {
     timeoutMs: 60_000,
     message: 'projector up',
   });

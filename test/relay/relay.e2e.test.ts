@@ -34,13 +34,10 @@ describe('relay process', () => {
       await writeOutboxEvents(fixture.pool, { aggregates: 200, perAggregate: 1 });
     const relay = startRelay(fixture, kafkaBrokers);
     relays.push(relay);
-    await waitFor(
-      () => relay.output().includes('"published":1000,"msg":"initial snapshot published"'),
-      {
-        timeoutMs: 30_000,
-        message: 'the initial snapshot',
-      },
-    );
+    await relay.waitForOutput('"published":1000,"msg":"initial snapshot published"', {
+      timeoutMs: 30_000,
+      message: 'the initial snapshot',
+    });
     for (let i = 0; i < 5; i += 1)
       await writeOutboxEvents(fixture.pool, { aggregates: 200, perAggregate: 1 });
     await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) >= 2000, {

@@ -125,7 +125,7 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
     const relay = startRelay(fixture, brokers);
     relays.push(relay);
     // Streaming, not the initial snapshot, is what the restart must interrupt.
-    await waitFor(() => relay.output().includes('"msg":"replication prepared"'), {
+    await relay.waitForOutput('"msg":"replication prepared"', {
       timeoutMs: 30_000,
       message: 'relay ready',
     });
@@ -149,7 +149,7 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
     const fixture = await fixtureFor('kafka_restart');
     const relay = startRelay(fixture, brokers);
     relays.push(relay);
-    await waitFor(() => relay.output().includes('"msg":"replication prepared"'), {
+    await relay.waitForOutput('"msg":"replication prepared"', {
       timeoutMs: 30_000,
       message: 'relay ready',
     });

@@ -26,7 +26,7 @@ it('recovers leadership after a failed start and relays once the outbox exists',
   fixture = await createRelayFixture(databaseUrl, 'relay_startup', { migrate: false });
   relay = startRelay(fixture, kafkaBrokers);
   const current = relay;
-  await waitFor(() => current.output().includes('"msg":"relay failed; retrying"'), {
+  await current.waitForOutput('"msg":"relay failed; retrying"', {
     timeoutMs: 30_000,
     message: 'the relay to fail without an outbox',
   });

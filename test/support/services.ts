@@ -1,4 +1,5 @@
 // Test support: a built service (`services/<name>/dist/main.js`) as a real child process.
+import { errorMessage } from '@sluice/errors';
 import { freePort, waitFor } from '@sluice/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
@@ -13,6 +14,11 @@ export interface ServiceProcess {
   /** Resolves with the exit code once it exited. */
   exited(): Promise<number | null>;
   kill(signal: NodeJS.Signals): void;
+  /**
+   * Waits until it printed `text`. Fails at once if it exits first, and on a timeout; both
+   * errors carry the end of its output.
+   */
+  waitForOutput(text: string, options: { timeoutMs: number; message: string }): Promise<void>;
 }
 
 /** Starts a service with `env` on top of this process's environment. */
@@ -28,7 +34,28 @@ export function startService(
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exit = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
-  return { child, output: () => output, exited: () => exit, kill: (signal) => child.kill(signal) };
+  return {
+    child,
+    output: () => output,
+    exited: () => exit,
+    kill: (signal) => child.kill(signal),
+    async waitForOutput(text, options) {
+      const printed = waitFor(() => output.includes(text), { ...options, intervalMs: 20 });
+      const died = exit.then((code) => {
+        throw new Error(`${name} exited (${String(code)}) before printing ${text}`);
+      });
+      try {
+        await Promise.race([printed, died]);
+      } catch (error) {
+        throw new Error(`${errorMessage(error)}\n--- ${name} output ---\n${output.slice(-4000)}`, {
+          cause: error,
+        });
+      } finally {
+        died.catch(() => undefined);
+        printed.catch(() => undefined);
+      }
+    },
+  };
 }
 
 /** Starts shop-api on a free port and waits until `/readyz` answers 200 (it has migrated). */

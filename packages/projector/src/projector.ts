@@ -234,7 +234,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     skip: (name, record) =>
       skipParked(options.db, projectionNamed(name), record, deadLetters, applyOptions),
     async start() {
-      for (const projection of options.projections) await startOne(projection);
+      await Promise.all(options.projections.map((projection) => startOne(projection)));
     },
     async stop() {
       await Promise.all(consumers.map((consumer) => consumer.disconnect()));

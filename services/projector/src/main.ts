@@ -106,14 +106,15 @@ const projector = createProjector({
       logger.error({ projection, err: error }, 'batch failed; it will be retried'),
   },
 });
-await projector.start();
 
 let stopping = false;
+let consuming = false;
 const http = Fastify({ logger: false });
 http.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
-http.get('/readyz', (_request, reply) =>
-  reply.code(stopping ? 503 : 200).send({ status: stopping ? 'stopping' : 'ready' }),
-);
+http.get('/readyz', (_request, reply) => {
+  const status = stopping ? 'stopping' : consuming ? 'ready' : 'joining';
+  return reply.code(status === 'ready' ? 200 : 503).send({ status });
+});
 http.setErrorHandler((error: Error & { validation?: unknown }, _request, reply) => {
   if (isSluiceError(error, 'projection_unknown'))
     return reply.code(404).send({ code: error.code, detail: error.message });
@@ -191,6 +192,10 @@ const address = await http.listen({
   host: config.PROJECTOR_METRICS_HOST,
 });
 logger.info({ address }, 'metrics listening');
+// Operations endpoints answer while the consumer groups join (a join can wait out a dead member).
+await projector.start();
+consuming = !stopping;
+logger.info('consuming');
 
 async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
