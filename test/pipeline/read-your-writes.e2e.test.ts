@@ -1,11 +1,6 @@
 // The whole pipeline as real processes: shop-api → PostgreSQL → relay → Kafka → projector →
 // views, read back through shop-api with the write's consistency token.
-import {
-  createTestDatabase,
-  testServers,
-  uniqueName,
-  type TestDatabase,
-} from '@sluice/testkit';
+import { createTestDatabase, testServers, uniqueName, type TestDatabase } from '@sluice/testkit';
 import pg from 'pg';
 import { startService, startShopApi, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

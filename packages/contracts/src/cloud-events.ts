@@ -28,6 +28,12 @@ export interface DomainEvent<P = unknown> {
   metadata: EventMetadata;
 }
 
+/**
+ * An event whose payload is still the JSON text it was stored as (e.g. read from the WAL), so
+ * publishing it needs no parse and no re-serialisation.
+ */
+export type SerializedEvent = Omit<DomainEvent, 'payload'> & { payloadJson: string };
+
 /** The Kafka topic of an aggregate type's events. @example topicFor('cart') // 'outbox.event.cart' */
 export function topicFor(aggregateType: string): string {
   return `outbox.event.${aggregateType}`;
@@ -47,7 +53,7 @@ export interface KafkaRecord {
  * @example toKafkaRecord(event, { source: '/shop-api', commitLsn: '0/16B3748' })
  */
 export function toKafkaRecord(
-  event: DomainEvent,
+  event: DomainEvent | SerializedEvent,
   options: { source: string; commitLsn?: string },
 ): KafkaRecord {
   const headers: Record<string, string> = {
@@ -69,7 +75,8 @@ export function toKafkaRecord(
   if (actor !== undefined) headers.ce_actor = actor;
   if (reason !== undefined) headers.ce_reason = reason;
   if (options.commitLsn !== undefined) headers.ce_commitlsn = options.commitLsn;
-  return { key: event.aggregateId, value: JSON.stringify(event.payload), headers };
+  const value = 'payloadJson' in event ? event.payloadJson : JSON.stringify(event.payload);
+  return { key: event.aggregateId, value, headers };
 }
 
 const REQUIRED_HEADERS = [

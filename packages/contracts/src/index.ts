@@ -13,6 +13,7 @@ export {
   type DomainEvent,
   type EventMetadata,
   type KafkaRecord,
+  type SerializedEvent,
 } from './cloud-events.js';
 export { createUpcaster, type Upcaster } from './upcasters.js';
 export { assertPayload, payloadErrors } from './validation.js';

@@ -1,4 +1,4 @@
-import type { DomainEvent } from '@sluice/contracts';
+import type { SerializedEvent } from '@sluice/contracts';
 import type pg from 'pg';
 import type { ClaimCheckStore } from './event-sink.js';
 
@@ -13,10 +13,10 @@ export function claimCheckRef(eventId: string): string {
  */
 export function createPgClaimCheckStore(pool: pg.Pool): ClaimCheckStore {
   return {
-    async put(event: DomainEvent, payloadJson: string) {
+    async put(event: SerializedEvent) {
       await pool.query(
         `INSERT INTO sluice.claim_checks (event_id, payload) VALUES ($1, $2::jsonb) ON CONFLICT (event_id) DO NOTHING`,
-        [event.id, payloadJson],
+        [event.id, event.payloadJson],
       );
       return claimCheckRef(event.id);
     },

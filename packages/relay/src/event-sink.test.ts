@@ -1,5 +1,5 @@
 // The Kafka sink's record decisions, against a fake Kafka client (the sink's only dependency).
-import type { DomainEvent } from '@sluice/contracts';
+import type { SerializedEvent } from '@sluice/contracts';
 import { CompressionTypes, type Kafka, type ProducerBatch } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { createKafkaSink, type ClaimCheckStore } from './event-sink.js';
@@ -45,14 +45,14 @@ function fakeKafka(failures = 0, maxMessagesPerSend = Infinity) {
   return { kafka, batches, created, producers: () => producers };
 }
 
-const event = (id: string, payload: unknown): DomainEvent => ({
+const event = (id: string, payload: unknown): SerializedEvent => ({
   id,
   type: 'cart.opened.v1',
   aggregateType: 'cart',
   aggregateId: `cart-${id}`,
   aggregateVersion: 1,
   occurredAt: '2026-01-01T00:00:00.000Z',
-  payload,
+  payloadJson: JSON.stringify(payload),
   metadata: {},
 });
 
@@ -86,8 +86,8 @@ describe('Kafka sink', () => {
     const fake = fakeKafka();
     const stored = new Map<string, string>();
     const claimChecks: ClaimCheckStore = {
-      put: (e, json) => {
-        stored.set(e.id, json);
+      put: (e) => {
+        stored.set(e.id, e.payloadJson);
         return Promise.resolve(`urn:test:${e.id}`);
       },
     };

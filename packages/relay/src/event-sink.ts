@@ -1,11 +1,11 @@
-import { toKafkaRecord, topicFor, type DomainEvent } from '@sluice/contracts';
+import { toKafkaRecord, topicFor, type SerializedEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
 import { CompressionTypes, Partitioners, type Kafka, type Message, type Producer } from 'kafkajs';
 import { Lsn } from './lsn.js';
 
 /** An event on its way out, with the commit position of its transaction. */
 export interface OutgoingEvent {
-  event: DomainEvent;
+  event: SerializedEvent;
   commitLsn: Lsn;
 }
 
@@ -18,7 +18,7 @@ export interface EventSink {
 /** Keeps payloads too large for a Kafka record; the record then carries a `dataref`. */
 export interface ClaimCheckStore {
   /** Stores the payload under the event id (idempotent) and returns the `dataref` URI. */
-  put(event: DomainEvent, payloadJson: string): Promise<string>;
+  put(event: SerializedEvent): Promise<string>;
 }
 
 /** Options for {@link createKafkaSink}. */
@@ -124,7 +124,7 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
             `Event ${event.id} exceeds ${maxRecord} bytes and no claim-check store is configured`,
           );
         }
-        record.headers.ce_dataref = await options.claimChecks.put(event, record.value);
+        record.headers.ce_dataref = await options.claimChecks.put(event);
         value = null;
       }
       let bytes = Buffer.byteLength(record.key) + (value === null ? 0 : valueBytes) + 64;

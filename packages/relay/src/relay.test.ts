@@ -1,9 +1,9 @@
 // The relay's acknowledgement rules, with a scripted replication source and a controllable sink.
-import type { DomainEvent } from '@sluice/contracts';
+import type { SerializedEvent } from '@sluice/contracts';
 import { describe, expect, it } from 'vitest';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
-import { createRelay } from './relay.js';
+import { createRelay, outboxRowToEvent } from './relay.js';
 import type { ReplicationEvent, ReplicationSource } from './replication-source.js';
 
 /** A source whose events the test pushes, recording acknowledgements and pauses. */
@@ -53,15 +53,15 @@ function row(id: string) {
     aggregate_id: `agg-${id}`,
     aggregate_version: '1',
     type: 'cart.opened.v1',
-    payload: { cartId: id },
-    metadata: {},
-    occurred_at: new Date(0),
+    payload: JSON.stringify({ cartId: id }),
+    metadata: '{}',
+    occurred_at: '1970-01-01 00:00:00+00',
   };
 }
 
 /** A sink whose sends complete only when the test says so. */
 function gatedSink() {
-  const sent: DomainEvent[][] = [];
+  const sent: SerializedEvent[][] = [];
   const gates: (() => void)[] = [];
   const sink: EventSink = {
     publish(events: readonly OutgoingEvent[]) {
@@ -158,6 +158,21 @@ describe('relay acknowledgements', () => {
     await relay.stop();
   });
 
+  it('publishes a transaction’s events before its commit is read, and acknowledges after it', async () => {
+    const { script, gate, relay } = setup();
+    await until(script.started);
+    script.push({ kind: 'begin', commitLsn: Lsn.of(100), commitTime: new Date() });
+    script.push({ kind: 'insert', schema: 'shop', table: 'outbox', row: row('a') });
+    await until(() => gate.pending() === 1);
+    gate.release();
+    await until(() => relay.oldestUnpublished() !== undefined && gate.pending() === 0);
+    expect(script.acks).toEqual([]);
+    script.push({ kind: 'commit', commitLsn: Lsn.of(100), endLsn: Lsn.of(110) });
+    expect(script.acks).toEqual([Lsn.of(110)]);
+    expect(relay.oldestUnpublished()).toBeUndefined();
+    await relay.stop();
+  });
+
   it('pauses reading while too many events wait, and resumes once they drained', async () => {
     const { script, gate, relay } = setup({ maxBufferedEvents: 3 });
     await until(script.started);
@@ -216,5 +231,19 @@ describe('relay acknowledgements', () => {
     await until(() => relay.acknowledged() === Lsn.of(130));
     await relay.stop();
     await running;
+  });
+});
+
+describe('outbox rows as events', () => {
+  it('keeps the payload as its JSON text and turns UTC timestamps into RFC 3339', () => {
+    const at = (occurred_at: string) => outboxRowToEvent({ ...row('1'), occurred_at }).occurredAt;
+    expect(at('2026-11-24 03:47:56.123456+00')).toBe('2026-11-24T03:47:56.123Z');
+    expect(at('2026-11-24 03:47:56.1+00')).toBe('2026-11-24T03:47:56.100Z');
+    expect(at('2026-11-24 03:47:56+00')).toBe('2026-11-24T03:47:56.000Z');
+    expect(at('2026-11-24 04:47:56.5+01')).toBe('2026-11-24T03:47:56.500Z');
+    const event = outboxRowToEvent(row('7'));
+    expect(event.payloadJson).toBe('{"cartId":"7"}');
+    expect(event.aggregateVersion).toBe(1);
+    expect(event.metadata).toEqual({});
   });
 });

@@ -1,4 +1,4 @@
-import type { DomainEvent, EventMetadata } from '@sluice/contracts';
+import type { EventMetadata, SerializedEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
@@ -11,9 +11,9 @@ export interface RelayOptions {
   sink: EventSink;
   /** The outbox table, e.g. `{ schema: 'shop', table: 'outbox' }`. */
   outbox: { schema: string; table: string };
-  /** Events per Kafka send. Default 2000. */
+  /** Events per Kafka send. Default 1000. */
   maxBatchEvents?: number;
-  /** Stop reading WAL while this many decoded events wait for Kafka. Default 10000. */
+  /** Stop reading WAL while this many decoded events wait for Kafka. Default 3000. */
   maxBufferedEvents?: number;
   /** Standby status updates at least this often, even while paused. Default 5000. */
   statusIntervalMs?: number;
@@ -44,44 +44,68 @@ export interface Relay {
   oldestUnpublished(): Date | undefined;
 }
 
+/** A transaction read from the stream: its events are numbered up to `lastSeq`. */
 interface Transaction {
   commitTime: Date;
-  endLsn: Lsn;
-  events: OutgoingEvent[];
+  /** Set once its commit was read. */
+  endLsn: Lsn | undefined;
+  lastSeq: number;
 }
 
-/** An outbox row (as decoded from the WAL or read by SQL) as a domain event. */
-export function outboxRowToEvent(row: Record<string, unknown>): DomainEvent {
-  const occurredAt = row.occurred_at;
+/**
+ * `2026-11-24 03:47:56.123456+00` (a timestamptz in ISO DateStyle, UTC) as
+ * `2026-11-24T03:47:56.123Z`; other forms through `Date`.
+ */
+function isoTime(text: string): string {
+  if (text.length >= 22 && text.length <= 29 && text[10] === ' ' && text.endsWith('+00')) {
+    const fraction = text[19] === '.' ? text.slice(20, -3) : '';
+    return `${text.slice(0, 10)}T${text.slice(11, 19)}.${fraction.padEnd(3, '0').slice(0, 3)}Z`;
+  }
+  return new Date(text).toISOString();
+}
+
+/**
+ * An outbox row whose columns are PostgreSQL's text output (as pgoutput sends them, and as the
+ * snapshot selects them, timestamps in UTC) as an event; the payload stays JSON text.
+ */
+export function outboxRowToEvent(row: Record<string, unknown>): SerializedEvent {
   return {
     id: String(row.id),
     type: String(row.type),
     aggregateType: String(row.aggregate_type),
     aggregateId: String(row.aggregate_id),
     aggregateVersion: Number(row.aggregate_version),
-    occurredAt: occurredAt instanceof Date ? occurredAt.toISOString() : String(occurredAt),
-    payload: row.payload,
-    metadata: (row.metadata ?? {}) satisfies EventMetadata,
+    occurredAt: isoTime(String(row.occurred_at)),
+    payloadJson: String(row.payload),
+    metadata: JSON.parse(String(row.metadata ?? '{}')) as EventMetadata,
   };
 }
 
 /**
- * WAL → Kafka. Reads committed outbox inserts in commit order, publishes them in batches
- * (decoding continues while a batch is in flight), and acknowledges to PostgreSQL the end of
- * the last transaction whose every event Kafka acknowledged — never further. While nothing is
- * in flight, keepalive positions are acknowledged, so a filtered or idle database does not make
+ * WAL → Kafka. Reads committed outbox inserts in commit order and publishes them in batches as
+ * they arrive — within a large transaction too, since pgoutput sends only committed ones —
+ * while decoding continues during each send. Acknowledges to PostgreSQL the end of the last
+ * transaction whose every event Kafka acknowledged, never further. While nothing is open or in
+ * flight, keepalive positions are acknowledged, so a filtered or idle database does not make
  * the slot retain WAL.
  */
 export function createRelay(options: RelayOptions): Relay {
-  const maxBatch = options.maxBatchEvents ?? 2000;
-  const maxBuffered = options.maxBufferedEvents ?? 10_000;
+  const maxBatch = options.maxBatchEvents ?? 1000;
+  const maxBuffered = options.maxBufferedEvents ?? 3000;
   const statusIntervalMs = options.statusIntervalMs ?? 5000;
   const hooks = options.hooks ?? {};
 
   let acked = Lsn.zero;
-  let queue: Transaction[] = [];
-  let bufferedEvents = 0;
+  /** Events read and not yet published, from `head` on. */
+  let pending: OutgoingEvent[] = [];
+  let head = 0;
+  /** Sequence numbers: events read, and events Kafka acknowledged, in this stream. */
+  let received = 0;
+  let published = 0;
+  /** Transactions not yet acknowledged, oldest first; the last may still be open. */
+  let transactions: Transaction[] = [];
   let open: Transaction | undefined;
+  let openCommitLsn = Lsn.zero;
   let publishing = false;
   let stopping = false;
   let source: ReplicationSource | undefined;
@@ -103,13 +127,29 @@ export function createRelay(options: RelayOptions): Relay {
     hooks.acknowledged?.(acked);
   }
 
+  /** Acknowledges the last committed transaction all of whose events are published. */
+  function settle(): void {
+    let done = 0;
+    let end: Lsn | undefined;
+    for (const transaction of transactions) {
+      if (transaction.endLsn === undefined || transaction.lastSeq > published) break;
+      end = transaction.endLsn;
+      done += 1;
+    }
+    if (end === undefined) return;
+    transactions = transactions.slice(done);
+    acknowledge(end);
+  }
+
   function onEvent(event: ReplicationEvent): void {
-    // Once stopping, nothing more is queued: a transaction cut short here must not be followed
+    // Once stopping, nothing more is read: a transaction cut short here must not be followed
     // by a later one whose acknowledgement would skip it.
     if (stopping) return;
     switch (event.kind) {
       case 'begin':
-        open = { commitTime: event.commitTime, endLsn: Lsn.zero, events: [] };
+        open = { commitTime: event.commitTime, endLsn: undefined, lastSeq: received };
+        openCommitLsn = event.commitLsn;
+        transactions.push(open);
         return;
       case 'insert':
         if (
@@ -117,30 +157,30 @@ export function createRelay(options: RelayOptions): Relay {
           event.schema === options.outbox.schema &&
           event.table === options.outbox.table
         ) {
-          open.events.push({ event: outboxRowToEvent(event.row), commitLsn: Lsn.zero });
+          pending.push({ event: outboxRowToEvent(event.row), commitLsn: openCommitLsn });
+          received += 1;
+          open.lastSeq = received;
+          if (received - published >= maxBuffered && !paused) {
+            paused = true;
+            source?.pause();
+            hooks.paused?.(received - published);
+          }
+          signal();
         }
         return;
       case 'message':
         return;
-      case 'commit': {
+      case 'commit':
         if (open === undefined) return;
-        const done = open;
+        open.endLsn = event.endLsn;
         open = undefined;
-        done.endLsn = event.endLsn;
-        for (const outgoing of done.events) outgoing.commitLsn = event.commitLsn;
-        queue.push(done);
-        bufferedEvents += done.events.length;
-        if (bufferedEvents >= maxBuffered && !paused) {
-          paused = true;
-          source?.pause();
-          hooks.paused?.(bufferedEvents);
-        }
-        signal();
+        // A transaction with nothing (left) to publish is acknowledged now, unless a send is
+        // in flight: the publish loop acknowledges after it.
+        if (!publishing && received === published) settle();
         return;
-      }
       case 'keepalive':
         // Everything before walEnd was sent; if all of it is published, it is all durable.
-        if (open === undefined && queue.length === 0 && !publishing && event.walEnd > acked) {
+        if (transactions.length === 0 && !publishing && event.walEnd > acked) {
           acknowledge(event.walEnd);
         } else if (event.replyRequested) {
           acknowledge(acked);
@@ -150,45 +190,32 @@ export function createRelay(options: RelayOptions): Relay {
   }
 
   /**
-   * Publishes queued transactions in order, one batch at a time, acknowledging as it goes.
-   * Returns once stopping with nothing left to publish, or as soon as the stream failed.
+   * Publishes read events in order, one batch at a time, acknowledging as it goes. Returns
+   * once stopping with nothing left to publish, or as soon as the stream failed.
    */
   async function publishLoop(): Promise<void> {
     for (;;) {
       if (streamError !== undefined) return;
-      if (queue.length === 0) {
+      if (received === published) {
         if (stopping) return;
         await new Promise<void>((resolve) => (wake = resolve));
         continue;
       }
       publishing = true;
       try {
-        // Whole transactions up to the batch size; a transaction larger than a batch goes in
-        // several sends and is acknowledged after the last.
-        let taken = 0;
-        const events: OutgoingEvent[] = [];
-        while (taken < queue.length) {
-          const next = queue[taken];
-          if (
-            next === undefined ||
-            (events.length > 0 && events.length + next.events.length > maxBatch)
-          )
-            break;
-          // push, not concat: many small transactions would copy the batch over and over.
-          for (const outgoing of next.events) events.push(outgoing);
-          taken += 1;
+        const end = Math.min(pending.length, head + maxBatch);
+        const batch = pending.slice(head, end);
+        const oldest = transactions[0]?.commitTime ?? new Date();
+        await options.sink.publish(batch);
+        hooks.published?.(batch, oldest);
+        head = end;
+        published += batch.length;
+        if (head >= 4096 && head * 2 >= pending.length) {
+          pending = pending.slice(head);
+          head = 0;
         }
-        const oldest = queue[0]?.commitTime ?? new Date();
-        for (let start = 0; start < events.length; start += maxBatch) {
-          const chunk = events.slice(start, start + maxBatch);
-          await options.sink.publish(chunk);
-          hooks.published?.(chunk, oldest);
-        }
-        const last = queue[taken - 1];
-        queue = queue.slice(taken);
-        bufferedEvents -= events.length;
-        if (last !== undefined) acknowledge(last.endLsn);
-        if (paused && !stopping && bufferedEvents <= maxBuffered / 2) {
+        settle();
+        if (paused && !stopping && received - published <= maxBuffered / 2) {
           paused = false;
           source?.resume();
           hooks.resumed?.();
@@ -204,8 +231,11 @@ export function createRelay(options: RelayOptions): Relay {
 
   async function runOnce(): Promise<void> {
     streamError = undefined;
-    queue = [];
-    bufferedEvents = 0;
+    pending = [];
+    head = 0;
+    received = 0;
+    published = 0;
+    transactions = [];
     open = undefined;
     paused = false;
     const current = options.source();
@@ -276,6 +306,6 @@ export function createRelay(options: RelayOptions): Relay {
     },
 
     acknowledged: () => acked,
-    oldestUnpublished: () => queue[0]?.commitTime,
+    oldestUnpublished: () => transactions[0]?.commitTime,
   };
 }

@@ -6,7 +6,8 @@ import { Lsn } from './lsn.js';
 /** What a logical replication stream delivers, in WAL order. */
 export type ReplicationEvent =
   | { kind: 'begin'; commitLsn: Lsn; commitTime: Date }
-  | { kind: 'insert'; schema: string; table: string; row: Record<string, unknown> }
+  /** `row` holds each column's text output (timestamps in UTC). */
+  | { kind: 'insert'; schema: string; table: string; row: Record<string, string | null> }
   | { kind: 'message'; prefix: string; transactional: boolean }
   | { kind: 'commit'; commitLsn: Lsn; endLsn: Lsn }
   /** The server has decoded and sent everything before `walEnd`. */
@@ -49,8 +50,15 @@ function readLsn(buffer: Buffer, offset: number): Lsn {
   return Lsn.of(buffer.readBigUInt64BE(offset));
 }
 
+const asText = (raw: unknown) => raw;
+
 function toEvent(message: Pgoutput.Message): ReplicationEvent | undefined {
   switch (message.tag) {
+    case 'relation':
+      // Column values stay PostgreSQL's text output: the relay passes them on rather than
+      // parsing JSON and dates only to serialise them again.
+      for (const column of message.columns) column.parser = asText;
+      return undefined;
     case 'begin':
       return {
         kind: 'begin',
@@ -62,7 +70,7 @@ function toEvent(message: Pgoutput.Message): ReplicationEvent | undefined {
         kind: 'insert',
         schema: message.relation.schema,
         table: message.relation.name,
-        row: message.new,
+        row: message.new as Record<string, string | null>,
       };
     case 'message':
       return { kind: 'message', prefix: message.prefix, transactional: message.transactional };
@@ -73,7 +81,7 @@ function toEvent(message: Pgoutput.Message): ReplicationEvent | undefined {
         endLsn: Lsn.parse(message.commitEndLsn ?? '0/0'),
       };
     default:
-      // relation/type/origin messages feed the decoder's caches; the publication sends no
+      // type/origin messages feed the decoder's caches; the publication sends no
       // updates, deletes or truncates.
       return undefined;
   }
@@ -105,6 +113,8 @@ export function createPgReplicationSource(options: PgReplicationSourceOptions): 
       client = new pg.Client({
         connectionString: options.connectionString,
         replication: 'database',
+        // Timestamps arrive as text in the session's zone and style: make both fixed.
+        options: '-c TimeZone=UTC -c DateStyle=ISO',
       } as pg.ClientConfig);
       const current = client;
       const failure = new Promise<never>((_, reject) => {

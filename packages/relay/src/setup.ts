@@ -229,7 +229,11 @@ async function createSlotWithSnapshot(
         async *batches(batchSize) {
           await reader.query(
             `DECLARE snapshot_rows NO SCROLL CURSOR FOR
-               SELECT * FROM ${outbox} ORDER BY aggregate_type, aggregate_id, aggregate_version`,
+               SELECT id, type, aggregate_type, aggregate_id, aggregate_version::text,
+                      payload::text, metadata::text,
+                      to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'
+                        AS occurred_at
+                 FROM ${outbox} ORDER BY aggregate_type, aggregate_id, aggregate_version`,
           );
           for (;;) {
             const { rows } = await reader.query<Record<string, unknown>>(

@@ -60,7 +60,10 @@ export function createRelayMetrics() {
   });
 
   const countPublished = (events: readonly OutgoingEvent[]) => {
-    for (const { event } of events) published.inc({ aggregate_type: event.aggregateType });
+    const counts = new Map<string, number>();
+    for (const { event } of events)
+      counts.set(event.aggregateType, (counts.get(event.aggregateType) ?? 0) + 1);
+    for (const [type, count] of counts) published.inc({ aggregate_type: type }, count);
   };
   const hooks: RelayHooks = {
     published(events, oldestCommitTime) {
