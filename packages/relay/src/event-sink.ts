@@ -110,11 +110,21 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
 
   async function toOutgoing(events: readonly OutgoingEvent[]): Promise<Outgoing[]> {
     const outgoing: Outgoing[] = [];
+    // Events come in runs of one transaction and one aggregate type: format each once.
+    let lsn: Lsn | undefined;
+    let lsnText = '';
+    let aggregateType: string | undefined;
+    let topic = '';
     for (const { event, commitLsn } of events) {
-      const record = toKafkaRecord(event, {
-        source: options.source,
-        commitLsn: Lsn.format(commitLsn),
-      });
+      if (commitLsn !== lsn) {
+        lsn = commitLsn;
+        lsnText = Lsn.format(commitLsn);
+      }
+      if (event.aggregateType !== aggregateType) {
+        aggregateType = event.aggregateType;
+        topic = `${options.topicPrefix ?? ''}${topicFor(aggregateType)}`;
+      }
+      const record = toKafkaRecord(event, { source: options.source, commitLsn: lsnText });
       let value: string | null = record.value;
       const valueBytes = Buffer.byteLength(record.value);
       if (valueBytes > maxRecord) {
@@ -127,11 +137,13 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
         record.headers.ce_dataref = await options.claimChecks.put(event);
         value = null;
       }
+      // The encoded size, counting header characters as bytes: a non-ASCII header could make a
+      // chunk too large, which the broker refuses and `send` then halves.
       let bytes = Buffer.byteLength(record.key) + (value === null ? 0 : valueBytes) + 64;
-      for (const [name, header] of Object.entries(record.headers))
-        bytes += name.length + header.length + 8;
+      for (const name in record.headers)
+        bytes += name.length + (record.headers[name]?.length ?? 0) + 8;
       outgoing.push({
-        topic: `${options.topicPrefix ?? ''}${topicFor(event.aggregateType)}`,
+        topic,
         message: { key: record.key, value, headers: record.headers },
         bytes,
         compress: value !== null && valueBytes > compressAbove,

@@ -68,16 +68,22 @@ function isoTime(text: string): string {
  * An outbox row whose columns are PostgreSQL's text output (as pgoutput sends them, and as the
  * snapshot selects them, timestamps in UTC) as an event; the payload stays JSON text.
  */
-export function outboxRowToEvent(row: Record<string, unknown>): SerializedEvent {
+export function outboxRowToEvent(row: Readonly<Record<string, string | null>>): SerializedEvent {
+  const column = (name: string): string => {
+    const value = row[name];
+    if (value === undefined || value === null)
+      throw new SluiceError('outbox_row_malformed', `An outbox row has no ${name}`);
+    return value;
+  };
   return {
-    id: String(row.id),
-    type: String(row.type),
-    aggregateType: String(row.aggregate_type),
-    aggregateId: String(row.aggregate_id),
-    aggregateVersion: Number(row.aggregate_version),
-    occurredAt: isoTime(String(row.occurred_at)),
-    payloadJson: String(row.payload),
-    metadata: JSON.parse(String(row.metadata ?? '{}')) as EventMetadata,
+    id: column('id'),
+    type: column('type'),
+    aggregateType: column('aggregate_type'),
+    aggregateId: column('aggregate_id'),
+    aggregateVersion: Number(column('aggregate_version')),
+    occurredAt: isoTime(column('occurred_at')),
+    payloadJson: column('payload'),
+    metadata: JSON.parse(row.metadata ?? '{}') as EventMetadata,
   };
 }
 

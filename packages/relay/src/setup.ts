@@ -29,7 +29,7 @@ export interface SlotState {
 export interface InitialSnapshot {
   consistentPoint: Lsn;
   /** Rows in per-aggregate version order, `batchSize` at a time. */
-  batches(batchSize: number): AsyncGenerator<Record<string, unknown>[]>;
+  batches(batchSize: number): AsyncGenerator<Record<string, string | null>[]>;
   /** Records that the snapshot was published and releases it. */
   done(): Promise<void>;
   /** Releases the snapshot without recording it (a new slot is made next time). */
@@ -236,7 +236,7 @@ async function createSlotWithSnapshot(
                  FROM ${outbox} ORDER BY aggregate_type, aggregate_id, aggregate_version`,
           );
           for (;;) {
-            const { rows } = await reader.query<Record<string, unknown>>(
+            const { rows } = await reader.query<Record<string, string | null>>(
               `FETCH ${batchSize} FROM snapshot_rows`,
             );
             if (rows.length === 0) return;
