@@ -11,9 +11,9 @@ export interface RelayOptions {
   sink: EventSink;
   /** The outbox table, e.g. `{ schema: 'shop', table: 'outbox' }`. */
   outbox: { schema: string; table: string };
-  /** Events per Kafka send. Default 1000. */
+  /** Events per Kafka send. Default 700. */
   maxBatchEvents?: number;
-  /** Stop reading WAL while this many decoded events wait for Kafka. Default 3000. */
+  /** Stop reading WAL while this many decoded events wait for Kafka. Default 2000. */
   maxBufferedEvents?: number;
   /** Standby status updates at least this often, even while paused. Default 5000. */
   statusIntervalMs?: number;
@@ -96,8 +96,8 @@ export function outboxRowToEvent(row: Readonly<Record<string, string | null>>): 
  * the slot retain WAL.
  */
 export function createRelay(options: RelayOptions): Relay {
-  const maxBatch = options.maxBatchEvents ?? 1000;
-  const maxBuffered = options.maxBufferedEvents ?? 3000;
+  const maxBatch = options.maxBatchEvents ?? 700;
+  const maxBuffered = options.maxBufferedEvents ?? 2000;
   const statusIntervalMs = options.statusIntervalMs ?? 5000;
   const hooks = options.hooks ?? {};
 

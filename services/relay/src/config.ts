@@ -16,8 +16,8 @@ const ConfigSchema = Type.Object({
   RELAY_EVENT_SOURCE: Type.String({ minLength: 1, default: '/shop-api' }),
   RELAY_TOPIC_PREFIX: Type.String({ pattern: '^[A-Za-z0-9._-]*$', default: '' }),
   RELAY_TOPIC_PARTITIONS: Type.Integer({ minimum: 1, maximum: 1000, default: 6 }),
-  RELAY_MAX_BATCH_EVENTS: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000 }),
-  RELAY_MAX_BUFFERED_EVENTS: Type.Integer({ minimum: 100, maximum: 10_000_000, default: 3000 }),
+  RELAY_MAX_BATCH_EVENTS: Type.Integer({ minimum: 1, maximum: 100_000, default: 700 }),
+  RELAY_MAX_BUFFERED_EVENTS: Type.Integer({ minimum: 100, maximum: 10_000_000, default: 2000 }),
   RELAY_COMPRESS_ABOVE_BYTES: Type.Integer({ minimum: 0, default: 65_536 }),
   RELAY_MAX_RECORD_BYTES: Type.Integer({ minimum: 1024, default: 921_600 }),
   /** Transactional heartbeat into the WAL, so an idle outbox still moves the slot. */
