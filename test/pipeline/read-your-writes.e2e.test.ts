@@ -60,7 +60,7 @@ beforeAll(async () => {
     PROJECTOR_GROUP_PREFIX: `${topicPrefix}g.`,
     PROJECTOR_METRICS_PORT: '0',
   });
-  await projector.waitForOutput('"msg":"metrics listening"', {
+  await projector.waitForOutput('"msg":"consuming"', {
     timeoutMs: 60_000,
     message: 'projector up',
   });

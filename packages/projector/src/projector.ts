@@ -134,6 +134,19 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
             if (!/already exists/i.test(errorMessage(error))) throw error;
           });
       }
+      // A topic another process just created may have no partition leader yet; subscribing
+      // then fails with "does not host this topic-partition".
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const led = await admin.fetchTopicMetadata({ topics: missing }).then(
+          ({ topics }) => topics.every((topic) => topic.partitions.every((p) => p.leader >= 0)),
+          () => false,
+        );
+        if (led) break;
+        if (Date.now() > deadline)
+          throw new SluiceError('topic_not_ready', `No partition leader for ${missing.join(', ')}`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
       for (const topic of missing) knownTopics.add(topic);
     } finally {
       await admin.disconnect();

@@ -140,6 +140,8 @@ describe('relay acknowledgements', () => {
     script.push({ kind: 'begin', commitLsn: Lsn.of(300), commitTime: new Date() });
     script.push({ kind: 'keepalive', walEnd: Lsn.of(310), replyRequested: false });
     expect(relay.acknowledged()).toBe(Lsn.of(110)); // a transaction is open
+    script.push({ kind: 'commit', commitLsn: Lsn.of(300), endLsn: Lsn.of(320) });
+    expect(relay.acknowledged()).toBe(Lsn.of(320)); // an empty transaction, nothing in flight
     await relay.stop();
   });
 
@@ -200,6 +202,26 @@ describe('relay acknowledgements', () => {
     expect(gate.sent.flat().map((e) => e.id)).toEqual(['a']);
     expect(relay.acknowledged()).toBe(Lsn.of(110));
     expect(script.state.stopped).toBe(true);
+  });
+
+  it('stopped inside a transaction, reads it to its commit and acknowledges it, then nothing more', async () => {
+    const { script, gate, relay, running } = setup();
+    await until(script.started);
+    script.push({ kind: 'begin', commitLsn: Lsn.of(100), commitTime: new Date() });
+    script.push({ kind: 'insert', schema: 'shop', table: 'outbox', row: row('a') });
+    await until(() => gate.pending() === 1);
+    const stopped = relay.stop();
+    expect(script.state.paused).toBe(false);
+    script.push({ kind: 'insert', schema: 'shop', table: 'outbox', row: row('b') });
+    script.push({ kind: 'commit', commitLsn: Lsn.of(100), endLsn: Lsn.of(110) });
+    script.transaction(120, 130, ['late']);
+    gate.release();
+    await until(() => gate.pending() === 1);
+    gate.release();
+    await stopped;
+    await running;
+    expect(gate.sent.flat().map((e) => e.id)).toEqual(['a', 'b']);
+    expect(relay.acknowledged()).toBe(Lsn.of(110));
   });
 
   it('after a stream failure, drops what was not published and never acknowledges past it', async () => {

@@ -120,6 +120,7 @@ export function createRelay(options: RelayOptions): Relay {
   let streamError: Error | undefined;
   // Read through functions: these change while awaiting, which narrowing cannot see.
   const isStopping = () => stopping;
+  const isReading = () => !stopping || open !== undefined;
   const failure = () => streamError;
 
   const signal = () => {
@@ -148,9 +149,9 @@ export function createRelay(options: RelayOptions): Relay {
   }
 
   function onEvent(event: ReplicationEvent): void {
-    // Once stopping, nothing more is read: a transaction cut short here must not be followed
-    // by a later one whose acknowledgement would skip it.
-    if (stopping) return;
+    // Once stopping, the open transaction is read to its commit (its first events may be out
+    // already; stopping in its middle would repeat them after a restart), then nothing more.
+    if (stopping && open === undefined) return;
     switch (event.kind) {
       case 'begin':
         open = { commitTime: event.commitTime, endLsn: undefined, lastSeq: received };
@@ -180,6 +181,10 @@ export function createRelay(options: RelayOptions): Relay {
         if (open === undefined) return;
         open.endLsn = event.endLsn;
         open = undefined;
+        if (stopping) {
+          source?.pause();
+          signal();
+        }
         // A transaction with nothing (left) to publish is acknowledged now, unless a send is
         // in flight: the publish loop acknowledges after it.
         if (!publishing && received === published) settle();
@@ -203,7 +208,7 @@ export function createRelay(options: RelayOptions): Relay {
     for (;;) {
       if (streamError !== undefined) return;
       if (received === published) {
-        if (stopping) return;
+        if (stopping && open === undefined) return;
         await new Promise<void>((resolve) => (wake = resolve));
         continue;
       }
@@ -221,7 +226,7 @@ export function createRelay(options: RelayOptions): Relay {
           head = 0;
         }
         settle();
-        if (paused && !stopping && received - published <= maxBuffered / 2) {
+        if (paused && isReading() && received - published <= maxBuffered / 2) {
           paused = false;
           source?.resume();
           hooks.resumed?.();
@@ -305,7 +310,7 @@ export function createRelay(options: RelayOptions): Relay {
 
     async stop() {
       stopping = true;
-      source?.pause();
+      if (open === undefined) source?.pause();
       signal();
       wakeSleep?.();
       await running;
