@@ -28,7 +28,7 @@
 import { topicFor } from '@sluice/contracts';
 import { errorMessage } from '@sluice/errors';
 import { outboxMigrations } from '@sluice/outbox';
-import { createDatabase, migrate } from '@sluice/service-kit';
+import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testKafka, uniqueName, type TestDatabase } from '@sluice/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';

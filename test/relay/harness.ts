@@ -1,7 +1,7 @@
 // Test support for the relay: a database with an outbox, bulk outbox writes, the relay as a
 // real process, and a reader that collects every record of the relay's topics.
 import { outboxMigrations } from '@sluice/outbox';
-import { createDatabase, migrate } from '@sluice/service-kit';
+import { createDatabase, migrate } from '@sluice/database';
 import {
   createTestDatabase,
   testKafka,

@@ -49,8 +49,7 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
   beforeAll(async () => {
     tempDir = await mkdtemp(join(tmpdir(), 'sluice-restarts-'));
     await chmod(tempDir, 0o755); // as root, PostgreSQL runs as the postgres user
-    let kafkaPort = await freePort();
-    while (kafkaPort > 65000) kafkaPort = await freePort();
+    const kafkaPort = await freePort();
     postgres = createPostgresServer({
       dataDir: join(tempDir, 'pg'),
       port: await freePort(),

@@ -1,6 +1,6 @@
 // A relay started before the outbox exists keeps trying, and leads as soon as it does.
 import { outboxMigrations } from '@sluice/outbox';
-import { createDatabase, migrate } from '@sluice/service-kit';
+import { createDatabase, migrate } from '@sluice/database';
 import { testServers, waitFor } from '@sluice/testkit';
 import { afterAll, expect, it } from 'vitest';
 import {

@@ -1,5 +1,5 @@
 import { isSluiceError } from '@sluice/errors';
-import { createDatabase, migrate } from '@sluice/service-kit';
+import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

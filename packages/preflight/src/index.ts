@@ -128,3 +128,67 @@ export function parseBrokers(text: string): string[] {
     .map((broker) => broker.trim())
     .filter((broker) => broker.length > 0);
 }
+
+/** Options for {@link ensureTopics}. */
+export interface EnsureTopicsOptions {
+  /** Partitions of the topics created here. Default 6. */
+  partitions?: number;
+  /** How long to wait for every partition to have a leader. Default 30000. */
+  leaderTimeoutMs?: number;
+}
+
+/**
+ * Creates those of `topics` that are missing, keeping their records forever (consumers rebuild
+ * read models from the beginning), and waits until every partition of every one has a leader:
+ * a topic created a moment ago, here or by another process, refuses produce and fetch until
+ * then. Another process creating the same topic at the same time is fine.
+ *
+ * @throws SluiceError `topic_not_ready` when a partition has no leader within the timeout.
+ */
+export async function ensureTopics(
+  kafka: Kafka,
+  topics: readonly string[],
+  options: EnsureTopicsOptions = {},
+): Promise<void> {
+  if (topics.length === 0) return;
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const create = topics.filter((topic) => !existing.has(topic));
+    if (create.length > 0) {
+      await admin
+        .createTopics({
+          waitForLeaders: true,
+          topics: create.map((topic) => ({
+            topic,
+            numPartitions: options.partitions ?? 6,
+            configEntries: [
+              { name: 'retention.ms', value: '-1' },
+              { name: 'retention.bytes', value: '-1' },
+            ],
+          })),
+        })
+        .catch((error: unknown) => {
+          if (!/already exists/i.test(errorMessage(error))) throw error;
+        });
+    }
+    const deadline = Date.now() + (options.leaderTimeoutMs ?? 30_000);
+    for (;;) {
+      const led = await admin.fetchTopicMetadata({ topics: [...topics] }).then(
+        (metadata) =>
+          metadata.topics.every((topic) =>
+            topic.partitions.every((partition) => partition.leader >= 0),
+          ),
+        () => false,
+      );
+      if (led) return;
+      if (Date.now() > deadline) {
+        throw new SluiceError('topic_not_ready', `No partition leader for ${topics.join(', ')}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}

@@ -1,7 +1,7 @@
 // The projector runtime against real PostgreSQL and Kafka, with records produced the way the
 // relay produces them: exactly-once application, duplicates absorbed, poison isolated.
 import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
-import { createDatabase, migrate } from '@sluice/service-kit';
+import { createDatabase, migrate } from '@sluice/database';
 import {
   createTestDatabase,
   createTopics,

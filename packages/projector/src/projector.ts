@@ -1,5 +1,6 @@
 import { topicFor, type DomainEvent } from '@sluice/contracts';
-import { errorMessage, SluiceError } from '@sluice/errors';
+import { SluiceError } from '@sluice/errors';
+import { ensureTopics as ensureKafkaTopics } from '@sluice/preflight';
 import { redriveParked, skipParked } from './parked.js';
 import type { Consumer, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Kysely } from 'kysely';
@@ -113,44 +114,8 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
 
   async function ensureTopics(topics: readonly string[]): Promise<void> {
     const missing = topics.filter((topic) => !knownTopics.has(topic));
-    if (missing.length === 0) return;
-    const admin = options.kafka.admin();
-    await admin.connect();
-    try {
-      const existing = new Set(await admin.listTopics());
-      const create = missing.filter((topic) => !existing.has(topic));
-      if (create.length > 0) {
-        await admin
-          .createTopics({
-            waitForLeaders: true,
-            topics: create.map((topic) => ({
-              topic,
-              numPartitions: options.partitions ?? 6,
-              configEntries: [{ name: 'retention.ms', value: '-1' }],
-            })),
-          })
-          .catch((error: unknown) => {
-            // Another process (the relay) may create the same topic at the same moment.
-            if (!/already exists/i.test(errorMessage(error))) throw error;
-          });
-      }
-      // A topic another process just created may have no partition leader yet; subscribing
-      // then fails with "does not host this topic-partition".
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const led = await admin.fetchTopicMetadata({ topics: missing }).then(
-          ({ topics }) => topics.every((topic) => topic.partitions.every((p) => p.leader >= 0)),
-          () => false,
-        );
-        if (led) break;
-        if (Date.now() > deadline)
-          throw new SluiceError('topic_not_ready', `No partition leader for ${missing.join(', ')}`);
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-      for (const topic of missing) knownTopics.add(topic);
-    } finally {
-      await admin.disconnect();
-    }
+    await ensureKafkaTopics(options.kafka, missing, { partitions: options.partitions ?? 6 });
+    for (const topic of missing) knownTopics.add(topic);
   }
 
   const deadLetters: DeadLetterSink = {

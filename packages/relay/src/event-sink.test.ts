@@ -40,6 +40,10 @@ function fakeKafka(failures = 0, maxMessagesPerSend = Infinity) {
         created.push(...topics.map((t) => t.topic));
         return Promise.resolve(true);
       },
+      fetchTopicMetadata: ({ topics }: { topics: string[] }) =>
+        Promise.resolve({
+          topics: topics.map((name) => ({ name, partitions: [{ partitionId: 0, leader: 1 }] })),
+        }),
     }),
   } as unknown as Kafka;
   return { kafka, batches, created, producers: () => producers };

@@ -1,5 +1,6 @@
 import { toKafkaRecord, topicFor, type SerializedEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
+import { ensureTopics as ensureKafkaTopics } from '@sluice/preflight';
 import { CompressionTypes, Partitioners, type Kafka, type Message, type Producer } from 'kafkajs';
 import { Lsn } from './lsn.js';
 
@@ -75,30 +76,8 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
 
   async function ensureTopics(topics: Iterable<string>): Promise<void> {
     const missing = [...topics].filter((topic) => !knownTopics.has(topic));
-    if (missing.length === 0) return;
-    const admin = kafka.admin();
-    await admin.connect();
-    try {
-      const existing = new Set(await admin.listTopics());
-      const create = missing.filter((topic) => !existing.has(topic));
-      if (create.length > 0) {
-        await admin.createTopics({
-          waitForLeaders: true,
-          topics: create.map((topic) => ({
-            topic,
-            numPartitions: options.partitions ?? 6,
-            // Consumers rebuild read models from the beginning: official events never expire.
-            configEntries: [
-              { name: 'retention.ms', value: '-1' },
-              { name: 'retention.bytes', value: '-1' },
-            ],
-          })),
-        });
-      }
-      for (const topic of missing) knownTopics.add(topic);
-    } finally {
-      await admin.disconnect();
-    }
+    await ensureKafkaTopics(kafka, missing, { partitions: options.partitions ?? 6 });
+    for (const topic of missing) knownTopics.add(topic);
   }
 
   interface Outgoing {

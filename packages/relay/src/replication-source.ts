@@ -40,9 +40,14 @@ export interface PgReplicationSourceOptions {
 
 interface ReplicationConnection {
   on(event: 'copyData', listener: (message: { chunk: Buffer }) => void): void;
+  once(event: 'replicationStart' | 'copyDone', listener: () => void): void;
   sendCopyFromChunk(chunk: Buffer): void;
+  endCopyFrom(): void;
   stream: { pause(): void; resume(): void };
 }
+
+/** How long a stop waits for the server to confirm the end of the stream. */
+const END_OF_STREAM_TIMEOUT_MS = 5000;
 
 const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
 
@@ -104,6 +109,7 @@ export function createPgReplicationSource(options: PgReplicationSourceOptions): 
   let connection: ReplicationConnection | undefined;
   let stopping = false;
   let started = false;
+  let streaming = false;
 
   return {
     async start(handler) {
@@ -123,6 +129,7 @@ export function createPgReplicationSource(options: PgReplicationSourceOptions): 
       failure.catch(() => undefined);
       await current.connect();
       connection = (current as unknown as { connection: ReplicationConnection }).connection;
+      connection.once('replicationStart', () => (streaming = true));
       connection.on('copyData', ({ chunk }) => {
         if (chunk[0] === 0x77) {
           // XLogData: 'w', start, end, send time, then one pgoutput message.
@@ -181,7 +188,23 @@ export function createPgReplicationSource(options: PgReplicationSourceOptions): 
     },
 
     async stop() {
+      if (stopping) return;
       stopping = true;
+      const current = connection;
+      if (current !== undefined && streaming) {
+        // Ends the stream as the protocol means it to end. PostgreSQL answers CopyDone after it
+        // has processed every status update sent before, so the last acknowledgement is in the
+        // slot before the connection closes. Reading resumes first: a socket closed with unread
+        // data is reset, and the server may lose what it had not read yet — the last
+        // acknowledgement included, and a restart would then publish those events again.
+        const ended = new Promise<void>((resolve) => {
+          current.once('copyDone', resolve);
+          setTimeout(resolve, END_OF_STREAM_TIMEOUT_MS).unref();
+        });
+        current.stream.resume();
+        current.endCopyFrom();
+        await ended;
+      }
       await client?.end().catch(() => undefined);
     },
   };

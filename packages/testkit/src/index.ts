@@ -172,17 +172,23 @@ export async function createTopics(
   }
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago, for servers a test starts itself. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => {
-        if (typeof address === 'object' && address !== null) resolve(address.port);
-        else reject(new Error('no port assigned'));
-      });
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+/**
+ * A TCP port on 127.0.0.1 that was free a moment ago, for servers a test starts itself. It lies
+ * below Linux's ephemeral range (32768–60999), so no outgoing connection takes it before a slow
+ * server (Kafka binds seconds after it was spawned) gets to bind it; `port + 1` is as safe.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt += 1) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error('No free TCP port between 20000 and 32000');
 }

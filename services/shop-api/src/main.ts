@@ -1,6 +1,7 @@
 // shop-api's composition root: config, pool, migrations, HTTP server, retention, shutdown.
 import { createOutbox } from '@sluice/outbox';
-import { createDatabase, createLogger, migrate, redactConfig } from '@sluice/service-kit';
+import { createDatabase, migrate } from '@sluice/database';
+import { createLogger, redactConfig } from '@sluice/service-kit';
 import { sql } from 'kysely';
 import { buildApp } from './app.js';
 import { loadShopApiConfig } from './config.js';

@@ -1,5 +1,6 @@
 // `pnpm --filter @sluice/shop-api migrate`: applies shop-api's migrations and exits.
-import { createDatabase, createLogger, migrate } from '@sluice/service-kit';
+import { createDatabase, migrate } from '@sluice/database';
+import { createLogger } from '@sluice/service-kit';
 import { loadShopApiConfig } from './config.js';
 import type { ShopDatabase } from './database.js';
 import { shopMigrations } from './migrations.js';

@@ -1,6 +1,6 @@
 // Test support (not used by the service): a shop-api on a database of its own.
 import { payloadErrors } from '@sluice/contracts';
-import { createDatabase, migrate } from '@sluice/service-kit';
+import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { sql, type Kysely } from 'kysely';
