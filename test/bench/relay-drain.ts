@@ -31,12 +31,20 @@ import { outboxMigrations } from '@sluice/outbox';
 import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testKafka, uniqueName, type TestDatabase } from '@sluice/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { envNumber, log, repoRoot, withDatabase } from './support.js';
+import {
+  envNumber,
+  log,
+  memoryMb,
+  processTicks,
+  readProc,
+  repoRoot,
+  withDatabase,
+} from './support.js';
 import { AGGREGATE_TYPE, confirmedFlush, writeOutboxEvents } from '../relay/harness.js';
 
 // ---------------------------------------------------------------- configuration
@@ -78,29 +86,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const TICKS_PER_SECOND = 100; // USER_HZ on every mainstream Linux build
 
-function readProc(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
-/** utime + stime of a process, with its command name. */
-function processTicks(pid: number): { comm: string; ticks: number } | undefined {
-  const stat = readProc(`/proc/${pid}/stat`);
-  if (stat === undefined) return undefined;
-  const open = stat.indexOf('(');
-  const close = stat.lastIndexOf(')');
-  if (open < 0 || close < 0) return undefined;
-  // After "(comm) ", fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-  const fields = stat.slice(close + 2).split(' ');
-  return {
-    comm: stat.slice(open + 1, close),
-    ticks: Number(fields[11] ?? 0) + Number(fields[12] ?? 0),
-  };
-}
-
 /** Busy ticks of the whole machine (all CPUs), and the part of them stolen by the hypervisor. */
 function machineTicks(): { busy: number; steal: number } {
   const values = (readProc('/proc/stat')?.split('\n')[0] ?? '')
@@ -110,15 +95,6 @@ function machineTicks(): { busy: number; steal: number } {
     .map(Number);
   const all = values.reduce((sum, value) => sum + value, 0);
   return { busy: all - (values[3] ?? 0) - (values[4] ?? 0), steal: values[7] ?? 0 };
-}
-
-/** A process's memory in MiB from /proc/<pid>/status: peak (VmHWM) and current (VmRSS). */
-function memoryMb(pid: number): { hwm: number; rss: number } | undefined {
-  const status = readProc(`/proc/${pid}/status`);
-  if (status === undefined) return undefined;
-  const field = (name: string) =>
-    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]);
-  return { hwm: field('VmHWM') / 1024, rss: field('VmRSS') / 1024 };
 }
 
 /**

@@ -1,5 +1,5 @@
 // What the benchmarks share: environment knobs, progress on stderr, the repository root.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -31,4 +31,38 @@ export function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
   parsed.pathname = `/${database}`;
   return parsed.toString();
+}
+
+// ---------------------------------------------------------------- Linux /proc
+
+export function readProc(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** utime + stime of a process, with its command name. */
+export function processTicks(pid: number): { comm: string; ticks: number } | undefined {
+  const stat = readProc(`/proc/${pid}/stat`);
+  if (stat === undefined) return undefined;
+  const open = stat.indexOf('(');
+  const close = stat.lastIndexOf(')');
+  if (open < 0 || close < 0) return undefined;
+  // After "(comm) ", fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+  const fields = stat.slice(close + 2).split(' ');
+  return {
+    comm: stat.slice(open + 1, close),
+    ticks: Number(fields[11] ?? 0) + Number(fields[12] ?? 0),
+  };
+}
+
+/** A process's memory in MiB from /proc/<pid>/status: peak (VmHWM) and current (VmRSS). */
+export function memoryMb(pid: number): { hwm: number; rss: number } | undefined {
+  const status = readProc(`/proc/${pid}/status`);
+  if (status === undefined) return undefined;
+  const field = (name: string) =>
+    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]);
+  return { hwm: field('VmHWM') / 1024, rss: field('VmRSS') / 1024 };
 }

@@ -21,12 +21,14 @@ export interface ServiceProcess {
   waitForOutput(text: string, options: { timeoutMs: number; message: string }): Promise<void>;
 }
 
-/** Starts a service with `env` on top of this process's environment. */
+/** Starts a service with `env` on top of this process's environment (and node flags, if any). */
 export function startService(
   name: 'shop-api' | 'relay' | 'projector',
   env: Record<string, string>,
+  nodeArgs: readonly string[] = [],
 ): ServiceProcess {
-  const child = spawn(process.execPath, [join(rootDir, 'services', name, 'dist', 'main.js')], {
+  const main = join(rootDir, 'services', name, 'dist', 'main.js');
+  const child = spawn(process.execPath, [...nodeArgs, main], {
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

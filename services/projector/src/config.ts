@@ -16,6 +16,11 @@ const ConfigSchema = Type.Object({
   /** A crashed projector's partitions move to the others after this long (Kafka allows 6000 and up). */
   PROJECTOR_SESSION_TIMEOUT_MS: Type.Integer({ minimum: 6000, maximum: 300_000, default: 30_000 }),
   PROJECTOR_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
+  /** The projections this process runs, comma-separated (e.g. to give one its own process). */
+  PROJECTOR_PROJECTIONS: Type.String({
+    pattern: '^[a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*$',
+    default: 'cart_summary,product_sales,removed_then_bought,audit_log',
+  }),
 });
 
 export function loadProjectorConfig(env: NodeJS.ProcessEnv) {

@@ -1,5 +1,5 @@
 // The projector's composition root: config, migrations, projections, metrics, shutdown.
-import { isSluiceError } from '@sluice/errors';
+import { SluiceError, isSluiceError } from '@sluice/errors';
 import { parseBrokers } from '@sluice/preflight';
 import { createProjector, listParked } from '@sluice/projector';
 import { Type } from '@sinclair/typebox';
@@ -8,16 +8,28 @@ import { createLogger, redactConfig } from '@sluice/service-kit';
 import Fastify from 'fastify';
 import { Kafka, logLevel } from 'kafkajs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { cartSummary } from './cart-summary.js';
-import { productSales } from './product-sales.js';
-import { removedThenBought } from './removed-then-bought.js';
-import { auditLog } from './audit-log.js';
+import {
+  auditLog,
+  cartSummary,
+  productSales,
+  removedThenBought,
+  viewMigrations,
+} from '@sluice/shop-views';
 import { loadProjectorConfig } from './config.js';
-import { viewMigrations } from './migrations.js';
 
 const config = loadProjectorConfig(process.env);
 const logger = createLogger({ service: 'projector', level: config.LOG_LEVEL });
 logger.info({ config: redactConfig(config) }, 'starting');
+const available = [cartSummary, productSales, removedThenBought, auditLog];
+const names = config.PROJECTOR_PROJECTIONS.split(',');
+const unknown = names.filter((name) => !available.some((projection) => projection.name === name));
+if (unknown.length > 0) {
+  throw new SluiceError(
+    'config_invalid',
+    `PROJECTOR_PROJECTIONS names unknown projections: ${unknown.join(', ')} ` +
+      `(known: ${available.map((projection) => projection.name).join(', ')})`,
+  );
+}
 
 const db = createDatabase<Record<string, never>>({
   url: config.DATABASE_URL,
@@ -70,7 +82,7 @@ const kafka = new Kafka({
 const projector = createProjector({
   db,
   kafka,
-  projections: [cartSummary, productSales, removedThenBought, auditLog],
+  projections: available.filter((projection) => names.includes(projection.name)),
   topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
   groupPrefix: config.PROJECTOR_GROUP_PREFIX,
   partitions: config.PROJECTOR_TOPIC_PARTITIONS,
