@@ -1,0 +1,170 @@
+// Test support: the whole pipeline as real processes on a database and topics of its own —
+// shop-api and a relay started, projectors started on demand — with the cart-summary view
+// compared against the same fold computed from the write model.
+import { createTestDatabase, testServers, uniqueName, waitFor } from '@sluice/testkit';
+import pg from 'pg';
+import { startService, startShopApi, type ServiceProcess } from './services.js';
+
+export interface Pipeline {
+  /** shop-api's base URL. */
+  base: string;
+  /** A pool on the pipeline's database. */
+  pool: pg.Pool;
+  topicPrefix: string;
+  groupPrefix: string;
+  kafkaBrokers: readonly string[];
+  /** A projector on this pipeline (metrics on a free port, 6 s session timeout), plus `env`. */
+  startProjector(env?: Record<string, string>): ServiceProcess;
+  /** POSTs JSON to shop-api and returns the JSON answer. */
+  post(path: string, body?: unknown): Promise<Record<string, unknown>>;
+  /** Waits until `views.cart_summaries` equals the fold of `shop.*`, row for row. */
+  expectCartSummariesConverge(timeoutMs?: number): Promise<void>;
+  /** Events the cart-summary projection applied (the sum of its aggregates' versions). */
+  cartEventsApplied(): Promise<number>;
+  /** Kills every process still running and drops the database. */
+  close(): Promise<void>;
+}
+
+/** Starts shop-api and a relay on a fresh database named after `prefix`. */
+export async function startPipeline(prefix: string): Promise<Pipeline> {
+  const { databaseUrl, kafkaBrokers } = testServers();
+  const database = await createTestDatabase(databaseUrl, prefix);
+  const pool = new pg.Pool({ connectionString: database.url, max: 4 });
+  pool.on('error', () => undefined);
+  const topicPrefix = `${uniqueName(prefix)}.`;
+  const groupPrefix = `${topicPrefix}g.`;
+  const running = new Set<ServiceProcess>();
+  const track = (service: ServiceProcess) => {
+    running.add(service);
+    void service.exited().then(() => running.delete(service));
+    return service;
+  };
+  const start = (name: 'relay' | 'projector', env: Record<string, string>) =>
+    track(
+      startService(name, {
+        DATABASE_URL: database.url,
+        KAFKA_BROKERS: kafkaBrokers.join(','),
+        ...env,
+      }),
+    );
+
+  const shopApi = await startShopApi({ DATABASE_URL: database.url });
+  track(shopApi.service);
+  start('relay', {
+    RELAY_SLOT: uniqueName(`${prefix}_slot`),
+    RELAY_PUBLICATION: uniqueName(`${prefix}_pub`),
+    RELAY_TOPIC_PREFIX: topicPrefix,
+    RELAY_METRICS_PORT: '0',
+  });
+
+  async function viewAndFold(): Promise<{ view: string[]; fold: string[] }> {
+    const view = await pool.query<{ row: string }>(
+      `SELECT concat_ws('|', cart_id, status, item_count, total_cents, version) AS row
+         FROM views.cart_summaries ORDER BY 1`,
+    );
+    const fold = await pool.query<{ row: string }>(
+      `SELECT concat_ws('|', c.id, c.status, COALESCE(sum(i.quantity), 0),
+              COALESCE(sum(i.quantity * i.unit_price_cents), 0), c.version) AS row
+         FROM shop.carts c LEFT JOIN shop.cart_items i ON i.cart_id = c.id GROUP BY c.id ORDER BY 1`,
+    );
+    return { view: view.rows.map((r) => r.row), fold: fold.rows.map((r) => r.row) };
+  }
+
+  return {
+    base: shopApi.base,
+    pool,
+    topicPrefix,
+    groupPrefix,
+    kafkaBrokers,
+    startProjector: (env = {}) =>
+      start('projector', {
+        PROJECTOR_TOPIC_PREFIX: topicPrefix,
+        PROJECTOR_GROUP_PREFIX: groupPrefix,
+        PROJECTOR_METRICS_PORT: '0',
+        PROJECTOR_SESSION_TIMEOUT_MS: '6000',
+        ...env,
+      }),
+    async post(path, body) {
+      const response = await fetch(`${shopApi.base}${path}`, {
+        method: 'POST',
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      return (await response.json()) as Record<string, unknown>;
+    },
+    async expectCartSummariesConverge(timeoutMs = 120_000) {
+      await waitFor(
+        async () => {
+          const { view, fold } = await viewAndFold();
+          return JSON.stringify(view) === JSON.stringify(fold);
+        },
+        { timeoutMs, intervalMs: 250, message: 'cart summaries to equal the fold of shop.*' },
+      );
+    },
+    async cartEventsApplied() {
+      const { rows } = await pool.query<{ n: string }>(
+        `SELECT COALESCE(sum(version), 0)::text AS n FROM sluice.projection_versions
+          WHERE projection = 'cart_summary'`,
+      );
+      return Number(rows[0]?.n ?? 0);
+    },
+    async close() {
+      const exits = [...running].map((service) => service.exited());
+      for (const service of running) service.kill('SIGKILL');
+      await Promise.all(exits);
+      await pool.end();
+      await database.drop();
+    },
+  };
+}
+
+/**
+ * A shopping workload over `carts` carts: rounds of item adds, a removal every seventh round,
+ * then a checkout of the first ten carts. Resolves when every write was answered.
+ */
+export async function shoppingWorkload(
+  pipeline: Pipeline,
+  options: { carts: number; rounds: number; tag: string },
+): Promise<void> {
+  const created = async (path: string, body: unknown) => {
+    const answer = await pipeline.post(path, body);
+    if (typeof answer.id !== 'string') throw new Error(`POST ${path}: ${JSON.stringify(answer)}`);
+    return answer;
+  };
+  const customer = await created('/customers', {
+    email: `${options.tag.toLowerCase()}@example.com`,
+    name: 'P',
+  });
+  const products = await Promise.all(
+    [1, 2, 3].map((i) =>
+      created('/products', {
+        sku: `${options.tag}-${i}`,
+        name: 'P',
+        priceCents: 100 * i,
+        stock: 100_000,
+      }),
+    ),
+  );
+  const carts = await Promise.all(
+    Array.from({ length: options.carts }, () => created('/carts', { customerId: customer.id })),
+  );
+  for (let round = 0; round < options.rounds; round += 1) {
+    await Promise.all(
+      carts.map(async (cart, i) => {
+        const product = products[(round + i) % 3];
+        await pipeline.post(`/carts/${String(cart.id)}/items`, {
+          productId: product?.id,
+          quantity: 1 + (i % 3),
+        });
+        if (round % 7 === 6) {
+          await fetch(`${pipeline.base}/carts/${String(cart.id)}/items/${String(product?.id)}`, {
+            method: 'DELETE',
+          });
+        }
+      }),
+    );
+  }
+  await Promise.all(
+    carts.slice(0, 10).map((cart) => pipeline.post(`/carts/${String(cart.id)}/checkout`)),
+  );
+}
