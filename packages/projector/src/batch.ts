@@ -69,7 +69,14 @@ export interface ApplyOptions {
 
 type Decoded =
   | { ok: true; record: IncomingRecord; event: DomainEvent }
-  | { ok: false; record: IncomingRecord; errorClass: string; message: string };
+  | {
+      ok: false;
+      record: IncomingRecord;
+      errorClass: string;
+      message: string;
+      /** Set when the record is a well-formed event whose payload breaks its schema. */
+      event?: DomainEvent;
+    };
 
 function aggregateTypeOf(topic: string, prefix: string): string | null {
   const base = `${prefix}outbox.event.`;
@@ -102,6 +109,7 @@ async function decode<DB>(
         record,
         errorClass: 'schema_invalid',
         message: `${event.type}: ${errors.join('; ')}`,
+        event,
       };
     }
     return { ok: true, record, event: upcast(event) };
@@ -238,6 +246,7 @@ export async function applyRecords<DB>(
       });
       toPark.push({
         record: item.record,
+        ...(item.event === undefined ? {} : { event: item.event }),
         reason: item.errorClass,
         error: item.message,
         attempts: 1,

@@ -1,0 +1,217 @@
+// Poison through the real path: a writer that bypasses the catalog puts a schema-invalid event
+// and an event of an unknown type into the outbox; the relay publishes them like any other.
+// The projector dead-letters them with `sluice_error_*` headers and parks only those carts (their
+// later events wait behind), every other cart flows on; the operations endpoints list the
+// parked events, refuse bad requests, and skipping the poison brings the view to the fold.
+import { testKafka, uniqueName, waitFor } from '@sluice/testkit';
+import { startPipeline, type Pipeline } from '../support/pipeline.js';
+import type { ServiceProcess } from '../support/services.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+let pipeline: Pipeline;
+let projector: ServiceProcess;
+let ops: string;
+
+beforeAll(async () => {
+  pipeline = await startPipeline('ppoison');
+  projector = pipeline.startProjector();
+  await projector.waitForOutput('"msg":"consuming"', {
+    timeoutMs: 60_000,
+    message: 'the projector to consume',
+  });
+  ops = /"address":"(http:[^"]+)","msg":"metrics listening"/.exec(projector.output())?.[1] ?? '';
+});
+
+afterAll(() => pipeline.close());
+
+interface Parked {
+  projection: string;
+  topic: string;
+  partition: number;
+  offset: string;
+  aggregateId: string | null;
+  aggregateVersion: number | null;
+  reason: string;
+}
+
+async function parked(): Promise<Parked[]> {
+  const response = await fetch(`${ops}/parked?projection=cart_summary`);
+  return ((await response.json()) as { items: Parked[] }).items;
+}
+
+async function opsPost(path: string, body: unknown) {
+  const response = await fetch(`${ops}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+}
+
+/** Appends an event to a cart's outbox as a buggy writer would: next version, no validation. */
+async function injectEvent(cartId: string, type: string, payload: unknown): Promise<number> {
+  const client = await pipeline.pool.connect();
+  try {
+    await client.query('BEGIN');
+    const { rows } = await client.query<{ version: string }>(
+      'UPDATE shop.carts SET version = version + 1 WHERE id = $1 RETURNING version::text',
+      [cartId],
+    );
+    const version = Number(rows[0]?.version);
+    await client.query(
+      `UPDATE shop.outbox_heads SET version = $2 WHERE aggregate_type = 'cart' AND aggregate_id = $1`,
+      [cartId, version],
+    );
+    await client.query(
+      `INSERT INTO shop.outbox (id, aggregate_type, aggregate_id, aggregate_version, type, payload)
+       VALUES (gen_random_uuid(), 'cart', $1, $2, $3, $4::jsonb)`,
+      [cartId, version, type, JSON.stringify(payload)],
+    );
+    await client.query('COMMIT');
+    return version;
+  } finally {
+    client.release();
+  }
+}
+
+describe('poison through the relay', () => {
+  it('dead-letters and parks only the poisoned carts, and skipping the poison brings the view to the fold', async () => {
+    const customer = await pipeline.post('/customers', { email: 'poison@example.com', name: 'P' });
+    const product = await pipeline.post('/products', {
+      sku: 'POISON-1',
+      name: 'P',
+      priceCents: 300,
+      stock: 1000,
+    });
+    const [invalid, unknown, healthy] = await Promise.all(
+      [1, 2, 3].map(async () =>
+        String((await pipeline.post('/carts', { customerId: customer.id })).id),
+      ),
+    );
+    const addItem = (cartId: string | undefined) =>
+      pipeline.post(`/carts/${String(cartId)}/items`, { productId: product.id, quantity: 1 });
+    for (const cart of [invalid, unknown, healthy]) await addItem(cart);
+
+    const invalidVersion = await injectEvent(String(invalid), 'cart.item_added.v1', {
+      cartId: invalid,
+      productId: product.id,
+      quantity: 0,
+      unitPriceCents: 300,
+    });
+    const unknownVersion = await injectEvent(String(unknown), 'cart.teleported.v1', {
+      cartId: unknown,
+    });
+    // Later events of the poisoned carts must wait behind the poison; the healthy cart flows.
+    for (const cart of [invalid, unknown, healthy]) await addItem(cart);
+
+    const items = await waitFor(
+      async () => {
+        const list = await parked();
+        return list.length >= 4 ? list : undefined;
+      },
+      { timeoutMs: 60_000, message: 'four parked events' },
+    );
+    expect(items.map((p) => [p.aggregateId, p.aggregateVersion, p.reason]).sort()).toEqual(
+      [
+        [invalid, invalidVersion, 'schema_invalid'],
+        [invalid, invalidVersion + 1, 'behind_parked'],
+        [unknown, unknownVersion, 'schema_invalid'],
+        [unknown, unknownVersion + 1, 'behind_parked'],
+      ].sort(),
+    );
+    await waitFor(
+      async () =>
+        (
+          await pipeline.pool.query<{ item_count: number }>(
+            'SELECT item_count FROM views.cart_summaries WHERE cart_id = $1',
+            [healthy],
+          )
+        ).rows[0]?.item_count === 2,
+      { timeoutMs: 30_000, message: 'the healthy cart to flow past the poison' },
+    );
+
+    // The dead letters carry the original record and why it failed.
+    const letters: Record<string, string>[] = [];
+    const dlq = testKafka(pipeline.kafkaBrokers).consumer({ groupId: uniqueName('dlq') });
+    await dlq.connect();
+    await dlq.subscribe({
+      topic: `${pipeline.topicPrefix}sluice.dlq.cart_summary`,
+      fromBeginning: true,
+    });
+    await dlq.run({
+      eachMessage: async ({ message }) => {
+        letters.push(
+          Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
+        );
+        await Promise.resolve();
+      },
+    });
+    try {
+      await waitFor(() => letters.length >= 2, { timeoutMs: 30_000, message: 'two dead letters' });
+    } finally {
+      await dlq.disconnect();
+    }
+    expect(letters.map((h) => [h.ce_subject, h.sluice_error_class]).sort()).toEqual(
+      [
+        [invalid, 'schema_invalid'],
+        [unknown, 'schema_invalid'],
+      ].sort(),
+    );
+    for (const letter of letters) {
+      expect(letter).toMatchObject({
+        sluice_error_projection: 'cart_summary',
+        sluice_error_topic: `${pipeline.topicPrefix}outbox.event.cart`,
+        sluice_error_attempts: '1',
+      });
+      expect(letter.sluice_error_offset).toMatch(/^\d+$/);
+      expect(letter.sluice_error_message).not.toBe('');
+    }
+
+    // Bad operations requests: clear errors, nothing changes.
+    expect((await opsPost('/parked/skip', { projection: 'cart_summary' })).status).toBe(400);
+    expect(
+      (
+        await opsPost('/parked/skip', {
+          projection: 'cart_summary',
+          topic: 't',
+          partition: 0,
+          offset: 'x',
+        })
+      ).status,
+    ).toBe(400);
+    const unknownProjection = await opsPost('/parked/redrive', {
+      projection: 'nope',
+      aggregateType: 'cart',
+      aggregateId: String(invalid),
+    });
+    expect(unknownProjection).toMatchObject({ status: 404, json: { code: 'projection_unknown' } });
+    const absent = await opsPost('/parked/skip', {
+      projection: 'cart_summary',
+      topic: `${pipeline.topicPrefix}outbox.event.cart`,
+      partition: 0,
+      offset: '999999',
+    });
+    expect(absent).toMatchObject({ status: 404, json: { code: 'not_found' } });
+    expect(await parked()).toHaveLength(4);
+
+    // The poison cannot be fixed by a redrive (it is still invalid): skip it; what waited
+    // behind it applies, and the view equals the fold of shop.*.
+    const stillParked = await opsPost('/parked/redrive', {
+      projection: 'cart_summary',
+      aggregateType: 'cart',
+      aggregateId: String(invalid),
+    });
+    expect(stillParked).toMatchObject({ status: 200, json: { applied: 0 } });
+    for (const poison of (await parked()).filter((p) => p.reason === 'schema_invalid')) {
+      const skipped = await opsPost('/parked/skip', {
+        projection: 'cart_summary',
+        topic: poison.topic,
+        partition: poison.partition,
+        offset: poison.offset,
+      });
+      expect(skipped).toMatchObject({ status: 200, json: { applied: 1, parked: 0 } });
+    }
+    expect(await parked()).toEqual([]);
+    await pipeline.expectCartSummariesConverge(30_000);
+  });
+});
