@@ -16,6 +16,7 @@
 //   BENCH_PROJECTOR_NODE_ARGS      extra node flags for the projector in the apply run, e.g.
 //                                  "--cpu-prof --cpu-prof-dir=/tmp/projector-prof"
 //   BENCH_MAX_IN_FLIGHT            writes waiting for a response at most (default 64)
+//   BENCH_LATENCY_PROJECTIONS      PROJECTOR_PROJECTIONS of the latency run (default: all four)
 //
 // Apply: the backlog is produced straight to a fresh `outbox.event.cart` topic (6 partitions,
 // keyed by cart), then services/projector runs with PROJECTOR_PROJECTIONS=cart_summary. The rate
@@ -210,9 +211,10 @@ async function viewMatchesFold(pool: pg.Pool, fold: Map<string, CartFold>): Prom
   });
 }
 
-async function metricValue(base: string, name: string): Promise<number> {
+/** The value of the first sample of `/metrics` at `base` whose name and labels start `prefix`. */
+async function metricLine(base: string, prefix: string): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{projection="cart_summary"}`));
+  const line = text.split('\n').find((l) => l.startsWith(prefix));
   return Number(line?.split(' ').at(-1) ?? NaN);
 }
 
@@ -286,7 +288,10 @@ async function applyRun(kafka: Kafka) {
     const doneAt = performance.now();
     const ticks = (processTicks(pid)?.ticks ?? 0) - ticksAtFirstApply;
     const applySeconds = (doneAt - (firstApplyAt ?? spawnedAt)) / 1000;
-    const batches = await metricValue(base, 'sluice_projector_batch_size_count');
+    const batches = await metricLine(
+      base,
+      'sluice_projector_batch_size_count{projection="cart_summary"}',
+    );
     const peak = Math.max(peakRss, memoryMb(pid)?.hwm ?? 0);
     await stop(projector);
     const projectorCorrect = await viewMatchesFold(pool, fold);
@@ -351,12 +356,13 @@ async function latencyRun() {
     const env = { DATABASE_URL: database.url, KAFKA_BROKERS: config.brokers.join(',') };
     const api = await startShopApi({ ...env, LOG_LEVEL: 'warn' });
     running.add(api.service);
-    start('relay', {
+    const relay = start('relay', {
       ...env,
       RELAY_SLOT: uniqueName('bench_slot'),
       RELAY_PUBLICATION: uniqueName('bench_pub'),
       RELAY_TOPIC_PREFIX: prefix,
       RELAY_METRICS_PORT: '0',
+      LOG_LEVEL: 'info',
     });
     const projector = start('projector', {
       ...env,
@@ -364,6 +370,9 @@ async function latencyRun() {
       PROJECTOR_GROUP_PREFIX: `${prefix}g.`,
       PROJECTOR_METRICS_PORT: '0',
       LOG_LEVEL: 'info',
+      ...(process.env.BENCH_LATENCY_PROJECTIONS === undefined
+        ? {}
+        : { PROJECTOR_PROJECTIONS: process.env.BENCH_LATENCY_PROJECTIONS }),
     });
     const post = async (path: string, body: unknown) => {
       const response = await fetch(`${api.base}${path}`, {
@@ -466,6 +475,22 @@ async function latencyRun() {
     writing.abort();
     await observer;
     const sorted = [...latencies].sort((a, b) => a - b);
+    // Where the time goes, from the services' own histograms (means over the run).
+    const meanMs = async (service: ServiceProcess, metric: string, labels = '') => {
+      const base = /"address":"(http:[^"]+)","msg":"metrics listening"/.exec(service.output())?.[1];
+      if (base === undefined) return NaN;
+      const sum = await metricLine(base, `${metric}_sum${labels}`);
+      const count = await metricLine(base, `${metric}_count${labels}`);
+      return round((sum / count) * 1000, 1);
+    };
+    const stages = {
+      relayCommitToKafkaAckMeanMs: await meanMs(relay, 'sluice_relay_publish_latency_seconds'),
+      projectorEventToViewCommitMeanMs: await meanMs(
+        projector,
+        'sluice_projector_apply_latency_seconds',
+        '{projection="cart_summary"}',
+      ),
+    };
     return {
       writes: total,
       failedWrites: failures,
@@ -476,6 +501,7 @@ async function latencyRun() {
       p90Ms: round(percentile(sorted, 90), 1),
       p99Ms: round(percentile(sorted, 99), 1),
       maxMs: round(sorted.at(-1) ?? NaN, 1),
+      stages,
     };
   } finally {
     for (const service of [...running]) await stop(service);

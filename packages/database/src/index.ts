@@ -38,6 +38,8 @@ export interface DatabaseOptions {
    * and the next query opens a new one. Without a listener such a failure would crash the process.
    */
   onIdleError?: (error: Error) => void;
+  /** Session settings of every connection, e.g. `{ synchronous_commit: 'off' }`. */
+  settings?: Readonly<Record<string, string>>;
 }
 
 /** A pooled Kysely instance over node-postgres; `bigint` columns read as numbers. */
@@ -47,6 +49,13 @@ export function createDatabase<DB>(options: DatabaseOptions): Kysely<DB> {
     max: options.maxConnections ?? 10,
     types,
     ...(options.applicationName === undefined ? {} : { application_name: options.applicationName }),
+    ...(options.settings === undefined
+      ? {}
+      : {
+          options: Object.entries(options.settings)
+            .map(([name, value]) => `-c ${name}=${value}`)
+            .join(' '),
+        }),
   });
   pool.on('error', options.onIdleError ?? (() => undefined));
   return new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
