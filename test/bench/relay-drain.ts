@@ -501,7 +501,6 @@ async function runRelay(names: {
   const cpuCores = cpu.finish();
   const memory = memoryMb(child.pid);
   const peakRssMb = Math.max(peakRss, memory?.hwm ?? 0);
-  const pauses = child.count(/pausing WAL reads/);
   const retries = child.count(/Kafka send failed/);
   log(`relay drained in ${seconds.toFixed(2)} s; stopping it`);
   await stopChild(child.process);
@@ -513,7 +512,6 @@ async function runRelay(names: {
     slotActiveAfterSeconds: slotActiveAfter === undefined ? null : round(slotActiveAfter / 1000),
     firstAckAfterSeconds:
       firstProgressAfter === undefined ? null : round(firstProgressAfter / 1000),
-    pauses,
     sendRetries: retries,
     exitCode: exit.code,
     cpu: cpuCores,
@@ -619,7 +617,6 @@ async function main() {
       kafkaRecords,
       slotActiveAfterSeconds: relay.slotActiveAfterSeconds,
       firstAckAfterSeconds: relay.firstAckAfterSeconds,
-      pauses: relay.pauses,
       sendRetries: relay.sendRetries,
       exitCode: relay.exitCode,
       nodeArgs: config.relayNodeArgs,

@@ -83,14 +83,14 @@ describe('poison through the relay', () => {
       priceCents: 300,
       stock: 1000,
     });
-    const [invalid, unknown, healthy] = await Promise.all(
-      [1, 2, 3].map(async () =>
+    const [invalid, unknown, garbled, healthy] = await Promise.all(
+      [1, 2, 3, 4].map(async () =>
         String((await pipeline.post('/carts', { customerId: customer.id })).id),
       ),
     );
     const addItem = (cartId: string | undefined) =>
       pipeline.post(`/carts/${String(cartId)}/items`, { productId: product.id, quantity: 1 });
-    for (const cart of [invalid, unknown, healthy]) await addItem(cart);
+    for (const cart of [invalid, unknown, garbled, healthy]) await addItem(cart);
 
     const invalidVersion = await injectEvent(String(invalid), 'cart.item_added.v1', {
       cartId: invalid,
@@ -101,15 +101,50 @@ describe('poison through the relay', () => {
     const unknownVersion = await injectEvent(String(unknown), 'cart.teleported.v1', {
       cartId: unknown,
     });
+    // Records no relay would write, produced straight to the topic: invalid JSON for a cart,
+    // and a record with no key and hardly any headers. The cart's first events must be in Kafka
+    // (here: applied) first, or they could land behind the garbage.
+    await waitFor(
+      async () => {
+        const { rows } = await pipeline.pool.query<{ version: string }>(
+          `SELECT version::text FROM sluice.projection_versions
+            WHERE projection = 'cart_summary' AND aggregate_type = 'cart' AND aggregate_id = $1`,
+          [garbled],
+        );
+        return Number(rows[0]?.version ?? 0) >= 2;
+      },
+      { timeoutMs: 30_000, message: 'the garbled cart’s first events to be applied' },
+    );
+    const producer = testKafka(pipeline.kafkaBrokers).producer();
+    await producer.connect();
+    await producer.send({
+      topic: `${pipeline.topicPrefix}outbox.event.cart`,
+      messages: [
+        {
+          key: String(garbled),
+          value: '{not json',
+          headers: {
+            ce_specversion: '1.0',
+            ce_id: '00000000-0000-4000-8000-000000000001',
+            ce_type: 'cart.item_added.v1',
+            ce_time: new Date().toISOString(),
+            ce_aggregatetype: 'cart',
+            ce_aggregateversion: '3',
+          },
+        },
+        { key: null, value: '{}', headers: { ce_specversion: '1.0' } },
+      ],
+    });
+    await producer.disconnect();
     // Later events of the poisoned carts must wait behind the poison; the healthy cart flows.
-    for (const cart of [invalid, unknown, healthy]) await addItem(cart);
+    for (const cart of [invalid, unknown, garbled, healthy]) await addItem(cart);
 
     const items = await waitFor(
       async () => {
         const list = await parked();
-        return list.length >= 4 ? list : undefined;
+        return list.length >= 7 ? list : undefined;
       },
-      { timeoutMs: 60_000, message: 'four parked events' },
+      { timeoutMs: 60_000, message: 'seven parked events' },
     );
     expect(items.map((p) => [p.aggregateId, p.aggregateVersion, p.reason]).sort()).toEqual(
       [
@@ -117,6 +152,9 @@ describe('poison through the relay', () => {
         [invalid, invalidVersion + 1, 'behind_parked'],
         [unknown, unknownVersion, 'schema_invalid'],
         [unknown, unknownVersion + 1, 'behind_parked'],
+        [garbled, null, 'record_malformed'],
+        [garbled, 3, 'behind_parked'],
+        [null, null, 'record_malformed'],
       ].sort(),
     );
     await waitFor(
@@ -147,14 +185,16 @@ describe('poison through the relay', () => {
       },
     });
     try {
-      await waitFor(() => letters.length >= 2, { timeoutMs: 30_000, message: 'two dead letters' });
+      await waitFor(() => letters.length >= 4, { timeoutMs: 30_000, message: 'four dead letters' });
     } finally {
       await dlq.disconnect();
     }
-    expect(letters.map((h) => [h.ce_subject, h.sluice_error_class]).sort()).toEqual(
+    expect(letters.map((h) => [h.ce_subject ?? null, h.sluice_error_class]).sort()).toEqual(
       [
         [invalid, 'schema_invalid'],
         [unknown, 'schema_invalid'],
+        [null, 'record_malformed'],
+        [null, 'record_malformed'],
       ].sort(),
     );
     for (const letter of letters) {
@@ -192,7 +232,7 @@ describe('poison through the relay', () => {
       offset: '999999',
     });
     expect(absent).toMatchObject({ status: 404, json: { code: 'not_found' } });
-    expect(await parked()).toHaveLength(4);
+    expect(await parked()).toHaveLength(7);
 
     // The poison cannot be fixed by a redrive (it is still invalid): skip it; what waited
     // behind it applies, and the view equals the fold of shop.*.
@@ -202,14 +242,20 @@ describe('poison through the relay', () => {
       aggregateId: String(invalid),
     });
     expect(stillParked).toMatchObject({ status: 200, json: { applied: 0 } });
-    for (const poison of (await parked()).filter((p) => p.reason === 'schema_invalid')) {
+    const poisons = (await parked()).filter((p) => p.reason !== 'behind_parked');
+    expect(poisons).toHaveLength(4);
+    for (const poison of poisons) {
       const skipped = await opsPost('/parked/skip', {
         projection: 'cart_summary',
         topic: poison.topic,
         partition: poison.partition,
         offset: poison.offset,
       });
-      expect(skipped).toMatchObject({ status: 200, json: { applied: 1, parked: 0 } });
+      // What waited behind it applies; a record of no aggregate had nothing behind it.
+      expect(skipped).toMatchObject({
+        status: 200,
+        json: { applied: poison.aggregateId === null ? 0 : 1, parked: 0 },
+      });
     }
     expect(await parked()).toEqual([]);
     await pipeline.expectCartSummariesConverge(30_000);

@@ -165,7 +165,9 @@ async function serve(): Promise<void> {
       },
       paused(buffered) {
         metrics.hooks.paused?.(buffered);
-        logger.warn({ buffered }, 'Kafka is behind; pausing WAL reads');
+        // Flow control, many times a second under load (metric sluice_relay_paused); a Kafka
+        // outage shows as failed sends, logged at warn.
+        logger.debug({ buffered }, 'Kafka is behind; pausing WAL reads');
       },
     },
   });
