@@ -26,13 +26,23 @@ import { errorMessage } from '@sluice/errors';
 import { freePort, uniqueName, waitFor } from '@sluice/testkit';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { envNumber, log, repoRoot, withDatabase } from './support.js';
+import {
+  cleanUpOnSignals,
+  envNumber,
+  log,
+  machineTicks,
+  processTicks,
+  repoRoot,
+  stopProcess,
+  withAdminClient,
+  withDatabase,
+} from './support.js';
 
 // ---------------------------------------------------------------- configuration
 
@@ -129,40 +139,20 @@ interface CpuSnapshot {
   busy: number;
 }
 
-function processTicks(stat: string): { comm: string; ticks: number } | undefined {
-  const open = stat.indexOf('(');
-  const close = stat.lastIndexOf(')');
-  if (open < 0 || close < 0) return undefined;
-  const fields = stat.slice(close + 2).split(' ');
-  // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-  return {
-    comm: stat.slice(open + 1, close),
-    ticks: Number(fields[11] ?? 0) + Number(fields[12] ?? 0),
-  };
-}
-
 function cpuSnapshot(): CpuSnapshot | undefined {
   try {
-    const total = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-    const values = total.trim().split(/\s+/).slice(1, 9).map(Number);
-    const all = values.reduce((sum, value) => sum + value, 0);
-    const idle = (values[3] ?? 0) + (values[4] ?? 0);
     const processes = new Map<number, { comm: string; ticks: number }>();
     for (const entry of readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
-      try {
-        const parsed = processTicks(readFileSync(`/proc/${entry}/stat`, 'utf8'));
-        if (parsed !== undefined) processes.set(Number(entry), parsed);
-      } catch {
-        // the process ended while we looked
-      }
+      // undefined when the process ended while we looked
+      const ticks = processTicks(Number(entry));
+      if (ticks !== undefined) processes.set(Number(entry), ticks);
     }
-    return { processes, busy: all - idle };
+    return { processes, busy: machineTicks().busy };
   } catch {
     return undefined;
   }
 }
-
 /** CPU ticks used between two snapshots by each party; processes that ended are not seen. */
 interface CpuTicks {
   bench: number;
@@ -443,25 +433,10 @@ let child: ChildProcess | undefined;
 let databaseCreated = false;
 const sqlClients: pg.Client[] = [];
 
-async function admin<T>(action: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: withDatabase(config.serverUrl, 'postgres') });
-  await client.connect();
-  try {
-    return await action(client);
-  } finally {
-    await client.end();
-  }
-}
-
 async function stopChild(): Promise<void> {
   const running = child;
   child = undefined;
-  if (running?.exitCode !== null || running.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => running.once('exit', () => resolve()));
-  running.kill('SIGTERM');
-  const timer = setTimeout(() => running.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(timer);
+  if (running !== undefined) await stopProcess(running, 10_000);
 }
 
 let cleaning: Promise<void> | undefined;
@@ -471,7 +446,7 @@ function cleanup(): Promise<void> {
     await Promise.all(sqlClients.map((client) => client.end().catch(() => undefined)));
     await stopChild().catch((error: unknown) => log(`stopping shop-api: ${errorMessage(error)}`));
     if (databaseCreated) {
-      await admin((client) =>
+      await withAdminClient(config.serverUrl, (client) =>
         client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(databaseName)} WITH (FORCE)`),
       )
         .then(() => log(`dropped database ${databaseName}`))
@@ -481,17 +456,7 @@ function cleanup(): Promise<void> {
   return cleaning;
 }
 
-// `on`, not `once`: a repeated signal (Ctrl-C twice, or tsx relaying the group's SIGINT again)
-// must not find the process without a handler, which would exit before the database is dropped.
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    log(`${signal}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
+cleanUpOnSignals(cleanup);
 
 async function startApi(port: number): Promise<ChildProcess> {
   const started = spawn(process.execPath, [...config.apiNodeArgs, mainJs], {
@@ -534,7 +499,7 @@ async function startApi(port: number): Promise<ChildProcess> {
  * in progress always has connections open, and a plain DROP fails if one appears meanwhile.
  */
 async function dropAbandonedDatabases(): Promise<void> {
-  await admin(async (client) => {
+  await withAdminClient(config.serverUrl, async (client) => {
     const { rows } = await client.query<{ datname: string }>(
       `SELECT d.datname FROM pg_database d
         WHERE d.datname LIKE 'bench\\_api\\_%'
@@ -570,7 +535,9 @@ async function main() {
   if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: build the workspace first`);
 
   await dropAbandonedDatabases();
-  await admin((client) => client.query(`CREATE DATABASE ${pg.escapeIdentifier(databaseName)}`));
+  await withAdminClient(config.serverUrl, (client) =>
+    client.query(`CREATE DATABASE ${pg.escapeIdentifier(databaseName)}`),
+  );
   databaseCreated = true;
   log(`database ${databaseName}`);
 

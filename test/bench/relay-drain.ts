@@ -37,13 +37,15 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import {
+  cleanUpOnSignals,
   envNumber,
   log,
+  machineTicks,
   memoryMb,
   processTicks,
-  readProc,
   repoRoot,
-  withDatabase,
+  stopProcess,
+  withAdminClient,
 } from './support.js';
 import { AGGREGATE_TYPE, confirmedFlush, writeOutboxEvents } from '../relay/harness.js';
 
@@ -85,17 +87,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 // ---------------------------------------------------------------- CPU and memory (Linux /proc)
 
 const TICKS_PER_SECOND = 100; // USER_HZ on every mainstream Linux build
-
-/** Busy ticks of the whole machine (all CPUs), and the part of them stolen by the hypervisor. */
-function machineTicks(): { busy: number; steal: number } {
-  const values = (readProc('/proc/stat')?.split('\n')[0] ?? '')
-    .trim()
-    .split(/\s+/)
-    .slice(1, 9)
-    .map(Number);
-  const all = values.reduce((sum, value) => sum + value, 0);
-  return { busy: all - (values[3] ?? 0) - (values[4] ?? 0), steal: values[7] ?? 0 };
-}
 
 /**
  * CPU used during a phase, per party. Every process is sampled repeatedly, so one that ends
@@ -165,23 +156,13 @@ let pool: pg.Pool | undefined;
 const children = new Set<ChildProcess>();
 let topicToDelete: string | undefined;
 
-async function admin<T>(action: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: withDatabase(config.serverUrl, 'postgres') });
-  await client.connect();
-  try {
-    return await action(client);
-  } finally {
-    await client.end();
-  }
-}
-
 /**
  * Drops `bench_relay_*` databases (and their slots) older than an hour: left by a run that was
  * killed before it could clean up. Their slots pin hundreds of MB of WAL. The age comes from
  * the name (uniqueName puts Date.now() in base 36 there), so a concurrent run is left alone.
  */
 async function dropAbandonedDatabases(): Promise<void> {
-  await admin(async (client) => {
+  await withAdminClient(config.serverUrl, async (client) => {
     const { rows } = await client.query<{ datname: string }>(
       `SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_relay\\_%'`,
     );
@@ -293,20 +274,11 @@ function startChild(
   };
 }
 
-async function stopChild(child: ChildProcess, timeoutMs = 35_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  await exited;
-  clearTimeout(timer);
-}
-
 let cleaning: Promise<void> | undefined;
 function cleanup(): Promise<void> {
   cleaning ??= (async () => {
     for (const child of [...children]) {
-      await stopChild(child).catch((error: unknown) =>
+      await stopProcess(child).catch((error: unknown) =>
         log(`stopping child: ${errorMessage(error)}`),
       );
     }
@@ -335,16 +307,7 @@ function cleanup(): Promise<void> {
   return cleaning;
 }
 
-// `on`, not `once`: a second signal must not find the process without a handler.
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    log(`${signal}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
+cleanUpOnSignals(cleanup);
 
 // ---------------------------------------------------------------- phases
 
@@ -503,7 +466,7 @@ async function runRelay(names: {
   const peakRssMb = Math.max(peakRss, memory?.hwm ?? 0);
   const retries = child.count(/Kafka send failed/);
   log(`relay drained in ${seconds.toFixed(2)} s; stopping it`);
-  await stopChild(child.process);
+  await stopProcess(child.process);
   const exit = await child.exited;
   return {
     seconds,

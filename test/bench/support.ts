@@ -1,7 +1,9 @@
 // What the benchmarks share: environment knobs, progress on stderr, the repository root.
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 
 /** A positive number from the environment, or `fallback` when unset. */
 export function envNumber(name: string, fallback: number): number {
@@ -33,9 +35,50 @@ export function withDatabase(url: string, database: string): string {
   return parsed.toString();
 }
 
+/** Runs `action` on a connection to the `postgres` database of `serverUrl`'s server. */
+export async function withAdminClient<T>(
+  serverUrl: string,
+  action: (client: pg.Client) => Promise<T>,
+): Promise<T> {
+  const client = new pg.Client({ connectionString: withDatabase(serverUrl, 'postgres') });
+  await client.connect();
+  try {
+    return await action(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** SIGTERM, then SIGKILL after `timeoutMs`; resolves once the process exited. */
+export async function stopProcess(child: ChildProcess, timeoutMs = 35_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/**
+ * Runs `cleanup` once on SIGINT or SIGTERM, then exits 130. `on`, not `once`: a repeated signal
+ * (Ctrl-C twice, or tsx relaying the group's SIGINT again) must not find the process without a
+ * handler, which would exit before the benchmark's databases are dropped.
+ */
+export function cleanUpOnSignals(cleanup: () => Promise<void>): void {
+  let interrupted = false;
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      if (interrupted) return;
+      interrupted = true;
+      log(`${signal}: cleaning up`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+}
+
 // ---------------------------------------------------------------- Linux /proc
 
-export function readProc(path: string): string | undefined {
+function readProc(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch {
@@ -65,4 +108,15 @@ export function memoryMb(pid: number): { hwm: number; rss: number } | undefined 
   const field = (name: string) =>
     Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]);
   return { hwm: field('VmHWM') / 1024, rss: field('VmRSS') / 1024 };
+}
+
+/** Busy ticks of the whole machine (all CPUs), and the part of them stolen by the hypervisor. */
+export function machineTicks(): { busy: number; steal: number } {
+  const values = (readProc('/proc/stat')?.split('\n')[0] ?? '')
+    .trim()
+    .split(/\s+/)
+    .slice(1, 9)
+    .map(Number);
+  const all = values.reduce((sum, value) => sum + value, 0);
+  return { busy: all - (values[3] ?? 0) - (values[4] ?? 0), steal: values[7] ?? 0 };
 }
