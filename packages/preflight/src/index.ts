@@ -129,7 +129,7 @@ export function parseBrokers(text: string): string[] {
     .filter((broker) => broker.length > 0);
 }
 
-/** Options for {@link ensureTopics}. */
+/** Options for {@link createTopicEnsurer}. */
 export interface EnsureTopicsOptions {
   /** Partitions of the topics created here. Default 6. */
   partitions?: number;
@@ -137,15 +137,7 @@ export interface EnsureTopicsOptions {
   leaderTimeoutMs?: number;
 }
 
-/**
- * Creates those of `topics` that are missing, keeping their records forever (consumers rebuild
- * read models from the beginning), and waits until every partition of every one has a leader:
- * a topic created a moment ago, here or by another process, refuses produce and fetch until
- * then. Another process creating the same topic at the same time is fine.
- *
- * @throws SluiceError `topic_not_ready` when a partition has no leader within the timeout.
- */
-export async function ensureTopics(
+async function ensureTopics(
   kafka: Kafka,
   topics: readonly string[],
   options: EnsureTopicsOptions = {},
@@ -191,4 +183,24 @@ export async function ensureTopics(
   } finally {
     await admin.disconnect().catch(() => undefined);
   }
+}
+
+/**
+ * Returns a function that makes sure topics exist. It creates those that are missing, keeping
+ * their records forever (consumers rebuild read models from the beginning), and waits until
+ * every partition of every one has a leader: a topic created a moment ago, here or by another
+ * process, refuses produce and fetch until then. Another process creating the same topic at the
+ * same time is fine. It remembers what it ensured, so each topic costs admin requests once.
+ * It rejects with SluiceError `topic_not_ready` when a partition has no leader within the timeout.
+ */
+export function createTopicEnsurer(
+  kafka: Kafka,
+  options: EnsureTopicsOptions = {},
+): (topics: Iterable<string>) => Promise<void> {
+  const known = new Set<string>();
+  return async (topics) => {
+    const missing = [...topics].filter((topic) => !known.has(topic));
+    await ensureTopics(kafka, missing, options);
+    for (const topic of missing) known.add(topic);
+  };
 }

@@ -1,6 +1,6 @@
 import { topicFor, type DomainEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
-import { ensureTopics as ensureKafkaTopics } from '@sluice/preflight';
+import { createTopicEnsurer } from '@sluice/preflight';
 import { redriveParked, skipParked } from './parked.js';
 import type { Consumer, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Kysely } from 'kysely';
@@ -110,13 +110,8 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
   const consumers: Consumer[] = [];
   let producer: Producer | undefined;
-  const knownTopics = new Set<string>();
 
-  async function ensureTopics(topics: readonly string[]): Promise<void> {
-    const missing = topics.filter((topic) => !knownTopics.has(topic));
-    await ensureKafkaTopics(options.kafka, missing, { partitions: options.partitions ?? 6 });
-    for (const topic of missing) knownTopics.add(topic);
-  }
+  const ensureTopics = createTopicEnsurer(options.kafka, { partitions: options.partitions ?? 6 });
 
   const deadLetters: DeadLetterSink = {
     async send(projection, letters) {

@@ -1,6 +1,6 @@
 import { toKafkaRecord, topicFor, type SerializedEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
-import { ensureTopics as ensureKafkaTopics } from '@sluice/preflight';
+import { createTopicEnsurer } from '@sluice/preflight';
 import { CompressionTypes, Partitioners, type Kafka, type Message, type Producer } from 'kafkajs';
 import { Lsn } from './lsn.js';
 
@@ -55,7 +55,6 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
   const compressAbove = options.compressAboveBytes ?? 64 * 1024;
   const maxRecord = options.maxRecordBytes ?? 900 * 1024;
   const maxBatchBytes = options.maxBatchBytes ?? 900 * 1024;
-  const knownTopics = new Set<string>();
   let producer: Producer | undefined;
   let closed = false;
 
@@ -74,11 +73,7 @@ export function createKafkaSink(options: KafkaSinkOptions): EventSink {
     return producer;
   }
 
-  async function ensureTopics(topics: Iterable<string>): Promise<void> {
-    const missing = [...topics].filter((topic) => !knownTopics.has(topic));
-    await ensureKafkaTopics(kafka, missing, { partitions: options.partitions ?? 6 });
-    for (const topic of missing) knownTopics.add(topic);
-  }
+  const ensureTopics = createTopicEnsurer(kafka, { partitions: options.partitions ?? 6 });
 
   interface Outgoing {
     topic: string;
