@@ -37,7 +37,13 @@ import { Partitioners, type Kafka } from 'kafkajs';
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { startService, startShopApi, type ServiceProcess } from '../support/services.js';
+import {
+  listeningAddress,
+  metricValue,
+  startService,
+  startShopApi,
+  type ServiceProcess,
+} from '../support/services.js';
 import { envNumber, log, memoryMb, processTicks } from './support.js';
 
 const config = {
@@ -211,13 +217,6 @@ async function viewMatchesFold(pool: pg.Pool, fold: Map<string, CartFold>): Prom
   });
 }
 
-/** The value of the first sample of `/metrics` at `base` whose name and labels start `prefix`. */
-async function metricLine(base: string, prefix: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(prefix));
-  return Number(line?.split(' ').at(-1) ?? NaN);
-}
-
 // ---------------------------------------------------------------- apply rate and ceiling
 
 async function applyRun(kafka: Kafka) {
@@ -288,7 +287,7 @@ async function applyRun(kafka: Kafka) {
     const doneAt = performance.now();
     const ticks = (processTicks(pid)?.ticks ?? 0) - ticksAtFirstApply;
     const applySeconds = (doneAt - (firstApplyAt ?? spawnedAt)) / 1000;
-    const batches = await metricLine(
+    const batches = await metricValue(
       base,
       'sluice_projector_batch_size_count{projection="cart_summary"}',
     );
@@ -477,10 +476,10 @@ async function latencyRun() {
     const sorted = [...latencies].sort((a, b) => a - b);
     // Where the time goes, from the services' own histograms (means over the run).
     const meanMs = async (service: ServiceProcess, metric: string, labels = '') => {
-      const base = /"address":"(http:[^"]+)","msg":"metrics listening"/.exec(service.output())?.[1];
+      const base = listeningAddress(service);
       if (base === undefined) return NaN;
-      const sum = await metricLine(base, `${metric}_sum${labels}`);
-      const count = await metricLine(base, `${metric}_count${labels}`);
+      const sum = await metricValue(base, `${metric}_sum${labels}`);
+      const count = await metricValue(base, `${metric}_count${labels}`);
       return round((sum / count) * 1000, 1);
     };
     const stages = {

@@ -1,6 +1,7 @@
 // Views stay equal to the fold of the write model while the projector is killed mid-batch, and
 // when Kafka delivers everything again (duplicates at new offsets, a group reset to earliest).
-import { testKafka, uniqueName, waitFor } from '@sluice/testkit';
+import { testKafka, waitFor } from '@sluice/testkit';
+import { readTopic } from '../relay/harness.js';
 import { shoppingWorkload, startPipeline, type Pipeline } from '../support/pipeline.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -48,35 +49,13 @@ describe('projector failures', () => {
     await projector.exited();
     const kafka = testKafka(pipeline.kafkaBrokers);
     const topic = `${pipeline.topicPrefix}outbox.event.cart`;
-    const records: { key: string | null; value: string | null; headers: Record<string, string> }[] =
-      [];
-    const reader = kafka.consumer({ groupId: uniqueName('reader') });
-    await reader.connect();
-    await reader.subscribe({ topic, fromBeginning: true });
+    const records = await readTopic(pipeline.kafkaBrokers, topic);
+    const total = records.length;
+    const sample = records
+      .filter(() => Math.random() < 0.1)
+      .map(({ key, value, headers }) => ({ key, value, headers }));
     const admin = kafka.admin();
     await admin.connect();
-    const total = (await admin.fetchTopicOffsets(topic)).reduce(
-      (sum, o) => sum + Number(o.high),
-      0,
-    );
-    await reader.run({
-      eachMessage: async ({ message }) => {
-        records.push({
-          key: message.key?.toString() ?? null,
-          value: message.value?.toString() ?? null,
-          headers: Object.fromEntries(
-            Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)]),
-          ),
-        });
-        await Promise.resolve();
-      },
-    });
-    await waitFor(() => records.length >= total, {
-      timeoutMs: 60_000,
-      message: 'every record read',
-    });
-    await reader.disconnect();
-    const sample = records.filter(() => Math.random() < 0.1);
     const producer = kafka.producer();
     await producer.connect();
     await producer.send({ topic, messages: sample });

@@ -3,9 +3,10 @@
 // The projector dead-letters them with `sluice_error_*` headers and parks only those carts (their
 // later events wait behind), every other cart flows on; the operations endpoints list the
 // parked events, refuse bad requests, and skipping the poison brings the view to the fold.
-import { testKafka, uniqueName, waitFor } from '@sluice/testkit';
+import { testKafka, waitFor } from '@sluice/testkit';
+import { readTopic } from '../relay/harness.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
-import type { ServiceProcess } from '../support/services.js';
+import { listeningAddress, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 let pipeline: Pipeline;
@@ -19,7 +20,7 @@ beforeAll(async () => {
     timeoutMs: 60_000,
     message: 'the projector to consume',
   });
-  ops = /"address":"(http:[^"]+)","msg":"metrics listening"/.exec(projector.output())?.[1] ?? '';
+  ops = listeningAddress(projector) ?? '';
 });
 
 afterAll(() => pipeline.close());
@@ -169,26 +170,18 @@ describe('poison through the relay', () => {
     );
 
     // The dead letters carry the original record and why it failed.
-    const letters: Record<string, string>[] = [];
-    const dlq = testKafka(pipeline.kafkaBrokers).consumer({ groupId: uniqueName('dlq') });
-    await dlq.connect();
-    await dlq.subscribe({
-      topic: `${pipeline.topicPrefix}sluice.dlq.cart_summary`,
-      fromBeginning: true,
-    });
-    await dlq.run({
-      eachMessage: async ({ message }) => {
-        letters.push(
-          Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
-        );
-        await Promise.resolve();
-      },
-    });
-    try {
-      await waitFor(() => letters.length >= 4, { timeoutMs: 30_000, message: 'four dead letters' });
-    } finally {
-      await dlq.disconnect();
-    }
+    const letters = (
+      await waitFor(
+        async () => {
+          const records = await readTopic(
+            pipeline.kafkaBrokers,
+            `${pipeline.topicPrefix}sluice.dlq.cart_summary`,
+          );
+          return records.length >= 4 ? records : undefined;
+        },
+        { timeoutMs: 30_000, message: 'four dead letters' },
+      )
+    ).map((record) => record.headers);
     expect(letters.map((h) => [h.ce_subject ?? null, h.sluice_error_class]).sort()).toEqual(
       [
         [invalid, 'schema_invalid'],

@@ -2,7 +2,7 @@
 // process to two and shrinks back during a workload: partitions move, nothing applies twice.
 import { waitFor } from '@sluice/testkit';
 import { shoppingWorkload, startPipeline, type Pipeline } from '../support/pipeline.js';
-import type { ServiceProcess } from '../support/services.js';
+import { listeningAddress, metricValue, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 let pipeline: Pipeline;
@@ -15,13 +15,9 @@ afterAll(() => pipeline.close());
 
 /** Cart events a projector process applied, from its own metrics. */
 async function appliedBy(projector: ServiceProcess): Promise<number> {
-  const address = /"address":"(http:[^"]+)","msg":"metrics listening"/.exec(projector.output());
-  if (address?.[1] === undefined) return 0;
-  const text = await (await fetch(`${address[1]}/metrics`)).text();
-  const line = text
-    .split('\n')
-    .find((l) => l.startsWith('sluice_projector_events_applied_total{projection="cart_summary"}'));
-  return Number(line?.split(' ').at(-1) ?? 0);
+  const base = listeningAddress(projector);
+  if (base === undefined) return 0;
+  return metricValue(base, 'sluice_projector_events_applied_total{projection="cart_summary"}');
 }
 
 describe('projector rebalance', () => {

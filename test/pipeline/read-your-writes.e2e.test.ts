@@ -1,27 +1,10 @@
 // The whole pipeline as real processes: shop-api → PostgreSQL → relay → Kafka → projector →
 // views, read back through shop-api with the write's consistency token.
-import { createTestDatabase, testServers, uniqueName, type TestDatabase } from '@sluice/testkit';
-import pg from 'pg';
-import { startService, startShopApi, type ServiceProcess } from '../support/services.js';
+import { startPipeline, type Pipeline } from '../support/pipeline.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-const { databaseUrl, kafkaBrokers } = testServers();
-let database: TestDatabase;
+let pipeline: Pipeline;
 let base: string;
-const children: ServiceProcess[] = [];
-
-function start(
-  name: 'shop-api' | 'relay' | 'projector',
-  env: Record<string, string>,
-): ServiceProcess {
-  const service = startService(name, {
-    DATABASE_URL: database.url,
-    KAFKA_BROKERS: kafkaBrokers.join(','),
-    ...env,
-  });
-  children.push(service);
-  return service;
-}
 
 async function call(
   method: string,
@@ -44,38 +27,16 @@ async function call(
 }
 
 beforeAll(async () => {
-  database = await createTestDatabase(databaseUrl, 'pipeline');
-  const topicPrefix = `${uniqueName('pipeline')}.`;
-  const shopApi = await startShopApi({ DATABASE_URL: database.url });
-  base = shopApi.base;
-  children.push(shopApi.service);
-  start('relay', {
-    RELAY_SLOT: uniqueName('pipeline_slot'),
-    RELAY_PUBLICATION: uniqueName('pipeline_pub'),
-    RELAY_TOPIC_PREFIX: topicPrefix,
-    RELAY_METRICS_PORT: '0',
-  });
-  const projector = start('projector', {
-    PROJECTOR_TOPIC_PREFIX: topicPrefix,
-    PROJECTOR_GROUP_PREFIX: `${topicPrefix}g.`,
-    PROJECTOR_METRICS_PORT: '0',
-  });
+  pipeline = await startPipeline('pipeline');
+  base = pipeline.base;
+  const projector = pipeline.startProjector();
   await projector.waitForOutput('"msg":"consuming"', {
     timeoutMs: 60_000,
     message: 'projector up',
   });
 });
 
-afterAll(async () => {
-  for (const { child } of children) child.kill('SIGTERM');
-  await Promise.all(
-    children.map(
-      ({ child }) =>
-        new Promise((done) => (child.exitCode !== null ? done(null) : child.once('exit', done))),
-    ),
-  );
-  await database.drop();
-});
+afterAll(() => pipeline.close());
 
 describe('read your writes', () => {
   it('a view read with the write’s consistency token shows that write, every time', async () => {
@@ -124,13 +85,10 @@ describe('read your writes', () => {
     });
 
     // The view equals the fold of the write model.
-    const client = new pg.Client({ connectionString: database.url });
-    await client.connect();
-    const { rows } = await client.query<{ items: number; total: string }>(
+    const { rows } = await pipeline.pool.query<{ items: number; total: string }>(
       `SELECT sum(quantity)::int AS items, sum(quantity * unit_price_cents)::text AS total FROM shop.cart_items WHERE cart_id = $1`,
       [cartId],
     );
-    await client.end();
     expect(done.json.itemCount).toBe(rows[0]?.items);
     expect(done.json.totalCents).toBe(Number(rows[0]?.total));
   });

@@ -76,3 +76,15 @@ export async function startShopApi(
   );
   return { service, base };
 }
+
+/** The base URL a service logged as `metrics listening` (at LOG_LEVEL info), once it has. */
+export function listeningAddress(service: ServiceProcess): string | undefined {
+  return /"address":"(http:[^"]+)","msg":"metrics listening"/.exec(service.output())?.[1];
+}
+
+/** The first sample of `<base>/metrics` whose name and labels start with `prefix`; NaN if none. */
+export async function metricValue(base: string, prefix: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(prefix));
+  return Number(line?.split(' ').at(-1) ?? NaN);
+}
