@@ -253,4 +253,83 @@ describe('poison through the relay', () => {
     expect(await parked()).toEqual([]);
     await pipeline.expectCartSummariesConverge(30_000);
   });
+
+  it('a handler that keeps failing for one cart: dead-lettered after its attempts, only that cart parked, redriven after the fix', async () => {
+    const [owner, other] = await Promise.all(
+      ['refused', 'welcome'].map(async (name) =>
+        String((await pipeline.post('/customers', { email: `${name}@example.com`, name })).id),
+      ),
+    );
+    const product = await pipeline.post('/products', {
+      sku: 'POISON-2',
+      name: 'P',
+      priceCents: 500,
+      stock: 1000,
+    });
+    // The view's table refuses one customer's carts, as a handler bug or a constraint would.
+    await pipeline.pool.query(`
+      CREATE FUNCTION views.refuse_cart() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'cart % refused', NEW.cart_id; END $$;
+      CREATE TRIGGER refuse_cart BEFORE INSERT OR UPDATE ON views.cart_summaries_g1
+        FOR EACH ROW WHEN (NEW.customer_id = '${owner}') EXECUTE FUNCTION views.refuse_cart()`);
+    const [broken, fine] = await Promise.all(
+      [owner, other].map(async (customerId) =>
+        String((await pipeline.post('/carts', { customerId })).id),
+      ),
+    );
+    for (let i = 0; i < 3; i += 1) {
+      for (const cart of [broken, fine])
+        await pipeline.post(`/carts/${cart}/items`, { productId: product.id, quantity: 1 });
+    }
+
+    const items = await waitFor(
+      async () => {
+        const list = (await parked()).filter((p) => p.aggregateId === broken);
+        return list.length >= 4 ? list : undefined;
+      },
+      { timeoutMs: 60_000, message: 'the broken cart’s four events parked' },
+    );
+    expect(items.map((p) => [p.aggregateVersion, p.reason])).toEqual([
+      [1, 'handler_failed'],
+      [2, 'behind_parked'],
+      [3, 'behind_parked'],
+      [4, 'behind_parked'],
+    ]);
+    expect(await parked()).toHaveLength(4);
+    await waitFor(
+      async () =>
+        (
+          await pipeline.pool.query<{ item_count: number }>(
+            'SELECT item_count FROM views.cart_summaries WHERE cart_id = $1',
+            [fine],
+          )
+        ).rows[0]?.item_count === 3,
+      { timeoutMs: 30_000, message: 'the other cart to flow on' },
+    );
+    const letter = await waitFor(
+      async () =>
+        (
+          await readTopic(pipeline.kafkaBrokers, `${pipeline.topicPrefix}sluice.dlq.cart_summary`)
+        ).find((record) => record.headers.sluice_error_class === 'handler_failed')?.headers,
+      { timeoutMs: 30_000, message: 'the handler failure dead-lettered' },
+    );
+    expect(letter).toMatchObject({
+      ce_subject: broken,
+      ce_type: 'cart.opened.v1',
+      sluice_error_projection: 'cart_summary',
+      sluice_error_attempts: '3',
+    });
+    expect(letter.sluice_error_message).toContain(`cart ${broken} refused`);
+
+    // The fix is deployed: the redrive applies the cart's events in order, and nothing is left.
+    await pipeline.pool.query('DROP TRIGGER refuse_cart ON views.cart_summaries_g1');
+    const redriven = await opsPost('/parked/redrive', {
+      projection: 'cart_summary',
+      aggregateType: 'cart',
+      aggregateId: broken,
+    });
+    expect(redriven).toMatchObject({ status: 200, json: { applied: 4, parked: 0 } });
+    expect(await parked()).toEqual([]);
+    await pipeline.expectCartSummariesConverge(30_000);
+  });
 });

@@ -19,7 +19,9 @@ export interface Pipeline {
   post(path: string, body?: unknown): Promise<Record<string, unknown>>;
   /** Waits until `views.cart_summaries` equals the fold of `shop.*`, row for row. */
   expectCartSummariesConverge(timeoutMs?: number): Promise<void>;
-  /** Events the cart-summary projection applied (the sum of its aggregates' versions). */
+  /** Waits until `views.product_sales` equals the fold of the events in `shop.outbox`. */
+  expectProductSalesConverge(timeoutMs?: number): Promise<void>;
+  /** Events the cart-summary projection's active generation applied (the sum of its aggregates' versions). */
   cartEventsApplied(): Promise<number>;
   /** Kills every process still running and drops the database. */
   close(): Promise<void>;
@@ -57,17 +59,20 @@ export async function startPipeline(prefix: string): Promise<Pipeline> {
     RELAY_METRICS_PORT: '0',
   });
 
-  async function viewAndFold(): Promise<{ view: string[]; fold: string[] }> {
-    const view = await pool.query<{ row: string }>(
-      `SELECT concat_ws('|', cart_id, status, item_count, total_cents, version) AS row
-         FROM views.cart_summaries ORDER BY 1`,
+  async function rows(query: string): Promise<string[]> {
+    return (await pool.query<{ row: string }>(query)).rows.map((r) => r.row);
+  }
+
+  async function converge(
+    view: string,
+    fold: string,
+    message: string,
+    timeoutMs: number,
+  ): Promise<void> {
+    await waitFor(
+      async () => JSON.stringify(await rows(view)) === JSON.stringify(await rows(fold)),
+      { timeoutMs, intervalMs: 250, message },
     );
-    const fold = await pool.query<{ row: string }>(
-      `SELECT concat_ws('|', c.id, c.status, COALESCE(sum(i.quantity), 0),
-              COALESCE(sum(i.quantity * i.unit_price_cents), 0), c.version) AS row
-         FROM shop.carts c LEFT JOIN shop.cart_items i ON i.cart_id = c.id GROUP BY c.id ORDER BY 1`,
-    );
-    return { view: view.rows.map((r) => r.row), fold: fold.rows.map((r) => r.row) };
   }
 
   return {
@@ -92,19 +97,41 @@ export async function startPipeline(prefix: string): Promise<Pipeline> {
       });
       return (await response.json()) as Record<string, unknown>;
     },
-    async expectCartSummariesConverge(timeoutMs = 120_000) {
-      await waitFor(
-        async () => {
-          const { view, fold } = await viewAndFold();
-          return JSON.stringify(view) === JSON.stringify(fold);
-        },
-        { timeoutMs, intervalMs: 250, message: 'cart summaries to equal the fold of shop.*' },
-      );
-    },
+    expectCartSummariesConverge: (timeoutMs = 120_000) =>
+      converge(
+        `SELECT concat_ws('|', cart_id, status, item_count, total_cents, version) AS row
+           FROM views.cart_summaries ORDER BY 1`,
+        `SELECT concat_ws('|', c.id, c.status, COALESCE(sum(i.quantity), 0),
+                COALESCE(sum(i.quantity * i.unit_price_cents), 0), c.version) AS row
+           FROM shop.carts c LEFT JOIN shop.cart_items i ON i.cart_id = c.id GROUP BY c.id ORDER BY 1`,
+        'cart summaries to equal the fold of shop.*',
+        timeoutMs,
+      ),
+    expectProductSalesConverge: (timeoutMs = 120_000) =>
+      converge(
+        `SELECT concat_ws('|', product_id, added_count, removed_count, units_sold, revenue_cents) AS row
+           FROM views.product_sales ORDER BY 1`,
+        `WITH counts (product_id, added, removed, sold, revenue) AS (
+           SELECT payload->>'productId',
+                  CASE type WHEN 'cart.item_added.v1' THEN (payload->>'quantity')::bigint ELSE 0 END,
+                  CASE type WHEN 'cart.item_removed.v1' THEN (payload->>'quantity')::bigint ELSE 0 END,
+                  0::bigint, 0::bigint
+             FROM shop.outbox WHERE type IN ('cart.item_added.v1', 'cart.item_removed.v1')
+           UNION ALL
+           SELECT line->>'productId', 0, 0, (line->>'quantity')::bigint,
+                  (line->>'quantity')::bigint * (line->>'unitPriceCents')::bigint
+             FROM shop.outbox, jsonb_array_elements(payload->'lines') AS line
+            WHERE type = 'order.placed.v1')
+         SELECT concat_ws('|', product_id, sum(added), sum(removed), sum(sold), sum(revenue)) AS row
+           FROM counts GROUP BY product_id ORDER BY 1`,
+        'product sales to equal the fold of shop.outbox',
+        timeoutMs,
+      ),
     async cartEventsApplied() {
       const { rows } = await pool.query<{ n: string }>(
         `SELECT COALESCE(sum(version), 0)::text AS n FROM sluice.projection_versions
-          WHERE projection = 'cart_summary'`,
+          WHERE projection = COALESCE((SELECT instance FROM sluice.projection_generations
+                                        WHERE projection = 'cart_summary' AND state = 'active'), 'cart_summary')`,
       );
       return Number(rows[0]?.n ?? 0);
     },

@@ -63,7 +63,8 @@ export function createDatabase<DB>(options: DatabaseOptions): Kysely<DB> {
 
 /**
  * Applies `migrations` in name order, recording them in `sluice.<table>`; concurrent callers
- * wait for each other (Kysely's migration lock).
+ * wait for each other (Kysely's migration lock). A set may merge several packages' migrations,
+ * so a new one may sort before one already applied: it is applied, not refused.
  *
  * @throws SluiceError `migration_failed`
  */
@@ -79,6 +80,7 @@ export async function migrate<DB>(
     migrationTableSchema: 'sluice',
     migrationTableName: table,
     migrationLockTableName: `${table}_lock`,
+    allowUnorderedMigrations: true,
   });
   const { error, results } = await migrator.migrateToLatest();
   if (error !== undefined) {

@@ -1,7 +1,8 @@
 import { fromKafkaRecord, payloadErrors, type DomainEvent } from '@sluice/contracts';
 import { errorMessage, SluiceError } from '@sluice/errors';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Projection } from './projection.js';
+import { instanceOf, tableNamer } from './generations.js';
+import type { Projection, TableNamer } from './projection.js';
 
 /** A Kafka record as the projector received it. */
 export interface IncomingRecord {
@@ -62,7 +63,8 @@ export interface ApplyOptions {
   maxAttempts?: number;
   /** First pause between attempts, doubling. Default 50. */
   retryDelayMs?: number;
-  tableSuffix?: string;
+  /** The generation applied: its tables and bookkeeping. Default 1. */
+  generation?: number;
   /** Strips a prefix from topic names to get the aggregate type. Default ''. */
   topicPrefix?: string;
 }
@@ -138,14 +140,14 @@ export async function applyBatch<DB>(
   const first = records[0];
   if (first === undefined) return result;
   const { topic, partition } = first;
-  const name = projection.name;
+  const instance = instanceOf(projection.name, options.generation ?? 1);
 
   await db.transaction().execute(async (trx) => {
     // Creates (at 0) and locks the partition's checkpoint in one statement: a process that lost
     // the partition in a rebalance waits here, then finds the offsets already applied.
     const { rows: checkpointRows } = await sql<{ next_offset: string | number }>`
       INSERT INTO sluice.projection_checkpoints AS c (projection, topic, partition, next_offset)
-      VALUES (${name}, ${topic}, ${partition}, 0)
+      VALUES (${instance}, ${topic}, ${partition}, 0)
       ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = c.next_offset
       RETURNING next_offset`.execute(trx);
     const nextOffset = BigInt(checkpointRows[0]?.next_offset ?? 0);
@@ -160,7 +162,7 @@ export async function applyBatch<DB>(
 
     await applyRecords(trx, projection, fresh, deadLetters, options, result);
     await sql`UPDATE sluice.projection_checkpoints SET next_offset = ${(last.offset + 1n).toString()}, updated_at = now()
-               WHERE projection = ${name} AND topic = ${topic} AND partition = ${partition}`.execute(
+               WHERE projection = ${instance} AND topic = ${topic} AND partition = ${partition}`.execute(
       trx,
     );
   });
@@ -182,7 +184,7 @@ export async function applyRecords<DB>(
 ): Promise<void> {
   const upcast = options.upcast ?? ((event: DomainEvent) => event);
   const maxAttempts = options.maxAttempts ?? 3;
-  const name = projection.name;
+  const instance = instanceOf(projection.name, options.generation ?? 1);
   const decoded: Decoded[] = [];
   for (const record of records) decoded.push(await decode(trx, record, upcast));
 
@@ -212,12 +214,12 @@ export async function applyRecords<DB>(
         SELECT 'v' AS kind, v.aggregate_type, v.aggregate_id, v.version FROM sluice.projection_versions v
           JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
             ON v.aggregate_type = k.aggregate_type AND v.aggregate_id = k.aggregate_id
-         WHERE v.projection = ${name}
+         WHERE v.projection = ${instance}
         UNION ALL
         SELECT DISTINCT 'p', p.aggregate_type, p.aggregate_id, NULL::bigint FROM sluice.parked_events p
           JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
             ON p.aggregate_type = k.aggregate_type AND p.aggregate_id = k.aggregate_id
-         WHERE p.projection = ${name}`.execute(trx);
+         WHERE p.projection = ${instance}`.execute(trx);
     for (const row of rows) {
       const key = JSON.stringify([row.aggregate_type, row.aggregate_id]);
       if (row.kind === 'v') versions.set(key, Number(row.version));
@@ -287,7 +289,7 @@ export async function applyRecords<DB>(
   await applyEvents(trx, projection, ready, {
     maxAttempts,
     retryDelayMs: options.retryDelayMs ?? 50,
-    tableSuffix: options.tableSuffix ?? '',
+    table: tableNamer(options.generation ?? 1),
     onPoison(event, failure) {
       const item = decoded.find((d) => d.ok && d.event.id === event.id);
       if (item === undefined) return;
@@ -326,7 +328,7 @@ export async function applyRecords<DB>(
       await sql`
           INSERT INTO sluice.parked_events (projection, topic, partition, record_offset, aggregate_type, aggregate_id,
               aggregate_version, record_key, record_value, record_headers, reason, error, attempts)
-          VALUES (${name}, ${park.record.topic}, ${park.record.partition}, ${park.record.offset.toString()},
+          VALUES (${instance}, ${park.record.topic}, ${park.record.partition}, ${park.record.offset.toString()},
               ${park.event?.aggregateType ?? aggregateTypeOf(park.record.topic, options.topicPrefix ?? '')},
               ${park.event?.aggregateId ?? park.record.key}, ${park.event?.aggregateVersion ?? null},
               ${park.record.key}, ${park.record.value}, ${JSON.stringify(park.record.headers)}::jsonb,
@@ -343,14 +345,14 @@ export async function applyRecords<DB>(
     const vs = applied.map(([, version]) => version);
     await sql`
         INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
-        SELECT ${name}, t, i, v FROM unnest(${types}::text[], ${ids}::text[], ${vs}::bigint[]) AS x(t, i, v)
+        SELECT ${instance}, t, i, v FROM unnest(${types}::text[], ${ids}::text[], ${vs}::bigint[]) AS x(t, i, v)
         ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
           WHERE sluice.projection_versions.version < excluded.version`.execute(trx);
   }
   if (letters.length > 0) {
     // Before commit: if the commit fails the batch comes again and the letter is repeated,
     // never lost.
-    await deadLetters.send(name, letters);
+    await deadLetters.send(projection.name, letters);
     result.deadLettered += letters.length;
   }
 }
@@ -366,7 +368,7 @@ async function applyEvents<DB>(
   options: {
     maxAttempts: number;
     retryDelayMs: number;
-    tableSuffix: string;
+    table: TableNamer;
     /** A handler kept failing on `event`, or `event` is queued behind such a failure. */
     onPoison(
       event: DomainEvent,
@@ -376,7 +378,7 @@ async function applyEvents<DB>(
   },
 ): Promise<void> {
   if (events.length === 0) return;
-  const context = { trx, tableSuffix: options.tableSuffix };
+  const context = { trx, table: options.table };
   // Not released when the batch applies (the commit ends it): one round trip less per batch.
   await sql`SAVEPOINT sluice_batch`.execute(trx);
   try {

@@ -7,9 +7,21 @@ export {
   type DeadLetterSink,
   type IncomingRecord,
 } from './batch.js';
-export { defineProjection, type ApplyContext, type Projection } from './projection.js';
+export {
+  defineProjection,
+  type ApplyContext,
+  type Projection,
+  type TableNamer,
+} from './projection.js';
+export {
+  tableNamer,
+  type Generation,
+  type GenerationState,
+  type RebuildProgress,
+} from './generations.js';
 export {
   createProjector,
+  type BatchReport,
   type Projector,
   type ProjectorHooks,
   type ProjectorOptions,

@@ -7,6 +7,7 @@ import {
   type DeadLetterSink,
   type IncomingRecord,
 } from './batch.js';
+import { activeGeneration, instanceOf } from './generations.js';
 import type { Projection } from './projection.js';
 
 /** A parked record, as operators see it. */
@@ -43,13 +44,18 @@ interface ParkedRow {
   last_failed_at: Date;
 }
 
-/** Parked events of `projection` (all projections when omitted), oldest first. */
+/**
+ * Parked events of `projection`'s active generation (of every projection when omitted), oldest
+ * first. A generation being rebuilt keeps its own until it becomes active.
+ */
 export async function listParked<DB>(db: Kysely<DB>, projection?: string): Promise<ParkedEvent[]> {
   const { rows } = await sql<ParkedRow>`
-    SELECT projection, topic, partition, record_offset::text, aggregate_type, aggregate_id, aggregate_version::text,
-           record_key, record_value, record_headers, reason, error, attempts, first_failed_at, last_failed_at
-      FROM sluice.parked_events
-     WHERE ${projection === undefined ? sql`true` : sql`projection = ${projection}`}
+    SELECT COALESCE(g.projection, p.projection) AS projection, topic, partition, record_offset::text,
+           aggregate_type, aggregate_id, aggregate_version::text, record_key, record_value, record_headers,
+           reason, error, attempts, first_failed_at, last_failed_at
+      FROM sluice.parked_events p LEFT JOIN sluice.projection_generations g ON g.instance = p.projection
+     WHERE COALESCE(g.state, 'active') = 'active'
+       AND ${projection === undefined ? sql`true` : sql`COALESCE(g.projection, p.projection) = ${projection}`}
      ORDER BY first_failed_at, topic, partition, record_offset`.execute(db);
   return rows.map((row) => ({
     projection: row.projection,
@@ -105,8 +111,10 @@ export async function redriveParked<DB>(
 ): Promise<BatchResult> {
   const result = emptyResult();
   await db.transaction().execute(async (trx) => {
-    const records = await unpark(trx, projection.name, aggregate.type, aggregate.id);
-    await applyRecords(trx, projection, records, deadLetters, options, result);
+    const generation = await activeGeneration(trx, projection.name);
+    const instance = instanceOf(projection.name, generation);
+    const records = await unpark(trx, instance, aggregate.type, aggregate.id);
+    await applyRecords(trx, projection, records, deadLetters, { ...options, generation }, result);
   });
   return result;
 }
@@ -125,13 +133,15 @@ export async function skipParked<DB>(
 ): Promise<BatchResult | undefined> {
   const result = emptyResult();
   const found = await db.transaction().execute(async (trx) => {
+    const generation = await activeGeneration(trx, projection.name);
+    const instance = instanceOf(projection.name, generation);
     const { rows } = await sql<{
       aggregate_type: string | null;
       aggregate_id: string | null;
       aggregate_version: string | null;
     }>`
       DELETE FROM sluice.parked_events
-       WHERE projection = ${projection.name} AND topic = ${record.topic} AND partition = ${record.partition}
+       WHERE projection = ${instance} AND topic = ${record.topic} AND partition = ${record.partition}
          AND record_offset = ${record.offset}::bigint
       RETURNING aggregate_type, aggregate_id, aggregate_version::text`.execute(trx);
     const skipped = rows[0];
@@ -139,7 +149,7 @@ export async function skipParked<DB>(
     if (skipped.aggregate_type === null || skipped.aggregate_id === null) return true;
     const { rows: next } = await sql<{ version: string | null }>`
       SELECT min(aggregate_version)::text AS version FROM sluice.parked_events
-       WHERE projection = ${projection.name} AND aggregate_type = ${skipped.aggregate_type}
+       WHERE projection = ${instance} AND aggregate_type = ${skipped.aggregate_type}
          AND aggregate_id = ${skipped.aggregate_id}`.execute(trx);
     const through =
       skipped.aggregate_version !== null
@@ -150,17 +160,12 @@ export async function skipParked<DB>(
     if (through !== undefined) {
       await sql`
         INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
-        VALUES (${projection.name}, ${skipped.aggregate_type}, ${skipped.aggregate_id}, ${through})
+        VALUES (${instance}, ${skipped.aggregate_type}, ${skipped.aggregate_id}, ${through})
         ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
           WHERE sluice.projection_versions.version < excluded.version`.execute(trx);
     }
-    const records = await unpark(
-      trx,
-      projection.name,
-      skipped.aggregate_type,
-      skipped.aggregate_id,
-    );
-    await applyRecords(trx, projection, records, deadLetters, options, result);
+    const records = await unpark(trx, instance, skipped.aggregate_type, skipped.aggregate_id);
+    await applyRecords(trx, projection, records, deadLetters, { ...options, generation }, result);
     return true;
   });
   return found ? result : undefined;

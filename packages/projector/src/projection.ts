@@ -1,24 +1,39 @@
 import type { DomainEvent } from '@sluice/contracts';
 import type { Transaction } from 'kysely';
 
+/**
+ * A table's name in one generation of a projection: `table('views.cart_summaries')` is
+ * `views.cart_summaries_g2` while generation 2 is applied. Use it with `sql.table(...)`.
+ */
+export type TableNamer = (name: string) => string;
+
 /** What a projection's `apply` receives besides the events. */
 export interface ApplyContext<DB> {
   /** The transaction that also advances the projection's checkpoint: write the view here. */
   trx: Transaction<DB>;
-  /** The projection's tables may be versioned for blue/green rebuilds; default ''. */
-  tableSuffix: string;
+  /** The names of the projection's tables in the generation being applied. */
+  table: TableNamer;
 }
 
 /**
  * A read model built from official events. `apply` gets decoded, upcast, schema-valid events in
  * order, each exactly once (duplicates and redeliveries are filtered before it), and must write
- * only through `context.trx`. It may see several events of one aggregate in one call.
+ * only through `context.trx`, to the tables `context.table` names. It may see several events of
+ * one aggregate in one call.
+ *
+ * Each generation of a projection has its own copy of its tables, so a rebuild can replay
+ * everything into new tables while readers keep using the old ones. Readers query the plain
+ * names (`views.cart_summaries`): views the projector points at the active generation.
  */
 export interface Projection<DB = unknown> {
   /** Stable name: keys checkpoints, versions, the consumer group and `sluice.dlq.<name>`. */
   name: string;
   /** The aggregate types whose topics it reads, e.g. `['cart', 'order']`. */
   aggregateTypes: readonly string[];
+  /** The tables it writes, schema-qualified; readers see the active generation's under these names. */
+  tables: readonly string[];
+  /** Creates one generation's tables (and their indexes), named through `table`. */
+  createTables(trx: Transaction<DB>, table: TableNamer): Promise<void>;
   apply(events: readonly DomainEvent[], context: ApplyContext<DB>): Promise<void>;
 }
 
@@ -29,12 +44,22 @@ export interface Projection<DB = unknown> {
  * const carts = defineProjection({
  *   name: 'cart_summary',
  *   aggregateTypes: ['cart'],
- *   async apply(events, { trx }) { ... },
+ *   tables: ['views.cart_summaries'],
+ *   async createTables(trx, table) {
+ *     await sql`CREATE TABLE ${sql.table(table('views.cart_summaries'))} (...)`.execute(trx);
+ *   },
+ *   async apply(events, { trx, table }) { ... },
  * });
  */
 export function defineProjection<DB>(projection: Projection<DB>): Projection<DB> {
   if (!/^[a-z][a-z0-9_]{0,62}$/.test(projection.name)) {
     throw new Error(`Projection name ${JSON.stringify(projection.name)} must be snake_case`);
+  }
+  for (const table of projection.tables) {
+    if (!/^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]{0,50}$/.test(table))
+      throw new Error(
+        `Table ${JSON.stringify(table)} of projection ${projection.name} must be schema.table in snake_case, at most 50 characters`,
+      );
   }
   return projection;
 }

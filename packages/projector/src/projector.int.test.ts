@@ -40,19 +40,32 @@ const explosive = new Set<string>();
 const carts = defineProjection<Record<string, never>>({
   name: 'test_carts',
   aggregateTypes: ['cart'],
-  async apply(events, { trx }) {
+  tables: ['public.test_applied', 'public.test_cart_totals'],
+  async createTables(trx, table) {
+    await sql`CREATE TABLE ${sql.table(table('public.test_applied'))} (event_id uuid PRIMARY KEY)`.execute(
+      trx,
+    );
+    await sql`CREATE TABLE ${sql.table(table('public.test_cart_totals'))}
+                (cart_id text PRIMARY KEY, total_cents bigint NOT NULL, version bigint NOT NULL)`.execute(
+      trx,
+    );
+  },
+  async apply(events, { trx, table }) {
     for (const event of events) {
       if (explosive.has(event.aggregateId))
         throw new Error(`cannot project cart ${event.aggregateId}`);
       // Every application is recorded: a second one for the same event would violate the key.
-      await sql`INSERT INTO test_applied (event_id) VALUES (${event.id}::uuid)`.execute(trx);
+      await sql`INSERT INTO ${sql.table(table('public.test_applied'))} (event_id) VALUES (${event.id}::uuid)`.execute(
+        trx,
+      );
       if (event.type === 'cart.item_added.v1') {
         const { quantity, unitPriceCents } = event.payload as {
           quantity: number;
           unitPriceCents: number;
         };
-        await sql`INSERT INTO test_cart_totals (cart_id, total_cents, version) VALUES (${event.aggregateId}, ${quantity * unitPriceCents}, ${event.aggregateVersion})
-                  ON CONFLICT (cart_id) DO UPDATE SET total_cents = test_cart_totals.total_cents + excluded.total_cents,
+        await sql`INSERT INTO ${sql.table(table('public.test_cart_totals'))} AS t (cart_id, total_cents, version)
+                  VALUES (${event.aggregateId}, ${quantity * unitPriceCents}, ${event.aggregateVersion})
+                  ON CONFLICT (cart_id) DO UPDATE SET total_cents = t.total_cents + excluded.total_cents,
                   version = excluded.version`.execute(trx);
       }
     }
@@ -104,6 +117,7 @@ beforeAll(async () => {
   database = await createTestDatabase(databaseUrl, 'projector');
   db = createDatabase({ url: database.url, maxConnections: 4 });
   await migrate(db, 'projector_migrations', projectorMigrations);
+  // Tables that exist before the projector first runs are adopted as its first generation.
   await sql`CREATE TABLE test_applied (event_id uuid PRIMARY KEY);
             CREATE TABLE test_cart_totals (cart_id text PRIMARY KEY, total_cents bigint NOT NULL, version bigint NOT NULL)`.execute(
     db,
@@ -117,6 +131,7 @@ beforeAll(async () => {
     topicPrefix: prefix,
     groupPrefix: `${prefix}g.`,
     retryDelayMs: 1,
+    generationPollMs: 100,
   });
   await projector.start();
 });
@@ -277,5 +292,43 @@ describe('projector', () => {
       ),
     ).toBe(false);
     expect(letters).toEqual([]);
+  });
+
+  it('rebuilds blue/green: replays into a new generation, then swaps the readers to it', async () => {
+    const before = await totals();
+    const appliedBefore = await appliedCount();
+    const generation = await projector?.rebuild('test_carts');
+    expect(generation).toMatchObject({
+      generation: 2,
+      instance: 'test_carts.g2',
+      state: 'building',
+    });
+    await expect(projector?.rebuild('test_carts')).rejects.toMatchObject({
+      code: 'rebuild_in_progress',
+    });
+    // Until the swap, readers see generation 1; it keeps applying new events meanwhile.
+    const late = randomUUID();
+    await produce([added(late, 1, 7)]);
+    await waitFor(
+      async () =>
+        (await projector?.generations('test_carts'))?.generations.find((g) => g.generation === 2)
+          ?.state === 'active',
+      { timeoutMs: 30_000, message: 'generation 2 active' },
+    );
+    const { rows } = await sql<{ definition: string }>`
+      SELECT pg_get_viewdef('public.test_cart_totals'::regclass) AS definition`.execute(db);
+    expect(rows[0]?.definition).toContain('test_cart_totals_g2');
+    await waitFor(async () => (await totals())[late] === 700, {
+      timeoutMs: 30_000,
+      message: 'the late event in generation 2',
+    });
+    // Every event applied once in the new tables, the views equal to the old ones.
+    expect(await totals()).toEqual({ ...before, [late]: 700 });
+    expect(await appliedCount()).toBe(appliedBefore + 1);
+    const { generations } = (await projector?.generations('test_carts')) ?? { generations: [] };
+    expect(generations.map((g) => [g.generation, g.state])).toEqual([
+      [1, 'retired'],
+      [2, 'active'],
+    ]);
   });
 });

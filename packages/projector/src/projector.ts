@@ -1,6 +1,16 @@
 import { topicFor, type DomainEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
 import { createTopicEnsurer } from '@sluice/preflight';
+import {
+  ensureFirstGeneration,
+  instanceOf,
+  listGenerations,
+  rebuildProgress,
+  startRebuild,
+  swapIfCaughtUp,
+  type Generation,
+  type RebuildProgress,
+} from './generations.js';
 import { redriveParked, skipParked } from './parked.js';
 import type { Consumer, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Kysely } from 'kysely';
@@ -14,16 +24,29 @@ import {
 } from './batch.js';
 import type { Projection } from './projection.js';
 
+/** One applied batch, as reported to {@link ProjectorHooks.batch}. */
+export interface BatchReport {
+  projection: string;
+  generation: number;
+  /** The generation is a rebuild replaying history, not the one readers see. */
+  building: boolean;
+  topic: string;
+  partition: number;
+  result: BatchResult;
+  /** Records behind the partition's end after this batch. */
+  lag: number;
+}
+
 /** What the projector reports as it works. */
 export interface ProjectorHooks {
-  batch?(
-    projection: string,
-    topic: string,
-    partition: number,
-    result: BatchResult,
-    lag: number,
-  ): void;
+  batch?(report: BatchReport): void;
   failed?(projection: string, error: unknown): void;
+  /** A generation started or stopped consuming here, or became active. */
+  generation?(
+    projection: string,
+    generation: number,
+    change: 'consuming' | 'stopped' | 'activated',
+  ): void;
 }
 
 /** Options for {@link createProjector}. */
@@ -43,6 +66,8 @@ export interface ProjectorOptions<DB> {
   retryDelayMs?: number;
   /** How long a silent member keeps its partitions; after a crash, the wait before others take over. Default 30000. */
   sessionTimeoutMs?: number;
+  /** How often generations are checked: rebuilds started elsewhere, swaps, retirements. Default 1000. */
+  generationPollMs?: number;
   hooks?: ProjectorHooks;
 }
 
@@ -58,7 +83,24 @@ export interface Projector {
     projection: string,
     record: { topic: string; partition: number; offset: string },
   ): Promise<BatchResult | undefined>;
+  /**
+   * Rebuilds a projection blue/green: a new generation replays every event from the earliest
+   * offset into new tables under its own consumer group, while the active one keeps serving
+   * reads; once it has caught up, readers are switched to it in one transaction.
+   *
+   * @throws SluiceError `rebuild_in_progress`, `projection_unknown`
+   */
+  rebuild(projection: string): Promise<Generation>;
+  /** A projection's generations, and how far a rebuild is behind. */
+  generations(
+    projection: string,
+  ): Promise<{ generations: Generation[]; rebuild: RebuildProgress | undefined }>;
 }
+
+/** A rebuild within this many records of the active generation tries to swap. */
+const SWAP_WITHIN_RECORDS = 2000;
+/** How long a swap may hold the active generation still while the new one passes it. */
+const SWAP_WAIT_MS = 3000;
 
 function toHeaders(headers: IHeaders | undefined): Record<string, string | undefined> {
   const result: Record<string, string | undefined> = {};
@@ -101,15 +143,23 @@ function deadLetterMessage(projection: string, letter: DeadLetter) {
 }
 
 /**
- * Runs projections as Kafka consumer groups. Each partition batch is applied in one PostgreSQL
- * transaction with its checkpoint; Kafka's committed offsets follow afterwards (for lag tools
- * only). A batch that starts past the stored checkpoint makes the consumer seek back to it.
+ * Runs projections as Kafka consumer groups, one per generation. Each partition batch is
+ * applied in one PostgreSQL transaction with its checkpoint; Kafka's committed offsets follow
+ * afterwards (for lag tools only). A batch that starts past the stored checkpoint makes the
+ * consumer seek back to it.
  */
 export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   const prefix = options.topicPrefix ?? '';
   const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
-  const consumers: Consumer[] = [];
+  /** Consumers by generation instance. */
+  const consumers = new Map<string, Consumer>();
+  /** Instances of generations being built, as of the last check. */
+  const building = new Set<string>();
   let producer: Producer | undefined;
+  let stopped = false;
+  let poll: NodeJS.Timeout | undefined;
+  /** The generation check in progress: one at a time, and stop() waits for it. */
+  let syncing: Promise<void> = Promise.resolve();
 
   const ensureTopics = createTopicEnsurer(options.kafka, { partitions: options.partitions ?? 6 });
 
@@ -134,11 +184,19 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     },
   };
 
-  async function startOne(projection: Projection<DB>): Promise<void> {
+  const applyOptions = {
+    topicPrefix: prefix,
+    ...(options.upcast === undefined ? {} : { upcast: options.upcast }),
+    ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),
+    ...(options.retryDelayMs === undefined ? {} : { retryDelayMs: options.retryDelayMs }),
+  };
+
+  async function startConsumer(projection: Projection<DB>, generation: number): Promise<void> {
+    const instance = instanceOf(projection.name, generation);
     const topics = projection.aggregateTypes.map((type) => `${prefix}${topicFor(type)}`);
     await ensureTopics(topics);
     const consumer = options.kafka.consumer({
-      groupId: `${groupPrefix}${projection.name}`,
+      groupId: `${groupPrefix}${instance}`,
       allowAutoTopicCreation: false,
       maxBytesPerPartition: 4 * 1024 * 1024,
       sessionTimeout: options.sessionTimeoutMs ?? 30_000,
@@ -146,9 +204,16 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       maxWaitTimeInMs: 1000,
       heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
     });
-    consumers.push(consumer);
-    await consumer.connect();
-    await consumer.subscribe({ topics, fromBeginning: true });
+    consumers.set(instance, consumer);
+    const batchOptions = { ...applyOptions, generation };
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topics, fromBeginning: true });
+    } catch (error) {
+      consumers.delete(instance);
+      await consumer.disconnect().catch(() => undefined);
+      throw error;
+    }
     await consumer.run({
       autoCommit: true,
       eachBatchAutoResolve: false,
@@ -164,12 +229,20 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
             projection,
             records,
             deadLetters,
-            applyOptions,
+            batchOptions,
           );
           const last = batch.messages[batch.messages.length - 1];
           if (last !== undefined) payload.resolveOffset(last.offset);
           const lag = Number(BigInt(batch.highWatermark) - (records.at(-1)?.offset ?? 0n) - 1n);
-          options.hooks?.batch?.(projection.name, batch.topic, batch.partition, result, lag);
+          options.hooks?.batch?.({
+            projection: projection.name,
+            generation,
+            building: building.has(instance),
+            topic: batch.topic,
+            partition: batch.partition,
+            result,
+            lag,
+          });
           await payload.heartbeat();
         } catch (error) {
           if (error instanceof OffsetGapError) {
@@ -186,14 +259,73 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
         }
       },
     });
+    options.hooks?.generation?.(projection.name, generation, 'consuming');
   }
 
-  const applyOptions = {
-    topicPrefix: prefix,
-    ...(options.upcast === undefined ? {} : { upcast: options.upcast }),
-    ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),
-    ...(options.retryDelayMs === undefined ? {} : { retryDelayMs: options.retryDelayMs }),
-  };
+  async function stopConsumer(projection: string, generation: number): Promise<void> {
+    const instance = instanceOf(projection, generation);
+    const consumer = consumers.get(instance);
+    if (consumer === undefined) return;
+    consumers.delete(instance);
+    await consumer.disconnect();
+    options.hooks?.generation?.(projection, generation, 'stopped');
+  }
+
+  /**
+   * Brings this process in line with the generations table: consumes the active and building
+   * generations of its projections, stops retired ones, and swaps a rebuild that caught up.
+   */
+  async function syncProjection(projection: Projection<DB>): Promise<void> {
+    let generations = await listGenerations(options.db, projection.name);
+    const rebuild = generations.find((g) => g.state === 'building');
+    if (rebuild !== undefined && consumers.has(rebuild.instance)) {
+      const progress = await rebuildProgress(options.db, projection.name);
+      if (
+        progress !== undefined &&
+        progress.behind <= SWAP_WITHIN_RECORDS &&
+        (await swapIfCaughtUp(options.db, projection, SWAP_WAIT_MS))
+      ) {
+        options.hooks?.generation?.(projection.name, rebuild.generation, 'activated');
+        generations = await listGenerations(options.db, projection.name);
+      }
+    }
+    for (const g of generations) {
+      if (g.state === 'building') building.add(g.instance);
+      else building.delete(g.instance);
+    }
+    const wanted = generations.filter((g) => g.state !== 'retired');
+    await Promise.all(
+      wanted
+        .filter((g) => !consumers.has(g.instance) && !stopped)
+        .map((g) => startConsumer(projection, g.generation)),
+    );
+    await Promise.all(
+      generations
+        .filter((g) => g.state === 'retired')
+        .map((g) => stopConsumer(projection.name, g.generation)),
+    );
+  }
+
+  function sync(): Promise<void> {
+    syncing = syncing.then(() =>
+      Promise.all(
+        options.projections.map((projection) =>
+          syncProjection(projection).catch((error: unknown) =>
+            options.hooks?.failed?.(projection.name, error),
+          ),
+        ),
+      ).then(() => undefined),
+    );
+    return syncing;
+  }
+
+  function schedule(): void {
+    if (stopped) return;
+    poll = setTimeout(() => {
+      void sync().then(schedule);
+    }, options.generationPollMs ?? 1000);
+  }
+
   const projectionNamed = (name: string): Projection<DB> => {
     const projection = options.projections.find((p) => p.name === name);
     if (projection === undefined)
@@ -206,12 +338,46 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       redriveParked(options.db, projectionNamed(name), aggregate, deadLetters, applyOptions),
     skip: (name, record) =>
       skipParked(options.db, projectionNamed(name), record, deadLetters, applyOptions),
+    async rebuild(name) {
+      const projection = projectionNamed(name);
+      const generation = await startRebuild(options.db, projection);
+      // Other processes hosting it start consuming at their next check.
+      building.add(generation.instance);
+      const started = syncing.then(() => startConsumer(projection, generation.generation));
+      syncing = started.catch(() => undefined);
+      await started;
+      return generation;
+    },
+    async generations(name) {
+      projectionNamed(name);
+      return {
+        generations: await listGenerations(options.db, name),
+        rebuild: await rebuildProgress(options.db, name),
+      };
+    },
     async start() {
-      await Promise.all(options.projections.map((projection) => startOne(projection)));
+      for (const projection of options.projections)
+        await ensureFirstGeneration(options.db, projection);
+      // Joins every group at once; a failure here is the caller's (unlike in the poll).
+      await Promise.all(
+        options.projections.map(async (projection) => {
+          const generations = await listGenerations(options.db, projection.name);
+          for (const g of generations) if (g.state === 'building') building.add(g.instance);
+          await Promise.all(
+            generations
+              .filter((g) => g.state !== 'retired')
+              .map((g) => startConsumer(projection, g.generation)),
+          );
+        }),
+      );
+      schedule();
     },
     async stop() {
-      await Promise.all(consumers.map((consumer) => consumer.disconnect()));
-      consumers.length = 0;
+      stopped = true;
+      clearTimeout(poll);
+      await syncing;
+      await Promise.all([...consumers.values()].map((consumer) => consumer.disconnect()));
+      consumers.clear();
       await producer?.disconnect().catch(() => undefined);
       producer = undefined;
     },

@@ -3,7 +3,9 @@ import type { Migration } from 'kysely/migration';
 
 /**
  * The projector's bookkeeping in `sluice`: per (projection, topic, partition) the next offset to
- * apply, per (projection, aggregate) the last applied version, and the parked events.
+ * apply, per (projection, aggregate) the last applied version, the parked events, and each
+ * projection's generations. The bookkeeping tables' `projection` column holds a generation's
+ * instance key.
  */
 export const projectorMigrations: Record<string, Migration> = {
   '0001_projector': {
@@ -44,6 +46,26 @@ export const projectorMigrations: Record<string, Migration> = {
           PRIMARY KEY (projection, topic, partition, record_offset)
         );
         CREATE INDEX parked_events_aggregate ON sluice.parked_events (projection, aggregate_type, aggregate_id);
+      `.execute(db);
+    },
+  },
+  '0001_projector_generations': {
+    async up(db) {
+      await sql`
+        CREATE TABLE sluice.projection_generations (
+          projection text NOT NULL,
+          generation integer NOT NULL CHECK (generation > 0),
+          instance text NOT NULL UNIQUE,
+          state text NOT NULL CHECK (state IN ('building', 'active', 'retired')),
+          created_at timestamptz NOT NULL DEFAULT now(),
+          activated_at timestamptz,
+          retired_at timestamptz,
+          PRIMARY KEY (projection, generation)
+        );
+        CREATE UNIQUE INDEX projection_generations_one_active
+          ON sluice.projection_generations (projection) WHERE state = 'active';
+        CREATE UNIQUE INDEX projection_generations_one_building
+          ON sluice.projection_generations (projection) WHERE state = 'building';
       `.execute(db);
     },
   },

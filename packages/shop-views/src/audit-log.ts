@@ -12,9 +12,28 @@ const PERSONAL_FIELDS = ['email', 'name'];
 export const auditLog = defineProjection<Record<string, never>>({
   name: 'audit_log',
   aggregateTypes: ['customer', 'product', 'cart', 'order'],
-  async apply(events, { trx }) {
+  tables: ['views.audit_log'],
+  async createTables(trx, table) {
+    const log = sql.table(table('views.audit_log'));
     await sql`
-      INSERT INTO views.audit_log (event_id, aggregate_type, aggregate_id, version, type, occurred_at, actor, reason, correlation_id, data)
+      CREATE TABLE ${log} (
+        event_id uuid PRIMARY KEY,
+        aggregate_type text NOT NULL,
+        aggregate_id text NOT NULL,
+        version bigint NOT NULL,
+        type text NOT NULL,
+        occurred_at timestamptz NOT NULL,
+        actor text,
+        reason text,
+        correlation_id text,
+        data jsonb NOT NULL
+      )`.execute(trx);
+    await sql`CREATE INDEX ON ${log} (aggregate_type, aggregate_id, version)`.execute(trx);
+  },
+  async apply(events, { trx, table }) {
+    const log = sql.table(table('views.audit_log'));
+    await sql`
+      INSERT INTO ${log} (event_id, aggregate_type, aggregate_id, version, type, occurred_at, actor, reason, correlation_id, data)
       SELECT * FROM unnest(
         ${events.map((e) => e.id)}::uuid[], ${events.map((e) => e.aggregateType)}::text[], ${events.map((e) => e.aggregateId)}::text[],
         ${events.map((e) => e.aggregateVersion)}::bigint[], ${events.map((e) => e.type)}::text[],
@@ -24,7 +43,7 @@ export const auditLog = defineProjection<Record<string, never>>({
       ON CONFLICT (event_id) DO NOTHING`.execute(trx);
     const erased = events.filter((e) => e.type === 'customer.erased.v1').map((e) => e.aggregateId);
     if (erased.length > 0) {
-      await sql`UPDATE views.audit_log SET data = data - ${PERSONAL_FIELDS}::text[]
+      await sql`UPDATE ${log} SET data = data - ${PERSONAL_FIELDS}::text[]
                  WHERE aggregate_type = 'customer' AND aggregate_id = ANY(${erased}::text[])`.execute(
         trx,
       );

@@ -17,7 +17,20 @@ interface CartDelta {
 export const cartSummary = defineProjection<Record<string, never>>({
   name: 'cart_summary',
   aggregateTypes: ['cart'],
-  async apply(events, { trx }) {
+  tables: ['views.cart_summaries'],
+  async createTables(trx, table) {
+    await sql`
+      CREATE TABLE ${sql.table(table('views.cart_summaries'))} (
+        cart_id uuid PRIMARY KEY,
+        customer_id uuid,
+        status text NOT NULL,
+        item_count integer NOT NULL,
+        total_cents bigint NOT NULL,
+        version bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      )`.execute(trx);
+  },
+  async apply(events, { trx, table }) {
     const carts = new Map<string, CartDelta>();
     for (const event of events) {
       const delta = carts.get(event.aggregateId) ?? {
@@ -63,13 +76,14 @@ export const cartSummary = defineProjection<Record<string, never>>({
         SELECT * FROM unnest(${ids}::uuid[], ${deltas.map((d) => d.customerId)}::uuid[],
           ${deltas.map((d) => d.status)}::text[], ${deltas.map((d) => d.items)}::int[],
           ${deltas.map((d) => d.totalCents)}::bigint[], ${deltas.map((d) => d.version)}::bigint[]))
-      INSERT INTO views.cart_summaries (cart_id, customer_id, status, item_count, total_cents, version)
+      INSERT INTO ${sql.table(table('views.cart_summaries'))} AS s
+        (cart_id, customer_id, status, item_count, total_cents, version)
       SELECT cart_id, customer_id, COALESCE(status, 'open'), items, total_cents, version FROM d
       ON CONFLICT (cart_id) DO UPDATE SET
-        customer_id = COALESCE(excluded.customer_id, views.cart_summaries.customer_id),
-        status = COALESCE((SELECT d.status FROM d WHERE d.cart_id = excluded.cart_id), views.cart_summaries.status),
-        item_count = views.cart_summaries.item_count + excluded.item_count,
-        total_cents = views.cart_summaries.total_cents + excluded.total_cents,
+        customer_id = COALESCE(excluded.customer_id, s.customer_id),
+        status = COALESCE((SELECT d.status FROM d WHERE d.cart_id = excluded.cart_id), s.status),
+        item_count = s.item_count + excluded.item_count,
+        total_cents = s.total_cents + excluded.total_cents,
         version = excluded.version,
         updated_at = now()`.execute(trx);
   },

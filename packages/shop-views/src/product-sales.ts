@@ -16,7 +16,19 @@ interface SalesDelta {
 export const productSales = defineProjection<Record<string, never>>({
   name: 'product_sales',
   aggregateTypes: ['cart', 'order'],
-  async apply(events, { trx }) {
+  tables: ['views.product_sales'],
+  async createTables(trx, table) {
+    await sql`
+      CREATE TABLE ${sql.table(table('views.product_sales'))} (
+        product_id uuid PRIMARY KEY,
+        added_count bigint NOT NULL,
+        removed_count bigint NOT NULL,
+        units_sold bigint NOT NULL,
+        revenue_cents bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      )`.execute(trx);
+  },
+  async apply(events, { trx, table }) {
     const products = new Map<string, SalesDelta>();
     const delta = (productId: string) => {
       const current = products.get(productId) ?? { added: 0, removed: 0, sold: 0, revenueCents: 0 };
@@ -43,14 +55,15 @@ export const productSales = defineProjection<Record<string, never>>({
     const ids = [...products.keys()];
     const values = [...products.values()];
     await sql`
-      INSERT INTO views.product_sales (product_id, added_count, removed_count, units_sold, revenue_cents)
+      INSERT INTO ${sql.table(table('views.product_sales'))} AS s
+        (product_id, added_count, removed_count, units_sold, revenue_cents)
       SELECT * FROM unnest(${ids}::uuid[], ${values.map((v) => v.added)}::bigint[], ${values.map((v) => v.removed)}::bigint[],
                            ${values.map((v) => v.sold)}::bigint[], ${values.map((v) => v.revenueCents)}::bigint[])
       ON CONFLICT (product_id) DO UPDATE SET
-        added_count = views.product_sales.added_count + excluded.added_count,
-        removed_count = views.product_sales.removed_count + excluded.removed_count,
-        units_sold = views.product_sales.units_sold + excluded.units_sold,
-        revenue_cents = views.product_sales.revenue_cents + excluded.revenue_cents,
+        added_count = s.added_count + excluded.added_count,
+        removed_count = s.removed_count + excluded.removed_count,
+        units_sold = s.units_sold + excluded.units_sold,
+        revenue_cents = s.revenue_cents + excluded.revenue_cents,
         updated_at = now()`.execute(trx);
   },
 });

@@ -10,43 +10,70 @@ import { sql } from 'kysely';
 export const removedThenBought = defineProjection<Record<string, never>>({
   name: 'removed_then_bought',
   aggregateTypes: ['cart', 'order'],
-  async apply(events, { trx }) {
+  tables: ['views.cart_owners', 'views.removals', 'views.purchases', 'views.removed_then_bought'],
+  async createTables(trx, table) {
+    const removals = sql.table(table('views.removals'));
+    await sql`CREATE TABLE ${sql.table(table('views.cart_owners'))} (cart_id uuid PRIMARY KEY, customer_id uuid NOT NULL)`.execute(
+      trx,
+    );
+    await sql`CREATE TABLE ${removals} (customer_id uuid NOT NULL, product_id uuid NOT NULL, removed_at timestamptz NOT NULL)`.execute(
+      trx,
+    );
+    await sql`CREATE INDEX ON ${removals} (customer_id, product_id)`.execute(trx);
+    await sql`
+      CREATE TABLE ${sql.table(table('views.purchases'))} (
+        customer_id uuid NOT NULL, product_id uuid NOT NULL, bought_at timestamptz NOT NULL,
+        PRIMARY KEY (customer_id, product_id, bought_at)
+      )`.execute(trx);
+    await sql`
+      CREATE TABLE ${sql.table(table('views.removed_then_bought'))} (
+        customer_id uuid NOT NULL, product_id uuid NOT NULL, removed_at timestamptz NOT NULL, bought_at timestamptz NOT NULL,
+        PRIMARY KEY (customer_id, product_id, bought_at)
+      )`.execute(trx);
+  },
+  async apply(events, { trx, table }) {
+    const owners = sql.table(table('views.cart_owners'));
+    const removals = sql.table(table('views.removals'));
+    const purchases = sql.table(table('views.purchases'));
+    const report = sql.table(table('views.removed_then_bought'));
     for (const event of events) {
       const at = event.occurredAt;
       if (event.type === 'cart.opened.v1') {
         const payload = event.payload as EventPayload<'cart.opened.v1'>;
-        await sql`INSERT INTO views.cart_owners (cart_id, customer_id) VALUES (${payload.cartId}::uuid, ${payload.customerId}::uuid)
+        await sql`INSERT INTO ${owners} (cart_id, customer_id) VALUES (${payload.cartId}::uuid, ${payload.customerId}::uuid)
                   ON CONFLICT DO NOTHING`.execute(trx);
       } else if (event.type === 'cart.item_removed.v1') {
         const payload = event.payload as EventPayload<'cart.item_removed.v1'>;
         await sql`
-          WITH owner AS (SELECT customer_id FROM views.cart_owners WHERE cart_id = ${payload.cartId}::uuid),
+          WITH owner AS (SELECT customer_id FROM ${owners} WHERE cart_id = ${payload.cartId}::uuid),
           removal AS (
-            INSERT INTO views.removals (customer_id, product_id, removed_at)
+            INSERT INTO ${removals} (customer_id, product_id, removed_at)
             SELECT customer_id, ${payload.productId}::uuid, ${at}::timestamptz FROM owner
             RETURNING customer_id, product_id, removed_at)
-          INSERT INTO views.removed_then_bought (customer_id, product_id, removed_at, bought_at)
+          INSERT INTO ${report} AS t (customer_id, product_id, removed_at, bought_at)
           SELECT r.customer_id, r.product_id, r.removed_at, p.bought_at
-            FROM removal r JOIN views.purchases p ON p.customer_id = r.customer_id AND p.product_id = r.product_id
+            FROM removal r JOIN ${purchases} p ON p.customer_id = r.customer_id AND p.product_id = r.product_id
            WHERE p.bought_at > r.removed_at
-          ON CONFLICT (customer_id, product_id, bought_at) DO UPDATE SET removed_at = GREATEST(
-            views.removed_then_bought.removed_at, excluded.removed_at)`.execute(trx);
+          ON CONFLICT (customer_id, product_id, bought_at) DO UPDATE SET removed_at = GREATEST(t.removed_at, excluded.removed_at)`.execute(
+          trx,
+        );
       } else if (event.type === 'order.placed.v1') {
         const payload = event.payload as EventPayload<'order.placed.v1'>;
         const products = payload.lines.map((line) => line.productId);
         await sql`
           WITH purchase AS (
-            INSERT INTO views.purchases (customer_id, product_id, bought_at)
+            INSERT INTO ${purchases} (customer_id, product_id, bought_at)
             SELECT ${payload.customerId}::uuid, product_id, ${at}::timestamptz FROM unnest(${products}::uuid[]) AS product_id
             ON CONFLICT DO NOTHING
             RETURNING customer_id, product_id, bought_at)
-          INSERT INTO views.removed_then_bought (customer_id, product_id, removed_at, bought_at)
+          INSERT INTO ${report} AS t (customer_id, product_id, removed_at, bought_at)
           SELECT p.customer_id, p.product_id, max(r.removed_at), p.bought_at
-            FROM purchase p JOIN views.removals r ON r.customer_id = p.customer_id AND r.product_id = p.product_id
+            FROM purchase p JOIN ${removals} r ON r.customer_id = p.customer_id AND r.product_id = p.product_id
            WHERE r.removed_at < p.bought_at
            GROUP BY p.customer_id, p.product_id, p.bought_at
-          ON CONFLICT (customer_id, product_id, bought_at) DO UPDATE SET removed_at = GREATEST(
-            views.removed_then_bought.removed_at, excluded.removed_at)`.execute(trx);
+          ON CONFLICT (customer_id, product_id, bought_at) DO UPDATE SET removed_at = GREATEST(t.removed_at, excluded.removed_at)`.execute(
+          trx,
+        );
       }
     }
   },

@@ -15,6 +15,8 @@ const ConfigSchema = Type.Object({
   PROJECTOR_TOPIC_PARTITIONS: Type.Integer({ minimum: 1, maximum: 1000, default: 6 }),
   /** A crashed projector's partitions move to the others after this long (Kafka allows 6000 and up). */
   PROJECTOR_SESSION_TIMEOUT_MS: Type.Integer({ minimum: 6000, maximum: 300_000, default: 30_000 }),
+  /** How often the process checks generations: rebuilds started elsewhere, swaps, retirements. */
+  PROJECTOR_GENERATION_POLL_MS: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 1000 }),
   PROJECTOR_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
   /** The projections this process runs, comma-separated (e.g. to give one its own process). */
   PROJECTOR_PROJECTIONS: Type.String({

@@ -31,6 +31,8 @@ if (unknown.length > 0) {
   );
 }
 
+const hosted = available.filter((projection) => names.includes(projection.name));
+
 const db = createDatabase<Record<string, never>>({
   url: config.DATABASE_URL,
   maxConnections: 4,
@@ -59,9 +61,36 @@ const outcomes = new Counter({
 });
 const lag = new Gauge({
   name: 'sluice_projector_consumer_lag',
-  help: 'Records behind the partition’s end.',
-  labelNames: ['projection', 'topic', 'partition'],
+  help: 'Records behind the partition’s end, per generation (a rebuild replays under its own).',
+  labelNames: ['projection', 'generation', 'topic', 'partition'],
   registers: [registry],
+});
+new Gauge({
+  name: 'sluice_projector_generation',
+  help: 'Per projection: the generation readers see (active) and the one being rebuilt (building).',
+  labelNames: ['projection', 'state'],
+  registers: [registry],
+  async collect() {
+    this.reset();
+    for (const projection of hosted) {
+      const { generations } = await projector.generations(projection.name);
+      for (const g of generations)
+        if (g.state !== 'retired')
+          this.set({ projection: projection.name, state: g.state }, g.generation);
+    }
+  },
+});
+new Gauge({
+  name: 'sluice_projector_rebuild_behind',
+  help: 'Records a rebuild still has to replay to reach the active generation (0: none running).',
+  labelNames: ['projection'],
+  registers: [registry],
+  async collect() {
+    for (const projection of hosted) {
+      const { rebuild } = await projector.generations(projection.name);
+      this.set({ projection: projection.name }, rebuild?.behind ?? 0);
+    }
+  },
 });
 const batchSize = new Histogram({
   name: 'sluice_projector_batch_size',
@@ -86,14 +115,18 @@ const kafka = new Kafka({
 const projector = createProjector({
   db,
   kafka,
-  projections: available.filter((projection) => names.includes(projection.name)),
+  projections: hosted,
   topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
   groupPrefix: config.PROJECTOR_GROUP_PREFIX,
   partitions: config.PROJECTOR_TOPIC_PARTITIONS,
   maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
   sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
+  generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
   hooks: {
-    batch(projection, topic, partition, result, behind) {
+    batch({ projection, generation, building, topic, partition, result, lag: behind }) {
+      lag.set({ projection, generation, topic, partition: String(partition) }, behind);
+      // A rebuild replays history: its counts and latencies are not the live view's.
+      if (building) return;
       applied.inc({ projection }, result.applied);
       for (const [outcome, count] of [
         ['duplicate', result.duplicates],
@@ -113,11 +146,15 @@ const projector = createProjector({
           { projection, topic, partition, deadLettered: result.deadLettered },
           'events dead-lettered',
         );
-      lag.set({ projection, topic, partition: String(partition) }, behind);
       batchSize.observe({ projection }, result.applied + result.duplicates + result.parked);
       const now = Date.now();
       for (const event of result.appliedAt)
         latency.observe({ projection }, (now - Date.parse(event.occurredAt)) / 1000);
+    },
+    generation(projection, generation, change) {
+      // The stopped generation's series would stay at their last values.
+      if (change === 'stopped') lag.reset();
+      logger.info({ projection, generation, change }, `generation ${change}`);
     },
     failed: (projection, error) =>
       logger.error({ projection, err: error }, 'batch failed; it will be retried'),
@@ -135,6 +172,8 @@ http.get('/readyz', (_request, reply) => {
 http.setErrorHandler((error: Error & { validation?: unknown }, _request, reply) => {
   if (isSluiceError(error, 'projection_unknown'))
     return reply.code(404).send({ code: error.code, detail: error.message });
+  if (isSluiceError(error, 'rebuild_in_progress') || isSluiceError(error, 'projection_not_started'))
+    return reply.code(409).send({ code: error.code, detail: error.message });
   if (error.validation !== undefined)
     return reply.code(400).send({ code: 'invalid_request', detail: error.message });
   logger.error({ err: error }, 'operations request failed');
@@ -199,6 +238,27 @@ http.post(
       return reply.code(404).send({ code: 'not_found', detail: 'No such parked record' });
     logger.warn({ ...body }, 'parked record skipped');
     return reply.send({ applied: result.applied, parked: result.parked });
+  },
+);
+// Blue/green rebuilds: the generations of each projection here, and starting a rebuild.
+http.get('/projections', async (_request, reply) =>
+  reply.send({
+    items: await Promise.all(
+      hosted.map(async ({ name }) => ({
+        projection: name,
+        ...(await projector.generations(name)),
+      })),
+    ),
+  }),
+);
+http.post(
+  '/projections/:name/rebuild',
+  { schema: { params: Type.Object({ name: Type.String() }, { additionalProperties: false }) } },
+  async (request, reply) => {
+    const { name } = request.params as { name: string };
+    const generation = await projector.rebuild(name);
+    logger.info({ projection: name, generation: generation.generation }, 'rebuild started');
+    return reply.code(202).send(generation);
   },
 );
 http.get('/metrics', async (_request, reply) =>

@@ -59,9 +59,12 @@ export function viewRoutes(
     if (wanted.length === 0) return;
     const deadline = Date.now() + deps.consistencyTimeoutMs;
     for (;;) {
+      // The versions of the generation readers see (the projection's own name until a rebuild).
       const { rows } = await sql<{ aggregate_id: string; version: string }>`
         SELECT aggregate_id, version::text FROM sluice.projection_versions
-         WHERE projection = ${projection} AND aggregate_type = ${aggregateType}
+         WHERE projection = COALESCE((SELECT instance FROM sluice.projection_generations
+                                       WHERE projection = ${projection} AND state = 'active'), ${projection})
+           AND aggregate_type = ${aggregateType}
            AND aggregate_id = ANY(${wanted.map(([, id]) => id)}::text[])`.execute(db);
       const applied = new Map(rows.map((row) => [row.aggregate_id, Number(row.version)]));
       if (wanted.every(([, id, version]) => (applied.get(id) ?? 0) >= version)) return;
