@@ -85,25 +85,24 @@ function aggregateTypeOf(topic: string, prefix: string): string | null {
   return topic.startsWith(base) ? topic.slice(base.length) : null;
 }
 
-async function decode<DB>(
+/** A claim-checked record's payload: the relay stored it in PostgreSQL under the event id. */
+async function claimChecked<DB>(
   trx: Transaction<DB>,
   record: IncomingRecord,
-  upcast: (event: DomainEvent) => DomainEvent,
-): Promise<Decoded> {
+): Promise<IncomingRecord> {
+  const { rows } = await sql<{ payload: string }>`
+    SELECT payload::text AS payload FROM sluice.claim_checks WHERE event_id::text = ${record.headers.ce_id ?? ''}`.execute(
+    trx,
+  );
+  return { ...record, value: rows[0]?.payload ?? null };
+}
+
+function decode(record: IncomingRecord, upcast: (event: DomainEvent) => DomainEvent): Decoded {
   try {
-    let value = record.value;
     const dataref = record.headers.ce_dataref;
-    if (value === null && dataref !== undefined) {
-      // A claim-checked payload: the relay stored it in PostgreSQL under the event id.
-      const { rows } = await sql<{ payload: string }>`
-        SELECT payload::text AS payload FROM sluice.claim_checks WHERE event_id::text = ${record.headers.ce_id ?? ''}`.execute(
-        trx,
-      );
-      value = rows[0]?.payload ?? null;
-      if (value === null)
-        throw new SluiceError('claim_check_missing', `No claim-checked payload for ${dataref}`);
-    }
-    const event = fromKafkaRecord({ key: record.key, value, headers: record.headers });
+    if (record.value === null && dataref !== undefined)
+      throw new SluiceError('claim_check_missing', `No claim-checked payload for ${dataref}`);
+    const event = fromKafkaRecord(record);
     const errors = payloadErrors(event.type, event.payload);
     if (errors.length > 0) {
       return {
@@ -120,6 +119,9 @@ async function decode<DB>(
     return { ok: false, record, errorClass, message: errorMessage(error) };
   }
 }
+
+/** Identifies an aggregate within a batch. */
+const aggregateKey = (type: string, id: string): string => `${type}\u0000${id}`;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -186,18 +188,24 @@ export async function applyRecords<DB>(
   const maxAttempts = options.maxAttempts ?? 3;
   const instance = instanceOf(projection.name, options.generation ?? 1);
   const decoded: Decoded[] = [];
-  for (const record of records) decoded.push(await decode(trx, record, upcast));
+  for (const record of records) {
+    const claimed =
+      record.value === null && record.headers.ce_dataref !== undefined
+        ? await claimChecked(trx, record)
+        : record;
+    decoded.push(decode(claimed, upcast));
+  }
 
   // Current versions and parked aggregates of everything in the batch.
-  const keys = new Set<string>();
+  const aggregates = new Map<string, [type: string, id: string]>();
   for (const item of decoded) {
     const type = item.ok
       ? item.event.aggregateType
       : aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
     const id = item.ok ? item.event.aggregateId : item.record.key;
-    if (type !== null && id !== null) keys.add(JSON.stringify([type, id]));
+    if (type !== null && id !== null) aggregates.set(aggregateKey(type, id), [type, id]);
   }
-  const pairs = [...keys].map((key) => JSON.parse(key) as [string, string]);
+  const pairs = [...aggregates.values()];
   const versions = new Map<string, number>();
   const parked = new Set<string>();
   if (pairs.length > 0) {
@@ -221,7 +229,7 @@ export async function applyRecords<DB>(
             ON p.aggregate_type = k.aggregate_type AND p.aggregate_id = k.aggregate_id
          WHERE p.projection = ${instance}`.execute(trx);
     for (const row of rows) {
-      const key = JSON.stringify([row.aggregate_type, row.aggregate_id]);
+      const key = aggregateKey(row.aggregate_type, row.aggregate_id);
       if (row.kind === 'v') versions.set(key, Number(row.version));
       else parked.add(key);
     }
@@ -256,11 +264,11 @@ export async function applyRecords<DB>(
       });
       const type = aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
       if (type !== null && item.record.key !== null)
-        parked.add(JSON.stringify([type, item.record.key]));
+        parked.add(aggregateKey(type, item.record.key));
       continue;
     }
     const { event } = item;
-    const key = JSON.stringify([event.aggregateType, event.aggregateId]);
+    const key = aggregateKey(event.aggregateType, event.aggregateId);
     const applied = versions.get(key) ?? 0;
     if (event.aggregateVersion <= applied) {
       result.duplicates += 1;
@@ -297,7 +305,7 @@ export async function applyRecords<DB>(
         toPark.push({ record: item.record, event, reason: 'behind_parked', attempts: 0 });
         return;
       }
-      const key = JSON.stringify([event.aggregateType, event.aggregateId]);
+      const key = aggregateKey(event.aggregateType, event.aggregateId);
       parked.add(key);
       versions.set(key, event.aggregateVersion - 1);
       const message = errorMessage(failure.error);
@@ -340,8 +348,8 @@ export async function applyRecords<DB>(
 
   const applied = [...versions].filter(([, version]) => version > 0);
   if (applied.length > 0) {
-    const types = applied.map(([key]) => (JSON.parse(key) as [string, string])[0]);
-    const ids = applied.map(([key]) => (JSON.parse(key) as [string, string])[1]);
+    const types = applied.map(([key]) => aggregates.get(key)?.[0]);
+    const ids = applied.map(([key]) => aggregates.get(key)?.[1]);
     const vs = applied.map(([, version]) => version);
     await sql`
         INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
@@ -390,7 +398,7 @@ async function applyEvents<DB>(
   }
   const poisoned = new Set<string>();
   for (const event of events) {
-    const key = JSON.stringify([event.aggregateType, event.aggregateId]);
+    const key = aggregateKey(event.aggregateType, event.aggregateId);
     if (poisoned.has(key)) {
       // Order per aggregate: nothing after a poison event applies before it.
       options.onPoison(event, 'behind');

@@ -12,6 +12,7 @@ import {
   type RebuildProgress,
 } from './generations.js';
 import { redriveParked, skipParked } from './parked.js';
+import { createApplyQueue, type ApplyQueue } from './apply-queue.js';
 import type { Consumer, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Kysely } from 'kysely';
 import {
@@ -66,6 +67,14 @@ export interface ProjectorOptions<DB> {
   retryDelayMs?: number;
   /** How long a silent member keeps its partitions; after a crash, the wait before others take over. Default 30000. */
   sessionTimeoutMs?: number;
+  /**
+   * Partitions a consumer applies at once, each in its own transaction. Default 2. Partitions
+   * of one projection may write the same rows: write them in a stable order (by key) to avoid
+   * deadlocks; a batch that loses one anyway is applied again. Give `db` a pool larger than
+   * this plus one: while a rebuild swaps, other processes' batches of the active generation
+   * wait on its locks holding connections, and the rebuild there still needs one.
+   */
+  applyConcurrency?: number;
   /** How often generations are checked: rebuilds started elsewhere, swaps, retirements. Default 1000. */
   generationPollMs?: number;
   hooks?: ProjectorHooks;
@@ -97,6 +106,8 @@ export interface Projector {
   ): Promise<{ generations: Generation[]; rebuild: RebuildProgress | undefined }>;
 }
 
+/** Records fetched but not yet applied, per consumer, at most (a batch may go past it). */
+const MAX_RECORDS_IN_HAND = 20_000;
 /** A rebuild within this many records of the active generation tries to swap. */
 const SWAP_WITHIN_RECORDS = 2000;
 /** How long a swap may hold the active generation still while the new one passes it. */
@@ -104,7 +115,10 @@ const SWAP_WAIT_MS = 3000;
 
 function toHeaders(headers: IHeaders | undefined): Record<string, string | undefined> {
   const result: Record<string, string | undefined> = {};
-  for (const [name, value] of Object.entries(headers ?? {})) {
+  if (headers === undefined) return result;
+  // A plain loop: this runs for every header of every record.
+  for (const name in headers) {
+    const value = headers[name];
     if (value === undefined) continue;
     result[name] = Array.isArray(value) ? value.map(String).join(',') : value.toString();
   }
@@ -120,6 +134,24 @@ function toRecord(topic: string, partition: number, message: KafkaMessage): Inco
     value: message.value?.toString() ?? null,
     headers: toHeaders(message.headers),
   };
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs a batch transaction again when PostgreSQL aborted it for a deadlock or a serialization
+ * conflict with another batch (nothing of it was committed).
+ */
+async function retryingConflicts<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await run();
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if ((code !== '40P01' && code !== '40001') || attempt >= 5) throw error;
+      await pause(20 * 2 ** attempt);
+    }
+  }
 }
 
 /** The dead-letter record: the original key, value and headers plus `sluice_error_*` headers. */
@@ -151,10 +183,13 @@ function deadLetterMessage(projection: string, letter: DeadLetter) {
 export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   const prefix = options.topicPrefix ?? '';
   const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
-  /** Consumers by generation instance. */
+  /** Consumers, and the queues of batches they fetched, by generation instance. */
   const consumers = new Map<string, Consumer>();
+  const queues = new Map<string, ApplyQueue>();
   /** Instances of generations being built, as of the last check. */
   const building = new Set<string>();
+  /** Projections being swapped here: their active generation's batches wait for this. */
+  const heldBack = new Map<string, Promise<void>>();
   let producer: Producer | undefined;
   let stopped = false;
   let poll: NodeJS.Timeout | undefined;
@@ -214,52 +249,77 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       await consumer.disconnect().catch(() => undefined);
       throw error;
     }
+    const queue = createApplyQueue({
+      limit: MAX_RECORDS_IN_HAND,
+      concurrency: options.applyConcurrency ?? 2,
+    });
+    queues.set(instance, queue);
+    /** A failed batch (not a gap): the next call hands it to kafkajs, which retries from its position. */
+    let failure: Error | undefined;
     await consumer.run({
       autoCommit: true,
       eachBatchAutoResolve: false,
       eachBatch: async (payload) => {
         const { batch } = payload;
+        if (failure !== undefined) {
+          const error = failure;
+          failure = undefined;
+          throw error;
+        }
         if (!payload.isRunning() || payload.isStale() || batch.messages.length === 0) return;
         const records = batch.messages.map((message) =>
           toRecord(batch.topic, batch.partition, message),
         );
-        try {
-          const result = await applyBatch(
-            options.db,
-            projection,
-            records,
-            deadLetters,
-            batchOptions,
-          );
-          const last = batch.messages[batch.messages.length - 1];
-          if (last !== undefined) payload.resolveOffset(last.offset);
-          const lag = Number(BigInt(batch.highWatermark) - (records.at(-1)?.offset ?? 0n) - 1n);
-          options.hooks?.batch?.({
-            projection: projection.name,
-            generation,
-            building: building.has(instance),
-            topic: batch.topic,
-            partition: batch.partition,
-            result,
-            lag,
-          });
-          await payload.heartbeat();
-        } catch (error) {
-          if (error instanceof OffsetGapError) {
-            // Kafka's position is past the checkpoint (stored with the view): go back to it.
-            consumer.seek({
-              topic: batch.topic,
-              partition: batch.partition,
-              offset: error.expected.toString(),
-            });
-            return;
-          }
-          options.hooks?.failed?.(projection.name, error);
-          throw error;
-        }
+        const lag = Number(BigInt(batch.highWatermark) - (records.at(-1)?.offset ?? 0n) - 1n);
+        await queue.push(
+          `${batch.topic}:${batch.partition}`,
+          records.length,
+          async () => {
+            if (!building.has(instance)) await heldBack.get(projection.name);
+            try {
+              const result = await retryingConflicts(() =>
+                applyBatch(options.db, projection, records, deadLetters, batchOptions),
+              );
+              options.hooks?.batch?.({
+                projection: projection.name,
+                generation,
+                building: building.has(instance),
+                topic: batch.topic,
+                partition: batch.partition,
+                result,
+                lag,
+              });
+            } catch (error) {
+              if (error instanceof OffsetGapError) {
+                // Kafka's position is past the checkpoint (stored with the view): go back to it.
+                consumer.seek({
+                  topic: batch.topic,
+                  partition: batch.partition,
+                  offset: error.expected.toString(),
+                });
+                return;
+              }
+              options.hooks?.failed?.(projection.name, error);
+              failure = error instanceof Error ? error : new Error(String(error));
+            }
+          },
+          () => payload.heartbeat(),
+        );
+        // Kafka's committed offsets are for lag tools only: the checkpoint in PostgreSQL is
+        // what counts, and a consumer that starts past it seeks back.
+        const last = batch.messages[batch.messages.length - 1];
+        if (last !== undefined && !payload.isStale()) payload.resolveOffset(last.offset);
+        await payload.heartbeat();
       },
     });
     options.hooks?.generation?.(projection.name, generation, 'consuming');
+  }
+
+  /** Applies the batches in hand, then leaves the group. */
+  async function finish(instance: string, consumer: Consumer): Promise<void> {
+    await queues.get(instance)?.close();
+    queues.delete(instance);
+    await consumer.disconnect();
   }
 
   async function stopConsumer(projection: string, generation: number): Promise<void> {
@@ -267,7 +327,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     const consumer = consumers.get(instance);
     if (consumer === undefined) return;
     consumers.delete(instance);
-    await consumer.disconnect();
+    await finish(instance, consumer);
     options.hooks?.generation?.(projection, generation, 'stopped');
   }
 
@@ -283,7 +343,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       if (
         progress !== undefined &&
         progress.behind <= SWAP_WITHIN_RECORDS &&
-        (await swapIfCaughtUp(options.db, projection, SWAP_WAIT_MS))
+        (await swapHoldingBack(projection))
       ) {
         options.hooks?.generation?.(projection.name, rebuild.generation, 'activated');
         generations = await listGenerations(options.db, projection.name);
@@ -306,16 +366,31 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     );
   }
 
+  /**
+   * Swaps a caught-up rebuild while this process's batches of the active generation wait before
+   * taking a connection: otherwise they would hold the pool's connections, blocked on the
+   * swap's locks, and starve the rebuild that has to pass them.
+   */
+  async function swapHoldingBack(projection: Projection<DB>): Promise<boolean> {
+    let open = (): void => undefined;
+    heldBack.set(projection.name, new Promise<void>((resolve) => (open = resolve)));
+    try {
+      return await swapIfCaughtUp(options.db, projection, SWAP_WAIT_MS);
+    } finally {
+      heldBack.delete(projection.name);
+      open();
+    }
+  }
+
   function sync(): Promise<void> {
-    syncing = syncing.then(() =>
-      Promise.all(
-        options.projections.map((projection) =>
-          syncProjection(projection).catch((error: unknown) =>
-            options.hooks?.failed?.(projection.name, error),
-          ),
-        ),
-      ).then(() => undefined),
-    );
+    // One projection after the other: two swaps at once would hold back twice as much.
+    syncing = syncing.then(async () => {
+      for (const projection of options.projections) {
+        await syncProjection(projection).catch((error: unknown) =>
+          options.hooks?.failed?.(projection.name, error),
+        );
+      }
+    });
     return syncing;
   }
 
@@ -376,7 +451,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       stopped = true;
       clearTimeout(poll);
       await syncing;
-      await Promise.all([...consumers.values()].map((consumer) => consumer.disconnect()));
+      await Promise.all([...consumers].map(([instance, consumer]) => finish(instance, consumer)));
       consumers.clear();
       await producer?.disconnect().catch(() => undefined);
       producer = undefined;

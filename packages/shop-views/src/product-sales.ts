@@ -52,8 +52,10 @@ export const productSales = defineProjection<Record<string, never>>({
       }
     }
     if (products.size === 0) return;
-    const ids = [...products.keys()];
-    const values = [...products.values()];
+    // In key order: batches of other partitions update the same products, and rows locked in
+    // one order everywhere cannot deadlock.
+    const ids = [...products.keys()].sort();
+    const values = ids.map((id) => products.get(id) as SalesDelta);
     await sql`
       INSERT INTO ${sql.table(table('views.product_sales'))} AS s
         (product_id, added_count, removed_count, units_sold, revenue_cents)

@@ -1,0 +1,65 @@
+import { describe, expect, it } from 'vitest';
+import { createApplyQueue } from './apply-queue.js';
+
+/** A unit of work that finishes when told to, recording when it ran. */
+function gate(log: string[], name: string) {
+  let finish = (): void => undefined;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  return {
+    work: async () => {
+      log.push(`start ${name}`);
+      await done;
+      log.push(`end ${name}`);
+    },
+    finish,
+  };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+const nothing = () => Promise.resolve();
+
+describe('apply queue', () => {
+  it('keeps a partition in order, runs partitions side by side up to the concurrency', async () => {
+    const log: string[] = [];
+    const queue = createApplyQueue({ limit: 100, concurrency: 2 });
+    const a1 = gate(log, 'a1');
+    const a2 = gate(log, 'a2');
+    const b1 = gate(log, 'b1');
+    const c1 = gate(log, 'c1');
+    await queue.push('a', 1, a1.work, nothing);
+    await queue.push('a', 1, a2.work, nothing);
+    await queue.push('b', 1, b1.work, nothing);
+    await queue.push('c', 1, c1.work, nothing);
+    await tick();
+    expect(log).toEqual(['start a1', 'start b1']);
+    b1.finish();
+    await tick();
+    expect(log).toEqual(['start a1', 'start b1', 'end b1', 'start c1']);
+    a1.finish();
+    c1.finish();
+    await tick();
+    a2.finish();
+    await queue.close();
+    expect(log.indexOf('start a2')).toBeGreaterThan(log.indexOf('end a1'));
+    expect(log.at(-1)).toBe('end a2');
+  });
+
+  it('makes a push wait while the limit is in hand, and takes nothing once closed', async () => {
+    const log: string[] = [];
+    const queue = createApplyQueue({ limit: 10, concurrency: 1 });
+    const first = gate(log, 'first');
+    await queue.push('a', 8, first.work, nothing);
+    let pushed = false;
+    const second = queue.push('b', 5, () => Promise.resolve(), nothing).then(() => (pushed = true));
+    await tick();
+    expect(pushed).toBe(false);
+    first.finish();
+    await second;
+    expect(pushed).toBe(true);
+    const closing = queue.close();
+    let ran = false;
+    await queue.push('c', 1, () => Promise.resolve().then(() => void (ran = true)), nothing);
+    await closing;
+    expect(ran).toBe(false);
+  });
+});

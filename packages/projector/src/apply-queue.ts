@@ -1,0 +1,71 @@
+/**
+ * Batches applied behind the consumer's back, so that Kafka fetches the next ones while these
+ * commit. One chain per partition keeps its batches in order; up to `concurrency` partitions
+ * apply side by side.
+ */
+export interface ApplyQueue {
+  /**
+   * Queues `work` behind the partition's earlier batches, first waiting while `limit` records
+   * are in hand (calling `waiting` every second meanwhile: the consumer's heartbeat). `work`
+   * must not throw. Does nothing once the queue is closed.
+   */
+  push(
+    partition: string,
+    records: number,
+    work: () => Promise<void>,
+    waiting: () => Promise<void>,
+  ): Promise<void>;
+  /** Takes nothing more, and resolves when everything queued has run. */
+  close(): Promise<void>;
+}
+
+export function createApplyQueue(options: { limit: number; concurrency: number }): ApplyQueue {
+  const tails = new Map<string, Promise<void>>();
+  const running = new Set<Promise<void>>();
+  const waiting: (() => void)[] = [];
+  let active = 0;
+  let inHand = 0;
+  let closed = false;
+
+  const slot = (): Promise<void> => {
+    if (active < options.concurrency) {
+      active += 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => waiting.push(resolve));
+  };
+  const release = (): void => {
+    const next = waiting.shift();
+    if (next === undefined) active -= 1;
+    else next();
+  };
+
+  return {
+    async push(partition, records, work, waiting) {
+      while (inHand > 0 && inHand + records > options.limit) {
+        let timer: NodeJS.Timeout | undefined;
+        const second = new Promise((resolve) => (timer = setTimeout(resolve, 1000)));
+        await Promise.race([...running, second]);
+        clearTimeout(timer);
+        await waiting();
+      }
+      if (closed) return;
+      inHand += records;
+      const job: Promise<void> = (tails.get(partition) ?? Promise.resolve())
+        .then(slot)
+        .then(work)
+        .finally(() => {
+          release();
+          inHand -= records;
+          running.delete(job);
+          if (tails.get(partition) === job) tails.delete(partition);
+        });
+      tails.set(partition, job);
+      running.add(job);
+    },
+    async close() {
+      closed = true;
+      while (running.size > 0) await Promise.all(running);
+    },
+  };
+}
