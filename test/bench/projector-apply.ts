@@ -13,7 +13,7 @@
 //   BENCH_LATENCY_RATE             writes per second for the latency run (default 500)
 //   BENCH_LATENCY_SECONDS          length of the latency run (default 20)
 //   BENCH_SKIP_APPLY=1 / BENCH_SKIP_LATENCY=1   run one half only
-//   BENCH_PROJECTOR_NODE_ARGS      extra node flags for the projector in the apply run, e.g.
+//   BENCH_PROJECTOR_NODE_ARGS      extra node flags for the projector (both runs), e.g.
 //                                  "--cpu-prof --cpu-prof-dir=/tmp/projector-prof"
 //   BENCH_MAX_IN_FLIGHT            writes waiting for a response at most (default 64)
 //   BENCH_LATENCY_PROJECTIONS      PROJECTOR_PROJECTIONS of the latency run (default: all four)
@@ -367,16 +367,20 @@ async function latencyRun() {
       RELAY_METRICS_PORT: '0',
       LOG_LEVEL: 'info',
     });
-    const projector = start('projector', {
-      ...env,
-      PROJECTOR_TOPIC_PREFIX: prefix,
-      PROJECTOR_GROUP_PREFIX: `${prefix}g.`,
-      PROJECTOR_METRICS_PORT: '0',
-      LOG_LEVEL: 'info',
-      ...(process.env.BENCH_LATENCY_PROJECTIONS === undefined
-        ? {}
-        : { PROJECTOR_PROJECTIONS: process.env.BENCH_LATENCY_PROJECTIONS }),
-    });
+    const projector = start(
+      'projector',
+      {
+        ...env,
+        PROJECTOR_TOPIC_PREFIX: prefix,
+        PROJECTOR_GROUP_PREFIX: `${prefix}g.`,
+        PROJECTOR_METRICS_PORT: '0',
+        LOG_LEVEL: 'info',
+        ...(process.env.BENCH_LATENCY_PROJECTIONS === undefined
+          ? {}
+          : { PROJECTOR_PROJECTIONS: process.env.BENCH_LATENCY_PROJECTIONS }),
+      },
+      config.projectorNodeArgs,
+    );
     const post = async (path: string, body: unknown) => {
       const response = await fetch(`${api.base}${path}`, {
         method: 'POST',

@@ -62,4 +62,19 @@ describe('apply queue', () => {
     await closing;
     expect(ran).toBe(false);
   });
+
+  it('tells when a partition has applied everything queued so far', async () => {
+    const log: string[] = [];
+    const queue = createApplyQueue({ limit: 100, concurrency: 2 });
+    const first = gate(log, 'a1');
+    await queue.push('a', 1, first.work, nothing);
+    let applied = false;
+    const waiting = queue.applied('a').then(() => (applied = true));
+    await tick();
+    expect(applied).toBe(false);
+    first.finish();
+    await waiting;
+    expect(log).toEqual(['start a1', 'end a1']);
+    await queue.applied('b');
+  });
 });

@@ -15,6 +15,8 @@ export interface ApplyQueue {
     work: () => Promise<void>,
     waiting: () => Promise<void>,
   ): Promise<void>;
+  /** Resolves when everything queued for `partition` so far has run. */
+  applied(partition: string): Promise<void>;
   /** Takes nothing more, and resolves when everything queued has run. */
   close(): Promise<void>;
 }
@@ -62,6 +64,9 @@ export function createApplyQueue(options: { limit: number; concurrency: number }
         });
       tails.set(partition, job);
       running.add(job);
+    },
+    async applied(partition) {
+      await tails.get(partition);
     },
     async close() {
       closed = true;

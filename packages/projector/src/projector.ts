@@ -108,6 +108,8 @@ export interface Projector {
 
 /** Records fetched but not yet applied, per consumer, at most (a batch may go past it). */
 const MAX_RECORDS_IN_HAND = 20_000;
+/** A partition at least this far behind its end is fetched while its batches apply. */
+const CATCHING_UP_RECORDS = 1000;
 /** A rebuild within this many records of the active generation tries to swap. */
 const SWAP_WITHIN_RECORDS = 2000;
 /** How long a swap may hold the active generation still while the new one passes it. */
@@ -258,6 +260,8 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     let failure: Error | undefined;
     await consumer.run({
       autoCommit: true,
+      // Kafka's offsets are for lag tools only: every 5 s is plenty, not a request per batch.
+      autoCommitInterval: 5000,
       eachBatchAutoResolve: false,
       eachBatch: async (payload) => {
         const { batch } = payload;
@@ -271,8 +275,9 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
           toRecord(batch.topic, batch.partition, message),
         );
         const lag = Number(BigInt(batch.highWatermark) - (records.at(-1)?.offset ?? 0n) - 1n);
+        const key = `${batch.topic}:${batch.partition}`;
         await queue.push(
-          `${batch.topic}:${batch.partition}`,
+          key,
           records.length,
           async () => {
             if (!building.has(instance)) await heldBack.get(projection.name);
@@ -305,6 +310,9 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
           },
           () => payload.heartbeat(),
         );
+        // Caught up, the next fetch waits for this batch to commit: records that arrive
+        // meanwhile make one batch, rather than a transaction and a fetch each.
+        if (lag < CATCHING_UP_RECORDS) await queue.applied(key);
         // Kafka's committed offsets are for lag tools only: the checkpoint in PostgreSQL is
         // what counts, and a consumer that starts past it seeks back.
         const last = batch.messages[batch.messages.length - 1];
