@@ -94,4 +94,44 @@ describe('projector failures', () => {
     projector.kill('SIGTERM');
     await projector.exited();
   });
+
+  it("views equal the fold when the projector's database connections are cut mid-batch", async () => {
+    const projector = pipeline.startProjector();
+    await projector.waitForOutput('"msg":"consuming"', {
+      timeoutMs: 60_000,
+      message: 'the projector to consume',
+    });
+    let writing = true;
+    const workload = shoppingWorkload(pipeline, { carts: 30, rounds: 20, tag: 'PCUT' }).then(() => {
+      writing = false;
+    });
+    let cut = 0;
+    for (let round = 0; round < 5; round += 1) {
+      const before = await pipeline.cartEventsApplied();
+      await waitFor(async () => (await pipeline.cartEventsApplied()) > before || !writing, {
+        timeoutMs: 60_000,
+        intervalMs: 10,
+        message: 'the projector to apply a batch',
+      });
+      const { rows } = await pipeline.pool.query<{ n: string }>(
+        `SELECT count(pg_terminate_backend(pid))::text AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = 'sluice-projector'`,
+      );
+      cut += Number(rows[0]?.n ?? 0);
+    }
+    await workload;
+    await pipeline.expectCartSummariesConverge();
+    const { rows } = await pipeline.pool.query<{ n: string }>(
+      `SELECT count(*)::text AS n FROM shop.outbox WHERE aggregate_type = 'cart'`,
+    );
+    // Each event applied once, although batches died half-way and came again.
+    expect(await pipeline.cartEventsApplied()).toBe(Number(rows[0]?.n ?? 0));
+    expect(cut).toBeGreaterThan(0);
+    // Batches did die half-way, and were applied again.
+    expect(projector.output()).toContain('batch failed; it will be retried');
+    expect(projector.child.exitCode).toBeNull();
+    console.log(JSON.stringify({ projectorConnectionsCut: cut }));
+    projector.kill('SIGTERM');
+    expect(await projector.exited()).toBe(0);
+  });
 });

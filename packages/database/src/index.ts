@@ -58,6 +58,10 @@ export function createDatabase<DB>(options: DatabaseOptions): Kysely<DB> {
         }),
   });
   pool.on('error', options.onIdleError ?? (() => undefined));
+  // A connection that fails while checked out (terminated between two statements of a
+  // transaction) emits 'error' on its client, and without a listener that ends the process.
+  // The failure reaches the caller through the next query, which fails; the pool drops it.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
 }
 

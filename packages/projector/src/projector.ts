@@ -258,6 +258,11 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     queues.set(instance, queue);
     /** A failed batch (not a gap): the next call hands it to kafkajs, which retries from its position. */
     let failure: Error | undefined;
+    const takeFailure = (): Error | undefined => {
+      const error = failure;
+      failure = undefined;
+      return error;
+    };
     await consumer.run({
       autoCommit: true,
       // Kafka's offsets are for lag tools only: every 5 s is plenty, not a request per batch.
@@ -265,11 +270,8 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       eachBatchAutoResolve: false,
       eachBatch: async (payload) => {
         const { batch } = payload;
-        if (failure !== undefined) {
-          const error = failure;
-          failure = undefined;
-          throw error;
-        }
+        const earlier = takeFailure();
+        if (earlier !== undefined) throw earlier;
         if (!payload.isRunning() || payload.isStale() || batch.messages.length === 0) return;
         const records = batch.messages.map((message) =>
           toRecord(batch.topic, batch.partition, message),
@@ -313,6 +315,9 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
         // Caught up, the next fetch waits for this batch to commit: records that arrive
         // meanwhile make one batch, rather than a transaction and a fetch each.
         if (lag < CATCHING_UP_RECORDS) await queue.applied(key);
+        // Handed to kafkajs now when caught up: no later batch may come soon to carry it.
+        const failed = takeFailure();
+        if (failed !== undefined) throw failed;
         // Kafka's committed offsets are for lag tools only: the checkpoint in PostgreSQL is
         // what counts, and a consumer that starts past it seeks back.
         const last = batch.messages[batch.messages.length - 1];
