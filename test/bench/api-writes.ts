@@ -23,7 +23,7 @@
 // the upsert; cart and its lines for the response), i.e. every statement the endpoint sends,
 // so the gap splits into "extra SQL" and "HTTP + framework + JS". `ratio` = api / ceiling.
 import { errorMessage } from '@sluice/errors';
-import { freePort, uniqueName, waitFor } from '@sluice/testkit';
+import { freePort, uniqueName, waitFor, withAdminClient, withDatabase } from '@sluice/testkit';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
@@ -40,8 +40,6 @@ import {
   processTicks,
   repoRoot,
   stopProcess,
-  withAdminClient,
-  withDatabase,
 } from './support.js';
 
 // ---------------------------------------------------------------- configuration

@@ -29,7 +29,13 @@ import { topicFor } from '@sluice/contracts';
 import { errorMessage } from '@sluice/errors';
 import { outboxMigrations } from '@sluice/outbox';
 import { createDatabase, migrate } from '@sluice/database';
-import { createTestDatabase, testKafka, uniqueName, type TestDatabase } from '@sluice/testkit';
+import {
+  createTestDatabase,
+  testKafka,
+  uniqueName,
+  withAdminClient,
+  type TestDatabase,
+} from '@sluice/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
@@ -45,7 +51,6 @@ import {
   processTicks,
   repoRoot,
   stopProcess,
-  withAdminClient,
 } from './support.js';
 import { AGGREGATE_TYPE, confirmedFlush, writeOutboxEvents } from '../relay/harness.js';
 

@@ -3,7 +3,6 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 
 /** A positive number from the environment, or `fallback` when unset. */
 export function envNumber(name: string, fallback: number): number {
@@ -27,26 +26,6 @@ export function repoRoot(): string {
     dir = parent;
   }
   return dir;
-}
-
-export function withDatabase(url: string, database: string): string {
-  const parsed = new URL(url);
-  parsed.pathname = `/${database}`;
-  return parsed.toString();
-}
-
-/** Runs `action` on a connection to the `postgres` database of `serverUrl`'s server. */
-export async function withAdminClient<T>(
-  serverUrl: string,
-  action: (client: pg.Client) => Promise<T>,
-): Promise<T> {
-  const client = new pg.Client({ connectionString: withDatabase(serverUrl, 'postgres') });
-  await client.connect();
-  try {
-    return await action(client);
-  } finally {
-    await client.end();
-  }
 }
 
 /** SIGTERM, then SIGKILL after `timeoutMs`; resolves once the process exited. */

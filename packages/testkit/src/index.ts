@@ -86,13 +86,15 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-function withDatabase(url: string, database: string): string {
+/** `url` with its database replaced by `database`. */
+export function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
   parsed.pathname = `/${database}`;
   return parsed.toString();
 }
 
-async function withAdmin<T>(
+/** Runs `action` on a connection to the `postgres` database of `serverUrl`'s server. */
+export async function withAdminClient<T>(
   serverUrl: string,
   action: (client: pg.Client) => Promise<T>,
 ): Promise<T> {
@@ -114,14 +116,14 @@ async function withAdmin<T>(
  */
 export async function createTestDatabase(serverUrl: string, prefix: string): Promise<TestDatabase> {
   const name = uniqueName(prefix);
-  await withAdmin(serverUrl, (client) =>
+  await withAdminClient(serverUrl, (client) =>
     client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`),
   );
   return {
     name,
     url: withDatabase(serverUrl, name),
     drop: () =>
-      withAdmin(serverUrl, async (client) => {
+      withAdminClient(serverUrl, async (client) => {
         // Logical slots pin their database; free them first.
         await client.query(
           `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
