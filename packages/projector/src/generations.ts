@@ -218,12 +218,14 @@ async function checkpointPairs<DB>(
 const behindOf = (pairs: readonly CheckpointPair[]): number =>
   pairs.reduce((sum, p) => sum + Math.max(0, Number(BigInt(p.active) - BigInt(p.building))), 0);
 
-/** How far the building generation of `projection` is behind the active one; undefined if none is building. */
+/**
+ * How far the building generation among a projection's `generations` is behind the active one;
+ * undefined if none is building.
+ */
 export async function rebuildProgress<DB>(
   db: Kysely<DB>,
-  projection: string,
+  generations: readonly Generation[],
 ): Promise<RebuildProgress | undefined> {
-  const generations = await listGenerations(db, projection);
   const active = generations.find((g) => g.state === 'active');
   const building = generations.find((g) => g.state === 'building');
   if (active === undefined || building === undefined) return undefined;

@@ -186,8 +186,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   const prefix = options.topicPrefix ?? '';
   const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
   /** Consumers, and the queues of batches they fetched, by generation instance. */
-  const consumers = new Map<string, Consumer>();
-  const queues = new Map<string, ApplyQueue>();
+  const consumers = new Map<string, { consumer: Consumer; queue: ApplyQueue }>();
   /** Instances of generations being built, as of the last check. */
   const building = new Set<string>();
   /** Projections being swapped here: their active generation's batches wait for this. */
@@ -241,7 +240,11 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       maxWaitTimeInMs: 1000,
       heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
     });
-    consumers.set(instance, consumer);
+    const queue = createApplyQueue({
+      limit: MAX_RECORDS_IN_HAND,
+      concurrency: options.applyConcurrency ?? 2,
+    });
+    consumers.set(instance, { consumer, queue });
     const batchOptions = { ...applyOptions, generation };
     try {
       await consumer.connect();
@@ -251,11 +254,6 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       await consumer.disconnect().catch(() => undefined);
       throw error;
     }
-    const queue = createApplyQueue({
-      limit: MAX_RECORDS_IN_HAND,
-      concurrency: options.applyConcurrency ?? 2,
-    });
-    queues.set(instance, queue);
     /** A failed batch (not a gap): the next call hands it to kafkajs, which retries from its position. */
     let failure: Error | undefined;
     const takeFailure = (): Error | undefined => {
@@ -329,19 +327,39 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   }
 
   /** Applies the batches in hand, then leaves the group. */
-  async function finish(instance: string, consumer: Consumer): Promise<void> {
-    await queues.get(instance)?.close();
-    queues.delete(instance);
-    await consumer.disconnect();
+  async function finish(running: { consumer: Consumer; queue: ApplyQueue }): Promise<void> {
+    await running.queue.close();
+    await running.consumer.disconnect();
   }
 
   async function stopConsumer(projection: string, generation: number): Promise<void> {
     const instance = instanceOf(projection, generation);
-    const consumer = consumers.get(instance);
-    if (consumer === undefined) return;
+    const running = consumers.get(instance);
+    if (running === undefined) return;
     consumers.delete(instance);
-    await finish(instance, consumer);
+    await finish(running);
     options.hooks?.generation?.(projection, generation, 'stopped');
+  }
+
+  /** Consumes the active and building ones among a projection's `generations`, stops retired ones. */
+  async function follow(
+    projection: Projection<DB>,
+    generations: readonly Generation[],
+  ): Promise<void> {
+    for (const g of generations) {
+      if (g.state === 'building') building.add(g.instance);
+      else building.delete(g.instance);
+    }
+    await Promise.all(
+      generations
+        .filter((g) => g.state !== 'retired' && !consumers.has(g.instance) && !stopped)
+        .map((g) => startConsumer(projection, g.generation)),
+    );
+    await Promise.all(
+      generations
+        .filter((g) => g.state === 'retired')
+        .map((g) => stopConsumer(projection.name, g.generation)),
+    );
   }
 
   /**
@@ -352,7 +370,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     let generations = await listGenerations(options.db, projection.name);
     const rebuild = generations.find((g) => g.state === 'building');
     if (rebuild !== undefined && consumers.has(rebuild.instance)) {
-      const progress = await rebuildProgress(options.db, projection.name);
+      const progress = await rebuildProgress(options.db, generations);
       if (
         progress !== undefined &&
         progress.behind <= SWAP_WITHIN_RECORDS &&
@@ -362,21 +380,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
         generations = await listGenerations(options.db, projection.name);
       }
     }
-    for (const g of generations) {
-      if (g.state === 'building') building.add(g.instance);
-      else building.delete(g.instance);
-    }
-    const wanted = generations.filter((g) => g.state !== 'retired');
-    await Promise.all(
-      wanted
-        .filter((g) => !consumers.has(g.instance) && !stopped)
-        .map((g) => startConsumer(projection, g.generation)),
-    );
-    await Promise.all(
-      generations
-        .filter((g) => g.state === 'retired')
-        .map((g) => stopConsumer(projection.name, g.generation)),
-    );
+    await follow(projection, generations);
   }
 
   /**
@@ -438,25 +442,17 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     },
     async generations(name) {
       projectionNamed(name);
-      return {
-        generations: await listGenerations(options.db, name),
-        rebuild: await rebuildProgress(options.db, name),
-      };
+      const generations = await listGenerations(options.db, name);
+      return { generations, rebuild: await rebuildProgress(options.db, generations) };
     },
     async start() {
       for (const projection of options.projections)
         await ensureFirstGeneration(options.db, projection);
       // Joins every group at once; a failure here is the caller's (unlike in the poll).
       await Promise.all(
-        options.projections.map(async (projection) => {
-          const generations = await listGenerations(options.db, projection.name);
-          for (const g of generations) if (g.state === 'building') building.add(g.instance);
-          await Promise.all(
-            generations
-              .filter((g) => g.state !== 'retired')
-              .map((g) => startConsumer(projection, g.generation)),
-          );
-        }),
+        options.projections.map(async (projection) =>
+          follow(projection, await listGenerations(options.db, projection.name)),
+        ),
       );
       schedule();
     },
@@ -464,7 +460,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       stopped = true;
       clearTimeout(poll);
       await syncing;
-      await Promise.all([...consumers].map(([instance, consumer]) => finish(instance, consumer)));
+      await Promise.all([...consumers.values()].map(finish));
       consumers.clear();
       await producer?.disconnect().catch(() => undefined);
       producer = undefined;
