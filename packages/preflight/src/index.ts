@@ -149,9 +149,11 @@ async function ensureTopics(
     const existing = new Set(await admin.listTopics());
     const create = topics.filter((topic) => !existing.has(topic));
     if (create.length > 0) {
+      // kafkajs's own wait retries LEADER_NOT_AVAILABLE only; a topic that metadata does not
+      // list yet (UNKNOWN_TOPIC_OR_PARTITION) would fail it, so the loop below waits instead.
       await admin
         .createTopics({
-          waitForLeaders: true,
+          waitForLeaders: false,
           topics: create.map((topic) => ({
             topic,
             numPartitions: options.partitions ?? 6,
