@@ -56,7 +56,7 @@ export async function listParked<DB>(db: Kysely<DB>, projection?: string): Promi
       FROM sluice.parked_events p LEFT JOIN sluice.projection_generations g ON g.instance = p.projection
      WHERE COALESCE(g.state, 'active') = 'active'
        AND ${projection === undefined ? sql`true` : sql`COALESCE(g.projection, p.projection) = ${projection}`}
-     ORDER BY first_failed_at, topic, partition, record_offset`.execute(db);
+     ORDER BY p.first_failed_at, p.topic, p.partition, p.record_offset`.execute(db);
   return rows.map((row) => ({
     projection: row.projection,
     topic: row.topic,

@@ -294,6 +294,17 @@ describe('projector', () => {
     expect(letters).toEqual([]);
   });
 
+  it('lists parked records in offset order, not in the order of their offsets as text', async () => {
+    // Parked in one transaction, so at one time: offset 10 must still follow offset 9.
+    await sql`
+      INSERT INTO sluice.parked_events (projection, topic, partition, record_offset, aggregate_type,
+          aggregate_id, aggregate_version, record_key, record_value, record_headers, reason, attempts)
+      SELECT 'test_order', 't', 0, o, 'cart', 'c', o - 8, 'c', NULL, '{}'::jsonb, 'behind_parked', 0
+        FROM generate_series(8, 11) AS o`.execute(db);
+    const listed = await listParked(db, 'test_order');
+    expect(listed.map((p) => p.offset)).toEqual(['8', '9', '10', '11']);
+  });
+
   it('rebuilds blue/green: replays into a new generation, then swaps the readers to it', async () => {
     const before = await totals();
     const appliedBefore = await appliedCount();
