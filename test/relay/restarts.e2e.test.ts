@@ -8,6 +8,7 @@ import {
   type KafkaServer,
   type PostgresServer,
 } from '@sluice/stack';
+import { Lsn } from '@sluice/relay';
 import { freePort, waitFor } from '@sluice/testkit';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -49,7 +50,10 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
   beforeAll(async () => {
     tempDir = await mkdtemp(join(tmpdir(), 'sluice-restarts-'));
     await chmod(tempDir, 0o755); // as root, PostgreSQL runs as the postgres user
+    // Two draws, not port + 1: the port next to a free one may well be taken.
     const kafkaPort = await freePort();
+    let controllerPort = await freePort();
+    while (controllerPort === kafkaPort) controllerPort = await freePort();
     postgres = createPostgresServer({
       dataDir: join(tempDir, 'pg'),
       port: await freePort(),
@@ -60,7 +64,7 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
       kafkaHome: join(rootDir, 'infra', 'kafka'),
       dataDir: join(tempDir, 'kafka'),
       port: kafkaPort,
-      controllerPort: kafkaPort + 1,
+      controllerPort,
       heap: '512m',
     });
     brokers = kafka.brokers;
@@ -177,20 +181,25 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
     });
 
     await kafka.stop();
-    const { rows } = await fixture.pool.query<{ lsn: string }>(
-      `SELECT (pg_current_wal_lsn() - '0/0')::text AS lsn`,
-    );
-    const beforeStuck = BigInt(rows[0]?.lsn ?? '0');
     await writeOutboxEvents(fixture.pool, { aggregates: 100, perAggregate: 3 });
-    // The relay has read them and keeps failing to send them; heartbeats keep committing after.
+    // The relay has read them and keeps failing to send them; keepalives keep arriving.
     await waitFor(() => (relay.output().match(/Kafka send failed; retrying/g) ?? []).length >= 3, {
       timeoutMs: 60_000,
       message: 'the relay to retry the stuck batch three times',
     });
-    expect(await confirmedFlush(fixture.pool, fixture.slot)).toBeLessThanOrEqual(beforeStuck);
+    const confirmedWhileStuck = await confirmedFlush(fixture.pool, fixture.slot);
 
     await kafka.start();
     await expectAllDelivered(fixture);
+    // A keepalive may confirm a position inside the stuck transaction's WAL (decoding had not
+    // reached its commit yet; PostgreSQL resends a transaction whose commit record starts at or
+    // after the confirmed position), never past the start of its commit record.
+    const stuck = (await readTopic(brokers, fixture.topic)).filter((r) => r.version >= 2);
+    expect(stuck.length).toBeGreaterThanOrEqual(300);
+    const stuckCommit = Lsn.parse(stuck[0]?.headers.ce_commitlsn ?? '');
+    expect(stuck.every((r) => r.headers.ce_commitlsn === Lsn.format(stuckCommit))).toBe(true);
+    expect(confirmedWhileStuck).toBeLessThanOrEqual(stuckCommit);
+
     const { rows: after } = await fixture.pool.query<{ lsn: string }>(
       `SELECT (pg_current_wal_lsn() - '0/0')::text AS lsn`,
     );
