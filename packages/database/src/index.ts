@@ -1,7 +1,7 @@
 // The database pool and migrations, apart from the service kit: a process that does not use
 // Kysely (the relay) does not load it.
 import { SluiceError } from '@sluice/errors';
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely';
 import { Migrator, type Migration } from 'kysely/migration';
 import pg from 'pg';
 
@@ -40,6 +40,86 @@ export interface DatabaseOptions {
   onIdleError?: (error: Error) => void;
   /** Session settings of every connection, e.g. `{ synchronous_commit: 'off' }`. */
   settings?: Readonly<Record<string, string>>;
+  /**
+   * A parameterized statement text run this many times becomes a server-side prepared
+   * statement on each connection, so PostgreSQL parses and plans it once rather than every time
+   * (as pgjdbc's `prepareThreshold`). At most 256 texts are prepared. 0 turns it off. Default 5.
+   */
+  prepareThreshold?: number;
+}
+
+/** Texts prepared per process, at most (each connection prepares them as it runs them). */
+const PREPARED_TEXTS = 256;
+
+interface StatementNamer {
+  /** The name to prepare `text` under, once it is worth preparing. */
+  name(text: string): string | undefined;
+  /** Prepares `text` afresh, under a new name, the next time it is worth it. */
+  forget(text: string): void;
+}
+
+/**
+ * Names the statement texts worth preparing: data statements run `threshold` times. Texts are
+ * counted until `PREPARED_TEXTS` are named; one-off texts (dynamic lists) are forgotten in bulk.
+ */
+function statementNamer(threshold: number): StatementNamer {
+  const names = new Map<string, string>();
+  const uses = new Map<string, number>();
+  let named = 0;
+  return {
+    name(text) {
+      const name = names.get(text);
+      if (name !== undefined || threshold <= 0 || named >= PREPARED_TEXTS) return name;
+      if (text.length > 16_384 || !/^\s*(select|insert|update|delete|with)\b/i.test(text))
+        return undefined;
+      const count = (uses.get(text) ?? 0) + 1;
+      if (count < threshold) {
+        if (uses.size >= 16 * PREPARED_TEXTS) uses.clear();
+        uses.set(text, count);
+        return undefined;
+      }
+      uses.delete(text);
+      named += 1;
+      names.set(text, `sluice_${named}`);
+      return `sluice_${named}`;
+    },
+    forget(text) {
+      names.delete(text);
+    },
+  };
+}
+
+/** PostgreSQL refuses a prepared statement whose result columns changed (a view redefined). */
+const RESULT_TYPE_CHANGED = /cached plan must not change result type/;
+
+/** Kysely's view of `pool`, running the texts `namer` names as prepared statements. */
+function preparingPool(pool: pg.Pool, namer: StatementNamer): PostgresPool {
+  return {
+    options: pool.options,
+    end: () => pool.end(),
+    async connect() {
+      const client = await pool.connect();
+      const query = (text: unknown, values?: readonly unknown[]): unknown => {
+        if (typeof text !== 'string') return client.query(text as pg.Submittable);
+        // Without parameters pg uses the simple protocol, where one text may hold several statements.
+        const name = values === undefined || values.length === 0 ? undefined : namer.name(text);
+        if (name === undefined) return client.query(text, values as unknown[]);
+        return client.query({ name, text, values: values as unknown[] }).catch((error: unknown) => {
+          // This statement fails on every connection that prepared it: the next run prepares
+          // it again under another name. (The caller still sees this failure.)
+          if (error instanceof Error && RESULT_TYPE_CHANGED.test(error.message)) namer.forget(text);
+          throw error;
+        });
+      };
+      return {
+        get processID() {
+          return (client as { processID?: number }).processID;
+        },
+        release: (destroy?: boolean) => client.release(destroy),
+        query,
+      } as PostgresPoolClient;
+    },
+  };
 }
 
 /** A pooled Kysely instance over node-postgres; `bigint` columns read as numbers. */
@@ -62,7 +142,8 @@ export function createDatabase<DB>(options: DatabaseOptions): Kysely<DB> {
   // transaction) emits 'error' on its client, and without a listener that ends the process.
   // The failure reaches the caller through the next query, which fails; the pool drops it.
   pool.on('connect', (client) => client.on('error', () => undefined));
-  return new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  const namer = statementNamer(options.prepareThreshold ?? 5);
+  return new Kysely<DB>({ dialect: new PostgresDialect({ pool: preparingPool(pool, namer) }) });
 }
 
 /**

@@ -1,0 +1,99 @@
+// The pool against a real PostgreSQL: statements run often become prepared statements.
+import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
+import { sql, type Kysely } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase } from './index.js';
+
+const { databaseUrl } = testServers();
+let database: TestDatabase;
+
+beforeAll(async () => {
+  database = await createTestDatabase(databaseUrl, 'database');
+});
+afterAll(async () => {
+  await database.drop();
+});
+
+/** The statements prepared on the (only) connection of `db`. */
+async function prepared(db: Kysely<unknown>): Promise<string[]> {
+  const { rows } = await sql<{ statement: string }>`
+    SELECT statement FROM pg_prepared_statements
+     WHERE NOT from_sql AND statement NOT LIKE '%pg_prepared_statements%' ORDER BY prepare_time`.execute(
+    db,
+  );
+  return rows.map((row) => row.statement);
+}
+
+describe('createDatabase', () => {
+  it('prepares a statement once it has run prepareThreshold times, and not before', async () => {
+    const db = createDatabase<unknown>({
+      url: database.url,
+      maxConnections: 1,
+      prepareThreshold: 3,
+    });
+    try {
+      const square = (n: number) =>
+        sql<{ n: number }>`SELECT ${n}::int * ${n}::int AS n`.execute(db);
+      await square(1);
+      await square(2);
+      expect(await prepared(db)).toEqual([]);
+      const { rows } = await square(3);
+      expect(rows).toEqual([{ n: 9 }]);
+      expect(await prepared(db)).toEqual(['SELECT $1::int * $2::int AS n']);
+      expect((await square(4)).rows).toEqual([{ n: 16 }]);
+      // Transaction control is never prepared.
+      for (let i = 0; i < 4; i += 1)
+        await db
+          .transaction()
+          .execute((trx) => sql`SELECT ${i}::int * ${i}::int AS n`.execute(trx));
+      expect(await prepared(db)).toEqual(['SELECT $1::int * $2::int AS n']);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('prepares nothing with prepareThreshold 0', async () => {
+    const db = createDatabase<unknown>({
+      url: database.url,
+      maxConnections: 1,
+      prepareThreshold: 0,
+    });
+    try {
+      for (let i = 0; i < 10; i += 1) await sql`SELECT ${i}::int AS n`.execute(db);
+      expect(await prepared(db)).toEqual([]);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('a prepared read follows a view recreated over another table (a rebuild swap)', async () => {
+    const db = createDatabase<unknown>({
+      url: database.url,
+      maxConnections: 1,
+      prepareThreshold: 1,
+    });
+    try {
+      await sql`CREATE TABLE swap_g1 (id int PRIMARY KEY, label text NOT NULL)`.execute(db);
+      await sql`CREATE TABLE swap_g2 (id int PRIMARY KEY, label text NOT NULL)`.execute(db);
+      await sql`INSERT INTO swap_g1 VALUES (1, 'old'); INSERT INTO swap_g2 VALUES (1, 'new')`.execute(
+        db,
+      );
+      await sql`CREATE VIEW swap AS SELECT * FROM swap_g1`.execute(db);
+      const read = async () =>
+        (await sql<{ label: string }>`SELECT label FROM swap WHERE id = ${1}`.execute(db)).rows;
+      for (let i = 0; i < 6; i += 1) expect(await read()).toEqual([{ label: 'old' }]);
+      await db.transaction().execute(async (trx) => {
+        await sql`DROP VIEW swap`.execute(trx);
+        await sql`CREATE VIEW swap AS SELECT * FROM swap_g2`.execute(trx);
+      });
+      expect(await read()).toEqual([{ label: 'new' }]);
+      // A view whose columns change fails the prepared read once; the next one prepares afresh.
+      await sql`DROP VIEW swap`.execute(db);
+      await sql`CREATE VIEW swap AS SELECT id, length(label) AS label FROM swap_g2`.execute(db);
+      await expect(read()).rejects.toThrow(/cached plan must not change result type/);
+      expect(await read()).toEqual([{ label: 3 }]);
+    } finally {
+      await db.destroy();
+    }
+  });
+});
