@@ -26,10 +26,10 @@ describe('apply queue', () => {
     const a2 = gate(log, 'a2');
     const b1 = gate(log, 'b1');
     const c1 = gate(log, 'c1');
-    await queue.push('a', 1, a1.work, nothing);
-    await queue.push('a', 1, a2.work, nothing);
-    await queue.push('b', 1, b1.work, nothing);
-    await queue.push('c', 1, c1.work, nothing);
+    await queue.push(['a'], 1, a1.work, nothing);
+    await queue.push(['a'], 1, a2.work, nothing);
+    await queue.push(['b'], 1, b1.work, nothing);
+    await queue.push(['c'], 1, c1.work, nothing);
     await tick();
     expect(log).toEqual(['start a1', 'start b1']);
     b1.finish();
@@ -48,9 +48,11 @@ describe('apply queue', () => {
     const log: string[] = [];
     const queue = createApplyQueue({ limit: 10, concurrency: 1 });
     const first = gate(log, 'first');
-    await queue.push('a', 8, first.work, nothing);
+    await queue.push(['a'], 8, first.work, nothing);
     let pushed = false;
-    const second = queue.push('b', 5, () => Promise.resolve(), nothing).then(() => (pushed = true));
+    const second = queue
+      .push(['b'], 5, () => Promise.resolve(), nothing)
+      .then(() => (pushed = true));
     await tick();
     expect(pushed).toBe(false);
     first.finish();
@@ -58,16 +60,45 @@ describe('apply queue', () => {
     expect(pushed).toBe(true);
     const closing = queue.close();
     let ran = false;
-    await queue.push('c', 1, () => Promise.resolve().then(() => void (ran = true)), nothing);
+    await queue.push(['c'], 1, () => Promise.resolve().then(() => void (ran = true)), nothing);
     await closing;
     expect(ran).toBe(false);
+  });
+
+  it('runs a batch of several partitions after the earlier batches of each', async () => {
+    const log: string[] = [];
+    const queue = createApplyQueue({ limit: 100, concurrency: 4 });
+    const a1 = gate(log, 'a1');
+    const b1 = gate(log, 'b1');
+    const ab = gate(log, 'ab');
+    const c1 = gate(log, 'c1');
+    await queue.push(['a'], 1, a1.work, nothing);
+    await queue.push(['b'], 1, b1.work, nothing);
+    await queue.push(['a', 'b'], 2, ab.work, nothing);
+    await queue.push(['c'], 1, c1.work, nothing);
+    await tick();
+    expect(log).toEqual(['start a1', 'start b1', 'start c1']);
+    a1.finish();
+    await tick();
+    expect(log).not.toContain('start ab');
+    b1.finish();
+    await tick();
+    expect(log.at(-1)).toBe('start ab');
+    let applied = false;
+    const waiting = queue.applied('b').then(() => (applied = true));
+    await tick();
+    expect(applied).toBe(false);
+    ab.finish();
+    c1.finish();
+    await waiting;
+    await queue.close();
   });
 
   it('tells when a partition has applied everything queued so far', async () => {
     const log: string[] = [];
     const queue = createApplyQueue({ limit: 100, concurrency: 2 });
     const first = gate(log, 'a1');
-    await queue.push('a', 1, first.work, nothing);
+    await queue.push(['a'], 1, first.work, nothing);
     let applied = false;
     const waiting = queue.applied('a').then(() => (applied = true));
     await tick();

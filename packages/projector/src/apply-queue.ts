@@ -1,16 +1,17 @@
 /**
  * Batches applied behind the consumer's back, so that Kafka fetches the next ones while these
- * commit. One chain per partition keeps its batches in order; up to `concurrency` partitions
- * apply side by side.
+ * commit. One chain per partition keeps its batches in order; up to `concurrency` batches
+ * apply side by side. A batch may hold several partitions' records: it waits for each one's
+ * earlier batches.
  */
 export interface ApplyQueue {
   /**
-   * Queues `work` behind the partition's earlier batches, first waiting while `limit` records
-   * are in hand (calling `waiting` every second meanwhile: the consumer's heartbeat). `work`
-   * must not throw. Does nothing once the queue is closed.
+   * Queues `work` behind the earlier batches of its partitions, first waiting while `limit`
+   * records are in hand (calling `waiting` every second meanwhile: the consumer's heartbeat).
+   * `work` must not throw. Does nothing once the queue is closed.
    */
   push(
-    partition: string,
+    partitions: readonly string[],
     records: number,
     work: () => Promise<void>,
     waiting: () => Promise<void>,
@@ -43,7 +44,7 @@ export function createApplyQueue(options: { limit: number; concurrency: number }
   };
 
   return {
-    async push(partition, records, work, waiting) {
+    async push(partitions, records, work, waiting) {
       while (inHand > 0 && inHand + records > options.limit) {
         let timer: NodeJS.Timeout | undefined;
         const second = new Promise((resolve) => (timer = setTimeout(resolve, 1000)));
@@ -53,16 +54,19 @@ export function createApplyQueue(options: { limit: number; concurrency: number }
       }
       if (closed) return;
       inHand += records;
-      const job: Promise<void> = (tails.get(partition) ?? Promise.resolve())
+      const job: Promise<void> = Promise.all(
+        partitions.map((partition) => tails.get(partition) ?? Promise.resolve()),
+      )
         .then(slot)
         .then(work)
         .finally(() => {
           release();
           inHand -= records;
           running.delete(job);
-          if (tails.get(partition) === job) tails.delete(partition);
+          for (const partition of partitions)
+            if (tails.get(partition) === job) tails.delete(partition);
         });
-      tails.set(partition, job);
+      for (const partition of partitions) tails.set(partition, job);
       running.add(job);
     },
     async applied(partition) {

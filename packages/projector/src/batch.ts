@@ -14,15 +14,6 @@ export interface IncomingRecord {
   headers: Record<string, string | undefined>;
 }
 
-/** A batch starts past the stored checkpoint: the consumer must go back to `expected`. */
-export class OffsetGapError extends SluiceError {
-  constructor(readonly expected: bigint) {
-    super('offset_gap', `Batch starts past the checkpoint; seek to offset ${expected}`, {
-      retriable: true,
-    });
-  }
-}
-
 /** A record that will not be applied, with why. */
 export interface DeadLetter {
   record: IncomingRecord;
@@ -48,6 +39,20 @@ export interface BatchResult {
   gaps: number;
   /** Per applied event: its `occurredAt` time, for latency metrics. */
   appliedAt: DomainEvent[];
+}
+
+/** A partition whose records start past its stored checkpoint: the consumer goes back to `offset`. */
+export interface Rewind {
+  topic: string;
+  partition: number;
+  offset: bigint;
+}
+
+/** What {@link applyBatch} did. */
+export interface AppliedBatch {
+  result: BatchResult;
+  /** Partitions left unapplied because Kafka's position is past their checkpoint. */
+  rewinds: Rewind[];
 }
 
 /** A result with nothing counted yet. */
@@ -125,11 +130,29 @@ const aggregateKey = (type: string, id: string): string => `${type}\u0000${id}`;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A handler threw on the fast path: the batch is applied again one event at a time. */
+class HandlerFailed extends Error {}
+
+/** PostgreSQL aborted the transaction for a deadlock or a serialization conflict. */
+export function isConflict(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return code === '40P01' || code === '40001';
+}
+
+/** Where a partition's checkpoint moves when the batch commits. */
+interface Advance {
+  topic: string;
+  partition: number;
+  nextOffset: bigint;
+}
+
 /**
- * Applies one partition's batch in one transaction: skips offsets below the checkpoint,
- * filters versions already applied, parks gaps, poison and everything queued behind them per
- * aggregate, applies the rest in order, and advances checkpoint and versions — so a view
- * changes exactly once per event however often Kafka delivers it.
+ * Applies a batch in one transaction — records of one partition or of several: skips offsets
+ * below each partition's checkpoint, filters versions already applied, parks gaps, poison and
+ * everything queued behind them per aggregate, applies the rest in order, and advances
+ * checkpoints and versions — so a view changes exactly once per event however often Kafka
+ * delivers it. The handler first gets the whole batch; if it throws, the batch is applied
+ * again in a new transaction, one event at a time, to isolate the poison.
  */
 export async function applyBatch<DB>(
   db: Kysely<DB>,
@@ -137,38 +160,83 @@ export async function applyBatch<DB>(
   records: readonly IncomingRecord[],
   deadLetters: DeadLetterSink,
   options: ApplyOptions = {},
-): Promise<BatchResult> {
+): Promise<AppliedBatch> {
+  try {
+    return await applyBatchOnce(db, projection, records, deadLetters, options, false);
+  } catch (error) {
+    if (!(error instanceof HandlerFailed)) throw error;
+    return applyBatchOnce(db, projection, records, deadLetters, options, true);
+  }
+}
+
+async function applyBatchOnce<DB>(
+  db: Kysely<DB>,
+  projection: Projection<DB>,
+  records: readonly IncomingRecord[],
+  deadLetters: DeadLetterSink,
+  options: ApplyOptions,
+  careful: boolean,
+): Promise<AppliedBatch> {
   const result = emptyResult();
-  const first = records[0];
-  if (first === undefined) return result;
-  const { topic, partition } = first;
+  const rewinds: Rewind[] = [];
+  const partitions = new Map<string, IncomingRecord[]>();
+  for (const record of records) {
+    const key = `${record.topic}\u0000${record.partition}`;
+    const list = partitions.get(key);
+    if (list === undefined) partitions.set(key, [record]);
+    else list.push(record);
+  }
+  if (partitions.size === 0) return { result, rewinds };
   const instance = instanceOf(projection.name, options.generation ?? 1);
+  const batches = [...partitions.values()].map((list) => ({
+    topic: list[0]?.topic ?? '',
+    partition: list[0]?.partition ?? 0,
+    records: list,
+  }));
+  // A fixed lock order: two processes sharing partitions during a rebalance cannot deadlock.
+  batches.sort((a, b) =>
+    a.topic === b.topic ? a.partition - b.partition : a.topic < b.topic ? -1 : 1,
+  );
 
   await db.transaction().execute(async (trx) => {
-    // Creates (at 0) and locks the partition's checkpoint in one statement: a process that lost
-    // the partition in a rebalance waits here, then finds the offsets already applied.
-    const { rows: checkpointRows } = await sql<{ next_offset: string | number }>`
+    // Creates (at 0) and locks the partitions' checkpoints in one statement: a process that
+    // lost a partition in a rebalance waits here, then finds its offsets already applied.
+    const { rows } = await sql<{ topic: string; partition: number; next_offset: string | number }>`
       INSERT INTO sluice.projection_checkpoints AS c (projection, topic, partition, next_offset)
-      VALUES (${instance}, ${topic}, ${partition}, 0)
+      SELECT ${instance}, k.topic, k.partition, 0
+        FROM unnest(${batches.map((b) => b.topic)}::text[], ${batches.map((b) => b.partition)}::int[])
+             WITH ORDINALITY AS k(topic, partition, n)
+       ORDER BY k.n
       ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = c.next_offset
-      RETURNING next_offset`.execute(trx);
-    const nextOffset = BigInt(checkpointRows[0]?.next_offset ?? 0);
-    const fresh = records.filter((record) => record.offset >= nextOffset);
-    result.duplicates += records.length - fresh.length;
-    // Kafka's own position can be ahead of the checkpoint (a restored database, a reset
-    // group); applying from there would skip events.
-    if (fresh[0] !== undefined && fresh[0].offset > nextOffset)
-      throw new OffsetGapError(nextOffset);
-    const last = records[records.length - 1];
-    if (fresh.length === 0 || last === undefined) return;
-
-    await applyRecords(trx, projection, fresh, deadLetters, options, result);
-    await sql`UPDATE sluice.projection_checkpoints SET next_offset = ${(last.offset + 1n).toString()}, updated_at = now()
-               WHERE projection = ${instance} AND topic = ${topic} AND partition = ${partition}`.execute(
-      trx,
+      RETURNING c.topic, c.partition, c.next_offset`.execute(trx);
+    const checkpoints = new Map(
+      rows.map((row) => [`${row.topic}\u0000${row.partition}`, BigInt(row.next_offset)]),
     );
+    const fresh: IncomingRecord[] = [];
+    const advances: Advance[] = [];
+    for (const batch of batches) {
+      const nextOffset = checkpoints.get(`${batch.topic}\u0000${batch.partition}`) ?? 0n;
+      const unseen = batch.records.filter((record) => record.offset >= nextOffset);
+      const last = unseen.at(-1);
+      // Kafka's own position can be ahead of the checkpoint (a restored database, a reset
+      // group); applying from there would skip events.
+      if (unseen[0] !== undefined && unseen[0].offset > nextOffset) {
+        rewinds.push({ topic: batch.topic, partition: batch.partition, offset: nextOffset });
+        continue;
+      }
+      result.duplicates += batch.records.length - unseen.length;
+      if (last === undefined) continue;
+      fresh.push(...unseen);
+      advances.push({
+        topic: batch.topic,
+        partition: batch.partition,
+        nextOffset: last.offset + 1n,
+      });
+    }
+    if (fresh.length === 0) return;
+    await applyRecords(trx, projection, fresh, deadLetters, options, result, { careful, advances });
   });
-  return result;
+  return { result, rewinds };
 }
 
 /**
@@ -183,6 +251,7 @@ export async function applyRecords<DB>(
   deadLetters: DeadLetterSink,
   options: ApplyOptions,
   result: BatchResult,
+  batch: { careful: boolean; advances: readonly Advance[] } = { careful: true, advances: [] },
 ): Promise<void> {
   const upcast = options.upcast ?? ((event: DomainEvent) => event);
   const maxAttempts = options.maxAttempts ?? 3;
@@ -295,6 +364,7 @@ export async function applyRecords<DB>(
   }
 
   await applyEvents(trx, projection, ready, {
+    careful: batch.careful,
     maxAttempts,
     retryDelayMs: options.retryDelayMs ?? 50,
     table: tableNamer(options.generation ?? 1),
@@ -346,16 +416,24 @@ export async function applyRecords<DB>(
     result.parked += toPark.length;
   }
 
+  // Versions and checkpoints in one statement.
   const applied = [...versions].filter(([, version]) => version > 0);
-  if (applied.length > 0) {
-    const types = applied.map(([key]) => aggregates.get(key)?.[0]);
-    const ids = applied.map(([key]) => aggregates.get(key)?.[1]);
-    const vs = applied.map(([, version]) => version);
+  if (applied.length > 0 || batch.advances.length > 0) {
+    const { advances } = batch;
     await sql`
-        INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
-        SELECT ${instance}, t, i, v FROM unnest(${types}::text[], ${ids}::text[], ${vs}::bigint[]) AS x(t, i, v)
-        ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
-          WHERE sluice.projection_versions.version < excluded.version`.execute(trx);
+        WITH versions AS (
+          INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
+          SELECT ${instance}, t, i, v
+            FROM unnest(${applied.map(([key]) => aggregates.get(key)?.[0])}::text[],
+                        ${applied.map(([key]) => aggregates.get(key)?.[1])}::text[],
+                        ${applied.map(([, version]) => version)}::bigint[]) AS x(t, i, v)
+          ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
+            WHERE sluice.projection_versions.version < excluded.version
+        )
+        UPDATE sluice.projection_checkpoints c SET next_offset = x.n, updated_at = now()
+          FROM unnest(${advances.map((a) => a.topic)}::text[], ${advances.map((a) => a.partition)}::int[],
+                      ${advances.map((a) => a.nextOffset.toString())}::bigint[]) AS x(t, p, n)
+         WHERE c.projection = ${instance} AND c.topic = x.t AND c.partition = x.p`.execute(trx);
   }
   if (letters.length > 0) {
     // Before commit: if the commit fails the batch comes again and the letter is repeated,
@@ -366,14 +444,15 @@ export async function applyRecords<DB>(
 }
 
 /**
- * Applies events in one call inside a savepoint; if that fails, one event at a time, retrying
- * each with backoff, so a poison event is isolated and the rest still apply.
+ * Applies events in one call; carefully, one at a time, each in a savepoint and retried with
+ * backoff, so a poison event is isolated and the rest still apply.
  */
 async function applyEvents<DB>(
   trx: Transaction<DB>,
   projection: Projection<DB>,
   events: readonly DomainEvent[],
   options: {
+    careful: boolean;
     maxAttempts: number;
     retryDelayMs: number;
     table: TableNamer;
@@ -387,14 +466,15 @@ async function applyEvents<DB>(
 ): Promise<void> {
   if (events.length === 0) return;
   const context = { trx, table: options.table };
-  // Not released when the batch applies (the commit ends it): one round trip less per batch.
-  await sql`SAVEPOINT sluice_batch`.execute(trx);
-  try {
-    await projection.apply(events, context);
+  if (!options.careful) {
+    try {
+      await projection.apply(events, context);
+    } catch (error) {
+      // A conflict aborted the whole transaction, whichever event met it: the batch runs again.
+      throw isConflict(error) ? error : new HandlerFailed(errorMessage(error));
+    }
     for (const event of events) options.onApplied(event);
     return;
-  } catch {
-    await sql`ROLLBACK TO SAVEPOINT sluice_batch`.execute(trx);
   }
   const poisoned = new Set<string>();
   for (const event of events) {

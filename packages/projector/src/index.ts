@@ -1,11 +1,12 @@
 export {
-  OffsetGapError,
   applyBatch,
+  type AppliedBatch,
   type ApplyOptions,
   type BatchResult,
   type DeadLetter,
   type DeadLetterSink,
   type IncomingRecord,
+  type Rewind,
 } from './batch.js';
 export {
   defineProjection,

@@ -16,8 +16,8 @@ import { createApplyQueue, type ApplyQueue } from './apply-queue.js';
 import type { Consumer, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { Kysely } from 'kysely';
 import {
-  OffsetGapError,
   applyBatch,
+  isConflict,
   type BatchResult,
   type DeadLetter,
   type DeadLetterSink,
@@ -31,11 +31,9 @@ export interface BatchReport {
   generation: number;
   /** The generation is a rebuild replaying history, not the one readers see. */
   building: boolean;
-  topic: string;
-  partition: number;
+  /** The partitions whose records the batch held, each with the records behind its end after it. */
+  partitions: { topic: string; partition: number; lag: number }[];
   result: BatchResult;
-  /** Records behind the partition's end after this batch. */
-  lag: number;
 }
 
 /** What the projector reports as it works. */
@@ -68,7 +66,7 @@ export interface ProjectorOptions<DB> {
   /** How long a silent member keeps its partitions; after a crash, the wait before others take over. Default 30000. */
   sessionTimeoutMs?: number;
   /**
-   * Partitions a consumer applies at once, each in its own transaction. Default 2. Partitions
+   * Batches a consumer applies at once, each in its own transaction. Default 2. Partitions
    * of one projection may write the same rows: write them in a stable order (by key) to avoid
    * deadlocks; a batch that loses one anyway is applied again. Give `db` a pool larger than
    * this plus one: while a rebuild swaps, other processes' batches of the active generation
@@ -108,8 +106,14 @@ export interface Projector {
 
 /** Records fetched but not yet applied, per consumer, at most (a batch may go past it). */
 const MAX_RECORDS_IN_HAND = 20_000;
-/** A partition at least this far behind its end is fetched while its batches apply. */
+/**
+ * A partition at least this far behind its end is fetched while its batches apply, one batch
+ * per partition. Nearer its end, a fetch's batches of all partitions apply in one transaction
+ * and the next fetch waits for it.
+ */
 const CATCHING_UP_RECORDS = 1000;
+/** kafkajs hands this many partitions' batches of one fetch to `eachBatch` at once, at most. */
+const PARTITIONS_AT_ONCE = 64;
 /** A rebuild within this many records of the active generation tries to swap. */
 const SWAP_WITHIN_RECORDS = 2000;
 /** How long a swap may hold the active generation still while the new one passes it. */
@@ -149,8 +153,7 @@ async function retryingConflicts<T>(run: () => Promise<T>): Promise<T> {
     try {
       return await run();
     } catch (error) {
-      const code = (error as { code?: unknown }).code;
-      if ((code !== '40P01' && code !== '40001') || attempt >= 5) throw error;
+      if (!isConflict(error) || attempt >= 5) throw error;
       await pause(20 * 2 ** attempt);
     }
   }
@@ -254,68 +257,95 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       await consumer.disconnect().catch(() => undefined);
       throw error;
     }
-    /** A failed batch (not a gap): the next call hands it to kafkajs, which retries from its position. */
+    /** A catching-up batch that failed: the next call hands it to kafkajs, which retries. */
     let failure: Error | undefined;
-    const takeFailure = (): Error | undefined => {
-      const error = failure;
-      failure = undefined;
-      return error;
+    type Part = { topic: string; partition: number; lag: number; records: IncomingRecord[] };
+    /** Applies some partitions' records in one transaction; returns what failed, if it did. */
+    const apply = async (parts: readonly Part[]): Promise<Error | undefined> => {
+      if (!building.has(instance)) await heldBack.get(projection.name);
+      try {
+        const records =
+          parts.length === 1 ? (parts[0]?.records ?? []) : parts.flatMap((p) => p.records);
+        const { result, rewinds } = await retryingConflicts(() =>
+          applyBatch(options.db, projection, records, deadLetters, batchOptions),
+        );
+        // Kafka's position is past the checkpoint (stored with the view): go back to it.
+        for (const rewind of rewinds)
+          consumer.seek({ ...rewind, offset: rewind.offset.toString() });
+        options.hooks?.batch?.({
+          projection: projection.name,
+          generation,
+          building: building.has(instance),
+          partitions: parts.map(({ topic, partition, lag }) => ({ topic, partition, lag })),
+          result,
+        });
+        return undefined;
+      } catch (error) {
+        options.hooks?.failed?.(projection.name, error);
+        return error instanceof Error ? error : new Error(String(error));
+      }
+    };
+    /** Caught-up partitions' batches of the fetch in progress: one transaction applies them. */
+    let live: { parts: Part[]; applied: Promise<Error | undefined> } | undefined;
+    const applyLive = (part: Part, heartbeat: () => Promise<void>) => {
+      if (live === undefined) {
+        const group: { parts: Part[]; applied: Promise<Error | undefined> } = {
+          parts: [],
+          // kafkajs hands over a fetch's batches at once: by the next turn of the event loop
+          // every caught-up partition of this fetch has joined.
+          applied: new Promise((resolve) => setImmediate(resolve)).then(async () => {
+            live = undefined;
+            const keys = group.parts.map((p) => `${p.topic}:${p.partition}`);
+            const count = group.parts.reduce((sum, p) => sum + p.records.length, 0);
+            let outcome: Error | undefined;
+            await queue.push(
+              keys,
+              count,
+              async () => void (outcome = await apply(group.parts)),
+              heartbeat,
+            );
+            await Promise.all(keys.map((key) => queue.applied(key)));
+            return outcome;
+          }),
+        };
+        live = group;
+      }
+      live.parts.push(part);
+      return live.applied;
     };
     await consumer.run({
       autoCommit: true,
       // Kafka's offsets are for lag tools only: every 5 s is plenty, not a request per batch.
       autoCommitInterval: 5000,
       eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
       eachBatch: async (payload) => {
         const { batch } = payload;
-        const earlier = takeFailure();
+        const earlier = failure;
+        failure = undefined;
         if (earlier !== undefined) throw earlier;
         if (!payload.isRunning() || payload.isStale() || batch.messages.length === 0) return;
         const records = batch.messages.map((message) =>
           toRecord(batch.topic, batch.partition, message),
         );
         const lag = Number(BigInt(batch.highWatermark) - (records.at(-1)?.offset ?? 0n) - 1n);
-        const key = `${batch.topic}:${batch.partition}`;
-        await queue.push(
-          key,
-          records.length,
-          async () => {
-            if (!building.has(instance)) await heldBack.get(projection.name);
-            try {
-              const result = await retryingConflicts(() =>
-                applyBatch(options.db, projection, records, deadLetters, batchOptions),
-              );
-              options.hooks?.batch?.({
-                projection: projection.name,
-                generation,
-                building: building.has(instance),
-                topic: batch.topic,
-                partition: batch.partition,
-                result,
-                lag,
-              });
-            } catch (error) {
-              if (error instanceof OffsetGapError) {
-                // Kafka's position is past the checkpoint (stored with the view): go back to it.
-                consumer.seek({
-                  topic: batch.topic,
-                  partition: batch.partition,
-                  offset: error.expected.toString(),
-                });
-                return;
-              }
-              options.hooks?.failed?.(projection.name, error);
-              failure = error instanceof Error ? error : new Error(String(error));
-            }
-          },
-          () => payload.heartbeat(),
-        );
-        // Caught up, the next fetch waits for this batch to commit: records that arrive
-        // meanwhile make one batch, rather than a transaction and a fetch each.
-        if (lag < CATCHING_UP_RECORDS) await queue.applied(key);
-        // Handed to kafkajs now when caught up: no later batch may come soon to carry it.
-        const failed = takeFailure();
-        if (failed !== undefined) throw failed;
+        const part = { topic: batch.topic, partition: batch.partition, lag, records };
+        const heartbeat = () => payload.heartbeat();
+        if (lag >= CATCHING_UP_RECORDS) {
+          const key = `${batch.topic}:${batch.partition}`;
+          await queue.push(
+            [key],
+            records.length,
+            async () => void (failure ??= await apply([part])),
+            heartbeat,
+          );
+        } else {
+          // Caught up, the next fetch waits for this batch to commit: records that arrive
+          // meanwhile make one batch, rather than a transaction and a fetch each. A failure
+          // goes to kafkajs at once, from every partition of the batch.
+          const failed = await applyLive(part, heartbeat);
+          if (failed !== undefined) throw failed;
+        }
         // Kafka's committed offsets are for lag tools only: the checkpoint in PostgreSQL is
         // what counts, and a consumer that starts past it seeks back.
         const last = batch.messages[batch.messages.length - 1];

@@ -132,8 +132,9 @@ const projector = createProjector({
   sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
   generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
   hooks: {
-    batch({ projection, generation, building, topic, partition, result, lag: behind }) {
-      lag.set({ projection, generation, topic, partition: String(partition) }, behind);
+    batch({ projection, generation, building, partitions, result }) {
+      for (const { topic, partition, lag: behind } of partitions)
+        lag.set({ projection, generation, topic, partition: String(partition) }, behind);
       // A rebuild replays history: its counts and latencies are not the live view's.
       if (building) return;
       applied.inc({ projection }, result.applied);
@@ -147,12 +148,20 @@ const projector = createProjector({
       }
       if (result.gaps > 0)
         logger.error(
-          { projection, topic, partition, gaps: result.gaps },
+          {
+            projection,
+            partitions: partitions.map((p) => `${p.topic}:${p.partition}`),
+            gaps: result.gaps,
+          },
           'version gap: aggregate parked',
         );
       if (result.deadLettered > 0)
         logger.warn(
-          { projection, topic, partition, deadLettered: result.deadLettered },
+          {
+            projection,
+            partitions: partitions.map((p) => `${p.topic}:${p.partition}`),
+            deadLettered: result.deadLettered,
+          },
           'events dead-lettered',
         );
       batchSize.observe({ projection }, result.applied + result.duplicates + result.parked);
