@@ -35,6 +35,7 @@ import pg from 'pg';
 import {
   cleanUpOnSignals,
   envNumber,
+  httpRequest,
   log,
   machineTicks,
   processTicks,
@@ -60,44 +61,6 @@ const config = {
 const GOAL_RATIO = 0.6;
 /** Cores other processes may use (averaged over a workload) before the result is flagged. */
 const OTHER_CPU_LIMIT = 0.25;
-
-// ---------------------------------------------------------------- HTTP client
-
-interface HttpResponse {
-  status: number;
-  body: string;
-}
-
-function httpRequest(
-  agent: http.Agent,
-  port: number,
-  method: string,
-  path: string,
-  json?: string,
-): Promise<HttpResponse> {
-  return new Promise((resolve, reject) => {
-    const headers: http.OutgoingHttpHeaders =
-      json === undefined
-        ? {}
-        : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) };
-    const request = http.request(
-      { host: '127.0.0.1', port, method, path, agent, headers },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () => {
-          resolve({
-            status: response.statusCode ?? 0,
-            body: Buffer.concat(chunks).toString('utf8'),
-          });
-        });
-        response.on('error', reject);
-      },
-    );
-    request.on('error', reject);
-    request.end(json);
-  });
-}
 
 async function postForId(agent: http.Agent, port: number, path: string, body: object) {
   const response = await httpRequest(agent, port, 'POST', path, JSON.stringify(body));

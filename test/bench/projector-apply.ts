@@ -13,8 +13,8 @@
 //   BENCH_LATENCY_RATE             writes per second for the latency run (default 500)
 //   BENCH_LATENCY_SECONDS          length of the latency run (default 20)
 //   BENCH_SKIP_APPLY=1 / BENCH_SKIP_LATENCY=1   run one half only
-//   BENCH_PROJECTOR_NODE_ARGS      extra node flags for the projector (both runs), e.g.
-//                                  "--cpu-prof --cpu-prof-dir=/tmp/projector-prof"
+//   BENCH_NODE_ARGS                extra node flags for the services it starts, e.g.
+//                                  "--cpu-prof --cpu-prof-dir=/tmp/bench-prof"
 //   BENCH_MAX_IN_FLIGHT            writes waiting for a response at most (default 64)
 //   BENCH_LATENCY_PROJECTIONS      PROJECTOR_PROJECTIONS of the latency run (default: all four)
 //
@@ -36,6 +36,7 @@ import { cartSummary } from '@sluice/shop-views';
 import { createTestDatabase, freePort, testKafka, uniqueName, waitFor } from '@sluice/testkit';
 import { Partitioners, type Kafka } from 'kafkajs';
 import { randomUUID } from 'node:crypto';
+import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import {
@@ -45,7 +46,7 @@ import {
   startShopApi,
   type ServiceProcess,
 } from '../support/services.js';
-import { envNumber, log, memoryMb, processTicks } from './support.js';
+import { envNumber, httpRequest, log, memoryMb, processTicks } from './support.js';
 
 const config = {
   serverUrl: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:54329/sluice',
@@ -56,7 +57,7 @@ const config = {
   latencySeconds: envNumber('BENCH_LATENCY_SECONDS', 20),
   skipApply: process.env.BENCH_SKIP_APPLY === '1',
   skipLatency: process.env.BENCH_SKIP_LATENCY === '1',
-  projectorNodeArgs: (process.env.BENCH_PROJECTOR_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+  nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
   maxInFlight: Math.floor(envNumber('BENCH_MAX_IN_FLIGHT', 64)),
 };
 const GOALS = { eventsPerSecond: 20_000, ratio: 0.5, p50Ms: 30, p99Ms: 150 } as const;
@@ -251,7 +252,7 @@ async function applyRun(kafka: Kafka) {
         PROJECTOR_METRICS_PORT: String(port),
         PROJECTOR_PROJECTIONS: 'cart_summary',
       },
-      config.projectorNodeArgs,
+      config.nodeArgs,
     );
     const pid = projector.child.pid ?? 0;
     let firstApplyAt: number | undefined;
@@ -354,19 +355,24 @@ function percentile(sorted: readonly number[], p: number): number {
 async function latencyRun() {
   const database = await createTestDatabase(config.serverUrl, 'bench_latency');
   const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: config.maxInFlight });
   const prefix = `${uniqueName('bench_latency')}.`;
   try {
     const env = { DATABASE_URL: database.url, KAFKA_BROKERS: config.brokers.join(',') };
-    const api = await startShopApi({ ...env, LOG_LEVEL: 'warn' });
+    const api = await startShopApi({ ...env, LOG_LEVEL: 'warn' }, config.nodeArgs);
     running.add(api.service);
-    const relay = start('relay', {
-      ...env,
-      RELAY_SLOT: uniqueName('bench_slot'),
-      RELAY_PUBLICATION: uniqueName('bench_pub'),
-      RELAY_TOPIC_PREFIX: prefix,
-      RELAY_METRICS_PORT: '0',
-      LOG_LEVEL: 'info',
-    });
+    const relay = start(
+      'relay',
+      {
+        ...env,
+        RELAY_SLOT: uniqueName('bench_slot'),
+        RELAY_PUBLICATION: uniqueName('bench_pub'),
+        RELAY_TOPIC_PREFIX: prefix,
+        RELAY_METRICS_PORT: '0',
+        LOG_LEVEL: 'info',
+      },
+      config.nodeArgs,
+    );
     const projector = start(
       'projector',
       {
@@ -379,17 +385,14 @@ async function latencyRun() {
           ? {}
           : { PROJECTOR_PROJECTIONS: process.env.BENCH_LATENCY_PROJECTIONS }),
       },
-      config.projectorNodeArgs,
+      config.nodeArgs,
     );
+    const port = Number(new URL(api.base).port);
     const post = async (path: string, body: unknown) => {
-      const response = await fetch(`${api.base}${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      });
-      if (!response.ok)
-        throw new Error(`POST ${path}: ${response.status} ${await response.text()}`);
-      return (await response.json()) as { id: string; version: number };
+      const response = await httpRequest(agent, port, 'POST', path, JSON.stringify(body));
+      if (response.status >= 300)
+        throw new Error(`POST ${path}: ${response.status} ${response.body.slice(0, 300)}`);
+      return JSON.parse(response.body) as { id: string; version: number };
     };
     const customer = await post('/customers', { email: 'bench@example.com', name: 'Bench' });
     const product = await post('/products', {
@@ -512,6 +515,7 @@ async function latencyRun() {
     };
   } finally {
     for (const service of [...running]) await stop(service);
+    agent.destroy();
     await pool.end();
     await database.drop();
   }

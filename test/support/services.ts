@@ -63,10 +63,11 @@ export function startService(
 /** Starts shop-api on a free port and waits until `/readyz` answers 200 (it has migrated). */
 export async function startShopApi(
   env: Record<string, string>,
+  nodeArgs: readonly string[] = [],
 ): Promise<{ service: ServiceProcess; base: string }> {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const service = startService('shop-api', { API_PORT: String(port), ...env });
+  const service = startService('shop-api', { API_PORT: String(port), ...env }, nodeArgs);
   await waitFor(
     async () => (await fetch(`${base}/readyz`).catch(() => undefined))?.status === 200,
     {
