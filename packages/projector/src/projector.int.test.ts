@@ -341,5 +341,18 @@ describe('projector', () => {
       [1, 'retired'],
       [2, 'active'],
     ]);
+    // The retired generation's consumer group leaves Kafka, so lag tools stop reporting it.
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const groupIds = async () => (await admin.listGroups()).groups.map((g) => g.groupId);
+      expect(await groupIds()).toContain(`${prefix}g.test_carts.g2`);
+      await waitFor(async () => !(await groupIds()).includes(`${prefix}g.test_carts`), {
+        timeoutMs: 30_000,
+        message: "generation 1's consumer group deleted",
+      });
+    } finally {
+      await admin.disconnect();
+    }
   });
 });

@@ -40,11 +40,14 @@ export interface BatchReport {
 export interface ProjectorHooks {
   batch?(report: BatchReport): void;
   failed?(projection: string, error: unknown): void;
-  /** A generation started or stopped consuming here, or became active. */
+  /**
+   * A generation started or stopped consuming here, became active, or (retired) had its consumer
+   * group deleted from Kafka.
+   */
   generation?(
     projection: string,
     generation: number,
-    change: 'consuming' | 'stopped' | 'activated',
+    change: 'consuming' | 'stopped' | 'activated' | 'group_deleted',
   ): void;
 }
 
@@ -118,6 +121,8 @@ const PARTITIONS_AT_ONCE = 64;
 const SWAP_WITHIN_RECORDS = 2000;
 /** How long a swap may hold the active generation still while the new one passes it. */
 const SWAP_WAIT_MS = 3000;
+/** A retired generation's group that still had members is deleted again after this long. */
+const GROUP_DELETE_RETRY_MS = 30_000;
 
 function toHeaders(headers: IHeaders | undefined): Record<string, string | undefined> {
   const result: Record<string, string | undefined> = {};
@@ -188,12 +193,17 @@ function deadLetterMessage(projection: string, letter: DeadLetter) {
 export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   const prefix = options.topicPrefix ?? '';
   const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
+  const groupIdOf = (instance: string) => `${groupPrefix}${instance}`;
   /** Consumers, and the queues of batches they fetched, by generation instance. */
   const consumers = new Map<string, { consumer: Consumer; queue: ApplyQueue }>();
   /** Instances of generations being built, as of the last check. */
   const building = new Set<string>();
   /** Projections being swapped here: their active generation's batches wait for this. */
   const heldBack = new Map<string, Promise<void>>();
+  /** Retired generations whose consumer group is gone from Kafka, as this process saw. */
+  const groupsGone = new Set<string>();
+  /** When each projection's retired groups were last tried. */
+  const groupsTriedAt = new Map<string, number>();
   let producer: Producer | undefined;
   let stopped = false;
   let poll: NodeJS.Timeout | undefined;
@@ -235,7 +245,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     const topics = projection.aggregateTypes.map((type) => `${prefix}${topicFor(type)}`);
     await ensureTopics(topics);
     const consumer = options.kafka.consumer({
-      groupId: `${groupPrefix}${instance}`,
+      groupId: groupIdOf(instance),
       allowAutoTopicCreation: false,
       maxBytesPerPartition: 4 * 1024 * 1024,
       sessionTimeout: options.sessionTimeoutMs ?? 30_000,
@@ -385,11 +395,54 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
         .filter((g) => g.state !== 'retired' && !consumers.has(g.instance) && !stopped)
         .map((g) => startConsumer(projection, g.generation)),
     );
-    await Promise.all(
-      generations
-        .filter((g) => g.state === 'retired')
-        .map((g) => stopConsumer(projection.name, g.generation)),
-    );
+    const retired = generations.filter((g) => g.state === 'retired');
+    await Promise.all(retired.map((g) => stopConsumer(projection.name, g.generation)));
+    await deleteGroups(projection.name, retired);
+  }
+
+  /**
+   * Deletes retired generations' consumer groups, which lag tools would otherwise report as
+   * falling behind forever. Kafka refuses while another process is still a member (it stops
+   * within a generation poll): such groups are tried again later. Failures are reported, not
+   * thrown: consuming goes on regardless.
+   */
+  async function deleteGroups(projection: string, retired: readonly Generation[]): Promise<void> {
+    const left = retired.filter((g) => !groupsGone.has(g.instance));
+    const triedAt = groupsTriedAt.get(projection) ?? -Infinity;
+    if (left.length === 0 || stopped || Date.now() - triedAt < GROUP_DELETE_RETRY_MS) return;
+    groupsTriedAt.set(projection, Date.now());
+    /** Why Kafka kept a group, by group id; GROUP_ID_NOT_FOUND means it was already gone. */
+    const kept = new Map<string, string>();
+    const admin = options.kafka.admin();
+    try {
+      await admin.connect();
+      await admin.deleteGroups(left.map((g) => groupIdOf(g.instance))).catch((error: unknown) => {
+        const groups = (error as { groups?: { groupId: string; error?: { type?: string } }[] })
+          .groups;
+        if (groups === undefined) throw error;
+        for (const { groupId, error: cause } of groups) kept.set(groupId, cause?.type ?? 'unknown');
+      });
+    } catch (error) {
+      options.hooks?.failed?.(projection, error);
+      return;
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+    const refused: string[] = [];
+    for (const g of left) {
+      const why = kept.get(groupIdOf(g.instance));
+      if (why === undefined || why === 'GROUP_ID_NOT_FOUND') groupsGone.add(g.instance);
+      if (why === undefined) options.hooks?.generation?.(projection, g.generation, 'group_deleted');
+      else if (why !== 'GROUP_ID_NOT_FOUND' && why !== 'NON_EMPTY_GROUP')
+        refused.push(`${groupIdOf(g.instance)} (${why})`);
+    }
+    if (refused.length > 0) {
+      const message = `Kafka did not delete retired consumer groups: ${refused.join(', ')}`;
+      options.hooks?.failed?.(
+        projection,
+        new SluiceError('consumer_group_delete_failed', message, { retriable: true }),
+      );
+    }
   }
 
   /**

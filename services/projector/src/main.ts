@@ -175,7 +175,9 @@ const projector = createProjector({
       logger.info({ projection, generation, change }, `generation ${change}`);
     },
     failed: (projection, error) =>
-      logger.error({ projection, err: error }, 'batch failed; it will be retried'),
+      isSluiceError(error, 'consumer_group_delete_failed')
+        ? logger.warn({ projection, err: error }, 'retired consumer groups kept; will try again')
+        : logger.error({ projection, err: error }, 'batch failed; it will be retried'),
   },
 });
 
