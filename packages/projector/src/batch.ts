@@ -147,6 +147,36 @@ interface Advance {
 }
 
 /**
+ * The stored checkpoints of those of `assignment`'s partitions (topic → partitions) this
+ * projection instance has applied before: where its consumer must start.
+ */
+export async function readCheckpoints<DB>(
+  db: Kysely<DB>,
+  instance: string,
+  assignment: Readonly<Record<string, readonly number[]>>,
+): Promise<Rewind[]> {
+  const topics: string[] = [];
+  const partitions: number[] = [];
+  for (const [topic, list] of Object.entries(assignment)) {
+    for (const partition of list) {
+      topics.push(topic);
+      partitions.push(partition);
+    }
+  }
+  if (topics.length === 0) return [];
+  const { rows } = await sql<{ topic: string; partition: number; next_offset: string | number }>`
+    SELECT c.topic, c.partition, c.next_offset FROM sluice.projection_checkpoints c
+      JOIN unnest(${topics}::text[], ${partitions}::int[]) AS k(topic, partition)
+        ON c.topic = k.topic AND c.partition = k.partition
+     WHERE c.projection = ${instance}`.execute(db);
+  return rows.map((row) => ({
+    topic: row.topic,
+    partition: row.partition,
+    offset: BigInt(row.next_offset),
+  }));
+}
+
+/**
  * Applies a batch in one transaction — records of one partition or of several: skips offsets
  * below each partition's checkpoint, filters versions already applied, parks gaps, poison and
  * everything queued behind them per aggregate, applies the rest in order, and advances

@@ -18,10 +18,12 @@ import type { Kysely } from 'kysely';
 import {
   applyBatch,
   isConflict,
+  readCheckpoints,
   type BatchResult,
   type DeadLetter,
   type DeadLetterSink,
   type IncomingRecord,
+  type Rewind,
 } from './batch.js';
 import type { Projection } from './projection.js';
 
@@ -258,6 +260,27 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
       concurrency: options.applyConcurrency ?? 2,
     });
     consumers.set(instance, { consumer, queue });
+    /**
+     * Moves the consumer to a partition's checkpoint. kafkajs refuses while it restarts a
+     * crashed consumer; then the seek on joining the group, or the partition's next batch,
+     * finds the checkpoint again.
+     */
+    const seekTo = ({ topic, partition, offset }: Rewind) => {
+      try {
+        consumer.seek({ topic, partition, offset: offset.toString() });
+      } catch (error) {
+        options.hooks?.failed?.(projection.name, error);
+      }
+    };
+    // Each assigned partition starts at its checkpoint, not at Kafka's committed offset: that
+    // may be ahead of it (batches in hand when a process died), and a partition that receives
+    // nothing new would never show the gap.
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      readCheckpoints(options.db, instance, payload.memberAssignment).then(
+        (positions) => positions.forEach(seekTo),
+        (error: unknown) => options.hooks?.failed?.(projection.name, error),
+      );
+    });
     const batchOptions = { ...applyOptions, generation };
     try {
       await consumer.connect();
@@ -280,8 +303,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
           applyBatch(options.db, projection, records, deadLetters, batchOptions),
         );
         // Kafka's position is past the checkpoint (stored with the view): go back to it.
-        for (const rewind of rewinds)
-          consumer.seek({ ...rewind, offset: rewind.offset.toString() });
+        for (const rewind of rewinds) seekTo(rewind);
         options.hooks?.batch?.({
           projection: projection.name,
           generation,
@@ -346,7 +368,10 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
           await queue.push(
             [key],
             records.length,
-            async () => void (failure ??= await apply([part])),
+            async () => {
+              const error = await apply([part]);
+              if (error !== undefined) failure ??= error;
+            },
             heartbeat,
           );
         } else {
