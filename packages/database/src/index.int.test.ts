@@ -14,6 +14,19 @@ afterAll(async () => {
   await database.drop();
 });
 
+/** Runs `test` on a one-connection pool with `prepareThreshold`, then closes the pool. */
+async function withPool(
+  prepareThreshold: number,
+  test: (db: Kysely<unknown>) => Promise<void>,
+): Promise<void> {
+  const db = createDatabase<unknown>({ url: database.url, maxConnections: 1, prepareThreshold });
+  try {
+    await test(db);
+  } finally {
+    await db.destroy();
+  }
+}
+
 /** The statements prepared on the (only) connection of `db`. */
 async function prepared(db: Kysely<unknown>): Promise<string[]> {
   const { rows } = await sql<{ statement: string }>`
@@ -26,12 +39,7 @@ async function prepared(db: Kysely<unknown>): Promise<string[]> {
 
 describe('createDatabase', () => {
   it('prepares a statement once it has run prepareThreshold times, and not before', async () => {
-    const db = createDatabase<unknown>({
-      url: database.url,
-      maxConnections: 1,
-      prepareThreshold: 3,
-    });
-    try {
+    await withPool(3, async (db) => {
       const square = (n: number) =>
         sql<{ n: number }>`SELECT ${n}::int * ${n}::int AS n`.execute(db);
       await square(1);
@@ -47,32 +55,18 @@ describe('createDatabase', () => {
           .transaction()
           .execute((trx) => sql`SELECT ${i}::int * ${i}::int AS n`.execute(trx));
       expect(await prepared(db)).toEqual(['SELECT $1::int * $2::int AS n']);
-    } finally {
-      await db.destroy();
-    }
+    });
   });
 
   it('prepares nothing with prepareThreshold 0', async () => {
-    const db = createDatabase<unknown>({
-      url: database.url,
-      maxConnections: 1,
-      prepareThreshold: 0,
-    });
-    try {
+    await withPool(0, async (db) => {
       for (let i = 0; i < 10; i += 1) await sql`SELECT ${i}::int AS n`.execute(db);
       expect(await prepared(db)).toEqual([]);
-    } finally {
-      await db.destroy();
-    }
+    });
   });
 
   it('a prepared read follows a view recreated over another table (a rebuild swap)', async () => {
-    const db = createDatabase<unknown>({
-      url: database.url,
-      maxConnections: 1,
-      prepareThreshold: 1,
-    });
-    try {
+    await withPool(1, async (db) => {
       await sql`CREATE TABLE swap_g1 (id int PRIMARY KEY, label text NOT NULL)`.execute(db);
       await sql`CREATE TABLE swap_g2 (id int PRIMARY KEY, label text NOT NULL)`.execute(db);
       await sql`INSERT INTO swap_g1 VALUES (1, 'old'); INSERT INTO swap_g2 VALUES (1, 'new')`.execute(
@@ -92,8 +86,6 @@ describe('createDatabase', () => {
       await sql`CREATE VIEW swap AS SELECT id, length(label) AS label FROM swap_g2`.execute(db);
       await expect(read()).rejects.toThrow(/cached plan must not change result type/);
       expect(await read()).toEqual([{ label: 3 }]);
-    } finally {
-      await db.destroy();
-    }
+    });
   });
 });
