@@ -125,6 +125,10 @@ function decode(record: IncomingRecord, upcast: (event: DomainEvent) => DomainEv
   }
 }
 
+/** Identifies a topic-partition (in a batch, the apply queue). */
+export const partitionKey = (topic: string, partition: number): string =>
+  `${topic}\u0000${partition}`;
+
 /** Identifies an aggregate within a batch. */
 const aggregateKey = (type: string, id: string): string => `${type}\u0000${id}`;
 
@@ -211,7 +215,7 @@ async function applyBatchOnce<DB>(
   const rewinds: Rewind[] = [];
   const partitions = new Map<string, IncomingRecord[]>();
   for (const record of records) {
-    const key = `${record.topic}\u0000${record.partition}`;
+    const key = partitionKey(record.topic, record.partition);
     const list = partitions.get(key);
     if (list === undefined) partitions.set(key, [record]);
     else list.push(record);
@@ -240,12 +244,12 @@ async function applyBatchOnce<DB>(
       ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = c.next_offset
       RETURNING c.topic, c.partition, c.next_offset`.execute(trx);
     const checkpoints = new Map(
-      rows.map((row) => [`${row.topic}\u0000${row.partition}`, BigInt(row.next_offset)]),
+      rows.map((row) => [partitionKey(row.topic, row.partition), BigInt(row.next_offset)]),
     );
     const fresh: IncomingRecord[] = [];
     const advances: Advance[] = [];
     for (const batch of batches) {
-      const nextOffset = checkpoints.get(`${batch.topic}\u0000${batch.partition}`) ?? 0n;
+      const nextOffset = checkpoints.get(partitionKey(batch.topic, batch.partition)) ?? 0n;
       const unseen = batch.records.filter((record) => record.offset >= nextOffset);
       const last = unseen.at(-1);
       // Kafka's own position can be ahead of the checkpoint (a restored database, a reset

@@ -18,6 +18,7 @@ import type { Kysely } from 'kysely';
 import {
   applyBatch,
   isConflict,
+  partitionKey,
   readCheckpoints,
   type BatchResult,
   type DeadLetter,
@@ -297,8 +298,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     const apply = async (parts: readonly Part[]): Promise<Error | undefined> => {
       if (!building.has(instance)) await heldBack.get(projection.name);
       try {
-        const records =
-          parts.length === 1 ? (parts[0]?.records ?? []) : parts.flatMap((p) => p.records);
+        const records = parts.flatMap((p) => p.records);
         const { result, rewinds } = await retryingConflicts(() =>
           applyBatch(options.db, projection, records, deadLetters, batchOptions),
         );
@@ -327,7 +327,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
           // every caught-up partition of this fetch has joined.
           applied: new Promise((resolve) => setImmediate(resolve)).then(async () => {
             live = undefined;
-            const keys = group.parts.map((p) => `${p.topic}:${p.partition}`);
+            const keys = group.parts.map((p) => partitionKey(p.topic, p.partition));
             const count = group.parts.reduce((sum, p) => sum + p.records.length, 0);
             let outcome: Error | undefined;
             await queue.push(
@@ -364,9 +364,8 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
         const part = { topic: batch.topic, partition: batch.partition, lag, records };
         const heartbeat = () => payload.heartbeat();
         if (lag >= CATCHING_UP_RECORDS) {
-          const key = `${batch.topic}:${batch.partition}`;
           await queue.push(
-            [key],
+            [partitionKey(batch.topic, batch.partition)],
             records.length,
             async () => {
               const error = await apply([part]);
