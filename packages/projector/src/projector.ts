@@ -213,11 +213,12 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   /** The generation check in progress: one at a time, and stop() waits for it. */
   let syncing: Promise<void> = Promise.resolve();
 
+  const deadLetterTopic = (projection: string) => `${prefix}sluice.dlq.${projection}`;
   const ensureTopics = createTopicEnsurer(options.kafka, { partitions: options.partitions ?? 6 });
 
   const deadLetters: DeadLetterSink = {
     async send(projection, letters) {
-      const topic = `${prefix}sluice.dlq.${projection}`;
+      const topic = deadLetterTopic(projection);
       await ensureTopics([topic]);
       if (producer === undefined) {
         const fresh = options.kafka.producer({
@@ -246,7 +247,9 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   async function startConsumer(projection: Projection<DB>, generation: number): Promise<void> {
     const instance = instanceOf(projection.name, generation);
     const topics = projection.aggregateTypes.map((type) => `${prefix}${topicFor(type)}`);
-    await ensureTopics(topics);
+    // The dead-letter topic too: created here, not inside the batch transaction of the first
+    // poison record, which would hold its locks while Kafka creates a topic.
+    await ensureTopics([...topics, deadLetterTopic(projection.name)]);
     const consumer = options.kafka.consumer({
       groupId: groupIdOf(instance),
       allowAutoTopicCreation: false,
@@ -347,7 +350,8 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
     };
     await consumer.run({
       autoCommit: true,
-      // Kafka's offsets are for lag tools only: every 5 s is plenty, not a request per batch.
+      // Kafka's offsets are for lag tools only. kafkajs commits after every batch whatever the
+      // interval; the interval covers batches that filtering left empty.
       autoCommitInterval: 5000,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
