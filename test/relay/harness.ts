@@ -11,7 +11,7 @@ import {
 } from '@sluice/testkit';
 import type { Kysely } from 'kysely';
 import pg from 'pg';
-import { startService, type ServiceProcess } from '../support/services.js';
+import { listeningAddress, startService, type ServiceProcess } from '../support/services.js';
 
 export const AGGREGATE_TYPE = 'cart';
 
@@ -234,4 +234,93 @@ export async function confirmedFlush(pool: pg.Pool, slot: string): Promise<bigin
     [slot],
   );
   return BigInt(rows[0]?.lsn ?? '0');
+}
+
+/**
+ * Every record of the fixture's topic, once every id of `outbox` has reached Kafka; fails on
+ * the timeout.
+ */
+export async function awaitAllDelivered(
+  brokers: readonly string[],
+  fixture: RelayFixture,
+  outbox: ReadonlyMap<string, unknown>,
+  timeoutMs: number,
+): Promise<ReadRecord[]> {
+  let records: ReadRecord[] = [];
+  await waitFor(
+    async () => {
+      if ((await topicSize(brokers, fixture.topic)) < outbox.size) return false;
+      records = await readTopic(brokers, fixture.topic);
+      const ids = new Set(records.map((r) => r.id));
+      return [...outbox.keys()].every((id) => ids.has(id));
+    },
+    { timeoutMs, intervalMs: 250, message: `all ${outbox.size} outbox events in Kafka` },
+  );
+  return records;
+}
+
+/** Each key's versions in offset order. */
+export function versionsByKey(records: readonly ReadRecord[]): Map<string, number[]> {
+  const sorted = [...records].sort((a, b) => (a.offset < b.offset ? -1 : 1));
+  const byKey = new Map<string, number[]>();
+  for (const record of sorted)
+    byKey.set(record.key, [...(byKey.get(record.key) ?? []), record.version]);
+  return byKey;
+}
+
+/** The relay's exit code, or a timeout error carrying the end of its output. */
+export async function exitCodeWithin(
+  relay: RelayProcess,
+  timeoutMs: number,
+): Promise<number | null> {
+  let code: number | null | undefined;
+  void relay.exited().then((c) => (code = c));
+  await waitFor(() => code !== undefined, { timeoutMs, message: 'the relay to exit' }).catch(
+    (error: unknown) => {
+      throw new Error(`${String(error)}\n--- relay output ---\n${relay.output().slice(-4000)}`, {
+        cause: error,
+      });
+    },
+  );
+  return code ?? null;
+}
+
+/** The message of the first error the relay logged with `code`, or undefined. */
+export function loggedError(relay: RelayProcess, code: string): string | undefined {
+  for (const line of relay.output().split('\n')) {
+    if (!line.includes(`"code":"${code}"`)) continue;
+    const entry = JSON.parse(line) as { err?: { message?: string } };
+    return entry.err?.message;
+  }
+  return undefined;
+}
+
+/** The base URL of a relay's metrics and probes server, once it logged it. */
+export function relayAddress(relay: RelayProcess): string {
+  const address = listeningAddress(relay);
+  if (address === undefined) throw new Error(`the relay is not listening yet:\n${relay.output()}`);
+  return address;
+}
+
+/** The relay's `/readyz` answer. */
+export async function readiness(
+  relay: RelayProcess,
+): Promise<{ code: number; body: Record<string, unknown> }> {
+  const response = await fetch(`${relayAddress(relay)}/readyz`);
+  return { code: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+/** The relay's log lines so far, parsed (lines that are not JSON are left out). */
+export function relayLogs(relay: RelayProcess): Record<string, unknown>[] {
+  return relay
+    .output()
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .flatMap((line) => {
+      try {
+        return [JSON.parse(line) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
 }

@@ -1,35 +1,95 @@
 // The Kafka sink's record decisions, against a fake Kafka client (the sink's only dependency).
 import type { SerializedEvent } from '@sluice/contracts';
-import { CompressionTypes, type Kafka, type ProducerBatch } from 'kafkajs';
+import { SluiceError } from '@sluice/errors';
+import { waitFor } from '@sluice/testkit';
+import {
+  CompressionTypes,
+  KafkaJSConnectionError,
+  KafkaJSNonRetriableError,
+  KafkaJSNumberOfRetriesExceeded,
+  KafkaJSProtocolError,
+  type Kafka,
+  type ProducerBatch,
+} from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { createKafkaSink, type ClaimCheckStore } from './event-sink.js';
+import {
+  classifySendError,
+  createKafkaSink,
+  type ClaimCheckStore,
+  type PublishBlock,
+  type SendFailure,
+} from './event-sink.js';
 import { Lsn } from './lsn.js';
 
-function fakeKafka(failures = 0, maxMessagesPerSend = Infinity) {
+interface FakeOptions {
+  /** Plain failures before the first success. */
+  failures?: number;
+  /** Sends of more messages than this are refused as MESSAGE_TOO_LARGE. */
+  maxMessagesPerSend?: number;
+  /** Messages with a value longer than this are refused as MESSAGE_TOO_LARGE. */
+  maxValueChars?: number;
+  /** Thrown by every send while it returns an error. */
+  refuse?: () => Error | undefined;
+  /** Sends never complete. */
+  hang?: boolean;
+}
+
+function tooLargeError(): Error {
+  return new KafkaJSProtocolError({
+    type: 'MESSAGE_TOO_LARGE',
+    code: 10,
+    retriable: false,
+    message:
+      'The request included a message larger than the max message size the server will accept',
+  } as unknown as Error);
+}
+
+/** What kafkajs' retrier rejects with when it gives up on a non-retriable error. */
+function givenUp(error: Error): Error {
+  const Wrapper = KafkaJSNonRetriableError as unknown as new (
+    e: Error,
+    o: { cause: Error },
+  ) => Error;
+  return new Wrapper(error, { cause: error });
+}
+
+function fakeKafka(fake: FakeOptions = {}) {
   const batches: ProducerBatch[] = [];
   const created: string[] = [];
   let producers = 0;
-  let toFail = failures;
+  let connected = 0;
+  let toFail = fake.failures ?? 0;
+  const sendBatch = (batch: ProducerBatch) => {
+    const refusal = fake.refuse?.();
+    if (refusal !== undefined) return Promise.reject(refusal);
+    if (fake.hang === true) return new Promise<never>(() => undefined);
+    if (toFail > 0) {
+      toFail -= 1;
+      return Promise.reject(new Error('broker gone'));
+    }
+    const messages = (batch.topicMessages ?? []).flatMap((t) => t.messages);
+    const longest = Math.max(...messages.map((m) => String(m.value ?? '').length));
+    if (
+      messages.length > (fake.maxMessagesPerSend ?? Infinity) ||
+      longest > (fake.maxValueChars ?? Infinity)
+    )
+      return Promise.reject(tooLargeError());
+    batches.push(batch);
+    return Promise.resolve([]);
+  };
   const kafka = {
     producer: () => {
       producers += 1;
       return {
-        connect: () => Promise.resolve(),
-        disconnect: () => Promise.resolve(),
-        sendBatch: (batch: ProducerBatch) => {
-          if (toFail > 0) {
-            toFail -= 1;
-            return Promise.reject(new Error('broker gone'));
-          }
-          const count = (batch.topicMessages ?? []).reduce((n, t) => n + t.messages.length, 0);
-          if (count > maxMessagesPerSend) {
-            return Promise.reject(
-              Object.assign(new Error('too large'), { type: 'MESSAGE_TOO_LARGE' }),
-            );
-          }
-          batches.push(batch);
-          return Promise.resolve([]);
+        connect: () => {
+          connected += 1;
+          return Promise.resolve();
         },
+        disconnect: () => {
+          connected -= 1;
+          return Promise.resolve();
+        },
+        sendBatch,
       };
     },
     admin: () => ({
@@ -46,7 +106,25 @@ function fakeKafka(failures = 0, maxMessagesPerSend = Infinity) {
         }),
     }),
   } as unknown as Kafka;
-  return { kafka, batches, created, producers: () => producers };
+  return {
+    kafka,
+    batches,
+    created,
+    producers: () => producers,
+    connected: () => connected,
+    sent: () => batches.flatMap((b) => b.topicMessages?.flatMap((t) => t.messages) ?? []),
+  };
+}
+
+function memoryClaimChecks() {
+  const stored = new Map<string, string>();
+  const store: ClaimCheckStore = {
+    put: (e) => {
+      stored.set(e.id, e.payloadJson);
+      return Promise.resolve(`urn:test:${e.id}`);
+    },
+  };
+  return { store, stored };
 }
 
 const event = (id: string, payload: unknown): SerializedEvent => ({
@@ -88,18 +166,12 @@ describe('Kafka sink', () => {
 
   it('sends payloads above the record limit by claim check, with a dataref and no value', async () => {
     const fake = fakeKafka();
-    const stored = new Map<string, string>();
-    const claimChecks: ClaimCheckStore = {
-      put: (e) => {
-        stored.set(e.id, e.payloadJson);
-        return Promise.resolve(`urn:test:${e.id}`);
-      },
-    };
+    const { store, stored } = memoryClaimChecks();
     const sink = createKafkaSink({
       kafka: fake.kafka,
       source: '/test',
       maxRecordBytes: 1000,
-      claimChecks,
+      claimChecks: store,
     });
     const huge = { blob: 'y'.repeat(5000) };
     await sink.publish([{ event: event('9', huge), commitLsn: Lsn.parse('0/30') }]);
@@ -109,28 +181,28 @@ describe('Kafka sink', () => {
     expect(JSON.parse(stored.get('9') ?? '')).toEqual(huge);
   });
 
-  it('refuses, rather than drops, an oversized payload without a claim-check store', async () => {
-    const sink = createKafkaSink({
-      kafka: fakeKafka().kafka,
-      source: '/test',
-      maxRecordBytes: 1000,
-    });
-    await expect(
-      sink.publish([{ event: event('3', { blob: 'z'.repeat(5000) }), commitLsn: Lsn.zero }]),
-    ).rejects.toThrow(/exceeds 1000 bytes/);
-  });
-
   it('retries a failed send with a fresh producer', async () => {
-    const fake = fakeKafka(2);
-    const retries: number[] = [];
+    const fake = fakeKafka({ failures: 2 });
+    const failures: SendFailure[] = [];
+    const recovered: number[] = [];
     const sink = createKafkaSink({
       kafka: fake.kafka,
       source: '/test',
       retryInitialMs: 1,
-      onRetry: (_e, attempt) => retries.push(attempt),
+      onSendFailed: (failure, block) => {
+        failures.push(failure);
+        expect(block).toBeUndefined(); // transient, and not for long
+      },
+      onRecovered: (_since, failedAttempts) => recovered.push(failedAttempts),
     });
     await sink.publish([{ event: event('4', {}), commitLsn: Lsn.zero }]);
-    expect(retries).toEqual([1, 2]);
+    expect(failures.map((f) => [f.reason, f.attempt, f.retryInMs, f.event.id])).toEqual([
+      ['transient', 1, 1, '4'],
+      ['transient', 2, 2, '4'],
+    ]);
+    expect(recovered).toEqual([2]);
+    expect(failures[1]?.since).toBe(failures[0]?.since);
+    expect(sink.blocked()).toBeUndefined();
     expect(fake.producers()).toBe(3);
     expect(fake.batches).toHaveLength(1);
   });
@@ -151,12 +223,12 @@ describe('Kafka sink', () => {
   });
 
   it('halves a send the broker refuses as too large, keeping the order', async () => {
-    const fake = fakeKafka(0, 3);
-    const retries: number[] = [];
+    const fake = fakeKafka({ maxMessagesPerSend: 3 });
+    const failures: SendFailure[] = [];
     const sink = createKafkaSink({
       kafka: fake.kafka,
       source: '/test',
-      onRetry: (_e, a) => retries.push(a),
+      onSendFailed: (failure) => failures.push(failure),
     });
     const events = Array.from({ length: 10 }, (_, i) => ({
       event: event(String(i), {}),
@@ -167,6 +239,269 @@ describe('Kafka sink', () => {
       (b) => b.topicMessages?.[0]?.messages.map((m) => m.key) ?? [],
     );
     expect(sent).toEqual(events.map((e) => e.event.aggregateId));
-    expect(retries).toEqual([]);
+    expect(failures).toEqual([]);
+  });
+
+  it('sends a single record the broker finds too large for its topic as a claim check, and moves on', async () => {
+    const fake = fakeKafka({ maxValueChars: 1000 });
+    const { store, stored } = memoryClaimChecks();
+    const fallbacks: string[] = [];
+    const failures: SendFailure[] = [];
+    const sink = createKafkaSink({
+      kafka: fake.kafka,
+      source: '/test',
+      claimChecks: store,
+      onClaimCheckFallback: (e, topic, error) =>
+        fallbacks.push(`${e.id} ${topic} ${(error as { type?: string }).type}`),
+      onSendFailed: (failure) => failures.push(failure),
+    });
+    const events = ['1', '2', '3'].map((id) => ({
+      event: event(id, { pad: (id === '2' ? 'b' : 's').repeat(id === '2' ? 5000 : 10) }),
+      commitLsn: Lsn.zero,
+    }));
+    await sink.publish(events);
+    expect(fake.sent().map((m) => [m.key, m.value === null])).toEqual([
+      ['cart-1', false],
+      ['cart-2', true],
+      ['cart-3', false],
+    ]);
+    expect(fake.sent()[1]?.headers).toMatchObject({ ce_id: '2', ce_dataref: 'urn:test:2' });
+    expect(stored.has('2')).toBe(true);
+    expect(fallbacks).toEqual(['2 outbox.event.cart MESSAGE_TOO_LARGE']);
+    expect(failures).toEqual([]);
+  });
+
+  it('blocks, rejected, on a record too large even as a claim check, never skips it, and recovers once accepted', async () => {
+    let limit = 0;
+    const fake = fakeKafka({
+      refuse: () => (limit === 0 ? tooLargeError() : undefined),
+    });
+    const { store } = memoryClaimChecks();
+    const blocks: (PublishBlock | undefined)[] = [];
+    const recovered: number[] = [];
+    const sink = createKafkaSink({
+      kafka: fake.kafka,
+      source: '/test',
+      claimChecks: store,
+      retryInitialMs: 1,
+      blockedRetryMaxMs: 4,
+      onSendFailed: (_failure, block) => blocks.push(block),
+      onRecovered: (_since, failedAttempts) => recovered.push(failedAttempts),
+    });
+    const publishing = sink.publish([
+      { event: event('7', { small: true }), commitLsn: Lsn.zero },
+      { event: event('8', { small: true }), commitLsn: Lsn.zero },
+    ]);
+    await waitFor(() => blocks.length >= 4, { message: 'four failed attempts' });
+    expect(sink.blocked()).toMatchObject({
+      reason: 'rejected',
+      topic: 'outbox.event.cart',
+      event: { id: '7', type: 'cart.opened.v1', aggregateId: 'cart-7', aggregateVersion: 1 },
+      error: expect.stringMatching(/KafkaJSProtocolError \(MESSAGE_TOO_LARGE\): .*larger/),
+    });
+    expect(blocks.every((block) => block?.reason === 'rejected' && block.event.id === '7')).toBe(
+      true,
+    );
+    expect(fake.sent()).toEqual([]);
+    limit = 1;
+    await publishing;
+    expect(fake.sent().map((m) => m.key)).toEqual(['cart-7', 'cart-8']);
+    expect(fake.sent()[0]?.headers).toMatchObject({ ce_dataref: 'urn:test:7' });
+    expect(recovered).toHaveLength(1);
+    expect(sink.blocked()).toBeUndefined();
+  });
+
+  it('reports a programming error at once, naming the event, backs off slower, and clears on success', async () => {
+    let broken = 3;
+    const fake = fakeKafka({
+      refuse: () =>
+        broken-- > 0 ? givenUp(new ReferenceError('recordBatch is not defined')) : undefined,
+    });
+    const failures: SendFailure[] = [];
+    const blocks: (PublishBlock | undefined)[] = [];
+    const sink = createKafkaSink({
+      kafka: fake.kafka,
+      source: '/test',
+      retryInitialMs: 1,
+      blockedRetryMaxMs: 3,
+      onSendFailed: (failure, block) => {
+        failures.push(failure);
+        blocks.push(block);
+      },
+    });
+    await sink.publish([{ event: event('5', {}), commitLsn: Lsn.parse('0/50') }]);
+    expect(failures.map((f) => [f.reason, f.retryInMs])).toEqual([
+      ['programming_error', 1],
+      ['programming_error', 2],
+      ['programming_error', 3],
+    ]);
+    expect(blocks[0]).toMatchObject({
+      reason: 'programming_error',
+      event: { id: '5', aggregateType: 'cart' },
+      error: expect.stringContaining('recordBatch is not defined'),
+      attempts: 1,
+    });
+    expect(fake.producers()).toBe(4);
+    expect(fake.sent()).toHaveLength(1);
+    expect(sink.blocked()).toBeUndefined();
+  });
+
+  it('blocks, without dropping it, on a payload over the record limit when no claim-check store is configured', async () => {
+    const fake = fakeKafka();
+    const sink = createKafkaSink({
+      kafka: fake.kafka,
+      source: '/test',
+      maxRecordBytes: 1000,
+      retryInitialMs: 1,
+      blockedRetryMaxMs: 1,
+    });
+    const publishing = sink.publish([
+      { event: event('3', { blob: 'z'.repeat(5000) }), commitLsn: Lsn.zero },
+    ]);
+    const block = await waitFor(() => sink.blocked(), { message: 'the sink to block' });
+    expect(block).toMatchObject({
+      reason: 'rejected',
+      event: { id: '3' },
+      error: expect.stringContaining('exceeds 1000 bytes'),
+    });
+    await sink.close();
+    await expect(publishing).rejects.toMatchObject({ code: 'sink_closed' });
+    expect(fake.sent()).toEqual([]);
+  });
+
+  it('reports transient failures as stalled once they last longer than stalledAfterMs', async () => {
+    let down = true;
+    const fake = fakeKafka({ refuse: () => (down ? new Error('broker gone') : undefined) });
+    const blocks: (PublishBlock | undefined)[] = [];
+    const stalls: PublishBlock[] = [];
+    const sink = createKafkaSink({
+      kafka: fake.kafka,
+      source: '/test',
+      retryInitialMs: 1,
+      stalledAfterMs: 50,
+      onSendFailed: (_failure, block) => blocks.push(block),
+      onStalled: (block) => stalls.push(block),
+    });
+    const publishing = sink.publish([{ event: event('6', {}), commitLsn: Lsn.zero }]);
+    await waitFor(() => blocks.length > 0, { message: 'a failure' });
+    expect(blocks[0]).toBeUndefined();
+    const block = await waitFor(() => sink.blocked(), { message: 'the sink to stall' });
+    expect(block).toMatchObject({
+      reason: 'stalled',
+      event: { id: '6' },
+      error: 'Error: broker gone',
+    });
+    expect(Date.now() - block.since.getTime()).toBeGreaterThanOrEqual(50);
+    await waitFor(() => stalls.length === 1, { message: 'the stall reported' });
+    expect(stalls[0]).toMatchObject({ reason: 'stalled', event: { id: '6' } });
+    down = false;
+    await publishing;
+    expect(sink.blocked()).toBeUndefined();
+    expect(stalls).toHaveLength(1);
+  });
+
+  it('reports a send Kafka does not answer as stalled, without any failure', async () => {
+    const fake = fakeKafka({ hang: true });
+    const stalls: PublishBlock[] = [];
+    const sink = createKafkaSink({
+      kafka: fake.kafka,
+      source: '/test',
+      stalledAfterMs: 50,
+      onStalled: (block) => stalls.push(block),
+    });
+    const publishing = sink.publish([{ event: event('h', {}), commitLsn: Lsn.zero }]);
+    expect(sink.blocked()).toBeUndefined();
+    await waitFor(() => stalls.length === 1, { message: 'the stall reported' });
+    expect(sink.blocked()).toMatchObject({
+      reason: 'stalled',
+      event: { id: 'h' },
+      topic: 'outbox.event.cart',
+      error: 'no answer from Kafka yet',
+      attempts: 0,
+    });
+    await sink.close();
+    await expect(publishing).rejects.toMatchObject({ code: 'sink_closed' });
+    expect(sink.blocked()).toBeUndefined();
+  });
+
+  it('ends a publish promptly when its signal aborts or the sink closes, mid-send or mid-pause', async () => {
+    const hanging = fakeKafka({ hang: true });
+    const sink = createKafkaSink({ kafka: hanging.kafka, source: '/test' });
+    const stop = new AbortController();
+    const inFlight = sink.publish([{ event: event('a', {}), commitLsn: Lsn.zero }], stop.signal);
+    await waitFor(() => hanging.producers() === 1, { message: 'a send in flight' });
+    stop.abort();
+    await expect(inFlight).rejects.toMatchObject({ code: 'publish_aborted' });
+    await waitFor(() => hanging.connected() === 0, { message: 'the producer discarded' });
+
+    const failing = fakeKafka({ refuse: () => new Error('broker gone') });
+    let failures = 0;
+    const paused = createKafkaSink({
+      kafka: failing.kafka,
+      source: '/test',
+      retryInitialMs: 60_000,
+      onSendFailed: () => (failures += 1),
+    });
+    const waiting = paused.publish([{ event: event('b', {}), commitLsn: Lsn.zero }]);
+    await waitFor(() => failures === 1, { message: 'a failure, then a minute’s pause' });
+    const closedAt = Date.now();
+    await paused.close();
+    await expect(waiting).rejects.toMatchObject({ code: 'sink_closed' });
+    expect(Date.now() - closedAt).toBeLessThan(1000);
+    await expect(
+      paused.publish([{ event: event('c', {}), commitLsn: Lsn.zero }]),
+    ).rejects.toMatchObject({ code: 'sink_closed' });
+    expect(failing.sent()).toEqual([]);
+  });
+});
+
+describe('send failure classification', () => {
+  const protocolError = (type: string, retriable: boolean) =>
+    new KafkaJSProtocolError({ type, code: 0, retriable, message: type } as unknown as Error);
+
+  it('calls programming errors programming errors, wrapped or not', () => {
+    expect(classifySendError(new ReferenceError('recordBatch is not defined'))).toBe(
+      'programming_error',
+    );
+    expect(classifySendError(givenUp(new TypeError('x is not a function')))).toBe(
+      'programming_error',
+    );
+    expect(classifySendError(new RangeError('offset out of range'))).toBe('programming_error');
+  });
+
+  it('calls refusals retrying cannot change rejected', () => {
+    for (const type of [
+      'MESSAGE_TOO_LARGE',
+      'INVALID_RECORD',
+      'CORRUPT_MESSAGE',
+      'INVALID_TOPIC_EXCEPTION',
+      'TOPIC_AUTHORIZATION_FAILED',
+      'INVALID_TIMESTAMP',
+    ]) {
+      const retriable = type === 'CORRUPT_MESSAGE';
+      expect([type, classifySendError(protocolError(type, retriable))]).toEqual([type, 'rejected']);
+      expect(classifySendError(givenUp(protocolError(type, retriable)))).toBe('rejected');
+    }
+    expect(classifySendError(new SluiceError('record_too_large', 'too large'))).toBe('rejected');
+  });
+
+  it('calls everything a retry or a fresh producer may fix transient', () => {
+    const connection = new KafkaJSConnectionError('Connection error: ECONNREFUSED');
+    expect(classifySendError(connection)).toBe('transient');
+    expect(
+      classifySendError(
+        new KafkaJSNumberOfRetriesExceeded(connection, { retryCount: 5, retryTime: 1 }),
+      ),
+    ).toBe('transient');
+    expect(classifySendError(protocolError('NOT_LEADER_FOR_PARTITION', true))).toBe('transient');
+    expect(classifySendError(protocolError('OUT_OF_ORDER_SEQUENCE_NUMBER', false))).toBe(
+      'transient',
+    );
+    expect(classifySendError(protocolError('INVALID_PRODUCER_EPOCH', false))).toBe('transient');
+    expect(classifySendError(new KafkaJSNonRetriableError('The producer is disconnecting'))).toBe(
+      'transient',
+    );
+    expect(classifySendError(new SluiceError('topic_not_ready', 'no leader'))).toBe('transient');
+    expect(classifySendError(new Error('broker gone'))).toBe('transient');
   });
 });

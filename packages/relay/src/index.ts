@@ -1,10 +1,16 @@
 export { claimCheckRef, createPgClaimCheckStore } from './claim-checks.js';
 export {
+  classifySendError,
   createKafkaSink,
   type ClaimCheckStore,
+  type EventIdentity,
   type EventSink,
+  type KafkaSink,
   type KafkaSinkOptions,
   type OutgoingEvent,
+  type PublishBlock,
+  type SendFailure,
+  type SendFailureReason,
 } from './event-sink.js';
 export { createLeadership, type Leadership, type LeadershipOptions } from './leadership.js';
 export { Lsn } from './lsn.js';
@@ -29,6 +35,7 @@ export {
   publishInitialSnapshot,
   type InitialSnapshot,
   type ReplicationNames,
+  type SlotAdoption,
   type SlotHealth,
   type SlotState,
 } from './setup.js';

@@ -3,7 +3,7 @@ import type { SerializedEvent } from '@sluice/contracts';
 import { describe, expect, it } from 'vitest';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
-import { createRelay, outboxRowToEvent } from './relay.js';
+import { createRelay, outboxRowToEvent, type RelayHooks } from './relay.js';
 import type { ReplicationEvent, ReplicationSource } from './replication-source.js';
 
 /** A source whose events the test pushes, recording acknowledgements and pauses. */
@@ -59,18 +59,29 @@ function row(id: string) {
   };
 }
 
-/** A sink whose sends complete only when the test says so. */
+/** A sink whose sends complete only when the test says so (or their signal aborts). */
 function gatedSink() {
   const sent: SerializedEvent[][] = [];
   const gates: (() => void)[] = [];
+  const signals: (AbortSignal | undefined)[] = [];
   const sink: EventSink = {
-    publish(events: readonly OutgoingEvent[]) {
+    publish(events: readonly OutgoingEvent[], signal?: AbortSignal) {
       sent.push(events.map((e) => e.event));
-      return new Promise<void>((resolve) => gates.push(resolve));
+      signals.push(signal);
+      return new Promise<void>((resolve, reject) => {
+        gates.push(resolve);
+        signal?.addEventListener('abort', () => reject(new Error('publish aborted')));
+      });
     },
     close: () => Promise.resolve(),
   };
-  return { sink, sent, release: () => gates.shift()?.(), pending: () => gates.length };
+  return {
+    sink,
+    sent,
+    signals,
+    release: () => gates.shift()?.(),
+    pending: () => gates.length,
+  };
 }
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
@@ -79,7 +90,14 @@ async function until(condition: () => boolean): Promise<void> {
   expect(condition()).toBe(true);
 }
 
-function setup(options: { maxBatchEvents?: number; maxBufferedEvents?: number } = {}) {
+function setup(
+  options: {
+    maxBatchEvents?: number;
+    maxBufferedEvents?: number;
+    stopTimeoutMs?: number;
+    hooks?: RelayHooks;
+  } = {},
+) {
   const script = scriptedSource();
   const gate = gatedSink();
   const relay = createRelay({
@@ -222,6 +240,50 @@ describe('relay acknowledgements', () => {
     await running;
     expect(gate.sent.flat().map((e) => e.id)).toEqual(['a', 'b']);
     expect(relay.acknowledged()).toBe(Lsn.of(110));
+  });
+
+  it('on stop, gives up a send Kafka never completes after stopTimeoutMs, acknowledging only what was published', async () => {
+    const timedOut: number[] = [];
+    const { script, gate, relay, running } = setup({
+      maxBatchEvents: 1,
+      stopTimeoutMs: 50,
+      hooks: { stopTimedOut: (unpublished) => timedOut.push(unpublished) },
+    });
+    await until(script.started);
+    script.transaction(100, 110, ['a']);
+    script.transaction(120, 130, ['b', 'c']);
+    await until(() => gate.pending() === 1);
+    gate.release();
+    await until(() => gate.pending() === 1); // 'b' is in flight, and Kafka never answers
+    const stoppedAt = Date.now();
+    await relay.stop();
+    await running;
+    expect(Date.now() - stoppedAt).toBeGreaterThanOrEqual(45);
+    expect(gate.signals.every((signal) => signal?.aborted === true)).toBe(true);
+    expect(gate.sent.flat().map((e) => e.id)).toEqual(['a', 'b']);
+    expect(timedOut).toEqual([2]);
+    expect(relay.acknowledged()).toBe(Lsn.of(110));
+    expect(script.acks.every((lsn) => lsn <= Lsn.of(110))).toBe(true);
+    expect(script.state.stopped).toBe(true);
+  });
+
+  it('on stop inside a transaction whose commit never comes, gives up after stopTimeoutMs', async () => {
+    const timedOut: number[] = [];
+    const { script, gate, relay, running } = setup({
+      stopTimeoutMs: 50,
+      hooks: { stopTimedOut: (unpublished) => timedOut.push(unpublished) },
+    });
+    await until(script.started);
+    script.push({ kind: 'begin', commitLsn: Lsn.of(100), commitTime: new Date() });
+    script.push({ kind: 'insert', schema: 'shop', table: 'outbox', row: row('a') });
+    await until(() => gate.pending() === 1);
+    gate.release();
+    await until(() => gate.pending() === 0);
+    await relay.stop();
+    await running;
+    expect(timedOut).toEqual([0]);
+    expect(script.acks.every((lsn) => lsn === Lsn.zero)).toBe(true);
+    expect(script.state.stopped).toBe(true);
   });
 
   it('after a stream failure, drops what was not published and never acknowledges past it', async () => {

@@ -19,6 +19,12 @@ export interface RelayOptions {
   statusIntervalMs?: number;
   /** Pause before reconnecting after a stream failure (doubles up to 30 s). Default 500. */
   reconnectDelayMs?: number;
+  /**
+   * How long `stop()` waits for what was read to reach Kafka. Then the send under way is
+   * abandoned and the stream closed: what was not published is not acknowledged, so the slot
+   * sends it again to the next relay. Default 10000.
+   */
+  stopTimeoutMs?: number;
   /** Observations for logs and metrics. */
   hooks?: RelayHooks;
 }
@@ -30,13 +36,18 @@ export interface RelayHooks {
   streamFailed?(error: unknown, retryInMs: number): void;
   paused?(bufferedEvents: number): void;
   resumed?(): void;
+  /** `stop()` gave up waiting for Kafka; these events were read and not acknowledged. */
+  stopTimedOut?(unpublishedEvents: number): void;
 }
 
 /** A running relay. */
 export interface Relay {
   /** Runs until `stop()`; restarts the stream after failures. */
   run(): Promise<void>;
-  /** Stops reading, publishes what was read, acknowledges it, and ends `run()`. */
+  /**
+   * Stops reading, publishes what was read (for at most `stopTimeoutMs`), acknowledges what was
+   * published, and ends `run()`.
+   */
   stop(): Promise<void>;
   /** The position PostgreSQL was last told is durable. */
   acknowledged(): Lsn;
@@ -118,10 +129,13 @@ export function createRelay(options: RelayOptions): Relay {
   let paused = false;
   let wake: (() => void) | undefined;
   let streamError: Error | undefined;
+  /** Aborted once a stop has waited `stopTimeoutMs`: the send under way is given up. */
+  const giveUp = new AbortController();
   // Read through functions: these change while awaiting, which narrowing cannot see.
   const isStopping = () => stopping;
   const isReading = () => !stopping || open !== undefined;
   const failure = () => streamError;
+  const givenUp = () => giveUp.signal.aborted;
 
   const signal = () => {
     wake?.();
@@ -206,7 +220,7 @@ export function createRelay(options: RelayOptions): Relay {
    */
   async function publishLoop(): Promise<void> {
     for (;;) {
-      if (streamError !== undefined) return;
+      if (streamError !== undefined || givenUp()) return;
       if (received === published) {
         if (stopping && open === undefined) return;
         await new Promise<void>((resolve) => (wake = resolve));
@@ -217,7 +231,12 @@ export function createRelay(options: RelayOptions): Relay {
         const end = Math.min(pending.length, head + maxBatch);
         const batch = pending.slice(head, end);
         const oldest = transactions[0]?.commitTime ?? new Date();
-        await options.sink.publish(batch);
+        try {
+          await options.sink.publish(batch, giveUp.signal);
+        } catch (error) {
+          if (givenUp()) return;
+          throw error;
+        }
         hooks.published?.(batch, oldest);
         head = end;
         published += batch.length;
@@ -313,7 +332,18 @@ export function createRelay(options: RelayOptions): Relay {
       if (open === undefined) source?.pause();
       signal();
       wakeSleep?.();
-      await running;
+      const timer = setTimeout(() => {
+        if (givenUp()) return;
+        hooks.stopTimedOut?.(received - published);
+        giveUp.abort();
+        // Also ends a wait for the commit of a transaction the stream no longer delivers.
+        signal();
+      }, options.stopTimeoutMs ?? 10_000);
+      try {
+        await running;
+      } finally {
+        clearTimeout(timer);
+      }
     },
 
     acknowledged: () => acked,

@@ -36,6 +36,12 @@ export interface PgReplicationSourceOptions {
   connectionString: string;
   slot: string;
   publication: string;
+  /**
+   * PostgreSQL ends the stream when this relay has been silent this long (its
+   * `wal_sender_timeout`), freeing the slot for another relay; keep it well above the relay's
+   * status interval. Default: the server's setting (60 s unless configured).
+   */
+  senderTimeoutMs?: number;
 }
 
 interface ReplicationConnection {
@@ -46,8 +52,10 @@ interface ReplicationConnection {
   stream: { pause(): void; resume(): void };
 }
 
-/** How long a stop waits for the server to confirm the end of the stream. */
+/** How long a stop waits for the server to confirm the end of the stream, and to close it. */
 const END_OF_STREAM_TIMEOUT_MS = 5000;
+/** How long connecting may take before it counts as a stream failure. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 const PG_EPOCH_MS = Date.UTC(2000, 0, 1);
 
@@ -116,11 +124,17 @@ export function createPgReplicationSource(options: PgReplicationSourceOptions): 
       if (started)
         throw new SluiceError('replication_source_reused', 'A replication source streams once');
       started = true;
+      const senderTimeout =
+        options.senderTimeoutMs === undefined
+          ? ''
+          : ` -c wal_sender_timeout=${options.senderTimeoutMs}`;
       client = new pg.Client({
         connectionString: options.connectionString,
         replication: 'database',
+        connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+        keepAlive: true,
         // Timestamps arrive as text in the session's zone and style: make both fixed.
-        options: '-c TimeZone=UTC -c DateStyle=ISO',
+        options: `-c TimeZone=UTC -c DateStyle=ISO${senderTimeout}`,
       } as pg.ClientConfig);
       const current = client;
       const failure = new Promise<never>((_, reject) => {
@@ -205,7 +219,13 @@ export function createPgReplicationSource(options: PgReplicationSourceOptions): 
         current.endCopyFrom();
         await ended;
       }
-      await client?.end().catch(() => undefined);
+      // A server that no longer answers never confirms the close either.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        client?.end().catch(() => undefined),
+        new Promise((resolve) => (timer = setTimeout(resolve, END_OF_STREAM_TIMEOUT_MS))),
+      ]);
+      clearTimeout(timer);
     },
   };
 }

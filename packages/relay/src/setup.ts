@@ -23,6 +23,20 @@ export interface SlotState {
    * consistent point, which the stream will never deliver. Publish them, then call `done()`.
    */
   initialSnapshot?: InitialSnapshot;
+  /**
+   * Present when an existing slot that no relay registered was just taken as it is: it streams
+   * from `confirmedFlushLsn`, and outbox rows committed before that are not published. Log
+   * `warning`; later starts find the slot registered and leave this out.
+   */
+  adopted?: SlotAdoption;
+}
+
+/** What an adopted slot may have left behind. */
+export interface SlotAdoption {
+  /** Outbox rows present at adoption; any of them may have been committed before the slot. */
+  outboxRows: number;
+  /** For an operator: the slot, its position, the rows at stake and what to do about them. */
+  warning: string;
 }
 
 /** Outbox rows that predate a new slot, read in the slot's exported snapshot. */
@@ -49,11 +63,22 @@ export interface SlotHealth {
   confirmedFlushLsn: Lsn | null;
 }
 
+/**
+ * Bounds on set-up connections: a cut-off database fails the set-up (the relay retries it)
+ * rather than hanging it. Statements are bounded too, but for creating the slot, which waits for
+ * the transactions running at that moment to end.
+ */
+const BOUNDED = { connectionTimeoutMillis: 10_000, keepAlive: true, query_timeout: 60_000 };
+
 async function withClient<T>(
   connectionString: string,
   action: (client: pg.Client) => Promise<T>,
 ): Promise<T> {
-  const client = new pg.Client({ connectionString, application_name: 'sluice-relay-setup' });
+  const client = new pg.Client({
+    connectionString,
+    application_name: 'sluice-relay-setup',
+    ...BOUNDED,
+  });
   client.on('error', () => undefined);
   await client.connect();
   try {
@@ -65,45 +90,24 @@ async function withClient<T>(
 
 /**
  * Makes sure the publication and the slot exist — the publication first, so the slot never
- * decodes WAL from before it — and refuses, loudly, a slot that was lost or dropped: events
- * committed meanwhile may never have been published, and that gap must be handled by a person.
+ * decodes WAL from before it — and refuses, loudly, a publication that hides outbox inserts and
+ * a slot that was lost or dropped: events committed meanwhile may never have been published,
+ * and that gap must be handled by a person. A slot that exists but that no relay registered is
+ * adopted as it is, and reported in {@link SlotState.adopted}.
  *
- * @throws SluiceError `slot_lost` (wal_status = lost), `slot_missing` (dropped after this relay
- *   created it), `slot_mismatch` (another plugin or database).
+ * @throws SluiceError `outbox_missing` (retriable: the outbox's migrations have not run yet),
+ *   `publication_mismatch` (the publication does not publish every outbox insert whole),
+ *   `slot_lost` (wal_status = lost), `slot_missing` (dropped after this relay created it),
+ *   `slot_mismatch` (another plugin or database).
  */
 export async function prepareReplication(
   connectionString: string,
   names: ReplicationNames,
 ): Promise<SlotState> {
   return withClient(connectionString, async (client) => {
-    await client.query('CREATE SCHEMA IF NOT EXISTS sluice');
-    await client.query(`
-      CREATE TABLE IF NOT EXISTS sluice.relay_slots (
-        slot_name text PRIMARY KEY,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        created_at_lsn pg_lsn,
-        snapshot_done boolean NOT NULL DEFAULT false
-      )`);
-    await client.query(`
-      CREATE TABLE IF NOT EXISTS sluice.claim_checks (
-        event_id uuid PRIMARY KEY,
-        payload jsonb NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now()
-      )`);
-    // Publications have no IF NOT EXISTS; a concurrent creator loses with 42710.
+    await ensureRelayTables(client);
     const outbox = `${pg.escapeIdentifier(names.outbox.schema)}.${pg.escapeIdentifier(names.outbox.table)}`;
-    const publication = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
-      names.publication,
-    ]);
-    if (publication.rowCount === 0) {
-      await client
-        .query(
-          `CREATE PUBLICATION ${pg.escapeIdentifier(names.publication)} FOR TABLE ${outbox} WITH (publish = 'insert')`,
-        )
-        .catch((error: unknown) => {
-          if ((error as { code?: string }).code !== '42710') throw error;
-        });
-    }
+    await ensurePublication(client, names, outbox);
 
     const slot = await client.query<{
       plugin: string;
@@ -168,13 +172,200 @@ export async function prepareReplication(
           `DELETE FROM sluice.relay_slots WHERE slot_name = '${names.slot}' to start over.`,
       );
     }
-    // A slot made by someone else (or before this table existed) is taken as it is.
-    await client.query(
-      'INSERT INTO sluice.relay_slots (slot_name, created_at_lsn, snapshot_done) VALUES ($1, $2, true) ON CONFLICT DO NOTHING',
-      [names.slot, row.confirmed_flush_lsn],
-    );
-    return { created: false, confirmedFlushLsn: Lsn.parse(row.confirmed_flush_lsn) };
+    const confirmedFlushLsn = Lsn.parse(row.confirmed_flush_lsn);
+    if (record !== undefined) return { created: false, confirmedFlushLsn };
+    return {
+      created: false,
+      confirmedFlushLsn,
+      adopted: await adoptSlot(client, names, outbox, confirmedFlushLsn),
+    };
   });
+}
+
+async function ensureRelayTables(client: pg.Client): Promise<void> {
+  await client.query('CREATE SCHEMA IF NOT EXISTS sluice');
+  await client.query(`
+    CREATE TABLE IF NOT EXISTS sluice.relay_slots (
+      slot_name text PRIMARY KEY,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      created_at_lsn pg_lsn,
+      snapshot_done boolean NOT NULL DEFAULT false
+    )`);
+  await client.query(`
+    CREATE TABLE IF NOT EXISTS sluice.claim_checks (
+      event_id uuid PRIMARY KEY,
+      payload jsonb NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT now()
+    )`);
+}
+
+/**
+ * Creates the publication unless it exists, then checks that it publishes every insert into
+ * the outbox whole: a publication that leaves some out would have the relay confirm its slot
+ * past those events without ever seeing them.
+ */
+async function ensurePublication(
+  client: pg.Client,
+  names: ReplicationNames,
+  outbox: string,
+): Promise<void> {
+  const table = await client.query<{ found: boolean }>(
+    'SELECT to_regclass($1) IS NOT NULL AS found',
+    [outbox],
+  );
+  if (table.rows[0]?.found !== true) {
+    throw new SluiceError(
+      'outbox_missing',
+      `Table ${outbox} does not exist yet (the outbox's migrations have not run); the relay tries again.`,
+      { retriable: true },
+    );
+  }
+  const publication = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
+    names.publication,
+  ]);
+  if (publication.rowCount === 0) {
+    // Publications have no IF NOT EXISTS; a concurrent creator loses with 42710.
+    await client
+      .query(
+        `CREATE PUBLICATION ${pg.escapeIdentifier(names.publication)} FOR TABLE ${outbox} WITH (publish = 'insert')`,
+      )
+      .catch((error: unknown) => {
+        if ((error as { code?: string }).code !== '42710') throw error;
+      });
+  }
+  await checkPublication(client, names, outbox);
+}
+
+interface PublicationRow {
+  pubinsert: boolean;
+  pubupdate: boolean;
+  pubdelete: boolean;
+  pubtruncate: boolean;
+  includes_outbox: boolean;
+  /** PostgreSQL 15+: the outbox's row filter, if any. */
+  rowfilter: string | null;
+  /** PostgreSQL 15+: outbox columns a column list leaves out. */
+  missing_columns: string[];
+  slot_exists: boolean;
+}
+
+/** @throws SluiceError `publication_mismatch`, saying what is wrong and the SQL that fixes it. */
+async function checkPublication(
+  client: pg.Client,
+  names: ReplicationNames,
+  outbox: string,
+): Promise<void> {
+  const version = await client.query<{ server_version_num: string }>('SHOW server_version_num');
+  // Row filters and column lists (and the columns that show them) came with PostgreSQL 15.
+  const hasFilters = Number(version.rows[0]?.server_version_num) >= 150000;
+  const filters = hasFilters
+    ? `t.rowfilter,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = $5::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                AND a.attgenerated = '' AND a.attname <> ALL (t.attnames)
+              ORDER BY a.attnum) AS missing_columns`
+    : `NULL::text AS rowfilter, '{}'::text[] AS missing_columns`;
+  const params = [names.publication, names.outbox.schema, names.outbox.table, names.slot];
+  const { rows } = await client.query<PublicationRow>(
+    `SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate,
+            t.tablename IS NOT NULL AS includes_outbox, ${filters},
+            EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $4) AS slot_exists
+       FROM pg_publication p
+       LEFT JOIN pg_publication_tables t
+         ON t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3
+      WHERE p.pubname = $1`,
+    hasFilters ? [...params, outbox] : params,
+  );
+  const row = rows[0];
+  if (row === undefined) return;
+  const { problems, fixes } = publicationProblems(
+    row,
+    pg.escapeIdentifier(names.publication),
+    outbox,
+  );
+  if (problems.length === 0) return;
+  const gap = row.slot_exists
+    ? ` Slot ${pg.escapeIdentifier(names.slot)} exists: if a relay read it through this publication, the outbox events committed meanwhile never reached Kafka; reconcile them (compare the outbox with the topics).`
+    : '';
+  const sql = fixes.length > 1 ? `BEGIN; ${fixes.join(' ')} COMMIT;` : fixes.join(' ');
+  throw new SluiceError(
+    'publication_mismatch',
+    `Publication ${pg.escapeIdentifier(names.publication)} does not publish every insert into ${outbox} whole: ` +
+      `${problems.join('; ')}. The relay would confirm its slot past those events without publishing them.${gap} ` +
+      `Fix the publication, then start the relay again: ${sql}`,
+  );
+}
+
+function publicationProblems(
+  row: PublicationRow,
+  publication: string,
+  outbox: string,
+): { problems: string[]; fixes: string[] } {
+  const problems: string[] = [];
+  const fixes: string[] = [];
+  const published = (['update', 'delete', 'truncate'] as const).filter(
+    (action) => row[`pub${action}`],
+  );
+  if (!row.pubinsert) {
+    problems.push(`it publishes no inserts (publish = '${published.join(', ')}')`);
+    fixes.push(
+      `ALTER PUBLICATION ${publication} SET (publish = '${['insert', ...published].join(', ')}');`,
+    );
+  }
+  if (!row.includes_outbox) {
+    problems.push(`it does not include ${outbox}`);
+    fixes.push(`ALTER PUBLICATION ${publication} ADD TABLE ${outbox};`);
+    return { problems, fixes };
+  }
+  if (row.rowfilter !== null)
+    problems.push(`it filters the rows of ${outbox} (WHERE ${row.rowfilter})`);
+  if (row.missing_columns.length > 0)
+    problems.push(`it leaves out columns ${row.missing_columns.join(', ')} of ${outbox}`);
+  if (row.rowfilter !== null || row.missing_columns.length > 0) {
+    // Re-adding the table is what drops its row filter and column list.
+    fixes.push(
+      `ALTER PUBLICATION ${publication} DROP TABLE ${outbox};`,
+      `ALTER PUBLICATION ${publication} ADD TABLE ${outbox};`,
+    );
+  }
+  return { problems, fixes };
+}
+
+/**
+ * Registers a slot that no relay created, so it is adopted once, and says what that means:
+ * rows committed before its confirmed position never come through it.
+ */
+async function adoptSlot(
+  client: pg.Client,
+  names: ReplicationNames,
+  outbox: string,
+  confirmedFlushLsn: Lsn,
+): Promise<SlotAdoption> {
+  const position = Lsn.format(confirmedFlushLsn);
+  const counted = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${outbox}`);
+  const outboxRows = Number(counted.rows[0]?.n ?? 0);
+  await client.query(
+    'INSERT INTO sluice.relay_slots (slot_name, created_at_lsn, snapshot_done) VALUES ($1, $2, true) ON CONFLICT DO NOTHING',
+    [names.slot, position],
+  );
+  const slot = pg.escapeIdentifier(names.slot);
+  const adopted = `Adopted replication slot ${slot}, which no relay created: it streams from its confirmed position ${position}`;
+  if (outboxRows === 0) {
+    return {
+      outboxRows,
+      warning: `${adopted}; ${outbox} was empty, so no outbox row predates it.`,
+    };
+  }
+  const literal = pg.escapeLiteral(names.slot);
+  return {
+    outboxRows,
+    warning:
+      `${adopted}, and outbox rows committed before that are not published by the relay: ` +
+      `${outboxRows} rows of ${outbox} may predate it. Reconcile them with the topics, or let the relay ` +
+      'create its own slot, which publishes every outbox row from a snapshot first (rows already in Kafka ' +
+      `are sent again; consumers deduplicate): stop the relay, run SELECT pg_drop_replication_slot(${literal}); ` +
+      `DELETE FROM sluice.relay_slots WHERE slot_name = ${literal}; and start it again.`,
+  };
 }
 
 /**
@@ -190,10 +381,16 @@ async function createSlotWithSnapshot(
   const replication = new pg.Client({
     connectionString,
     replication: 'database',
+    connectionTimeoutMillis: BOUNDED.connectionTimeoutMillis,
+    keepAlive: true,
   } as pg.ClientConfig);
   replication.on('error', () => undefined);
   await replication.connect();
-  const reader = new pg.Client({ connectionString, application_name: 'sluice-relay-snapshot' });
+  const reader = new pg.Client({
+    connectionString,
+    application_name: 'sluice-relay-snapshot',
+    ...BOUNDED,
+  });
   reader.on('error', () => undefined);
   const release = async () => {
     await reader.end().catch(() => undefined);
@@ -228,12 +425,15 @@ async function createSlotWithSnapshot(
         consistentPoint,
         async *batches(batchSize) {
           await reader.query(
+            // Qualified on purpose: a bare ORDER BY name binds to the output column first, and
+            // the output aggregate_version is text (1, 10, 100, 11, …, 2).
             `DECLARE snapshot_rows NO SCROLL CURSOR FOR
-               SELECT id, type, aggregate_type, aggregate_id, aggregate_version::text,
-                      payload::text, metadata::text,
-                      to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'
+               SELECT o.id, o.type, o.aggregate_type, o.aggregate_id,
+                      o.aggregate_version::text AS aggregate_version,
+                      o.payload::text AS payload, o.metadata::text AS metadata,
+                      to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'
                         AS occurred_at
-                 FROM ${outbox} ORDER BY aggregate_type, aggregate_id, aggregate_version`,
+                 FROM ${outbox} o ORDER BY o.aggregate_type, o.aggregate_id, o.aggregate_version`,
           );
           for (;;) {
             const { rows } = await reader.query<Record<string, string | null>>(

@@ -23,6 +23,17 @@ const ConfigSchema = Type.Object({
   /** Transactional heartbeat into the WAL, so an idle outbox still moves the slot. */
   RELAY_HEARTBEAT_MS: Type.Integer({ minimum: 100, default: 10_000 }),
   RELAY_LEADER_POLL_MS: Type.Integer({ minimum: 50, default: 1000 }),
+  /**
+   * PostgreSQL ends the lock session and the replication stream of a relay silent this long
+   * (frozen, cut off), so a standby takes over.
+   */
+  RELAY_LEADER_LEASE_MS: Type.Integer({ minimum: 3000, default: 10_000 }),
+  /** /readyz fails once Kafka sends have failed, for any reason, this long. */
+  RELAY_STALLED_AFTER_MS: Type.Integer({ minimum: 100, default: 30_000 }),
+  /** Longest pause between retries of a send retrying cannot fix (until the cause is fixed). */
+  RELAY_BLOCKED_RETRY_MAX_MS: Type.Integer({ minimum: 100, default: 60_000 }),
+  /** How long a stop waits for what was read to reach Kafka; the rest is sent after a restart. */
+  RELAY_STOP_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 10_000 }),
   RELAY_SLOT_CHECK_MS: Type.Integer({ minimum: 100, default: 5000 }),
 });
 

@@ -1,5 +1,17 @@
-import type { OutgoingEvent, RelayHooks, SlotHealth } from '@sluice/relay';
+import type {
+  OutgoingEvent,
+  PublishBlock,
+  RelayHooks,
+  SendFailureReason,
+  SlotHealth,
+} from '@sluice/relay';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const BLOCK_REASONS: readonly PublishBlock['reason'][] = [
+  'programming_error',
+  'rejected',
+  'stalled',
+];
 
 /** The relay's Prometheus metrics and the hooks that feed them. */
 export function createRelayMetrics() {
@@ -26,6 +38,23 @@ export function createRelayMetrics() {
     name: 'sluice_relay_send_retries_total',
     help: 'Kafka sends retried with a fresh producer.',
     registers: [registry],
+  });
+  const sendFailures = new Counter({
+    name: 'sluice_relay_send_failures_total',
+    help: 'Failed Kafka sends (each retried) by reason: transient, programming_error, rejected.',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  let publishBlock: () => PublishBlock | undefined = () => undefined;
+  new Gauge({
+    name: 'sluice_relay_publish_blocked',
+    help: '1 for why events are not getting into Kafka (programming_error, rejected: retrying cannot fix it; stalled: sends failing longer than RELAY_STALLED_AFTER_MS); 0 while they are.',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      const reason = publishBlock()?.reason;
+      for (const label of BLOCK_REASONS) this.set({ reason: label }, label === reason ? 1 : 0);
+    },
   });
   const paused = new Gauge({
     name: 'sluice_relay_paused',
@@ -79,7 +108,14 @@ export function createRelayMetrics() {
     registry,
     hooks,
     countPublished,
-    sendRetry: () => sendRetries.inc(),
+    sendFailed(reason: SendFailureReason) {
+      sendRetries.inc();
+      sendFailures.inc({ reason });
+    },
+    /** Where `sluice_relay_publish_blocked` reads, at each scrape, why publishing is blocked. */
+    watchPublishing(probe: () => PublishBlock | undefined) {
+      publishBlock = probe;
+    },
     setLeader: (isLeader: boolean) => leader.set(isLeader ? 1 : 0),
     setOldestUnpublished: (commitTime: Date | undefined) =>
       oldest.set(commitTime === undefined ? 0 : (Date.now() - commitTime.getTime()) / 1000),
