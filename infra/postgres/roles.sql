@@ -35,6 +35,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE
 GRANT SELECT, INSERT, DELETE ON shop.outbox TO sluice_app;
 GRANT SELECT, INSERT, UPDATE ON shop.outbox_heads TO sluice_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON sluice.idempotency_keys TO sluice_app;
+-- The consistency-token key the migrations generate (unless CONSISTENCY_TOKEN_SECRET is set).
+GRANT SELECT ON sluice.api_secrets TO sluice_app;
 
 GRANT USAGE ON SCHEMA shop TO sluice_relay;
 GRANT SELECT ON shop.outbox TO sluice_relay;

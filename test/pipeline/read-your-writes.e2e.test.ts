@@ -73,6 +73,18 @@ describe('read your writes', () => {
       'x-consistency-token': checkout.headers.get('x-consistency-token') ?? '',
     });
     expect(done.json).toMatchObject({ status: 'checked_out', itemCount: 100, totalCents: 25_000 });
+    // The cart's audit trail in version order: 1, 2, … 102, not 1, 10, 100, 101, 102, 11, …
+    const trail = await call(
+      'GET',
+      `/views/audit?aggregateType=cart&aggregateId=${cartId}`,
+      undefined,
+      {
+        'x-consistency-token': checkout.headers.get('x-consistency-token') ?? '',
+      },
+    );
+    expect((trail.json.items as { version: number }[]).map((item) => item.version)).toEqual(
+      Array.from({ length: 102 }, (_, i) => i + 1),
+    );
     const sales = await call('GET', `/views/products/${String(product.json.id)}/sales`, undefined, {
       'x-consistency-token': checkout.headers.get('x-consistency-token') ?? '',
     });

@@ -1,11 +1,33 @@
 import { Type, type Static, type TObject } from '@sinclair/typebox';
 
+/**
+ * The bounds of the catalog's payload fields, in the units of their schemas (lengths count
+ * Unicode code points, as JSON Schema does). A writer that keeps its input within them never has
+ * an event refused for a range or a length; derive request limits from these, never restate them.
+ *
+ * @example
+ * const PriceCents = Type.Integer(limits.cents);
+ * if (lines.length > limits.orderLines.maxItems) refuse();
+ */
+export const limits = {
+  /** Money in cents: prices, line prices, totals. */
+  cents: { minimum: 0, maximum: 100_000_000_000 },
+  /** Units of one product in a cart line or an order line. */
+  quantity: { minimum: 1, maximum: 1_000_000 },
+  stock: { minimum: 0, maximum: 1_000_000_000 },
+  email: { maxLength: 254 },
+  name: { minLength: 1, maxLength: 200 },
+  sku: { minLength: 1, maxLength: 64 },
+  /** Lines of one order (`order.placed.v1`). */
+  orderLines: { minItems: 1, maxItems: 1000 },
+} as const;
+
 const Id = Type.String({ format: 'uuid' });
-const Cents = Type.Integer({ minimum: 0, maximum: 100_000_000_000 });
-const Quantity = Type.Integer({ minimum: 1, maximum: 1_000_000 });
-const Stock = Type.Integer({ minimum: 0, maximum: 1_000_000_000 });
-const Email = Type.String({ format: 'email', maxLength: 254 });
-const Name = Type.String({ minLength: 1, maxLength: 200 });
+const Cents = Type.Integer({ ...limits.cents });
+const Quantity = Type.Integer({ ...limits.quantity });
+const Stock = Type.Integer({ ...limits.stock });
+const Email = Type.String({ format: 'email', ...limits.email });
+const Name = Type.String({ ...limits.name });
 
 function event<const T extends string, const A extends string, S extends TObject>(
   type: T,
@@ -59,7 +81,7 @@ export const catalog = {
     'A product was put on sale.',
     Type.Object({
       productId: Id,
-      sku: Type.String({ minLength: 1, maxLength: 64 }),
+      sku: Type.String({ ...limits.sku }),
       name: Name,
       priceCents: Cents,
       stock: Stock,
@@ -120,7 +142,7 @@ export const catalog = {
           { productId: Id, quantity: Quantity, unitPriceCents: Cents },
           { additionalProperties: false },
         ),
-        { minItems: 1, maxItems: 1000 },
+        { ...limits.orderLines },
       ),
       totalCents: Cents,
     }),

@@ -2,6 +2,7 @@ export {
   aggregateTypes,
   catalog,
   isEventType,
+  limits,
   type AggregateType,
   type EventPayload,
   type EventType,

@@ -3,6 +3,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { sql, type Kysely } from 'kysely';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { v7 as uuidv7 } from 'uuid';
+import { createConsistencyTokens } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
 import {
   correlationIdFor,
@@ -26,6 +27,11 @@ export interface AppOptions {
   bodyLimitBytes?: number;
   /** How long a `/views/*` request waits for its consistency token. Default 5000. */
   consistencyTimeoutMs?: number;
+  /**
+   * Signs `X-Consistency-Token`s (at least 32 bytes). Replicas on one database must share it:
+   * pass `storedTokenSecret(db)` unless one is configured.
+   */
+  consistencyTokenSecret: Uint8Array;
 }
 
 /** The shop-api HTTP application, not yet listening. */
@@ -86,12 +92,13 @@ export function buildApp(options: AppOptions): FastifyInstance {
 
   const { db } = options;
   const outbox = createOutbox({ schema: 'shop' });
-  const write = createWriter(db);
+  const tokens = createConsistencyTokens(options.consistencyTokenSecret);
+  const write = createWriter(db, tokens);
   customerRoutes(app, { db, outbox, write });
   productRoutes(app, { db, outbox, write });
   cartRoutes(app, { db, outbox, write });
   orderRoutes(app, { db });
-  viewRoutes(app, { db, consistencyTimeoutMs: options.consistencyTimeoutMs ?? 5000 });
+  viewRoutes(app, { db, tokens, consistencyTimeoutMs: options.consistencyTimeoutMs ?? 5000 });
 
   app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {

@@ -1,5 +1,9 @@
 import { Type } from '@sinclair/typebox';
+import { SluiceError, errorMessage } from '@sluice/errors';
 import { commonConfig, loadConfig } from '@sluice/service-kit';
+import { readFileSync } from 'node:fs';
+
+const MIN_SECRET_CHARS = 32;
 
 const ConfigSchema = Type.Object({
   DATABASE_URL: commonConfig.DATABASE_URL,
@@ -15,10 +19,51 @@ const ConfigSchema = Type.Object({
   VIEW_CONSISTENCY_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 60_000, default: 5000 }),
   /** Idempotency keys are remembered this long. */
   IDEMPOTENCY_RETENTION_HOURS: Type.Integer({ minimum: 1, default: 24 }),
+  /** Signs X-Consistency-Token; unset, the key shop-api's migrations stored in the database. */
+  CONSISTENCY_TOKEN_SECRET: Type.Optional(Type.String({ minLength: MIN_SECRET_CHARS })),
+  /** A file holding that secret (a mounted secret), instead of the variable. */
+  CONSISTENCY_TOKEN_SECRET_FILE: Type.Optional(Type.String({ minLength: 1 })),
 });
 
 export type ShopApiConfig = ReturnType<typeof loadShopApiConfig>;
 
 export function loadShopApiConfig(env: NodeJS.ProcessEnv) {
   return loadConfig(ConfigSchema, env);
+}
+
+/**
+ * The configured consistency token secret: `CONSISTENCY_TOKEN_SECRET`, or the contents of
+ * `CONSISTENCY_TOKEN_SECRET_FILE` without a trailing newline; `undefined` when neither is set.
+ *
+ * @throws SluiceError `config_invalid` when both are set, or the file is unreadable or too short.
+ */
+export function configuredTokenSecret(config: ShopApiConfig): Buffer | undefined {
+  const file = config.CONSISTENCY_TOKEN_SECRET_FILE;
+  if (file === undefined) {
+    const secret = config.CONSISTENCY_TOKEN_SECRET;
+    return secret === undefined ? undefined : Buffer.from(secret, 'utf8');
+  }
+  if (config.CONSISTENCY_TOKEN_SECRET !== undefined) {
+    throw new SluiceError(
+      'config_invalid',
+      'Set CONSISTENCY_TOKEN_SECRET or CONSISTENCY_TOKEN_SECRET_FILE, not both',
+    );
+  }
+  let secret: string;
+  try {
+    secret = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (error) {
+    throw new SluiceError(
+      'config_invalid',
+      `CONSISTENCY_TOKEN_SECRET_FILE ${file} cannot be read: ${errorMessage(error)}`,
+      { cause: error },
+    );
+  }
+  if (secret.length < MIN_SECRET_CHARS) {
+    throw new SluiceError(
+      'config_invalid',
+      `CONSISTENCY_TOKEN_SECRET_FILE ${file} holds fewer than ${MIN_SECRET_CHARS} characters`,
+    );
+  }
+  return Buffer.from(secret, 'utf8');
 }

@@ -1,4 +1,4 @@
-import { SluiceError } from '@sluice/errors';
+import { SluiceError, isSluiceError } from '@sluice/errors';
 import type { AppendContext } from '@sluice/outbox';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
@@ -86,6 +86,17 @@ export function installErrorHandling(app: FastifyInstance): void {
       return sendProblem(reply, error.status, error.code, error.message);
     if (error.validation !== undefined) {
       return sendProblem(reply, 400, 'invalid_request', error.message);
+    }
+    // The outbox refused an event the request would have produced: the request's checks missed
+    // a case (or stored rows predate them). Nothing was written; the operator must look.
+    if (isSluiceError(error, 'event_payload_invalid')) {
+      request.log.error({ err: error }, 'event refused by the catalog after the checks passed');
+      return sendProblem(
+        reply,
+        422,
+        'event_invalid',
+        'The change would produce an event the event catalog does not allow',
+      );
     }
     const mapped = FASTIFY_CODES[error.code];
     if (mapped !== undefined) return sendProblem(reply, mapped[0], mapped[1], error.message);
@@ -281,18 +292,4 @@ export function assertVersion(expected: number | undefined, actual: number): voi
       `The resource is at version ${actual}, not ${expected}`,
     );
   }
-}
-
-/** One aggregate version a write produced; `/views/*` can wait until a projection reached it. */
-export interface WrittenVersion {
-  aggregateType: string;
-  aggregateId: string;
-  version: number;
-}
-
-/** The opaque `X-Consistency-Token` for the versions a write produced. */
-export function consistencyToken(versions: readonly WrittenVersion[]): string {
-  return Buffer.from(
-    JSON.stringify(versions.map((v) => [v.aggregateType, v.aggregateId, v.version])),
-  ).toString('base64url');
 }

@@ -4,11 +4,13 @@ import { createDatabase, migrate } from '@sluice/database';
 import { createLogger, redactConfig } from '@sluice/service-kit';
 import { sql } from 'kysely';
 import { buildApp } from './app.js';
-import { loadShopApiConfig } from './config.js';
+import { configuredTokenSecret, loadShopApiConfig } from './config.js';
+import { storedTokenSecret } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
 import { shopMigrations } from './migrations.js';
 
 const config = loadShopApiConfig(process.env);
+const tokenSecret = configuredTokenSecret(config);
 const logger = createLogger({ service: 'shop-api', level: config.LOG_LEVEL });
 logger.info({ config: redactConfig(config) }, 'starting');
 
@@ -20,7 +22,12 @@ const db = createDatabase<ShopDatabase>({
 });
 if (config.MIGRATE_ON_START) await migrate(db, 'shop_api_migrations', shopMigrations);
 
-const app = buildApp({ db, logger, consistencyTimeoutMs: config.VIEW_CONSISTENCY_TIMEOUT_MS });
+const app = buildApp({
+  db,
+  logger,
+  consistencyTimeoutMs: config.VIEW_CONSISTENCY_TIMEOUT_MS,
+  consistencyTokenSecret: tokenSecret ?? (await storedTokenSecret(db)),
+});
 await app.listen({ port: config.API_PORT, host: config.API_HOST });
 
 // Retention: outbox rows and idempotency keys are purged in batches, off the request path.

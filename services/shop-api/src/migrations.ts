@@ -1,8 +1,12 @@
 import { outboxMigrations } from '@sluice/outbox';
 import { sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
+import { randomBytes } from 'node:crypto';
 
-/** shop-api's schema: the write model in `shop`, the outbox beside it, idempotency keys in `sluice`. */
+/**
+ * shop-api's schema: the write model in `shop`, the outbox beside it, idempotency keys and the
+ * API's own secrets in `sluice`.
+ */
 export const shopMigrations: Record<string, Migration> = {
   ...outboxMigrations({ schema: 'shop' }),
   '0002_shop': {
@@ -79,6 +83,19 @@ export const shopMigrations: Record<string, Migration> = {
         );
         CREATE INDEX idempotency_keys_created_at ON sluice.idempotency_keys (created_at);
       `.execute(db);
+    },
+  },
+  '0003_api_secrets': {
+    async up(db) {
+      await sql`
+        CREATE TABLE sluice.api_secrets (
+          name text PRIMARY KEY,
+          secret bytea NOT NULL,
+          created_at timestamptz NOT NULL DEFAULT now()
+        )`.execute(db);
+      // Made once, here, so every replica on this database signs and checks with the same key.
+      await sql`INSERT INTO sluice.api_secrets (name, secret)
+                VALUES ('consistency_token', ${randomBytes(32)})`.execute(db);
     },
   },
 };

@@ -57,4 +57,9 @@ it('lets sluice_app write state and append events, but not alter or update the o
     /must be owner/,
   );
   expect(await asApp(`TRUNCATE shop.outbox`)).toMatch(/permission denied/);
+  // It reads the consistency-token key the migrations made, and cannot replace it.
+  expect(await asApp(`SELECT secret FROM sluice.api_secrets`)).toBe('ok');
+  expect(await asApp(`UPDATE sluice.api_secrets SET secret = '\\x00'`)).toMatch(
+    /permission denied/,
+  );
 });

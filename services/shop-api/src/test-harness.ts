@@ -2,10 +2,11 @@
 import { payloadErrors } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { sql, type Kysely } from 'kysely';
 import { pino } from 'pino';
 import { buildApp } from './app.js';
+import { storedTokenSecret } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
 import { shopMigrations } from './migrations.js';
 
@@ -47,11 +48,35 @@ const TABLES = [
   'outbox_heads',
 ];
 
-export async function startShopApi(prefix = 'shop'): Promise<ShopApiHarness> {
-  const database = await createTestDatabase(testServers().databaseUrl, prefix);
+export interface ShopApiHarnessOptions {
+  /** Another app on this harness's database (already migrated); closing it keeps the database. */
+  sharing?: ShopApiHarness;
+  logger?: FastifyBaseLogger;
+  consistencyTimeoutMs?: number;
+  /** Signs consistency tokens with this secret instead of the database's key. */
+  consistencyTokenSecret?: string;
+}
+
+export async function startShopApi(
+  prefix = 'shop',
+  options: ShopApiHarnessOptions = {},
+): Promise<ShopApiHarness> {
+  const owned = options.sharing === undefined;
+  const database =
+    options.sharing?.database ?? (await createTestDatabase(testServers().databaseUrl, prefix));
   const db = createDatabase<ShopDatabase>({ url: database.url, maxConnections: 30 });
-  await migrate(db, 'shop_api_migrations', shopMigrations);
-  const app = buildApp({ db, logger: pino({ level: 'silent' }) });
+  if (owned) await migrate(db, 'shop_api_migrations', shopMigrations);
+  const app = buildApp({
+    db,
+    logger: options.logger ?? pino({ level: 'silent' }),
+    ...(options.consistencyTimeoutMs === undefined
+      ? {}
+      : { consistencyTimeoutMs: options.consistencyTimeoutMs }),
+    consistencyTokenSecret:
+      options.consistencyTokenSecret === undefined
+        ? await storedTokenSecret(db)
+        : Buffer.from(options.consistencyTokenSecret),
+  });
   await app.ready();
   return {
     app,
@@ -83,6 +108,11 @@ export async function startShopApi(prefix = 'shop'): Promise<ShopApiHarness> {
       return rows;
     },
     async close() {
+      if (!owned) {
+        await app.close();
+        await db.destroy();
+        return;
+      }
       // Every event any test wrote must match its published JSON Schema.
       const { rows } = await sql<{
         type: string;

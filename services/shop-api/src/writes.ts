@@ -1,8 +1,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely, Transaction } from 'kysely';
 import { createHash } from 'node:crypto';
+import type { ConsistencyTokens, WrittenVersion } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
-import { ProblemError, consistencyToken, type WrittenVersion } from './http.js';
+import { ProblemError } from './http.js';
 
 /** What a write handler produced, before it becomes an HTTP response. */
 export interface WriteOutcome {
@@ -23,9 +24,9 @@ interface StoredResponse {
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
-function toResponse(outcome: WriteOutcome): StoredResponse {
+function toResponse(outcome: WriteOutcome, tokens: ConsistencyTokens): StoredResponse {
   const headers: Record<string, string> = {
-    'x-consistency-token': consistencyToken(outcome.versions),
+    'x-consistency-token': tokens.issue(outcome.versions),
   };
   if (outcome.etag !== undefined) headers.etag = `"${outcome.etag}"`;
   if (outcome.location !== undefined) headers.location = outcome.location;
@@ -37,7 +38,7 @@ function toResponse(outcome: WriteOutcome): StoredResponse {
  * a POST with `Idempotency-Key`, the stored response — so they commit together or not at all.
  * A retried key replays the first response; the same key with another request is a 422.
  */
-export function createWriter(db: Kysely<ShopDatabase>) {
+export function createWriter(db: Kysely<ShopDatabase>, tokens: ConsistencyTokens) {
   return async function write(
     request: FastifyRequest,
     reply: FastifyReply,
@@ -90,7 +91,7 @@ export function createWriter(db: Kysely<ShopDatabase>) {
           };
         }
       }
-      const fresh = toResponse(await action(trx));
+      const fresh = toResponse(await action(trx), tokens);
       if (rawKey !== undefined) {
         await trx
           .updateTable('sluice.idempotency_keys')

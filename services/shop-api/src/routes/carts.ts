@@ -7,10 +7,45 @@ import { v7 as uuidv7 } from 'uuid';
 import type { CartTable, ShopDatabase } from '../database.js';
 import { ProblemError, appendContext, assertVersion, ifMatchVersion } from '../http.js';
 import type { Writer } from '../writes.js';
-import { IdParams, Quantity, Uuid } from './schemas.js';
+import { IdParams, Quantity, Uuid, cartLimits } from './schemas.js';
 
-/** A cart line can hold at most this many units. */
-const MAX_LINE_QUANTITY = 10_000;
+interface Line {
+  quantity: number;
+  unit_price_cents: number;
+}
+
+/** Exact: a line totals up to 10^15 cents, and a few of those pass 2^53. */
+function totalCents(items: readonly Line[]): bigint {
+  return items.reduce(
+    (sum, item) => sum + BigInt(item.quantity) * BigInt(item.unit_price_cents),
+    0n,
+  );
+}
+
+/**
+ * Refuses lines that one `order.placed.v1` could not carry, and returns their total. `subject`
+ * starts the message: "Cart … has" or "With this add, cart … would have".
+ *
+ * @throws ProblemError 409 `cart_lines_limit`, `cart_total_limit`
+ */
+function orderableTotal(items: readonly Line[], subject: string): number {
+  if (items.length > cartLimits.lines) {
+    throw new ProblemError(
+      409,
+      'cart_lines_limit',
+      `${subject} ${items.length} lines; an order holds at most ${cartLimits.lines}`,
+    );
+  }
+  const total = totalCents(items);
+  if (total > BigInt(cartLimits.totalCents)) {
+    throw new ProblemError(
+      409,
+      'cart_total_limit',
+      `${subject} a total of ${total} cents; an order totals at most ${cartLimits.totalCents}`,
+    );
+  }
+  return Number(total);
+}
 
 function loadItems(db: Kysely<ShopDatabase>, id: string) {
   return db
@@ -34,7 +69,8 @@ function presentCart(
       quantity: item.quantity,
       unitPriceCents: item.unit_price_cents,
     })),
-    totalCents: items.reduce((sum, item) => sum + item.quantity * item.unit_price_cents, 0),
+    // Beyond 2^53 only for carts that grew past the limits before they existed; display only.
+    totalCents: Number(totalCents(items)),
     version: cart.version,
   };
 }
@@ -137,7 +173,8 @@ export function cartRoutes(
         const { productId, quantity } = request.body;
         const expected = ifMatchVersion(request, false);
         // The hot path takes four statements: bump (and lock) the open cart, add to the line,
-        // append the event, read the lines back. Failures are told apart only when they happen.
+        // read the lines back (to check the cart's limits), append the event. Failures are told
+        // apart only when they happen.
         const cart = await trx
           .updateTable('shop.carts')
           .set((eb) => ({ version: eb('version', '+', 1), updated_at: new Date() }))
@@ -157,7 +194,7 @@ export function cartRoutes(
             FROM shop.products p WHERE p.id = ${productId}::uuid AND p.delisted_at IS NULL
           ON CONFLICT (cart_id, product_id) DO UPDATE
             SET quantity = shop.cart_items.quantity + excluded.quantity
-            WHERE shop.cart_items.quantity + excluded.quantity <= ${MAX_LINE_QUANTITY}
+            WHERE shop.cart_items.quantity + excluded.quantity <= ${cartLimits.unitsPerLine}
           RETURNING quantity, unit_price_cents`.execute(trx);
         const line = rows[0];
         if (line === undefined) {
@@ -173,9 +210,12 @@ export function cartRoutes(
           throw new ProblemError(
             409,
             'quantity_limit',
-            `A cart line holds at most ${MAX_LINE_QUANTITY} units`,
+            `A cart line holds at most ${cartLimits.unitsPerLine} units`,
           );
         }
+        const items = await loadItems(trx, id);
+        // Refused now, not at checkout: every cart stays one that can be checked out.
+        orderableTotal(items, `With this add, cart ${id} would have`);
         await outbox.append(
           trx,
           { type: 'cart', id, expectedVersion: cart.version - 1 },
@@ -187,7 +227,7 @@ export function cartRoutes(
           ],
           appendContext(request),
         );
-        const body = presentCart(cart, await loadItems(trx, id));
+        const body = presentCart(cart, items);
         return {
           status: 200,
           body,
@@ -257,6 +297,8 @@ export function cartRoutes(
         .orderBy('product_id') // one lock order for every checkout: no deadlocks
         .execute();
       if (items.length === 0) throw new ProblemError(409, 'cart_empty', `Cart ${id} has no items`);
+      // Carts from before the add-time limits may still exceed them.
+      const totalCents = orderableTotal(items, `Cart ${id} has`);
       for (const item of items) {
         const reserved = await trx
           .updateTable('shop.products')
@@ -279,7 +321,6 @@ export function cartRoutes(
         quantity: item.quantity,
         unitPriceCents: item.unit_price_cents,
       }));
-      const totalCents = lines.reduce((sum, line) => sum + line.quantity * line.unitPriceCents, 0);
       await trx
         .insertInto('shop.orders')
         .values({

@@ -1,12 +1,30 @@
 import { Type } from '@sinclair/typebox';
+import { limits } from '@sluice/contracts';
 
-/** Strings stored as text: trimmed length limits keep rows small and logs readable. */
-export const Name = Type.String({ minLength: 1, maxLength: 200 });
-export const Email = Type.String({ format: 'email', minLength: 3, maxLength: 254 });
-export const Sku = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' });
-export const Cents = Type.Integer({ minimum: 0, maximum: 100_000_000_000 });
-export const Stock = Type.Integer({ minimum: 0, maximum: 1_000_000_000 });
-export const Quantity = Type.Integer({ minimum: 1, maximum: 1000 });
+// Request fields that end up in events take their bounds from the catalog, so anything accepted
+// here is also a valid event payload; the API may only be stricter.
+export const Name = Type.String({ ...limits.name });
+export const Email = Type.String({ format: 'email', ...limits.email });
+export const Sku = Type.String({ ...limits.sku, pattern: '^[A-Za-z0-9._-]+$' });
+export const Cents = Type.Integer({ ...limits.cents });
+export const Stock = Type.Integer({ ...limits.stock });
+
+/**
+ * What a cart may hold: what one `order.placed.v1` can carry, so that every cart can be checked
+ * out. Line units are a business rule, well within the catalog's quantity.
+ */
+export const cartLimits = {
+  /** Units one add puts in a line. */
+  unitsPerAdd: 1000,
+  unitsPerLine: 10_000,
+  lines: limits.orderLines.maxItems,
+  totalCents: limits.cents.maximum,
+} as const;
+
+export const Quantity = Type.Integer({
+  minimum: limits.quantity.minimum,
+  maximum: cartLimits.unitsPerAdd,
+});
 export const Uuid = Type.String({ format: 'uuid' });
 
 export const IdParams = Type.Object({ id: Uuid }, { additionalProperties: false });

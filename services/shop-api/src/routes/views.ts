@@ -1,37 +1,21 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { sql, type Kysely } from 'kysely';
+import type { ConsistencyTokens, WrittenVersion } from '../consistency-tokens.js';
 import type { ShopDatabase } from '../database.js';
 import { ProblemError } from '../http.js';
 import { Type } from '@sinclair/typebox';
 import { IdParams, Uuid } from './schemas.js';
 
-type TokenEntry = [aggregateType: string, aggregateId: string, version: number];
-
 /** The versions a write produced, from its `X-Consistency-Token`; 400 when it is not one of ours. */
-function parseToken(request: FastifyRequest): TokenEntry[] | undefined {
+function readToken(
+  request: FastifyRequest,
+  tokens: ConsistencyTokens,
+): WrittenVersion[] | undefined {
   const header = request.headers['x-consistency-token'];
   if (header === undefined) return undefined;
-  try {
-    const entries = JSON.parse(
-      Buffer.from(String(header), 'base64url').toString('utf8'),
-    ) as unknown;
-    if (
-      Array.isArray(entries) &&
-      entries.every(
-        (e) =>
-          Array.isArray(e) &&
-          e.length === 3 &&
-          typeof e[0] === 'string' &&
-          typeof e[1] === 'string' &&
-          Number.isSafeInteger(e[2]),
-      )
-    ) {
-      return entries as TokenEntry[];
-    }
-  } catch {
-    // fall through
-  }
+  const versions = typeof header === 'string' ? tokens.verify(header) : undefined;
+  if (versions !== undefined) return versions;
   throw new ProblemError(
     400,
     'invalid_consistency_token',
@@ -39,49 +23,66 @@ function parseToken(request: FastifyRequest): TokenEntry[] | undefined {
   );
 }
 
+/**
+ * The pause before poll `attempt` (0-based): short at first, as most waits end within a few
+ * milliseconds, then 50 ms, so a request waiting for seconds costs few queries.
+ */
+function pollDelayMs(attempt: number): number {
+  return attempt < 5 ? 10 : Math.min(50, 10 * 2 ** (attempt - 4));
+}
+
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** `/views/*`: read models, optionally waiting until they include a given write. */
 export function viewRoutes(
   app: FastifyInstance,
-  deps: { db: Kysely<ShopDatabase>; consistencyTimeoutMs: number },
+  deps: { db: Kysely<ShopDatabase>; tokens: ConsistencyTokens; consistencyTimeoutMs: number },
 ): void {
-  const { db } = deps;
+  const { db, tokens } = deps;
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
 
-  /** Waits until `projection` applied every listed version of `aggregateType`; 504 past the bound. */
+  /**
+   * Waits until `projection` applied every version the request's token names of
+   * `aggregateTypes`; 504 once `consistencyTimeoutMs` passed.
+   */
   async function awaitApplied(
+    request: FastifyRequest,
     projection: string,
-    aggregateType: string,
-    entries: readonly TokenEntry[],
+    aggregateTypes: readonly string[],
   ): Promise<void> {
-    const wanted = entries.filter(([type]) => type === aggregateType);
+    const wanted = (readToken(request, tokens) ?? []).filter((v) =>
+      aggregateTypes.includes(v.aggregateType),
+    );
     if (wanted.length === 0) return;
+    const key = (type: string, id: string) => `${type}/${id}`;
     const deadline = Date.now() + deps.consistencyTimeoutMs;
-    for (;;) {
+    for (let attempt = 0; ; attempt += 1) {
       // The versions of the generation readers see (the projection's own name until a rebuild).
-      const { rows } = await sql<{ aggregate_id: string; version: string }>`
-        SELECT aggregate_id, version::text FROM sluice.projection_versions
+      const { rows } = await sql<{ aggregate_type: string; aggregate_id: string; version: string }>`
+        SELECT aggregate_type, aggregate_id, version::text FROM sluice.projection_versions
          WHERE projection = COALESCE((SELECT instance FROM sluice.projection_generations
                                        WHERE projection = ${projection} AND state = 'active'), ${projection})
-           AND aggregate_type = ${aggregateType}
-           AND aggregate_id = ANY(${wanted.map(([, id]) => id)}::text[])`.execute(db);
-      const applied = new Map(rows.map((row) => [row.aggregate_id, Number(row.version)]));
-      if (wanted.every(([, id, version]) => (applied.get(id) ?? 0) >= version)) return;
-      if (Date.now() > deadline) {
+           AND aggregate_type = ANY(${aggregateTypes}::text[])
+           AND aggregate_id = ANY(${wanted.map((v) => v.aggregateId)}::text[])`.execute(db);
+      const applied = new Map(
+        rows.map((row) => [key(row.aggregate_type, row.aggregate_id), Number(row.version)]),
+      );
+      if (wanted.every((v) => (applied.get(key(v.aggregateType, v.aggregateId)) ?? 0) >= v.version))
+        return;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
         throw new ProblemError(
           504,
           'consistency_timeout',
           `The ${projection} view did not catch up within ${deps.consistencyTimeoutMs} ms`,
         );
       }
-      await pause(10);
+      await pause(Math.min(pollDelayMs(attempt), remaining));
     }
   }
 
   api.get('/views/carts/:id', { schema: { params: IdParams } }, async (request, reply) => {
-    const token = parseToken(request);
-    if (token !== undefined) await awaitApplied('cart_summary', 'cart', token);
+    await awaitApplied(request, 'cart_summary', ['cart']);
     const { rows } = await sql<{
       cart_id: string;
       customer_id: string | null;
@@ -105,11 +106,7 @@ export function viewRoutes(
   });
 
   api.get('/views/products/:id/sales', { schema: { params: IdParams } }, async (request, reply) => {
-    const token = parseToken(request);
-    if (token !== undefined) {
-      await awaitApplied('product_sales', 'cart', token);
-      await awaitApplied('product_sales', 'order', token);
-    }
+    await awaitApplied(request, 'product_sales', ['cart', 'order']);
     const { rows } = await sql<{
       product_id: string;
       added_count: string;
@@ -148,11 +145,7 @@ export function viewRoutes(
       },
     },
     async (request, reply) => {
-      const token = parseToken(request);
-      if (token !== undefined) {
-        await awaitApplied('removed_then_bought', 'cart', token);
-        await awaitApplied('removed_then_bought', 'order', token);
-      }
+      await awaitApplied(request, 'removed_then_bought', ['cart', 'order']);
       const { customerId, limit } = request.query;
       const { rows } = await sql<{
         customer_id: string;
@@ -191,8 +184,7 @@ export function viewRoutes(
     },
     async (request, reply) => {
       const { aggregateType, aggregateId } = request.query;
-      const token = parseToken(request);
-      if (token !== undefined) await awaitApplied('audit_log', aggregateType, token);
+      await awaitApplied(request, 'audit_log', [aggregateType]);
       const { rows } = await sql<{
         event_id: string;
         version: string;
@@ -203,7 +195,7 @@ export function viewRoutes(
         correlation_id: string | null;
         data: unknown;
       }>`SELECT event_id, version::text, type, occurred_at, actor, reason, correlation_id, data FROM views.audit_log
-          WHERE aggregate_type = ${aggregateType} AND aggregate_id = ${aggregateId} ORDER BY version`.execute(
+          WHERE aggregate_type = ${aggregateType} AND aggregate_id = ${aggregateId} ORDER BY audit_log.version`.execute(
         db,
       );
       return reply.send({
