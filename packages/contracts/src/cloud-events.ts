@@ -79,6 +79,12 @@ export function toKafkaRecord(
   return { key: event.aggregateId, value, headers };
 }
 
+/** `2026-11-24T03:47:56.123Z`, `2026-11-24T04:47:56+01:00`: a date, a time and a zone. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/** `\u0000` in JSON text, not preceded by an escaped backslash (`\\u0000` is a backslash and text). */
+const ESCAPED_NUL = /(?<!\\)(?:\\\\)*\\u0000/;
+
 const REQUIRED_HEADERS = [
   'ce_specversion',
   'ce_id',
@@ -107,18 +113,42 @@ export function fromKafkaRecord(record: {
   }
   const h = record.headers as Record<(typeof REQUIRED_HEADERS)[number], string> &
     Record<string, string | undefined>;
+  // PostgreSQL stores no NUL character in text or jsonb: an event carrying one came from
+  // somewhere else, and would fail every statement that stored it.
+  if (record.key.includes('\u0000')) {
+    throw new SluiceError('record_malformed', 'record key contains a NUL character');
+  }
+  for (const name in h) {
+    if (name.startsWith('ce_') && h[name]?.includes('\u0000') === true)
+      throw new SluiceError('record_malformed', `header ${name} contains a NUL character`);
+  }
   if (h.ce_specversion !== '1.0') {
     throw new SluiceError('record_malformed', `unsupported ce_specversion ${h.ce_specversion}`);
   }
+  if (h.ce_id.length === 0 || h.ce_type.length === 0 || h.ce_aggregatetype.length === 0) {
+    throw new SluiceError('record_malformed', 'empty ce_id, ce_type or ce_aggregatetype');
+  }
   const aggregateVersion = Number(h.ce_aggregateversion);
-  if (!Number.isSafeInteger(aggregateVersion) || aggregateVersion < 1) {
+  if (
+    !/^[1-9][0-9]{0,15}$/.test(h.ce_aggregateversion) ||
+    !Number.isSafeInteger(aggregateVersion)
+  ) {
     throw new SluiceError('record_malformed', `bad ce_aggregateversion ${h.ce_aggregateversion}`);
+  }
+  if (!RFC3339.test(h.ce_time) || !Number.isFinite(Date.parse(h.ce_time))) {
+    throw new SluiceError(
+      'record_malformed',
+      `ce_time ${JSON.stringify(h.ce_time)} is not an RFC 3339 time`,
+    );
   }
   let payload: unknown;
   try {
     payload = JSON.parse(record.value ?? '');
   } catch (error) {
     throw new SluiceError('record_malformed', 'record value is not JSON', { cause: error });
+  }
+  if (record.value !== null && ESCAPED_NUL.test(record.value)) {
+    throw new SluiceError('record_malformed', 'record value contains a NUL character');
   }
   const metadata: EventMetadata = {};
   if (h.ce_traceparent !== undefined) metadata.traceparent = h.ce_traceparent;

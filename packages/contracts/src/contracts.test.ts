@@ -93,6 +93,16 @@ describe('CloudEvents records', () => {
       { ...record, key: null },
       { ...record, value: '{not json' },
       { ...record, headers: { ...record.headers, ce_aggregateversion: '0' } },
+      { ...record, headers: { ...record.headers, ce_aggregateversion: '1.5' } },
+      { ...record, headers: { ...record.headers, ce_aggregateversion: '01' } },
+      { ...record, headers: { ...record.headers, ce_aggregateversion: '9007199254740993' } },
+      { ...record, headers: { ...record.headers, ce_time: 'yesterday' } },
+      { ...record, headers: { ...record.headers, ce_time: '2026-13-02T03:04:05Z' } },
+      { ...record, headers: { ...record.headers, ce_time: '2026-01-02' } },
+      { ...record, headers: { ...record.headers, ce_id: '' } },
+      { ...record, headers: { ...record.headers, ce_actor: 'a\u0000b' } },
+      { ...record, key: `${id}\u0000` },
+      { ...record, value: JSON.stringify({ ...(event.payload as object), note: 'a\u0000b' }) },
     ];
     for (const candidate of bad) {
       let caught: unknown;
@@ -103,6 +113,18 @@ describe('CloudEvents records', () => {
       }
       expect(isSluiceError(caught, 'record_malformed')).toBe(true);
     }
+  });
+
+  it('takes RFC 3339 times with offsets, and text that merely looks like an escaped NUL', () => {
+    const record = toKafkaRecord(event, { source: '/shop-api' });
+    const shifted = {
+      ...record,
+      headers: { ...record.headers, ce_time: '2026-01-02T04:04:05+01:00' },
+    };
+    expect(fromKafkaRecord(shifted).occurredAt).toBe('2026-01-02T04:04:05+01:00');
+    // A backslash followed by the text u0000 is no NUL.
+    const literal = { ...record, value: JSON.stringify({ note: '\\u0000' }) };
+    expect(fromKafkaRecord(literal).payload).toEqual({ note: '\\u0000' });
   });
 });
 

@@ -1,18 +1,28 @@
-import { fromKafkaRecord, payloadErrors, type DomainEvent } from '@sluice/contracts';
+import type { DomainEvent } from '@sluice/contracts';
 import { errorMessage, SluiceError } from '@sluice/errors';
 import { sql, type Kysely, type Transaction } from 'kysely';
+import {
+  aggregateKey,
+  lockCheckpoints,
+  parkRecords,
+  partitionKey,
+  readAggregates,
+  saveProgress,
+  setLastRecord,
+  type Advance,
+  type Park,
+  type PartitionOffset,
+} from './bookkeeping.js';
 import { instanceOf, tableNamer } from './generations.js';
 import type { Projection, TableNamer } from './projection.js';
-
-/** A Kafka record as the projector received it. */
-export interface IncomingRecord {
-  topic: string;
-  partition: number;
-  offset: bigint;
-  key: string | null;
-  value: string | null;
-  headers: Record<string, string | undefined>;
-}
+import {
+  claimCheckId,
+  decode,
+  fingerprint,
+  storableKey,
+  type Decoded,
+  type IncomingRecord,
+} from './record.js';
 
 /** A record that will not be applied, with why. */
 export interface DeadLetter {
@@ -37,15 +47,27 @@ export interface BatchResult {
   parked: number;
   deadLettered: number;
   gaps: number;
+  /** Parked records an operator skipped, passed over in their turn. */
+  skipped: number;
+  /** Records below a checkpoint that had never been applied: the topic was recreated or rewritten. */
+  belowCheckpoint: number;
   /** Per applied event: its `occurredAt` time, for latency metrics. */
   appliedAt: DomainEvent[];
 }
 
-/** A partition whose records start past its stored checkpoint: the consumer goes back to `offset`. */
-export interface Rewind {
+/** A partition whose records start past its stored checkpoint (`offset`) at `first`. */
+export interface Rewind extends PartitionOffset {
+  first: bigint;
+}
+
+/** A partition whose end lies below its checkpoint: its offsets went back (a recreated topic). */
+export interface OffsetReset {
   topic: string;
   partition: number;
-  offset: bigint;
+  /** The checkpoint that was past the partition's end. */
+  from: bigint;
+  /** Where it stands now. */
+  to: bigint;
 }
 
 /** What {@link applyBatch} did. */
@@ -53,11 +75,33 @@ export interface AppliedBatch {
   result: BatchResult;
   /** Partitions left unapplied because Kafka's position is past their checkpoint. */
   rewinds: Rewind[];
+  resets: OffsetReset[];
+  /**
+   * Partitions left unapplied whose record before the checkpoint is not the one applied there:
+   * their offsets were reused (a recreated topic). Read them again from their start: the
+   * version guard applies only what was never applied. `offset` is the checkpoint.
+   */
+  rewritten: PartitionOffset[];
 }
 
 /** A result with nothing counted yet. */
 export function emptyResult(): BatchResult {
-  return { applied: 0, duplicates: 0, parked: 0, deadLettered: 0, gaps: 0, appliedAt: [] };
+  return {
+    applied: 0,
+    duplicates: 0,
+    parked: 0,
+    deadLettered: 0,
+    gaps: 0,
+    skipped: 0,
+    belowCheckpoint: 0,
+    appliedAt: [],
+  };
+}
+
+/** A handler's failures of one event so far, remembered across attempts of its batch. */
+export interface HandlerFailure {
+  attempts: number;
+  firstFailure: Date;
 }
 
 /** Options for {@link applyBatch}. */
@@ -66,73 +110,42 @@ export interface ApplyOptions {
   upcast?: (event: DomainEvent) => DomainEvent;
   /** Attempts of a failing handler before its event is dead-lettered. Default 3. */
   maxAttempts?: number;
-  /** First pause between attempts, doubling. Default 50. */
+  /** First pause between attempts, doubling up to {@link MAX_RETRY_DELAY_MS}. Default 50. */
   retryDelayMs?: number;
   /** The generation applied: its tables and bookkeeping. Default 1. */
   generation?: number;
   /** Strips a prefix from topic names to get the aggregate type. Default ''. */
   topicPrefix?: string;
+  /** Each partition's end (high watermark) when its records were fetched, by partition key. */
+  ends?: ReadonlyMap<string, bigint>;
+  /**
+   * Handler failures by event id, kept by the caller between attempts. Without it a failing
+   * handler's event is dead-lettered at once.
+   */
+  failures?: Map<string, HandlerFailure>;
 }
 
-type Decoded =
-  | { ok: true; record: IncomingRecord; event: DomainEvent }
-  | {
-      ok: false;
-      record: IncomingRecord;
-      errorClass: string;
-      message: string;
-      /** Set when the record is a well-formed event whose payload breaks its schema. */
-      event?: DomainEvent;
-    };
+/** The longest pause between two attempts of a failing handler. */
+export const MAX_RETRY_DELAY_MS = 2000;
 
-function aggregateTypeOf(topic: string, prefix: string): string | null {
-  const base = `${prefix}outbox.event.`;
-  return topic.startsWith(base) ? topic.slice(base.length) : null;
-}
+/** Failure memories kept at most; the oldest go first. */
+const MAX_REMEMBERED_FAILURES = 10_000;
 
-/** A claim-checked record's payload: the relay stored it in PostgreSQL under the event id. */
-async function claimChecked<DB>(
-  trx: Transaction<DB>,
-  record: IncomingRecord,
-): Promise<IncomingRecord> {
-  const { rows } = await sql<{ payload: string }>`
-    SELECT payload::text AS payload FROM sluice.claim_checks WHERE event_id::text = ${record.headers.ce_id ?? ''}`.execute(
-    trx,
-  );
-  return { ...record, value: rows[0]?.payload ?? null };
-}
-
-function decode(record: IncomingRecord, upcast: (event: DomainEvent) => DomainEvent): Decoded {
-  try {
-    const dataref = record.headers.ce_dataref;
-    if (record.value === null && dataref !== undefined)
-      throw new SluiceError('claim_check_missing', `No claim-checked payload for ${dataref}`);
-    const event = fromKafkaRecord(record);
-    const errors = payloadErrors(event.type, event.payload);
-    if (errors.length > 0) {
-      return {
-        ok: false,
-        record,
-        errorClass: 'schema_invalid',
-        message: `${event.type}: ${errors.join('; ')}`,
-        event,
-      };
-    }
-    return { ok: true, record, event: upcast(event) };
-  } catch (error) {
-    const errorClass = error instanceof SluiceError ? error.code : 'decode_failed';
-    return { ok: false, record, errorClass, message: errorMessage(error) };
+/**
+ * A handler failed and its event has attempts left: the batch was rolled back, and is to be
+ * applied again after `delayMs` (no transaction or lock is held meanwhile).
+ */
+export class HandlerRetry extends SluiceError {
+  constructor(
+    readonly delayMs: number,
+    cause: unknown,
+  ) {
+    super('handler_retry', `A handler failed; the batch is retried in ${delayMs} ms`, {
+      cause,
+      retriable: true,
+    });
   }
 }
-
-/** Identifies a topic-partition (in a batch, the apply queue). */
-export const partitionKey = (topic: string, partition: number): string =>
-  `${topic}\u0000${partition}`;
-
-/** Identifies an aggregate within a batch. */
-const aggregateKey = (type: string, id: string): string => `${type}\u0000${id}`;
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A handler threw on the fast path: the batch is applied again one event at a time. */
 class HandlerFailed extends Error {}
@@ -143,50 +156,22 @@ export function isConflict(error: unknown): boolean {
   return code === '40P01' || code === '40001';
 }
 
-/** Where a partition's checkpoint moves when the batch commits. */
-interface Advance {
-  topic: string;
-  partition: number;
-  nextOffset: bigint;
+function aggregateTypeOf(topic: string, prefix: string): string | null {
+  const base = `${prefix}outbox.event.`;
+  return topic.startsWith(base) ? topic.slice(base.length) : null;
 }
 
 /**
- * The stored checkpoints of those of `assignment`'s partitions (topic → partitions) this
- * projection instance has applied before: where its consumer must start.
- */
-export async function readCheckpoints<DB>(
-  db: Kysely<DB>,
-  instance: string,
-  assignment: Readonly<Record<string, readonly number[]>>,
-): Promise<Rewind[]> {
-  const topics: string[] = [];
-  const partitions: number[] = [];
-  for (const [topic, list] of Object.entries(assignment)) {
-    for (const partition of list) {
-      topics.push(topic);
-      partitions.push(partition);
-    }
-  }
-  if (topics.length === 0) return [];
-  const { rows } = await sql<{ topic: string; partition: number; next_offset: string | number }>`
-    SELECT c.topic, c.partition, c.next_offset FROM sluice.projection_checkpoints c
-      JOIN unnest(${topics}::text[], ${partitions}::int[]) AS k(topic, partition)
-        ON c.topic = k.topic AND c.partition = k.partition
-     WHERE c.projection = ${instance}`.execute(db);
-  return rows.map((row) => ({
-    topic: row.topic,
-    partition: row.partition,
-    offset: BigInt(row.next_offset),
-  }));
-}
-
-/**
- * Applies a batch in one transaction — records of one partition or of several: skips offsets
- * below each partition's checkpoint, filters versions already applied, parks gaps, poison and
- * everything queued behind them per aggregate, applies the rest in order, and advances
- * checkpoints and versions — so a view changes exactly once per event however often Kafka
- * delivers it. The handler first gets the whole batch; if it throws, the batch is applied
- * again in a new transaction, one event at a time, to isolate the poison.
+ * Applies a batch in one transaction — records of one partition or of several: filters versions
+ * already applied, parks gaps, poison and everything queued behind them per aggregate, applies
+ * the rest in order, and advances checkpoints and versions — so a view changes exactly once per
+ * event however often Kafka delivers it. The handler first gets the whole batch; if it throws,
+ * the batch is applied again in a new transaction, one event at a time, to isolate the poison.
+ *
+ * Records below a partition's checkpoint pass the version guard too: an event there that was
+ * never applied (the topic was recreated or rewritten) is applied and counted, never dropped.
+ *
+ * @throws HandlerRetry when a handler failed and its event has attempts left.
  */
 export async function applyBatch<DB>(
   db: Kysely<DB>,
@@ -203,6 +188,26 @@ export async function applyBatch<DB>(
   }
 }
 
+/** Records per partition, partitions in a fixed lock order (no deadlock between processes). */
+function byPartition(records: readonly IncomingRecord[]) {
+  const partitions = new Map<string, IncomingRecord[]>();
+  for (const record of records) {
+    const key = partitionKey(record.topic, record.partition);
+    const list = partitions.get(key);
+    if (list === undefined) partitions.set(key, [record]);
+    else list.push(record);
+  }
+  const batches = [...partitions].map(([key, list]) => ({
+    key,
+    topic: list[0]?.topic ?? '',
+    partition: list[0]?.partition ?? 0,
+    records: list,
+  }));
+  return batches.sort((a, b) =>
+    a.topic === b.topic ? a.partition - b.partition : a.topic < b.topic ? -1 : 1,
+  );
+}
+
 async function applyBatchOnce<DB>(
   db: Kysely<DB>,
   projection: Projection<DB>,
@@ -212,71 +217,138 @@ async function applyBatchOnce<DB>(
   careful: boolean,
 ): Promise<AppliedBatch> {
   const result = emptyResult();
-  const rewinds: Rewind[] = [];
-  const partitions = new Map<string, IncomingRecord[]>();
-  for (const record of records) {
-    const key = partitionKey(record.topic, record.partition);
-    const list = partitions.get(key);
-    if (list === undefined) partitions.set(key, [record]);
-    else list.push(record);
-  }
-  if (partitions.size === 0) return { result, rewinds };
+  const applied: AppliedBatch = { result, rewinds: [], resets: [], rewritten: [] };
+  const batches = byPartition(records);
+  if (batches.length === 0) return applied;
   const instance = instanceOf(projection.name, options.generation ?? 1);
-  const batches = [...partitions.values()].map((list) => ({
-    topic: list[0]?.topic ?? '',
-    partition: list[0]?.partition ?? 0,
-    records: list,
-  }));
-  // A fixed lock order: two processes sharing partitions during a rebalance cannot deadlock.
-  batches.sort((a, b) =>
-    a.topic === b.topic ? a.partition - b.partition : a.topic < b.topic ? -1 : 1,
-  );
 
   await db.transaction().execute(async (trx) => {
-    // Creates (at 0) and locks the partitions' checkpoints in one statement: a process that
-    // lost a partition in a rebalance waits here, then finds its offsets already applied.
-    const { rows } = await sql<{ topic: string; partition: number; next_offset: string | number }>`
-      INSERT INTO sluice.projection_checkpoints AS c (projection, topic, partition, next_offset)
-      SELECT ${instance}, k.topic, k.partition, 0
-        FROM unnest(${batches.map((b) => b.topic)}::text[], ${batches.map((b) => b.partition)}::int[])
-             WITH ORDINALITY AS k(topic, partition, n)
-       ORDER BY k.n
-      ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = c.next_offset
-      RETURNING c.topic, c.partition, c.next_offset`.execute(trx);
-    const checkpoints = new Map(
-      rows.map((row) => [partitionKey(row.topic, row.partition), BigInt(row.next_offset)]),
-    );
+    const checkpoints = await lockCheckpoints(trx, instance, batches);
     const fresh: IncomingRecord[] = [];
+    const below = new Set<IncomingRecord>();
     const advances: Advance[] = [];
     for (const batch of batches) {
-      const nextOffset = checkpoints.get(partitionKey(batch.topic, batch.partition)) ?? 0n;
-      const unseen = batch.records.filter((record) => record.offset >= nextOffset);
-      const last = unseen.at(-1);
-      // Kafka's own position can be ahead of the checkpoint (a restored database, a reset
-      // group); applying from there would skip events.
-      if (unseen[0] !== undefined && unseen[0].offset > nextOffset) {
-        rewinds.push({ topic: batch.topic, partition: batch.partition, offset: nextOffset });
-        continue;
+      const checkpoint = checkpoints.get(batch.key) ?? { next: 0n, lastRecord: null };
+      const taken = await takeRecords(trx, instance, batch, checkpoint, options, applied);
+      if (taken === undefined) continue;
+      for (const record of taken.records) {
+        if (taken.below && record.offset < checkpoint.next) below.add(record);
+        fresh.push(record);
       }
-      result.duplicates += batch.records.length - unseen.length;
-      if (last === undefined) continue;
-      fresh.push(...unseen);
-      advances.push({
-        topic: batch.topic,
-        partition: batch.partition,
-        nextOffset: last.offset + 1n,
-      });
+      if (taken.advance !== undefined) advances.push(taken.advance);
     }
     if (fresh.length === 0) return;
-    await applyRecords(trx, projection, fresh, deadLetters, options, result, { careful, advances });
+    await applyRecords(trx, projection, fresh, deadLetters, options, result, {
+      careful,
+      advances,
+      below,
+    });
   });
-  return { result, rewinds };
+  return applied;
+}
+
+/**
+ * Which of a partition's records the batch applies, and where its checkpoint moves; undefined
+ * when it applies none (noted in `applied` as a rewind or a rewritten partition).
+ */
+async function takeRecords<DB>(
+  trx: Transaction<DB>,
+  instance: string,
+  batch: { topic: string; partition: number; key: string; records: IncomingRecord[] },
+  checkpoint: { next: bigint; lastRecord: string | null },
+  options: ApplyOptions,
+  applied: AppliedBatch,
+): Promise<{ records: IncomingRecord[]; below: boolean; advance?: Advance } | undefined> {
+  const first = batch.records[0];
+  const last = batch.records.at(-1);
+  if (first === undefined || last === undefined) return undefined;
+  const at = { topic: batch.topic, partition: batch.partition };
+  const advance = { ...at, offset: last.offset + 1n, lastRecord: fingerprint(last) };
+  const end = options.ends?.get(batch.key);
+  if (end !== undefined && end < checkpoint.next) {
+    // The partition ends below its checkpoint: its offsets went back (a recreated or restored
+    // topic). Its records are new to this partition; the version guard keeps out the events
+    // applied before.
+    applied.resets.push({ ...at, from: checkpoint.next, to: advance.offset });
+    return { records: batch.records, below: false, advance };
+  }
+  // Kafka's own position can be ahead of the checkpoint (a restored database, a reset group,
+  // records Kafka no longer holds): the caller finds out which.
+  if (first.offset > checkpoint.next) {
+    applied.rewinds.push({ ...at, offset: checkpoint.next, first: first.offset });
+    return undefined;
+  }
+  const before = batch.records.find((record) => record.offset === checkpoint.next - 1n);
+  if (before !== undefined && checkpoint.lastRecord !== null) {
+    const seen = fingerprint(before);
+    if (seen !== checkpoint.lastRecord) {
+      await setLastRecord(trx, instance, at, seen);
+      applied.rewritten.push({ ...at, offset: checkpoint.next });
+      return undefined;
+    }
+  }
+  return {
+    records: batch.records,
+    below: true,
+    ...(last.offset >= checkpoint.next ? { advance } : {}),
+  };
+}
+
+/** A claim-checked record's payload: the relay stored it in PostgreSQL under the event id. */
+async function claimChecked<DB>(
+  trx: Transaction<DB>,
+  record: IncomingRecord,
+  eventId: string,
+): Promise<IncomingRecord> {
+  const { rows } = await sql<{ payload: string }>`
+    SELECT payload::text AS payload FROM sluice.claim_checks WHERE event_id = ${eventId}::uuid`.execute(
+    trx,
+  );
+  return { ...record, value: rows[0]?.payload ?? null };
+}
+
+/** An item of a batch in order: a decoded record, or a parked record an operator skipped. */
+type Item = Decoded | { skip: NonNullable<IncomingRecord['skipped']>; record: IncomingRecord };
+
+/** What goes to the handler in order: an event, or a skipped record's turn. */
+export type Ready =
+  | { event: DomainEvent; record: IncomingRecord }
+  | { skip: NonNullable<IncomingRecord['skipped']>; record: IncomingRecord };
+
+async function decodeAll<DB>(
+  trx: Transaction<DB>,
+  records: readonly IncomingRecord[],
+  options: ApplyOptions,
+): Promise<Item[]> {
+  const upcast = options.upcast ?? ((event: DomainEvent) => event);
+  const items: Item[] = [];
+  for (const record of records) {
+    if (record.skipped !== undefined) {
+      items.push({ skip: record.skipped, record });
+      continue;
+    }
+    const claimId = claimCheckId(record);
+    items.push(
+      decode(claimId === undefined ? record : await claimChecked(trx, record, claimId), upcast),
+    );
+  }
+  return items;
+}
+
+/** The aggregate an item belongs to, if it names one PostgreSQL can hold. */
+function aggregateOf(item: Item, prefix: string): [type: string, id: string] | undefined {
+  if ('skip' in item) return [item.skip.aggregateType, item.skip.aggregateId];
+  if (item.ok) return [item.event.aggregateType, item.event.aggregateId];
+  const type = aggregateTypeOf(item.record.topic, prefix);
+  const id = storableKey(item.record.key);
+  return type === null || id === null ? undefined : [type, id];
 }
 
 /**
  * The heart of a batch, also used to redrive parked events: decode, filter versions already
  * applied, park gaps, poison and what queues behind them, apply the rest, record versions,
- * dead-letter what cannot be applied (before the caller commits).
+ * dead-letter what cannot be applied (before the caller commits). Records in `below` lie below
+ * their partition's checkpoint: only events never applied are taken from them.
  */
 export async function applyRecords<DB>(
   trx: Transaction<DB>,
@@ -285,69 +357,58 @@ export async function applyRecords<DB>(
   deadLetters: DeadLetterSink,
   options: ApplyOptions,
   result: BatchResult,
-  batch: { careful: boolean; advances: readonly Advance[] } = { careful: true, advances: [] },
+  batch: {
+    careful: boolean;
+    advances: readonly Advance[];
+    below?: ReadonlySet<IncomingRecord>;
+  } = { careful: true, advances: [] },
 ): Promise<void> {
-  const upcast = options.upcast ?? ((event: DomainEvent) => event);
-  const maxAttempts = options.maxAttempts ?? 3;
   const instance = instanceOf(projection.name, options.generation ?? 1);
-  const decoded: Decoded[] = [];
-  for (const record of records) {
-    const claimed =
-      record.value === null && record.headers.ce_dataref !== undefined
-        ? await claimChecked(trx, record)
-        : record;
-    decoded.push(decode(claimed, upcast));
-  }
-
-  // Current versions and parked aggregates of everything in the batch.
+  const prefix = options.topicPrefix ?? '';
+  const items = await decodeAll(trx, records, options);
   const aggregates = new Map<string, [type: string, id: string]>();
-  for (const item of decoded) {
-    const type = item.ok
-      ? item.event.aggregateType
-      : aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
-    const id = item.ok ? item.event.aggregateId : item.record.key;
-    if (type !== null && id !== null) aggregates.set(aggregateKey(type, id), [type, id]);
+  for (const item of items) {
+    const aggregate = aggregateOf(item, prefix);
+    if (aggregate !== undefined) aggregates.set(aggregateKey(...aggregate), aggregate);
   }
-  const pairs = [...aggregates.values()];
-  const versions = new Map<string, number>();
-  const parked = new Set<string>();
-  if (pairs.length > 0) {
-    const types = pairs.map((p) => p[0]);
-    const ids = pairs.map((p) => p[1]);
-    // One round trip for both: applied versions ('v') and parked aggregates ('p'). int8 arrives
-    // as text unless the pool parses it; either way it becomes a number here.
-    const { rows } = await sql<{
-      kind: 'v' | 'p';
-      aggregate_type: string;
-      aggregate_id: string;
-      version: string | number | null;
-    }>`
-        SELECT 'v' AS kind, v.aggregate_type, v.aggregate_id, v.version FROM sluice.projection_versions v
-          JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
-            ON v.aggregate_type = k.aggregate_type AND v.aggregate_id = k.aggregate_id
-         WHERE v.projection = ${instance}
-        UNION ALL
-        SELECT DISTINCT 'p', p.aggregate_type, p.aggregate_id, NULL::bigint FROM sluice.parked_events p
-          JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
-            ON p.aggregate_type = k.aggregate_type AND p.aggregate_id = k.aggregate_id
-         WHERE p.projection = ${instance}`.execute(trx);
-    for (const row of rows) {
-      const key = aggregateKey(row.aggregate_type, row.aggregate_id);
-      if (row.kind === 'v') versions.set(key, Number(row.version));
-      else parked.add(key);
-    }
-  }
-
+  const { versions, parked } = await readAggregates(trx, instance, [...aggregates.values()]);
   const letters: DeadLetter[] = [];
-  const toPark: {
-    record: IncomingRecord;
-    event?: DomainEvent;
-    reason: string;
-    error?: string;
-    attempts: number;
-  }[] = [];
-  const ready: DomainEvent[] = [];
-  for (const item of decoded) {
+  const toPark: Park[] = [];
+  const ready: Ready[] = [];
+  const park = (record: IncomingRecord, fields: Omit<Park, 'record'>) =>
+    toPark.push({ record, ...fields });
+
+  for (const item of items) {
+    const aggregate = aggregateOf(item, prefix);
+    const key = aggregate === undefined ? undefined : aggregateKey(...aggregate);
+    if (batch.below?.has(item.record) === true) {
+      // Below the checkpoint: applied, parked or dead-lettered before, unless the partition's
+      // offsets were reused for events this projection never saw.
+      const unseen =
+        'event' in item &&
+        item.ok &&
+        key !== undefined &&
+        !parked.has(key) &&
+        item.event.aggregateVersion > (versions.get(key) ?? 0);
+      if (!unseen) {
+        result.duplicates += 1;
+        continue;
+      }
+      result.belowCheckpoint += 1;
+    }
+    if ('skip' in item) {
+      const { version } = item.skip;
+      const applied = versions.get(key ?? '') ?? 0;
+      if (version <= applied) result.duplicates += 1;
+      else if (parked.has(key ?? '') || version > applied + 1) {
+        if (key !== undefined) parked.add(key);
+        park(item.record, { ...skippedFields(item.skip), reason: 'skipped', attempts: 0 });
+      } else {
+        versions.set(key ?? '', version);
+        ready.push(item);
+      }
+      continue;
+    }
     if (!item.ok) {
       const now = new Date();
       letters.push({
@@ -358,60 +419,63 @@ export async function applyRecords<DB>(
         firstFailure: now,
         lastFailure: now,
       });
-      toPark.push({
-        record: item.record,
-        ...(item.event === undefined ? {} : { event: item.event }),
+      park(item.record, {
+        aggregateType: aggregate?.[0] ?? null,
+        aggregateId: aggregate?.[1] ?? null,
+        version: item.event?.aggregateVersion ?? null,
         reason: item.errorClass,
         error: item.message,
         attempts: 1,
       });
-      const type = aggregateTypeOf(item.record.topic, options.topicPrefix ?? '');
-      if (type !== null && item.record.key !== null)
-        parked.add(aggregateKey(type, item.record.key));
+      if (key !== undefined) parked.add(key);
       continue;
     }
     const { event } = item;
-    const key = aggregateKey(event.aggregateType, event.aggregateId);
-    const applied = versions.get(key) ?? 0;
+    const eventKey = aggregateKey(event.aggregateType, event.aggregateId);
+    const applied = versions.get(eventKey) ?? 0;
     if (event.aggregateVersion <= applied) {
       result.duplicates += 1;
       continue;
     }
-    if (parked.has(key)) {
-      toPark.push({ record: item.record, event, reason: 'behind_parked', attempts: 0 });
+    if (parked.has(eventKey)) {
+      park(item.record, { ...eventFields(event), reason: 'behind_parked', attempts: 0 });
       continue;
     }
     if (event.aggregateVersion > applied + 1) {
       result.gaps += 1;
-      parked.add(key);
-      toPark.push({
-        record: item.record,
-        event,
+      parked.add(eventKey);
+      park(item.record, {
+        ...eventFields(event),
         reason: 'version_gap',
         error: `expected version ${applied + 1}, got ${event.aggregateVersion}`,
         attempts: 0,
       });
       continue;
     }
-    versions.set(key, event.aggregateVersion);
-    ready.push(event);
+    versions.set(eventKey, event.aggregateVersion);
+    ready.push(item);
   }
 
   await applyEvents(trx, projection, ready, {
     careful: batch.careful,
-    maxAttempts,
+    maxAttempts: options.maxAttempts ?? 3,
     retryDelayMs: options.retryDelayMs ?? 50,
     table: tableNamer(options.generation ?? 1),
-    onPoison(event, failure) {
-      const item = decoded.find((d) => d.ok && d.event.id === event.id);
-      if (item === undefined) return;
-      if (failure === 'behind') {
-        toPark.push({ record: item.record, event, reason: 'behind_parked', attempts: 0 });
+    failures: options.failures,
+    onPoison(item, failure) {
+      if ('skip' in item) {
+        park(item.record, { ...skippedFields(item.skip), reason: 'skipped', attempts: 0 });
         return;
       }
-      const key = aggregateKey(event.aggregateType, event.aggregateId);
-      parked.add(key);
-      versions.set(key, event.aggregateVersion - 1);
+      const { event } = item;
+      if (failure === 'behind') {
+        park(item.record, { ...eventFields(event), reason: 'behind_parked', attempts: 0 });
+        return;
+      }
+      versions.set(
+        aggregateKey(event.aggregateType, event.aggregateId),
+        event.aggregateVersion - 1,
+      );
       const message = errorMessage(failure.error);
       letters.push({
         record: item.record,
@@ -421,54 +485,32 @@ export async function applyRecords<DB>(
         firstFailure: failure.firstFailure,
         lastFailure: new Date(),
       });
-      toPark.push({
-        record: item.record,
-        event,
+      park(item.record, {
+        ...eventFields(event),
         reason: 'handler_failed',
         error: message,
         attempts: failure.attempts,
       });
     },
-    onApplied(event) {
+    onApplied(item) {
+      if ('skip' in item) {
+        result.skipped += 1;
+        return;
+      }
       result.applied += 1;
-      result.appliedAt.push(event);
+      result.appliedAt.push(item.event);
     },
   });
 
-  if (toPark.length > 0) {
-    for (const park of toPark) {
-      await sql`
-          INSERT INTO sluice.parked_events (projection, topic, partition, record_offset, aggregate_type, aggregate_id,
-              aggregate_version, record_key, record_value, record_headers, reason, error, attempts)
-          VALUES (${instance}, ${park.record.topic}, ${park.record.partition}, ${park.record.offset.toString()},
-              ${park.event?.aggregateType ?? aggregateTypeOf(park.record.topic, options.topicPrefix ?? '')},
-              ${park.event?.aggregateId ?? park.record.key}, ${park.event?.aggregateVersion ?? null},
-              ${park.record.key}, ${park.record.value}, ${JSON.stringify(park.record.headers)}::jsonb,
-              ${park.reason}, ${park.error ?? null}, ${park.attempts})
-          ON CONFLICT DO NOTHING`.execute(trx);
-    }
-    result.parked += toPark.length;
-  }
-
-  // Versions and checkpoints in one statement.
-  const applied = [...versions].filter(([, version]) => version > 0);
-  if (applied.length > 0 || batch.advances.length > 0) {
-    const { advances } = batch;
-    await sql`
-        WITH versions AS (
-          INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
-          SELECT ${instance}, t, i, v
-            FROM unnest(${applied.map(([key]) => aggregates.get(key)?.[0])}::text[],
-                        ${applied.map(([key]) => aggregates.get(key)?.[1])}::text[],
-                        ${applied.map(([, version]) => version)}::bigint[]) AS x(t, i, v)
-          ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
-            WHERE sluice.projection_versions.version < excluded.version
-        )
-        UPDATE sluice.projection_checkpoints c SET next_offset = x.n, updated_at = now()
-          FROM unnest(${advances.map((a) => a.topic)}::text[], ${advances.map((a) => a.partition)}::int[],
-                      ${advances.map((a) => a.nextOffset.toString())}::bigint[]) AS x(t, p, n)
-         WHERE c.projection = ${instance} AND c.topic = x.t AND c.partition = x.p`.execute(trx);
-  }
+  await parkRecords(trx, instance, toPark);
+  result.parked += toPark.length;
+  const raised = [...versions]
+    .filter(([, version]) => version > 0)
+    .map(([key, version]) => {
+      const [type, id] = aggregates.get(key) ?? ['', ''];
+      return { type, id, version };
+    });
+  await saveProgress(trx, instance, raised, batch.advances);
   if (letters.length > 0) {
     // Before commit: if the commit fails the batch comes again and the letter is repeated,
     // never lost.
@@ -477,64 +519,115 @@ export async function applyRecords<DB>(
   }
 }
 
+const eventFields = (event: DomainEvent) => ({
+  aggregateType: event.aggregateType,
+  aggregateId: event.aggregateId,
+  version: event.aggregateVersion,
+});
+
+const skippedFields = (skip: NonNullable<IncomingRecord['skipped']>) => ({
+  aggregateType: skip.aggregateType,
+  aggregateId: skip.aggregateId,
+  version: skip.version,
+});
+
+const readyKey = (item: Ready): string =>
+  'skip' in item
+    ? aggregateKey(item.skip.aggregateType, item.skip.aggregateId)
+    : aggregateKey(item.event.aggregateType, item.event.aggregateId);
+
+/** One more failure of `eventId`'s handler, remembered for the next attempt. */
+function remember(
+  failures: Map<string, HandlerFailure> | undefined,
+  eventId: string,
+): HandlerFailure {
+  const known = failures?.get(eventId);
+  const failure = {
+    attempts: (known?.attempts ?? 0) + 1,
+    firstFailure: known?.firstFailure ?? new Date(),
+  };
+  if (failures !== undefined) {
+    failures.delete(eventId);
+    failures.set(eventId, failure);
+    const oldest = failures.keys().next();
+    if (failures.size > MAX_REMEMBERED_FAILURES && oldest.done !== true)
+      failures.delete(oldest.value);
+  }
+  return failure;
+}
+
 /**
- * Applies events in one call; carefully, one at a time, each in a savepoint and retried with
- * backoff, so a poison event is isolated and the rest still apply.
+ * Applies the ready events in one call; or carefully, one at a time, each in a savepoint, so a
+ * poison event is isolated and the rest still apply. A failing event with attempts left makes
+ * the whole batch roll back ({@link HandlerRetry}): its pause happens outside the transaction.
  */
 async function applyEvents<DB>(
   trx: Transaction<DB>,
   projection: Projection<DB>,
-  events: readonly DomainEvent[],
+  ready: readonly Ready[],
   options: {
     careful: boolean;
     maxAttempts: number;
     retryDelayMs: number;
     table: TableNamer;
-    /** A handler kept failing on `event`, or `event` is queued behind such a failure. */
+    failures: Map<string, HandlerFailure> | undefined;
+    /** A handler kept failing on `item`, or `item` is queued behind such a failure. */
     onPoison(
-      event: DomainEvent,
+      item: Ready,
       failure: 'behind' | { error: unknown; attempts: number; firstFailure: Date },
     ): void;
-    onApplied(event: DomainEvent): void;
+    onApplied(item: Ready): void;
   },
 ): Promise<void> {
-  if (events.length === 0) return;
+  if (ready.length === 0) return;
   const context = { trx, table: options.table };
   if (!options.careful) {
+    const events = ready.flatMap((item) => ('event' in item ? [item.event] : []));
     try {
-      await projection.apply(events, context);
+      if (events.length > 0) await projection.apply(events, context);
     } catch (error) {
       // A conflict aborted the whole transaction, whichever event met it: the batch runs again.
       throw isConflict(error) ? error : new HandlerFailed(errorMessage(error));
     }
-    for (const event of events) options.onApplied(event);
+    for (const item of ready) options.onApplied(item);
     return;
   }
-  const poisoned = new Set<string>();
-  for (const event of events) {
-    const key = aggregateKey(event.aggregateType, event.aggregateId);
-    if (poisoned.has(key)) {
-      // Order per aggregate: nothing after a poison event applies before it.
-      options.onPoison(event, 'behind');
+  /** Aggregates behind a poison event or an event to retry: nothing after it applies before it. */
+  const blocked = new Set<string>();
+  let retry: { delayMs: number; cause: unknown } | undefined;
+  for (const item of ready) {
+    const key = readyKey(item);
+    if (blocked.has(key)) {
+      options.onPoison(item, 'behind');
       continue;
     }
-    const firstFailure = new Date();
-    for (let attempt = 1; ; attempt += 1) {
-      await sql`SAVEPOINT sluice_event`.execute(trx);
-      try {
-        await projection.apply([event], context);
-        await sql`RELEASE SAVEPOINT sluice_event`.execute(trx);
-        options.onApplied(event);
-        break;
-      } catch (error) {
-        await sql`ROLLBACK TO SAVEPOINT sluice_event`.execute(trx);
-        if (attempt >= options.maxAttempts) {
-          poisoned.add(key);
-          options.onPoison(event, { error, attempts: attempt, firstFailure });
-          break;
-        }
-        await sleep(options.retryDelayMs * 2 ** (attempt - 1));
+    if ('skip' in item) {
+      options.onApplied(item);
+      continue;
+    }
+    await sql`SAVEPOINT sluice_event`.execute(trx);
+    try {
+      await projection.apply([item.event], context);
+      await sql`RELEASE SAVEPOINT sluice_event`.execute(trx);
+      options.failures?.delete(item.event.id);
+      options.onApplied(item);
+    } catch (error) {
+      if (isConflict(error)) throw error;
+      await sql`ROLLBACK TO SAVEPOINT sluice_event`.execute(trx);
+      blocked.add(key);
+      const failure = remember(options.failures, item.event.id);
+      if (options.failures === undefined || failure.attempts >= options.maxAttempts) {
+        // Remembered still: if another event's retry rolls this batch back, this one is not
+        // given a fresh round of attempts.
+        options.onPoison(item, { error, ...failure });
+        continue;
       }
+      const delayMs = Math.min(
+        options.retryDelayMs * 2 ** (failure.attempts - 1),
+        MAX_RETRY_DELAY_MS,
+      );
+      retry = { delayMs: Math.max(retry?.delayMs ?? 0, delayMs), cause: error };
     }
   }
+  if (retry !== undefined) throw new HandlerRetry(retry.delayMs, retry.cause);
 }

@@ -1,9 +1,10 @@
 import { SluiceError } from '@sluice/errors';
 import { sql, type Kysely, type Transaction } from 'kysely';
+import { audit, type OperatorRequest } from './bookkeeping.js';
 import type { Projection, TableNamer } from './projection.js';
 
-/** Where a generation is in its life: replaying, serving reads, or replaced. */
-export type GenerationState = 'building' | 'active' | 'retired';
+/** Where a generation is in its life: replaying, serving reads, replaced, or given up. */
+export type GenerationState = 'building' | 'active' | 'retired' | 'cancelled';
 
 /**
  * One generation of a projection: its own tables (`<table>_g<n>`), its own consumer group and
@@ -25,6 +26,8 @@ export interface RebuildProgress {
   generation: number;
   /** Records the building generation still has to pass to reach the active one. */
   behind: number;
+  /** Offset gaps of the rebuild not yet accepted: it will not become active while there are any. */
+  unacceptedOffsetGaps: number;
   partitions: { topic: string; partition: number; active: string; building: string }[];
 }
 
@@ -146,11 +149,12 @@ export async function ensureFirstGeneration<DB>(
 
 /**
  * Starts a blue/green rebuild: creates the next generation's tables, empty, in state
- * `building`. Retired generations are dropped first (tables and bookkeeping).
+ * `building`. Retired and cancelled generations are dropped first (tables and bookkeeping).
  */
 export async function startRebuild<DB>(
   db: Kysely<DB>,
   projection: Projection<DB>,
+  request: OperatorRequest = { actor: 'system' },
 ): Promise<Generation> {
   return db.transaction().execute(async (trx) => {
     await lockProjection(trx, projection.name);
@@ -168,11 +172,18 @@ export async function startRebuild<DB>(
         `Projection ${projection.name} has no generation yet; start the projector first`,
       );
     }
-    for (const retired of generations.filter((g) => g.state === 'retired')) {
+    for (const retired of generations.filter(
+      (g) => g.state === 'retired' || g.state === 'cancelled',
+    )) {
       const table = tableNamer(retired.generation);
       for (const name of projection.tables)
         await sql`DROP TABLE IF EXISTS ${sql.table(table(name))}`.execute(trx);
-      for (const bookkeeping of ['projection_checkpoints', 'projection_versions', 'parked_events'])
+      for (const bookkeeping of [
+        'projection_checkpoints',
+        'projection_versions',
+        'parked_events',
+        'projection_offset_gaps',
+      ])
         await sql`DELETE FROM ${sql.table(`sluice.${bookkeeping}`)} WHERE projection = ${retired.instance}`.execute(
           trx,
         );
@@ -189,6 +200,14 @@ export async function startRebuild<DB>(
       RETURNING projection, generation, instance, state, created_at, activated_at, retired_at`.execute(
       trx,
     );
+    await audit(trx, {
+      actor: request.actor,
+      action: 'start_rebuild',
+      projection: projection.name,
+      target: { generation },
+      reason: request.reason ?? null,
+      outcome: { state: 'building' },
+    });
     return toGeneration(rows[0] as GenerationRow);
   });
 }
@@ -230,7 +249,57 @@ export async function rebuildProgress<DB>(
   const building = generations.find((g) => g.state === 'building');
   if (active === undefined || building === undefined) return undefined;
   const partitions = await checkpointPairs(db, active.instance, building.instance);
-  return { generation: building.generation, behind: behindOf(partitions), partitions };
+  return {
+    generation: building.generation,
+    behind: behindOf(partitions),
+    unacceptedOffsetGaps: await unacceptedGaps(db, building.instance),
+    partitions,
+  };
+}
+
+async function unacceptedGaps<DB>(
+  db: Kysely<DB> | Transaction<DB>,
+  instance: string,
+): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    SELECT count(*)::text AS n FROM sluice.projection_offset_gaps
+     WHERE projection = ${instance} AND accepted_at IS NULL`.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * Gives up a running rebuild: its generation is cancelled (its consumers stop within a
+ * generation poll; its tables go at the next rebuild), readers keep the active one.
+ *
+ * @throws SluiceError `rebuild_not_running`
+ */
+export async function cancelRebuild<DB>(
+  db: Kysely<DB>,
+  projection: string,
+  request: OperatorRequest = { actor: 'system' },
+): Promise<Generation> {
+  return db.transaction().execute(async (trx) => {
+    await lockProjection(trx, projection);
+    const { rows } = await sql<GenerationRow>`
+      UPDATE sluice.projection_generations SET state = 'cancelled', retired_at = now()
+       WHERE projection = ${projection} AND state = 'building'
+      RETURNING projection, generation, instance, state, created_at, activated_at, retired_at`.execute(
+      trx,
+    );
+    const row = rows[0];
+    if (row === undefined) {
+      throw new SluiceError('rebuild_not_running', `No rebuild of ${projection} is running`);
+    }
+    await audit(trx, {
+      actor: request.actor,
+      action: 'cancel_rebuild',
+      projection,
+      target: { generation: row.generation },
+      reason: request.reason ?? null,
+      outcome: { state: 'cancelled' },
+    });
+    return toGeneration(row);
+  });
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -252,6 +321,8 @@ export async function swapIfCaughtUp<DB>(
     const active = generations.find((g) => g.state === 'active');
     const building = generations.find((g) => g.state === 'building');
     if (active === undefined || building === undefined) return false;
+    // A rebuild that missed records Kafka no longer held would show readers less than they saw.
+    if ((await unacceptedGaps(trx, building.instance)) > 0) return false;
     await sql`SELECT 1 FROM sluice.projection_checkpoints WHERE projection = ${active.instance} FOR SHARE`.execute(
       trx,
     );

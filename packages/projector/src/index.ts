@@ -1,13 +1,16 @@
 export {
   applyBatch,
+  HandlerRetry,
   type AppliedBatch,
   type ApplyOptions,
   type BatchResult,
   type DeadLetter,
   type DeadLetterSink,
-  type IncomingRecord,
+  type OffsetReset,
   type Rewind,
 } from './batch.js';
+export type { OperatorRequest } from './bookkeeping.js';
+export { deadLetterMessage } from './dead-letters.js';
 export {
   defineProjection,
   type ApplyContext,
@@ -20,12 +23,24 @@ export {
   type GenerationState,
   type RebuildProgress,
 } from './generations.js';
+export { listOffsetGaps, type OffsetGap } from './offset-gaps.js';
 export {
   createProjector,
   type BatchReport,
+  type HealthProblem,
+  type OffsetNotice,
   type Projector,
   type ProjectorHooks,
   type ProjectorOptions,
 } from './projector.js';
+export { type IncomingRecord, type RawHeader, type RawRecord } from './record.js';
 export { projectorMigrations } from './schema.js';
-export { listParked, redriveParked, skipParked, type ParkedEvent } from './parked.js';
+export {
+  acceptVersionGap,
+  listParked,
+  redriveParked,
+  skipParked,
+  type ParkedEvent,
+  type ParkedOutcome,
+  type VersionGap,
+} from './parked.js';

@@ -270,7 +270,7 @@ describe('projector', () => {
     expect(bad).not.toBe('');
     explosive.delete(bad);
     const redriven = await redriveParked(db, carts, { type: 'cart', id: bad }, sink);
-    expect(redriven.applied).toBe(2);
+    expect(redriven.result.applied).toBe(2);
     expect((await totals())[bad]).toBe(200);
     expect((await listParked(db, 'test_carts')).filter((p) => p.aggregateId === bad)).toEqual([]);
 
@@ -304,7 +304,7 @@ describe('projector', () => {
     await sql`
       INSERT INTO sluice.parked_events (projection, topic, partition, record_offset, aggregate_type,
           aggregate_id, aggregate_version, record_key, record_value, record_headers, reason, attempts)
-      SELECT 'test_order', 't', 0, o, 'cart', 'c', o - 8, 'c', NULL, '{}'::jsonb, 'behind_parked', 0
+      SELECT 'test_order', 't', 0, o, 'cart', 'c', o - 8, NULL, NULL, convert_to('[]', 'UTF8'), 'behind_parked', 0
         FROM generate_series(8, 11) AS o`.execute(db);
     const listed = await listParked(db, 'test_order');
     expect(listed.map((p) => p.offset)).toEqual(['8', '9', '10', '11']);

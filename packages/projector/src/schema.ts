@@ -3,8 +3,9 @@ import type { Migration } from 'kysely/migration';
 
 /**
  * The projector's bookkeeping in `sluice`: per (projection, topic, partition) the next offset to
- * apply, per (projection, aggregate) the last applied version, the parked events, and each
- * projection's generations. The bookkeeping tables' `projection` column holds a generation's
+ * apply, per (projection, aggregate) the last applied version, the parked events, each
+ * projection's generations, the offset ranges Kafka no longer held when a partition needed them,
+ * and the operators' actions. The bookkeeping tables' `projection` column holds a generation's
  * instance key.
  */
 export const projectorMigrations: Record<string, Migration> = {
@@ -66,6 +67,46 @@ export const projectorMigrations: Record<string, Migration> = {
           ON sluice.projection_generations (projection) WHERE state = 'active';
         CREATE UNIQUE INDEX projection_generations_one_building
           ON sluice.projection_generations (projection) WHERE state = 'building';
+      `.execute(db);
+    },
+  },
+  '0005_projector_edges': {
+    async up(db) {
+      // Parked records keep Kafka's bytes (a NUL byte or invalid UTF-8 cannot be text or jsonb);
+      // headers as a JSON array of [name, value] pairs, so repeated and null headers survive.
+      await sql`
+        ALTER TABLE sluice.parked_events
+          ALTER COLUMN record_key TYPE bytea USING convert_to(record_key, 'UTF8'),
+          ALTER COLUMN record_value TYPE bytea USING convert_to(record_value, 'UTF8'),
+          ALTER COLUMN record_headers TYPE bytea USING convert_to(record_headers::text, 'UTF8');
+        -- What the record before the checkpoint was (its time and event id): a partition whose
+        -- offsets were reused (a recreated topic) is recognised by a different record there.
+        ALTER TABLE sluice.projection_checkpoints ADD COLUMN last_record text;
+        ALTER TABLE sluice.projection_generations DROP CONSTRAINT projection_generations_state_check;
+        ALTER TABLE sluice.projection_generations ADD CONSTRAINT projection_generations_state_check
+          CHECK (state IN ('building', 'active', 'retired', 'cancelled'));
+        CREATE TABLE sluice.projection_offset_gaps (
+          projection text NOT NULL,
+          topic text NOT NULL,
+          partition integer NOT NULL,
+          from_offset bigint NOT NULL,
+          to_offset bigint NOT NULL,
+          detected_at timestamptz NOT NULL DEFAULT now(),
+          accepted_at timestamptz,
+          accepted_by text,
+          accepted_reason text,
+          PRIMARY KEY (projection, topic, partition, from_offset)
+        );
+        CREATE TABLE sluice.operator_audit (
+          id bigserial PRIMARY KEY,
+          at timestamptz NOT NULL DEFAULT now(),
+          actor text NOT NULL,
+          action text NOT NULL,
+          projection text,
+          target jsonb NOT NULL,
+          reason text,
+          outcome jsonb NOT NULL
+        );
       `.execute(db);
     },
   },

@@ -17,7 +17,10 @@ const ConfigSchema = Type.Object({
   PROJECTOR_SESSION_TIMEOUT_MS: Type.Integer({ minimum: 6000, maximum: 300_000, default: 30_000 }),
   /** How often the process checks generations: rebuilds started elsewhere, swaps, retirements. */
   PROJECTOR_GENERATION_POLL_MS: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 1000 }),
-  PROJECTOR_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
+  /** Attempts of a failing handler (pauses between them double from 50 ms up to 2 s) before its event is dead-lettered. */
+  PROJECTOR_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 20, default: 3 }),
+  /** A consumer whose batches have failed this long without a success makes /readyz fail. */
+  PROJECTOR_STALLED_AFTER_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
   /** The projections this process runs, comma-separated (e.g. to give one its own process). */
   PROJECTOR_PROJECTIONS: Type.String({
     pattern: '^[a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*$',

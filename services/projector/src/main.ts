@@ -1,11 +1,9 @@
 // The projector's composition root: config, migrations, projections, metrics, shutdown.
 import { SluiceError, isSluiceError } from '@sluice/errors';
 import { parseBrokers } from '@sluice/preflight';
-import { createProjector, listParked } from '@sluice/projector';
-import { Type } from '@sinclair/typebox';
+import { createProjector } from '@sluice/projector';
 import { createDatabase, migrate } from '@sluice/database';
 import { createLogger, redactConfig } from '@sluice/service-kit';
-import Fastify from 'fastify';
 import { Kafka, logLevel } from 'kafkajs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import {
@@ -17,6 +15,7 @@ import {
 } from '@sluice/shop-views';
 import { createRequire } from 'node:module';
 import { loadProjectorConfig } from './config.js';
+import { operationsApi } from './operations.js';
 
 // Every header value becomes a string here anyway: decoding them as strings (an option our
 // kafkajs patch adds, process-wide) saves a Buffer per header of every record.
@@ -64,7 +63,7 @@ const applied = new Counter({
 });
 const outcomes = new Counter({
   name: 'sluice_projector_events_total',
-  help: 'Events by outcome: duplicate, parked, dead_lettered, gap.',
+  help: 'Events by outcome: duplicate, parked, dead_lettered, gap, skipped, below_checkpoint (never applied, found below a checkpoint: a recreated topic).',
   labelNames: ['projection', 'outcome'],
   registers: [registry],
 });
@@ -101,6 +100,24 @@ new Gauge({
     }
   },
 });
+const offsetNotices = new Counter({
+  name: 'sluice_projector_offset_notices_total',
+  help: 'Partition offsets an operator must know of: gap (Kafka no longer held records not applied), reset (a partition ended below its checkpoint).',
+  labelNames: ['projection', 'kind'],
+  registers: [registry],
+});
+new Gauge({
+  name: 'sluice_projector_offset_gaps_unaccepted',
+  help: 'Offset gaps not yet accepted by an operator, per projection (the projector is unready while an active generation has any).',
+  labelNames: ['projection'],
+  registers: [registry],
+  async collect() {
+    this.reset();
+    for (const projection of hosted) this.set({ projection: projection.name }, 0);
+    for (const gap of await projector.offsetGaps())
+      if (gap.acceptedAt === null) this.inc({ projection: gap.projection });
+  },
+});
 const batchSize = new Histogram({
   name: 'sluice_projector_batch_size',
   help: 'Records per applied batch.',
@@ -131,6 +148,7 @@ const projector = createProjector({
   maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
   sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
   generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
+  stalledAfterMs: config.PROJECTOR_STALLED_AFTER_MS,
   hooks: {
     batch({ projection, generation, building, partitions, result }) {
       for (const { topic, partition, lag: behind } of partitions)
@@ -143,6 +161,8 @@ const projector = createProjector({
         ['parked', result.parked],
         ['dead_lettered', result.deadLettered],
         ['gap', result.gaps],
+        ['skipped', result.skipped],
+        ['below_checkpoint', result.belowCheckpoint],
       ] as const) {
         if (count > 0) outcomes.inc({ projection, outcome }, count);
       }
@@ -164,10 +184,38 @@ const projector = createProjector({
           },
           'events dead-lettered',
         );
+      if (result.belowCheckpoint > 0)
+        logger.error(
+          { projection, belowCheckpoint: result.belowCheckpoint },
+          'events never applied were found below a checkpoint (the topic was recreated or rewritten); applied them',
+        );
       batchSize.observe({ projection }, result.applied + result.duplicates + result.parked);
       const now = Date.now();
-      for (const event of result.appliedAt)
-        latency.observe({ projection }, (now - Date.parse(event.occurredAt)) / 1000);
+      for (const event of result.appliedAt) {
+        const seconds = (now - Date.parse(event.occurredAt)) / 1000;
+        if (Number.isFinite(seconds)) latency.observe({ projection }, seconds);
+      }
+    },
+    offsets(projection, generation, notice) {
+      offsetNotices.inc({ projection, kind: notice.kind });
+      logger.error(
+        {
+          projection,
+          generation,
+          topic: notice.topic,
+          partition: notice.partition,
+          from: notice.from.toString(),
+          to: notice.to.toString(),
+        },
+        notice.kind === 'gap'
+          ? 'Kafka no longer holds records this generation had not applied: offset gap recorded (GET /offset-gaps; accept it or rebuild)'
+          : 'the partition ends below its checkpoint (a recreated topic): the checkpoint went back; applied events are kept out by their versions',
+      );
+    },
+    crashed(projection, generation, error) {
+      // kafkajs will not restart this consumer: a new process will (and /readyz says so meanwhile).
+      logger.fatal({ projection, generation, err: error }, 'consumer stopped for good; exiting');
+      void shutdown('consumer_stopped', 70);
     },
     generation(projection, generation, change) {
       // The stopped generation's series would stay at their last values.
@@ -182,108 +230,13 @@ const projector = createProjector({
 });
 
 let stopping = false;
-let consuming = false;
-const http = Fastify({ logger: false });
-http.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
-http.get('/readyz', (_request, reply) => {
-  const status = stopping ? 'stopping' : consuming ? 'ready' : 'joining';
-  return reply.code(status === 'ready' ? 200 : 503).send({ status });
+const http = operationsApi({
+  projector,
+  registry,
+  logger,
+  hosted: hosted.map((projection) => projection.name),
+  stopping: () => stopping,
 });
-http.setErrorHandler((error: Error & { validation?: unknown }, _request, reply) => {
-  if (isSluiceError(error, 'projection_unknown'))
-    return reply.code(404).send({ code: error.code, detail: error.message });
-  if (isSluiceError(error, 'rebuild_in_progress') || isSluiceError(error, 'projection_not_started'))
-    return reply.code(409).send({ code: error.code, detail: error.message });
-  if (error.validation !== undefined)
-    return reply.code(400).send({ code: 'invalid_request', detail: error.message });
-  logger.error({ err: error }, 'operations request failed');
-  return reply.code(500).send({ code: 'internal_error', detail: 'See the projector log' });
-});
-// Operations on parked events: list, redrive an aggregate once its cause is fixed, skip one record.
-http.get('/parked', async (request, reply) => {
-  const { projection } = request.query as { projection?: string };
-  return reply.send({ items: await listParked(db, projection) });
-});
-http.post(
-  '/parked/redrive',
-  {
-    schema: {
-      body: Type.Object(
-        { projection: Type.String(), aggregateType: Type.String(), aggregateId: Type.String() },
-        { additionalProperties: false },
-      ),
-    },
-  },
-  async (request, reply) => {
-    const body = request.body as { projection: string; aggregateType: string; aggregateId: string };
-    const result = await projector.redrive(body.projection, {
-      type: body.aggregateType,
-      id: body.aggregateId,
-    });
-    logger.info(
-      { ...body, applied: result.applied, parked: result.parked },
-      'parked events redriven',
-    );
-    return reply.send({
-      applied: result.applied,
-      parked: result.parked,
-      duplicates: result.duplicates,
-    });
-  },
-);
-http.post(
-  '/parked/skip',
-  {
-    schema: {
-      body: Type.Object(
-        {
-          projection: Type.String(),
-          topic: Type.String(),
-          partition: Type.Integer({ minimum: 0 }),
-          offset: Type.String({ pattern: '^[0-9]+$' }),
-        },
-        { additionalProperties: false },
-      ),
-    },
-  },
-  async (request, reply) => {
-    const body = request.body as {
-      projection: string;
-      topic: string;
-      partition: number;
-      offset: string;
-    };
-    const result = await projector.skip(body.projection, body);
-    if (result === undefined)
-      return reply.code(404).send({ code: 'not_found', detail: 'No such parked record' });
-    logger.warn({ ...body }, 'parked record skipped');
-    return reply.send({ applied: result.applied, parked: result.parked });
-  },
-);
-// Blue/green rebuilds: the generations of each projection here, and starting a rebuild.
-http.get('/projections', async (_request, reply) =>
-  reply.send({
-    items: await Promise.all(
-      hosted.map(async ({ name }) => ({
-        projection: name,
-        ...(await projector.generations(name)),
-      })),
-    ),
-  }),
-);
-http.post(
-  '/projections/:name/rebuild',
-  { schema: { params: Type.Object({ name: Type.String() }, { additionalProperties: false }) } },
-  async (request, reply) => {
-    const { name } = request.params as { name: string };
-    const generation = await projector.rebuild(name);
-    logger.info({ projection: name, generation: generation.generation }, 'rebuild started');
-    return reply.code(202).send(generation);
-  },
-);
-http.get('/metrics', async (_request, reply) =>
-  reply.type(registry.contentType).send(await registry.metrics()),
-);
 const address = await http.listen({
   port: config.PROJECTOR_METRICS_PORT,
   host: config.PROJECTOR_METRICS_HOST,
@@ -291,22 +244,21 @@ const address = await http.listen({
 logger.info({ address }, 'metrics listening');
 // Operations endpoints answer while the consumer groups join (a join can wait out a dead member).
 await projector.start();
-consuming = !stopping;
 logger.info('consuming');
 
-async function shutdown(signal: string): Promise<void> {
+async function shutdown(signal: string, exitCode = 0): Promise<void> {
   if (stopping) return;
   stopping = true;
   logger.info({ signal }, 'stopping: finishing the batches in hand');
   setTimeout(() => {
     logger.error('graceful stop timed out');
-    process.exit(1);
+    process.exit(exitCode === 0 ? 1 : exitCode);
   }, 30_000).unref();
-  await projector.stop();
+  await projector.stop().catch((error: unknown) => logger.error({ err: error }, 'stop failed'));
   await http.close();
   await db.destroy();
   logger.info('stopped');
-  process.exit(0);
+  process.exit(exitCode);
 }
 process.on('SIGTERM', () => void shutdown('SIGTERM'));
 process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -1,0 +1,236 @@
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { encodeHeaders, rawOf, storableText, type IncomingRecord } from './record.js';
+
+/** Identifies a topic-partition (in a batch, the apply queue). */
+export const partitionKey = (topic: string, partition: number): string =>
+  `${topic}\u0000${partition}`;
+
+/** Identifies an aggregate within a batch. */
+export const aggregateKey = (type: string, id: string): string => `${type}\u0000${id}`;
+
+/** A partition's position: where its consumer must be, or where its checkpoint moves. */
+export interface PartitionOffset {
+  topic: string;
+  partition: number;
+  offset: bigint;
+}
+
+/**
+ * The stored checkpoints of those of `assignment`'s partitions (topic → partitions) this
+ * projection instance has applied before: where its consumer must start.
+ */
+export async function readCheckpoints<DB>(
+  db: Kysely<DB>,
+  instance: string,
+  assignment: Readonly<Record<string, readonly number[]>>,
+): Promise<PartitionOffset[]> {
+  const topics: string[] = [];
+  const partitions: number[] = [];
+  for (const [topic, list] of Object.entries(assignment)) {
+    for (const partition of list) {
+      topics.push(topic);
+      partitions.push(partition);
+    }
+  }
+  if (topics.length === 0) return [];
+  const { rows } = await sql<{ topic: string; partition: number; next_offset: string | number }>`
+    SELECT c.topic, c.partition, c.next_offset FROM sluice.projection_checkpoints c
+      JOIN unnest(${topics}::text[], ${partitions}::int[]) AS k(topic, partition)
+        ON c.topic = k.topic AND c.partition = k.partition
+     WHERE c.projection = ${instance}`.execute(db);
+  return rows.map((row) => ({
+    topic: row.topic,
+    partition: row.partition,
+    offset: BigInt(row.next_offset),
+  }));
+}
+
+/** A partition's checkpoint: the next offset to apply, and what the record before it was. */
+export interface Checkpoint {
+  next: bigint;
+  /** The {@link fingerprint} of the record at `next - 1`, when known. */
+  lastRecord: string | null;
+}
+
+/**
+ * Creates (at 0) and locks the partitions' checkpoints in one statement, in the given order,
+ * and returns each one by {@link partitionKey}. A process that lost a partition in a rebalance
+ * waits here, then finds its offsets already applied.
+ */
+export async function lockCheckpoints<DB>(
+  trx: Transaction<DB>,
+  instance: string,
+  partitions: readonly { topic: string; partition: number }[],
+): Promise<Map<string, Checkpoint>> {
+  const { rows } = await sql<{
+    topic: string;
+    partition: number;
+    next_offset: string | number;
+    last_record: string | null;
+  }>`
+    INSERT INTO sluice.projection_checkpoints AS c (projection, topic, partition, next_offset)
+    SELECT ${instance}, k.topic, k.partition, 0
+      FROM unnest(${partitions.map((p) => p.topic)}::text[], ${partitions.map((p) => p.partition)}::int[])
+           WITH ORDINALITY AS k(topic, partition, n)
+     ORDER BY k.n
+    ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = c.next_offset
+    RETURNING c.topic, c.partition, c.next_offset, c.last_record`.execute(trx);
+  return new Map(
+    rows.map((row) => [
+      partitionKey(row.topic, row.partition),
+      { next: BigInt(row.next_offset), lastRecord: row.last_record },
+    ]),
+  );
+}
+
+/** Where a checkpoint moves when a batch commits, with the fingerprint of the record before it. */
+export interface Advance extends PartitionOffset {
+  lastRecord: string | null;
+}
+
+/** Applied versions and parked aggregates among `aggregates`, by {@link aggregateKey}. */
+export async function readAggregates<DB>(
+  trx: Transaction<DB>,
+  instance: string,
+  aggregates: readonly (readonly [type: string, id: string])[],
+): Promise<{ versions: Map<string, number>; parked: Set<string> }> {
+  const versions = new Map<string, number>();
+  const parked = new Set<string>();
+  if (aggregates.length === 0) return { versions, parked };
+  const types = aggregates.map((a) => a[0]);
+  const ids = aggregates.map((a) => a[1]);
+  // One round trip for both. int8 arrives as text unless the pool parses it.
+  const { rows } = await sql<{
+    kind: 'v' | 'p';
+    aggregate_type: string;
+    aggregate_id: string;
+    version: string | number | null;
+  }>`
+    SELECT 'v' AS kind, v.aggregate_type, v.aggregate_id, v.version FROM sluice.projection_versions v
+      JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
+        ON v.aggregate_type = k.aggregate_type AND v.aggregate_id = k.aggregate_id
+     WHERE v.projection = ${instance}
+    UNION ALL
+    SELECT DISTINCT 'p', p.aggregate_type, p.aggregate_id, NULL::bigint FROM sluice.parked_events p
+      JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
+        ON p.aggregate_type = k.aggregate_type AND p.aggregate_id = k.aggregate_id
+     WHERE p.projection = ${instance}`.execute(trx);
+  for (const row of rows) {
+    const key = aggregateKey(row.aggregate_type, row.aggregate_id);
+    if (row.kind === 'v') versions.set(key, Number(row.version));
+    else parked.add(key);
+  }
+  return { versions, parked };
+}
+
+/** A record set aside, and why. */
+export interface Park {
+  record: IncomingRecord;
+  aggregateType: string | null;
+  aggregateId: string | null;
+  version: number | null;
+  reason: string;
+  error?: string;
+  attempts: number;
+}
+
+/** Parks records with their bytes as Kafka holds them. A record parked before stays as it was. */
+export async function parkRecords<DB>(
+  trx: Transaction<DB>,
+  instance: string,
+  parks: readonly Park[],
+): Promise<void> {
+  for (const park of parks) {
+    const raw = rawOf(park.record);
+    await sql`
+      INSERT INTO sluice.parked_events (projection, topic, partition, record_offset, aggregate_type, aggregate_id,
+          aggregate_version, record_key, record_value, record_headers, reason, error, attempts)
+      VALUES (${instance}, ${park.record.topic}, ${park.record.partition}, ${park.record.offset.toString()},
+          ${park.aggregateType}, ${park.aggregateId}, ${park.version}, ${raw.key}, ${raw.value},
+          ${encodeHeaders(raw.headers)}, ${park.reason},
+          ${park.error === undefined ? null : storableText(park.error)}, ${park.attempts})
+      ON CONFLICT DO NOTHING`.execute(trx);
+  }
+}
+
+/**
+ * Raises aggregates' applied versions (never lowers one) and moves checkpoints, in one statement.
+ */
+export async function saveProgress<DB>(
+  trx: Transaction<DB>,
+  instance: string,
+  versions: readonly { type: string; id: string; version: number }[],
+  advances: readonly Advance[],
+): Promise<void> {
+  if (versions.length === 0 && advances.length === 0) return;
+  await sql`
+    WITH versions AS (
+      INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
+      SELECT ${instance}, t, i, v
+        FROM unnest(${versions.map((v) => v.type)}::text[], ${versions.map((v) => v.id)}::text[],
+                    ${versions.map((v) => v.version)}::bigint[]) AS x(t, i, v)
+      ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
+        WHERE sluice.projection_versions.version < excluded.version
+    )
+    UPDATE sluice.projection_checkpoints c SET next_offset = x.n, last_record = x.r, updated_at = now()
+      FROM unnest(${advances.map((a) => a.topic)}::text[], ${advances.map((a) => a.partition)}::int[],
+                  ${advances.map((a) => a.offset.toString())}::bigint[],
+                  ${advances.map((a) => a.lastRecord)}::text[]) AS x(t, p, n, r)
+     WHERE c.projection = ${instance} AND c.topic = x.t AND c.partition = x.p`.execute(trx);
+}
+
+/** Notes what the record before a partition's checkpoint is now. */
+export async function setLastRecord<DB>(
+  trx: Transaction<DB>,
+  instance: string,
+  at: { topic: string; partition: number },
+  lastRecord: string,
+): Promise<void> {
+  await sql`
+    UPDATE sluice.projection_checkpoints SET last_record = ${lastRecord}
+     WHERE projection = ${instance} AND topic = ${at.topic} AND partition = ${at.partition}`.execute(
+    trx,
+  );
+}
+
+/** Sets a partition's checkpoint to `to` if it still stands at `from`; false if it moved. */
+export async function moveCheckpoint<DB>(
+  db: Kysely<DB> | Transaction<DB>,
+  instance: string,
+  at: { topic: string; partition: number },
+  from: bigint,
+  to: bigint,
+): Promise<boolean> {
+  const result = await sql`
+    UPDATE sluice.projection_checkpoints
+       SET next_offset = ${to.toString()}::bigint, last_record = NULL, updated_at = now()
+     WHERE projection = ${instance} AND topic = ${at.topic} AND partition = ${at.partition}
+       AND next_offset = ${from.toString()}::bigint`.execute(db);
+  return Number(result.numAffectedRows ?? 0n) === 1;
+}
+
+/** Who asks for an operation, and why; recorded in `sluice.operator_audit`. */
+export interface OperatorRequest {
+  actor: string;
+  reason?: string;
+}
+
+/** An operator's action, recorded in the same transaction as the action. */
+export interface AuditEntry {
+  actor: string;
+  action: string;
+  projection: string | null;
+  target: unknown;
+  reason: string | null;
+  outcome: unknown;
+}
+
+/** Records an operator's action in `sluice.operator_audit`. */
+export async function audit<DB>(trx: Transaction<DB>, entry: AuditEntry): Promise<void> {
+  await sql`
+    INSERT INTO sluice.operator_audit (actor, action, projection, target, reason, outcome)
+    VALUES (${storableText(entry.actor)}, ${entry.action}, ${entry.projection},
+            ${JSON.stringify(entry.target)}::jsonb,
+            ${entry.reason === null ? null : storableText(entry.reason)},
+            ${JSON.stringify(entry.outcome)}::jsonb)`.execute(trx);
+}

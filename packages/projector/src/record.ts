@@ -1,0 +1,196 @@
+import { fromKafkaRecord, payloadErrors, type DomainEvent } from '@sluice/contracts';
+import { errorMessage, SluiceError } from '@sluice/errors';
+import type { IHeaders, KafkaMessage } from 'kafkajs';
+
+/** A header as Kafka carries it: a name and bytes, or null (Kafka allows a null value). */
+export type RawHeader = [name: string, value: string | Buffer | null];
+
+/** A record exactly as Kafka holds it: what dead letters and parked records keep. */
+export interface RawRecord {
+  key: Buffer | null;
+  value: Buffer | null;
+  /** In record order; a name may repeat. */
+  headers: RawHeader[];
+}
+
+/** A Kafka record as the projector received it. */
+export interface IncomingRecord {
+  topic: string;
+  partition: number;
+  offset: bigint;
+  /** Kafka's timestamp of the record (milliseconds, as text), when known. */
+  timestamp?: string;
+  /** The key and value as UTF-8 text. */
+  key: string | null;
+  value: string | null;
+  /** Header values as text; a repeated header's values joined by commas; null values left out. */
+  headers: Record<string, string | undefined>;
+  /** The bytes as received; derived from the text fields when absent. */
+  raw?: RawRecord;
+  /** An operator skipped this parked record: it counts as applied once its turn comes. */
+  skipped?: { aggregateType: string; aggregateId: string; version: number };
+}
+
+/** A record that could be decoded into an event, or why not. */
+export type Decoded =
+  | { ok: true; record: IncomingRecord; event: DomainEvent }
+  | {
+      ok: false;
+      record: IncomingRecord;
+      errorClass: string;
+      message: string;
+      /** Set when the record is a well-formed event whose payload breaks its schema. */
+      event?: DomainEvent;
+    };
+
+const text = (value: string | Buffer): string =>
+  typeof value === 'string' ? value : value.toString('utf8');
+
+/** The text view of headers: null values left out, repeated ones joined. */
+export function headerText(headers: IHeaders | undefined): Record<string, string | undefined> {
+  const result: Record<string, string | undefined> = {};
+  if (headers === undefined) return result;
+  // A plain loop: this runs for every header of every record.
+  for (const name in headers) {
+    const value = headers[name] as string | Buffer | (string | Buffer | null)[] | null | undefined;
+    if (value === undefined || value === null) continue;
+    if (!Array.isArray(value)) {
+      result[name] = text(value);
+      continue;
+    }
+    const values = value.filter((item): item is string | Buffer => item !== null).map(text);
+    if (values.length > 0) result[name] = values.join(',');
+  }
+  return result;
+}
+
+function rawHeaders(headers: IHeaders | undefined): RawHeader[] {
+  const pairs: RawHeader[] = [];
+  if (headers === undefined) return pairs;
+  for (const name in headers) {
+    const value = headers[name] as string | Buffer | (string | Buffer | null)[] | null | undefined;
+    if (value === undefined) continue;
+    for (const item of Array.isArray(value) ? value : [value]) pairs.push([name, item]);
+  }
+  return pairs;
+}
+
+/** A record of a kafkajs batch; nothing in it can make this throw. */
+export function toRecord(topic: string, partition: number, message: KafkaMessage): IncomingRecord {
+  return {
+    topic,
+    partition,
+    offset: BigInt(message.offset),
+    timestamp: message.timestamp,
+    key: message.key === null ? null : message.key.toString('utf8'),
+    value: message.value === null ? null : message.value.toString('utf8'),
+    headers: headerText(message.headers),
+    raw: { key: message.key, value: message.value, headers: rawHeaders(message.headers) },
+  };
+}
+
+/** The record's bytes: as received, or from its text fields. */
+export function rawOf(record: IncomingRecord): RawRecord {
+  if (record.raw !== undefined) return record.raw;
+  const headers: RawHeader[] = [];
+  for (const [name, value] of Object.entries(record.headers))
+    if (value !== undefined) headers.push([name, value]);
+  return {
+    key: record.key === null ? null : Buffer.from(record.key),
+    value: record.value === null ? null : Buffer.from(record.value),
+    headers,
+  };
+}
+
+/** Headers as stored with a parked record: JSON `[name, value]` pairs, values as UTF-8 text. */
+export function encodeHeaders(headers: readonly RawHeader[]): Buffer {
+  return Buffer.from(
+    JSON.stringify(headers.map(([name, value]) => [name, value === null ? null : text(value)])),
+  );
+}
+
+/** Headers stored with a parked record; rows parked before pairs were kept hold an object. */
+export function decodeHeaders(stored: Buffer | null): RawHeader[] {
+  if (stored === null) return [];
+  const parsed = JSON.parse(stored.toString('utf8')) as unknown;
+  if (Array.isArray(parsed)) return parsed as RawHeader[];
+  return Object.entries(parsed as Record<string, string | null>);
+}
+
+/** A record rebuilt from the bytes a parked row kept. */
+export function recordFromRaw(
+  at: { topic: string; partition: number; offset: bigint },
+  raw: RawRecord,
+): IncomingRecord {
+  const headers: Record<string, string | undefined> = {};
+  for (const [name, value] of raw.headers) {
+    if (value === null) continue;
+    const item = text(value);
+    headers[name] = Object.hasOwn(headers, name) ? `${headers[name] ?? ''},${item}` : item;
+  }
+  return {
+    ...at,
+    key: raw.key === null ? null : raw.key.toString('utf8'),
+    value: raw.value === null ? null : raw.value.toString('utf8'),
+    headers,
+    raw,
+  };
+}
+
+/**
+ * What identifies a record besides its offset: its time and event id. A different one at an
+ * offset the projection applied before means the partition's offsets were reused.
+ */
+export function fingerprint(record: IncomingRecord): string {
+  return storableText(`${record.timestamp ?? ''}/${record.headers.ce_id ?? ''}`);
+}
+
+/** Text PostgreSQL can store: NUL characters escaped. */
+export function storableText(value: string): string {
+  return value.includes('\u0000') ? value.replaceAll('\u0000', '\\u0000') : value;
+}
+
+/** An aggregate id PostgreSQL can hold: the key, unless it holds a NUL (then no event has it). */
+export function storableKey(key: string | null): string | null {
+  return key === null || key.includes('\u0000') ? null : key;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The event id a claim-checked record names, when it is one PostgreSQL can look up. */
+export function claimCheckId(record: IncomingRecord): string | undefined {
+  const id = record.headers.ce_id;
+  return record.value === null &&
+    record.headers.ce_dataref !== undefined &&
+    id !== undefined &&
+    UUID.test(id)
+    ? id
+    : undefined;
+}
+
+/** Decodes and validates a record; never throws. */
+export function decode(
+  record: IncomingRecord,
+  upcast: (event: DomainEvent) => DomainEvent,
+): Decoded {
+  try {
+    const dataref = record.headers.ce_dataref;
+    if (record.value === null && dataref !== undefined)
+      throw new SluiceError('claim_check_missing', `No claim-checked payload for ${dataref}`);
+    const event = fromKafkaRecord(record);
+    const errors = payloadErrors(event.type, event.payload);
+    if (errors.length > 0) {
+      return {
+        ok: false,
+        record,
+        errorClass: 'schema_invalid',
+        message: `${event.type}: ${errors.join('; ')}`,
+        event,
+      };
+    }
+    return { ok: true, record, event: upcast(event) };
+  } catch (error) {
+    const errorClass = error instanceof SluiceError ? error.code : 'decode_failed';
+    return { ok: false, record, errorClass, message: errorMessage(error) };
+  }
+}
