@@ -1,11 +1,53 @@
-import type { EventPayload } from '@sluice/contracts';
+import type { DomainEvent, EventPayload } from '@sluice/contracts';
 import { defineProjection } from '@sluice/projector';
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
+
+/**
+ * Serialises this batch with any other (another partition, another process) touching the same
+ * customers: each side writes its row and then looks for the other's, and two transactions
+ * running side by side would each miss the other's uncommitted row. Locks are taken in one
+ * order, so batches do not deadlock.
+ */
+async function lockCustomers(
+  trx: Transaction<Record<string, never>>,
+  report: string,
+  owners: ReturnType<typeof sql.table>,
+  events: readonly DomainEvent[],
+): Promise<void> {
+  const customers = new Set<string>();
+  const carts = new Set<string>();
+  const opened = new Map<string, string>();
+  for (const event of events) {
+    if (event.type === 'order.placed.v1')
+      customers.add((event.payload as EventPayload<'order.placed.v1'>).customerId);
+    else if (event.type === 'cart.item_removed.v1')
+      carts.add((event.payload as EventPayload<'cart.item_removed.v1'>).cartId);
+    else if (event.type === 'cart.opened.v1') {
+      const { cartId, customerId } = event.payload as EventPayload<'cart.opened.v1'>;
+      opened.set(cartId, customerId);
+    }
+  }
+  for (const cart of carts) {
+    const customer = opened.get(cart);
+    if (customer !== undefined) customers.add(customer);
+  }
+  if (carts.size > 0) {
+    const { rows } = await sql<{ customer_id: string }>`
+      SELECT customer_id FROM ${owners} WHERE cart_id = ANY(${[...carts]}::uuid[])`.execute(trx);
+    for (const row of rows) customers.add(row.customer_id);
+  }
+  if (customers.size === 0) return;
+  const keys = [...customers].sort().map((customer) => `${report}:${customer}`);
+  await sql`SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(${keys}::text[]) AS k`.execute(
+    trx,
+  );
+}
 
 /**
  * `views.removed_then_bought`: customers who took a product out of a cart and later bought it.
  * Carts and orders are different aggregates (and topics), so their events may be applied in
- * either order: removals and purchases are both kept, and each side looks for the other.
+ * either order, and at once: removals and purchases are both kept, each side looks for the
+ * other, and batches of the same customers take turns.
  */
 export const removedThenBought = defineProjection<Record<string, never>>({
   name: 'removed_then_bought',
@@ -36,6 +78,7 @@ export const removedThenBought = defineProjection<Record<string, never>>({
     const removals = sql.table(table('views.removals'));
     const purchases = sql.table(table('views.purchases'));
     const report = sql.table(table('views.removed_then_bought'));
+    await lockCustomers(trx, table('views.removed_then_bought'), owners, events);
     for (const event of events) {
       const at = event.occurredAt;
       if (event.type === 'cart.opened.v1') {
