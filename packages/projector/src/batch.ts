@@ -1,6 +1,7 @@
 import type { DomainEvent } from '@sluice/contracts';
-import { errorMessage, SluiceError } from '@sluice/errors';
+import { errorMessage } from '@sluice/errors';
 import { sql, type Kysely, type Transaction } from 'kysely';
+import { applyEvents, HandlerFailed, type HandlerFailure } from './apply-events.js';
 import {
   aggregateKey,
   lockCheckpoints,
@@ -10,34 +11,26 @@ import {
   saveProgress,
   setLastRecord,
   type Advance,
-  type Park,
   type PartitionOffset,
 } from './bookkeeping.js';
+import {
+  aggregateOf,
+  classify,
+  eventFields,
+  skippedFields,
+  type Classified,
+  type Item,
+  type Ready,
+} from './classify.js';
 import { instanceOf, tableNamer } from './generations.js';
-import type { Projection, TableNamer } from './projection.js';
+import type { Projection } from './projection.js';
 import {
   claimCheckId,
   decode,
   fingerprint,
-  storableKey,
-  type Decoded,
+  type DeadLetterSink,
   type IncomingRecord,
-} from './record.js';
-
-/** A record that will not be applied, with why. */
-export interface DeadLetter {
-  record: IncomingRecord;
-  errorClass: string;
-  message: string;
-  attempts: number;
-  firstFailure: Date;
-  lastFailure: Date;
-}
-
-/** Where records that cannot be applied go (`sluice.dlq.<projection>`), before the batch commits. */
-export interface DeadLetterSink {
-  send(projection: string, letters: readonly DeadLetter[]): Promise<void>;
-}
+} from './records.js';
 
 /** What one batch did. */
 export interface BatchResult {
@@ -98,12 +91,6 @@ export function emptyResult(): BatchResult {
   };
 }
 
-/** A handler's failures of one event so far, remembered across attempts of its batch. */
-export interface HandlerFailure {
-  attempts: number;
-  firstFailure: Date;
-}
-
 /** Options for {@link applyBatch}. */
 export interface ApplyOptions {
   /** Turns old event versions into current ones before `apply`. */
@@ -123,42 +110,6 @@ export interface ApplyOptions {
    * handler's event is dead-lettered at once.
    */
   failures?: Map<string, HandlerFailure>;
-}
-
-/** The longest pause between two attempts of a failing handler. */
-export const MAX_RETRY_DELAY_MS = 2000;
-
-/** Failure memories kept at most; the oldest go first. */
-const MAX_REMEMBERED_FAILURES = 10_000;
-
-/**
- * A handler failed and its event has attempts left: the batch was rolled back, and is to be
- * applied again after `delayMs` (no transaction or lock is held meanwhile).
- */
-export class HandlerRetry extends SluiceError {
-  constructor(
-    readonly delayMs: number,
-    cause: unknown,
-  ) {
-    super('handler_retry', `A handler failed; the batch is retried in ${delayMs} ms`, {
-      cause,
-      retriable: true,
-    });
-  }
-}
-
-/** A handler threw on the fast path: the batch is applied again one event at a time. */
-class HandlerFailed extends Error {}
-
-/** PostgreSQL aborted the transaction for a deadlock or a serialization conflict. */
-export function isConflict(error: unknown): boolean {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  return code === '40P01' || code === '40001';
-}
-
-function aggregateTypeOf(topic: string, prefix: string): string | null {
-  const base = `${prefix}outbox.event.`;
-  return topic.startsWith(base) ? topic.slice(base.length) : null;
 }
 
 /**
@@ -307,14 +258,7 @@ async function claimChecked<DB>(
   return { ...record, value: rows[0]?.payload ?? null };
 }
 
-/** An item of a batch in order: a decoded record, or a parked record an operator skipped. */
-type Item = Decoded | { skip: NonNullable<IncomingRecord['skipped']>; record: IncomingRecord };
-
-/** What goes to the handler in order: an event, or a skipped record's turn. */
-export type Ready =
-  | { event: DomainEvent; record: IncomingRecord }
-  | { skip: NonNullable<IncomingRecord['skipped']>; record: IncomingRecord };
-
+/** Decodes records, taking claim-checked payloads from PostgreSQL; skipped ones stay as they are. */
 async function decodeAll<DB>(
   trx: Transaction<DB>,
   records: readonly IncomingRecord[],
@@ -328,27 +272,17 @@ async function decodeAll<DB>(
       continue;
     }
     const claimId = claimCheckId(record);
-    items.push(
-      decode(claimId === undefined ? record : await claimChecked(trx, record, claimId), upcast),
-    );
+    const claimed = claimId === undefined ? record : await claimChecked(trx, record, claimId);
+    items.push(decode(claimed, upcast));
   }
   return items;
 }
 
-/** The aggregate an item belongs to, if it names one PostgreSQL can hold. */
-function aggregateOf(item: Item, prefix: string): [type: string, id: string] | undefined {
-  if ('skip' in item) return [item.skip.aggregateType, item.skip.aggregateId];
-  if (item.ok) return [item.event.aggregateType, item.event.aggregateId];
-  const type = aggregateTypeOf(item.record.topic, prefix);
-  const id = storableKey(item.record.key);
-  return type === null || id === null ? undefined : [type, id];
-}
-
 /**
- * The heart of a batch, also used to redrive parked events: decode, filter versions already
- * applied, park gaps, poison and what queues behind them, apply the rest, record versions,
- * dead-letter what cannot be applied (before the caller commits). Records in `below` lie below
- * their partition's checkpoint: only events never applied are taken from them.
+ * The heart of a batch, also used to redrive parked events: decode → classify (filter versions
+ * already applied, park gaps, poison and what queues behind them) → apply the ready events →
+ * record versions, parked records and checkpoints, and dead-letter what cannot be applied
+ * (before the caller commits). Records in `below` lie below their partition's checkpoint.
  */
 export async function applyRecords<DB>(
   trx: Transaction<DB>,
@@ -364,134 +298,29 @@ export async function applyRecords<DB>(
   } = { careful: true, advances: [] },
 ): Promise<void> {
   const instance = instanceOf(projection.name, options.generation ?? 1);
-  const prefix = options.topicPrefix ?? '';
+  const topicPrefix = options.topicPrefix ?? '';
   const items = await decodeAll(trx, records, options);
   const aggregates = new Map<string, [type: string, id: string]>();
   for (const item of items) {
-    const aggregate = aggregateOf(item, prefix);
+    const aggregate = aggregateOf(item, topicPrefix);
     if (aggregate !== undefined) aggregates.set(aggregateKey(...aggregate), aggregate);
   }
-  const { versions, parked } = await readAggregates(trx, instance, [...aggregates.values()]);
-  const letters: DeadLetter[] = [];
-  const toPark: Park[] = [];
-  const ready: Ready[] = [];
-  const park = (record: IncomingRecord, fields: Omit<Park, 'record'>) =>
-    toPark.push({ record, ...fields });
-
-  for (const item of items) {
-    const aggregate = aggregateOf(item, prefix);
-    const key = aggregate === undefined ? undefined : aggregateKey(...aggregate);
-    if (batch.below?.has(item.record) === true) {
-      // Below the checkpoint: applied, parked or dead-lettered before, unless the partition's
-      // offsets were reused for events this projection never saw.
-      const unseen =
-        'event' in item &&
-        item.ok &&
-        key !== undefined &&
-        !parked.has(key) &&
-        item.event.aggregateVersion > (versions.get(key) ?? 0);
-      if (!unseen) {
-        result.duplicates += 1;
-        continue;
-      }
-      result.belowCheckpoint += 1;
-    }
-    if ('skip' in item) {
-      const { version } = item.skip;
-      const applied = versions.get(key ?? '') ?? 0;
-      if (version <= applied) result.duplicates += 1;
-      else if (parked.has(key ?? '') || version > applied + 1) {
-        if (key !== undefined) parked.add(key);
-        park(item.record, { ...skippedFields(item.skip), reason: 'skipped', attempts: 0 });
-      } else {
-        versions.set(key ?? '', version);
-        ready.push(item);
-      }
-      continue;
-    }
-    if (!item.ok) {
-      const now = new Date();
-      letters.push({
-        record: item.record,
-        errorClass: item.errorClass,
-        message: item.message,
-        attempts: 1,
-        firstFailure: now,
-        lastFailure: now,
-      });
-      park(item.record, {
-        aggregateType: aggregate?.[0] ?? null,
-        aggregateId: aggregate?.[1] ?? null,
-        version: item.event?.aggregateVersion ?? null,
-        reason: item.errorClass,
-        error: item.message,
-        attempts: 1,
-      });
-      if (key !== undefined) parked.add(key);
-      continue;
-    }
-    const { event } = item;
-    const eventKey = aggregateKey(event.aggregateType, event.aggregateId);
-    const applied = versions.get(eventKey) ?? 0;
-    if (event.aggregateVersion <= applied) {
-      result.duplicates += 1;
-      continue;
-    }
-    if (parked.has(eventKey)) {
-      park(item.record, { ...eventFields(event), reason: 'behind_parked', attempts: 0 });
-      continue;
-    }
-    if (event.aggregateVersion > applied + 1) {
-      result.gaps += 1;
-      parked.add(eventKey);
-      park(item.record, {
-        ...eventFields(event),
-        reason: 'version_gap',
-        error: `expected version ${applied + 1}, got ${event.aggregateVersion}`,
-        attempts: 0,
-      });
-      continue;
-    }
-    versions.set(eventKey, event.aggregateVersion);
-    ready.push(item);
-  }
-
-  await applyEvents(trx, projection, ready, {
+  const known = await readAggregates(trx, instance, [...aggregates.values()]);
+  const sorted = classify(items, known, {
+    topicPrefix,
+    now: new Date(),
+    ...(batch.below === undefined ? {} : { below: batch.below }),
+  });
+  result.duplicates += sorted.duplicates;
+  result.gaps += sorted.gaps;
+  result.belowCheckpoint += sorted.belowCheckpoint;
+  await applyEvents(trx, projection, sorted.ready, {
     careful: batch.careful,
     maxAttempts: options.maxAttempts ?? 3,
     retryDelayMs: options.retryDelayMs ?? 50,
     table: tableNamer(options.generation ?? 1),
     failures: options.failures,
-    onPoison(item, failure) {
-      if ('skip' in item) {
-        park(item.record, { ...skippedFields(item.skip), reason: 'skipped', attempts: 0 });
-        return;
-      }
-      const { event } = item;
-      if (failure === 'behind') {
-        park(item.record, { ...eventFields(event), reason: 'behind_parked', attempts: 0 });
-        return;
-      }
-      versions.set(
-        aggregateKey(event.aggregateType, event.aggregateId),
-        event.aggregateVersion - 1,
-      );
-      const message = errorMessage(failure.error);
-      letters.push({
-        record: item.record,
-        errorClass: 'handler_failed',
-        message,
-        attempts: failure.attempts,
-        firstFailure: failure.firstFailure,
-        lastFailure: new Date(),
-      });
-      park(item.record, {
-        ...eventFields(event),
-        reason: 'handler_failed',
-        error: message,
-        attempts: failure.attempts,
-      });
-    },
+    onPoison: (item, failure) => poisoned(sorted, item, failure),
     onApplied(item) {
       if ('skip' in item) {
         result.skipped += 1;
@@ -501,133 +330,61 @@ export async function applyRecords<DB>(
       result.appliedAt.push(item.event);
     },
   });
-
-  await parkRecords(trx, instance, toPark);
-  result.parked += toPark.length;
-  const raised = [...versions]
-    .filter(([, version]) => version > 0)
+  await parkRecords(trx, instance, sorted.parks);
+  result.parked += sorted.parks.length;
+  const raised = [...sorted.versions]
+    .filter(([key, version]) => version > 0 && version !== known.versions.get(key))
     .map(([key, version]) => {
       const [type, id] = aggregates.get(key) ?? ['', ''];
       return { type, id, version };
     });
   await saveProgress(trx, instance, raised, batch.advances);
-  if (letters.length > 0) {
+  if (sorted.letters.length > 0) {
     // Before commit: if the commit fails the batch comes again and the letter is repeated,
     // never lost.
-    await deadLetters.send(projection.name, letters);
-    result.deadLettered += letters.length;
+    await deadLetters.send(projection.name, sorted.letters);
+    result.deadLettered += sorted.letters.length;
   }
 }
 
-const eventFields = (event: DomainEvent) => ({
-  aggregateType: event.aggregateType,
-  aggregateId: event.aggregateId,
-  version: event.aggregateVersion,
-});
-
-const skippedFields = (skip: NonNullable<IncomingRecord['skipped']>) => ({
-  aggregateType: skip.aggregateType,
-  aggregateId: skip.aggregateId,
-  version: skip.version,
-});
-
-const readyKey = (item: Ready): string =>
-  'skip' in item
-    ? aggregateKey(item.skip.aggregateType, item.skip.aggregateId)
-    : aggregateKey(item.event.aggregateType, item.event.aggregateId);
-
-/** One more failure of `eventId`'s handler, remembered for the next attempt. */
-function remember(
-  failures: Map<string, HandlerFailure> | undefined,
-  eventId: string,
-): HandlerFailure {
-  const known = failures?.get(eventId);
-  const failure = {
-    attempts: (known?.attempts ?? 0) + 1,
-    firstFailure: known?.firstFailure ?? new Date(),
-  };
-  if (failures !== undefined) {
-    failures.delete(eventId);
-    failures.set(eventId, failure);
-    const oldest = failures.keys().next();
-    if (failures.size > MAX_REMEMBERED_FAILURES && oldest.done !== true)
-      failures.delete(oldest.value);
-  }
-  return failure;
-}
-
-/**
- * Applies the ready events in one call; or carefully, one at a time, each in a savepoint, so a
- * poison event is isolated and the rest still apply. A failing event with attempts left makes
- * the whole batch roll back ({@link HandlerRetry}): its pause happens outside the transaction.
- */
-async function applyEvents<DB>(
-  trx: Transaction<DB>,
-  projection: Projection<DB>,
-  ready: readonly Ready[],
-  options: {
-    careful: boolean;
-    maxAttempts: number;
-    retryDelayMs: number;
-    table: TableNamer;
-    failures: Map<string, HandlerFailure> | undefined;
-    /** A handler kept failing on `item`, or `item` is queued behind such a failure. */
-    onPoison(
-      item: Ready,
-      failure: 'behind' | { error: unknown; attempts: number; firstFailure: Date },
-    ): void;
-    onApplied(item: Ready): void;
-  },
-): Promise<void> {
-  if (ready.length === 0) return;
-  const context = { trx, table: options.table };
-  if (!options.careful) {
-    const events = ready.flatMap((item) => ('event' in item ? [item.event] : []));
-    try {
-      if (events.length > 0) await projection.apply(events, context);
-    } catch (error) {
-      // A conflict aborted the whole transaction, whichever event met it: the batch runs again.
-      throw isConflict(error) ? error : new HandlerFailed(errorMessage(error));
-    }
-    for (const item of ready) options.onApplied(item);
+/** A ready item that did not apply: parked (and dead-lettered when its own handler failed). */
+function poisoned(
+  sorted: Classified,
+  item: Ready,
+  failure: 'behind' | { error: unknown; attempts: number; firstFailure: Date },
+): void {
+  if ('skip' in item) {
+    sorted.parks.push({
+      record: item.record,
+      ...skippedFields(item.skip),
+      reason: 'skipped',
+      attempts: 0,
+    });
     return;
   }
-  /** Aggregates behind a poison event or an event to retry: nothing after it applies before it. */
-  const blocked = new Set<string>();
-  let retry: { delayMs: number; cause: unknown } | undefined;
-  for (const item of ready) {
-    const key = readyKey(item);
-    if (blocked.has(key)) {
-      options.onPoison(item, 'behind');
-      continue;
-    }
-    if ('skip' in item) {
-      options.onApplied(item);
-      continue;
-    }
-    await sql`SAVEPOINT sluice_event`.execute(trx);
-    try {
-      await projection.apply([item.event], context);
-      await sql`RELEASE SAVEPOINT sluice_event`.execute(trx);
-      options.failures?.delete(item.event.id);
-      options.onApplied(item);
-    } catch (error) {
-      if (isConflict(error)) throw error;
-      await sql`ROLLBACK TO SAVEPOINT sluice_event`.execute(trx);
-      blocked.add(key);
-      const failure = remember(options.failures, item.event.id);
-      if (options.failures === undefined || failure.attempts >= options.maxAttempts) {
-        // Remembered still: if another event's retry rolls this batch back, this one is not
-        // given a fresh round of attempts.
-        options.onPoison(item, { error, ...failure });
-        continue;
-      }
-      const delayMs = Math.min(
-        options.retryDelayMs * 2 ** (failure.attempts - 1),
-        MAX_RETRY_DELAY_MS,
-      );
-      retry = { delayMs: Math.max(retry?.delayMs ?? 0, delayMs), cause: error };
-    }
+  const { event, record } = item;
+  if (failure === 'behind') {
+    sorted.parks.push({ record, ...eventFields(event), reason: 'behind_parked', attempts: 0 });
+    return;
   }
-  if (retry !== undefined) throw new HandlerRetry(retry.delayMs, retry.cause);
+  sorted.versions.set(
+    aggregateKey(event.aggregateType, event.aggregateId),
+    event.aggregateVersion - 1,
+  );
+  const message = errorMessage(failure.error);
+  sorted.letters.push({
+    record,
+    errorClass: 'handler_failed',
+    message,
+    attempts: failure.attempts,
+    firstFailure: failure.firstFailure,
+    lastFailure: new Date(),
+  });
+  sorted.parks.push({
+    record,
+    ...eventFields(event),
+    reason: 'handler_failed',
+    error: message,
+    attempts: failure.attempts,
+  });
 }

@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { encodeHeaders, rawOf, storableText, type IncomingRecord } from './record.js';
+import { encodeHeaders, rawOf, storableText, type IncomingRecord } from './records.js';
 
 /** Identifies a topic-partition (in a batch, the apply queue). */
 export const partitionKey = (topic: string, partition: number): string =>

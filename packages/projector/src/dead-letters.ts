@@ -1,6 +1,5 @@
 import type { IHeaders, Kafka, Message, Producer } from 'kafkajs';
-import type { DeadLetter, DeadLetterSink } from './batch.js';
-import { rawOf } from './record.js';
+import { rawOf, type DeadLetter, type DeadLetterSink } from './records.js';
 
 /** Options for {@link createDeadLetterSink}. */
 export interface DeadLetterSinkOptions {

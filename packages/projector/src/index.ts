@@ -1,14 +1,13 @@
+export { HandlerRetry } from './apply-events.js';
 export {
   applyBatch,
-  HandlerRetry,
   type AppliedBatch,
   type ApplyOptions,
   type BatchResult,
-  type DeadLetter,
-  type DeadLetterSink,
   type OffsetReset,
   type Rewind,
 } from './batch.js';
+export { appliedVersions } from './applied-versions.js';
 export type { OperatorRequest } from './bookkeeping.js';
 export { deadLetterMessage } from './dead-letters.js';
 export {
@@ -33,7 +32,13 @@ export {
   type ProjectorHooks,
   type ProjectorOptions,
 } from './projector.js';
-export { type IncomingRecord, type RawHeader, type RawRecord } from './record.js';
+export {
+  type DeadLetter,
+  type DeadLetterSink,
+  type IncomingRecord,
+  type RawHeader,
+  type RawRecord,
+} from './records.js';
 export { projectorMigrations } from './schema.js';
 export {
   acceptVersionGap,

@@ -1,16 +1,15 @@
 import { SluiceError } from '@sluice/errors';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import {
-  applyRecords,
-  emptyResult,
-  type ApplyOptions,
-  type BatchResult,
-  type DeadLetterSink,
-} from './batch.js';
+import { applyRecords, emptyResult, type ApplyOptions, type BatchResult } from './batch.js';
 import { audit, saveProgress, type OperatorRequest } from './bookkeeping.js';
 import { activeGeneration, instanceOf } from './generations.js';
 import type { Projection } from './projection.js';
-import { decodeHeaders, recordFromRaw, type IncomingRecord } from './record.js';
+import {
+  decodeHeaders,
+  recordFromRaw,
+  type DeadLetterSink,
+  type IncomingRecord,
+} from './records.js';
 
 /** A parked record, as operators see it. */
 export interface ParkedEvent {

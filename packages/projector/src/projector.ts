@@ -4,15 +4,8 @@ import { createTopicEnsurer } from '@sluice/preflight';
 import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import { sql, type Kysely } from 'kysely';
 import { createApplyQueue, type ApplyQueue } from './apply-queue.js';
-import {
-  applyBatch,
-  HandlerRetry,
-  isConflict,
-  type AppliedBatch,
-  type BatchResult,
-  type HandlerFailure,
-  type Rewind,
-} from './batch.js';
+import { HandlerRetry, isConflict, type HandlerFailure } from './apply-events.js';
+import { applyBatch, type AppliedBatch, type BatchResult, type Rewind } from './batch.js';
 import {
   partitionKey,
   readCheckpoints,
@@ -46,7 +39,7 @@ import {
   type ParkedOutcome,
 } from './parked.js';
 import type { Projection } from './projection.js';
-import { toRecord, type IncomingRecord } from './record.js';
+import { toRecord, type IncomingRecord } from './records.js';
 
 /** One applied batch, as reported to {@link ProjectorHooks.batch}. */
 export interface BatchReport {

@@ -31,6 +31,21 @@ export interface IncomingRecord {
   skipped?: { aggregateType: string; aggregateId: string; version: number };
 }
 
+/** A record that will not be applied, with why. */
+export interface DeadLetter {
+  record: IncomingRecord;
+  errorClass: string;
+  message: string;
+  attempts: number;
+  firstFailure: Date;
+  lastFailure: Date;
+}
+
+/** Where records that cannot be applied go (`sluice.dlq.<projection>`), before the batch commits. */
+export interface DeadLetterSink {
+  send(projection: string, letters: readonly DeadLetter[]): Promise<void>;
+}
+
 /** A record that could be decoded into an event, or why not. */
 export type Decoded =
   | { ok: true; record: IncomingRecord; event: DomainEvent }
