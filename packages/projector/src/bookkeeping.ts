@@ -1,5 +1,4 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { encodeHeaders, rawOf, storableText, type IncomingRecord } from './records.js';
 
 /** Identifies a topic-partition (in a batch, the apply queue). */
 export const partitionKey = (topic: string, partition: number): string =>
@@ -123,36 +122,6 @@ export async function readAggregates<DB>(
   return { versions, parked };
 }
 
-/** A record set aside, and why. */
-export interface Park {
-  record: IncomingRecord;
-  aggregateType: string | null;
-  aggregateId: string | null;
-  version: number | null;
-  reason: string;
-  error?: string;
-  attempts: number;
-}
-
-/** Parks records with their bytes as Kafka holds them. A record parked before stays as it was. */
-export async function parkRecords<DB>(
-  trx: Transaction<DB>,
-  instance: string,
-  parks: readonly Park[],
-): Promise<void> {
-  for (const park of parks) {
-    const raw = rawOf(park.record);
-    await sql`
-      INSERT INTO sluice.parked_events (projection, topic, partition, record_offset, aggregate_type, aggregate_id,
-          aggregate_version, record_key, record_value, record_headers, reason, error, attempts)
-      VALUES (${instance}, ${park.record.topic}, ${park.record.partition}, ${park.record.offset.toString()},
-          ${park.aggregateType}, ${park.aggregateId}, ${park.version}, ${raw.key}, ${raw.value},
-          ${encodeHeaders(raw.headers)}, ${park.reason},
-          ${park.error === undefined ? null : storableText(park.error)}, ${park.attempts})
-      ON CONFLICT DO NOTHING`.execute(trx);
-  }
-}
-
 /**
  * Raises aggregates' applied versions (never lowers one) and moves checkpoints, in one statement.
  */
@@ -207,30 +176,4 @@ export async function moveCheckpoint<DB>(
      WHERE projection = ${instance} AND topic = ${at.topic} AND partition = ${at.partition}
        AND next_offset = ${from.toString()}::bigint`.execute(db);
   return Number(result.numAffectedRows ?? 0n) === 1;
-}
-
-/** Who asks for an operation, and why; recorded in `sluice.operator_audit`. */
-export interface OperatorRequest {
-  actor: string;
-  reason?: string;
-}
-
-/** An operator's action, recorded in the same transaction as the action. */
-export interface AuditEntry {
-  actor: string;
-  action: string;
-  projection: string | null;
-  target: unknown;
-  reason: string | null;
-  outcome: unknown;
-}
-
-/** Records an operator's action in `sluice.operator_audit`. */
-export async function audit<DB>(trx: Transaction<DB>, entry: AuditEntry): Promise<void> {
-  await sql`
-    INSERT INTO sluice.operator_audit (actor, action, projection, target, reason, outcome)
-    VALUES (${storableText(entry.actor)}, ${entry.action}, ${entry.projection},
-            ${JSON.stringify(entry.target)}::jsonb,
-            ${entry.reason === null ? null : storableText(entry.reason)},
-            ${JSON.stringify(entry.outcome)}::jsonb)`.execute(trx);
 }

@@ -1,5 +1,6 @@
 import type { DomainEvent } from '@sluice/contracts';
-import { aggregateKey, type Park } from './bookkeeping.js';
+import { aggregateKey } from './bookkeeping.js';
+import type { Park } from './parked-records.js';
 import { storableKey, type DeadLetter, type Decoded, type IncomingRecord } from './records.js';
 
 /** A parked record an operator skipped: it counts as applied in its turn. */

@@ -1,6 +1,6 @@
 import { SluiceError } from '@sluice/errors';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { audit, type OperatorRequest } from './bookkeeping.js';
+import { audit, type OperatorRequest } from './audit.js';
 import type { Projection, TableNamer } from './projection.js';
 
 /** Where a generation is in its life: replaying, serving reads, replaced, or given up. */
@@ -321,8 +321,6 @@ export async function swapIfCaughtUp<DB>(
     const active = generations.find((g) => g.state === 'active');
     const building = generations.find((g) => g.state === 'building');
     if (active === undefined || building === undefined) return false;
-    // A rebuild that missed records Kafka no longer held would show readers less than they saw.
-    if ((await unacceptedGaps(trx, building.instance)) > 0) return false;
     await sql`SELECT 1 FROM sluice.projection_checkpoints WHERE projection = ${active.instance} FOR SHARE`.execute(
       trx,
     );
@@ -331,6 +329,10 @@ export async function swapIfCaughtUp<DB>(
       if (Date.now() > deadline) return false;
       await pause(20);
     }
+    // A rebuild that missed records Kafka no longer held would show readers less than they saw.
+    // Checked once it has passed the active one: a gap on its way was recorded with the
+    // checkpoint that passed it.
+    if ((await unacceptedGaps(trx, building.instance)) > 0) return false;
     await pointViews(trx, projection, building.generation);
     await sql`
       UPDATE sluice.projection_generations SET state = 'retired', retired_at = now()

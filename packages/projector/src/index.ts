@@ -8,7 +8,7 @@ export {
   type Rewind,
 } from './batch.js';
 export { appliedVersions } from './applied-versions.js';
-export type { OperatorRequest } from './bookkeeping.js';
+export type { OperatorRequest } from './audit.js';
 export { deadLetterMessage } from './dead-letters.js';
 export {
   defineProjection,
@@ -22,11 +22,11 @@ export {
   type GenerationState,
   type RebuildProgress,
 } from './generations.js';
+export type { HealthProblem } from './health.js';
 export { listOffsetGaps, type OffsetGap } from './offset-gaps.js';
 export {
   createProjector,
   type BatchReport,
-  type HealthProblem,
   type OffsetNotice,
   type Projector,
   type ProjectorHooks,
@@ -40,12 +40,11 @@ export {
   type RawRecord,
 } from './records.js';
 export { projectorMigrations } from './schema.js';
+export { listParked, type ParkedEvent } from './parked-records.js';
 export {
   acceptVersionGap,
-  listParked,
   redriveParked,
   skipParked,
-  type ParkedEvent,
   type ParkedOutcome,
   type VersionGap,
 } from './parked.js';

@@ -1,5 +1,6 @@
 import { sql, type Kysely } from 'kysely';
-import { audit, moveCheckpoint, type OperatorRequest } from './bookkeeping.js';
+import { audit, type OperatorRequest } from './audit.js';
+import { moveCheckpoint } from './bookkeeping.js';
 
 /**
  * Offsets a partition's checkpoint needed that Kafka no longer held (retention, deleted records):

@@ -1,0 +1,163 @@
+import type { DomainEvent } from '@sluice/contracts';
+import { errorMessage } from '@sluice/errors';
+import { sql, type Transaction } from 'kysely';
+import { applyEvents } from './apply-events.js';
+import type { ApplyOptions, BatchResult } from './batch.js';
+import { aggregateKey, readAggregates, saveProgress, type Advance } from './bookkeeping.js';
+import {
+  aggregateOf,
+  classify,
+  eventFields,
+  skippedFields,
+  type Classified,
+  type Item,
+  type Ready,
+} from './classify.js';
+import { instanceOf, tableNamer } from './generations.js';
+import { parkRecords } from './parked-records.js';
+import type { Projection } from './projection.js';
+import { claimCheckId, decode, type DeadLetterSink, type IncomingRecord } from './records.js';
+
+/** A claim-checked record's payload: the relay stored it in PostgreSQL under the event id. */
+async function claimChecked<DB>(
+  trx: Transaction<DB>,
+  record: IncomingRecord,
+  eventId: string,
+): Promise<IncomingRecord> {
+  const { rows } = await sql<{ payload: string }>`
+    SELECT payload::text AS payload FROM sluice.claim_checks WHERE event_id = ${eventId}::uuid`.execute(
+    trx,
+  );
+  return { ...record, value: rows[0]?.payload ?? null };
+}
+
+/** Decodes records, taking claim-checked payloads from PostgreSQL; skipped ones stay as they are. */
+async function decodeAll<DB>(
+  trx: Transaction<DB>,
+  records: readonly IncomingRecord[],
+  options: ApplyOptions,
+): Promise<Item[]> {
+  const upcast = options.upcast ?? ((event: DomainEvent) => event);
+  const items: Item[] = [];
+  for (const record of records) {
+    if (record.skipped !== undefined) {
+      items.push({ skip: record.skipped, record });
+      continue;
+    }
+    const claimId = claimCheckId(record);
+    const claimed = claimId === undefined ? record : await claimChecked(trx, record, claimId);
+    items.push(decode(claimed, upcast));
+  }
+  return items;
+}
+
+/**
+ * The heart of a batch, also used to redrive parked events: decode → classify (filter versions
+ * already applied, park gaps, poison and what queues behind them) → apply the ready events →
+ * record versions, parked records and checkpoints, and dead-letter what cannot be applied
+ * (before the caller commits). Records in `below` lie below their partition's checkpoint.
+ */
+export async function applyRecords<DB>(
+  trx: Transaction<DB>,
+  projection: Projection<DB>,
+  records: readonly IncomingRecord[],
+  deadLetters: DeadLetterSink,
+  options: ApplyOptions,
+  result: BatchResult,
+  batch: {
+    careful: boolean;
+    advances: readonly Advance[];
+    below?: ReadonlySet<IncomingRecord>;
+  } = { careful: true, advances: [] },
+): Promise<void> {
+  const instance = instanceOf(projection.name, options.generation ?? 1);
+  const topicPrefix = options.topicPrefix ?? '';
+  const items = await decodeAll(trx, records, options);
+  const aggregates = new Map<string, [type: string, id: string]>();
+  for (const item of items) {
+    const aggregate = aggregateOf(item, topicPrefix);
+    if (aggregate !== undefined) aggregates.set(aggregateKey(...aggregate), aggregate);
+  }
+  const known = await readAggregates(trx, instance, [...aggregates.values()]);
+  const sorted = classify(items, known, {
+    topicPrefix,
+    now: new Date(),
+    ...(batch.below === undefined ? {} : { below: batch.below }),
+  });
+  result.duplicates += sorted.duplicates;
+  result.gaps += sorted.gaps;
+  result.belowCheckpoint += sorted.belowCheckpoint;
+  await applyEvents(trx, projection, sorted.ready, {
+    careful: batch.careful,
+    maxAttempts: options.maxAttempts ?? 3,
+    retryDelayMs: options.retryDelayMs ?? 50,
+    table: tableNamer(options.generation ?? 1),
+    failures: options.failures,
+    onPoison: (item, failure) => poisoned(sorted, item, failure),
+    onApplied(item) {
+      if ('skip' in item) {
+        result.skipped += 1;
+        return;
+      }
+      result.applied += 1;
+      result.appliedAt.push(item.event);
+    },
+  });
+  await parkRecords(trx, instance, sorted.parks);
+  result.parked += sorted.parks.length;
+  const raised = [...sorted.versions]
+    .filter(([key, version]) => version > 0 && version !== known.versions.get(key))
+    .map(([key, version]) => {
+      const [type, id] = aggregates.get(key) ?? ['', ''];
+      return { type, id, version };
+    });
+  await saveProgress(trx, instance, raised, batch.advances);
+  if (sorted.letters.length > 0) {
+    // Before commit: if the commit fails the batch comes again and the letter is repeated,
+    // never lost.
+    await deadLetters.send(projection.name, sorted.letters);
+    result.deadLettered += sorted.letters.length;
+  }
+}
+
+/** A ready item that did not apply: parked (and dead-lettered when its own handler failed). */
+function poisoned(
+  sorted: Classified,
+  item: Ready,
+  failure: 'behind' | { error: unknown; attempts: number; firstFailure: Date },
+): void {
+  if ('skip' in item) {
+    sorted.parks.push({
+      record: item.record,
+      ...skippedFields(item.skip),
+      reason: 'skipped',
+      attempts: 0,
+    });
+    return;
+  }
+  const { event, record } = item;
+  if (failure === 'behind') {
+    sorted.parks.push({ record, ...eventFields(event), reason: 'behind_parked', attempts: 0 });
+    return;
+  }
+  sorted.versions.set(
+    aggregateKey(event.aggregateType, event.aggregateId),
+    event.aggregateVersion - 1,
+  );
+  const message = errorMessage(failure.error);
+  sorted.letters.push({
+    record,
+    errorClass: 'handler_failed',
+    message,
+    attempts: failure.attempts,
+    firstFailure: failure.firstFailure,
+    lastFailure: new Date(),
+  });
+  sorted.parks.push({
+    record,
+    ...eventFields(event),
+    reason: 'handler_failed',
+    error: message,
+    attempts: failure.attempts,
+  });
+}

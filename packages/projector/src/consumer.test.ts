@@ -1,0 +1,196 @@
+// A generation's consumer over a scripted record source and store: grouping, isolation of a
+// failing partition, positions (assignment, rewinds, gaps), handler retries and crashes,
+// without Kafka or PostgreSQL.
+import { describe, expect, it } from 'vitest';
+import { HandlerRetry } from './apply-events.js';
+import { emptyResult, type AppliedBatch } from './batch.js';
+import type { PartitionOffset } from './bookkeeping.js';
+import {
+  createGenerationConsumer,
+  type GenerationStore,
+  type PartitionNotice,
+} from './consumer.js';
+import type { RecordSource, RecordSourceHandlers, SourceBatch } from './record-source.js';
+import type { IncomingRecord } from './records.js';
+
+const applied = (extra: Partial<AppliedBatch> = {}): AppliedBatch => ({
+  result: emptyResult(),
+  rewinds: [],
+  resets: [],
+  rewritten: [],
+  ...extra,
+});
+
+function batchOf(
+  partition: number,
+  offsets: number[],
+  end = (offsets.at(-1) ?? 0) + 1,
+): SourceBatch {
+  const records: IncomingRecord[] = offsets.map((offset) => ({
+    topic: 't',
+    partition,
+    offset: BigInt(offset),
+    key: 'k',
+    value: '{}',
+    headers: {},
+  }));
+  return { topic: 't', partition, end: BigInt(end), records, heartbeat: () => Promise.resolve() };
+}
+
+/** A source the test drives, and a store that answers as scripted. */
+function harness(answer: (records: readonly IncomingRecord[]) => AppliedBatch | Error) {
+  let handlers: RecordSourceHandlers | undefined;
+  const seeks: PartitionOffset[] = [];
+  const applies: number[][] = [];
+  const gaps: [bigint, bigint][] = [];
+  const notices: PartitionNotice[] = [];
+  const crashes: unknown[] = [];
+  let logStart = 0n;
+  const source: RecordSource = {
+    start: (h) => {
+      handlers = h;
+      return Promise.resolve();
+    },
+    seek: (at) => void seeks.push(at),
+    logStart: () => Promise.resolve(logStart),
+    stop: () => Promise.resolve(),
+  };
+  const store: GenerationStore = {
+    apply(records) {
+      applies.push([...new Set(records.map((r) => r.partition))]);
+      const outcome = answer(records);
+      return outcome instanceof Error ? Promise.reject(outcome) : Promise.resolve(outcome);
+    },
+    checkpoints: (assignment) =>
+      Promise.resolve(
+        Object.entries(assignment).flatMap(([topic, partitions]) =>
+          partitions.map((partition) => ({ topic, partition, offset: 10n })),
+        ),
+      ),
+    recordGap(_at, from, to) {
+      gaps.push([from, to]);
+      return Promise.resolve(true);
+    },
+  };
+  const consumer = createGenerationConsumer({
+    source,
+    store,
+    applyConcurrency: 2,
+    admitted: () => Promise.resolve(),
+    events: {
+      batch: () => undefined,
+      failed: () => undefined,
+      notice: (n) => void notices.push(n),
+      crashed: (error) => void crashes.push(error),
+    },
+  });
+  const started = consumer.start();
+  const deliver = async (batch: SourceBatch) => {
+    await started;
+    return handlers?.batch(batch);
+  };
+  return {
+    consumer,
+    deliver,
+    handlers: async () => {
+      await started;
+      return handlers as RecordSourceHandlers;
+    },
+    seeks,
+    applies,
+    gaps,
+    notices,
+    crashes,
+    setLogStart: (offset: bigint) => (logStart = offset),
+  };
+}
+
+const settled = <T>(promise: Promise<T>) =>
+  promise.then(
+    () => 'resolved',
+    (error: unknown) => `rejected: ${String(error)}`,
+  );
+
+describe('generation consumer', () => {
+  it('applies caught-up partitions of one fetch together, and a failing partition alone', async () => {
+    const h = harness((records) =>
+      records.some((r) => r.partition === 2) && records.some((r) => r.partition !== 2)
+        ? new Error('partition 2 is broken')
+        : records.every((r) => r.partition === 2)
+          ? new Error('partition 2 is broken')
+          : applied(),
+    );
+    const outcomes = await Promise.all([
+      settled(h.deliver(batchOf(0, [1, 2]))),
+      settled(h.deliver(batchOf(1, [5]))),
+      settled(h.deliver(batchOf(2, [7]))),
+    ]);
+    expect(h.applies).toEqual([[0, 1, 2], [0], [1], [2]]);
+    expect(outcomes).toEqual(['resolved', 'resolved', 'rejected: Error: partition 2 is broken']);
+    expect(h.consumer.health().failingSince).toBeTypeOf('number');
+  });
+
+  it('starts each assigned partition one record before its checkpoint', async () => {
+    const h = harness(() => applied());
+    (await h.handlers()).assigned({ t: [0, 3] });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(h.seeks).toEqual([
+      { topic: 't', partition: 0, offset: 9n },
+      { topic: 't', partition: 3, offset: 9n },
+    ]);
+  });
+
+  it('goes back to a checkpoint, and records a gap when the records there are gone or absent', async () => {
+    const rewind = (first: bigint) =>
+      applied({ rewinds: [{ topic: 't', partition: 0, offset: 5n, first }] });
+    let answer = rewind(9n);
+    const h = harness(() => answer);
+    await h.deliver(batchOf(0, [9, 10]));
+    expect(h.seeks).toEqual([{ topic: 't', partition: 0, offset: 5n }]);
+    expect(h.gaps).toEqual([]);
+    // Delivered after that seek and still starting past it: nothing is stored from 5 to 9.
+    await h.deliver(batchOf(0, [9, 10]));
+    expect(h.gaps).toEqual([[5n, 9n]]);
+    expect(h.seeks.at(-1)).toEqual({ topic: 't', partition: 0, offset: 9n });
+    // The log no longer starts at the checkpoint.
+    h.setLogStart(7n);
+    answer = rewind(8n);
+    await h.deliver(batchOf(0, [8]));
+    expect(h.gaps.at(-1)).toEqual([5n, 7n]);
+    expect(h.notices.map((n) => [n.kind, n.from, n.to])).toEqual([
+      ['gap', 5n, 9n],
+      ['gap', 5n, 7n],
+    ]);
+  });
+
+  it('reads a rewritten partition again from its start', async () => {
+    const h = harness(() => applied({ rewritten: [{ topic: 't', partition: 4, offset: 12n }] }));
+    h.setLogStart(3n);
+    await h.deliver(batchOf(4, [11, 12]));
+    expect(h.seeks).toEqual([{ topic: 't', partition: 4, offset: 3n }]);
+    expect(h.notices).toEqual([{ kind: 'rewritten', topic: 't', partition: 4, from: 12n, to: 3n }]);
+  });
+
+  it('applies a batch again after a handler retry, and surfaces a catching-up failure later', async () => {
+    let calls = 0;
+    const h = harness(() => {
+      calls += 1;
+      return calls === 1 ? new HandlerRetry(1, new Error('not yet')) : applied();
+    });
+    await h.deliver(batchOf(0, [1]));
+    expect(calls).toBe(2);
+
+    const failing = harness(() => new Error('down'));
+    // Far behind its end: applied behind the source's back; the failure comes with the next batch.
+    expect(await settled(failing.deliver(batchOf(1, [1], 5000)))).toBe('resolved');
+    await failing.consumer.stop();
+    expect(await settled(failing.deliver(batchOf(1, [2], 5000)))).toBe('rejected: Error: down');
+  });
+
+  it('reports a source that stopped for good', async () => {
+    const h = harness(() => applied());
+    (await h.handlers()).crashed(new TypeError('gone'));
+    expect(h.crashes).toHaveLength(1);
+    expect(h.consumer.health().crashed).toBeInstanceOf(TypeError);
+  });
+});

@@ -1,0 +1,175 @@
+import { errorMessage } from '@sluice/errors';
+import type { EachBatchPayload, Kafka } from 'kafkajs';
+import type { PartitionOffset } from './bookkeeping.js';
+import { toRecord, type IncomingRecord } from './records.js';
+
+/** A partition's records of one fetch. */
+export interface SourceBatch {
+  topic: string;
+  partition: number;
+  /** The partition's end (high watermark) when fetched. */
+  end: bigint;
+  records: IncomingRecord[];
+  /** Keeps the group membership alive during a long wait. */
+  heartbeat(): Promise<void>;
+}
+
+/** What a {@link RecordSource} tells its consumer. */
+export interface RecordSourceHandlers {
+  /**
+   * A fetched batch. The source counts it consumed once this resolves, and delivers the
+   * partition's records again from where it stands if it rejects. Batches of several partitions
+   * may be in hand at once; one partition's come in order.
+   */
+  batch(batch: SourceBatch): Promise<void>;
+  /** Partitions were assigned (again), topic → partitions: their positions are the source's. */
+  assigned(assignment: Readonly<Record<string, readonly number[]>>): void;
+  /** The source stopped for good and will deliver nothing more. */
+  crashed(error: unknown): void;
+}
+
+/**
+ * Where a projection's records come from: a Kafka consumer group, or a fake in tests. The
+ * projector owns positions (its checkpoints): it seeks, and the source delivers from there.
+ */
+export interface RecordSource {
+  /** Joins and delivers batches until `stop()`. */
+  start(handlers: RecordSourceHandlers): Promise<void>;
+  /**
+   * Delivers a partition from `offset` on; batches fetched before are not delivered.
+   *
+   * @throws when the source refuses (it is restarting); the next assignment seeks again.
+   */
+  seek(at: PartitionOffset): void;
+  /** The first offset the partition's log still holds. */
+  logStart(topic: string, partition: number): Promise<bigint>;
+  stop(): Promise<void>;
+}
+
+/** Options for {@link createKafkaRecordSource}. */
+export interface KafkaRecordSourceOptions {
+  kafka: Kafka;
+  groupId: string;
+  topics: readonly string[];
+  sessionTimeoutMs: number;
+}
+
+/** kafkajs hands this many partitions' batches of one fetch to `eachBatch` at once, at most. */
+const PARTITIONS_AT_ONCE = 64;
+
+/**
+ * What `eachBatch` throws for a failed batch: kafkajs retries it, and restarts the consumer when
+ * its retries run out. It has no `cause`, because kafkajs judges the innermost cause, and a
+ * TypeError or an error marked not retriable there would stop the consumer for good.
+ */
+class BatchFailed extends Error {
+  override readonly name = 'SluiceBatchFailed';
+  readonly retriable = true;
+  constructor(readonly reason: unknown) {
+    super(errorMessage(reason));
+  }
+}
+
+/** A {@link RecordSource} over a kafkajs consumer group. */
+export function createKafkaRecordSource(options: KafkaRecordSourceOptions): RecordSource {
+  const { kafka } = options;
+  const consumer = kafka.consumer({
+    groupId: options.groupId,
+    allowAutoTopicCreation: false,
+    maxBytesPerPartition: 4 * 1024 * 1024,
+    sessionTimeout: options.sessionTimeoutMs,
+    // The broker answers as soon as records exist; a short wait keeps shutdown quick.
+    maxWaitTimeInMs: 1000,
+    heartbeatInterval: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
+  });
+  let stopping = false;
+
+  const eachBatch = (handlers: RecordSourceHandlers) => async (payload: EachBatchPayload) => {
+    const { batch } = payload;
+    if (!payload.isRunning() || payload.isStale() || batch.messages.length === 0) return;
+    try {
+      await handlers.batch({
+        topic: batch.topic,
+        partition: batch.partition,
+        end: BigInt(batch.highWatermark),
+        records: batch.messages.map((message) => toRecord(batch.topic, batch.partition, message)),
+        heartbeat: () => payload.heartbeat(),
+      });
+    } catch (error) {
+      throw new BatchFailed(error);
+    }
+    // Kafka's committed offsets are for lag tools only: the checkpoint in PostgreSQL is what
+    // counts, and a consumer that starts past it seeks back.
+    const last = batch.messages[batch.messages.length - 1];
+    if (last !== undefined && !payload.isStale()) payload.resolveOffset(last.offset);
+    await payload.heartbeat();
+  };
+
+  return {
+    async start(handlers) {
+      consumer.on(consumer.events.GROUP_JOIN, ({ payload }) =>
+        handlers.assigned(payload.memberAssignment),
+      );
+      consumer.on(consumer.events.CRASH, ({ payload }) => {
+        if (!payload.restart && !stopping) handlers.crashed(payload.error);
+      });
+      try {
+        await consumer.connect();
+        await consumer.subscribe({ topics: [...options.topics], fromBeginning: true });
+      } catch (error) {
+        await consumer.disconnect().catch(() => undefined);
+        throw error;
+      }
+      await consumer.run({
+        autoCommit: true,
+        // kafkajs commits after every batch whatever the interval; the interval covers batches
+        // that filtering left empty.
+        autoCommitInterval: 5000,
+        eachBatchAutoResolve: false,
+        partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
+        eachBatch: eachBatch(handlers),
+      });
+    },
+    seek(at) {
+      consumer.seek({ topic: at.topic, partition: at.partition, offset: at.offset.toString() });
+    },
+    async logStart(topic, partition) {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        const offsets = await admin.fetchTopicOffsets(topic);
+        return BigInt(offsets.find((o) => o.partition === partition)?.low ?? '0');
+      } finally {
+        await admin.disconnect().catch(() => undefined);
+      }
+    },
+    async stop() {
+      stopping = true;
+      await consumer.disconnect();
+    },
+  };
+}
+
+/**
+ * Deletes consumer groups; returns why Kafka kept some, by group id (`GROUP_ID_NOT_FOUND`: it
+ * was gone already; `NON_EMPTY_GROUP`: a member is still in it).
+ */
+export async function deleteConsumerGroups(
+  kafka: Kafka,
+  groupIds: readonly string[],
+): Promise<Map<string, string>> {
+  const kept = new Map<string, string>();
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.deleteGroups([...groupIds]).catch((error: unknown) => {
+      const groups = (error as { groups?: { groupId: string; error?: { type?: string } }[] })
+        .groups;
+      if (groups === undefined) throw error;
+      for (const { groupId, error: cause } of groups) kept.set(groupId, cause?.type ?? 'unknown');
+    });
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+  return kept;
+}
