@@ -7,16 +7,22 @@ const workspaceDirs = ['packages', 'services'].flatMap((group) =>
   existsSync(group) ? readdirSync(group).map((name) => join(group, name)) : [],
 );
 workspaceDirs.push('infra/stack');
-const alias = Object.fromEntries(
-  workspaceDirs
-    .filter((dir) => existsSync(join(dir, 'src', 'index.ts')))
-    .map((dir) => {
-      const { name } = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
-        name: string;
-      };
-      return [name, resolve(dir, 'src', 'index.ts')];
-    }),
-);
+// Every entry a package exports (`.` and subpaths such as `@sluice/projector/applied-versions`),
+// matched exactly: a plain prefix alias would send a subpath to `src/index.ts/...`.
+const alias = workspaceDirs
+  .filter((dir) => existsSync(join(dir, 'src', 'index.ts')))
+  .flatMap((dir) => {
+    const { name, exports = {} } = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+      name: string;
+      exports?: Record<string, { source?: string }>;
+    };
+    const entries = Object.entries(exports).filter(([, entry]) => entry.source !== undefined);
+    if (entries.length === 0) entries.push(['.', { source: './src/index.ts' }]);
+    return entries.map(([subpath, entry]) => ({
+      find: new RegExp(`^${(name + subpath.slice(1)).replace(/[/.]/g, '\\$&')}$`),
+      replacement: resolve(dir, entry.source ?? ''),
+    }));
+  });
 
 const sources = ['packages/*/src/**', 'services/*/src/**', 'infra/stack/src/**'];
 const crossProcess = {

@@ -1,24 +1,21 @@
-import { createOutbox } from '@sluice/outbox';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { sql, type Kysely } from 'kysely';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { v7 as uuidv7 } from 'uuid';
 import { createConsistencyTokens } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
-import {
-  correlationIdFor,
-  frameworkErrorHandler,
-  installBodyGuards,
-  installErrorHandling,
-  installValidators,
-  sendProblem,
-} from './http.js';
+import { installBodyGuards } from './http/body-guards.js';
+import { createConsistencyWait } from './http/consistency-wait.js';
+import { frameworkErrorHandler, installErrorHandling } from './http/error-handling.js';
+import { sendProblem } from './http/problems.js';
+import { correlationIdFor } from './http/request-context.js';
+import { installValidators } from './http/validation.js';
+import { createWriter } from './http/writes.js';
 import { cartRoutes } from './routes/carts.js';
 import { customerRoutes } from './routes/customers.js';
 import { orderRoutes } from './routes/orders.js';
 import { productRoutes } from './routes/products.js';
 import { viewRoutes } from './routes/views.js';
-import { createWriter } from './writes.js';
 
 export interface AppOptions {
   db: Kysely<ShopDatabase>;
@@ -91,14 +88,14 @@ export function buildApp(options: AppOptions): FastifyInstance {
   });
 
   const { db } = options;
-  const outbox = createOutbox({ schema: 'shop' });
   const tokens = createConsistencyTokens(options.consistencyTokenSecret);
   const write = createWriter(db, tokens);
-  customerRoutes(app, { db, outbox, write });
-  productRoutes(app, { db, outbox, write });
-  cartRoutes(app, { db, outbox, write });
+  customerRoutes(app, { db, write });
+  productRoutes(app, { db, write });
+  cartRoutes(app, { db, write });
   orderRoutes(app, { db });
-  viewRoutes(app, { db, tokens, consistencyTimeoutMs: options.consistencyTimeoutMs ?? 5000 });
+  const timeoutMs = options.consistencyTimeoutMs ?? 5000;
+  viewRoutes(app, { db, awaitApplied: createConsistencyWait({ db, tokens, timeoutMs }) });
 
   app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {

@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Kysely, Selectable } from 'kysely';
 import type { OrderTable, ShopDatabase } from '../database.js';
-import { ProblemError } from '../http.js';
+import { ProblemError } from '../http/problems.js';
 import { IdParams, PageQuery, Uuid, nextCursor } from './schemas.js';
 
 export function orderRoutes(app: FastifyInstance, deps: { db: Kysely<ShopDatabase> }): void {

@@ -1,15 +1,15 @@
 import { Type } from '@sinclair/typebox';
-import type { NewEvent, Outbox } from '@sluice/outbox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
-import type { Kysely, Selectable } from 'kysely';
-import { v7 as uuidv7 } from 'uuid';
-import type { ProductTable, ShopDatabase } from '../database.js';
-import { ProblemError, appendContext, assertVersion, ifMatchVersion } from '../http.js';
-import { uniqueViolation, type Writer } from '../writes.js';
+import type { Kysely } from 'kysely';
+import { delistProduct, listProduct, updateProduct, type Product } from '../commands/products.js';
+import type { ShopDatabase } from '../database.js';
+import { ifMatchVersion } from '../http/preconditions.js';
+import { ProblemError } from '../http/problems.js';
+import type { Writer } from '../http/writes.js';
 import { Cents, IdParams, Name, PageQuery, Sku, Stock, nextCursor } from './schemas.js';
 
-function present(row: Selectable<ProductTable>) {
+function present(row: Product) {
   return {
     id: row.id,
     sku: row.sku,
@@ -23,21 +23,10 @@ function present(row: Selectable<ProductTable>) {
 
 export function productRoutes(
   app: FastifyInstance,
-  deps: { db: Kysely<ShopDatabase>; outbox: Outbox; write: Writer },
+  deps: { db: Kysely<ShopDatabase>; write: Writer },
 ): void {
-  const { db, outbox, write } = deps;
+  const { db, write } = deps;
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
-
-  const lockProduct = async (trx: Kysely<ShopDatabase>, id: string) => {
-    const row = await trx
-      .selectFrom('shop.products')
-      .selectAll()
-      .where('id', '=', id)
-      .forUpdate()
-      .executeTakeFirst();
-    if (row === undefined) throw new ProblemError(404, 'not_found', `No product ${id}`);
-    return row;
-  };
 
   api.post(
     '/products',
@@ -50,43 +39,10 @@ export function productRoutes(
       },
     },
     (request, reply) =>
-      write(request, reply, async (trx) => {
-        const id = uuidv7();
-        const { sku, name, priceCents, stock } = request.body;
-        let row;
-        try {
-          row = await trx
-            .insertInto('shop.products')
-            .values({
-              id,
-              sku,
-              name,
-              price_cents: priceCents,
-              stock,
-              delisted_at: null,
-              version: 1,
-            })
-            .returningAll()
-            .executeTakeFirstOrThrow();
-        } catch (error) {
-          if (uniqueViolation(error) === 'products_sku_key') {
-            throw new ProblemError(409, 'sku_taken', `The SKU ${JSON.stringify(sku)} is taken`);
-          }
-          throw error;
-        }
-        await outbox.append(
-          trx,
-          { type: 'product', id, expectedVersion: 0 },
-          [{ type: 'product.listed.v1', payload: { productId: id, sku, name, priceCents, stock } }],
-          appendContext(request),
-        );
-        return {
-          status: 201,
-          body: present(row),
-          etag: 1,
-          location: `/products/${id}`,
-          versions: [{ aggregateType: 'product', aggregateId: id, version: 1 }],
-        };
+      write(request, reply, async (trx, context) => {
+        const written = await listProduct(trx, request.body, context);
+        const body = present(written.state);
+        return { status: 201, written, body, location: `/products/${body.id}` };
       }),
   );
 
@@ -121,84 +77,19 @@ export function productRoutes(
       },
     },
     (request, reply) =>
-      write(request, reply, async (trx) => {
-        const expected = ifMatchVersion(request, true);
-        const { id } = request.params;
-        const current = await lockProduct(trx, id);
-        assertVersion(expected, current.version);
-        if (current.delisted_at !== null) {
-          throw new ProblemError(409, 'product_delisted', `Product ${id} is delisted`);
-        }
-        const { priceCents, stock } = request.body;
-        const events: NewEvent[] = [];
-        if (priceCents !== undefined && priceCents !== current.price_cents) {
-          events.push({
-            type: 'product.repriced.v1',
-            payload: { productId: id, priceCents, previousPriceCents: current.price_cents },
-          });
-        }
-        if (stock !== undefined && stock !== current.stock) {
-          events.push({
-            type: 'product.restocked.v1',
-            payload: { productId: id, stock, previousStock: current.stock },
-          });
-        }
-        const version = current.version + events.length;
-        let row = current;
-        if (events.length > 0) {
-          row = await trx
-            .updateTable('shop.products')
-            .set({
-              price_cents: priceCents ?? current.price_cents,
-              stock: stock ?? current.stock,
-              version,
-              updated_at: new Date(),
-            })
-            .where('id', '=', id)
-            .returningAll()
-            .executeTakeFirstOrThrow();
-          await outbox.append(
-            trx,
-            { type: 'product', id, expectedVersion: current.version },
-            events,
-            appendContext(request),
-          );
-        }
-        return {
-          status: 200,
-          body: present(row),
-          etag: version,
-          versions: [{ aggregateType: 'product', aggregateId: id, version }],
-        };
+      write(request, reply, async (trx, context) => {
+        const expectedVersion = ifMatchVersion(request, true);
+        const input = { ...request.body, ...request.params, expectedVersion };
+        const written = await updateProduct(trx, input, context);
+        return { status: 200, written, body: present(written.state) };
       }),
   );
 
   api.delete('/products/:id', { schema: { params: IdParams } }, (request, reply) =>
-    write(request, reply, async (trx) => {
-      const expected = ifMatchVersion(request, true);
-      const { id } = request.params;
-      const current = await lockProduct(trx, id);
-      assertVersion(expected, current.version);
-      if (current.delisted_at !== null) {
-        throw new ProblemError(409, 'product_delisted', `Product ${id} is already delisted`);
-      }
-      const version = current.version + 1;
-      await trx
-        .updateTable('shop.products')
-        .set({ delisted_at: new Date(), version, updated_at: new Date() })
-        .where('id', '=', id)
-        .execute();
-      await outbox.append(
-        trx,
-        { type: 'product', id, expectedVersion: current.version },
-        [{ type: 'product.delisted.v1', payload: { productId: id } }],
-        appendContext(request),
-      );
-      return {
-        status: 204,
-        etag: version,
-        versions: [{ aggregateType: 'product', aggregateId: id, version }],
-      };
+    write(request, reply, async (trx, context) => {
+      const expectedVersion = ifMatchVersion(request, true);
+      const written = await delistProduct(trx, { ...request.params, expectedVersion }, context);
+      return { status: 204, written };
     }),
   );
 }

@@ -2,7 +2,8 @@
 // build makes valid events.
 import { limits, payloadErrors } from '@sluice/contracts';
 import { describe, expect, it } from 'vitest';
-import { Quantity, cartLimits } from './schemas.js';
+import { cartLimits } from '../commands/cart-limits.js';
+import { Quantity } from './schemas.js';
 
 const id = (n: number) => `0190a6e2-8d7e-7c3a-9b1e-${n.toString(16).padStart(12, '0')}`;
 

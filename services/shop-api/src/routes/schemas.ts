@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { limits } from '@sluice/contracts';
+import { cartLimits } from '../commands/cart-limits.js';
 
 // Request fields that end up in events take their bounds from the catalog, so anything accepted
 // here is also a valid event payload; the API may only be stricter.
@@ -8,18 +9,6 @@ export const Email = Type.String({ format: 'email', ...limits.email });
 export const Sku = Type.String({ ...limits.sku, pattern: '^[A-Za-z0-9._-]+$' });
 export const Cents = Type.Integer({ ...limits.cents });
 export const Stock = Type.Integer({ ...limits.stock });
-
-/**
- * What a cart may hold: what one `order.placed.v1` can carry, so that every cart can be checked
- * out. Line units are a business rule, well within the catalog's quantity.
- */
-export const cartLimits = {
-  /** Units one add puts in a line. */
-  unitsPerAdd: 1000,
-  unitsPerLine: 10_000,
-  lines: limits.orderLines.maxItems,
-  totalCents: limits.cents.maximum,
-} as const;
 
 export const Quantity = Type.Integer({
   minimum: limits.quantity.minimum,

@@ -1,19 +1,19 @@
+import type { AppendContext } from '@sluice/outbox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely, Transaction } from 'kysely';
 import { createHash } from 'node:crypto';
-import type { ConsistencyTokens, WrittenVersion } from './consistency-tokens.js';
-import type { ShopDatabase } from './database.js';
-import { ProblemError } from './http.js';
+import type { ConsistencyTokens, WrittenVersion } from '../consistency-tokens.js';
+import type { ShopDatabase } from '../database.js';
+import { ProblemError } from './problems.js';
+import { requestContext } from './request-context.js';
 
 /** What a write handler produced, before it becomes an HTTP response. */
 export interface WriteOutcome {
   status: number;
+  /** What the command wrote: `version` is sent as `ETag`, `versions` as `X-Consistency-Token`. */
+  written: { version: number; versions: readonly WrittenVersion[] };
   body?: unknown;
-  /** The written resource's version, sent as `ETag`. */
-  etag?: number;
   location?: string;
-  /** Every aggregate version the write produced, for `X-Consistency-Token`. */
-  versions: WrittenVersion[];
 }
 
 interface StoredResponse {
@@ -26,9 +26,9 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
 function toResponse(outcome: WriteOutcome, tokens: ConsistencyTokens): StoredResponse {
   const headers: Record<string, string> = {
-    'x-consistency-token': tokens.issue(outcome.versions),
+    'x-consistency-token': tokens.issue(outcome.written.versions),
+    etag: `"${outcome.written.version}"`,
   };
-  if (outcome.etag !== undefined) headers.etag = `"${outcome.etag}"`;
   if (outcome.location !== undefined) headers.location = outcome.location;
   return { status: outcome.status, headers, body: outcome.body ?? null };
 }
@@ -36,13 +36,14 @@ function toResponse(outcome: WriteOutcome, tokens: ConsistencyTokens): StoredRes
 /**
  * Runs every state change of one request in one transaction — state rows, outbox rows and, for
  * a POST with `Idempotency-Key`, the stored response — so they commit together or not at all.
- * A retried key replays the first response; the same key with another request is a 422.
+ * A retried key replays the first response; the same key with another request is a 422. The
+ * action gets the transaction and the request's context (who, why, which trace) for its events.
  */
 export function createWriter(db: Kysely<ShopDatabase>, tokens: ConsistencyTokens) {
   return async function write(
     request: FastifyRequest,
     reply: FastifyReply,
-    action: (trx: Transaction<ShopDatabase>) => Promise<WriteOutcome>,
+    action: (trx: Transaction<ShopDatabase>, context: AppendContext) => Promise<WriteOutcome>,
   ): Promise<FastifyReply> {
     const rawKey = request.method === 'POST' ? request.headers['idempotency-key'] : undefined;
     if (rawKey !== undefined && (typeof rawKey !== 'string' || !IDEMPOTENCY_KEY.test(rawKey))) {
@@ -91,7 +92,7 @@ export function createWriter(db: Kysely<ShopDatabase>, tokens: ConsistencyTokens
           };
         }
       }
-      const fresh = toResponse(await action(trx), tokens);
+      const fresh = toResponse(await action(trx, requestContext(request)), tokens);
       if (rawKey !== undefined) {
         await trx
           .updateTable('sluice.idempotency_keys')
@@ -111,9 +112,3 @@ export function createWriter(db: Kysely<ShopDatabase>, tokens: ConsistencyTokens
 }
 
 export type Writer = ReturnType<typeof createWriter>;
-
-/** The constraint a unique violation broke, if that is what `error` is. */
-export function uniqueViolation(error: unknown): string | undefined {
-  const pgError = error as { code?: string; constraint?: string };
-  return pgError.code === '23505' ? (pgError.constraint ?? '') : undefined;
-}

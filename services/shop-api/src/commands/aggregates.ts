@@ -1,0 +1,144 @@
+import { createOutbox, type AppendContext, type NewEvent } from '@sluice/outbox';
+import type { Insertable, Selectable, Transaction, Updateable } from 'kysely';
+import type { WrittenVersion } from '../consistency-tokens.js';
+import type { ShopDatabase } from '../database.js';
+import { CommandError } from './command-error.js';
+
+const outbox = createOutbox({ schema: 'shop' });
+
+/** The table holding each aggregate's state; its `version` column is the aggregate's version. */
+const STATE_TABLES = {
+  customer: 'shop.customers',
+  product: 'shop.products',
+  cart: 'shop.carts',
+  order: 'shop.orders',
+} as const;
+
+export type AggregateType = keyof typeof STATE_TABLES;
+type StateTable<T extends AggregateType> = ShopDatabase[(typeof STATE_TABLES)[T]];
+/** An aggregate's state row. */
+export type State<T extends AggregateType> = Selectable<StateTable<T>>;
+/**
+ * What every state row has. TypeScript cannot relate the table a generic `T` names to `T`'s
+ * columns, so the helpers below spell this out and type the rows they read by hand.
+ */
+interface Versioned {
+  id: string;
+  version: number;
+}
+/** Aggregates that change after they are created (orders do not). */
+type Changing = Exclude<AggregateType, 'order'>;
+/** What a command may write to a state row; the version is {@link commit}'s alone. */
+type Changes<T extends Changing> = Omit<
+  Updateable<StateTable<T>>,
+  'id' | 'version' | 'created_at' | 'updated_at'
+>;
+
+/** Input that may name the version the caller last read (its ETag); then no other will do. */
+export interface ExpectedVersion {
+  expectedVersion?: number | undefined;
+}
+
+/** What a command wrote. */
+export interface Outcome<S> {
+  /** The state of what the command is about, as the command left it. */
+  state: S;
+  /** Its version now (an ETag). */
+  version: number;
+  /** Every aggregate version the command wrote, for consistency tokens. */
+  versions: WrittenVersion[];
+}
+
+function outcome<S>(state: S, type: AggregateType, id: string, version: number): Outcome<S> {
+  return { state, version, versions: [{ aggregateType: type, aggregateId: id, version }] };
+}
+
+/**
+ * Locks an aggregate's state row for this transaction, so commands on one aggregate run one
+ * after another, and checks that it is at the version the caller expects. `exists` tells rows
+ * that no longer count (an erased customer) from live ones.
+ *
+ * @throws CommandError `not_found`, `precondition_failed`
+ */
+export async function lock<T extends Changing>(
+  trx: Transaction<ShopDatabase>,
+  type: T,
+  id: string,
+  expectedVersion: number | undefined,
+  exists: (state: State<T>) => boolean = () => true,
+): Promise<State<T> & Versioned> {
+  const table: (typeof STATE_TABLES)[Changing] = STATE_TABLES[type];
+  const state = (await trx
+    .selectFrom(table)
+    .selectAll()
+    .where('id', '=', id)
+    .forUpdate()
+    .executeTakeFirst()) as (State<T> & Versioned) | undefined;
+  if (state === undefined || !exists(state))
+    throw new CommandError('not_found', `No ${type} ${id}`);
+  if (expectedVersion !== undefined && expectedVersion !== state.version) {
+    throw new CommandError(
+      'precondition_failed',
+      `The resource is at version ${state.version}, not ${expectedVersion}`,
+    );
+  }
+  return state;
+}
+
+/**
+ * Moves an aggregate found at `current.version` on by one version per event: writes `changes`
+ * and the new version to its state row, and appends `events` expecting `current.version`, in
+ * `trx`. Without events nothing is written.
+ *
+ * @throws SluiceError `version_conflict` when the outbox holds another version (a stale `current`).
+ * @example
+ * const renamed = await commit(trx, 'customer', locked,
+ *   [{ type: 'customer.renamed.v1', payload: { customerId: locked.id, name } }], context, { name });
+ */
+export async function commit<T extends Changing>(
+  trx: Transaction<ShopDatabase>,
+  type: T,
+  current: State<T> & Versioned,
+  events: readonly NewEvent[],
+  context: AppendContext,
+  changes?: Changes<T>,
+): Promise<Outcome<State<T>>> {
+  const { id } = current;
+  const version = current.version + events.length;
+  if (events.length === 0) return outcome(current, type, id, version);
+  const table: (typeof STATE_TABLES)[Changing] = STATE_TABLES[type];
+  const set: Updateable<StateTable<Changing>> = { ...changes, version, updated_at: new Date() };
+  const state = (await trx
+    .updateTable(table)
+    .set(set)
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirstOrThrow()) as State<T>;
+  await outbox.append(trx, { type, id, expectedVersion: current.version }, events, context);
+  return outcome(state, type, id, version);
+}
+
+/**
+ * Creates an aggregate: inserts its state row at version `events.length` and appends `events`
+ * as its versions 1, 2, …, in `trx`.
+ *
+ * @throws SluiceError `version_conflict` when the id already has events.
+ */
+export async function commitNew<T extends AggregateType>(
+  trx: Transaction<ShopDatabase>,
+  type: T,
+  row: Omit<Insertable<StateTable<T>>, 'version'> & { id: string },
+  events: readonly NewEvent[],
+  context: AppendContext,
+): Promise<Outcome<State<T>>> {
+  const version = events.length;
+  const table: (typeof STATE_TABLES)[AggregateType] = STATE_TABLES[type];
+  const values = { ...row, version } as Insertable<StateTable<AggregateType>>;
+  const state = (await trx
+    .insertInto(table)
+    .values(values)
+    .returningAll()
+    .executeTakeFirstOrThrow()) as State<T>;
+  await outbox.append(trx, { type, id: row.id, expectedVersion: 0 }, events, context);
+  return outcome(state, type, row.id, version);
+}

@@ -1,0 +1,191 @@
+import type { AppendContext } from '@sluice/outbox';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { v7 as uuidv7 } from 'uuid';
+import type { ShopDatabase } from '../database.js';
+import { cartLimits, orderableTotal } from './cart-limits.js';
+import { CommandError } from './command-error.js';
+import {
+  commit,
+  commitNew,
+  lock,
+  type Outcome,
+  type State,
+  type ExpectedVersion,
+} from './aggregates.js';
+
+/** A product in a cart: how many units, at the price of the first one. */
+export interface CartLine {
+  product_id: string;
+  quantity: number;
+  unit_price_cents: number;
+}
+
+export interface Cart {
+  cart: State<'cart'>;
+  /** In product id order. */
+  items: CartLine[];
+}
+
+/** The cart's lines, in product id order: the one lock order of every checkout. */
+export function loadItems(db: Kysely<ShopDatabase>, cartId: string): Promise<CartLine[]> {
+  return db
+    .selectFrom('shop.cart_items')
+    .select(['product_id', 'quantity', 'unit_price_cents'])
+    .where('cart_id', '=', cartId)
+    .orderBy('product_id')
+    .execute();
+}
+
+export async function findCart(db: Kysely<ShopDatabase>, id: string): Promise<Cart | undefined> {
+  const cart = await db
+    .selectFrom('shop.carts')
+    .selectAll()
+    .where('id', '=', id)
+    .executeTakeFirst();
+  return cart === undefined ? undefined : { cart, items: await loadItems(db, id) };
+}
+
+/**
+ * Locks an open cart for this transaction, at the version the caller expects.
+ *
+ * @throws CommandError `not_found`, `precondition_failed`, `cart_not_open`
+ */
+export async function lockOpenCart(
+  trx: Transaction<ShopDatabase>,
+  id: string,
+  expectedVersion: number | undefined,
+): Promise<State<'cart'>> {
+  const cart = await lock(trx, 'cart', id, expectedVersion);
+  if (cart.status !== 'open') {
+    throw new CommandError('cart_not_open', `Cart ${id} is ${cart.status}`);
+  }
+  return cart;
+}
+
+const withItems = (committed: Outcome<State<'cart'>>, items: CartLine[]): Outcome<Cart> => ({
+  ...committed,
+  state: { cart: committed.state, items },
+});
+
+/** @throws CommandError `customer_not_found` */
+export async function openCart(
+  trx: Transaction<ShopDatabase>,
+  input: { customerId: string },
+  context: AppendContext,
+): Promise<Outcome<Cart>> {
+  const { customerId } = input;
+  const customer = await trx
+    .selectFrom('shop.customers')
+    .select('id')
+    .where('id', '=', customerId)
+    .where('erased_at', 'is', null)
+    .forShare()
+    .executeTakeFirst();
+  if (customer === undefined) {
+    throw new CommandError('customer_not_found', `No customer ${customerId}`);
+  }
+  const id = uuidv7();
+  const opened = await commitNew(
+    trx,
+    'cart',
+    { id, customer_id: customerId, status: 'open' },
+    [{ type: 'cart.opened.v1', payload: { cartId: id, customerId } }],
+    context,
+  );
+  return withItems(opened, []);
+}
+
+/** Why a line could not take the units: the product is not on sale, or the line is full. */
+async function refusedLine(trx: Transaction<ShopDatabase>, productId: string) {
+  const listed = await trx
+    .selectFrom('shop.products')
+    .select('id')
+    .where('id', '=', productId)
+    .where('delisted_at', 'is', null)
+    .executeTakeFirst();
+  return listed === undefined
+    ? new CommandError('product_not_found', `No listed product ${productId}`)
+    : new CommandError(
+        'quantity_limit',
+        `A cart line holds at most ${cartLimits.unitsPerLine} units`,
+      );
+}
+
+/**
+ * Adds units of a listed product to an open cart. A line keeps the price of its first unit, so
+ * the events always add up to the cart.
+ *
+ * @throws CommandError `not_found`, `precondition_failed`, `cart_not_open`, `product_not_found`,
+ *   `quantity_limit`, `cart_lines_limit`, `cart_total_limit`
+ */
+export async function addItem(
+  trx: Transaction<ShopDatabase>,
+  input: ExpectedVersion & { cartId: string; productId: string; quantity: number },
+  context: AppendContext,
+): Promise<Outcome<Cart>> {
+  const { cartId, productId, quantity } = input;
+  // The hot path takes four statements: lock the cart; add to the line and read every line back
+  // (the outer SELECT sees the lines as they were, so the added one comes from RETURNING); bump
+  // the cart; append the event.
+  const cart = await lockOpenCart(trx, cartId, input.expectedVersion);
+  const { rows } = await sql<CartLine & { added: boolean }>`
+    WITH line AS (
+      INSERT INTO shop.cart_items (cart_id, product_id, quantity, unit_price_cents)
+      SELECT ${cartId}::uuid, p.id, ${quantity}::int, p.price_cents
+        FROM shop.products p WHERE p.id = ${productId}::uuid AND p.delisted_at IS NULL
+      ON CONFLICT (cart_id, product_id) DO UPDATE
+        SET quantity = shop.cart_items.quantity + excluded.quantity
+        WHERE shop.cart_items.quantity + excluded.quantity <= ${cartLimits.unitsPerLine}
+      RETURNING product_id, quantity, unit_price_cents)
+    SELECT product_id, quantity, unit_price_cents, true AS added FROM line
+    UNION ALL
+    SELECT product_id, quantity, unit_price_cents, false FROM shop.cart_items
+     WHERE cart_id = ${cartId}::uuid AND product_id <> ${productId}::uuid
+    ORDER BY product_id`.execute(trx);
+  const line = rows.find((row) => row.added);
+  if (line === undefined) throw await refusedLine(trx, productId);
+  const items = rows.map((row) => ({
+    product_id: row.product_id,
+    quantity: row.quantity,
+    unit_price_cents: row.unit_price_cents,
+  }));
+  // Refused now, not at checkout: every cart stays one that can be checked out.
+  orderableTotal(items, `With this add, cart ${cartId} would have`);
+  const unitPriceCents = line.unit_price_cents;
+  const added = await commit(
+    trx,
+    'cart',
+    cart,
+    [{ type: 'cart.item_added.v1', payload: { cartId, productId, quantity, unitPriceCents } }],
+    context,
+  );
+  return withItems(added, items);
+}
+
+/** @throws CommandError `not_found`, `precondition_failed`, `cart_not_open`, `item_not_in_cart` */
+export async function removeItem(
+  trx: Transaction<ShopDatabase>,
+  input: ExpectedVersion & { cartId: string; productId: string },
+  context: AppendContext,
+): Promise<Outcome<Cart>> {
+  const { cartId, productId } = input;
+  const cart = await lockOpenCart(trx, cartId, input.expectedVersion);
+  const line = await trx
+    .deleteFrom('shop.cart_items')
+    .where('cart_id', '=', cartId)
+    .where('product_id', '=', productId)
+    .returning(['quantity', 'unit_price_cents'])
+    .executeTakeFirst();
+  if (line === undefined) {
+    throw new CommandError('item_not_in_cart', `Product ${productId} is not in cart ${cartId}`);
+  }
+  const { quantity, unit_price_cents: unitPriceCents } = line;
+  const removed = await commit(
+    trx,
+    'cart',
+    cart,
+    [{ type: 'cart.item_removed.v1', payload: { cartId, productId, quantity, unitPriceCents } }],
+    context,
+  );
+  return withItems(removed, await loadItems(trx, cartId));
+}

@@ -1,0 +1,47 @@
+import type { AppendContext } from '@sluice/outbox';
+import type { FastifyRequest } from 'fastify';
+import { randomBytes } from 'node:crypto';
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+const SAFE_HEADER = /^[\x20-\x7e]{1,200}$/;
+
+/**
+ * The W3C trace context for this request: a child of the caller's `traceparent` when valid,
+ * a new trace otherwise.
+ */
+function traceparentFor(header: string | undefined): string {
+  const match = header === undefined ? null : TRACEPARENT.exec(header);
+  const traceId = match?.[1];
+  const spanId = randomBytes(8).toString('hex');
+  if (
+    match !== null &&
+    traceId !== undefined &&
+    !/^0+$/.test(traceId) &&
+    !/^0+$/.test(match[2] ?? '')
+  ) {
+    return `00-${traceId}-${spanId}-${match[3] ?? '01'}`;
+  }
+  return `00-${randomBytes(16).toString('hex')}-${spanId}-01`;
+}
+
+function header(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name];
+  return typeof value === 'string' && SAFE_HEADER.test(value) ? value : undefined;
+}
+
+/** Correlation id accepted from the caller when it is short and printable; generated otherwise. */
+export function correlationIdFor(value: string | string[] | undefined): string | undefined {
+  return typeof value === 'string' && /^[A-Za-z0-9._:-]{1,128}$/.test(value) ? value : undefined;
+}
+
+/** Who, why and which trace: what every event written by this request carries. */
+export function requestContext(request: FastifyRequest): AppendContext {
+  const context: AppendContext = {
+    traceparent: traceparentFor(header(request, 'traceparent')),
+    correlationId: request.id,
+    actor: header(request, 'x-actor') ?? 'anonymous',
+  };
+  const reason = header(request, 'x-reason');
+  if (reason !== undefined) context.reason = reason;
+  return context;
+}

@@ -1,0 +1,114 @@
+// Round trips per write, against real PostgreSQL: each statement a write sends is one round trip
+// while it holds its row locks, so these counts are a budget, not a detail.
+import type { KyselyPlugin } from 'kysely';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from './app.js';
+import { startShopApi, type ShopApiHarness } from './test-harness.js';
+
+let api: ShopApiHarness;
+let counted: ReturnType<typeof buildApp>;
+let statements = 0;
+
+// Sees every statement of the app's queries and transactions (BEGIN and COMMIT excepted).
+const counter: KyselyPlugin = {
+  transformQuery: ({ node }) => {
+    statements += 1;
+    return node;
+  },
+  transformResult: ({ result }) => Promise.resolve(result),
+};
+
+beforeAll(async () => {
+  api = await startShopApi('shop_statements');
+  counted = buildApp({
+    db: api.db.withPlugin(counter),
+    logger: pino({ level: 'silent' }),
+    consistencyTokenSecret: Buffer.alloc(32, 7),
+  });
+  await counted.ready();
+});
+afterAll(async () => {
+  await counted.close();
+  await api.close();
+});
+
+async function send(
+  method: 'POST' | 'PATCH' | 'DELETE',
+  url: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
+  statements = 0;
+  const res = await counted.inject({
+    method,
+    url,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+  });
+  expect(res.statusCode, res.body).toBeLessThan(300);
+  return { statements, body: res.statusCode === 204 ? undefined : res.json<{ id: string }>() };
+}
+
+describe('statements per write', () => {
+  it('stay within what each write needs; adding an item takes four', async () => {
+    const email = `count${Date.now().toString(36)}@example.com`;
+    const customer = await send('POST', '/customers', { email, name: 'Count' });
+    const renamed = await send(
+      'PATCH',
+      `/customers/${customer.body?.id}`,
+      { name: 'Counted', email: `re${email}` },
+      { 'if-match': '"1"' },
+    );
+    const product = await send('POST', '/products', {
+      sku: `COUNT-${Date.now().toString(36)}`,
+      name: 'Count',
+      priceCents: 100,
+      stock: 10,
+    });
+    const productId = product.body?.id ?? '';
+    const repriced = await send(
+      'PATCH',
+      `/products/${productId}`,
+      { priceCents: 120 },
+      { 'if-match': '"1"' },
+    );
+    const cart = await send('POST', '/carts', { customerId: customer.body?.id });
+    const cartUrl = `/carts/${cart.body?.id}`;
+    const added = await send('POST', `${cartUrl}/items`, { productId, quantity: 2 });
+    const addedAgain = await send('POST', `${cartUrl}/items`, { productId, quantity: 1 });
+    const removed = await send('DELETE', `${cartUrl}/items/${productId}`);
+    await send('POST', `${cartUrl}/items`, { productId, quantity: 1 });
+    const checkedOut = await send('POST', `${cartUrl}/checkout`);
+    const delisted = await send('DELETE', `/products/${productId}`, undefined, {
+      'if-match': '"2"',
+    });
+    const erased = await send('DELETE', `/customers/${customer.body?.id}`, undefined, {
+      'if-match': '"3"',
+    });
+
+    expect(added.statements).toBe(4);
+    expect(addedAgain.statements).toBe(4);
+    expect({
+      registered: customer.statements,
+      renamed: renamed.statements,
+      listed: product.statements,
+      repriced: repriced.statements,
+      opened: cart.statements,
+      removed: removed.statements,
+      checkedOut: checkedOut.statements,
+      delisted: delisted.statements,
+      erased: erased.statements,
+    }).toEqual({
+      registered: 2,
+      renamed: 3,
+      listed: 2,
+      repriced: 3,
+      opened: 3,
+      removed: 5,
+      checkedOut: 8,
+      delisted: 3,
+      erased: 3,
+    });
+  });
+});
