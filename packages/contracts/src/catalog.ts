@@ -1,4 +1,5 @@
 import { Type, type Static, type TObject } from '@sinclair/typebox';
+import type { DomainEvent } from './cloud-events.js';
 
 /**
  * The bounds of the catalog's payload fields, in the units of their schemas (lengths count
@@ -167,3 +168,16 @@ export function isEventType(type: string): type is EventType {
 export const aggregateTypes: readonly AggregateType[] = [
   ...new Set(Object.values(catalog).map((entry) => entry.aggregateType)),
 ];
+
+/**
+ * An event of the catalog, discriminated by `type`: switching on it narrows the payload.
+ *
+ * @example
+ * if (event.type === 'cart.item_added.v1') total += event.payload.quantity * event.payload.unitPriceCents;
+ */
+export type CatalogEvent = {
+  [T in EventType]: DomainEvent<EventPayload<T>> & {
+    type: T;
+    aggregateType: (typeof catalog)[T]['aggregateType'];
+  };
+}[EventType];

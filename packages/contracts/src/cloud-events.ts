@@ -1,5 +1,18 @@
 import { SluiceError } from '@sluice/errors';
 
+/**
+ * Each piece of an event's context under its three names: as a writer passes it (`context`),
+ * as the outbox stores it (`metadata`, snake_case JSON), and as a Kafka header (`header`). The
+ * one place these spellings meet.
+ */
+export const METADATA_FIELDS = [
+  { context: 'traceparent', metadata: 'traceparent', header: 'ce_traceparent' },
+  { context: 'correlationId', metadata: 'correlation_id', header: 'ce_correlationid' },
+  { context: 'causationId', metadata: 'causation_id', header: 'ce_causationid' },
+  { context: 'actor', metadata: 'actor', header: 'ce_actor' },
+  { context: 'reason', metadata: 'reason', header: 'ce_reason' },
+] as const;
+
 /** Who/why/trace context stored with every event (`shop.outbox.metadata`, snake_case keys). */
 export interface EventMetadata {
   /** W3C trace context of the request that caused the event. */
@@ -34,9 +47,36 @@ export interface DomainEvent<P = unknown> {
  */
 export type SerializedEvent = Omit<DomainEvent, 'payload'> & { payloadJson: string };
 
-/** The Kafka topic of an aggregate type's events. @example topicFor('cart') // 'outbox.event.cart' */
-export function topicFor(aggregateType: string): string {
-  return `outbox.event.${aggregateType}`;
+const EVENT_TOPIC = 'outbox.event.';
+
+/**
+ * The Kafka topic of an aggregate type's events, after an optional prefix that isolates
+ * environments sharing a cluster.
+ *
+ * @example topicFor('cart') // 'outbox.event.cart'
+ * @example topicFor('cart', 'staging.') // 'staging.outbox.event.cart'
+ */
+export function topicFor(aggregateType: string, prefix = ''): string {
+  return `${prefix}${EVENT_TOPIC}${aggregateType}`;
+}
+
+/**
+ * The aggregate type whose events `topic` carries; null for a topic that is not an event topic.
+ *
+ * @example aggregateTypeOfTopic('staging.outbox.event.cart', 'staging.') // 'cart'
+ */
+export function aggregateTypeOfTopic(topic: string, prefix = ''): string | null {
+  const base = `${prefix}${EVENT_TOPIC}`;
+  return topic.startsWith(base) && topic.length > base.length ? topic.slice(base.length) : null;
+}
+
+/**
+ * The dead-letter topic of a projection: records it could not apply, with why.
+ *
+ * @example deadLetterTopicFor('cart_summary') // 'sluice.dlq.cart_summary'
+ */
+export function deadLetterTopicFor(projection: string, prefix = ''): string {
+  return `${prefix}sluice.dlq.${projection}`;
 }
 
 /** A Kafka record in CloudEvents binary content mode. */
@@ -67,13 +107,11 @@ export function toKafkaRecord(
     ce_aggregatetype: event.aggregateType,
     ce_aggregateversion: String(event.aggregateVersion),
   };
-  const { traceparent, correlation_id, causation_id, actor, reason } = event.metadata;
-  if (traceparent !== undefined) headers.ce_traceparent = traceparent;
-  if (correlation_id !== undefined) headers.ce_correlationid = correlation_id;
-  if (causation_id !== undefined) headers.ce_causationid = causation_id;
   // Who and why travel too, so consumers can keep an audit trail without reading the outbox.
-  if (actor !== undefined) headers.ce_actor = actor;
-  if (reason !== undefined) headers.ce_reason = reason;
+  for (const field of METADATA_FIELDS) {
+    const value = event.metadata[field.metadata];
+    if (value !== undefined) headers[field.header] = value;
+  }
   if (options.commitLsn !== undefined) headers.ce_commitlsn = options.commitLsn;
   const value = 'payloadJson' in event ? event.payloadJson : JSON.stringify(event.payload);
   return { key: event.aggregateId, value, headers };
@@ -151,11 +189,10 @@ export function fromKafkaRecord(record: {
     throw new SluiceError('record_malformed', 'record value contains a NUL character');
   }
   const metadata: EventMetadata = {};
-  if (h.ce_traceparent !== undefined) metadata.traceparent = h.ce_traceparent;
-  if (h.ce_correlationid !== undefined) metadata.correlation_id = h.ce_correlationid;
-  if (h.ce_causationid !== undefined) metadata.causation_id = h.ce_causationid;
-  if (h.ce_actor !== undefined) metadata.actor = h.ce_actor;
-  if (h.ce_reason !== undefined) metadata.reason = h.ce_reason;
+  for (const field of METADATA_FIELDS) {
+    const value = h[field.header];
+    if (value !== undefined) metadata[field.metadata] = value;
+  }
   return {
     id: h.ce_id,
     type: h.ce_type,

@@ -4,11 +4,15 @@ export {
   isEventType,
   limits,
   type AggregateType,
+  type CatalogEvent,
   type EventPayload,
   type EventType,
 } from './catalog.js';
 export {
+  aggregateTypeOfTopic,
+  deadLetterTopicFor,
   fromKafkaRecord,
+  METADATA_FIELDS,
   toKafkaRecord,
   topicFor,
   type DomainEvent,

@@ -1,6 +1,7 @@
 import {
   assertPayload,
   catalog,
+  METADATA_FIELDS,
   type DomainEvent,
   type EventMetadata,
   type EventPayload,
@@ -71,11 +72,10 @@ export interface Outbox {
 
 function toMetadata(context: AppendContext): EventMetadata {
   const metadata: EventMetadata = {};
-  if (context.traceparent !== undefined) metadata.traceparent = context.traceparent;
-  if (context.correlationId !== undefined) metadata.correlation_id = context.correlationId;
-  if (context.causationId !== undefined) metadata.causation_id = context.causationId;
-  if (context.actor !== undefined) metadata.actor = context.actor;
-  if (context.reason !== undefined) metadata.reason = context.reason;
+  for (const field of METADATA_FIELDS) {
+    const value = context[field.context];
+    if (value !== undefined) metadata[field.metadata] = value;
+  }
   return metadata;
 }
 

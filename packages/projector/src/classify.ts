@@ -1,4 +1,4 @@
-import type { DomainEvent } from '@sluice/contracts';
+import { aggregateTypeOfTopic, type DomainEvent } from '@sluice/contracts';
 import { aggregateKey } from './bookkeeping.js';
 import type { Park } from './parked-records.js';
 import { storableKey, type DeadLetter, type Decoded, type IncomingRecord } from './records.js';
@@ -31,17 +31,11 @@ export interface Classified {
   parked: Set<string>;
 }
 
-/** The aggregate type whose topic `topic` is, e.g. `cart` for `<prefix>outbox.event.cart`. */
-export function aggregateTypeOf(topic: string, prefix: string): string | null {
-  const base = `${prefix}outbox.event.`;
-  return topic.startsWith(base) ? topic.slice(base.length) : null;
-}
-
 /** The aggregate an item belongs to, if it names one PostgreSQL can hold. */
 export function aggregateOf(item: Item, prefix: string): [type: string, id: string] | undefined {
   if ('skip' in item) return [item.skip.aggregateType, item.skip.aggregateId];
   if (item.ok) return [item.event.aggregateType, item.event.aggregateId];
-  const type = aggregateTypeOf(item.record.topic, prefix);
+  const type = aggregateTypeOfTopic(item.record.topic, prefix);
   const id = storableKey(item.record.key);
   return type === null || id === null ? undefined : [type, id];
 }

@@ -25,7 +25,7 @@ export interface ApplyContext<DB> {
  * everything into new tables while readers keep using the old ones. Readers query the plain
  * names (`views.cart_summaries`): views the projector points at the active generation.
  */
-export interface Projection<DB = unknown> {
+export interface Projection<DB = unknown, E extends DomainEvent = DomainEvent> {
   /** Stable name: keys checkpoints, versions, the consumer group and `sluice.dlq.<name>`. */
   name: string;
   /** The aggregate types whose topics it reads, e.g. `['cart', 'order']`. */
@@ -34,7 +34,11 @@ export interface Projection<DB = unknown> {
   tables: readonly string[];
   /** Creates one generation's tables (and their indexes), named through `table`. */
   createTables(trx: Transaction<DB>, table: TableNamer): Promise<void>;
-  apply(events: readonly DomainEvent[], context: ApplyContext<DB>): Promise<void>;
+  /**
+   * Applies events in order. `E` narrows what they are (e.g. a catalog's discriminated union):
+   * the projector hands over only events its validation accepted.
+   */
+  apply(events: readonly E[], context: ApplyContext<DB>): Promise<void>;
 }
 
 /**
@@ -51,7 +55,9 @@ export interface Projection<DB = unknown> {
  *   async apply(events, { trx, table }) { ... },
  * });
  */
-export function defineProjection<DB>(projection: Projection<DB>): Projection<DB> {
+export function defineProjection<DB, E extends DomainEvent = DomainEvent>(
+  projection: Projection<DB, E>,
+): Projection<DB, E> {
   if (!/^[a-z][a-z0-9_]{0,62}$/.test(projection.name)) {
     throw new Error(`Projection name ${JSON.stringify(projection.name)} must be snake_case`);
   }

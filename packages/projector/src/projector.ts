@@ -1,4 +1,4 @@
-import { topicFor, type DomainEvent } from '@sluice/contracts';
+import { deadLetterTopicFor, topicFor, type DomainEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
 import { createTopicEnsurer } from '@sluice/preflight';
 import type { Kafka } from 'kafkajs';
@@ -208,7 +208,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   const report = reporter(options.hooks);
   let started = false;
   let stopped = false;
-  const deadLetterTopic = (projection: string) => `${prefix}sluice.dlq.${projection}`;
+  const deadLetterTopic = (projection: string) => deadLetterTopicFor(projection, prefix);
   const ensureTopics = createTopicEnsurer(kafka, { partitions: options.partitions ?? 6 });
   const deadLetters = createDeadLetterSink({
     kafka,
@@ -248,7 +248,7 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   ): Promise<GenerationConsumer> {
     const { name } = projection;
     const { instance } = generation;
-    const topics = projection.aggregateTypes.map((type) => `${prefix}${topicFor(type)}`);
+    const topics = projection.aggregateTypes.map((type) => topicFor(type, prefix));
     // The dead-letter topic too: created here, not inside the batch transaction of the first
     // poison record, which would hold its locks while Kafka creates a topic.
     await ensureTopics([...topics, deadLetterTopic(name)]);

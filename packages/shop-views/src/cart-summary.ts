@@ -1,4 +1,4 @@
-import type { EventPayload } from '@sluice/contracts';
+import type { CatalogEvent } from '@sluice/contracts';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
 
@@ -14,7 +14,7 @@ interface CartDelta {
  * `views.cart_summaries`: per cart its owner, status, item count and total. A batch is folded
  * per cart in memory and written with one statement.
  */
-export const cartSummary = defineProjection<Record<string, never>>({
+export const cartSummary = defineProjection<Record<string, never>, CatalogEvent>({
   name: 'cart_summary',
   aggregateTypes: ['cart'],
   tables: ['views.cart_summaries'],
@@ -43,19 +43,19 @@ export const cartSummary = defineProjection<Record<string, never>>({
       delta.version = event.aggregateVersion;
       switch (event.type) {
         case 'cart.opened.v1': {
-          const payload = event.payload as EventPayload<'cart.opened.v1'>;
+          const { payload } = event;
           delta.customerId = payload.customerId;
           delta.status = 'open';
           break;
         }
         case 'cart.item_added.v1': {
-          const payload = event.payload as EventPayload<'cart.item_added.v1'>;
+          const { payload } = event;
           delta.items += payload.quantity;
           delta.totalCents += payload.quantity * payload.unitPriceCents;
           break;
         }
         case 'cart.item_removed.v1': {
-          const payload = event.payload as EventPayload<'cart.item_removed.v1'>;
+          const { payload } = event;
           delta.items -= payload.quantity;
           delta.totalCents -= payload.quantity * payload.unitPriceCents;
           break;

@@ -1,4 +1,4 @@
-import type { EventPayload } from '@sluice/contracts';
+import type { CatalogEvent } from '@sluice/contracts';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
 
@@ -13,7 +13,7 @@ interface SalesDelta {
  * `views.product_sales`: per product, units added to and removed from carts, units sold and
  * revenue (from placed orders).
  */
-export const productSales = defineProjection<Record<string, never>>({
+export const productSales = defineProjection<Record<string, never>, CatalogEvent>({
   name: 'product_sales',
   aggregateTypes: ['cart', 'order'],
   tables: ['views.product_sales'],
@@ -37,13 +37,13 @@ export const productSales = defineProjection<Record<string, never>>({
     };
     for (const event of events) {
       if (event.type === 'cart.item_added.v1') {
-        const payload = event.payload as EventPayload<'cart.item_added.v1'>;
+        const { payload } = event;
         delta(payload.productId).added += payload.quantity;
       } else if (event.type === 'cart.item_removed.v1') {
-        const payload = event.payload as EventPayload<'cart.item_removed.v1'>;
+        const { payload } = event;
         delta(payload.productId).removed += payload.quantity;
       } else if (event.type === 'order.placed.v1') {
-        const payload = event.payload as EventPayload<'order.placed.v1'>;
+        const { payload } = event;
         for (const line of payload.lines) {
           const sales = delta(line.productId);
           sales.sold += line.quantity;

@@ -1,4 +1,4 @@
-import type { DomainEvent, EventPayload } from '@sluice/contracts';
+import type { CatalogEvent } from '@sluice/contracts';
 import { defineProjection } from '@sluice/projector';
 import { sql, type Transaction } from 'kysely';
 
@@ -12,18 +12,16 @@ async function lockCustomers(
   trx: Transaction<Record<string, never>>,
   report: string,
   owners: ReturnType<typeof sql.table>,
-  events: readonly DomainEvent[],
+  events: readonly CatalogEvent[],
 ): Promise<void> {
   const customers = new Set<string>();
   const carts = new Set<string>();
   const opened = new Map<string, string>();
   for (const event of events) {
-    if (event.type === 'order.placed.v1')
-      customers.add((event.payload as EventPayload<'order.placed.v1'>).customerId);
-    else if (event.type === 'cart.item_removed.v1')
-      carts.add((event.payload as EventPayload<'cart.item_removed.v1'>).cartId);
+    if (event.type === 'order.placed.v1') customers.add(event.payload.customerId);
+    else if (event.type === 'cart.item_removed.v1') carts.add(event.payload.cartId);
     else if (event.type === 'cart.opened.v1') {
-      const { cartId, customerId } = event.payload as EventPayload<'cart.opened.v1'>;
+      const { cartId, customerId } = event.payload;
       opened.set(cartId, customerId);
     }
   }
@@ -49,7 +47,7 @@ async function lockCustomers(
  * either order, and at once: removals and purchases are both kept, each side looks for the
  * other, and batches of the same customers take turns.
  */
-export const removedThenBought = defineProjection<Record<string, never>>({
+export const removedThenBought = defineProjection<Record<string, never>, CatalogEvent>({
   name: 'removed_then_bought',
   aggregateTypes: ['cart', 'order'],
   tables: ['views.cart_owners', 'views.removals', 'views.purchases', 'views.removed_then_bought'],
@@ -82,11 +80,11 @@ export const removedThenBought = defineProjection<Record<string, never>>({
     for (const event of events) {
       const at = event.occurredAt;
       if (event.type === 'cart.opened.v1') {
-        const payload = event.payload as EventPayload<'cart.opened.v1'>;
+        const { payload } = event;
         await sql`INSERT INTO ${owners} (cart_id, customer_id) VALUES (${payload.cartId}::uuid, ${payload.customerId}::uuid)
                   ON CONFLICT DO NOTHING`.execute(trx);
       } else if (event.type === 'cart.item_removed.v1') {
-        const payload = event.payload as EventPayload<'cart.item_removed.v1'>;
+        const { payload } = event;
         await sql`
           WITH owner AS (SELECT customer_id FROM ${owners} WHERE cart_id = ${payload.cartId}::uuid),
           removal AS (
@@ -101,7 +99,7 @@ export const removedThenBought = defineProjection<Record<string, never>>({
           trx,
         );
       } else if (event.type === 'order.placed.v1') {
-        const payload = event.payload as EventPayload<'order.placed.v1'>;
+        const { payload } = event;
         const products = payload.lines.map((line) => line.productId);
         await sql`
           WITH purchase AS (
