@@ -28,7 +28,7 @@
 // Latency: shop-api, relay and projector (all projections) run as processes; POST
 // /carts/:id/items at a fixed rate over 200 carts; an observer polls the projection's applied
 // versions every 5 ms. Latency = first poll seeing the write's version − the POST's response.
-import { toKafkaRecord, topicFor, type DomainEvent } from '@sluice/contracts';
+import { toKafkaRecord, topicFor, type CatalogEvent } from '@sluice/contracts';
 import { createDatabase } from '@sluice/database';
 import { errorMessage } from '@sluice/errors';
 import { tableNamer } from '@sluice/projector';
@@ -92,20 +92,20 @@ interface CartFold {
 }
 
 /** Carts opened, filled and partly emptied, versions interleaved across carts like live traffic. */
-function generateBacklog(): { events: DomainEvent[]; fold: Map<string, CartFold> } {
+function generateBacklog(): { events: CatalogEvent[]; fold: Map<string, CartFold> } {
   const perCart = Math.max(2, Math.floor(config.events / config.carts));
   const carts = Array.from({ length: config.carts }, () => randomUUID());
   const products = Array.from({ length: 50 }, () => randomUUID());
   const customer = randomUUID();
   const fold = new Map<string, CartFold>();
   const lastAdded = new Map<string, { productId: string; quantity: number; price: number }>();
-  const events: DomainEvent[] = [];
+  const events: CatalogEvent[] = [];
   const now = Date.now();
   for (let version = 1; version <= perCart; version += 1) {
     for (const [index, cartId] of carts.entries()) {
       const base = {
         id: randomUUID(),
-        aggregateType: 'cart',
+        aggregateType: 'cart' as const,
         aggregateId: cartId,
         aggregateVersion: version,
         occurredAt: new Date(now + version).toISOString(),
@@ -157,7 +157,7 @@ function generateBacklog(): { events: DomainEvent[]; fold: Map<string, CartFold>
 }
 
 /** Kafka's partition for each event: kafkajs's default (Java-compatible) partitioner on the key. */
-function partitionsOf(events: readonly DomainEvent[], topic: string): DomainEvent[][] {
+function partitionsOf(events: readonly CatalogEvent[], topic: string): CatalogEvent[][] {
   const partitioner = Partitioners.DefaultPartitioner();
   const partitionMetadata = Array.from({ length: PARTITIONS }, (_, partitionId) => ({
     partitionErrorCode: 0,
@@ -166,7 +166,7 @@ function partitionsOf(events: readonly DomainEvent[], topic: string): DomainEven
     replicas: [1],
     isr: [1],
   }));
-  const parts: DomainEvent[][] = Array.from({ length: PARTITIONS }, () => []);
+  const parts: CatalogEvent[][] = Array.from({ length: PARTITIONS }, () => []);
   for (const event of events) {
     const partition = partitioner({
       topic,
@@ -178,7 +178,7 @@ function partitionsOf(events: readonly DomainEvent[], topic: string): DomainEven
   return parts;
 }
 
-async function produce(kafka: Kafka, topic: string, events: readonly DomainEvent[]): Promise<void> {
+async function produce(kafka: Kafka, topic: string, events: readonly CatalogEvent[]): Promise<void> {
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   try {

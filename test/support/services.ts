@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export interface ServiceProcess {
+  name: ServiceName;
   child: ChildProcess;
   /** Everything it printed so far (JSON lines). */
   output(): string;
@@ -21,9 +22,18 @@ export interface ServiceProcess {
   waitForOutput(text: string, options: { timeoutMs: number; message: string }): Promise<void>;
 }
 
+export type ServiceName = 'shop-api' | 'relay' | 'projector';
+
+const started: ServiceProcess[] = [];
+
+/** Every service this test file started so far, in start order, running or not. */
+export function startedServices(): readonly ServiceProcess[] {
+  return started;
+}
+
 /** Starts a service with `env` on top of this process's environment (and node flags, if any). */
 export function startService(
-  name: 'shop-api' | 'relay' | 'projector',
+  name: ServiceName,
   env: Record<string, string>,
   nodeArgs: readonly string[] = [],
 ): ServiceProcess {
@@ -36,7 +46,8 @@ export function startService(
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exit = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
-  return {
+  const service: ServiceProcess = {
+    name,
     child,
     output: () => output,
     exited: () => exit,
@@ -58,6 +69,8 @@ export function startService(
       }
     },
   };
+  started.push(service);
+  return service;
 }
 
 /** Starts shop-api on a free port and waits until `/readyz` answers 200 (it has migrated). */

@@ -1,4 +1,5 @@
 import { SluiceError } from '@sluice/errors';
+import type { ContractsErrorCode } from './errors.js';
 
 /**
  * Each piece of an event's context under its three names: as a writer passes it (`context`),
@@ -144,37 +145,58 @@ export function fromKafkaRecord(record: {
 }): DomainEvent {
   const missing = REQUIRED_HEADERS.filter((name) => record.headers[name] === undefined);
   if (missing.length > 0) {
-    throw new SluiceError('record_malformed', `missing headers: ${missing.join(', ')}`);
+    throw new SluiceError<ContractsErrorCode>(
+      'record_malformed',
+      `missing headers: ${missing.join(', ')}`,
+    );
   }
   if (record.key === null || record.key.length === 0) {
-    throw new SluiceError('record_malformed', 'record has no key (aggregate id)');
+    throw new SluiceError<ContractsErrorCode>(
+      'record_malformed',
+      'record has no key (aggregate id)',
+    );
   }
   const h = record.headers as Record<(typeof REQUIRED_HEADERS)[number], string> &
     Record<string, string | undefined>;
   // PostgreSQL stores no NUL character in text or jsonb: an event carrying one came from
   // somewhere else, and would fail every statement that stored it.
   if (record.key.includes('\u0000')) {
-    throw new SluiceError('record_malformed', 'record key contains a NUL character');
+    throw new SluiceError<ContractsErrorCode>(
+      'record_malformed',
+      'record key contains a NUL character',
+    );
   }
   for (const name in h) {
     if (name.startsWith('ce_') && h[name]?.includes('\u0000') === true)
-      throw new SluiceError('record_malformed', `header ${name} contains a NUL character`);
+      throw new SluiceError<ContractsErrorCode>(
+        'record_malformed',
+        `header ${name} contains a NUL character`,
+      );
   }
   if (h.ce_specversion !== '1.0') {
-    throw new SluiceError('record_malformed', `unsupported ce_specversion ${h.ce_specversion}`);
+    throw new SluiceError<ContractsErrorCode>(
+      'record_malformed',
+      `unsupported ce_specversion ${h.ce_specversion}`,
+    );
   }
   if (h.ce_id.length === 0 || h.ce_type.length === 0 || h.ce_aggregatetype.length === 0) {
-    throw new SluiceError('record_malformed', 'empty ce_id, ce_type or ce_aggregatetype');
+    throw new SluiceError<ContractsErrorCode>(
+      'record_malformed',
+      'empty ce_id, ce_type or ce_aggregatetype',
+    );
   }
   const aggregateVersion = Number(h.ce_aggregateversion);
   if (
     !/^[1-9][0-9]{0,15}$/.test(h.ce_aggregateversion) ||
     !Number.isSafeInteger(aggregateVersion)
   ) {
-    throw new SluiceError('record_malformed', `bad ce_aggregateversion ${h.ce_aggregateversion}`);
+    throw new SluiceError<ContractsErrorCode>(
+      'record_malformed',
+      `bad ce_aggregateversion ${h.ce_aggregateversion}`,
+    );
   }
   if (!RFC3339.test(h.ce_time) || !Number.isFinite(Date.parse(h.ce_time))) {
-    throw new SluiceError(
+    throw new SluiceError<ContractsErrorCode>(
       'record_malformed',
       `ce_time ${JSON.stringify(h.ce_time)} is not an RFC 3339 time`,
     );
@@ -183,10 +205,15 @@ export function fromKafkaRecord(record: {
   try {
     payload = JSON.parse(record.value ?? '');
   } catch (error) {
-    throw new SluiceError('record_malformed', 'record value is not JSON', { cause: error });
+    throw new SluiceError<ContractsErrorCode>('record_malformed', 'record value is not JSON', {
+      cause: error,
+    });
   }
   if (record.value !== null && ESCAPED_NUL.test(record.value)) {
-    throw new SluiceError('record_malformed', 'record value contains a NUL character');
+    throw new SluiceError<ContractsErrorCode>(
+      'record_malformed',
+      'record value contains a NUL character',
+    );
   }
   const metadata: EventMetadata = {};
   for (const field of METADATA_FIELDS) {

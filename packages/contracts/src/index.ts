@@ -22,3 +22,4 @@ export {
 } from './cloud-events.js';
 export { createUpcaster, type Upcaster } from './upcasters.js';
 export { assertPayload, payloadErrors } from './validation.js';
+export type { ContractsErrorCode } from './errors.js';

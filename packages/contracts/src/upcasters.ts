@@ -1,5 +1,6 @@
 import { SluiceError } from '@sluice/errors';
 import type { DomainEvent } from './cloud-events.js';
+import type { ContractsErrorCode } from './errors.js';
 
 /** Turns an event of type `from` into one of type `to` (e.g. `x.v1` → `x.v2`). */
 export interface Upcaster {
@@ -23,7 +24,10 @@ export function createUpcaster(
   const steps = new Map<string, Upcaster>();
   for (const step of upcasters) {
     if (steps.has(step.from)) {
-      throw new SluiceError('upcaster_duplicate', `two upcasters start from ${step.from}`);
+      throw new SluiceError<ContractsErrorCode>(
+        'upcaster_duplicate',
+        `two upcasters start from ${step.from}`,
+      );
     }
     steps.set(step.from, step);
   }
@@ -33,7 +37,10 @@ export function createUpcaster(
       const step = steps.get(current.type);
       if (step === undefined) return current;
       if (hops >= steps.size) {
-        throw new SluiceError('upcaster_cycle', `upcasters loop through ${current.type}`);
+        throw new SluiceError<ContractsErrorCode>(
+          'upcaster_cycle',
+          `upcasters loop through ${current.type}`,
+        );
       }
       current = { ...current, type: step.to, payload: step.upcast(current.payload, current) };
     }

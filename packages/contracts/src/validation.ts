@@ -2,6 +2,7 @@ import { SluiceError } from '@sluice/errors';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import { catalog, isEventType, type EventPayload, type EventType } from './catalog.js';
+import type { ContractsErrorCode } from './errors.js';
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 addFormats.default(ajv);
@@ -36,10 +37,16 @@ export function assertPayload<T extends EventType>(
   payload: unknown,
 ): asserts payload is EventPayload<T> {
   if (!isEventType(type)) {
-    throw new SluiceError('event_type_unknown', `Unknown event type ${JSON.stringify(type)}`);
+    throw new SluiceError<ContractsErrorCode>(
+      'event_type_unknown',
+      `Unknown event type ${JSON.stringify(type)}`,
+    );
   }
   const errors = payloadErrors(type, payload);
   if (errors.length > 0) {
-    throw new SluiceError('event_payload_invalid', `Invalid ${type} payload: ${errors.join('; ')}`);
+    throw new SluiceError<ContractsErrorCode>(
+      'event_payload_invalid',
+      `Invalid ${type} payload: ${errors.join('; ')}`,
+    );
   }
 }

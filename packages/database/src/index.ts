@@ -5,11 +5,14 @@ import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } f
 import { Migrator, type Migration } from 'kysely/migration';
 import pg from 'pg';
 
+/** The codes of the SluiceErrors this package throws. */
+export type DatabaseErrorCode = 'int8_out_of_range' | 'migration_failed';
+
 /** int8 columns arrive as numbers; values beyond 2^53 would lose precision, so they fail loudly. */
 function parseInt8(text: string): number {
   const value = Number(text);
   if (!Number.isSafeInteger(value)) {
-    throw new SluiceError(
+    throw new SluiceError<DatabaseErrorCode>(
       'int8_out_of_range',
       `int8 value ${text} exceeds JavaScript's safe integers`,
     );
@@ -170,6 +173,8 @@ export async function migrate<DB>(
   const { error, results } = await migrator.migrateToLatest();
   if (error !== undefined) {
     const failed = results?.find((result) => result.status === 'Error')?.migrationName ?? 'unknown';
-    throw new SluiceError('migration_failed', `Migration ${failed} failed`, { cause: error });
+    throw new SluiceError<DatabaseErrorCode>('migration_failed', `Migration ${failed} failed`, {
+      cause: error,
+    });
   }
 }

@@ -11,6 +11,7 @@ import { SluiceError } from '@sluice/errors';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { v7 as uuidv7 } from 'uuid';
+import type { OutboxErrorCode } from './errors.js';
 
 /** Options for {@link createOutbox} and {@link outboxMigrations}. */
 export interface OutboxOptions {
@@ -102,7 +103,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
     async append(trx, aggregate, events, context = {}) {
       // The type already demands a transaction; this catches casts and plain JavaScript.
       if (!(trx as { isTransaction: boolean }).isTransaction) {
-        throw new SluiceError(
+        throw new SluiceError<OutboxErrorCode>(
           'outbox_requires_transaction',
           'outbox.append needs the open transaction that writes the state the events describe',
         );
@@ -112,7 +113,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
         // Throws for unknown types too: callers from plain JavaScript can pass anything.
         assertPayload(event.type, event.payload);
         if (catalog[event.type].aggregateType !== aggregate.type) {
-          throw new SluiceError(
+          throw new SluiceError<OutboxErrorCode>(
             'event_aggregate_mismatch',
             `${event.type} belongs to ${catalog[event.type].aggregateType}, not ${aggregate.type}`,
           );
@@ -145,7 +146,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
           AS e (id, aggregate_type, aggregate_id, aggregate_version, type, payload, metadata, occurred_at)
         WHERE EXISTS (SELECT 1 FROM claimed)`.execute(trx);
       if (Number(result.numAffectedRows ?? 0n) !== events.length) {
-        throw new SluiceError(
+        throw new SluiceError<OutboxErrorCode>(
           'version_conflict',
           `${aggregate.type} ${aggregate.id} is not at version ${aggregate.expectedVersion}`,
         );
@@ -205,3 +206,4 @@ export function outboxMigrations(options: OutboxOptions = {}): Record<string, Mi
     },
   };
 }
+export type { OutboxErrorCode } from './errors.js';

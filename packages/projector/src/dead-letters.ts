@@ -1,3 +1,4 @@
+import { ACKS_ALL, idempotentProducer } from '@sluice/kafka';
 import type { IHeaders, Kafka, Message, Producer } from 'kafkajs';
 import { rawOf, type DeadLetter, type DeadLetterSink } from './records.js';
 
@@ -92,11 +93,7 @@ export function createDeadLetterSink(options: DeadLetterSinkOptions): DeadLetter
 
   async function connected(): Promise<Producer> {
     if (producer === undefined) {
-      const fresh = options.kafka.producer({
-        idempotent: true,
-        maxInFlightRequests: 1,
-        allowAutoTopicCreation: false,
-      });
+      const fresh = idempotentProducer(options.kafka);
       await fresh.connect();
       producer = fresh;
     }
@@ -105,7 +102,7 @@ export function createDeadLetterSink(options: DeadLetterSinkOptions): DeadLetter
 
   async function send(topic: string, messages: readonly Message[]): Promise<void> {
     try {
-      await (await connected()).send({ topic, acks: -1, messages: [...messages] });
+      await (await connected()).send({ topic, acks: ACKS_ALL, messages: [...messages] });
     } catch (error) {
       if (!tooLarge(error)) throw error;
       if (messages.length > 1) {

@@ -12,6 +12,7 @@ import {
   type Generation,
 } from './generations.js';
 import type { Projection } from './projection.js';
+import type { ProjectorErrorCode } from './errors.js';
 
 /** A rebuild within this many records of the active generation tries to swap. */
 const SWAP_WITHIN_RECORDS = 2000;
@@ -126,7 +127,9 @@ export function createGenerationSync<DB>(options: GenerationSyncOptions<DB>) {
       const message = `Kafka did not delete retired consumer groups of: ${refused.join(', ')}`;
       options.failed(
         projection,
-        new SluiceError('consumer_group_delete_failed', message, { retriable: true }),
+        new SluiceError<ProjectorErrorCode>('consumer_group_delete_failed', message, {
+          retriable: true,
+        }),
       );
     }
   }

@@ -2,6 +2,7 @@ import { SluiceError } from '@sluice/errors';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { audit, type OperatorRequest } from './audit.js';
 import type { Projection, TableNamer } from './projection.js';
+import type { ProjectorErrorCode } from './errors.js';
 
 /** Where a generation is in its life: replaying, serving reads, replaced, or given up. */
 export type GenerationState = 'building' | 'active' | 'retired' | 'cancelled';
@@ -132,7 +133,7 @@ export async function ensureFirstGeneration<DB>(
       }
       await projection.createTables(trx, first);
     } else {
-      throw new SluiceError(
+      throw new SluiceError<ProjectorErrorCode>(
         'projection_tables_conflict',
         `Projection ${projection.name}: of its tables ${projection.tables.join(', ')} some exist ` +
           `and some do not (or are not tables); expected all or none`,
@@ -161,13 +162,13 @@ export async function startRebuild<DB>(
     const generations = await listGenerations(trx, projection.name);
     const building = generations.find((g) => g.state === 'building');
     if (building !== undefined) {
-      throw new SluiceError(
+      throw new SluiceError<ProjectorErrorCode>(
         'rebuild_in_progress',
         `Generation ${building.generation} of ${projection.name} is still being built`,
       );
     }
     if (generations.length === 0) {
-      throw new SluiceError(
+      throw new SluiceError<ProjectorErrorCode>(
         'projection_not_started',
         `Projection ${projection.name} has no generation yet; start the projector first`,
       );
@@ -288,7 +289,10 @@ export async function cancelRebuild<DB>(
     );
     const row = rows[0];
     if (row === undefined) {
-      throw new SluiceError('rebuild_not_running', `No rebuild of ${projection} is running`);
+      throw new SluiceError<ProjectorErrorCode>(
+        'rebuild_not_running',
+        `No rebuild of ${projection} is running`,
+      );
     }
     await audit(trx, {
       actor: request.actor,

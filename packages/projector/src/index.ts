@@ -48,3 +48,4 @@ export {
   type ParkedOutcome,
   type VersionGap,
 } from './parked.js';
+export type { ProjectorErrorCode } from './errors.js';

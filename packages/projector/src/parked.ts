@@ -8,6 +8,7 @@ import { parkedAhead, parkedStatus, skipRecord, unpark } from './parked-records.
 import { activeGeneration, instanceOf } from './generations.js';
 import type { Projection } from './projection.js';
 import type { DeadLetterSink } from './records.js';
+import type { ProjectorErrorCode } from './errors.js';
 
 /** An aggregate still waiting for versions that never arrived. */
 export interface VersionGap {
@@ -171,7 +172,7 @@ export async function acceptVersionGap<DB>(
     const instance = instanceOf(projection.name, generation);
     const { gap } = await aggregateStatus(trx, instance, aggregate);
     if (gap === null) {
-      throw new SluiceError(
+      throw new SluiceError<ProjectorErrorCode>(
         'no_version_gap',
         `${aggregate.type} ${aggregate.id} of ${projection.name} is not waiting for missing versions; ` +
           'redrive or skip its parked records instead',

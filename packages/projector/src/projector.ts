@@ -1,6 +1,6 @@
 import { deadLetterTopicFor, topicFor, type DomainEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
-import { createTopicEnsurer } from '@sluice/preflight';
+import { createTopicEnsurer } from '@sluice/kafka';
 import type { Kafka } from 'kafkajs';
 import type { Kysely } from 'kysely';
 import { isConflict, type HandlerFailure } from './apply-events.js';
@@ -27,6 +27,7 @@ import {
 import { acceptVersionGap, redriveParked, skipParked, type ParkedOutcome } from './parked.js';
 import type { Projection } from './projection.js';
 import { createKafkaRecordSource, deleteConsumerGroups } from './record-source.js';
+import type { ProjectorErrorCode } from './errors.js';
 
 /** One applied batch, as reported to {@link ProjectorHooks.batch}. */
 export interface BatchReport {
@@ -297,7 +298,10 @@ export function createProjector<DB>(options: ProjectorOptions<DB>): Projector {
   const projectionNamed = (name: string): Projection<DB> => {
     const projection = options.projections.find((p) => p.name === name);
     if (projection === undefined)
-      throw new SluiceError('projection_unknown', `No projection named ${JSON.stringify(name)}`);
+      throw new SluiceError<ProjectorErrorCode>(
+        'projection_unknown',
+        `No projection named ${JSON.stringify(name)}`,
+      );
     return projection;
   };
 

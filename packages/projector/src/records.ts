@@ -1,6 +1,7 @@
 import { fromKafkaRecord, payloadErrors, type DomainEvent } from '@sluice/contracts';
 import { errorMessage, SluiceError } from '@sluice/errors';
 import type { IHeaders, KafkaMessage } from 'kafkajs';
+import type { ProjectorErrorCode } from './errors.js';
 
 /** A header as Kafka carries it: a name and bytes, or null (Kafka allows a null value). */
 export type RawHeader = [name: string, value: string | Buffer | null];
@@ -191,7 +192,10 @@ export function decode(
   try {
     const dataref = record.headers.ce_dataref;
     if (record.value === null && dataref !== undefined)
-      throw new SluiceError('claim_check_missing', `No claim-checked payload for ${dataref}`);
+      throw new SluiceError<ProjectorErrorCode>(
+        'claim_check_missing',
+        `No claim-checked payload for ${dataref}`,
+      );
     const event = fromKafkaRecord(record);
     const errors = payloadErrors(event.type, event.payload);
     if (errors.length > 0) {

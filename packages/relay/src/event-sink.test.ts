@@ -378,6 +378,8 @@ describe('Kafka sink', () => {
       kafka: fake.kafka,
       source: '/test',
       retryInitialMs: 1,
+      // However slow this machine is, the send is tried again soon after the broker is back.
+      retryMaxMs: 20,
       stalledAfterMs: 50,
       onSendFailed: (_failure, block) => blocks.push(block),
       onStalled: (block) => stalls.push(block),

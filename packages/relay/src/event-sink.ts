@@ -1,8 +1,9 @@
 import { toKafkaRecord, topicFor, type SerializedEvent } from '@sluice/contracts';
 import { SluiceError, errorMessage, isSluiceError } from '@sluice/errors';
-import { createTopicEnsurer } from '@sluice/preflight';
-import { CompressionTypes, Partitioners, type Kafka, type Message, type Producer } from 'kafkajs';
+import { ACKS_ALL, createTopicEnsurer, idempotentProducer } from '@sluice/kafka';
+import { CompressionTypes, type Kafka, type Message, type Producer } from 'kafkajs';
 import { Lsn } from './lsn.js';
+import type { RelayErrorCode } from './errors.js';
 
 /** An event on its way out, with the commit position of its transaction. */
 export interface OutgoingEvent {
@@ -101,8 +102,10 @@ export interface KafkaSinkOptions {
   claimChecks?: ClaimCheckStore;
   /** Bytes per send, under the broker's `message.max.bytes` (1 MiB by default). Default 900 KiB. */
   maxBatchBytes?: number;
-  /** First pause before retrying a failed send; doubles, up to 5 s for transient failures. Default 200. */
+  /** First pause before retrying a failed send; doubles up to `retryMaxMs` for transient failures. Default 200. */
   retryInitialMs?: number;
+  /** Longest pause between retries of a send that failed for a transient reason. Default 5000. */
+  retryMaxMs?: number;
   /** Longest pause between retries of a send that retrying cannot fix. Default 60000. */
   blockedRetryMaxMs?: number;
   /** A send not through after this long makes {@link KafkaSink.blocked} report `stalled`. Default 30000. */
@@ -226,13 +229,7 @@ export function createKafkaSink(options: KafkaSinkOptions): KafkaSink {
 
   async function connectedProducer(): Promise<Producer> {
     if (producer === undefined) {
-      const fresh = kafka.producer({
-        idempotent: true,
-        maxInFlightRequests: 1,
-        allowAutoTopicCreation: false,
-        // Java's murmur2 partitioner: a key lands on the same partition whoever produces it.
-        createPartitioner: Partitioners.DefaultPartitioner,
-      });
+      const fresh = idempotentProducer(kafka);
       await fresh.connect();
       producer = fresh;
     }
@@ -306,7 +303,7 @@ export function createKafkaSink(options: KafkaSinkOptions): KafkaSink {
   /** Moves the payload to the claim-check store; the record keeps a `dataref` and no value. */
   async function claimCheck(item: Outgoing): Promise<void> {
     if (options.claimChecks === undefined) {
-      throw new SluiceError(
+      throw new SluiceError<RelayErrorCode>(
         'record_too_large',
         `Event ${item.event.id} exceeds ${maxRecord} bytes and no claim-check store is configured`,
       );
@@ -337,7 +334,7 @@ export function createKafkaSink(options: KafkaSinkOptions): KafkaSink {
     if (signals.some((signal) => signal.aborted)) throw new Error('aborted');
     const current = await connectedProducer();
     await current.sendBatch({
-      acks: -1,
+      acks: ACKS_ALL,
       ...(chunk.some((item) => item.compress) ? { compression: CompressionTypes.GZIP } : {}),
       topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
     });
@@ -418,7 +415,8 @@ export function createKafkaSink(options: KafkaSinkOptions): KafkaSink {
   /** Records a failed attempt and returns the pause before the next. */
   function failed(item: Outgoing, error: unknown, attempt: number): number {
     const reason = classifySendError(error);
-    const ceilingMs = reason === 'transient' ? 5000 : (options.blockedRetryMaxMs ?? 60_000);
+    const ceilingMs =
+      reason === 'transient' ? (options.retryMaxMs ?? 5000) : (options.blockedRetryMaxMs ?? 60_000);
     const retryInMs = Math.min(
       (options.retryInitialMs ?? 200) * 2 ** Math.min(attempt - 1, 20),
       ceilingMs,
@@ -443,11 +441,17 @@ export function createKafkaSink(options: KafkaSinkOptions): KafkaSink {
     // A send may still be in flight on this producer: the next one starts afresh.
     void discardProducer();
     return closing.signal.aborted
-      ? new SluiceError('sink_closed', 'The Kafka sink was closed during a send', { cause })
-      : new SluiceError('publish_aborted', 'Stopped before Kafka acknowledged every event', {
+      ? new SluiceError<RelayErrorCode>('sink_closed', 'The Kafka sink was closed during a send', {
           cause,
-          retriable: true,
-        });
+        })
+      : new SluiceError<RelayErrorCode>(
+          'publish_aborted',
+          'Stopped before Kafka acknowledged every event',
+          {
+            cause,
+            retriable: true,
+          },
+        );
   }
 
   function blocked(): PublishBlock | undefined {

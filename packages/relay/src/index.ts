@@ -12,6 +12,7 @@ export {
   type SendFailure,
   type SendFailureReason,
 } from './event-sink.js';
+export type { RelayErrorCode } from './errors.js';
 export { createLeadership, type Leadership, type LeadershipOptions } from './leadership.js';
 export { Lsn } from './lsn.js';
 export {

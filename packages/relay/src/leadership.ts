@@ -1,5 +1,6 @@
 import { SluiceError, errorMessage } from '@sluice/errors';
 import pg from 'pg';
+import type { RelayErrorCode } from './errors.js';
 
 /** Options for {@link createLeadership}. */
 export interface LeadershipOptions {
@@ -71,9 +72,13 @@ export function createLeadership(options: LeadershipOptions): Leadership {
         (error: unknown) => {
           if (client !== session) return;
           markLost(
-            new SluiceError('leadership_lost', `Leader session failed: ${errorMessage(error)}`, {
-              cause: error,
-            }),
+            new SluiceError<RelayErrorCode>(
+              'leadership_lost',
+              `Leader session failed: ${errorMessage(error)}`,
+              {
+                cause: error,
+              },
+            ),
           );
         },
       );
@@ -119,7 +124,7 @@ export function createLeadership(options: LeadershipOptions): Leadership {
         if (await tryOnce()) return;
         await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 1000));
       }
-      throw new SluiceError('leadership_aborted', 'Stopped before becoming leader');
+      throw new SluiceError<RelayErrorCode>('leadership_aborted', 'Stopped before becoming leader');
     },
     lost: () => lostPromise,
     async release() {

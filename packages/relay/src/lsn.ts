@@ -1,4 +1,5 @@
 import { SluiceError } from '@sluice/errors';
+import type { RelayErrorCode } from './errors.js';
 
 /**
  * A PostgreSQL WAL position (`pg_lsn`) as a value: a 64-bit unsigned integer, compared as a
@@ -22,7 +23,7 @@ export const Lsn = {
   parse(text: string): Lsn {
     const match = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text);
     if (match?.[1] === undefined || match[2] === undefined) {
-      throw new SluiceError('lsn_invalid', `Not an LSN: ${JSON.stringify(text)}`);
+      throw new SluiceError<RelayErrorCode>('lsn_invalid', `Not an LSN: ${JSON.stringify(text)}`);
     }
     return ((BigInt(`0x${match[1]}`) << 32n) | BigInt(`0x${match[2]}`)) as Lsn;
   },
@@ -30,7 +31,8 @@ export const Lsn = {
   /** From a non-negative integer. @throws SluiceError `lsn_invalid` */
   of(value: bigint | number): Lsn {
     const big = BigInt(value);
-    if (big < 0n || big > MAX) throw new SluiceError('lsn_invalid', `LSN out of range: ${big}`);
+    if (big < 0n || big > MAX)
+      throw new SluiceError<RelayErrorCode>('lsn_invalid', `LSN out of range: ${big}`);
     return big as Lsn;
   },
 

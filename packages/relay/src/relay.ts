@@ -3,6 +3,7 @@ import { SluiceError } from '@sluice/errors';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
 import type { ReplicationEvent, ReplicationSource } from './replication-source.js';
+import type { RelayErrorCode } from './errors.js';
 
 /** Options for {@link createRelay}. */
 export interface RelayOptions {
@@ -83,7 +84,7 @@ export function outboxRowToEvent(row: Readonly<Record<string, string | null>>): 
   const column = (name: string): string => {
     const value = row[name];
     if (value === undefined || value === null)
-      throw new SluiceError('outbox_row_malformed', `An outbox row has no ${name}`);
+      throw new SluiceError<RelayErrorCode>('outbox_row_malformed', `An outbox row has no ${name}`);
     return value;
   };
   return {
@@ -273,7 +274,7 @@ export function createRelay(options: RelayOptions): Relay {
     const status = setInterval(() => current.acknowledge(acked), statusIntervalMs);
     const streaming = current.start(onEvent).then(
       () => {
-        streamError ??= new SluiceError(
+        streamError ??= new SluiceError<RelayErrorCode>(
           'replication_stream_ended',
           'The replication stream ended',
           { retriable: true },

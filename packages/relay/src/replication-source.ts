@@ -2,6 +2,7 @@ import { errorMessage, SluiceError } from '@sluice/errors';
 import pg from 'pg';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { Lsn } from './lsn.js';
+import type { RelayErrorCode } from './errors.js';
 
 /** What a logical replication stream delivers, in WAL order. */
 export type ReplicationEvent =
@@ -122,7 +123,10 @@ export function createPgReplicationSource(options: PgReplicationSourceOptions): 
   return {
     async start(handler) {
       if (started)
-        throw new SluiceError('replication_source_reused', 'A replication source streams once');
+        throw new SluiceError<RelayErrorCode>(
+          'replication_source_reused',
+          'A replication source streams once',
+        );
       started = true;
       const senderTimeout =
         options.senderTimeoutMs === undefined
@@ -162,7 +166,7 @@ export function createPgReplicationSource(options: PgReplicationSourceOptions): 
         await Promise.race([plugin.start(current, options.slot, '0/0'), failure]);
       } catch (error) {
         if (stopping) return;
-        throw new SluiceError(
+        throw new SluiceError<RelayErrorCode>(
           'replication_stream_failed',
           `Replication stream ended: ${errorMessage(error)}`,
           {
@@ -172,7 +176,7 @@ export function createPgReplicationSource(options: PgReplicationSourceOptions): 
         );
       }
       if (!stopping) {
-        throw new SluiceError(
+        throw new SluiceError<RelayErrorCode>(
           'replication_stream_failed',
           'Replication stream ended unexpectedly',
           { retriable: true },

@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
 import { outboxRowToEvent } from './relay.js';
+import type { RelayErrorCode } from './errors.js';
 
 /** Names the relay replicates with. */
 export interface ReplicationNames {
@@ -134,7 +135,7 @@ export async function prepareReplication(
       // streamed from this slot yet, so a fresh slot and snapshot lose nothing. The row goes
       // last, so a crash in between is met here again, never taken for a lost slot.
       if (row?.active === true) {
-        throw new SluiceError(
+        throw new SluiceError<RelayErrorCode>(
           'slot_busy',
           `Slot ${names.slot} is still being set up by another process`,
           {
@@ -147,7 +148,7 @@ export async function prepareReplication(
       await client.query('DELETE FROM sluice.relay_slots WHERE slot_name = $1', [names.slot]);
       row = undefined;
     } else if (row === undefined && record !== undefined) {
-      throw new SluiceError(
+      throw new SluiceError<RelayErrorCode>(
         'slot_missing',
         `Replication slot ${names.slot} was dropped (created ${record.created_at.toISOString()} at ${record.created_at_lsn ?? 'unknown LSN'}). ` +
           'Outbox events committed since it was last read may never have reached Kafka. Reconcile them ' +
@@ -159,13 +160,13 @@ export async function prepareReplication(
     const database = (await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]
       ?.db;
     if (row.plugin !== 'pgoutput' || row.database !== database) {
-      throw new SluiceError(
+      throw new SluiceError<RelayErrorCode>(
         'slot_mismatch',
         `Replication slot ${names.slot} uses plugin ${row.plugin} on database ${row.database}; the relay needs pgoutput on ${database}.`,
       );
     }
     if (row.wal_status === 'lost' || row.confirmed_flush_lsn === null) {
-      throw new SluiceError(
+      throw new SluiceError<RelayErrorCode>(
         'slot_lost',
         `Replication slot ${names.slot} is lost (wal_status=${row.wal_status ?? 'null'}): PostgreSQL removed WAL it still needed, ` +
           'so outbox events may never have reached Kafka. Reconcile shop.outbox with the topics, then drop the slot and ' +
@@ -214,7 +215,7 @@ async function ensurePublication(
     [outbox],
   );
   if (table.rows[0]?.found !== true) {
-    throw new SluiceError(
+    throw new SluiceError<RelayErrorCode>(
       'outbox_missing',
       `Table ${outbox} does not exist yet (the outbox's migrations have not run); the relay tries again.`,
       { retriable: true },
@@ -288,7 +289,7 @@ async function checkPublication(
     ? ` Slot ${pg.escapeIdentifier(names.slot)} exists: if a relay read it through this publication, the outbox events committed meanwhile never reached Kafka; reconcile them (compare the outbox with the topics).`
     : '';
   const sql = fixes.length > 1 ? `BEGIN; ${fixes.join(' ')} COMMIT;` : fixes.join(' ');
-  throw new SluiceError(
+  throw new SluiceError<RelayErrorCode>(
     'publication_mismatch',
     `Publication ${pg.escapeIdentifier(names.publication)} does not publish every insert into ${outbox} whole: ` +
       `${problems.join('; ')}. The relay would confirm its slot past those events without publishing them.${gap} ` +
@@ -408,7 +409,10 @@ async function createSlotWithSnapshot(
     );
     const slot = created.rows[0];
     if (slot === undefined)
-      throw new SluiceError('slot_create_failed', `Creating slot ${names.slot} returned nothing`);
+      throw new SluiceError<RelayErrorCode>(
+        'slot_create_failed',
+        `Creating slot ${names.slot} returned nothing`,
+      );
     await client.query('UPDATE sluice.relay_slots SET created_at_lsn = $2 WHERE slot_name = $1', [
       names.slot,
       slot.consistent_point,
@@ -478,7 +482,10 @@ export async function publishInitialSnapshot(
   try {
     for await (const rows of snapshot.batches(options.batchSize ?? 5000)) {
       if (options.signal?.aborted === true) {
-        throw new SluiceError('snapshot_aborted', 'Stopped while publishing the initial snapshot');
+        throw new SluiceError<RelayErrorCode>(
+          'snapshot_aborted',
+          'Stopped while publishing the initial snapshot',
+        );
       }
       const events = rows.map((row) => ({
         event: outboxRowToEvent(row),

@@ -4,6 +4,9 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import { pino, type Logger } from 'pino';
 
+/** The codes of the SluiceErrors this package throws. */
+export type ServiceKitErrorCode = 'config_invalid';
+
 /**
  * Reads a service's configuration from `env` once: coerces strings to the schema's types,
  * fills defaults, rejects anything invalid naming every bad variable, and freezes the result.
@@ -33,7 +36,10 @@ export function loadConfig<S extends TObject>(
     const problems = (validate.errors ?? []).map(
       (error) => `${error.instancePath.slice(1) || 'config'} ${error.message ?? 'is invalid'}`,
     );
-    throw new SluiceError('config_invalid', `Invalid configuration: ${problems.join('; ')}`);
+    throw new SluiceError<ServiceKitErrorCode>(
+      'config_invalid',
+      `Invalid configuration: ${problems.join('; ')}`,
+    );
   }
   return Object.freeze(candidate as Static<S>);
 }
@@ -84,3 +90,11 @@ export function createLogger(options: { service: string; level: string }): Logge
     formatters: { level: (label) => ({ level: label }) },
   });
 }
+
+export {
+  ExitCode,
+  runService,
+  type Readiness,
+  type Service,
+  type ServiceOptions,
+} from './run-service.js';

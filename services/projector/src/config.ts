@@ -21,6 +21,8 @@ const ConfigSchema = Type.Object({
   PROJECTOR_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 20, default: 3 }),
   /** A consumer whose batches have failed this long without a success makes /readyz fail. */
   PROJECTOR_STALLED_AFTER_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
+  /** A stop (SIGTERM) that has not finished the batches in hand after this long exits anyway, as a failure. */
+  PROJECTOR_STOP_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
   /** The projections this process runs, comma-separated (e.g. to give one its own process). */
   PROJECTOR_PROJECTIONS: Type.String({
     pattern: '^[a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*$',

@@ -1,10 +1,9 @@
-// The projector's operations HTTP API: health, metrics, parked events, offset gaps, rebuilds.
+// The projector's operations HTTP API: parked events, offset gaps, rebuilds.
 import { Type, type Static } from '@sinclair/typebox';
 import { isSluiceError } from '@sluice/errors';
 import type { OperatorRequest, ParkedOutcome, Projector } from '@sluice/projector';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import type { Registry } from 'prom-client';
 
 const STATUS_BY_CODE: Record<string, number> = {
   projection_unknown: 404,
@@ -48,17 +47,17 @@ const outcomeBody = (outcome: ParkedOutcome) => ({
   gap: outcome.gap,
 });
 
-/** The operations API over `projector`, not yet listening. */
-export function operationsApi(deps: {
+/** What the operations routes work with. */
+interface OperationsDeps {
   projector: Projector;
-  registry: Registry;
   logger: Logger;
   /** The projections this process runs. */
   hosted: readonly string[];
-  stopping: () => boolean;
-}): FastifyInstance {
-  const { projector, logger } = deps;
-  const http = Fastify({ logger: false });
+}
+
+/** Registers the operations API over `projector` on `http`, and its error answers for every route. */
+export function operationsRoutes(http: FastifyInstance, deps: OperationsDeps): void {
+  const { logger } = deps;
   http.setErrorHandler((error: Error & { validation?: unknown }, _request, reply) => {
     const status = isSluiceError(error) ? STATUS_BY_CODE[error.code] : undefined;
     if (isSluiceError(error) && status !== undefined)
@@ -68,16 +67,13 @@ export function operationsApi(deps: {
     logger.error({ err: error }, 'operations request failed');
     return reply.code(500).send({ code: 'internal_error', detail: 'See the projector log' });
   });
-  http.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
-  http.get('/readyz', async (_request, reply) => {
-    if (deps.stopping()) return reply.code(503).send({ status: 'stopping', problems: [] });
-    const { ready, problems } = await projector.health();
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', problems });
-  });
-  http.get('/metrics', async (_request, reply) =>
-    reply.type(deps.registry.contentType).send(await deps.registry.metrics()),
-  );
+  parkedRoutes(http, deps);
+  offsetGapRoutes(http, deps);
+  rebuildRoutes(http, deps);
+}
 
+/** Parked records: list, redrive, accept a version gap, skip one. */
+function parkedRoutes(http: FastifyInstance, { projector, logger }: OperationsDeps): void {
   http.get('/parked', async (request, reply) => {
     const { projection } = request.query as { projection?: string };
     return reply.send({ items: await projector.parked(projection) });
@@ -146,6 +142,10 @@ export function operationsApi(deps: {
       return reply.send(outcomeBody(outcome));
     },
   );
+}
+
+/** Offset gaps: list them, accept a projection's. */
+function offsetGapRoutes(http: FastifyInstance, { projector, logger }: OperationsDeps): void {
   http.get('/offset-gaps', async (request, reply) => {
     const { projection } = request.query as { projection?: string };
     return reply.send({ items: await projector.offsetGaps(projection) });
@@ -168,12 +168,14 @@ export function operationsApi(deps: {
       return reply.send({ accepted });
     },
   );
+}
 
-  // Blue/green rebuilds: the generations of each projection here, starting and cancelling one.
+/** Blue/green rebuilds: the generations of each projection here, starting and cancelling one. */
+function rebuildRoutes(http: FastifyInstance, { projector, logger, hosted }: OperationsDeps): void {
   http.get('/projections', async (_request, reply) =>
     reply.send({
       items: await Promise.all(
-        deps.hosted.map(async (name) => ({
+        hosted.map(async (name) => ({
           projection: name,
           ...(await projector.generations(name)),
         })),
@@ -203,5 +205,4 @@ export function operationsApi(deps: {
     );
     return reply.send(generation);
   });
-  return http;
 }

@@ -1,6 +1,6 @@
 // The relay's composition root: config, leadership, replication, Kafka, metrics, shutdown.
-import { errorMessage, isSluiceError } from '@sluice/errors';
-import { parseBrokers } from '@sluice/preflight';
+import { isSluiceError } from '@sluice/errors';
+import { createKafka, parseBrokers } from '@sluice/kafka';
 import {
   createKafkaSink,
   createLeadership,
@@ -16,19 +16,22 @@ import {
   type KafkaSink,
   type PublishBlock,
   type Relay,
+  type RelayErrorCode,
   type ReplicationNames,
 } from '@sluice/relay';
-import { createLogger, redactConfig } from '@sluice/service-kit';
-import Fastify from 'fastify';
-import { Kafka, logLevel } from 'kafkajs';
+import { ExitCode, createLogger, redactConfig, runService } from '@sluice/service-kit';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { loadRelayConfig } from './config.js';
 import { createRelayMetrics } from './metrics.js';
 
-/** Exit status for conditions a restart cannot fix (a lost slot): a person must act. */
-const EXIT_NEEDS_OPERATOR = 78;
-const FATAL_CODES = new Set(['slot_lost', 'slot_missing', 'slot_mismatch', 'publication_mismatch']);
+/** Conditions a restart cannot fix: a person must act. */
+const FATAL_CODES: ReadonlySet<string> = new Set<RelayErrorCode>([
+  'slot_lost',
+  'slot_missing',
+  'slot_mismatch',
+  'publication_mismatch',
+]);
 
 const config = loadRelayConfig(process.env);
 const logger = createLogger({ service: 'relay', level: config.LOG_LEVEL });
@@ -46,29 +49,16 @@ const pool = new pg.Pool({
 });
 pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
 
-const kafkaLevels: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
-  [logLevel.ERROR]: 'error',
-  [logLevel.WARN]: 'warn',
-  [logLevel.INFO]: 'info',
-  [logLevel.DEBUG]: 'debug',
-};
-const kafka = new Kafka({
+const kafka = createKafka({
   clientId: 'sluice-relay',
   brokers: parseBrokers(config.KAFKA_BROKERS),
-  logLevel: logLevel.WARN,
-  logCreator:
-    () =>
-    ({ namespace, level, log }) => {
-      const { message, ...rest } = log;
-      logger[kafkaLevels[level] ?? 'info']({ kafka: { namespace, ...rest } }, message);
-    },
+  logger,
 });
 
 let relay: Relay | undefined;
 /** The current term's sink: what readiness asks whether events get through. */
 let sink: KafkaSink | undefined;
 let leading = false;
-let stopping = false;
 const abort = new AbortController();
 const leadership = createLeadership({
   connectionString: config.DATABASE_URL,
@@ -94,35 +84,43 @@ function describeBlock(block: PublishBlock): string {
   }
 }
 
-const http = Fastify({ logger: false });
-http.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
-http.get('/readyz', (_request, reply) => {
-  if (stopping) return reply.code(503).send({ status: 'stopping' });
-  const block = publishBlock();
-  if (block !== undefined) {
-    return reply.code(503).send({ status: 'blocked', ...block, message: describeBlock(block) });
-  }
-  return reply.code(200).send({ status: leading ? 'leading' : 'standby' });
-});
-http.get('/metrics', async (_request, reply) =>
-  reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
-);
-const metricsAddress = await http.listen({
+/** The relay's work until a stop: lead when it can, again after a failure. */
+let working: Promise<void> = Promise.resolve();
+const service = await runService({
+  logger,
   port: config.RELAY_METRICS_PORT,
   host: config.RELAY_METRICS_HOST,
+  metrics: metrics.registry,
+  readiness({ stopping }) {
+    if (stopping) return { ready: false, body: { status: 'stopping' } };
+    const block = publishBlock();
+    if (block !== undefined) {
+      return { ready: false, body: { status: 'blocked', ...block, message: describeBlock(block) } };
+    }
+    return { ready: true, body: { status: leading ? 'leading' : 'standby' } };
+  },
+  stopDescription: 'publishing what was read, then acknowledging',
+  async stop() {
+    abort.abort();
+    await relay?.stop();
+    await working;
+  },
+  async close() {
+    await leadership.release();
+    await pool.end();
+  },
+  // The relay gives up on Kafka after RELAY_STOP_TIMEOUT_MS; closing the stream and the
+  // sessions is bounded too. This is the last resort if something still hangs.
+  stopTimeoutMs: config.RELAY_STOP_TIMEOUT_MS + 20_000,
 });
-logger.info({ address: metricsAddress }, 'metrics listening');
+logger.info({ address: service.address }, 'metrics listening');
 
 function fatal(error: unknown): never {
-  logger.fatal(
-    { err: error, code: isSluiceError(error) ? error.code : undefined },
-    errorMessage(error),
-  );
-  process.exit(EXIT_NEEDS_OPERATOR);
+  return service.fail(error, ExitCode.needsOperator);
 }
 
-// Read through a function: signal handlers flip `stopping` while the code below awaits.
-const isStopping = () => stopping;
+// Read through a function: a stop begins while the code below awaits.
+const isStopping = () => service.stopping();
 
 /** One term of leadership: wait for the lock, relay until stopped or the lock is lost. */
 async function lead(): Promise<void> {
@@ -322,37 +320,20 @@ async function serve(): Promise<void> {
   }
 }
 
-async function shutdown(signal: string): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  logger.info({ signal }, 'stopping: publishing what was read, then acknowledging');
-  // The relay gives up on Kafka after RELAY_STOP_TIMEOUT_MS; closing the stream and the
-  // sessions is bounded too. This is the last resort if something still hangs.
-  setTimeout(() => {
-    logger.error('graceful stop timed out; unacknowledged events will be sent again');
-    process.exit(1);
-  }, config.RELAY_STOP_TIMEOUT_MS + 20_000).unref();
-  abort.abort();
-  await relay?.stop();
-}
-process.on('SIGTERM', () => void shutdown('SIGTERM'));
-process.on('SIGINT', () => void shutdown('SIGINT'));
-
-let backoffMs = 500;
-while (!isStopping()) {
-  try {
-    await lead();
-    backoffMs = 500;
-  } catch (error) {
-    if (isSluiceError(error) && FATAL_CODES.has(error.code)) fatal(error);
-    if (isStopping()) break;
-    logger.error({ err: error, retryInMs: backoffMs }, 'relay failed; retrying');
-    await sleep(backoffMs, undefined, { signal: abort.signal }).catch(() => undefined);
-    backoffMs = Math.min(backoffMs * 2, 30_000);
+/** Leads until a stop; a failure is retried with backoff, one a restart cannot fix ends the process. */
+async function relayUntilStopped(): Promise<void> {
+  let backoffMs = 500;
+  while (!isStopping()) {
+    try {
+      await lead();
+      backoffMs = 500;
+    } catch (error) {
+      if (isSluiceError(error) && FATAL_CODES.has(error.code)) fatal(error);
+      if (isStopping()) break;
+      logger.error({ err: error, retryInMs: backoffMs }, 'relay failed; retrying');
+      await sleep(backoffMs, undefined, { signal: abort.signal }).catch(() => undefined);
+      backoffMs = Math.min(backoffMs * 2, 30_000);
+    }
   }
 }
-await leadership.release();
-await http.close();
-await pool.end();
-logger.info('stopped');
-process.exit(0);
+working = relayUntilStopped();

@@ -1,0 +1,7 @@
+/** The codes of the SluiceErrors this package throws. */
+export type ContractsErrorCode =
+  | 'event_payload_invalid'
+  | 'event_type_unknown'
+  | 'record_malformed'
+  | 'upcaster_cycle'
+  | 'upcaster_duplicate';

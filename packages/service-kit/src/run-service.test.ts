@@ -1,0 +1,169 @@
+import { SluiceError } from '@sluice/errors';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { Writable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ExitCode, runService, type Service, type ServiceOptions } from './run-service.js';
+
+let lines: Record<string, unknown>[];
+let exits: number[];
+let signalHandlers: { SIGTERM: NodeJS.SignalsListener[]; SIGINT: NodeJS.SignalsListener[] };
+let services: Service[];
+/** Lets a stop that hangs finish, once a test is done with it. */
+let releaseHungStops: () => void;
+let hungStops: Promise<void>;
+
+const logger = () =>
+  pino(
+    { level: 'debug' },
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        done();
+      },
+    }),
+  );
+
+beforeEach(() => {
+  lines = [];
+  exits = [];
+  services = [];
+  hungStops = new Promise((done) => (releaseHungStops = done));
+  signalHandlers = { SIGTERM: process.listeners('SIGTERM'), SIGINT: process.listeners('SIGINT') };
+  vi.spyOn(process, 'exit').mockImplementation((code) => {
+    exits.push(Number(code));
+    return undefined as never;
+  });
+});
+
+afterEach(async () => {
+  // Every service stops (and closes its HTTP server) before the next test.
+  await Promise.all(services.map((service) => service.shutdown('test')));
+  vi.restoreAllMocks();
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    for (const listener of process.listeners(signal)) {
+      if (!signalHandlers[signal].includes(listener)) process.off(signal, listener);
+    }
+  }
+});
+
+async function start(overrides: Partial<ServiceOptions> = {}): Promise<Service> {
+  const service = await runService({
+    logger: logger(),
+    port: 0,
+    host: '127.0.0.1',
+    metrics: new Registry(),
+    readiness: ({ stopping }) => ({
+      ready: !stopping,
+      body: { status: stopping ? 'stopping' : 'ready' },
+    }),
+    stopDescription: 'finishing the work in hand',
+    stop: () => Promise.resolve(),
+    stopTimeoutMs: 30_000,
+    ...overrides,
+  });
+  services.push(service);
+  return service;
+}
+
+/** The handler this test's service added for `signal`. */
+function handlerFor(signal: 'SIGTERM' | 'SIGINT'): () => void {
+  const added = process.listeners(signal).filter((l) => !signalHandlers[signal].includes(l));
+  expect(added).toHaveLength(1);
+  return () => added[0]?.(signal);
+}
+
+const messages = () => lines.map((line) => line.msg);
+
+describe('runService', () => {
+  it('serves health, readiness, metrics and the routes it is given', async () => {
+    const service = await start({
+      routes: (app) => app.get('/extra', (_request, reply) => reply.code(202).send({ extra: 1 })),
+    });
+    const get = (path: string) => fetch(`${service.address}${path}`);
+    expect(await (await get('/healthz')).json()).toEqual({ status: 'ok' });
+    const ready = await get('/readyz');
+    expect([ready.status, await ready.json()]).toEqual([200, { status: 'ready' }]);
+    const metrics = await get('/metrics');
+    expect(metrics.headers.get('content-type')).toMatch(/^text\/plain/);
+    const extra = await get('/extra');
+    expect([extra.status, await extra.json()]).toEqual([202, { extra: 1 }]);
+  });
+
+  it('stops on SIGTERM: readiness fails, then stop, HTTP server, close, exit 0', async () => {
+    const order: string[] = [];
+    let release: () => void = () => undefined;
+    const stopping = new Promise<void>((done) => (release = done));
+    const service = await start({
+      stop: async () => {
+        order.push('stop');
+        await stopping;
+      },
+      close: () => {
+        order.push('close');
+        return Promise.resolve();
+      },
+    });
+    handlerFor('SIGTERM')();
+    expect(service.stopping()).toBe(true);
+    const ready = await fetch(`${service.address}/readyz`);
+    expect([ready.status, await ready.json()]).toEqual([503, { status: 'stopping' }]);
+    release();
+    await service.shutdown('again');
+    expect(exits).toEqual([ExitCode.ok]);
+    expect(order).toEqual(['stop', 'close']);
+    await expect(fetch(`${service.address}/healthz`)).rejects.toThrow();
+    expect(lines.find((line) => line.msg === 'stopping: finishing the work in hand')).toMatchObject(
+      { level: 30, signal: 'SIGTERM' },
+    );
+    expect(messages().at(-1)).toBe('stopped');
+  });
+
+  it('stops once, with the first reason and exit code', async () => {
+    const stop = vi.fn(() => Promise.resolve());
+    const service = await start({ stop });
+    const first = service.shutdown('consumer_stopped', ExitCode.consumerStopped);
+    handlerFor('SIGINT')();
+    await first;
+    expect(stop).toHaveBeenCalledTimes(1);
+    expect(exits).toEqual([ExitCode.consumerStopped]);
+  });
+
+  it('exits with a failure after a step that failed, having logged it', async () => {
+    const service = await start({ stop: () => Promise.reject(new Error('stuck consumer')) });
+    await service.shutdown('SIGTERM');
+    expect(exits).toEqual([ExitCode.failure]);
+    expect(lines.find((line) => line.msg === 'stop failed')).toMatchObject({
+      level: 50,
+      err: { message: 'stuck consumer' },
+    });
+  });
+
+  it('exits once the stop timeout passes, as a failure or with the code it stopped for', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    try {
+      const service = await start({ stop: () => hungStops, stopTimeoutMs: 50 });
+      void service.shutdown('consumer_stopped', ExitCode.consumerStopped);
+      vi.advanceTimersByTime(50);
+      expect(exits).toEqual([ExitCode.consumerStopped]);
+      expect(lines.find((line) => line.msg === 'graceful stop timed out')).toMatchObject({
+        level: 50,
+        stopTimeoutMs: 50,
+      });
+      const other = await start({ stop: () => hungStops, stopTimeoutMs: 50 });
+      void other.shutdown('SIGTERM');
+      vi.advanceTimersByTime(50);
+      expect(exits).toEqual([ExitCode.consumerStopped, ExitCode.failure]);
+    } finally {
+      vi.useRealTimers();
+      releaseHungStops();
+    }
+  });
+
+  it('fails at once at fatal level, naming the error code', async () => {
+    const service = await start();
+    service.fail(new SluiceError('slot_lost', 'The slot is lost'), ExitCode.needsOperator);
+    expect(exits).toEqual([ExitCode.needsOperator]);
+    expect(lines.at(-1)).toMatchObject({ level: 60, code: 'slot_lost', msg: 'The slot is lost' });
+  });
+});
