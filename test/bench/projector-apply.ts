@@ -178,7 +178,11 @@ function partitionsOf(events: readonly CatalogEvent[], topic: string): CatalogEv
   return parts;
 }
 
-async function produce(kafka: Kafka, topic: string, events: readonly CatalogEvent[]): Promise<void> {
+async function produce(
+  kafka: Kafka,
+  topic: string,
+  events: readonly CatalogEvent[],
+): Promise<void> {
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   try {

@@ -1,7 +1,8 @@
 // Chooses the servers for a test run, once: DATABASE_URL / KAFKA_BROKERS when set, containers
 // when a Docker engine is reachable, the embedded stack otherwise. Fails fast, naming the cause,
 // when a server is unreachable or PostgreSQL lacks logical WAL.
-import { checkKafka, checkPostgres, parseBrokers } from '@sluice/preflight';
+import { parseBrokers } from '@sluice/kafka';
+import { checkKafka, checkPostgres } from '@sluice/preflight';
 import { createEmbeddedStack } from '@sluice/stack';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -1,44 +1,64 @@
 // `pnpm stack:up|down|status` and the README's start command (`run`).
-import { isSluiceError, errorMessage } from '@sluice/errors';
-import { checkKafka, checkPostgres, parseBrokers } from '@sluice/preflight';
+import { SluiceError, isSluiceError, errorMessage } from '@sluice/errors';
+import { parseBrokers } from '@sluice/kafka';
+import { checkKafka, checkPostgres } from '@sluice/preflight';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { createEmbeddedStack } from './embedded-stack.js';
+import { createEmbeddedStack, type EmbeddedStack } from './embedded-stack.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const SERVICES = ['shop-api', 'relay', 'projector'] as const;
 
 const say = (message: string) => process.stderr.write(`stack: ${message}\n`);
 
-const stack = createEmbeddedStack({
-  rootDir,
-  ...(process.env.SLUICE_STACK_DIR ? { stateDir: process.env.SLUICE_STACK_DIR } : {}),
-  ...(process.env.PG_BIN_DIR ? { postgresBinDir: process.env.PG_BIN_DIR } : {}),
-  log: say,
-});
-
 const externalDatabase = process.env.DATABASE_URL || undefined;
 const externalBrokers = process.env.KAFKA_BROKERS || undefined;
+/** The embedded servers this command uses: those the environment does not point elsewhere. */
+const parts = { postgres: externalDatabase === undefined, kafka: externalBrokers === undefined };
 
-async function up(): Promise<{ databaseUrl: string; kafkaBrokers: string; started: boolean }> {
-  const before = await stack.status();
-  const parts = { postgres: externalDatabase === undefined, kafka: externalBrokers === undefined };
+/** A port from the environment; Kafka's controller takes the next one, hence the 65534. */
+function envPort(name: string): number | undefined {
+  const text = process.env[name];
+  if (!text) return undefined;
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 1 || port > 65534) {
+    throw new SluiceError('invalid_port', `${name}=${text} is not a TCP port (1–65534).`);
+  }
+  return port;
+}
+
+function stackFromEnv(): EmbeddedStack {
+  const postgresPort = envPort('SLUICE_PG_PORT');
+  const kafkaPort = envPort('SLUICE_KAFKA_PORT');
+  return createEmbeddedStack({
+    rootDir,
+    ...(process.env.SLUICE_STACK_DIR ? { stateDir: process.env.SLUICE_STACK_DIR } : {}),
+    ...(process.env.PG_BIN_DIR ? { postgresBinDir: process.env.PG_BIN_DIR } : {}),
+    ...(postgresPort === undefined ? {} : { postgresPort }),
+    ...(kafkaPort === undefined ? {} : { kafkaPort }),
+    log: say,
+  });
+}
+
+async function up(
+  stack: EmbeddedStack,
+  options: { keep: boolean; signal?: AbortSignal },
+): Promise<{ databaseUrl: string; kafkaBrokers: string }> {
   if (!parts.postgres) say('DATABASE_URL is set: not starting the embedded PostgreSQL');
   if (!parts.kafka) say('KAFKA_BROKERS is set: not starting the embedded Kafka');
-  const endpoints = await stack.up(parts);
+  const endpoints = await stack.up(parts, options);
   const databaseUrl = externalDatabase ?? endpoints.databaseUrl;
   const kafkaBrokers = externalBrokers ?? endpoints.kafkaBrokers.join(',');
   await Promise.all([checkPostgres(databaseUrl), checkKafka(parseBrokers(kafkaBrokers))]);
-  const started =
-    (parts.postgres && !before.postgres.running) || (parts.kafka && !before.kafka.running);
-  say(started ? 'up' : 'already up');
+  say('up');
   process.stdout.write(`export DATABASE_URL=${databaseUrl} KAFKA_BROKERS=${kafkaBrokers}\n`);
-  return { databaseUrl, kafkaBrokers, started };
+  return { databaseUrl, kafkaBrokers };
 }
 
-async function status(): Promise<number> {
+async function status(stack: EmbeddedStack): Promise<number> {
   const current = await stack.status();
   const probe = async (check: () => Promise<unknown>) => {
     try {
@@ -52,74 +72,169 @@ async function status(): Promise<number> {
     checkPostgres(current.databaseUrl, { connectTimeoutMs: 2000 }),
   );
   const kafka = await probe(() => checkKafka(current.kafkaBrokers, { connectTimeoutMs: 2000 }));
+  const owner =
+    current.owner === undefined
+      ? 'none (the next `npm start` adopts and stops it)'
+      : 'kept' in current.owner
+        ? 'kept (`pnpm stack:up`; `pnpm stack:down` stops it)'
+        : `process ${current.owner.pid} (stops it when it exits)`;
   process.stdout.write(
     `postgres: ${postgres} ${current.databaseUrl} (data ${current.postgres.dataDir})\n` +
       `kafka:    ${kafka} ${current.kafkaBrokers.join(',')}` +
-      `${current.kafka.pid === undefined ? '' : ` (pid ${current.kafka.pid})`}\n`,
+      `${current.kafka.pid === undefined ? '' : ` (pid ${current.kafka.pid})`}\n` +
+      `owner:    ${owner}\n`,
   );
   return postgres === 'up' && kafka === 'up' ? 0 : 1;
 }
 
-async function shopApiReady(port: string): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-    if (response?.status === 200) return;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  say('shop-api is not ready after 60 s; starting the other services anyway');
+interface StopSignals {
+  /** Aborts at the first Ctrl-C (SIGINT), SIGTERM or SIGHUP, or when the parent shell is gone. */
+  requested: AbortSignal;
+  /** Aborts at the next one: the services are killed instead of drained. */
+  hurried: AbortSignal;
 }
 
-/** Runs every built service in the foreground; Ctrl-C stops them, then the stack it started. */
-async function run(): Promise<number> {
-  const { databaseUrl, kafkaBrokers, started } = await up();
-  const env = { ...process.env, DATABASE_URL: databaseUrl, KAFKA_BROKERS: kafkaBrokers };
+/**
+ * Ctrl-C signals the terminal's whole foreground process group: this process and the services
+ * each get one SIGINT per press (npm's forwarded copy stops at `start.sh`, which waits for us).
+ * The handlers stay installed, so no later signal kills this process mid-stop.
+ */
+function watchStopSignals(): StopSignals {
+  const requested = new AbortController();
+  const hurried = new AbortController();
+  const onSignal = (cause: string) => {
+    if (!requested.signal.aborted) {
+      say(`stopping (${cause}); Ctrl-C again stops the services at once`);
+      requested.abort();
+    } else if (!hurried.signal.aborted) {
+      say(`stopping the services at once (${cause})`);
+      hurried.abort();
+    }
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
+  // A shell killed outright (npm forwards SIGTERM to it) would leave us running unseen.
+  const parent = process.ppid;
+  const watch = setInterval(() => {
+    try {
+      process.kill(parent, 0);
+    } catch {
+      clearInterval(watch);
+      onSignal('the parent process exited');
+    }
+  }, 500).unref();
+  // After SIGHUP the terminal is gone; a failed write must not end the stop half way.
+  process.stdout.on('error', () => undefined);
+  process.stderr.on('error', () => undefined);
+  return { requested: requested.signal, hurried: hurried.signal };
+}
+
+async function shopApiReady(port: string, exit: Promise<number>, signal: AbortSignal) {
+  const exited = new AbortController();
+  void exit.then(() => exited.abort());
+  const waiting = AbortSignal.any([signal, exited.signal, AbortSignal.timeout(60_000)]);
+  while (!waiting.aborted) {
+    const response = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: waiting }).catch(
+      () => undefined,
+    );
+    if (response?.status === 200) return;
+    await delay(200, undefined, { signal: waiting }).catch(() => undefined);
+  }
+  if (!signal.aborted && !exited.signal.aborted) {
+    say('shop-api is not ready after 60 s; starting the other services anyway');
+  }
+}
+
+/**
+ * Runs the built services until a stop is requested or one of them exits (a half-running
+ * pipeline misleads), then stops them all: drained (SIGTERM), or killed once `hurried` aborts.
+ *
+ * @returns 1 when a service failed or had to be killed
+ */
+async function runServices(env: NodeJS.ProcessEnv, stop: StopSignals): Promise<number> {
   const children: ChildProcess[] = [];
+  const exits: Promise<number>[] = [];
   for (const name of SERVICES) {
     const main = join(rootDir, 'services', name, 'dist', 'main.js');
-    if (!existsSync(main)) continue;
+    if (stop.requested.aborted || !existsSync(main)) continue;
     say(`starting ${name}`);
-    children.push(spawn(process.execPath, [main], { env, stdio: 'inherit' }));
+    const child = spawn(process.execPath, [main], { env, stdio: 'inherit' });
+    const exit = new Promise<number>((done) => child.once('exit', (code) => done(code ?? 1)));
+    children.push(child);
+    exits.push(exit);
     // shop-api migrates the schema the relay and the projector read: let it finish first.
-    if (name === 'shop-api') await shopApiReady(process.env.API_PORT ?? '3000');
+    if (name === 'shop-api') await shopApiReady(env.API_PORT ?? '3000', exit, stop.requested);
   }
-  if (children.length === 0) say('no services are built yet; the stack stays up until Ctrl-C');
-  const exits = children.map(
-    (child) => new Promise<number>((done) => child.once('exit', (code) => done(code ?? 1))),
-  );
-  const stopped = new Promise<void>((done) => {
-    let stopping = false;
-    const stop = () => {
-      if (stopping) return;
-      stopping = true;
-      say('stopping');
-      for (const child of children) child.kill('SIGTERM');
-      done();
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    // A service that dies on its own stops the others: a half-running pipeline misleads.
-    for (const exit of exits) void exit.then(stop);
-  });
-  await stopped;
+  if (children.length === 0 && !stop.requested.aborted) {
+    say('no services are built yet; the stack stays up until Ctrl-C');
+  }
+  const requested = stop.requested.aborted
+    ? Promise.resolve()
+    : new Promise((done) => stop.requested.addEventListener('abort', done, { once: true }));
+  await Promise.race([requested, ...exits]);
+  if (!stop.requested.aborted) say('a service exited; stopping the others');
+  for (const child of children) child.kill('SIGTERM');
+  const kill = () => children.forEach((child) => child.kill('SIGKILL'));
+  if (stop.hurried.aborted) kill();
+  else stop.hurried.addEventListener('abort', kill);
   const codes = await Promise.all(exits);
-  if (started) await stack.down();
   return codes.some((code) => code !== 0) ? 1 : 0;
 }
 
+/** Stops the embedded servers this run used, if it owns the stack (see `stack-owner.ts`). */
+async function stopOwnedStack(stack: EmbeddedStack): Promise<void> {
+  if (!parts.postgres && !parts.kafka) return;
+  const owner = await stack.owner();
+  if (owner !== undefined && 'pid' in owner && owner.pid === process.pid) {
+    say('stopping the stack');
+    await stack.down(parts);
+    say('down');
+  } else if (owner !== undefined) {
+    say(
+      'kept' in owner
+        ? 'the stack stays up (kept by `pnpm stack:up`; `pnpm stack:down` stops it)'
+        : `the stack stays up (process ${owner.pid} uses it and stops it)`,
+    );
+  }
+}
+
+/**
+ * Starts what is missing, runs every built service in the foreground; Ctrl-C stops them, then
+ * the embedded stack unless `pnpm stack:up` keeps it or another live process owns it.
+ */
+async function run(stack: EmbeddedStack): Promise<number> {
+  const stop = watchStopSignals();
+  try {
+    const endpoints = await up(stack, { keep: false, signal: stop.requested });
+    const env = {
+      ...process.env,
+      DATABASE_URL: endpoints.databaseUrl,
+      KAFKA_BROKERS: endpoints.kafkaBrokers,
+    };
+    return await runServices(env, stop);
+  } catch (error) {
+    // Ctrl-C during start-up also interrupts the helpers (pg_ctl, java) in our process group.
+    if (!stop.requested.aborted) throw error;
+    say('stopped during start-up');
+    return 0;
+  } finally {
+    await stopOwnedStack(stack);
+  }
+}
+
 async function main(command: string | undefined): Promise<number> {
+  const stack = stackFromEnv();
   switch (command) {
     case 'up':
-      await up();
+      await up(stack, { keep: true });
       return 0;
     case 'down':
       await stack.down();
       say('down');
       return 0;
     case 'status':
-      return status();
+      return status(stack);
     case 'run':
-      return run();
+      return run(stack);
     default:
       say('usage: cli.ts up|down|status|run');
       return 2;

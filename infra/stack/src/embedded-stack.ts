@@ -6,6 +6,13 @@ import { join } from 'node:path';
 import { createKafkaServer, type KafkaServer } from './kafka-server.js';
 import { createPostgresServer, type PostgresServer } from './postgres-server.js';
 import { isProcessAlive, pollUntil } from './processes.js';
+import {
+  claimStack,
+  clearStackOwner,
+  keepStack,
+  readStackOwner,
+  type StackOwner,
+} from './stack-owner.js';
 
 /** Options for {@link createEmbeddedStack}. */
 export interface EmbeddedStackOptions {
@@ -34,6 +41,26 @@ export interface StackEndpoints {
 export interface StackStatus extends StackEndpoints {
   postgres: { running: boolean; dataDir: string };
   kafka: { running: boolean; pid?: number };
+  /** Who stops the stack; undefined when nobody does (its starter exited without `down`). */
+  owner?: StackOwner;
+}
+
+/** Which servers an `up` or `down` is about; each defaults to true. */
+export interface StackParts {
+  postgres?: boolean;
+  kafka?: boolean;
+}
+
+/** Options for {@link EmbeddedStack.up}. */
+export interface StackUpOptions {
+  /**
+   * Keep the stack up until `down` (what `pnpm stack:up` does). Otherwise the calling process
+   * becomes the stack's owner, the one expected to stop it, unless the stack is kept or another
+   * live process owns it.
+   */
+  keep?: boolean;
+  /** Aborts the wait for the lock and for Kafka's readiness (what was started stays up). */
+  signal?: AbortSignal;
 }
 
 /** The embedded development stack: one PostgreSQL and one Kafka node on private ports. */
@@ -41,10 +68,15 @@ export interface EmbeddedStack {
   readonly postgres: PostgresServer;
   readonly kafka: KafkaServer;
   /** Starts whatever is not running (idempotent) and waits until both serve requests. */
-  up(parts?: { postgres?: boolean; kafka?: boolean }): Promise<StackEndpoints>;
-  /** Stops both servers; a no-op for servers that are not running. */
-  down(): Promise<void>;
+  up(parts?: StackParts, options?: StackUpOptions): Promise<StackEndpoints>;
+  /**
+   * Stops the servers (both by default; a no-op for servers that are not running). Stopping
+   * both forgets the owner.
+   */
+  down(parts?: StackParts): Promise<void>;
   status(): Promise<StackStatus>;
+  /** Who stops the stack (see {@link StackUpOptions.keep}). */
+  owner(): Promise<StackOwner | undefined>;
 }
 
 /**
@@ -60,7 +92,11 @@ function postgresDataDir(stateDir: string): string {
 }
 
 /** Serialises concurrent `up`/`down` calls (parallel test projects, two terminals). */
-async function withLock<T>(lockFile: string, action: () => Promise<T>): Promise<T> {
+async function withLock<T>(
+  lockFile: string,
+  action: () => Promise<T>,
+  signal?: AbortSignal,
+): Promise<T> {
   await pollUntil(
     async () => {
       try {
@@ -79,6 +115,7 @@ async function withLock<T>(lockFile: string, action: () => Promise<T>): Promise<
     300_000,
     () => new SluiceError('stack_locked', `Another process holds ${lockFile} for over 5 minutes.`),
     200,
+    signal,
   );
   try {
     return await action();
@@ -118,55 +155,77 @@ export function createEmbeddedStack(options: EmbeddedStackOptions): EmbeddedStac
   });
   const lockFile = join(stateDir, 'stack.lock');
 
-  async function up(parts: { postgres?: boolean; kafka?: boolean } = {}): Promise<StackEndpoints> {
+  async function up(
+    parts: StackParts = {},
+    upOptions: StackUpOptions = {},
+  ): Promise<StackEndpoints> {
     await mkdir(stateDir, { recursive: true });
-    return withLock(lockFile, async () => {
-      const starts: Promise<void>[] = [];
-      if (parts.postgres !== false) {
-        starts.push(
-          (async () => {
-            if (!(await postgres.isRunning())) log(`starting PostgreSQL on port ${postgres.port}`);
-            await postgres.start();
-            await postgres.ensureDatabase(database);
-          })(),
-        );
-      }
-      if (parts.kafka !== false) {
-        starts.push(
-          (async () => {
-            if (!(await kafka.isRunning())) log(`starting Kafka on port ${kafka.port}`);
-            await kafka.start();
-          })(),
-        );
-      }
-      // Start both, and report every failure rather than the first one only.
-      const results = await Promise.allSettled(starts);
-      const failures = results.flatMap((r) =>
-        r.status === 'rejected' ? [r.reason as unknown] : [],
+    const { signal } = upOptions;
+    return withLock(
+      lockFile,
+      async () => {
+        // Recorded before anything starts, so a start that is interrupted still has an owner.
+        if (parts.postgres !== false || parts.kafka !== false) {
+          await (upOptions.keep === true ? keepStack(stateDir) : claimStack(stateDir));
+        }
+        return startParts(parts, signal);
+      },
+      signal,
+    );
+  }
+
+  async function startParts(parts: StackParts, signal?: AbortSignal): Promise<StackEndpoints> {
+    const starts: Promise<void>[] = [];
+    if (parts.postgres !== false) {
+      starts.push(
+        (async () => {
+          if (!(await postgres.isRunning())) log(`starting PostgreSQL on port ${postgres.port}`);
+          await postgres.start();
+          await postgres.ensureDatabase(database);
+        })(),
       );
-      if (failures.length === 1) throw failures[0];
-      if (failures.length > 1) {
-        throw new AggregateError(failures, failures.map((f) => String(f)).join('\n'));
-      }
-      return endpoints();
+    }
+    if (parts.kafka !== false) {
+      starts.push(
+        (async () => {
+          if (!(await kafka.isRunning())) log(`starting Kafka on port ${kafka.port}`);
+          await kafka.start(signal === undefined ? {} : { signal });
+        })(),
+      );
+    }
+    // Start both, and report every failure rather than the first one only.
+    const results = await Promise.allSettled(starts);
+    const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) {
+      throw new AggregateError(failures, failures.map((f) => String(f)).join('\n'));
+    }
+    return endpoints();
+  }
+
+  async function down(parts: StackParts = {}): Promise<void> {
+    await mkdir(stateDir, { recursive: true });
+    await withLock(lockFile, async () => {
+      await Promise.all([
+        parts.kafka === false ? undefined : kafka.stop(),
+        parts.postgres === false ? undefined : postgres.stop('fast'),
+      ]);
+      if (parts.kafka !== false && parts.postgres !== false) await clearStackOwner(stateDir);
     });
   }
 
-  async function down(): Promise<void> {
-    await mkdir(stateDir, { recursive: true });
-    await withLock(lockFile, async () => {
-      await Promise.all([kafka.stop(), postgres.stop('fast')]);
-    });
-  }
+  const owner = () => readStackOwner(stateDir);
 
   async function status(): Promise<StackStatus> {
     const kafkaPid = await kafka.pid();
+    const current = await owner();
     return {
       ...endpoints(),
       postgres: { running: await postgres.isRunning(), dataDir: postgres.dataDir },
       kafka: kafkaPid === undefined ? { running: false } : { running: true, pid: kafkaPid },
+      ...(current === undefined ? {} : { owner: current }),
     };
   }
 
-  return { postgres, kafka, up, down, status };
+  return { postgres, kafka, up, down, status, owner };
 }

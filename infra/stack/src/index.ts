@@ -3,8 +3,11 @@ export {
   type EmbeddedStack,
   type EmbeddedStackOptions,
   type StackEndpoints,
+  type StackParts,
   type StackStatus,
+  type StackUpOptions,
 } from './embedded-stack.js';
+export type { StackOwner } from './stack-owner.js';
 export { createKafkaServer, type KafkaServer, type KafkaServerOptions } from './kafka-server.js';
 export {
   createPostgresServer,

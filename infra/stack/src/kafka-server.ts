@@ -34,8 +34,11 @@ export interface KafkaServerOptions {
 export interface KafkaServer {
   readonly port: number;
   readonly brokers: string[];
-  /** Resolves jars, formats storage on first start, starts the JVM, waits for a real produce. */
-  start(): Promise<void>;
+  /**
+   * Resolves jars, formats storage on first start, starts the JVM, waits for a real produce.
+   * `signal` aborts the wait (the JVM keeps starting; `stop` stops it).
+   */
+  start(options?: { signal?: AbortSignal }): Promise<void>;
   /** SIGTERM (controlled shutdown), SIGKILL after `timeoutMs`. `kill` crashes it on purpose. */
   stop(options?: { kill?: boolean; timeoutMs?: number }): Promise<void>;
   isRunning(): Promise<boolean>;
@@ -185,7 +188,7 @@ export function createKafkaServer(options: KafkaServerOptions): KafkaServer {
     }
   }
 
-  async function start(): Promise<void> {
+  async function start(startOptions: { signal?: AbortSignal } = {}): Promise<void> {
     if (await isRunning()) return;
     await assertPortFree(port, 'Kafka');
     await assertPortFree(controllerPort, 'Kafka controller');
@@ -239,6 +242,7 @@ export function createKafkaServer(options: KafkaServerOptions): KafkaServer {
           `The Kafka broker on port ${port} did not accept a produce within 120 s; see ${serverLog}.`,
         ),
       500,
+      startOptions.signal,
     );
   }
 

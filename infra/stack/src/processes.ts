@@ -1,6 +1,7 @@
 import { SluiceError, errorMessage } from '@sluice/errors';
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import net from 'node:net';
 
 export interface CommandResult {
@@ -64,18 +65,41 @@ export async function isProcessAlive(pid: number, marker: string): Promise<boole
   }
 }
 
-/** Polls `check` until it returns true; throws `timeoutError()` after `timeoutMs`. */
+/**
+ * When `pid` started, in clock ticks since boot (`/proc/<pid>/stat`): with the pid it names one
+ * process, never a later one that reuses the pid. Undefined when it is not running (or no /proc).
+ */
+export async function processStartTime(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may hold spaces: state is field 3, starttime 22.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[0] === 'Z' ? undefined : fields[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Polls `check` until it returns true; throws `timeoutError()` after `timeoutMs`, and `signal`'s
+ * reason as soon as it aborts.
+ */
 export async function pollUntil(
   check: () => Promise<boolean>,
   timeoutMs: number,
   timeoutError: () => Error,
   intervalMs = 250,
+  signal?: AbortSignal,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    signal?.throwIfAborted();
     if (await check()) return;
     if (Date.now() > deadline) throw timeoutError();
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    // An abort ends the wait early; the next round throws its reason.
+    await delay(intervalMs, undefined, signal === undefined ? {} : { signal }).catch(
+      () => undefined,
+    );
   }
 }
 

@@ -2,9 +2,6 @@ import { SluiceError, errorMessage } from '@sluice/errors';
 import { createKafka } from '@sluice/kafka';
 import pg from 'pg';
 
-// Until every caller imports them from @sluice/kafka, where they live.
-export { createTopicEnsurer, parseBrokers } from '@sluice/kafka';
-
 /** The codes of the {@link SluiceError}s this package throws. */
 export type PreflightErrorCode =
   | 'postgres_unreachable'

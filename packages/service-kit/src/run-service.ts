@@ -22,6 +22,8 @@ export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 export interface Readiness {
   ready: boolean;
   body: unknown;
+  /** Default `application/json`. */
+  contentType?: string;
 }
 
 /** Options for {@link runService}. */
@@ -36,6 +38,11 @@ export interface ServiceOptions {
   readiness(state: { stopping: boolean }): Readiness | Promise<Readiness>;
   /** Registers the service's own routes (and error handler) on the HTTP server. */
   routes?(app: FastifyInstance): void;
+  /**
+   * The service's own HTTP server, when it needs options of its own (body limits, request ids,
+   * hooks): the health, readiness and metrics routes are added to it. Default: a plain one.
+   */
+  app?: FastifyInstance;
   /** What a stop does, logged when one begins as `stopping: <this>`. */
   stopDescription: string;
   /** Ends the service's work. The HTTP server still answers meanwhile. */
@@ -62,10 +69,11 @@ export interface Service {
 }
 
 function httpServer(options: ServiceOptions, stopping: () => boolean): FastifyInstance {
-  const app = Fastify({ logger: false });
+  const app = options.app ?? Fastify({ logger: false });
   app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
-    const { ready, body } = await options.readiness({ stopping: stopping() });
+    const { ready, body, contentType } = await options.readiness({ stopping: stopping() });
+    if (contentType !== undefined) reply.type(contentType);
     return reply.code(ready ? 200 : 503).send(body);
   });
   app.get('/metrics', async (_request, reply) =>

@@ -1,13 +1,12 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { sql, type Kysely } from 'kysely';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Kysely } from 'kysely';
+import { Counter, Histogram, Registry } from 'prom-client';
 import { v7 as uuidv7 } from 'uuid';
 import { createConsistencyTokens } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
 import { installBodyGuards } from './http/body-guards.js';
 import { createConsistencyWait } from './http/consistency-wait.js';
 import { frameworkErrorHandler, installErrorHandling } from './http/error-handling.js';
-import { sendProblem } from './http/problems.js';
 import { correlationIdFor } from './http/request-context.js';
 import { installValidators } from './http/validation.js';
 import { createWriter } from './http/writes.js';
@@ -29,9 +28,14 @@ export interface AppOptions {
    * pass `storedTokenSecret(db)` unless one is configured.
    */
   consistencyTokenSecret: Uint8Array;
+  /** Where request metrics go. Default: a registry of its own. */
+  registry?: Registry;
 }
 
-/** The shop-api HTTP application, not yet listening. */
+/**
+ * The shop-api HTTP application, not yet listening; the service adds health, readiness and
+ * metrics routes to it (`runService`).
+ */
 export function buildApp(options: AppOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: options.logger,
@@ -52,8 +56,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   installErrorHandling(app);
   installBodyGuards(app);
 
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  const registry = options.registry ?? new Registry();
   const requests = new Counter({
     name: 'http_requests_total',
     help: 'HTTP requests by method, route and status.',
@@ -96,18 +99,5 @@ export function buildApp(options: AppOptions): FastifyInstance {
   orderRoutes(app, { db });
   const timeoutMs = options.consistencyTimeoutMs ?? 5000;
   viewRoutes(app, { db, awaitApplied: createConsistencyWait({ db, tokens, timeoutMs }) });
-
-  app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
-  app.get('/readyz', async (_request, reply) => {
-    try {
-      await sql`SELECT 1`.execute(db);
-      return { status: 'ready' };
-    } catch (error) {
-      return sendProblem(reply, 503, 'not_ready', `database unavailable: ${String(error)}`);
-    }
-  });
-  app.get('/metrics', async (_request, reply) =>
-    reply.type(registry.contentType).send(await registry.metrics()),
-  );
   return app;
 }

@@ -9,6 +9,8 @@ const ConfigSchema = Type.Object({
   DATABASE_URL: commonConfig.DATABASE_URL,
   API_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
   API_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  /** A SIGTERM that has not drained the requests in flight by then exits with status 1. */
+  API_STOP_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
   LOG_LEVEL: commonConfig.LOG_LEVEL,
   /** Apply migrations on start; off when the app's role may not own the schema (infra/postgres/roles.sql). */
   MIGRATE_ON_START: Type.Boolean({ default: true }),

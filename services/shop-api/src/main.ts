@@ -1,12 +1,14 @@
 // shop-api's composition root: config, pool, migrations, HTTP server, retention, shutdown.
 import { createOutbox } from '@sluice/outbox';
 import { createDatabase, migrate } from '@sluice/database';
-import { createLogger, redactConfig } from '@sluice/service-kit';
+import { createLogger, redactConfig, runService } from '@sluice/service-kit';
 import { sql } from 'kysely';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import { buildApp } from './app.js';
 import { configuredTokenSecret, loadShopApiConfig } from './config.js';
 import { storedTokenSecret } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
+import { PROBLEM_JSON, problem } from './http/problems.js';
 import { shopMigrations } from './migrations.js';
 
 const config = loadShopApiConfig(process.env);
@@ -22,53 +24,60 @@ const db = createDatabase<ShopDatabase>({
 });
 if (config.MIGRATE_ON_START) await migrate(db, 'shop_api_migrations', shopMigrations);
 
+const registry = new Registry();
+collectDefaultMetrics({ register: registry });
 const app = buildApp({
   db,
   logger,
+  registry,
   consistencyTimeoutMs: config.VIEW_CONSISTENCY_TIMEOUT_MS,
   consistencyTokenSecret: tokenSecret ?? (await storedTokenSecret(db)),
 });
-await app.listen({ port: config.API_PORT, host: config.API_HOST });
 
 // Retention: outbox rows and idempotency keys are purged in batches, off the request path.
 const outbox = createOutbox({ schema: 'shop' });
 const day = 24 * 60 * 60 * 1000;
+async function purge(): Promise<void> {
+  const purged = await outbox.purge(db, {
+    olderThan: new Date(Date.now() - config.OUTBOX_RETENTION_DAYS * day),
+  });
+  const keys = await sql`DELETE FROM sluice.idempotency_keys
+    WHERE created_at < now() - make_interval(hours => ${config.IDEMPOTENCY_RETENTION_HOURS})`.execute(
+    db,
+  );
+  const idempotencyKeys = Number(keys.numAffectedRows ?? 0n);
+  if (purged > 0 || idempotencyKeys > 0)
+    logger.info({ outboxRows: purged, idempotencyKeys }, 'retention purge');
+}
 const retention = setInterval(
-  () => {
-    void (async () => {
-      const purged = await outbox.purge(db, {
-        olderThan: new Date(Date.now() - config.OUTBOX_RETENTION_DAYS * day),
-      });
-      const keys = await sql`DELETE FROM sluice.idempotency_keys
-      WHERE created_at < now() - make_interval(hours => ${config.IDEMPOTENCY_RETENTION_HOURS})`.execute(
-        db,
-      );
-      if (purged > 0 || Number(keys.numAffectedRows ?? 0n) > 0) {
-        logger.info(
-          { outboxRows: purged, idempotencyKeys: Number(keys.numAffectedRows ?? 0n) },
-          'retention purge',
-        );
-      }
-    })().catch((error: unknown) => logger.warn({ err: error }, 'retention purge failed'));
-  },
+  () =>
+    void purge().catch((error: unknown) => logger.warn({ err: error }, 'retention purge failed')),
   10 * 60 * 1000,
 );
 retention.unref();
 
-let stopping = false;
-async function shutdown(signal: string): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  logger.info({ signal }, 'draining');
-  setTimeout(() => {
-    logger.error('drain timed out; exiting');
-    process.exit(1);
-  }, 30_000).unref();
-  clearInterval(retention);
-  await app.close(); // stops accepting, finishes in-flight requests
-  await db.destroy();
-  logger.info('stopped');
-  process.exit(0);
-}
-process.on('SIGTERM', () => void shutdown('SIGTERM'));
-process.on('SIGINT', () => void shutdown('SIGINT'));
+await runService({
+  logger,
+  app,
+  port: config.API_PORT,
+  host: config.API_HOST,
+  metrics: registry,
+  async readiness() {
+    try {
+      await sql`SELECT 1`.execute(db);
+      return { ready: true, body: { status: 'ready' } };
+    } catch (error) {
+      const detail = `database unavailable: ${String(error)}`;
+      return { ready: false, body: problem(503, 'not_ready', detail), contentType: PROBLEM_JSON };
+    }
+  },
+  stopDescription: 'finishing the requests in flight',
+  stop() {
+    // The HTTP server closes next: it stops accepting and finishes the requests in flight.
+    logger.info('draining');
+    clearInterval(retention);
+    return Promise.resolve();
+  },
+  close: () => db.destroy(),
+  stopTimeoutMs: config.API_STOP_TIMEOUT_MS,
+});

@@ -29,6 +29,21 @@ const TITLES: Record<number, string> = {
   504: 'Gateway Timeout',
 };
 
+/** The media type of problem responses. */
+export const PROBLEM_JSON = 'application/problem+json';
+
+/** An RFC 9457 problem body carrying a stable `code` (and the request's correlation id, if any). */
+export function problem(status: number, code: string, detail: string, correlationId?: string) {
+  return {
+    type: `https://sluice.dev/problems/${code}`,
+    title: TITLES[status] ?? 'Error',
+    status,
+    detail,
+    code,
+    ...(correlationId === undefined ? {} : { correlationId }),
+  };
+}
+
 /** Sends an `application/problem+json` response carrying `code` and the correlation id. */
 export function sendProblem(
   reply: FastifyReply,
@@ -38,13 +53,6 @@ export function sendProblem(
 ): FastifyReply {
   return reply
     .code(status)
-    .type('application/problem+json')
-    .send({
-      type: `https://sluice.dev/problems/${code}`,
-      title: TITLES[status] ?? 'Error',
-      status,
-      detail,
-      code,
-      correlationId: reply.request.id,
-    });
+    .type(PROBLEM_JSON)
+    .send(problem(status, code, detail, reply.request.id));
 }
