@@ -1,7 +1,7 @@
 // Records Kafka refuses: one too large for its topic goes out as a claim check; one Kafka will
 // never accept blocks the relay loudly (readiness, metric, error log naming the event), is never
 // skipped, and goes out once the topic is fixed.
-import { claimCheckRef } from '@sluice/relay';
+import { claimCheckRef } from '@sluice/outbox/claim-checks';
 import { testKafka, testServers, waitFor } from '@sluice/testkit';
 import { ConfigResourceTypes } from 'kafkajs';
 import type pg from 'pg';

@@ -1,6 +1,7 @@
 import type { DomainEvent } from '@sluice/contracts';
 import { errorMessage } from '@sluice/errors';
-import { sql, type Transaction } from 'kysely';
+import { CompiledQuery, type Transaction } from 'kysely';
+import { getClaimCheck } from '@sluice/outbox/claim-checks';
 import { applyEvents } from './apply-events.js';
 import type { ApplyOptions, BatchResult } from './batch.js';
 import { aggregateKey, readAggregates, saveProgress, type Advance } from './bookkeeping.js';
@@ -24,11 +25,11 @@ async function claimChecked<DB>(
   record: IncomingRecord,
   eventId: string,
 ): Promise<IncomingRecord> {
-  const { rows } = await sql<{ payload: string }>`
-    SELECT payload::text AS payload FROM sluice.claim_checks WHERE event_id = ${eventId}::uuid`.execute(
-    trx,
-  );
-  return { ...record, value: rows[0]?.payload ?? null };
+  const db = {
+    query: async (text: string, values: unknown[]) =>
+      trx.executeQuery(CompiledQuery.raw(text, values)),
+  };
+  return { ...record, value: (await getClaimCheck(db, eventId)) ?? null };
 }
 
 /** Decodes records, taking claim-checked payloads from PostgreSQL; skipped ones stay as they are. */

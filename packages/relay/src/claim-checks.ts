@@ -1,11 +1,7 @@
 import type { SerializedEvent } from '@sluice/contracts';
+import { putClaimCheck } from '@sluice/outbox/claim-checks';
 import type pg from 'pg';
 import type { ClaimCheckStore } from './event-sink.js';
-
-/** The CloudEvents `dataref` of a claim-checked event. */
-export function claimCheckRef(eventId: string): string {
-  return `urn:sluice:claim-check:${eventId}`;
-}
 
 /**
  * Keeps payloads too large for Kafka in `sluice.claim_checks` (created by
@@ -13,12 +9,6 @@ export function claimCheckRef(eventId: string): string {
  */
 export function createPgClaimCheckStore(pool: pg.Pool): ClaimCheckStore {
   return {
-    async put(event: SerializedEvent) {
-      await pool.query(
-        `INSERT INTO sluice.claim_checks (event_id, payload) VALUES ($1, $2::jsonb) ON CONFLICT (event_id) DO NOTHING`,
-        [event.id, event.payloadJson],
-      );
-      return claimCheckRef(event.id);
-    },
+    put: (event: SerializedEvent) => putClaimCheck(pool, event.id, event.payloadJson),
   };
 }

@@ -8,7 +8,6 @@ export type RelayErrorCode =
   | 'leadership_lost'
   | 'lsn_invalid'
   | 'outbox_missing'
-  | 'outbox_row_malformed'
   | 'publication_mismatch'
   | 'publish_aborted'
   | 'record_too_large'

@@ -1,4 +1,4 @@
-export { claimCheckRef, createPgClaimCheckStore } from './claim-checks.js';
+export { createPgClaimCheckStore } from './claim-checks.js';
 export {
   classifySendError,
   createKafkaSink,
@@ -15,13 +15,7 @@ export {
 export type { RelayErrorCode } from './errors.js';
 export { createLeadership, type Leadership, type LeadershipOptions } from './leadership.js';
 export { Lsn } from './lsn.js';
-export {
-  createRelay,
-  outboxRowToEvent,
-  type Relay,
-  type RelayHooks,
-  type RelayOptions,
-} from './relay.js';
+export { createRelay, type Relay, type RelayHooks, type RelayOptions } from './relay.js';
 export {
   createPgReplicationSource,
   type PgReplicationSourceOptions,

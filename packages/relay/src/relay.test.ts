@@ -3,7 +3,8 @@ import type { SerializedEvent } from '@sluice/contracts';
 import { describe, expect, it } from 'vitest';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
-import { createRelay, outboxRowToEvent, type RelayHooks } from './relay.js';
+import { outboxRowToEvent } from '@sluice/outbox/rows';
+import { createRelay, type RelayHooks } from './relay.js';
 import type { ReplicationEvent, ReplicationSource } from './replication-source.js';
 
 /** A source whose events the test pushes, recording acknowledgements and pauses. */

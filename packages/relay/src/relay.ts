@@ -1,4 +1,4 @@
-import type { EventMetadata, SerializedEvent } from '@sluice/contracts';
+import { outboxRowToEvent } from '@sluice/outbox/rows';
 import { SluiceError } from '@sluice/errors';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
@@ -62,41 +62,6 @@ interface Transaction {
   /** Set once its commit was read. */
   endLsn: Lsn | undefined;
   lastSeq: number;
-}
-
-/**
- * `2026-11-24 03:47:56.123456+00` (a timestamptz in ISO DateStyle, UTC) as
- * `2026-11-24T03:47:56.123Z`; other forms through `Date`.
- */
-function isoTime(text: string): string {
-  if (text.length >= 22 && text.length <= 29 && text[10] === ' ' && text.endsWith('+00')) {
-    const fraction = text[19] === '.' ? text.slice(20, -3) : '';
-    return `${text.slice(0, 10)}T${text.slice(11, 19)}.${fraction.padEnd(3, '0').slice(0, 3)}Z`;
-  }
-  return new Date(text).toISOString();
-}
-
-/**
- * An outbox row whose columns are PostgreSQL's text output (as pgoutput sends them, and as the
- * snapshot selects them, timestamps in UTC) as an event; the payload stays JSON text.
- */
-export function outboxRowToEvent(row: Readonly<Record<string, string | null>>): SerializedEvent {
-  const column = (name: string): string => {
-    const value = row[name];
-    if (value === undefined || value === null)
-      throw new SluiceError<RelayErrorCode>('outbox_row_malformed', `An outbox row has no ${name}`);
-    return value;
-  };
-  return {
-    id: column('id'),
-    type: column('type'),
-    aggregateType: column('aggregate_type'),
-    aggregateId: column('aggregate_id'),
-    aggregateVersion: Number(column('aggregate_version')),
-    occurredAt: isoTime(column('occurred_at')),
-    payloadJson: column('payload'),
-    metadata: JSON.parse(row.metadata ?? '{}') as EventMetadata,
-  };
 }
 
 /**

@@ -2,7 +2,8 @@ import { SluiceError } from '@sluice/errors';
 import pg from 'pg';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
-import { outboxRowToEvent } from './relay.js';
+import { CLAIM_CHECKS_TABLE } from '@sluice/outbox/claim-checks';
+import { outboxRowToEvent, outboxTextColumns } from '@sluice/outbox/rows';
 import type { RelayErrorCode } from './errors.js';
 
 /** Names the relay replicates with. */
@@ -192,12 +193,7 @@ async function ensureRelayTables(client: pg.Client): Promise<void> {
       created_at_lsn pg_lsn,
       snapshot_done boolean NOT NULL DEFAULT false
     )`);
-  await client.query(`
-    CREATE TABLE IF NOT EXISTS sluice.claim_checks (
-      event_id uuid PRIMARY KEY,
-      payload jsonb NOT NULL,
-      created_at timestamptz NOT NULL DEFAULT now()
-    )`);
+  await client.query(CLAIM_CHECKS_TABLE);
 }
 
 /**
@@ -432,11 +428,7 @@ async function createSlotWithSnapshot(
             // Qualified on purpose: a bare ORDER BY name binds to the output column first, and
             // the output aggregate_version is text (1, 10, 100, 11, …, 2).
             `DECLARE snapshot_rows NO SCROLL CURSOR FOR
-               SELECT o.id, o.type, o.aggregate_type, o.aggregate_id,
-                      o.aggregate_version::text AS aggregate_version,
-                      o.payload::text AS payload, o.metadata::text AS metadata,
-                      to_char(o.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'
-                        AS occurred_at
+               SELECT ${outboxTextColumns('o')}
                  FROM ${outbox} o ORDER BY o.aggregate_type, o.aggregate_id, o.aggregate_version`,
           );
           for (;;) {
