@@ -133,88 +133,70 @@ const REQUIRED_HEADERS = [
   'ce_aggregateversion',
 ] as const;
 
+/** A record as Kafka carries it, key, value and header values as text. */
+type TextRecord = {
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string | undefined>;
+};
+
+type Headers = Record<(typeof REQUIRED_HEADERS)[number], string> &
+  Record<string, string | undefined>;
+
+const malformed = (message: string, cause?: unknown) =>
+  new SluiceError<ContractsErrorCode>(
+    'record_malformed',
+    message,
+    cause === undefined ? {} : { cause },
+  );
+
+/** The headers of a record that is a CloudEvent of ours, or why not. */
+function checkedHeaders(record: TextRecord): { h: Headers; key: string } {
+  const missing = REQUIRED_HEADERS.filter((name) => record.headers[name] === undefined);
+  if (missing.length > 0) throw malformed(`missing headers: ${missing.join(', ')}`);
+  if (record.key === null || record.key.length === 0)
+    throw malformed('record has no key (aggregate id)');
+  const h = record.headers as Headers;
+  // PostgreSQL stores no NUL character in text or jsonb: an event carrying one came from
+  // somewhere else, and would fail every statement that stored it.
+  if (record.key.includes('\u0000')) throw malformed('record key contains a NUL character');
+  for (const name in h) {
+    if (name.startsWith('ce_') && h[name]?.includes('\u0000') === true)
+      throw malformed(`header ${name} contains a NUL character`);
+  }
+  if (h.ce_specversion !== '1.0') throw malformed(`unsupported ce_specversion ${h.ce_specversion}`);
+  if (h.ce_id.length === 0 || h.ce_type.length === 0 || h.ce_aggregatetype.length === 0)
+    throw malformed('empty ce_id, ce_type or ce_aggregatetype');
+  if (
+    !/^[1-9][0-9]{0,15}$/.test(h.ce_aggregateversion) ||
+    !Number.isSafeInteger(Number(h.ce_aggregateversion))
+  )
+    throw malformed(`bad ce_aggregateversion ${h.ce_aggregateversion}`);
+  if (!RFC3339.test(h.ce_time) || !Number.isFinite(Date.parse(h.ce_time)))
+    throw malformed(`ce_time ${JSON.stringify(h.ce_time)} is not an RFC 3339 time`);
+  return { h, key: record.key };
+}
+
+function parsedPayload(value: string | null): unknown {
+  let payload: unknown;
+  try {
+    payload = JSON.parse(value ?? '');
+  } catch (error) {
+    throw malformed('record value is not JSON', error);
+  }
+  if (value !== null && ESCAPED_NUL.test(value))
+    throw malformed('record value contains a NUL character');
+  return payload;
+}
+
 /**
  * Decodes a CloudEvents Kafka record back into an event (payload not yet schema-checked).
  *
  * @throws SluiceError `record_malformed` naming what is missing or wrong.
  */
-export function fromKafkaRecord(record: {
-  key: string | null;
-  value: string | null;
-  headers: Record<string, string | undefined>;
-}): DomainEvent {
-  const missing = REQUIRED_HEADERS.filter((name) => record.headers[name] === undefined);
-  if (missing.length > 0) {
-    throw new SluiceError<ContractsErrorCode>(
-      'record_malformed',
-      `missing headers: ${missing.join(', ')}`,
-    );
-  }
-  if (record.key === null || record.key.length === 0) {
-    throw new SluiceError<ContractsErrorCode>(
-      'record_malformed',
-      'record has no key (aggregate id)',
-    );
-  }
-  const h = record.headers as Record<(typeof REQUIRED_HEADERS)[number], string> &
-    Record<string, string | undefined>;
-  // PostgreSQL stores no NUL character in text or jsonb: an event carrying one came from
-  // somewhere else, and would fail every statement that stored it.
-  if (record.key.includes('\u0000')) {
-    throw new SluiceError<ContractsErrorCode>(
-      'record_malformed',
-      'record key contains a NUL character',
-    );
-  }
-  for (const name in h) {
-    if (name.startsWith('ce_') && h[name]?.includes('\u0000') === true)
-      throw new SluiceError<ContractsErrorCode>(
-        'record_malformed',
-        `header ${name} contains a NUL character`,
-      );
-  }
-  if (h.ce_specversion !== '1.0') {
-    throw new SluiceError<ContractsErrorCode>(
-      'record_malformed',
-      `unsupported ce_specversion ${h.ce_specversion}`,
-    );
-  }
-  if (h.ce_id.length === 0 || h.ce_type.length === 0 || h.ce_aggregatetype.length === 0) {
-    throw new SluiceError<ContractsErrorCode>(
-      'record_malformed',
-      'empty ce_id, ce_type or ce_aggregatetype',
-    );
-  }
-  const aggregateVersion = Number(h.ce_aggregateversion);
-  if (
-    !/^[1-9][0-9]{0,15}$/.test(h.ce_aggregateversion) ||
-    !Number.isSafeInteger(aggregateVersion)
-  ) {
-    throw new SluiceError<ContractsErrorCode>(
-      'record_malformed',
-      `bad ce_aggregateversion ${h.ce_aggregateversion}`,
-    );
-  }
-  if (!RFC3339.test(h.ce_time) || !Number.isFinite(Date.parse(h.ce_time))) {
-    throw new SluiceError<ContractsErrorCode>(
-      'record_malformed',
-      `ce_time ${JSON.stringify(h.ce_time)} is not an RFC 3339 time`,
-    );
-  }
-  let payload: unknown;
-  try {
-    payload = JSON.parse(record.value ?? '');
-  } catch (error) {
-    throw new SluiceError<ContractsErrorCode>('record_malformed', 'record value is not JSON', {
-      cause: error,
-    });
-  }
-  if (record.value !== null && ESCAPED_NUL.test(record.value)) {
-    throw new SluiceError<ContractsErrorCode>(
-      'record_malformed',
-      'record value contains a NUL character',
-    );
-  }
+export function fromKafkaRecord(record: TextRecord): DomainEvent {
+  const { h, key } = checkedHeaders(record);
+  const payload = parsedPayload(record.value);
   const metadata: EventMetadata = {};
   for (const field of METADATA_FIELDS) {
     const value = h[field.header];
@@ -224,8 +206,8 @@ export function fromKafkaRecord(record: {
     id: h.ce_id,
     type: h.ce_type,
     aggregateType: h.ce_aggregatetype,
-    aggregateId: record.key,
-    aggregateVersion,
+    aggregateId: key,
+    aggregateVersion: Number(h.ce_aggregateversion),
     occurredAt: h.ce_time,
     payload,
     metadata,

@@ -12,6 +12,7 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { v7 as uuidv7 } from 'uuid';
 import type { OutboxErrorCode } from './errors.js';
+import { OUTBOX_COLUMNS } from './rows.js';
 
 /** Options for {@link createOutbox} and {@link outboxMigrations}. */
 export interface OutboxOptions {
@@ -80,6 +81,42 @@ function toMetadata(context: AppendContext): EventMetadata {
   return metadata;
 }
 
+const COLUMNS = sql.raw(OUTBOX_COLUMNS.join(', '));
+
+/** Every event valid against the catalog, and of the aggregate's type. */
+function assertEvents(aggregate: AggregateRef, events: readonly NewEvent[]): void {
+  for (const event of events) {
+    // Throws for unknown types too: callers from plain JavaScript can pass anything.
+    assertPayload(event.type, event.payload);
+    if (catalog[event.type].aggregateType !== aggregate.type) {
+      throw new SluiceError<OutboxErrorCode>(
+        'event_aggregate_mismatch',
+        `${event.type} belongs to ${catalog[event.type].aggregateType}, not ${aggregate.type}`,
+      );
+    }
+  }
+}
+
+/** The events as they are stored: ids, the versions after `expectedVersion`, time, context. */
+function eventsOf(
+  aggregate: AggregateRef,
+  events: readonly NewEvent[],
+  context: AppendContext,
+): DomainEvent[] {
+  const metadata = toMetadata(context);
+  const occurredAt = new Date().toISOString();
+  return events.map((event, index) => ({
+    id: uuidv7(),
+    type: event.type,
+    aggregateType: aggregate.type,
+    aggregateId: aggregate.id,
+    aggregateVersion: aggregate.expectedVersion + index + 1,
+    occurredAt,
+    payload: event.payload,
+    metadata,
+  }));
+}
+
 /** Creates an outbox over `<schema>.outbox`. */
 export function createOutbox(options: OutboxOptions = {}): Outbox {
   const schema = options.schema ?? 'shop';
@@ -109,29 +146,8 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
         );
       }
       if (events.length === 0) return [];
-      for (const event of events) {
-        // Throws for unknown types too: callers from plain JavaScript can pass anything.
-        assertPayload(event.type, event.payload);
-        if (catalog[event.type].aggregateType !== aggregate.type) {
-          throw new SluiceError<OutboxErrorCode>(
-            'event_aggregate_mismatch',
-            `${event.type} belongs to ${catalog[event.type].aggregateType}, not ${aggregate.type}`,
-          );
-        }
-      }
-      const base = aggregate.expectedVersion;
-      const metadata = toMetadata(context);
-      const occurredAt = new Date().toISOString();
-      const appended: DomainEvent[] = events.map((event, index) => ({
-        id: uuidv7(),
-        type: event.type,
-        aggregateType: aggregate.type,
-        aggregateId: aggregate.id,
-        aggregateVersion: base + index + 1,
-        occurredAt,
-        payload: event.payload,
-        metadata,
-      }));
+      assertEvents(aggregate, events);
+      const appended = eventsOf(aggregate, events, context);
       const rows = appended.map(
         (e) =>
           sql`(${e.id}::uuid, ${e.aggregateType}, ${e.aggregateId}, ${e.aggregateVersion}::bigint, ${e.type},
@@ -140,10 +156,8 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       // One round trip: the events are inserted only if the version claim succeeded.
       const result = await sql`
         WITH claimed AS (${claimVersions(aggregate, events.length)})
-        INSERT INTO ${outboxTable}
-          (id, aggregate_type, aggregate_id, aggregate_version, type, payload, metadata, occurred_at)
-        SELECT e.* FROM (VALUES ${sql.join(rows)})
-          AS e (id, aggregate_type, aggregate_id, aggregate_version, type, payload, metadata, occurred_at)
+        INSERT INTO ${outboxTable} (${COLUMNS})
+        SELECT e.* FROM (VALUES ${sql.join(rows)}) AS e (${COLUMNS})
         WHERE EXISTS (SELECT 1 FROM claimed)`.execute(trx);
       if (Number(result.numAffectedRows ?? 0n) !== events.length) {
         throw new SluiceError<OutboxErrorCode>(

@@ -86,10 +86,10 @@ export function createGenerationConsumer(options: GenerationConsumerOptions): Ge
     limit: MAX_RECORDS_IN_HAND,
     concurrency: options.applyConcurrency,
   });
-  const state = {
-    failingSince: undefined as number | undefined,
-    lastError: undefined as unknown,
-    crashed: undefined as unknown,
+  const state: ReturnType<GenerationConsumer['health']> = {
+    failingSince: undefined,
+    lastError: undefined,
+    crashed: undefined,
   };
   let stopped = false;
   const positions = createPositions(source, store, events);

@@ -49,52 +49,102 @@ export interface GenerationSyncOptions<DB> {
  * generations of its projections, stops the others (and deletes their consumer groups), and
  * swaps a rebuild that caught up. One check at a time, one projection after the other.
  */
-export function createGenerationSync<DB>(options: GenerationSyncOptions<DB>) {
-  const { db } = options;
-  const consumers = new Map<string, Consumed>();
+export class GenerationSync<DB> {
+  private readonly consumed = new Map<string, Consumed>();
   /** Instances of generations being built, as of the last check. */
-  const building = new Set<string>();
+  private readonly building = new Set<string>();
   /** Projections being swapped here: their active generation's batches wait for this. */
-  const heldBack = new Map<string, Promise<void>>();
+  private readonly heldBack = new Map<string, Promise<void>>();
   /** Retired and cancelled generations whose consumer group is gone, as this process saw. */
-  const groupsGone = new Set<string>();
-  const groupsTriedAt = new Map<string, number>();
-  let stopped = false;
-  let poll: NodeJS.Timeout | undefined;
-  let syncing: Promise<void> = Promise.resolve();
+  private readonly groupsGone = new Set<string>();
+  private readonly groupsTriedAt = new Map<string, number>();
+  private stopped = false;
+  private poll: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> = Promise.resolve();
 
-  async function startConsumer(projection: Projection<DB>, generation: Generation) {
-    const consumer = await options.consume(projection, generation);
-    consumers.set(generation.instance, {
+  constructor(private readonly options: GenerationSyncOptions<DB>) {}
+
+  consumers(): Iterable<Consumed> {
+    return this.consumed.values();
+  }
+
+  isBuilding(instance: string): boolean {
+    return this.building.has(instance);
+  }
+
+  /** Resolves when the projection's active generation may apply (not during a swap here). */
+  admitted(projection: string): Promise<void> {
+    return this.heldBack.get(projection) ?? Promise.resolve();
+  }
+
+  async start(): Promise<void> {
+    const { db, projections } = this.options;
+    for (const projection of projections) await ensureFirstGeneration(db, projection);
+    // Joins every group at once; a failure here is the caller's (unlike in the poll).
+    await Promise.all(
+      projections.map(async (projection) =>
+        this.follow(projection, await listGenerations(db, projection.name)),
+      ),
+    );
+    this.schedule();
+  }
+
+  async rebuild(projection: Projection<DB>, request: OperatorRequest): Promise<Generation> {
+    const generation = await startRebuild(this.options.db, projection, request);
+    // Other processes hosting it start consuming at their next check.
+    this.building.add(generation.instance);
+    const starting = this.syncing.then(() => this.startConsumer(projection, generation));
+    this.syncing = starting.catch(() => undefined);
+    await starting;
+    return generation;
+  }
+
+  async cancelRebuild(projection: string, request: OperatorRequest): Promise<Generation> {
+    const generation = await cancelRebuild(this.options.db, projection, request);
+    await this.sync();
+    return generation;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.poll);
+    await this.syncing;
+    await Promise.all([...this.consumed.values()].map((c) => c.consumer.stop()));
+    this.consumed.clear();
+  }
+
+  private async startConsumer(projection: Projection<DB>, generation: Generation) {
+    const consumer = await this.options.consume(projection, generation);
+    this.consumed.set(generation.instance, {
       projection: projection.name,
       generation: generation.generation,
       consumer,
     });
-    options.changed(projection.name, generation.generation, 'consuming');
+    this.options.changed(projection.name, generation.generation, 'consuming');
   }
 
-  async function stopConsumer(generation: Generation): Promise<void> {
-    const consumed = consumers.get(generation.instance);
+  private async stopConsumer(generation: Generation): Promise<void> {
+    const consumed = this.consumed.get(generation.instance);
     if (consumed === undefined) return;
-    consumers.delete(generation.instance);
+    this.consumed.delete(generation.instance);
     await consumed.consumer.stop();
-    options.changed(generation.projection, generation.generation, 'stopped');
+    this.options.changed(generation.projection, generation.generation, 'stopped');
   }
 
-  async function follow(projection: Projection<DB>, generations: readonly Generation[]) {
+  private async follow(projection: Projection<DB>, generations: readonly Generation[]) {
     for (const g of generations) {
-      if (g.state === 'building') building.add(g.instance);
-      else building.delete(g.instance);
+      if (g.state === 'building') this.building.add(g.instance);
+      else this.building.delete(g.instance);
     }
     const inUse = (g: Generation) => g.state === 'active' || g.state === 'building';
     await Promise.all(
       generations
-        .filter((g) => inUse(g) && !consumers.has(g.instance) && !stopped)
-        .map((g) => startConsumer(projection, g)),
+        .filter((g) => inUse(g) && !this.consumed.has(g.instance) && !this.stopped)
+        .map((g) => this.startConsumer(projection, g)),
     );
     const done = generations.filter((g) => !inUse(g));
-    await Promise.all(done.map(stopConsumer));
-    await deleteGroups(projection.name, done);
+    await Promise.all(done.map((g) => this.stopConsumer(g)));
+    await this.deleteGroups(projection.name, done);
   }
 
   /**
@@ -103,53 +153,53 @@ export function createGenerationSync<DB>(options: GenerationSyncOptions<DB>) {
    * stops within a generation poll): such groups are tried again later. Failures are reported,
    * not thrown: consuming goes on regardless.
    */
-  async function deleteGroups(projection: string, done: readonly Generation[]): Promise<void> {
-    const left = done.filter((g) => !groupsGone.has(g.instance));
-    const triedAt = groupsTriedAt.get(projection) ?? -Infinity;
-    if (left.length === 0 || stopped || Date.now() - triedAt < GROUP_DELETE_RETRY_MS) return;
-    groupsTriedAt.set(projection, Date.now());
+  private async deleteGroups(projection: string, done: readonly Generation[]): Promise<void> {
+    const left = done.filter((g) => !this.groupsGone.has(g.instance));
+    const triedAt = this.groupsTriedAt.get(projection) ?? -Infinity;
+    if (left.length === 0 || this.stopped || Date.now() - triedAt < GROUP_DELETE_RETRY_MS) return;
+    this.groupsTriedAt.set(projection, Date.now());
     let kept: Map<string, string>;
     try {
-      kept = await options.deleteGroups(left.map((g) => g.instance));
+      kept = await this.options.deleteGroups(left.map((g) => g.instance));
     } catch (error) {
-      options.failed(projection, error);
+      this.options.failed(projection, error);
       return;
     }
     const refused: string[] = [];
     for (const g of left) {
       const why = kept.get(g.instance);
-      if (why === undefined || why === 'GROUP_ID_NOT_FOUND') groupsGone.add(g.instance);
-      if (why === undefined) options.changed(projection, g.generation, 'group_deleted');
+      if (why === undefined || why === 'GROUP_ID_NOT_FOUND') this.groupsGone.add(g.instance);
+      if (why === undefined) this.options.changed(projection, g.generation, 'group_deleted');
       else if (why !== 'GROUP_ID_NOT_FOUND' && why !== 'NON_EMPTY_GROUP')
         refused.push(`${g.instance} (${why})`);
     }
-    if (refused.length > 0) {
-      const message = `Kafka did not delete retired consumer groups of: ${refused.join(', ')}`;
-      options.failed(
-        projection,
-        new SluiceError<ProjectorErrorCode>('consumer_group_delete_failed', message, {
-          retriable: true,
-        }),
-      );
-    }
+    if (refused.length === 0) return;
+    const message = `Kafka did not delete retired consumer groups of: ${refused.join(', ')}`;
+    this.options.failed(
+      projection,
+      new SluiceError<ProjectorErrorCode>('consumer_group_delete_failed', message, {
+        retriable: true,
+      }),
+    );
   }
 
-  async function syncProjection(projection: Projection<DB>): Promise<void> {
+  private async syncProjection(projection: Projection<DB>): Promise<void> {
+    const { db } = this.options;
     let generations = await listGenerations(db, projection.name);
     const rebuild = generations.find((g) => g.state === 'building');
-    if (rebuild !== undefined && consumers.has(rebuild.instance)) {
+    if (rebuild !== undefined && this.consumed.has(rebuild.instance)) {
       const progress = await rebuildProgress(db, generations);
       if (
         progress !== undefined &&
         progress.behind <= SWAP_WITHIN_RECORDS &&
         progress.unacceptedOffsetGaps === 0 &&
-        (await swapHoldingBack(projection))
+        (await this.swapHoldingBack(projection))
       ) {
-        options.changed(projection.name, rebuild.generation, 'activated');
+        this.options.changed(projection.name, rebuild.generation, 'activated');
         generations = await listGenerations(db, projection.name);
       }
     }
-    await follow(projection, generations);
+    await this.follow(projection, generations);
   }
 
   /**
@@ -157,72 +207,31 @@ export function createGenerationSync<DB>(options: GenerationSyncOptions<DB>) {
    * taking a connection: otherwise they would hold the pool's connections, blocked on the
    * swap's locks, and starve the rebuild that has to pass them.
    */
-  async function swapHoldingBack(projection: Projection<DB>): Promise<boolean> {
+  private async swapHoldingBack(projection: Projection<DB>): Promise<boolean> {
     let open = (): void => undefined;
-    heldBack.set(projection.name, new Promise<void>((resolve) => (open = resolve)));
+    this.heldBack.set(projection.name, new Promise<void>((resolve) => (open = resolve)));
     try {
-      return await swapIfCaughtUp(db, projection, SWAP_WAIT_MS);
+      return await swapIfCaughtUp(this.options.db, projection, SWAP_WAIT_MS);
     } finally {
-      heldBack.delete(projection.name);
+      this.heldBack.delete(projection.name);
       open();
     }
   }
 
-  function sync(): Promise<void> {
+  private sync(): Promise<void> {
     // One projection after the other: two swaps at once would hold back twice as much.
-    syncing = syncing.then(async () => {
-      for (const projection of options.projections) {
-        await syncProjection(projection).catch((error: unknown) =>
-          options.failed(projection.name, error),
+    this.syncing = this.syncing.then(async () => {
+      for (const projection of this.options.projections) {
+        await this.syncProjection(projection).catch((error: unknown) =>
+          this.options.failed(projection.name, error),
         );
       }
     });
-    return syncing;
+    return this.syncing;
   }
 
-  function schedule(): void {
-    if (stopped) return;
-    poll = setTimeout(() => void sync().then(schedule), options.pollMs);
+  private schedule(): void {
+    if (this.stopped) return;
+    this.poll = setTimeout(() => void this.sync().then(() => this.schedule()), this.options.pollMs);
   }
-
-  return {
-    consumers: (): Iterable<Consumed> => consumers.values(),
-    isBuilding: (instance: string) => building.has(instance),
-    /** Resolves when the projection's active generation may apply (not during a swap here). */
-    admitted: (projection: string) => heldBack.get(projection) ?? Promise.resolve(),
-    async start() {
-      for (const projection of options.projections) await ensureFirstGeneration(db, projection);
-      // Joins every group at once; a failure here is the caller's (unlike in the poll).
-      await Promise.all(
-        options.projections.map(async (projection) =>
-          follow(projection, await listGenerations(db, projection.name)),
-        ),
-      );
-      schedule();
-    },
-    async rebuild(projection: Projection<DB>, request: OperatorRequest): Promise<Generation> {
-      const generation = await startRebuild(db, projection, request);
-      // Other processes hosting it start consuming at their next check.
-      building.add(generation.instance);
-      const starting = syncing.then(() => startConsumer(projection, generation));
-      syncing = starting.catch(() => undefined);
-      await starting;
-      return generation;
-    },
-    async cancelRebuild(projection: string, request: OperatorRequest): Promise<Generation> {
-      const generation = await cancelRebuild(db, projection, request);
-      await sync();
-      return generation;
-    },
-    async stop() {
-      stopped = true;
-      clearTimeout(poll);
-      await syncing;
-      await Promise.all([...consumers.values()].map((c) => c.consumer.stop()));
-      consumers.clear();
-    },
-  };
 }
-
-/** A running {@link createGenerationSync}. */
-export type GenerationSync = ReturnType<typeof createGenerationSync>;

@@ -24,14 +24,14 @@ export {
 } from './generations.js';
 export type { HealthProblem } from './health.js';
 export { listOffsetGaps, type OffsetGap } from './offset-gaps.js';
-export {
-  createProjector,
-  type BatchReport,
-  type OffsetNotice,
-  type Projector,
-  type ProjectorHooks,
-  type ProjectorOptions,
-} from './projector.js';
+export type {
+  BatchReport,
+  OffsetNotice,
+  Projector,
+  ProjectorHooks,
+  ProjectorOptions,
+} from './api.js';
+export { createProjector } from './projector.js';
 export {
   type DeadLetter,
   type DeadLetterSink,
