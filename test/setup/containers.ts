@@ -1,6 +1,16 @@
 // Testcontainers for machines with a Docker engine: the same servers as the embedded stack.
-import { existsSync } from 'node:fs';
+import {
+  KAFKA_IMAGE,
+  POSTGRES_IMAGE,
+  kafkaBrokerEnvironment,
+  postgresServerArgs,
+} from '@sluice/stack';
 import { freePort } from '@sluice/testkit';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export interface Containers {
   databaseUrl?: string;
@@ -34,20 +44,13 @@ export async function startContainers(parts: {
   };
 
   if (parts.postgres) {
-    const postgres = await new PostgreSqlContainer('postgres:17')
+    const postgres = await new PostgreSqlContainer(POSTGRES_IMAGE)
       .withDatabase('sluice')
       .withUsername('postgres')
       .withPassword('postgres')
       .withCommand([
         'postgres',
-        '-c',
-        'wal_level=logical',
-        '-c',
-        'max_replication_slots=64',
-        '-c',
-        'max_wal_senders=64',
-        '-c',
-        'max_connections=400',
+        ...postgresServerArgs(join(rootDir, 'infra', 'postgres', 'sluice.conf')),
       ])
       .start();
     stops.push(() => postgres.stop());
@@ -56,21 +59,13 @@ export async function startContainers(parts: {
   if (parts.kafka) {
     // The advertised address must be the host's, so the host port is chosen before start.
     const port = await freePort();
-    const kafka = await new GenericContainer('apache/kafka:3.9.2')
+    const kafka = await new GenericContainer(KAFKA_IMAGE)
       .withExposedPorts({ container: port, host: port })
       .withEnvironment({
-        KAFKA_NODE_ID: '1',
-        KAFKA_PROCESS_ROLES: 'broker,controller',
+        ...kafkaBrokerEnvironment(join(rootDir, 'infra', 'kafka', 'server.properties')),
         KAFKA_LISTENERS: `PLAINTEXT://0.0.0.0:${port},CONTROLLER://0.0.0.0:9093`,
         KAFKA_ADVERTISED_LISTENERS: `PLAINTEXT://127.0.0.1:${port}`,
-        KAFKA_CONTROLLER_LISTENER_NAMES: 'CONTROLLER',
-        KAFKA_LISTENER_SECURITY_PROTOCOL_MAP: 'PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
         KAFKA_CONTROLLER_QUORUM_VOTERS: '1@localhost:9093',
-        KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR: '1',
-        KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR: '1',
-        KAFKA_TRANSACTION_STATE_LOG_MIN_ISR: '1',
-        KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS: '0',
-        KAFKA_AUTO_CREATE_TOPICS_ENABLE: 'false',
       })
       .withWaitStrategy(Wait.forLogMessage(/Kafka Server started/))
       .start();

@@ -132,67 +132,88 @@ async function withLock<T>(
  * const { databaseUrl, kafkaBrokers } = await stack.up();
  */
 export function createEmbeddedStack(options: EmbeddedStackOptions): EmbeddedStack {
-  const stateDir = options.stateDir ?? join(options.rootDir, '.sluice');
-  const database = options.database ?? 'sluice';
-  const kafkaPort = options.kafkaPort ?? 19092;
-  const log = options.log ?? (() => undefined);
-  const postgres = createPostgresServer({
-    dataDir: postgresDataDir(stateDir),
-    port: options.postgresPort ?? 54329,
-    settingsFile: join(options.rootDir, 'infra', 'postgres', 'sluice.conf'),
-    ...(options.postgresBinDir === undefined ? {} : { binDir: options.postgresBinDir }),
-  });
-  const kafka = createKafkaServer({
-    kafkaHome: join(options.rootDir, 'infra', 'kafka'),
-    dataDir: join(stateDir, 'kafka'),
-    port: kafkaPort,
-    controllerPort: kafkaPort + 1,
-    log,
-  });
-  const endpoints = (): StackEndpoints => ({
-    databaseUrl: postgres.url(database),
-    kafkaBrokers: kafka.brokers,
-  });
-  const lockFile = join(stateDir, 'stack.lock');
+  return new RepositoryStack(options);
+}
 
-  async function up(
-    parts: StackParts = {},
-    upOptions: StackUpOptions = {},
-  ): Promise<StackEndpoints> {
-    await mkdir(stateDir, { recursive: true });
+class RepositoryStack implements EmbeddedStack {
+  readonly postgres: PostgresServer;
+  readonly kafka: KafkaServer;
+  private readonly stateDir: string;
+  private readonly database: string;
+  private readonly lockFile: string;
+  private readonly log: (message: string) => void;
+
+  constructor(options: EmbeddedStackOptions) {
+    this.stateDir = options.stateDir ?? join(options.rootDir, '.sluice');
+    this.database = options.database ?? 'sluice';
+    this.lockFile = join(this.stateDir, 'stack.lock');
+    this.log = options.log ?? (() => undefined);
+    const kafkaPort = options.kafkaPort ?? 19092;
+    this.postgres = createPostgresServer({
+      dataDir: postgresDataDir(this.stateDir),
+      port: options.postgresPort ?? 54329,
+      settingsFile: join(options.rootDir, 'infra', 'postgres', 'sluice.conf'),
+      ...(options.postgresBinDir === undefined ? {} : { binDir: options.postgresBinDir }),
+    });
+    this.kafka = createKafkaServer({
+      kafkaHome: join(options.rootDir, 'infra', 'kafka'),
+      dataDir: join(this.stateDir, 'kafka'),
+      port: kafkaPort,
+      controllerPort: kafkaPort + 1,
+      log: this.log,
+    });
+  }
+
+  async up(parts: StackParts = {}, upOptions: StackUpOptions = {}): Promise<StackEndpoints> {
+    await mkdir(this.stateDir, { recursive: true });
     const { signal } = upOptions;
     return withLock(
-      lockFile,
+      this.lockFile,
       async () => {
         // Recorded before anything starts, so a start that is interrupted still has an owner.
         if (parts.postgres !== false || parts.kafka !== false) {
-          await (upOptions.keep === true ? keepStack(stateDir) : claimStack(stateDir));
+          await (upOptions.keep === true ? keepStack(this.stateDir) : claimStack(this.stateDir));
         }
-        return startParts(parts, signal);
+        return this.startParts(parts, signal);
       },
       signal,
     );
   }
 
-  async function startParts(parts: StackParts, signal?: AbortSignal): Promise<StackEndpoints> {
+  async down(parts: StackParts = {}): Promise<void> {
+    await mkdir(this.stateDir, { recursive: true });
+    await withLock(this.lockFile, async () => {
+      await Promise.all([
+        parts.kafka === false ? undefined : this.kafka.stop(),
+        parts.postgres === false ? undefined : this.postgres.stop('fast'),
+      ]);
+      if (parts.kafka !== false && parts.postgres !== false) await clearStackOwner(this.stateDir);
+    });
+  }
+
+  async status(): Promise<StackStatus> {
+    const kafkaPid = await this.kafka.pid();
+    const current = await this.owner();
+    return {
+      ...this.endpoints(),
+      postgres: { running: await this.postgres.isRunning(), dataDir: this.postgres.dataDir },
+      kafka: kafkaPid === undefined ? { running: false } : { running: true, pid: kafkaPid },
+      ...(current === undefined ? {} : { owner: current }),
+    };
+  }
+
+  owner(): Promise<StackOwner | undefined> {
+    return readStackOwner(this.stateDir);
+  }
+
+  private endpoints(): StackEndpoints {
+    return { databaseUrl: this.postgres.url(this.database), kafkaBrokers: this.kafka.brokers };
+  }
+
+  private async startParts(parts: StackParts, signal?: AbortSignal): Promise<StackEndpoints> {
     const starts: Promise<void>[] = [];
-    if (parts.postgres !== false) {
-      starts.push(
-        (async () => {
-          if (!(await postgres.isRunning())) log(`starting PostgreSQL on port ${postgres.port}`);
-          await postgres.start();
-          await postgres.ensureDatabase(database);
-        })(),
-      );
-    }
-    if (parts.kafka !== false) {
-      starts.push(
-        (async () => {
-          if (!(await kafka.isRunning())) log(`starting Kafka on port ${kafka.port}`);
-          await kafka.start(signal === undefined ? {} : { signal });
-        })(),
-      );
-    }
+    if (parts.postgres !== false) starts.push(this.startPostgres());
+    if (parts.kafka !== false) starts.push(this.startKafka(signal));
     // Start both, and report every failure rather than the first one only.
     const results = await Promise.allSettled(starts);
     const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
@@ -200,32 +221,19 @@ export function createEmbeddedStack(options: EmbeddedStackOptions): EmbeddedStac
     if (failures.length > 1) {
       throw new AggregateError(failures, failures.map((f) => String(f)).join('\n'));
     }
-    return endpoints();
+    return this.endpoints();
   }
 
-  async function down(parts: StackParts = {}): Promise<void> {
-    await mkdir(stateDir, { recursive: true });
-    await withLock(lockFile, async () => {
-      await Promise.all([
-        parts.kafka === false ? undefined : kafka.stop(),
-        parts.postgres === false ? undefined : postgres.stop('fast'),
-      ]);
-      if (parts.kafka !== false && parts.postgres !== false) await clearStackOwner(stateDir);
-    });
+  private async startPostgres(): Promise<void> {
+    const { postgres } = this;
+    if (!(await postgres.isRunning())) this.log(`starting PostgreSQL on port ${postgres.port}`);
+    await postgres.start();
+    await postgres.ensureDatabase(this.database);
   }
 
-  const owner = () => readStackOwner(stateDir);
-
-  async function status(): Promise<StackStatus> {
-    const kafkaPid = await kafka.pid();
-    const current = await owner();
-    return {
-      ...endpoints(),
-      postgres: { running: await postgres.isRunning(), dataDir: postgres.dataDir },
-      kafka: kafkaPid === undefined ? { running: false } : { running: true, pid: kafkaPid },
-      ...(current === undefined ? {} : { owner: current }),
-    };
+  private async startKafka(signal?: AbortSignal): Promise<void> {
+    const { kafka } = this;
+    if (!(await kafka.isRunning())) this.log(`starting Kafka on port ${kafka.port}`);
+    await kafka.start(signal === undefined ? {} : { signal });
   }
-
-  return { postgres, kafka, up, down, status, owner };
 }

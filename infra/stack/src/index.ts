@@ -15,3 +15,9 @@ export {
   type PostgresServer,
   type PostgresServerOptions,
 } from './postgres-server.js';
+export {
+  KAFKA_IMAGE,
+  POSTGRES_IMAGE,
+  kafkaBrokerEnvironment,
+  postgresServerArgs,
+} from './settings.js';

@@ -105,40 +105,103 @@ async function ensureJars(kafkaHome: string, log: (message: string) => void): Pr
  * Maven resolves on first use.
  */
 export function createKafkaServer(options: KafkaServerOptions): KafkaServer {
-  const { kafkaHome, dataDir, port, controllerPort } = options;
-  const log = options.log ?? (() => undefined);
-  const logDir = join(dataDir, 'logs');
-  const pidFile = join(dataDir, 'kafka.pid');
-  const serverLog = join(dataDir, 'server.log');
-  const consoleLog = join(dataDir, 'console.log');
-  const propertiesFile = join(dataDir, 'server.properties');
-  const brokers = [`127.0.0.1:${port}`];
+  return new LocalKafkaServer(options);
+}
 
-  async function pid(): Promise<number | undefined> {
-    if (!existsSync(pidFile)) return undefined;
-    const value = Number((await readFile(pidFile, 'utf8')).trim());
+class LocalKafkaServer implements KafkaServer {
+  readonly port: number;
+  readonly brokers: string[];
+  private readonly logDir: string;
+  private readonly pidFile: string;
+  private readonly serverLog: string;
+  private readonly consoleLog: string;
+  private readonly propertiesFile: string;
+
+  constructor(private readonly options: KafkaServerOptions) {
+    const { dataDir, port } = options;
+    this.port = port;
+    this.brokers = [`127.0.0.1:${port}`];
+    this.logDir = join(dataDir, 'logs');
+    this.pidFile = join(dataDir, 'kafka.pid');
+    this.serverLog = join(dataDir, 'server.log');
+    this.consoleLog = join(dataDir, 'console.log');
+    this.propertiesFile = join(dataDir, 'server.properties');
+  }
+
+  async start(startOptions: { signal?: AbortSignal } = {}): Promise<void> {
+    if (await this.isRunning()) return;
+    await assertPortFree(this.port, 'Kafka');
+    await assertPortFree(this.options.controllerPort, 'Kafka controller');
+    await assertJava();
+    const libDir = await ensureJars(this.options.kafkaHome, this.options.log ?? (() => undefined));
+    const classpath = `${libDir}/*`;
+    await mkdir(this.logDir, { recursive: true });
+    await this.writeProperties();
+    await this.format(classpath);
+    const exited = await this.spawnBroker(classpath);
+    await pollUntil(
+      async () => {
+        if (exited()) {
+          throw new SluiceError(
+            'kafka_start_failed',
+            `The Kafka broker exited during start-up:\n${await tailFile(this.consoleLog)}\n${await tailFile(this.serverLog)}`,
+          );
+        }
+        return (await isPortOpen(this.port)) && producesOk(this.brokers);
+      },
+      120_000,
+      () =>
+        new SluiceError(
+          'kafka_start_timeout',
+          `The Kafka broker on port ${this.port} did not accept a produce within 120 s; see ${this.serverLog}.`,
+        ),
+      500,
+      startOptions.signal,
+    );
+  }
+
+  async stop(stopOptions: { kill?: boolean; timeoutMs?: number } = {}): Promise<void> {
+    const current = await this.pid();
+    if (current === undefined) return;
+    process.kill(current, stopOptions.kill === true ? 'SIGKILL' : 'SIGTERM');
+    try {
+      await brokerExit(current, stopOptions.timeoutMs ?? 30_000, () => new Error('timeout'));
+    } catch {
+      process.kill(current, 'SIGKILL');
+      await brokerExit(
+        current,
+        10_000,
+        () => new SluiceError('kafka_stop_failed', `Kafka (pid ${current}) survived SIGKILL.`),
+      );
+    }
+    await rm(this.pidFile, { force: true });
+  }
+
+  async isRunning(): Promise<boolean> {
+    return (await this.pid()) !== undefined;
+  }
+
+  async pid(): Promise<number | undefined> {
+    if (!existsSync(this.pidFile)) return undefined;
+    const value = Number((await readFile(this.pidFile, 'utf8')).trim());
     return Number.isInteger(value) && (await isProcessAlive(value, MAIN_CLASS)) ? value : undefined;
   }
 
-  async function isRunning(): Promise<boolean> {
-    return (await pid()) !== undefined;
-  }
-
-  async function writeProperties(): Promise<void> {
-    const template = await readFile(join(kafkaHome, 'server.properties'), 'utf8');
+  private async writeProperties(): Promise<void> {
+    const template = await readFile(join(this.options.kafkaHome, 'server.properties'), 'utf8');
     const values: Record<string, string> = {
-      port: String(port),
-      controllerPort: String(controllerPort),
-      dataDir: logDir,
+      port: String(this.port),
+      controllerPort: String(this.options.controllerPort),
+      dataDir: this.logDir,
     };
     await writeFile(
-      propertiesFile,
+      this.propertiesFile,
       template.replace(/\$\{(\w+)\}/g, (_, key: string) => values[key] ?? ''),
     );
   }
 
-  async function format(classpath: string): Promise<void> {
-    if (existsSync(join(logDir, 'meta.properties'))) return;
+  private async format(classpath: string): Promise<void> {
+    if (existsSync(join(this.logDir, 'meta.properties'))) return;
     const result = await runCommand('java', [
       '-cp',
       classpath,
@@ -147,7 +210,7 @@ export function createKafkaServer(options: KafkaServerOptions): KafkaServer {
       '-t',
       randomClusterId(),
       '-c',
-      propertiesFile,
+      this.propertiesFile,
     ]);
     if (result.code !== 0) {
       throw new SluiceError(
@@ -157,62 +220,23 @@ export function createKafkaServer(options: KafkaServerOptions): KafkaServer {
     }
   }
 
-  async function producesOk(): Promise<boolean> {
-    if (!(await isPortOpen(port))) return false;
-    const kafka = new Kafka({
-      clientId: 'sluice-stack',
-      brokers,
-      logLevel: logLevel.NOTHING,
-      retry: { retries: 0 },
-      connectionTimeout: 2000,
-    });
-    const admin = kafka.admin();
-    const producer = kafka.producer({ allowAutoTopicCreation: false });
-    try {
-      await admin.connect();
-      const topics = await admin.listTopics();
-      if (!topics.includes(READY_TOPIC)) {
-        await admin.createTopics({
-          topics: [{ topic: READY_TOPIC, numPartitions: 1 }],
-          waitForLeaders: true,
-        });
-      }
-      await producer.connect();
-      await producer.send({ topic: READY_TOPIC, acks: -1, messages: [{ value: 'ready' }] });
-      return true;
-    } catch {
-      return false;
-    } finally {
-      await producer.disconnect().catch(() => undefined);
-      await admin.disconnect().catch(() => undefined);
-    }
-  }
-
-  async function start(startOptions: { signal?: AbortSignal } = {}): Promise<void> {
-    if (await isRunning()) return;
-    await assertPortFree(port, 'Kafka');
-    await assertPortFree(controllerPort, 'Kafka controller');
-    await assertJava();
-    const libDir = await ensureJars(kafkaHome, log);
-    const classpath = `${libDir}/*`;
-    await mkdir(logDir, { recursive: true });
-    await writeProperties();
-    await format(classpath);
-    const out = openSync(consoleLog, 'a');
+  /** Starts the broker's JVM on its own; the function returned tells whether it has exited. */
+  private async spawnBroker(classpath: string): Promise<() => boolean> {
+    const out = openSync(this.consoleLog, 'a');
     const child = spawn(
       'java',
       [
-        `-Xmx${options.heap ?? '1g'}`,
+        `-Xmx${this.options.heap ?? '1g'}`,
         '-Xms256m',
         '-XX:+UseG1GC',
         '-XX:MaxGCPauseMillis=20',
         '-Djava.awt.headless=true',
-        `-Dlog4j.configuration=file:${join(kafkaHome, 'log4j.properties')}`,
-        `-Dkafka.log.file=${serverLog}`,
+        `-Dlog4j.configuration=file:${join(this.options.kafkaHome, 'log4j.properties')}`,
+        `-Dkafka.log.file=${this.serverLog}`,
         '-cp',
         classpath,
         MAIN_CLASS,
-        propertiesFile,
+        this.propertiesFile,
       ],
       { detached: true, stdio: ['ignore', out, out] },
     );
@@ -224,50 +248,48 @@ export function createKafkaServer(options: KafkaServerOptions): KafkaServer {
     let exited = false;
     child.on('exit', () => (exited = true));
     child.unref();
-    await writeFile(pidFile, String(childPid));
-    await pollUntil(
-      async () => {
-        if (exited) {
-          throw new SluiceError(
-            'kafka_start_failed',
-            `The Kafka broker exited during start-up:\n${await tailFile(consoleLog)}\n${await tailFile(serverLog)}`,
-          );
-        }
-        return producesOk();
-      },
-      120_000,
-      () =>
-        new SluiceError(
-          'kafka_start_timeout',
-          `The Kafka broker on port ${port} did not accept a produce within 120 s; see ${serverLog}.`,
-        ),
-      500,
-      startOptions.signal,
-    );
+    await writeFile(this.pidFile, String(childPid));
+    return () => exited;
   }
+}
 
-  async function stop(stopOptions: { kill?: boolean; timeoutMs?: number } = {}): Promise<void> {
-    const current = await pid();
-    if (current === undefined) return;
-    process.kill(current, stopOptions.kill === true ? 'SIGKILL' : 'SIGTERM');
-    try {
-      await pollUntil(
-        async () => !(await isProcessAlive(current, MAIN_CLASS)),
-        stopOptions.timeoutMs ?? 30_000,
-        () => new Error('timeout'),
-        200,
-      );
-    } catch {
-      process.kill(current, 'SIGKILL');
-      await pollUntil(
-        async () => !(await isProcessAlive(current, MAIN_CLASS)),
-        10_000,
-        () => new SluiceError('kafka_stop_failed', `Kafka (pid ${current}) survived SIGKILL.`),
-        200,
-      );
+/** Waits until the broker `pid` has exited; throws `timeoutError()` after `timeoutMs`. */
+function brokerExit(pid: number, timeoutMs: number, timeoutError: () => Error): Promise<void> {
+  return pollUntil(
+    async () => !(await isProcessAlive(pid, MAIN_CLASS)),
+    timeoutMs,
+    timeoutError,
+    200,
+  );
+}
+
+/** Whether `brokers` take a produce acknowledged by all replicas (creating the topic it needs). */
+async function producesOk(brokers: string[]): Promise<boolean> {
+  const kafka = new Kafka({
+    clientId: 'sluice-stack',
+    brokers,
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 0 },
+    connectionTimeout: 2000,
+  });
+  const admin = kafka.admin();
+  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  try {
+    await admin.connect();
+    const topics = await admin.listTopics();
+    if (!topics.includes(READY_TOPIC)) {
+      await admin.createTopics({
+        topics: [{ topic: READY_TOPIC, numPartitions: 1 }],
+        waitForLeaders: true,
+      });
     }
-    await rm(pidFile, { force: true });
+    await producer.connect();
+    await producer.send({ topic: READY_TOPIC, acks: -1, messages: [{ value: 'ready' }] });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await producer.disconnect().catch(() => undefined);
+    await admin.disconnect().catch(() => undefined);
   }
-
-  return { port, brokers, start, stop, isRunning, pid };
 }

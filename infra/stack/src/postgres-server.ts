@@ -92,117 +92,66 @@ function postgresIds(): { uid: number; gid: number } {
  * authentication for local connections (a development and test server, never production).
  */
 export function createPostgresServer(options: PostgresServerOptions): PostgresServer {
-  const binDir = options.binDir ?? findPostgresBinDir();
-  const { dataDir, port } = options;
-  const logFile = join(dataDir, 'server.log');
+  return new LocalPostgresServer(options);
+}
 
-  const pgCommand = (tool: string, args: string[]) => {
-    const binary = join(binDir, tool);
-    return runningAsRoot()
-      ? runCommand('runuser', ['-u', POSTGRES_USER, '--', binary, ...args])
-      : runCommand(binary, args);
-  };
+class LocalPostgresServer implements PostgresServer {
+  readonly port: number;
+  readonly dataDir: string;
+  private readonly binDir: string;
+  private readonly logFile: string;
 
-  const adminUrl = (database = 'postgres') =>
-    `postgres://${POSTGRES_USER}@127.0.0.1:${port}/${database}`;
-
-  async function ensureOwnership(): Promise<void> {
-    await mkdir(dataDir, { recursive: true });
-    await chmod(dataDir, 0o700);
-    if (runningAsRoot()) {
-      const { uid, gid } = postgresIds();
-      await chown(dataDir, uid, gid);
-      const reachable = await runCommand('runuser', [
-        '-u',
-        POSTGRES_USER,
-        '--',
-        'test',
-        '-w',
-        dataDir,
-      ]);
-      if (reachable.code !== 0) {
-        throw new SluiceError(
-          'postgres_data_dir_unreachable',
-          `The postgres user cannot reach ${dataDir} (a parent directory is private to root); ` +
-            'choose a data directory under a world-traversable path such as /tmp.',
-        );
-      }
-    }
+  constructor(private readonly options: PostgresServerOptions) {
+    this.binDir = options.binDir ?? findPostgresBinDir();
+    this.port = options.port;
+    this.dataDir = options.dataDir;
+    this.logFile = join(options.dataDir, 'server.log');
   }
 
-  async function initialise(): Promise<void> {
-    if (existsSync(join(dataDir, 'PG_VERSION'))) return;
-    await ensureOwnership();
-    const result = await pgCommand('initdb', [
-      '-D',
-      dataDir,
-      '-U',
-      POSTGRES_USER,
-      '--auth=trust',
-      '--encoding=UTF8',
-      '--locale=C',
-    ]);
-    if (result.code !== 0) {
-      throw new SluiceError('postgres_initdb_failed', `initdb failed:\n${result.output}`);
-    }
-    await appendFile(join(dataDir, 'postgresql.conf'), "\ninclude_if_exists = 'sluice.conf'\n");
+  url(database = 'postgres'): string {
+    return `postgres://${POSTGRES_USER}@127.0.0.1:${this.port}/${database}`;
   }
 
-  async function isRunning(): Promise<boolean> {
-    if (!existsSync(join(dataDir, 'PG_VERSION'))) return false;
-    return (await pgCommand('pg_ctl', ['status', '-D', dataDir])).code === 0;
-  }
-
-  function serverArgs(): string {
-    const settings: Record<string, string> = {
-      port: String(port),
-      listen_addresses: '127.0.0.1',
-      unix_socket_directories: dataDir,
-      ...options.settings,
-    };
-    return Object.entries(settings)
-      .map(([name, value]) => `-c ${name}=${value}`)
-      .join(' ');
-  }
-
-  async function start(): Promise<void> {
-    if (await isRunning()) return;
-    await assertPortFree(port, 'PostgreSQL');
-    await initialise();
-    if (options.settingsFile !== undefined) {
-      const target = join(dataDir, 'sluice.conf');
-      await copyFile(options.settingsFile, target);
-      if (runningAsRoot()) {
-        const { uid, gid } = postgresIds();
-        await chown(target, uid, gid);
-      }
-    }
-    const result = await pgCommand('pg_ctl', [
+  async start(): Promise<void> {
+    if (await this.isRunning()) return;
+    await assertPortFree(this.port, 'PostgreSQL');
+    await this.initialise();
+    await this.copySettingsFile();
+    const result = await this.pgCommand('pg_ctl', [
       'start',
       '-D',
-      dataDir,
+      this.dataDir,
       '-l',
-      logFile,
+      this.logFile,
       '-w',
       '-t',
       '120',
       '-o',
-      serverArgs(),
+      this.serverArgs(),
     ]);
     if (result.code !== 0) {
       throw new SluiceError(
         'postgres_start_failed',
-        `PostgreSQL did not start on port ${port}:\n${result.output}\n${await tailFile(logFile)}`,
+        `PostgreSQL did not start on port ${this.port}:\n${result.output}\n${await tailFile(this.logFile)}`,
       );
     }
   }
 
-  async function stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
-    if (!(await isRunning())) return;
-    const pidText = await readFile(join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '');
+  async stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    if (!(await this.isRunning())) return;
+    const pidText = await readFile(join(this.dataDir, 'postmaster.pid'), 'utf8').catch(() => '');
     const postmasterPid = Number(pidText.split('\n')[0]);
-    const result = await pgCommand('pg_ctl', ['stop', '-D', dataDir, '-m', mode, '-w', '-t', '60']);
-    if (result.code !== 0 && (await isRunning())) {
+    const result = await this.pgCommand('pg_ctl', [
+      'stop',
+      '-D',
+      this.dataDir,
+      '-m',
+      mode,
+      '-w',
+      '-t',
+      '60',
+    ]);
+    if (result.code !== 0 && (await this.isRunning())) {
       throw new SluiceError('postgres_stop_failed', `pg_ctl stop failed:\n${result.output}`);
     }
     // pg_ctl returns once postmaster.pid is gone, a moment before the process itself is.
@@ -216,13 +165,18 @@ export function createPostgresServer(options: PostgresServerOptions): PostgresSe
     }
   }
 
-  async function restart(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
-    await stop(mode);
-    await start();
+  async restart(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    await this.stop(mode);
+    await this.start();
   }
 
-  async function ensureDatabase(name: string): Promise<void> {
-    const client = new pg.Client({ connectionString: adminUrl() });
+  async isRunning(): Promise<boolean> {
+    if (!existsSync(join(this.dataDir, 'PG_VERSION'))) return false;
+    return (await this.pgCommand('pg_ctl', ['status', '-D', this.dataDir])).code === 0;
+  }
+
+  async ensureDatabase(name: string): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url() });
     await client.connect();
     try {
       await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`).catch((error: unknown) => {
@@ -234,5 +188,76 @@ export function createPostgresServer(options: PostgresServerOptions): PostgresSe
     }
   }
 
-  return { port, dataDir, url: adminUrl, start, stop, restart, isRunning, ensureDatabase };
+  private pgCommand(tool: string, args: string[]) {
+    const binary = join(this.binDir, tool);
+    return runningAsRoot()
+      ? runCommand('runuser', ['-u', POSTGRES_USER, '--', binary, ...args])
+      : runCommand(binary, args);
+  }
+
+  private async initialise(): Promise<void> {
+    if (existsSync(join(this.dataDir, 'PG_VERSION'))) return;
+    await this.ensureOwnership();
+    const result = await this.pgCommand('initdb', [
+      '-D',
+      this.dataDir,
+      '-U',
+      POSTGRES_USER,
+      '--auth=trust',
+      '--encoding=UTF8',
+      '--locale=C',
+    ]);
+    if (result.code !== 0) {
+      throw new SluiceError('postgres_initdb_failed', `initdb failed:\n${result.output}`);
+    }
+    await appendFile(
+      join(this.dataDir, 'postgresql.conf'),
+      "\ninclude_if_exists = 'sluice.conf'\n",
+    );
+  }
+
+  private async ensureOwnership(): Promise<void> {
+    await mkdir(this.dataDir, { recursive: true });
+    await chmod(this.dataDir, 0o700);
+    if (!runningAsRoot()) return;
+    const { uid, gid } = postgresIds();
+    await chown(this.dataDir, uid, gid);
+    const reachable = await runCommand('runuser', [
+      '-u',
+      POSTGRES_USER,
+      '--',
+      'test',
+      '-w',
+      this.dataDir,
+    ]);
+    if (reachable.code !== 0) {
+      throw new SluiceError(
+        'postgres_data_dir_unreachable',
+        `The postgres user cannot reach ${this.dataDir} (a parent directory is private to root); ` +
+          'choose a data directory under a world-traversable path such as /tmp.',
+      );
+    }
+  }
+
+  private async copySettingsFile(): Promise<void> {
+    if (this.options.settingsFile === undefined) return;
+    const target = join(this.dataDir, 'sluice.conf');
+    await copyFile(this.options.settingsFile, target);
+    if (runningAsRoot()) {
+      const { uid, gid } = postgresIds();
+      await chown(target, uid, gid);
+    }
+  }
+
+  private serverArgs(): string {
+    const settings: Record<string, string> = {
+      port: String(this.port),
+      listen_addresses: '127.0.0.1',
+      unix_socket_directories: this.dataDir,
+      ...this.options.settings,
+    };
+    return Object.entries(settings)
+      .map(([name, value]) => `-c ${name}=${value}`)
+      .join(' ');
+  }
 }
