@@ -4,13 +4,15 @@ import { outboxMigrations } from '@sluice/outbox';
 import { createDatabase, migrate } from '@sluice/database';
 import {
   createTestDatabase,
+  type TestDatabase,
   testKafka,
+  testServers,
   uniqueName,
   waitFor,
-  type TestDatabase,
 } from '@sluice/testkit';
 import type { Kysely } from 'kysely';
 import pg from 'pg';
+import { onTestFinished } from 'vitest';
 import { listeningAddress, startService, type ServiceProcess } from '../support/services.js';
 
 export const AGGREGATE_TYPE = 'cart';
@@ -323,4 +325,34 @@ export function relayLogs(relay: RelayProcess): Record<string, unknown>[] {
         return [];
       }
     });
+}
+
+/**
+ * A fixture of the current test's own, and the relays it starts (on the test run's Kafka, or
+ * `brokers`), killed and dropped when the test ends.
+ */
+export async function useRelayFixture(
+  prefix: string,
+  options: { migrate?: boolean; brokers?: readonly string[] } = {},
+): Promise<{ fixture: RelayFixture; start: (env?: Record<string, string>) => RelayProcess }> {
+  const { databaseUrl, kafkaBrokers } = testServers();
+  const fixture = await createRelayFixture(databaseUrl, prefix, options);
+  const relays: RelayProcess[] = [];
+  onTestFinished(async () => {
+    for (const relay of relays) {
+      if (relay.child.exitCode === null && relay.child.signalCode === null) {
+        relay.kill('SIGKILL');
+        await relay.exited();
+      }
+    }
+    await fixture.close();
+  });
+  return {
+    fixture,
+    start: (env = {}) => {
+      const relay = startRelay(fixture, options.brokers ?? kafkaBrokers, env);
+      relays.push(relay);
+      return relay;
+    },
+  };
 }

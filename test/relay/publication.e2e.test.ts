@@ -4,49 +4,20 @@ import { outboxMigrations } from '@sluice/outbox';
 import { createDatabase, migrate } from '@sluice/database';
 import { testServers } from '@sluice/testkit';
 import pg from 'pg';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   awaitAllDelivered,
   checkDelivery,
-  createRelayFixture,
   exitCodeWithin,
   loggedError,
   outboxIndex,
-  startRelay,
   topicSize,
   writeOutboxEvents,
-  type RelayFixture,
-  type RelayProcess,
+  useRelayFixture,
 } from './harness.js';
 
-const { databaseUrl, kafkaBrokers } = testServers();
+const { kafkaBrokers } = testServers();
 const FIX = 'then start the relay again: ';
-
-/** A fixture of the current test's own, and its relays, killed and dropped when the test ends. */
-async function useFixture(
-  prefix: string,
-  options: { migrate?: boolean } = {},
-): Promise<{ fixture: RelayFixture; start: () => RelayProcess }> {
-  const fixture = await createRelayFixture(databaseUrl, prefix, options);
-  const relays: RelayProcess[] = [];
-  onTestFinished(async () => {
-    for (const relay of relays) {
-      if (relay.child.exitCode === null && relay.child.signalCode === null) {
-        relay.kill('SIGKILL');
-        await relay.exited();
-      }
-    }
-    await fixture.close();
-  });
-  return {
-    fixture,
-    start: () => {
-      const relay = startRelay(fixture, kafkaBrokers);
-      relays.push(relay);
-      return relay;
-    },
-  };
-}
 
 async function slotExists(pool: pg.Pool, slot: string): Promise<boolean> {
   const { rowCount } = await pool.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [
@@ -57,7 +28,7 @@ async function slotExists(pool: pg.Pool, slot: string): Promise<boolean> {
 
 describe('relay publication', () => {
   it('exits 78 with publication_mismatch for a publication whose row filter hides the outbox, and relays once fixed as told', async () => {
-    const { fixture, start } = await useFixture('relay_pub_filter');
+    const { fixture, start } = await useRelayFixture('relay_pub_filter');
     const publication = pg.escapeIdentifier(fixture.publication);
     await fixture.pool.query(
       `CREATE PUBLICATION ${publication} FOR TABLE shop.outbox WHERE (false) WITH (publish = 'insert')`,
@@ -96,7 +67,7 @@ describe('relay publication', () => {
   });
 
   it('waits for the outbox under a FOR ALL TABLES publication made before it, then relays only the outbox', async () => {
-    const { fixture, start } = await useFixture('relay_pub_all', { migrate: false });
+    const { fixture, start } = await useRelayFixture('relay_pub_all', { migrate: false });
     await fixture.pool.query(
       `CREATE PUBLICATION ${pg.escapeIdentifier(fixture.publication)} FOR ALL TABLES`,
     );

@@ -7,47 +7,20 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import {
   checkDelivery,
   confirmedFlush,
-  createRelayFixture,
   outboxIndex,
   readTopic,
-  startRelay,
   topicSize,
   writeOutboxEvents,
   type ReadRecord,
   type RelayFixture,
   type RelayProcess,
+  useRelayFixture,
 } from './harness.js';
 
 const { databaseUrl, kafkaBrokers } = testServers();
 
 const LEADING = /"msg":"leading"/;
 const STANDBY = /"msg":"standby: waiting for leadership"/;
-
-/** A fixture of the current test's own, and its relays, killed and dropped when the test ends. */
-async function useFixture(prefix: string): Promise<{
-  fixture: RelayFixture;
-  start: (env?: Record<string, string>) => RelayProcess;
-}> {
-  const fixture = await createRelayFixture(databaseUrl, prefix);
-  const relays: RelayProcess[] = [];
-  onTestFinished(async () => {
-    for (const relay of relays) {
-      if (relay.child.exitCode === null && relay.child.signalCode === null) {
-        relay.kill('SIGKILL');
-        await relay.exited();
-      }
-    }
-    await fixture.close();
-  });
-  return {
-    fixture,
-    start: (env = {}) => {
-      const relay = startRelay(fixture, kafkaBrokers, env);
-      relays.push(relay);
-      return relay;
-    },
-  };
-}
 
 /** The relay's exit code, failing (with its output) if it does not exit in time. */
 async function exitCode(relay: RelayProcess, timeoutMs: number): Promise<number | null> {
@@ -111,7 +84,7 @@ async function slotRow(
 
 describe('relay resilience', () => {
   it('fails over to the standby within seconds when the leader is killed mid-stream, losing nothing', async () => {
-    const { fixture, start } = await useFixture('relay_failover');
+    const { fixture, start } = await useRelayFixture('relay_failover');
     const relays = [start(), start()];
     const leader = await waitFor(
       () => {
@@ -190,7 +163,7 @@ describe('relay resilience', () => {
   });
 
   it('refuses, with exit 78 and slot_missing, to start after its slot was dropped, and does not recreate it', async () => {
-    const { fixture, start } = await useFixture('relay_lost');
+    const { fixture, start } = await useRelayFixture('relay_lost');
     const first = start();
     await waitFor(() => /"msg":"initial snapshot published"/.test(first.output()), {
       timeoutMs: 20_000,
@@ -227,7 +200,7 @@ describe('relay resilience', () => {
   });
 
   it('refuses, with exit 78 and slot_mismatch, a slot of its name made with another plugin', async () => {
-    const { fixture, start } = await useFixture('relay_mismatch');
+    const { fixture, start } = await useRelayFixture('relay_mismatch');
     await fixture.pool.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [
       fixture.slot,
     ]);
@@ -247,7 +220,7 @@ describe('relay resilience', () => {
   });
 
   it('keeps the WAL its slot retains bounded while only non-outbox data is written, here and in another database', async () => {
-    const { fixture, start } = await useFixture('relay_idle_wal');
+    const { fixture, start } = await useRelayFixture('relay_idle_wal');
     const other = await createTestDatabase(databaseUrl, 'relay_idle_wal_other');
     const otherPool = new pg.Pool({ connectionString: other.url, max: 2 });
     otherPool.on('error', () => undefined);
@@ -319,7 +292,7 @@ describe('relay resilience', () => {
   });
 
   it('publishes and acknowledges what it read when stopped mid-stream, so a restart neither loses nor repeats', async () => {
-    const { fixture, start } = await useFixture('relay_graceful');
+    const { fixture, start } = await useRelayFixture('relay_graceful');
     const first = start();
     // Stop while streaming, past the (empty) initial snapshot: see the next test for a stop before.
     await waitFor(() => /"msg":"initial snapshot published"/.test(first.output()), {
@@ -389,7 +362,7 @@ describe('relay resilience', () => {
   });
 
   it('starts the set-up over after a kill -9 during the initial snapshot, losing nothing', async () => {
-    const { fixture, start } = await useFixture('relay_kill_snapshot');
+    const { fixture, start } = await useRelayFixture('relay_kill_snapshot');
     for (let round = 0; round < 4; round += 1)
       await writeOutboxEvents(fixture.pool, { aggregates: 5000, perAggregate: 1 });
     const first = start();
@@ -414,7 +387,7 @@ describe('relay resilience', () => {
   // A stop requested while the leader prepares its slot or publishes the initial snapshot must
   // still stop it promptly (the relay does not exist yet when the signal arrives).
   it('stops promptly with exit 0 when SIGTERM arrives during the initial snapshot', async () => {
-    const { fixture, start } = await useFixture('relay_stop_snapshot');
+    const { fixture, start } = await useRelayFixture('relay_stop_snapshot');
     // Rows before the slot exists go out through the initial snapshot, which takes a while.
     for (let round = 0; round < 4; round += 1)
       await writeOutboxEvents(fixture.pool, { aggregates: 5000, perAggregate: 1 });

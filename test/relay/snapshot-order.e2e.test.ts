@@ -1,57 +1,28 @@
 // The initial snapshot publishes each aggregate's versions in numeric order — 9 before 10, 99
 // before 100 — on a first start and when a relay killed in the middle of it starts over.
 import { testServers, waitFor } from '@sluice/testkit';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   awaitAllDelivered,
   checkDelivery,
-  createRelayFixture,
   exitCodeWithin,
   outboxIndex,
-  startRelay,
   topicSize,
   versionsByKey,
   writeOutboxEvents,
-  type RelayFixture,
-  type RelayProcess,
+  useRelayFixture,
 } from './harness.js';
 
-const { databaseUrl, kafkaBrokers } = testServers();
+const { kafkaBrokers } = testServers();
 
 const SNAPSHOT_PUBLISHED = '"msg":"initial snapshot published"';
-
-/** A fixture of the current test's own, and its relays, killed and dropped when the test ends. */
-async function useFixture(prefix: string): Promise<{
-  fixture: RelayFixture;
-  start: (env?: Record<string, string>) => RelayProcess;
-}> {
-  const fixture = await createRelayFixture(databaseUrl, prefix);
-  const relays: RelayProcess[] = [];
-  onTestFinished(async () => {
-    for (const relay of relays) {
-      if (relay.child.exitCode === null && relay.child.signalCode === null) {
-        relay.kill('SIGKILL');
-        await relay.exited();
-      }
-    }
-    await fixture.close();
-  });
-  return {
-    fixture,
-    start: (env = {}) => {
-      const relay = startRelay(fixture, kafkaBrokers, env);
-      relays.push(relay);
-      return relay;
-    },
-  };
-}
 
 const range = (from: number, to: number) =>
   Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 describe('initial snapshot order', () => {
   it('publishes hundreds of versions per aggregate in version order, then streams on', async () => {
-    const { fixture, start } = await useFixture('relay_snap_order');
+    const { fixture, start } = await useRelayFixture('relay_snap_order');
     await writeOutboxEvents(fixture.pool, { aggregates: 30, perAggregate: 250 });
     const relay = start();
     await relay.waitForOutput(`"published":7500,${SNAPSHOT_PUBLISHED}`, {
@@ -75,7 +46,7 @@ describe('initial snapshot order', () => {
   });
 
   it('starts the snapshot over in version order after a kill -9 in the middle of it', async () => {
-    const { fixture, start } = await useFixture('relay_snap_kill');
+    const { fixture, start } = await useRelayFixture('relay_snap_kill');
     await writeOutboxEvents(fixture.pool, { aggregates: 20, perAggregate: 600 });
     // Small sends make the snapshot last long enough to be killed in the middle of it, past the
     // first aggregate's v100.

@@ -11,14 +11,10 @@ import {
   type Kafka,
   type ProducerBatch,
 } from 'kafkajs';
-import { describe, expect, it } from 'vitest';
-import {
-  classifySendError,
-  createKafkaSink,
-  type ClaimCheckStore,
-  type PublishBlock,
-  type SendFailure,
-} from './event-sink.js';
+import { describe, expect, it, vi } from 'vitest';
+import type { ClaimCheckStore, PublishBlock, SendFailure } from './event-sink.js';
+import { classifySendError } from './send-errors.js';
+import { createKafkaSink } from './kafka-sink.js';
 import { Lsn } from './lsn.js';
 
 interface FakeOptions {
@@ -402,16 +398,21 @@ describe('Kafka sink', () => {
     expect(stalls).toHaveLength(1);
   });
 
-  it('reports a send Kafka does not answer as stalled, without any failure', async () => {
-    const fake = fakeKafka({ hang: true });
+  /** A publish Kafka never answers, stalled after 50 ms, and the stalls its sink reports. */
+  function hangingPublish() {
     const stalls: PublishBlock[] = [];
     const sink = createKafkaSink({
-      kafka: fake.kafka,
+      kafka: fakeKafka({ hang: true }).kafka,
       source: '/test',
       stalledAfterMs: 50,
       onStalled: (block) => stalls.push(block),
     });
     const publishing = sink.publish([{ event: event('h', {}), commitLsn: Lsn.zero }]);
+    return { sink, stalls, publishing };
+  }
+
+  it('reports a send Kafka does not answer as stalled, without any failure', async () => {
+    const { sink, stalls, publishing } = hangingPublish();
     expect(sink.blocked()).toBeUndefined();
     await waitFor(() => stalls.length === 1, { message: 'the stall reported' });
     expect(sink.blocked()).toMatchObject({
@@ -424,6 +425,22 @@ describe('Kafka sink', () => {
     await sink.close();
     await expect(publishing).rejects.toMatchObject({ code: 'sink_closed' });
     expect(sink.blocked()).toBeUndefined();
+  });
+
+  it('reports a stall when its timer fires, though the wall clock may say a moment less', async () => {
+    // Timers and Date.now() round milliseconds apart: a 50 ms timer may fire when Date.now() has
+    // moved 49 ms. A wall clock running behind makes that moment last.
+    const now = Date.now.bind(Date);
+    const behind = vi.spyOn(Date, 'now').mockImplementation(() => now() - 20);
+    try {
+      const { sink, stalls, publishing } = hangingPublish();
+      await waitFor(() => stalls.length === 1, { message: 'the stall reported', timeoutMs: 2000 });
+      expect(sink.blocked()).toMatchObject({ reason: 'stalled', event: { id: 'h' }, attempts: 0 });
+      await sink.close();
+      await expect(publishing).rejects.toMatchObject({ code: 'sink_closed' });
+    } finally {
+      behind.mockRestore();
+    }
   });
 
   it('ends a publish promptly when its signal aborts or the sink closes, mid-send or mid-pause', async () => {

@@ -1,20 +1,20 @@
 export { createPgClaimCheckStore } from './claim-checks.js';
-export {
-  classifySendError,
-  createKafkaSink,
-  type ClaimCheckStore,
-  type EventIdentity,
-  type EventSink,
-  type KafkaSink,
-  type KafkaSinkOptions,
-  type OutgoingEvent,
-  type PublishBlock,
-  type SendFailure,
-  type SendFailureReason,
+export type {
+  ClaimCheckStore,
+  EventIdentity,
+  EventSink,
+  KafkaSink,
+  KafkaSinkOptions,
+  OutgoingEvent,
+  PublishBlock,
+  SendFailure,
+  SendFailureReason,
 } from './event-sink.js';
 export type { RelayErrorCode } from './errors.js';
+export { createKafkaSink } from './kafka-sink.js';
 export { createLeadership, type Leadership, type LeadershipOptions } from './leadership.js';
 export { Lsn } from './lsn.js';
+export type { ReplicationNames } from './publication.js';
 export { createRelay, type Relay, type RelayHooks, type RelayOptions } from './relay.js';
 export {
   createPgReplicationSource,
@@ -22,15 +22,7 @@ export {
   type ReplicationEvent,
   type ReplicationSource,
 } from './replication-source.js';
-export {
-  HEARTBEAT_PREFIX,
-  emitHeartbeat,
-  inspectSlot,
-  prepareReplication,
-  publishInitialSnapshot,
-  type InitialSnapshot,
-  type ReplicationNames,
-  type SlotAdoption,
-  type SlotHealth,
-  type SlotState,
-} from './setup.js';
+export { classifySendError } from './send-errors.js';
+export { HEARTBEAT_PREFIX, emitHeartbeat, inspectSlot, type SlotHealth } from './slot-health.js';
+export { prepareReplication, type SlotAdoption, type SlotState } from './slots.js';
+export { publishInitialSnapshot, type InitialSnapshot } from './snapshot.js';

@@ -1,6 +1,7 @@
 import { SluiceError, errorMessage } from '@sluice/errors';
 import pg from 'pg';
 import type { RelayErrorCode } from './errors.js';
+import { endWithin } from './pg-client.js';
 
 /** Options for {@link createLeadership}. */
 export interface LeadershipOptions {
@@ -28,112 +29,116 @@ export interface Leadership {
   release(): Promise<void>;
 }
 
-/** Ends `client`, waiting at most `ms`: a cut-off server never answers the goodbye. */
-async function endWithin(client: pg.Client, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    client.end().catch(() => undefined),
-    new Promise((resolve) => (timer = setTimeout(resolve, ms))),
-  ]);
-  clearTimeout(timer);
-}
-
 /**
  * One leader among many relays: the holder of `pg_try_advisory_lock` on a dedicated session.
  * When the leader dies or stops answering for `leaseMs`, PostgreSQL ends its session and frees
  * the lock, and a standby polling every `pollMs` takes over.
  */
 export function createLeadership(options: LeadershipOptions): Leadership {
-  const leaseMs = options.leaseMs ?? 10_000;
-  const checkMs = options.checkMs ?? leaseMs / 5;
-  const answerWithinMs = Math.floor(leaseMs / 2);
-  let client: pg.Client | undefined;
-  let lostResolve: ((error: Error) => void) | undefined;
-  let lostPromise = new Promise<Error>((resolve) => (lostResolve = resolve));
-  let check: NodeJS.Timeout | undefined;
+  return new AdvisoryLockLeadership(options);
+}
 
-  const markLost = (error: Error) => {
-    clearTimeout(check);
-    check = undefined;
-    const current = client;
-    client = undefined;
-    if (current !== undefined) void endWithin(current, answerWithinMs);
-    lostResolve?.(error);
-    lostResolve = undefined;
-  };
+class AdvisoryLockLeadership implements Leadership {
+  private readonly leaseMs: number;
+  private readonly checkMs: number;
+  private readonly answerWithinMs: number;
+  private client: pg.Client | undefined;
+  private lostResolve: ((error: Error) => void) | undefined;
+  private lostPromise: Promise<Error>;
+  private check: NodeJS.Timeout | undefined;
 
-  /** Confirms the lock session every `checkMs`, one check at a time, each within the bound. */
-  function watch(session: pg.Client): void {
-    const tick = () => {
-      session.query('SELECT 1').then(
-        () => {
-          if (client === session) check = setTimeout(tick, checkMs);
-        },
-        (error: unknown) => {
-          if (client !== session) return;
-          markLost(
-            new SluiceError<RelayErrorCode>(
-              'leadership_lost',
-              `Leader session failed: ${errorMessage(error)}`,
-              {
-                cause: error,
-              },
-            ),
-          );
-        },
-      );
-    };
-    check = setTimeout(tick, checkMs);
+  constructor(private readonly options: LeadershipOptions) {
+    this.leaseMs = options.leaseMs ?? 10_000;
+    this.checkMs = options.checkMs ?? this.leaseMs / 5;
+    this.answerWithinMs = Math.floor(this.leaseMs / 2);
+    this.lostPromise = new Promise<Error>((resolve) => (this.lostResolve = resolve));
   }
 
-  async function tryOnce(): Promise<boolean> {
+  async acquire(abort: AbortSignal): Promise<void> {
+    while (!abort.aborted) {
+      if (await this.tryOnce()) return;
+      await new Promise((resolve) => setTimeout(resolve, this.options.pollMs ?? 1000));
+    }
+    throw new SluiceError<RelayErrorCode>('leadership_aborted', 'Stopped before becoming leader');
+  }
+
+  lost(): Promise<Error> {
+    return this.lostPromise;
+  }
+
+  async release(): Promise<void> {
+    clearTimeout(this.check);
+    this.check = undefined;
+    this.lostResolve = undefined;
+    const current = this.client;
+    this.client = undefined;
+    if (current !== undefined) await endWithin(current, this.answerWithinMs);
+  }
+
+  private markLost(error: Error): void {
+    clearTimeout(this.check);
+    this.check = undefined;
+    const current = this.client;
+    this.client = undefined;
+    if (current !== undefined) void endWithin(current, this.answerWithinMs);
+    this.lostResolve?.(error);
+    this.lostResolve = undefined;
+  }
+
+  private async tryOnce(): Promise<boolean> {
     const candidate = new pg.Client({
-      connectionString: options.connectionString,
+      connectionString: this.options.connectionString,
       application_name: 'sluice-relay-leader',
-      connectionTimeoutMillis: answerWithinMs,
-      query_timeout: answerWithinMs,
+      connectionTimeoutMillis: this.answerWithinMs,
+      query_timeout: this.answerWithinMs,
       keepAlive: true,
-      options: `-c idle_session_timeout=${leaseMs}`,
+      options: `-c idle_session_timeout=${this.leaseMs}`,
     });
     candidate.on('error', (error) => {
-      if (client === candidate) markLost(error);
+      if (this.client === candidate) this.markLost(error);
     });
     try {
       await candidate.connect();
       const { rows } = await candidate.query<{ locked: boolean }>(
         'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked',
-        [`sluice:${options.name}`],
+        [`sluice:${this.options.name}`],
       );
       if (rows[0]?.locked !== true) {
-        await endWithin(candidate, answerWithinMs);
+        await endWithin(candidate, this.answerWithinMs);
         return false;
       }
-      client = candidate;
-      lostPromise = new Promise<Error>((resolve) => (lostResolve = resolve));
-      watch(candidate);
+      this.client = candidate;
+      this.lostPromise = new Promise<Error>((resolve) => (this.lostResolve = resolve));
+      this.scheduleCheck(candidate);
       return true;
     } catch {
-      await endWithin(candidate, answerWithinMs);
+      await endWithin(candidate, this.answerWithinMs);
       return false;
     }
   }
 
-  return {
-    async acquire(abort) {
-      while (!abort.aborted) {
-        if (await tryOnce()) return;
-        await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 1000));
-      }
-      throw new SluiceError<RelayErrorCode>('leadership_aborted', 'Stopped before becoming leader');
-    },
-    lost: () => lostPromise,
-    async release() {
-      clearTimeout(check);
-      check = undefined;
-      lostResolve = undefined;
-      const current = client;
-      client = undefined;
-      if (current !== undefined) await endWithin(current, answerWithinMs);
-    },
-  };
+  /** Confirms the lock session every `checkMs`, one check at a time, each within the bound. */
+  private scheduleCheck(session: pg.Client): void {
+    this.check = setTimeout(() => this.confirm(session), this.checkMs);
+  }
+
+  private confirm(session: pg.Client): void {
+    session.query('SELECT 1').then(
+      () => {
+        if (this.client === session) this.scheduleCheck(session);
+      },
+      (error: unknown) => {
+        if (this.client !== session) return;
+        this.markLost(
+          new SluiceError<RelayErrorCode>(
+            'leadership_lost',
+            `Leader session failed: ${errorMessage(error)}`,
+            {
+              cause: error,
+            },
+          ),
+        );
+      },
+    );
+  }
 }

@@ -4,6 +4,7 @@ import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
 import type { ReplicationEvent, ReplicationSource } from './replication-source.js';
 import type { RelayErrorCode } from './errors.js';
+import { ReadBuffer } from './read-buffer.js';
 
 /** Options for {@link createRelay}. */
 export interface RelayOptions {
@@ -56,14 +57,6 @@ export interface Relay {
   oldestUnpublished(): Date | undefined;
 }
 
-/** A transaction read from the stream: its events are numbered up to `lastSeq`. */
-interface Transaction {
-  commitTime: Date;
-  /** Set once its commit was read. */
-  endLsn: Lsn | undefined;
-  lastSeq: number;
-}
-
 /**
  * WAL → Kafka. Reads committed outbox inserts in commit order and publishes them in batches as
  * they arrive — within a large transaction too, since pgoutput sends only committed ones —
@@ -73,246 +66,258 @@ interface Transaction {
  * the slot retain WAL.
  */
 export function createRelay(options: RelayOptions): Relay {
-  const maxBatch = options.maxBatchEvents ?? 700;
-  const maxBuffered = options.maxBufferedEvents ?? 2000;
-  const statusIntervalMs = options.statusIntervalMs ?? 5000;
-  const hooks = options.hooks ?? {};
+  return new RelayLoop(options);
+}
 
-  let acked = Lsn.zero;
-  /** Events read and not yet published, from `head` on. */
-  let pending: OutgoingEvent[] = [];
-  let head = 0;
-  /** Sequence numbers: events read, and events Kafka acknowledged, in this stream. */
-  let received = 0;
-  let published = 0;
-  /** Transactions not yet acknowledged, oldest first; the last may still be open. */
-  let transactions: Transaction[] = [];
-  let open: Transaction | undefined;
-  let openCommitLsn = Lsn.zero;
-  let publishing = false;
-  let stopping = false;
-  let source: ReplicationSource | undefined;
-  let paused = false;
-  let wake: (() => void) | undefined;
-  let streamError: Error | undefined;
+class RelayLoop implements Relay {
+  private readonly maxBatch: number;
+  private readonly maxBuffered: number;
+  private readonly statusIntervalMs: number;
+  private readonly hooks: RelayHooks;
+  private acked = Lsn.zero;
+  private buffer = new ReadBuffer();
+  private source: ReplicationSource | undefined;
+  private publishing = false;
+  private stopping = false;
+  private paused = false;
+  private wake: (() => void) | undefined;
+  private streamError: Error | undefined;
   /** Aborted once a stop has waited `stopTimeoutMs`: the send under way is given up. */
-  const giveUp = new AbortController();
-  // Read through functions: these change while awaiting, which narrowing cannot see.
-  const isStopping = () => stopping;
-  const isReading = () => !stopping || open !== undefined;
-  const failure = () => streamError;
-  const givenUp = () => giveUp.signal.aborted;
+  private readonly giveUp = new AbortController();
+  private running: Promise<void> | undefined;
+  private wakeSleep: (() => void) | undefined;
 
-  const signal = () => {
-    wake?.();
-    wake = undefined;
-  };
-
-  function acknowledge(lsn: Lsn): void {
-    if (lsn > acked) acked = lsn;
-    source?.acknowledge(acked);
-    hooks.acknowledged?.(acked);
+  constructor(private readonly options: RelayOptions) {
+    this.maxBatch = options.maxBatchEvents ?? 700;
+    this.maxBuffered = options.maxBufferedEvents ?? 2000;
+    this.statusIntervalMs = options.statusIntervalMs ?? 5000;
+    this.hooks = options.hooks ?? {};
   }
 
-  /** Acknowledges the last committed transaction all of whose events are published. */
-  function settle(): void {
-    let done = 0;
-    let end: Lsn | undefined;
-    for (const transaction of transactions) {
-      if (transaction.endLsn === undefined || transaction.lastSeq > published) break;
-      end = transaction.endLsn;
-      done += 1;
+  run(): Promise<void> {
+    this.running ??= this.relayUntilStopped();
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (!this.buffer.isOpen()) this.source?.pause();
+    this.signal();
+    this.wakeSleep?.();
+    const timer = setTimeout(() => this.giveUpPublishing(), this.options.stopTimeoutMs ?? 10_000);
+    try {
+      await this.running;
+    } finally {
+      clearTimeout(timer);
     }
-    if (end === undefined) return;
-    transactions = transactions.slice(done);
-    acknowledge(end);
   }
 
-  function onEvent(event: ReplicationEvent): void {
+  acknowledged(): Lsn {
+    return this.acked;
+  }
+
+  oldestUnpublished(): Date | undefined {
+    return this.buffer.oldestCommitTime();
+  }
+
+  // Read through methods: these change while awaiting, which narrowing cannot see.
+  private isStopping(): boolean {
+    return this.stopping;
+  }
+  private isReading(): boolean {
+    return !this.stopping || this.buffer.isOpen();
+  }
+  private failure(): Error | undefined {
+    return this.streamError;
+  }
+  private givenUp(): boolean {
+    return this.giveUp.signal.aborted;
+  }
+
+  private signal(): void {
+    this.wake?.();
+    this.wake = undefined;
+  }
+
+  private async relayUntilStopped(): Promise<void> {
+    let delay = this.options.reconnectDelayMs ?? 500;
+    while (!this.stopping) {
+      try {
+        await this.runOnce();
+        delay = this.options.reconnectDelayMs ?? 500;
+      } catch (error) {
+        if (this.isStopping()) break;
+        this.hooks.streamFailed?.(error, delay);
+        await this.sleep(delay);
+        delay = Math.min(delay * 2, 30_000);
+      }
+    }
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      // stop() cuts the pause short.
+      this.wakeSleep = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.wakeSleep = undefined;
+  }
+
+  private giveUpPublishing(): void {
+    if (this.givenUp()) return;
+    this.hooks.stopTimedOut?.(this.buffer.unpublished());
+    this.giveUp.abort();
+    // Also ends a wait for the commit of a transaction the stream no longer delivers.
+    this.signal();
+  }
+
+  private async runOnce(): Promise<void> {
+    this.streamError = undefined;
+    this.buffer = new ReadBuffer();
+    this.paused = false;
+    const current = this.options.source();
+    this.source = current;
+    const status = setInterval(() => current.acknowledge(this.acked), this.statusIntervalMs);
+    const streaming = this.stream(current);
+    try {
+      // On stop: what was read is published and acknowledged before the stream closes. On
+      // failure: what was not published is dropped; the slot resends it from the last
+      // acknowledged position.
+      await this.publishLoop();
+    } finally {
+      clearInterval(status);
+      if (this.isStopping() && this.failure() === undefined) current.acknowledge(this.acked);
+      await current.stop();
+      await streaming;
+    }
+    const error = this.failure();
+    if (!this.isStopping() && error !== undefined) throw error;
+  }
+
+  /** Streams from `current`; however the stream ends, the publish loop wakes up to it. */
+  private stream(current: ReplicationSource): Promise<void> {
+    return current
+      .start((event) => this.onEvent(event))
+      .then(
+        () => {
+          this.streamError ??= new SluiceError<RelayErrorCode>(
+            'replication_stream_ended',
+            'The replication stream ended',
+            { retriable: true },
+          );
+          this.signal();
+        },
+        (error: unknown) => {
+          this.streamError = error instanceof Error ? error : new Error(String(error));
+          this.signal();
+        },
+      );
+  }
+
+  private onEvent(event: ReplicationEvent): void {
     // Once stopping, the open transaction is read to its commit (its first events may be out
     // already; stopping in its middle would repeat them after a restart), then nothing more.
-    if (stopping && open === undefined) return;
+    if (this.stopping && !this.buffer.isOpen()) return;
     switch (event.kind) {
       case 'begin':
-        open = { commitTime: event.commitTime, endLsn: undefined, lastSeq: received };
-        openCommitLsn = event.commitLsn;
-        transactions.push(open);
+        this.buffer.begin(event.commitLsn, event.commitTime);
         return;
       case 'insert':
-        if (
-          open !== undefined &&
-          event.schema === options.outbox.schema &&
-          event.table === options.outbox.table
-        ) {
-          pending.push({ event: outboxRowToEvent(event.row), commitLsn: openCommitLsn });
-          received += 1;
-          open.lastSeq = received;
-          if (received - published >= maxBuffered && !paused) {
-            paused = true;
-            source?.pause();
-            hooks.paused?.(received - published);
-          }
-          signal();
-        }
+        this.onInsert(event.schema, event.table, event.row);
         return;
       case 'message':
         return;
       case 'commit':
-        if (open === undefined) return;
-        open.endLsn = event.endLsn;
-        open = undefined;
-        if (stopping) {
-          source?.pause();
-          signal();
-        }
-        // A transaction with nothing (left) to publish is acknowledged now, unless a send is
-        // in flight: the publish loop acknowledges after it.
-        if (!publishing && received === published) settle();
+        this.onCommit(event.endLsn);
         return;
       case 'keepalive':
         // Everything before walEnd was sent; if all of it is published, it is all durable.
-        if (transactions.length === 0 && !publishing && event.walEnd > acked) {
-          acknowledge(event.walEnd);
+        if (!this.buffer.hasTransactions() && !this.publishing && event.walEnd > this.acked) {
+          this.acknowledge(event.walEnd);
         } else if (event.replyRequested) {
-          acknowledge(acked);
+          this.acknowledge(this.acked);
         }
         return;
     }
+  }
+
+  private onInsert(schema: string, table: string, row: Record<string, string | null>): void {
+    const { outbox } = this.options;
+    if (!this.buffer.isOpen() || schema !== outbox.schema || table !== outbox.table) return;
+    this.buffer.add(outboxRowToEvent(row));
+    if (this.buffer.unpublished() >= this.maxBuffered && !this.paused) {
+      this.paused = true;
+      this.source?.pause();
+      this.hooks.paused?.(this.buffer.unpublished());
+    }
+    this.signal();
+  }
+
+  private onCommit(endLsn: Lsn): void {
+    if (!this.buffer.commit(endLsn)) return;
+    if (this.stopping) {
+      this.source?.pause();
+      this.signal();
+    }
+    // A transaction with nothing (left) to publish is acknowledged now, unless a send is
+    // in flight: the publish loop acknowledges after it.
+    if (!this.publishing && this.buffer.unpublished() === 0) this.settle();
   }
 
   /**
    * Publishes read events in order, one batch at a time, acknowledging as it goes. Returns
    * once stopping with nothing left to publish, or as soon as the stream failed.
    */
-  async function publishLoop(): Promise<void> {
+  private async publishLoop(): Promise<void> {
     for (;;) {
-      if (streamError !== undefined || givenUp()) return;
-      if (received === published) {
-        if (stopping && open === undefined) return;
-        await new Promise<void>((resolve) => (wake = resolve));
+      if (this.failure() !== undefined || this.givenUp()) return;
+      if (this.buffer.unpublished() === 0) {
+        if (this.isStopping() && !this.buffer.isOpen()) return;
+        await new Promise<void>((resolve) => (this.wake = resolve));
         continue;
       }
-      publishing = true;
-      try {
-        const end = Math.min(pending.length, head + maxBatch);
-        const batch = pending.slice(head, end);
-        const oldest = transactions[0]?.commitTime ?? new Date();
-        try {
-          await options.sink.publish(batch, giveUp.signal);
-        } catch (error) {
-          if (givenUp()) return;
-          throw error;
-        }
-        hooks.published?.(batch, oldest);
-        head = end;
-        published += batch.length;
-        if (head >= 4096 && head * 2 >= pending.length) {
-          pending = pending.slice(head);
-          head = 0;
-        }
-        settle();
-        if (paused && isReading() && received - published <= maxBuffered / 2) {
-          paused = false;
-          source?.resume();
-          hooks.resumed?.();
-        }
-      } finally {
-        publishing = false;
-      }
+      if (!(await this.publishNext())) return;
     }
   }
 
-  let running: Promise<void> | undefined;
-  let wakeSleep: (() => void) | undefined;
-
-  async function runOnce(): Promise<void> {
-    streamError = undefined;
-    pending = [];
-    head = 0;
-    received = 0;
-    published = 0;
-    transactions = [];
-    open = undefined;
-    paused = false;
-    const current = options.source();
-    source = current;
-    const status = setInterval(() => current.acknowledge(acked), statusIntervalMs);
-    const streaming = current.start(onEvent).then(
-      () => {
-        streamError ??= new SluiceError<RelayErrorCode>(
-          'replication_stream_ended',
-          'The replication stream ended',
-          { retriable: true },
-        );
-        signal();
-      },
-      (error: unknown) => {
-        streamError = error instanceof Error ? error : new Error(String(error));
-        signal();
-      },
-    );
+  /** Publishes the next batch; false when a stop gave up on it. */
+  private async publishNext(): Promise<boolean> {
+    this.publishing = true;
     try {
-      // On stop: what was read is published and acknowledged before the stream closes. On
-      // failure: what was not published is dropped; the slot resends it from the last
-      // acknowledged position.
-      await publishLoop();
+      const batch = this.buffer.nextBatch(this.maxBatch);
+      const oldest = this.buffer.oldestCommitTime() ?? new Date();
+      try {
+        await this.options.sink.publish(batch, this.giveUp.signal);
+      } catch (error) {
+        if (this.givenUp()) return false;
+        throw error;
+      }
+      this.hooks.published?.(batch, oldest);
+      this.buffer.markPublished(batch.length);
+      this.settle();
+      if (this.paused && this.isReading() && this.buffer.unpublished() <= this.maxBuffered / 2) {
+        this.paused = false;
+        this.source?.resume();
+        this.hooks.resumed?.();
+      }
+      return true;
     } finally {
-      clearInterval(status);
-      if (isStopping() && failure() === undefined) current.acknowledge(acked);
-      await current.stop();
-      await streaming;
+      this.publishing = false;
     }
-    const error = failure();
-    if (!isStopping() && error !== undefined) throw error;
   }
 
-  return {
-    run() {
-      running ??= (async () => {
-        let delay = options.reconnectDelayMs ?? 500;
-        while (!stopping) {
-          try {
-            await runOnce();
-            delay = options.reconnectDelayMs ?? 500;
-          } catch (error) {
-            if (isStopping()) break;
-            hooks.streamFailed?.(error, delay);
-            await new Promise<void>((resolve) => {
-              const timer = setTimeout(resolve, delay);
-              // stop() cuts the pause short.
-              wakeSleep = () => {
-                clearTimeout(timer);
-                resolve();
-              };
-            });
-            wakeSleep = undefined;
-            delay = Math.min(delay * 2, 30_000);
-          }
-        }
-      })();
-      return running;
-    },
+  /** Acknowledges the last committed transaction all of whose events are published. */
+  private settle(): void {
+    const end = this.buffer.settle();
+    if (end !== undefined) this.acknowledge(end);
+  }
 
-    async stop() {
-      stopping = true;
-      if (open === undefined) source?.pause();
-      signal();
-      wakeSleep?.();
-      const timer = setTimeout(() => {
-        if (givenUp()) return;
-        hooks.stopTimedOut?.(received - published);
-        giveUp.abort();
-        // Also ends a wait for the commit of a transaction the stream no longer delivers.
-        signal();
-      }, options.stopTimeoutMs ?? 10_000);
-      try {
-        await running;
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-
-    acknowledged: () => acked,
-    oldestUnpublished: () => transactions[0]?.commitTime,
-  };
+  private acknowledge(lsn: Lsn): void {
+    if (lsn > this.acked) this.acked = lsn;
+    this.source?.acknowledge(this.acked);
+    this.hooks.acknowledged?.(this.acked);
+  }
 }

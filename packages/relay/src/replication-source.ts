@@ -3,6 +3,7 @@ import pg from 'pg';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { Lsn } from './lsn.js';
 import type { RelayErrorCode } from './errors.js';
+import { endWithin } from './pg-client.js';
 
 /** What a logical replication stream delivers, in WAL order. */
 export type ReplicationEvent =
@@ -109,127 +110,138 @@ function toEvent(message: Pgoutput.Message): ReplicationEvent | undefined {
  * starts exactly at the acknowledged position) and whose keepalives can overtake queued data.
  */
 export function createPgReplicationSource(options: PgReplicationSourceOptions): ReplicationSource {
-  const plugin = new PgoutputPlugin({
-    protoVersion: 1,
-    publicationNames: [options.publication],
-    messages: true,
-  });
-  let client: pg.Client | undefined;
-  let connection: ReplicationConnection | undefined;
-  let stopping = false;
-  let started = false;
-  let streaming = false;
+  return new PgReplicationSource(options);
+}
 
-  return {
-    async start(handler) {
-      if (started)
-        throw new SluiceError<RelayErrorCode>(
-          'replication_source_reused',
-          'A replication source streams once',
-        );
-      started = true;
-      const senderTimeout =
-        options.senderTimeoutMs === undefined
-          ? ''
-          : ` -c wal_sender_timeout=${options.senderTimeoutMs}`;
-      client = new pg.Client({
-        connectionString: options.connectionString,
-        replication: 'database',
-        connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-        keepAlive: true,
-        // Timestamps arrive as text in the session's zone and style: make both fixed.
-        options: `-c TimeZone=UTC -c DateStyle=ISO${senderTimeout}`,
-      } as pg.ClientConfig);
-      const current = client;
-      const failure = new Promise<never>((_, reject) => {
-        current.on('error', (error) => reject(error));
+class PgReplicationSource implements ReplicationSource {
+  private readonly plugin: PgoutputPlugin;
+  private client: pg.Client | undefined;
+  private connection: ReplicationConnection | undefined;
+  private stopping = false;
+  private started = false;
+  private streaming = false;
+
+  constructor(private readonly options: PgReplicationSourceOptions) {
+    this.plugin = new PgoutputPlugin({
+      protoVersion: 1,
+      publicationNames: [options.publication],
+      messages: true,
+    });
+  }
+
+  async start(handler: (event: ReplicationEvent) => void): Promise<void> {
+    if (this.started)
+      throw new SluiceError<RelayErrorCode>(
+        'replication_source_reused',
+        'A replication source streams once',
+      );
+    this.started = true;
+    const client = this.newClient();
+    this.client = client;
+    const failure = new Promise<never>((_, reject) => {
+      client.on('error', (error) => reject(error));
+    });
+    failure.catch(() => undefined);
+    await client.connect();
+    this.listen(client, handler);
+    try {
+      await Promise.race([this.plugin.start(client, this.options.slot, '0/0'), failure]);
+    } catch (error) {
+      if (this.stopping) return;
+      throw new SluiceError<RelayErrorCode>(
+        'replication_stream_failed',
+        `Replication stream ended: ${errorMessage(error)}`,
+        {
+          cause: error,
+          retriable: true,
+        },
+      );
+    }
+    if (!this.stopping) {
+      throw new SluiceError<RelayErrorCode>(
+        'replication_stream_failed',
+        'Replication stream ended unexpectedly',
+        { retriable: true },
+      );
+    }
+  }
+
+  acknowledge(lsn: Lsn): void {
+    if (this.connection === undefined || this.stopping) return;
+    const update = Buffer.alloc(34);
+    update.write('r', 0);
+    // Written, flushed and applied positions: exactly `lsn`, never past it.
+    update.writeBigUInt64BE(lsn, 1);
+    update.writeBigUInt64BE(lsn, 9);
+    update.writeBigUInt64BE(lsn, 17);
+    update.writeBigUInt64BE(BigInt(Date.now() - PG_EPOCH_MS) * 1000n, 25);
+    update.writeUInt8(0, 33);
+    this.connection.sendCopyFromChunk(update);
+  }
+
+  pause(): void {
+    this.connection?.stream.pause();
+  }
+
+  resume(): void {
+    this.connection?.stream.resume();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const current = this.connection;
+    if (current !== undefined && this.streaming) {
+      // Ends the stream as the protocol means it to end. PostgreSQL answers CopyDone after it
+      // has processed every status update sent before, so the last acknowledgement is in the
+      // slot before the connection closes. Reading resumes first: a socket closed with unread
+      // data is reset, and the server may lose what it had not read yet — the last
+      // acknowledgement included, and a restart would then publish those events again.
+      const ended = new Promise<void>((resolve) => {
+        current.once('copyDone', resolve);
+        setTimeout(resolve, END_OF_STREAM_TIMEOUT_MS).unref();
       });
-      failure.catch(() => undefined);
-      await current.connect();
-      connection = (current as unknown as { connection: ReplicationConnection }).connection;
-      connection.once('replicationStart', () => (streaming = true));
-      connection.on('copyData', ({ chunk }) => {
-        if (chunk[0] === 0x77) {
-          // XLogData: 'w', start, end, send time, then one pgoutput message.
-          const event = toEvent(plugin.parse(chunk.subarray(25)));
-          if (event !== undefined) handler(event);
-        } else if (chunk[0] === 0x6b) {
-          // Primary keepalive: 'k', walEnd, send time, reply requested.
-          handler({
-            kind: 'keepalive',
-            walEnd: readLsn(chunk, 1),
-            replyRequested: chunk[17] === 1,
-          });
-        }
-      });
-      try {
-        await Promise.race([plugin.start(current, options.slot, '0/0'), failure]);
-      } catch (error) {
-        if (stopping) return;
-        throw new SluiceError<RelayErrorCode>(
-          'replication_stream_failed',
-          `Replication stream ended: ${errorMessage(error)}`,
-          {
-            cause: error,
-            retriable: true,
-          },
-        );
-      }
-      if (!stopping) {
-        throw new SluiceError<RelayErrorCode>(
-          'replication_stream_failed',
-          'Replication stream ended unexpectedly',
-          { retriable: true },
-        );
-      }
-    },
+      current.stream.resume();
+      current.endCopyFrom();
+      await ended;
+    }
+    // A server that no longer answers never confirms the close either.
+    if (this.client !== undefined) await endWithin(this.client, END_OF_STREAM_TIMEOUT_MS);
+  }
 
-    acknowledge(lsn) {
-      if (connection === undefined || stopping) return;
-      const update = Buffer.alloc(34);
-      update.write('r', 0);
-      // Written, flushed and applied positions: exactly `lsn`, never past it.
-      update.writeBigUInt64BE(lsn, 1);
-      update.writeBigUInt64BE(lsn, 9);
-      update.writeBigUInt64BE(lsn, 17);
-      update.writeBigUInt64BE(BigInt(Date.now() - PG_EPOCH_MS) * 1000n, 25);
-      update.writeUInt8(0, 33);
-      connection.sendCopyFromChunk(update);
-    },
+  private newClient(): pg.Client {
+    const senderTimeout =
+      this.options.senderTimeoutMs === undefined
+        ? ''
+        : ` -c wal_sender_timeout=${this.options.senderTimeoutMs}`;
+    return new pg.Client({
+      connectionString: this.options.connectionString,
+      replication: 'database',
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      keepAlive: true,
+      // Timestamps arrive as text in the session's zone and style: make both fixed.
+      options: `-c TimeZone=UTC -c DateStyle=ISO${senderTimeout}`,
+    } as pg.ClientConfig);
+  }
 
-    pause() {
-      connection?.stream.pause();
-    },
-
-    resume() {
-      connection?.stream.resume();
-    },
-
-    async stop() {
-      if (stopping) return;
-      stopping = true;
-      const current = connection;
-      if (current !== undefined && streaming) {
-        // Ends the stream as the protocol means it to end. PostgreSQL answers CopyDone after it
-        // has processed every status update sent before, so the last acknowledgement is in the
-        // slot before the connection closes. Reading resumes first: a socket closed with unread
-        // data is reset, and the server may lose what it had not read yet — the last
-        // acknowledgement included, and a restart would then publish those events again.
-        const ended = new Promise<void>((resolve) => {
-          current.once('copyDone', resolve);
-          setTimeout(resolve, END_OF_STREAM_TIMEOUT_MS).unref();
+  /** Hands each data and keepalive message to `handler`, in the order they arrive. */
+  private listen(client: pg.Client, handler: (event: ReplicationEvent) => void): void {
+    const connection = (client as unknown as { connection: ReplicationConnection }).connection;
+    this.connection = connection;
+    connection.once('replicationStart', () => (this.streaming = true));
+    connection.on('copyData', ({ chunk }) => {
+      if (chunk[0] === 0x77) {
+        // XLogData: 'w', start, end, send time, then one pgoutput message.
+        const event = toEvent(this.plugin.parse(chunk.subarray(25)));
+        if (event !== undefined) handler(event);
+      } else if (chunk[0] === 0x6b) {
+        // Primary keepalive: 'k', walEnd, send time, reply requested.
+        handler({
+          kind: 'keepalive',
+          walEnd: readLsn(chunk, 1),
+          replyRequested: chunk[17] === 1,
         });
-        current.stream.resume();
-        current.endCopyFrom();
-        await ended;
       }
-      // A server that no longer answers never confirms the close either.
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        client?.end().catch(() => undefined),
-        new Promise((resolve) => (timer = setTimeout(resolve, END_OF_STREAM_TIMEOUT_MS))),
-      ]);
-      clearTimeout(timer);
-    },
-  };
+    });
+  }
 }

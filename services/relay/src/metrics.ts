@@ -17,6 +17,20 @@ const BLOCK_REASONS: readonly PublishBlock['reason'][] = [
 export function createRelayMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  const publishing = publishingMetrics(registry);
+  const sends = sendMetrics(registry);
+  const { setPaused, ...state } = stateMetrics(registry);
+  const hooks: RelayHooks = {
+    ...publishing.hooks,
+    paused: () => setPaused(true),
+    resumed: () => setPaused(false),
+  };
+  return { registry, hooks, countPublished: publishing.countPublished, ...sends, ...state };
+}
+
+export type RelayMetrics = ReturnType<typeof createRelayMetrics>;
+
+function publishingMetrics(registry: Registry) {
   const published = new Counter({
     name: 'sluice_relay_events_published_total',
     help: 'Outbox events Kafka acknowledged.',
@@ -34,6 +48,23 @@ export function createRelayMetrics() {
     help: 'Replication stream failures (each followed by a reconnect).',
     registers: [registry],
   });
+  const countPublished = (events: readonly OutgoingEvent[]) => {
+    const counts = new Map<string, number>();
+    for (const { event } of events)
+      counts.set(event.aggregateType, (counts.get(event.aggregateType) ?? 0) + 1);
+    for (const [type, count] of counts) published.inc({ aggregate_type: type }, count);
+  };
+  const hooks: RelayHooks = {
+    published(events, oldestCommitTime) {
+      countPublished(events);
+      latency.observe((Date.now() - oldestCommitTime.getTime()) / 1000);
+    },
+    streamFailed: () => streamFailures.inc(),
+  };
+  return { countPublished, hooks };
+}
+
+function sendMetrics(registry: Registry) {
   const sendRetries = new Counter({
     name: 'sluice_relay_send_retries_total',
     help: 'Kafka sends retried with a fresh producer.',
@@ -56,58 +87,7 @@ export function createRelayMetrics() {
       for (const label of BLOCK_REASONS) this.set({ reason: label }, label === reason ? 1 : 0);
     },
   });
-  const paused = new Gauge({
-    name: 'sluice_relay_paused',
-    help: '1 while reading from PostgreSQL is paused because Kafka is behind.',
-    registers: [registry],
-  });
-  const leader = new Gauge({
-    name: 'sluice_relay_leader',
-    help: '1 while this process leads.',
-    registers: [registry],
-  });
-  const slotLag = new Gauge({
-    name: 'sluice_relay_slot_lag_bytes',
-    help: 'pg_current_wal_lsn() - confirmed_flush_lsn of the slot.',
-    registers: [registry],
-  });
-  const safeWal = new Gauge({
-    name: 'sluice_relay_slot_safe_wal_size_bytes',
-    help: 'WAL that can still be written before the slot is in danger (-1: unlimited).',
-    registers: [registry],
-  });
-  const walStatus = new Gauge({
-    name: 'sluice_relay_slot_wal_status',
-    help: '1 for the slot’s current wal_status (reserved, extended, unreserved, lost, missing).',
-    labelNames: ['status'],
-    registers: [registry],
-  });
-  const oldest = new Gauge({
-    name: 'sluice_relay_oldest_unpublished_seconds',
-    help: 'Age of the oldest committed transaction read but not yet acknowledged to PostgreSQL.',
-    registers: [registry],
-  });
-
-  const countPublished = (events: readonly OutgoingEvent[]) => {
-    const counts = new Map<string, number>();
-    for (const { event } of events)
-      counts.set(event.aggregateType, (counts.get(event.aggregateType) ?? 0) + 1);
-    for (const [type, count] of counts) published.inc({ aggregate_type: type }, count);
-  };
-  const hooks: RelayHooks = {
-    published(events, oldestCommitTime) {
-      countPublished(events);
-      latency.observe((Date.now() - oldestCommitTime.getTime()) / 1000);
-    },
-    streamFailed: () => streamFailures.inc(),
-    paused: () => paused.set(1),
-    resumed: () => paused.set(0),
-  };
-
   return {
-    registry,
-    hooks,
-    countPublished,
     sendFailed(reason: SendFailureReason) {
       sendRetries.inc();
       sendFailures.inc({ reason });
@@ -116,6 +96,36 @@ export function createRelayMetrics() {
     watchPublishing(probe: () => PublishBlock | undefined) {
       publishBlock = probe;
     },
+  };
+}
+
+function stateMetrics(registry: Registry) {
+  const gauge = (name: string, help: string) => new Gauge({ name, help, registers: [registry] });
+  const paused = gauge(
+    'sluice_relay_paused',
+    '1 while reading from PostgreSQL is paused because Kafka is behind.',
+  );
+  const leader = gauge('sluice_relay_leader', '1 while this process leads.');
+  const slotLag = gauge(
+    'sluice_relay_slot_lag_bytes',
+    'pg_current_wal_lsn() - confirmed_flush_lsn of the slot.',
+  );
+  const safeWal = gauge(
+    'sluice_relay_slot_safe_wal_size_bytes',
+    'WAL that can still be written before the slot is in danger (-1: unlimited).',
+  );
+  const walStatus = new Gauge({
+    name: 'sluice_relay_slot_wal_status',
+    help: '1 for the slot’s current wal_status (reserved, extended, unreserved, lost, missing).',
+    labelNames: ['status'],
+    registers: [registry],
+  });
+  const oldest = gauge(
+    'sluice_relay_oldest_unpublished_seconds',
+    'Age of the oldest committed transaction read but not yet acknowledged to PostgreSQL.',
+  );
+  return {
+    setPaused: (isPaused: boolean) => paused.set(isPaused ? 1 : 0),
     setLeader: (isLeader: boolean) => leader.set(isLeader ? 1 : 0),
     setOldestUnpublished: (commitTime: Date | undefined) =>
       oldest.set(commitTime === undefined ? 0 : (Date.now() - commitTime.getTime()) / 1000),

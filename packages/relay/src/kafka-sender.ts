@@ -1,0 +1,159 @@
+import { SluiceError } from '@sluice/errors';
+import { ACKS_ALL, createTopicEnsurer, idempotentProducer } from '@sluice/kafka';
+import { CompressionTypes, type Message, type Producer } from 'kafkajs';
+import type { RelayErrorCode } from './errors.js';
+import type { KafkaSinkOptions } from './event-sink.js';
+import { identify, type OutgoingRecord, type RecordEncoder } from './outgoing-records.js';
+import { isTooLarge } from './send-errors.js';
+import type { SendProgress } from './send-progress.js';
+
+/** Settles as `work` does, or rejects as soon as one of `signals` aborts. */
+function unlessAborted<T>(work: Promise<T>, signals: readonly AbortSignal[]): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => reject(new Error('aborted'));
+    const done = () => signals.forEach((signal) => signal.removeEventListener('abort', abort));
+    work.finally(done).then(resolve, reject);
+    if (signals.some((signal) => signal.aborted)) abort();
+    else signals.forEach((signal) => signal.addEventListener('abort', abort, { once: true }));
+  });
+}
+
+function pause(ms: number, signals: readonly AbortSignal[]): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const elapsed = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return unlessAborted(elapsed, signals).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Sends records in order through one idempotent producer, and retries a failed send with a
+ * fresh one (idempotence does not survive an ambiguous failure) until it succeeds, the sink is
+ * closed or the publish is aborted.
+ */
+export class KafkaSender {
+  private producer: Producer | undefined;
+  private readonly closing = new AbortController();
+  private readonly ensureTopics: (topics: Iterable<string>) => Promise<void>;
+
+  constructor(
+    private readonly options: KafkaSinkOptions,
+    private readonly encoder: RecordEncoder,
+    private readonly progress: SendProgress,
+  ) {
+    this.ensureTopics = createTopicEnsurer(options.kafka, { partitions: options.partitions ?? 6 });
+  }
+
+  /** What ends a publish: the sink closing, and the caller's signal. */
+  signalsWith(signal: AbortSignal | undefined): AbortSignal[] {
+    return signal === undefined ? [this.closing.signal] : [this.closing.signal, signal];
+  }
+
+  /**
+   * Sends one chunk in order. A chunk the broker finds too large is halved; a single record it
+   * finds too large for its topic goes out as a claim check, when a store is configured.
+   */
+  async send(chunk: readonly OutgoingRecord[], signals: readonly AbortSignal[]): Promise<void> {
+    const [first] = chunk;
+    if (first === undefined) return;
+    await this.retrying(first, signals, async () => {
+      try {
+        await this.sendOnce(chunk, signals);
+      } catch (error) {
+        if (!isTooLarge(error)) throw error;
+        if (chunk.length > 1) {
+          const half = Math.ceil(chunk.length / 2);
+          await this.send(chunk.slice(0, half), signals);
+          await this.send(chunk.slice(half), signals);
+          return;
+        }
+        if (!this.encoder.canClaimCheck(first)) throw error;
+        await this.encoder.claimCheck(first);
+        this.options.onClaimCheckFallback?.(identify(first.event), first.topic, error);
+        await this.sendOnce(chunk, signals);
+      }
+    });
+  }
+
+  /** Runs `attempt` until it succeeds; each failure is reported against `item`, then paused on. */
+  async retrying(
+    item: OutgoingRecord,
+    signals: readonly AbortSignal[],
+    attempt: () => Promise<void>,
+  ): Promise<void> {
+    this.progress.begin(item);
+    for (let count = 1; ; count += 1) {
+      try {
+        await unlessAborted(attempt(), signals);
+        this.progress.settle(true);
+        return;
+      } catch (error) {
+        if (signals.some((signal) => signal.aborted)) throw this.aborted(error);
+        const retryInMs = this.progress.failed(item, error, count);
+        await this.discardProducer();
+        await pause(retryInMs, signals).catch((abort: unknown) => {
+          throw this.aborted(abort);
+        });
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing.abort();
+    await this.discardProducer();
+  }
+
+  private async sendOnce(
+    chunk: readonly OutgoingRecord[],
+    signals: readonly AbortSignal[],
+  ): Promise<void> {
+    const byTopic = new Map<string, Message[]>();
+    for (const item of chunk) {
+      const messages = byTopic.get(item.topic) ?? [];
+      messages.push(item.message);
+      byTopic.set(item.topic, messages);
+    }
+    await this.ensureTopics(byTopic.keys());
+    // An abandoned attempt must not go on to send, nor make a producer nobody disconnects.
+    if (signals.some((signal) => signal.aborted)) throw new Error('aborted');
+    const current = await this.connectedProducer();
+    await current.sendBatch({
+      acks: ACKS_ALL,
+      ...(chunk.some((item) => item.compress) ? { compression: CompressionTypes.GZIP } : {}),
+      topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+    });
+  }
+
+  private async connectedProducer(): Promise<Producer> {
+    if (this.producer === undefined) {
+      const fresh = idempotentProducer(this.options.kafka);
+      await fresh.connect();
+      this.producer = fresh;
+    }
+    return this.producer;
+  }
+
+  private async discardProducer(): Promise<void> {
+    const stale = this.producer;
+    this.producer = undefined;
+    if (stale === undefined) return;
+    // kafkajs waits for requests in flight before it disconnects: a hung broker never answers.
+    await unlessAborted(stale.disconnect(), [AbortSignal.timeout(5000)]).catch(() => undefined);
+  }
+
+  private aborted(cause: unknown): SluiceError {
+    this.progress.settle(false);
+    // A send may still be in flight on this producer: the next one starts afresh.
+    void this.discardProducer();
+    return this.closing.signal.aborted
+      ? new SluiceError<RelayErrorCode>('sink_closed', 'The Kafka sink was closed during a send', {
+          cause,
+        })
+      : new SluiceError<RelayErrorCode>(
+          'publish_aborted',
+          'Stopped before Kafka acknowledged every event',
+          {
+            cause,
+            retriable: true,
+          },
+        );
+  }
+}

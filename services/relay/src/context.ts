@@ -1,0 +1,15 @@
+import type { createKafka } from '@sluice/kafka';
+import type { createLogger } from '@sluice/service-kit';
+import type pg from 'pg';
+import type { RelayConfig } from './config.js';
+import type { RelayMetrics } from './metrics.js';
+
+/** What the relay's parts share, made once by `main.ts`. */
+export interface RelayContext {
+  config: RelayConfig;
+  logger: ReturnType<typeof createLogger>;
+  metrics: RelayMetrics;
+  /** Heartbeats, slot checks and claim checks. */
+  pool: pg.Pool;
+  kafka: ReturnType<typeof createKafka>;
+}

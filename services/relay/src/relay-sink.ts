@@ -1,0 +1,56 @@
+import {
+  createKafkaSink,
+  createPgClaimCheckStore,
+  type KafkaSink,
+  type PublishBlock,
+} from '@sluice/relay';
+import type { RelayContext } from './context.js';
+
+/** What an operator reads in the log and in /readyz: which event, why, what happens now. */
+export function describeBlock(block: PublishBlock): string {
+  const { id, type, aggregateType, aggregateId, aggregateVersion } = block.event;
+  const event = `event ${id} (${type}, ${aggregateType} ${aggregateId} v${aggregateVersion}) to ${block.topic}`;
+  switch (block.reason) {
+    case 'programming_error':
+      return `Sending ${event} fails with a programming error; retrying, nothing after it is published until it goes out`;
+    case 'rejected':
+      return `Kafka refuses ${event}; retrying until the topic or the relay's configuration is fixed, nothing after it is published until then`;
+    case 'stalled':
+      return `Sending ${event} has not succeeded since ${block.since.toISOString()}; retrying`;
+  }
+}
+
+/** A Kafka sink configured from the relay's settings, logging and counting what goes wrong. */
+export function createRelaySink({ config, logger, metrics, pool, kafka }: RelayContext): KafkaSink {
+  return createKafkaSink({
+    kafka,
+    source: config.RELAY_EVENT_SOURCE,
+    topicPrefix: config.RELAY_TOPIC_PREFIX,
+    partitions: config.RELAY_TOPIC_PARTITIONS,
+    compressAboveBytes: config.RELAY_COMPRESS_ABOVE_BYTES,
+    maxRecordBytes: config.RELAY_MAX_RECORD_BYTES,
+    claimChecks: createPgClaimCheckStore(pool),
+    blockedRetryMaxMs: config.RELAY_BLOCKED_RETRY_MAX_MS,
+    stalledAfterMs: config.RELAY_STALLED_AFTER_MS,
+    onSendFailed(failure, block) {
+      metrics.sendFailed(failure.reason);
+      const { error, reason, event, topic, attempt, retryInMs, since } = failure;
+      const fields = { err: error, reason, event, topic, attempt, retryInMs, since };
+      const message = 'Kafka send failed; retrying with a fresh producer';
+      if (block === undefined) logger.warn(fields, message);
+      else
+        logger.error({ ...fields, reason: block.reason, blocked: describeBlock(block) }, message);
+    },
+    onStalled: (block) => logger.error(block, describeBlock(block)),
+    onRecovered(since, failedAttempts) {
+      const stuckForMs = Date.now() - since.getTime();
+      logger.info({ failedAttempts, stuckForMs }, 'Kafka sends succeed again');
+    },
+    onClaimCheckFallback(event, topic, error) {
+      logger.warn(
+        { err: error, event, topic },
+        'Kafka refused a record as too large for its topic; sending it as a claim check',
+      );
+    },
+  });
+}
