@@ -45,7 +45,7 @@ export class RecordEncoder {
       }
       if (event.aggregateType !== aggregateType) {
         aggregateType = event.aggregateType;
-        topic = `${this.options.topicPrefix ?? ''}${topicFor(aggregateType)}`;
+        topic = topicFor(aggregateType, this.options.topicPrefix);
       }
       outgoing.push(this.record(event, topic, lsnText));
     }
