@@ -13,6 +13,7 @@ import {
 import type { Kysely } from 'kysely';
 import pg from 'pg';
 import { onTestFinished } from 'vitest';
+import { findPostgresBinDir } from '@sluice/stack';
 import { listeningAddress, startService, type ServiceProcess } from '../support/services.js';
 
 export const AGGREGATE_TYPE = 'cart';
@@ -355,4 +356,14 @@ export async function useRelayFixture(
       return relay;
     },
   };
+}
+
+/** Whether this machine can run private PostgreSQL and Kafka servers (suites that restart them). */
+export function hasLocalServers(): boolean {
+  try {
+    findPostgresBinDir();
+    return true;
+  } catch {
+    return false;
+  }
 }

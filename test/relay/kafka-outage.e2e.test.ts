@@ -1,7 +1,7 @@
 // The relay while its Kafka is down, on a Kafka of this file's own: readiness tells the truth
 // once sends have failed for a while, and a stop ends within its grace period without
 // acknowledging what was not published, so a later relay sends all of it.
-import { createKafkaServer, findPostgresBinDir, type KafkaServer } from '@sluice/stack';
+import { createKafkaServer, type KafkaServer } from '@sluice/stack';
 import { freePort, testServers, waitFor } from '@sluice/testkit';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,19 +22,11 @@ import {
   writeOutboxEvents,
   type RelayFixture,
   type RelayProcess,
+  hasLocalServers,
 } from './harness.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { databaseUrl } = testServers();
-
-function hasLocalServers(): boolean {
-  try {
-    findPostgresBinDir();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe.skipIf(!hasLocalServers())('relay during a Kafka outage', () => {
   let tempDir: string;

@@ -82,6 +82,23 @@ async function slotRow(
   return rows[0];
 }
 
+/**
+ * A relay of a fixture of its own, 20,000 outbox rows older than its slot, and the relay started
+ * and into its initial snapshot (which takes a while).
+ */
+async function inInitialSnapshot(prefix: string) {
+  const { fixture, start } = await useRelayFixture(prefix);
+  for (let round = 0; round < 4; round += 1)
+    await writeOutboxEvents(fixture.pool, { aggregates: 5000, perAggregate: 1 });
+  const first = start();
+  await waitFor(() => /"msg":"replication prepared"/.test(first.output()), {
+    timeoutMs: 20_000,
+    intervalMs: 10,
+    message: 'the relay to start its initial snapshot',
+  });
+  return { fixture, start, first };
+}
+
 describe('relay resilience', () => {
   it('fails over to the standby within seconds when the leader is killed mid-stream, losing nothing', async () => {
     const { fixture, start } = await useRelayFixture('relay_failover');
@@ -362,15 +379,7 @@ describe('relay resilience', () => {
   });
 
   it('starts the set-up over after a kill -9 during the initial snapshot, losing nothing', async () => {
-    const { fixture, start } = await useRelayFixture('relay_kill_snapshot');
-    for (let round = 0; round < 4; round += 1)
-      await writeOutboxEvents(fixture.pool, { aggregates: 5000, perAggregate: 1 });
-    const first = start();
-    await waitFor(() => /"msg":"replication prepared"/.test(first.output()), {
-      timeoutMs: 20_000,
-      intervalMs: 10,
-      message: 'the initial snapshot to start',
-    });
+    const { fixture, start, first } = await inInitialSnapshot('relay_kill_snapshot');
     first.kill('SIGKILL');
     await first.exited();
     const second = start();
@@ -387,16 +396,7 @@ describe('relay resilience', () => {
   // A stop requested while the leader prepares its slot or publishes the initial snapshot must
   // still stop it promptly (the relay does not exist yet when the signal arrives).
   it('stops promptly with exit 0 when SIGTERM arrives during the initial snapshot', async () => {
-    const { fixture, start } = await useRelayFixture('relay_stop_snapshot');
-    // Rows before the slot exists go out through the initial snapshot, which takes a while.
-    for (let round = 0; round < 4; round += 1)
-      await writeOutboxEvents(fixture.pool, { aggregates: 5000, perAggregate: 1 });
-    const relay = start();
-    await waitFor(() => /"msg":"replication prepared"/.test(relay.output()), {
-      timeoutMs: 20_000,
-      intervalMs: 10,
-      message: 'the relay to start its initial snapshot',
-    });
+    const { first: relay } = await inInitialSnapshot('relay_stop_snapshot');
     const snapshotDoneAtSigterm = /"msg":"initial snapshot published"/.test(relay.output());
     relay.kill('SIGTERM');
     const code = await exitCode(relay, 10_000).catch(() => 'still running after 10 s');

@@ -4,7 +4,6 @@
 import {
   createKafkaServer,
   createPostgresServer,
-  findPostgresBinDir,
   type KafkaServer,
   type PostgresServer,
 } from '@sluice/stack';
@@ -26,18 +25,10 @@ import {
   writeOutboxEvents,
   type RelayFixture,
   type RelayProcess,
+  hasLocalServers,
 } from './harness.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-function hasLocalServers(): boolean {
-  try {
-    findPostgresBinDir();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
   let tempDir: string;

@@ -167,7 +167,8 @@ const cartFold = `
             FROM shop.outbox WHERE aggregate_type = 'cart') e
    GROUP BY aggregate_id`;
 
-const salesFold = `
+/** Per product from shop.outbox: units added, removed, sold, and revenue (rows of `counts`). */
+export const PRODUCT_SALES_COUNTS = `
   WITH counts (product_id, added, removed, sold, revenue) AS (
     SELECT payload->>'productId',
            CASE type WHEN 'cart.item_added.v1' THEN (payload->>'quantity')::bigint ELSE 0 END,
@@ -178,7 +179,10 @@ const salesFold = `
     SELECT line->>'productId', 0, 0, (line->>'quantity')::bigint,
            (line->>'quantity')::bigint * (line->>'unitPriceCents')::bigint
       FROM shop.outbox, jsonb_array_elements(payload->'lines') AS line
-     WHERE type = 'order.placed.v1')
+     WHERE type = 'order.placed.v1')`;
+
+const salesFold = `
+  ${PRODUCT_SALES_COUNTS}
   SELECT product_id AS key,
          json_build_array(sum(added), sum(removed), sum(sold), sum(revenue))::text AS row
     FROM counts GROUP BY product_id`;
