@@ -28,7 +28,8 @@
 // Latency: shop-api, relay and projector (all projections) run as processes; POST
 // /carts/:id/items at a fixed rate over 200 carts; an observer polls the projection's applied
 // versions every 5 ms. Latency = first poll seeing the write's version − the POST's response.
-import { toKafkaRecord, topicFor, type CatalogEvent } from '@sluice/contracts';
+import { toKafkaRecord, topicFor } from '@sluice/contracts';
+import type { ShopEvent } from '@sluice/shop-catalog';
 import { createDatabase } from '@sluice/database';
 import { errorMessage } from '@sluice/errors';
 import { tableNamer } from '@sluice/projector';
@@ -92,14 +93,14 @@ interface CartFold {
 }
 
 /** Carts opened, filled and partly emptied, versions interleaved across carts like live traffic. */
-function generateBacklog(): { events: CatalogEvent[]; fold: Map<string, CartFold> } {
+function generateBacklog(): { events: ShopEvent[]; fold: Map<string, CartFold> } {
   const perCart = Math.max(2, Math.floor(config.events / config.carts));
   const carts = Array.from({ length: config.carts }, () => randomUUID());
   const products = Array.from({ length: 50 }, () => randomUUID());
   const customer = randomUUID();
   const fold = new Map<string, CartFold>();
   const lastAdded = new Map<string, { productId: string; quantity: number; price: number }>();
-  const events: CatalogEvent[] = [];
+  const events: ShopEvent[] = [];
   const now = Date.now();
   for (let version = 1; version <= perCart; version += 1) {
     for (const [index, cartId] of carts.entries()) {
@@ -157,7 +158,7 @@ function generateBacklog(): { events: CatalogEvent[]; fold: Map<string, CartFold
 }
 
 /** Kafka's partition for each event: kafkajs's default (Java-compatible) partitioner on the key. */
-function partitionsOf(events: readonly CatalogEvent[], topic: string): CatalogEvent[][] {
+function partitionsOf(events: readonly ShopEvent[], topic: string): ShopEvent[][] {
   const partitioner = Partitioners.DefaultPartitioner();
   const partitionMetadata = Array.from({ length: PARTITIONS }, (_, partitionId) => ({
     partitionErrorCode: 0,
@@ -166,7 +167,7 @@ function partitionsOf(events: readonly CatalogEvent[], topic: string): CatalogEv
     replicas: [1],
     isr: [1],
   }));
-  const parts: CatalogEvent[][] = Array.from({ length: PARTITIONS }, () => []);
+  const parts: ShopEvent[][] = Array.from({ length: PARTITIONS }, () => []);
   for (const event of events) {
     const partition = partitioner({
       topic,
@@ -178,11 +179,7 @@ function partitionsOf(events: readonly CatalogEvent[], topic: string): CatalogEv
   return parts;
 }
 
-async function produce(
-  kafka: Kafka,
-  topic: string,
-  events: readonly CatalogEvent[],
-): Promise<void> {
+async function produce(kafka: Kafka, topic: string, events: readonly ShopEvent[]): Promise<void> {
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   try {

@@ -2,8 +2,14 @@
 // (with their orders) and payload-only "blob" aggregates no projection reads — cut into
 // transactions of random sizes that interleave several aggregates, and committed to the outbox
 // the way the shop does (catalog events through `outbox.append`, blobs with raw SQL).
-import { limits, type AggregateType, type EventPayload } from '@sluice/contracts';
-import { createOutbox, type AppendContext, type NewEvent } from '@sluice/outbox';
+import {
+  limits,
+  shopCatalog,
+  type NewShopEvent,
+  type ShopAggregateType,
+  type ShopPayload,
+} from '@sluice/shop-catalog';
+import { createOutbox, type AppendContext } from '@sluice/outbox';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import { createRandom, type Random } from './seeded-random.js';
@@ -13,9 +19,9 @@ export const BLOB_AGGREGATE_TYPE = 'blob';
 
 interface CatalogStream {
   kind: 'catalog';
-  type: AggregateType;
+  type: ShopAggregateType;
   id: string;
-  events: NewEvent[];
+  events: NewShopEvent[];
 }
 
 interface BlobStream {
@@ -106,7 +112,7 @@ const email = (random: Random) =>
 const price = (random: Random) => (random.chance(0.05) ? 0 : random.logInt(1, 200_000));
 
 function customerStream(random: Random, id: string, length: number): CatalogStream {
-  const events: NewEvent[] = [
+  const events: NewShopEvent[] = [
     {
       type: 'customer.registered.v1',
       payload: { customerId: id, email: email(random), name: personName(random) },
@@ -128,7 +134,7 @@ function productStream(random: Random, id: string, length: number): CatalogStrea
   let priceCents = price(random);
   let stock = random.int(0, 100_000);
   const sku = random.text(random.logInt(1, 64), SKU_CHARACTERS);
-  const events: NewEvent[] = [
+  const events: NewShopEvent[] = [
     {
       type: 'product.listed.v1',
       payload: { productId: id, sku, name: personName(random), priceCents, stock },
@@ -167,7 +173,7 @@ function itemEvent(
   cartId: string,
   lines: Map<string, Line>,
   products: readonly string[],
-): NewEvent {
+): NewShopEvent {
   const present = [...lines.keys()];
   const productId =
     present.length > 0 && random.chance(0.5) ? random.pick(present) : random.pick(products);
@@ -188,14 +194,14 @@ function checkout(
   cartId: string,
   customerId: string,
   lines: Map<string, Line>,
-): { checkedOut: NewEvent; order: CatalogStream } | undefined {
+): { checkedOut: NewShopEvent; order: CatalogStream } | undefined {
   const orderLines = [...lines]
     .map(([productId, line]) => ({ productId, ...line }))
     .sort((a, b) => (a.productId < b.productId ? -1 : 1));
   const totalCents = orderLines.reduce((sum, l) => sum + l.quantity * l.unitPriceCents, 0);
   if (orderLines.length === 0 || totalCents > MAX_CENTS) return undefined;
   const orderId = random.uuid();
-  const placed: EventPayload<'order.placed.v1'> = {
+  const placed: ShopPayload<'order.placed.v1'> = {
     orderId,
     cartId,
     customerId,
@@ -221,7 +227,7 @@ function cartStreams(
   products: readonly string[],
 ): CatalogStream[] {
   const cartId = random.uuid();
-  const events: NewEvent[] = [{ type: 'cart.opened.v1', payload: { cartId, customerId } }];
+  const events: NewShopEvent[] = [{ type: 'cart.opened.v1', payload: { cartId, customerId } }];
   const lines = new Map<string, Line>();
   const checksOut = length >= 3 && random.chance(0.45);
   while (events.length < length - (checksOut ? 1 : 0))
@@ -241,7 +247,7 @@ function bigOrderStreams(
   products: readonly string[],
 ): CatalogStream[] {
   const cartId = random.uuid();
-  const events: NewEvent[] = [{ type: 'cart.opened.v1', payload: { cartId, customerId } }];
+  const events: NewShopEvent[] = [{ type: 'cart.opened.v1', payload: { cartId, customerId } }];
   const cartLines = new Map<string, Line>();
   for (const productId of products.slice(0, lines)) {
     const line = { quantity: random.logInt(1, 20), unitPriceCents: price(random) };
@@ -368,7 +374,7 @@ export function generateWorkload(
   return { streams, transactions: cutTransactions(random, streams, orderOf), events: total() };
 }
 
-const outbox = createOutbox({ schema: 'shop' });
+const outbox = createOutbox({ schema: 'shop', catalog: shopCatalog });
 
 async function insertBlobs<DB>(trx: Transaction<DB>, append: Append, stream: BlobStream) {
   for (let version = append.from + 1; version <= append.to; version += 1) {

@@ -1,183 +1,181 @@
+import { SluiceError } from '@sluice/errors';
 import { Type, type Static, type TObject } from '@sinclair/typebox';
+import { Ajv, type ValidateFunction } from 'ajv';
+import addFormats from 'ajv-formats';
 import type { DomainEvent } from './cloud-events.js';
+import type { ContractsErrorCode } from './errors.js';
+
+/** One event type of a catalog: its name, its aggregate, its version and its payload's schema. */
+export interface EventDefinition<
+  T extends string = string,
+  A extends string = string,
+  S extends TObject = TObject,
+> {
+  /** `<aggregate>.<fact>.v<n>`, e.g. `invoice.issued.v1`. */
+  type: T;
+  /** Routes the event to topic `outbox.event.<aggregateType>`. */
+  aggregateType: A;
+  version: number;
+  description: string;
+  /** The payload's JSON Schema (TypeBox), closed to unknown properties. */
+  schema: S;
+}
+
+const TYPE = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\.v([1-9][0-9]*)$/;
+const AGGREGATE_TYPE = /^[a-z][a-z0-9_]*$/;
 
 /**
- * The bounds of the catalog's payload fields, in the units of their schemas (lengths count
- * Unicode code points, as JSON Schema does). A writer that keeps its input within them never has
- * an event refused for a range or a length; derive request limits from these, never restate them.
+ * Defines an event type. Types name domain facts (`invoice.issued.v1`), never table diffs; a
+ * breaking change adds `.v2` next to `.v1` and an upcaster between them.
  *
  * @example
- * const PriceCents = Type.Integer(limits.cents);
- * if (lines.length > limits.orderLines.maxItems) refuse();
+ * const issued = defineEvent('invoice.issued.v1', 'invoice', 'An invoice was issued.',
+ *   Type.Object({ invoiceId: Type.String({ format: 'uuid' }), totalCents: Type.Integer() }));
  */
-export const limits = {
-  /** Money in cents: prices, line prices, totals. */
-  cents: { minimum: 0, maximum: 100_000_000_000 },
-  /** Units of one product in a cart line or an order line. */
-  quantity: { minimum: 1, maximum: 1_000_000 },
-  stock: { minimum: 0, maximum: 1_000_000_000 },
-  email: { maxLength: 254 },
-  name: { minLength: 1, maxLength: 200 },
-  sku: { minLength: 1, maxLength: 64 },
-  /** Lines of one order (`order.placed.v1`). */
-  orderLines: { minItems: 1, maxItems: 1000 },
-} as const;
-
-const Id = Type.String({ format: 'uuid' });
-const Cents = Type.Integer({ ...limits.cents });
-const Quantity = Type.Integer({ ...limits.quantity });
-const Stock = Type.Integer({ ...limits.stock });
-const Email = Type.String({ format: 'email', ...limits.email });
-const Name = Type.String({ ...limits.name });
-
-function event<const T extends string, const A extends string, S extends TObject>(
+export function defineEvent<const T extends string, const A extends string, S extends TObject>(
   type: T,
   aggregateType: A,
   description: string,
   payload: S,
-) {
-  const version = Number(/\.v(\d+)$/.exec(type)?.[1]);
+): EventDefinition<T, A, S> {
+  const version = TYPE.exec(type)?.[2];
+  if (version === undefined || !AGGREGATE_TYPE.test(aggregateType)) {
+    throw new SluiceError<ContractsErrorCode>(
+      'event_definition_invalid',
+      `Event type ${JSON.stringify(type)} must read <aggregate>.<fact>.v<n> in snake_case, ` +
+        `and its aggregate type ${JSON.stringify(aggregateType)} snake_case`,
+    );
+  }
   const schema = Type.Object(payload.properties, {
-    $id: `https://sluice.dev/schemas/${type}.json`,
     title: type,
     description,
     additionalProperties: false,
   }) as unknown as S;
-  return { type, aggregateType, version, schema } as const;
+  return { type, aggregateType, version: Number(version), description, schema };
 }
 
-/**
- * Every official event: its type (with version suffix), the aggregate it belongs to, and the
- * JSON Schema of its payload. Types are domain facts, never table diffs. A breaking change
- * adds `.v2` next to `.v1` and an upcaster between them.
- */
-export const catalog = {
-  'customer.registered.v1': event(
-    'customer.registered.v1',
-    'customer',
-    'A customer signed up.',
-    Type.Object({ customerId: Id, email: Email, name: Name }),
-  ),
-  'customer.renamed.v1': event(
-    'customer.renamed.v1',
-    'customer',
-    'A customer changed the name they go by.',
-    Type.Object({ customerId: Id, name: Name }),
-  ),
-  'customer.email_changed.v1': event(
-    'customer.email_changed.v1',
-    'customer',
-    "A customer's email address changed.",
-    Type.Object({ customerId: Id, email: Email }),
-  ),
-  'customer.erased.v1': event(
-    'customer.erased.v1',
-    'customer',
-    "A customer's personal data was erased on request. Carries no personal data.",
-    Type.Object({ customerId: Id }),
-  ),
-  'product.listed.v1': event(
-    'product.listed.v1',
-    'product',
-    'A product was put on sale.',
-    Type.Object({
-      productId: Id,
-      sku: Type.String({ ...limits.sku }),
-      name: Name,
-      priceCents: Cents,
-      stock: Stock,
-    }),
-  ),
-  'product.repriced.v1': event(
-    'product.repriced.v1',
-    'product',
-    "A product's price changed.",
-    Type.Object({ productId: Id, priceCents: Cents, previousPriceCents: Cents }),
-  ),
-  'product.restocked.v1': event(
-    'product.restocked.v1',
-    'product',
-    "A product's stock level was set by the merchant.",
-    Type.Object({ productId: Id, stock: Stock, previousStock: Stock }),
-  ),
-  'product.delisted.v1': event(
-    'product.delisted.v1',
-    'product',
-    'A product was taken off sale.',
-    Type.Object({ productId: Id }),
-  ),
-  'cart.opened.v1': event(
-    'cart.opened.v1',
-    'cart',
-    'A customer opened a cart.',
-    Type.Object({ cartId: Id, customerId: Id }),
-  ),
-  'cart.item_added.v1': event(
-    'cart.item_added.v1',
-    'cart',
-    'Units of a product were put in a cart, at the price of that moment.',
-    Type.Object({ cartId: Id, productId: Id, quantity: Quantity, unitPriceCents: Cents }),
-  ),
-  'cart.item_removed.v1': event(
-    'cart.item_removed.v1',
-    'cart',
-    'A product line was taken out of a cart; quantity is how many units it held.',
-    Type.Object({ cartId: Id, productId: Id, quantity: Quantity, unitPriceCents: Cents }),
-  ),
-  'cart.checked_out.v1': event(
-    'cart.checked_out.v1',
-    'cart',
-    'A cart was checked out and became an order.',
-    Type.Object({ cartId: Id, orderId: Id, totalCents: Cents }),
-  ),
-  'order.placed.v1': event(
-    'order.placed.v1',
-    'order',
-    'An order was placed; its stock is reserved.',
-    Type.Object({
-      orderId: Id,
-      cartId: Id,
-      customerId: Id,
-      lines: Type.Array(
-        Type.Object(
-          { productId: Id, quantity: Quantity, unitPriceCents: Cents },
-          { additionalProperties: false },
-        ),
-        { ...limits.orderLines },
-      ),
-      totalCents: Cents,
-    }),
-  ),
-} as const;
+/** A catalog's definitions, keyed by event type. */
+export type EventDefinitions = Record<string, EventDefinition>;
 
-/** An event type of the catalog, e.g. `cart.item_added.v1`. */
-export type EventType = keyof typeof catalog;
+/** The payload of event type `T` of a catalog's definitions `D`. */
+export type PayloadOf<D extends EventDefinitions, T extends keyof D> = Static<D[T]['schema']>;
 
-/** The aggregate types events belong to; each has its own topic. */
-export type AggregateType = (typeof catalog)[EventType]['aggregateType'];
-
-/** The payload of event type `T`. */
-export type EventPayload<T extends EventType> = Static<(typeof catalog)[T]['schema']>;
-
-/** Whether `type` names an event of the catalog. */
-export function isEventType(type: string): type is EventType {
-  return Object.hasOwn(catalog, type);
+/** Options for {@link defineCatalog}. */
+export interface CatalogOptions {
+  /** Where the published JSON Schemas live: each one's `$id` is `<base><type>.json`. */
+  schemaIdBase?: string;
 }
 
-/** The aggregate types of the catalog, each once. */
-export const aggregateTypes: readonly AggregateType[] = [
-  ...new Set(Object.values(catalog).map((entry) => entry.aggregateType)),
-];
+/** A team's event catalog: its types, and the validation its writers and readers share. */
+export interface Catalog<D extends EventDefinitions = EventDefinitions> {
+  readonly events: D;
+  /** The aggregate types of the catalog, each once: each has its own topic. */
+  readonly aggregateTypes: readonly D[keyof D]['aggregateType'][];
+  /** Whether `type` names an event of the catalog. */
+  isEventType(type: string): type is keyof D & string;
+  /** Why a payload does not match its type's schema: one line per violation, empty when valid. */
+  readonly payloadErrors: (type: string, payload: unknown) => string[];
+  /** The JSON Schema files to publish for consumers in any language: file name → text. */
+  schemaFiles(): Record<string, string>;
+}
+
+/** What the types below read of a catalog: its definitions. */
+type Defined = { readonly events: EventDefinitions };
+
+/** An event of catalog `C`, discriminated by `type`: switching on it narrows the payload. */
+export type EventOf<C extends Defined> = {
+  [T in keyof C['events'] & string]: DomainEvent<PayloadOf<C['events'], T>> & {
+    type: T;
+    aggregateType: C['events'][T]['aggregateType'];
+  };
+}[keyof C['events'] & string];
+
+/** An event of catalog `C` to append: its type and payload. */
+export type NewEventOf<C extends Defined> = {
+  [T in keyof C['events'] & string]: { type: T; payload: PayloadOf<C['events'], T> };
+}[keyof C['events'] & string];
 
 /**
- * An event of the catalog, discriminated by `type`: switching on it narrows the payload.
+ * Defines a team's event catalog: the one place its event types, versions and payload schemas
+ * live. The outbox refuses events it does not accept, projectors dead-letter them, and its
+ * `schemaFiles()` are what consumers in other languages validate against.
  *
  * @example
- * if (event.type === 'cart.item_added.v1') total += event.payload.quantity * event.payload.unitPriceCents;
+ * export const catalog = defineCatalog({ 'invoice.issued.v1': issued }, { schemaIdBase: 'https://example.com/schemas/' });
+ * export type InvoiceEvent = EventOf<typeof catalog>;
  */
-export type CatalogEvent = {
-  [T in EventType]: DomainEvent<EventPayload<T>> & {
-    type: T;
-    aggregateType: (typeof catalog)[T]['aggregateType'];
+export function defineCatalog<const D extends EventDefinitions>(
+  events: D,
+  options: CatalogOptions = {},
+): Catalog<D> {
+  for (const [key, definition] of Object.entries(events)) {
+    if (key !== definition.type) {
+      throw new SluiceError<ContractsErrorCode>(
+        'event_definition_invalid',
+        `Catalog key ${JSON.stringify(key)} names event type ${JSON.stringify(definition.type)}`,
+      );
+    }
+  }
+  const schemaOf = (type: string) => {
+    const { schema } = events[type] as EventDefinition;
+    return options.schemaIdBase === undefined
+      ? schema
+      : { $id: `${options.schemaIdBase}${type}.json`, ...schema };
   };
-}[EventType];
+  // One validator per catalog: two catalogs may reuse a type name with other schemas.
+  const ajv = new Ajv({ allErrors: true, strict: true });
+  addFormats.default(ajv);
+  const validators = new Map<string, ValidateFunction>();
+  const isEventType = (type: string): type is keyof D & string => Object.hasOwn(events, type);
+  return {
+    events,
+    aggregateTypes: [...new Set(Object.values(events).map((event) => event.aggregateType))],
+    isEventType,
+    payloadErrors: (type, payload) => {
+      if (!isEventType(type)) return [`unknown event type ${JSON.stringify(type)}`];
+      let validate = validators.get(type);
+      if (validate === undefined) {
+        validate = ajv.compile(schemaOf(type));
+        validators.set(type, validate);
+      }
+      if (validate(payload)) return [];
+      return (validate.errors ?? []).map(
+        (error) => `${error.instancePath || '/'} ${error.message ?? 'is invalid'}`,
+      );
+    },
+    schemaFiles() {
+      const $schema = 'https://json-schema.org/draft/2020-12/schema';
+      return Object.fromEntries(
+        Object.keys(events).map((type) => [
+          `${type}.json`,
+          `${JSON.stringify({ $schema, ...schemaOf(type) }, null, 2)}\n`,
+        ]),
+      );
+    },
+  };
+}
+
+/**
+ * Asserts that `payload` is a valid `type` event payload of `catalog`.
+ *
+ * @throws SluiceError `event_payload_invalid` listing every violation, or `event_type_unknown`.
+ */
+export function assertPayload<D extends EventDefinitions, T extends keyof D & string>(
+  catalog: Catalog<D>,
+  type: T | string,
+  payload: unknown,
+): asserts payload is PayloadOf<D, T> {
+  if (!catalog.isEventType(type)) {
+    throw new SluiceError<ContractsErrorCode>(
+      'event_type_unknown',
+      `Unknown event type ${JSON.stringify(type)}`,
+    );
+  }
+  const errors = catalog.payloadErrors(type, payload);
+  if (errors.length > 0) {
+    throw new SluiceError<ContractsErrorCode>(
+      'event_payload_invalid',
+      `Invalid ${type} payload: ${errors.join('; ')}`,
+    );
+  }
+}

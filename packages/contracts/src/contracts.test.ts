@@ -1,22 +1,17 @@
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { isSluiceError } from '@sluice/errors';
+import { Type } from '@sinclair/typebox';
 import {
-  aggregateTypes,
   assertPayload,
-  catalog,
   createUpcaster,
+  defineCatalog,
+  defineEvent,
   fromKafkaRecord,
-  payloadErrors,
   toKafkaRecord,
   topicFor,
   type DomainEvent,
 } from './index.js';
-import { schemaFiles } from './schema-files.js';
 
-const schemaDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'schemas');
 const id = '0190a6e2-8d7e-7c3a-9b1e-3f1e2d3c4b5a';
 
 const event: DomainEvent = {
@@ -35,33 +30,76 @@ const event: DomainEvent = {
   },
 };
 
-describe('catalog', () => {
-  it('publishes an up-to-date JSON Schema file per event type (run `pnpm --filter @sluice/contracts schemas`)', () => {
-    const files = schemaFiles();
-    expect(Object.keys(files)).toHaveLength(Object.keys(catalog).length);
-    for (const [name, text] of Object.entries(files)) {
-      expect(readFileSync(join(schemaDir, name), 'utf8'), name).toBe(text);
-    }
-  });
+/** A team's own catalog, as a user of the library writes one. */
+const invoices = defineCatalog(
+  {
+    'invoice.issued.v1': defineEvent(
+      'invoice.issued.v1',
+      'invoice',
+      'An invoice was issued.',
+      Type.Object({
+        invoiceId: Type.String({ format: 'uuid' }),
+        totalCents: Type.Integer({ minimum: 0 }),
+      }),
+    ),
+    'invoice.paid.v1': defineEvent(
+      'invoice.paid.v1',
+      'invoice',
+      'An invoice was paid.',
+      Type.Object({ invoiceId: Type.String({ format: 'uuid' }) }),
+    ),
+  },
+  { schemaIdBase: 'https://example.com/schemas/' },
+);
 
-  it('names versions and aggregate types', () => {
-    expect(catalog['order.placed.v1'].version).toBe(1);
-    expect([...aggregateTypes].sort()).toEqual(['cart', 'customer', 'order', 'product']);
-    expect(topicFor('cart')).toBe('outbox.event.cart');
+describe('catalog', () => {
+  it('names versions and aggregate types, and topics by aggregate type', () => {
+    expect(invoices.events['invoice.paid.v1'].version).toBe(1);
+    expect(invoices.aggregateTypes).toEqual(['invoice']);
+    expect(invoices.isEventType('invoice.issued.v1')).toBe(true);
+    expect(invoices.isEventType('constructor')).toBe(false);
+    expect(topicFor('invoice')).toBe('outbox.event.invoice');
   });
 
   it('accepts valid payloads and names every violation of invalid ones', () => {
-    expect(payloadErrors('cart.item_added.v1', event.payload)).toEqual([]);
-    const errors = payloadErrors('cart.item_added.v1', { cartId: 'x', quantity: 0, extra: 1 });
-    expect(errors.join('\n')).toMatch(/cartId/);
-    expect(errors.join('\n')).toMatch(/quantity/);
-    expect(errors.join('\n')).toMatch(/additional properties/);
-    expect(payloadErrors('cart.teleported.v1', {})).toEqual([
-      'unknown event type "cart.teleported.v1"',
-    ]);
-    expect(() => assertPayload('customer.erased.v1', { customerId: id, email: 'a@b.c' })).toThrow(
-      /customer.erased.v1/,
+    expect(invoices.payloadErrors('invoice.issued.v1', { invoiceId: id, totalCents: 5 })).toEqual(
+      [],
     );
+    const errors = invoices.payloadErrors('invoice.issued.v1', {
+      invoiceId: 'x',
+      totalCents: -1,
+      extra: 1,
+    });
+    expect(errors.join('\n')).toMatch(/invoiceId/);
+    expect(errors.join('\n')).toMatch(/totalCents/);
+    expect(errors.join('\n')).toMatch(/additional properties/);
+    expect(invoices.payloadErrors('invoice.voided.v1', {})).toEqual([
+      'unknown event type "invoice.voided.v1"',
+    ]);
+    expect(() => assertPayload(invoices, 'invoice.paid.v1', { invoiceId: id, extra: 1 })).toThrow(
+      /invoice.paid.v1/,
+    );
+    expect(() => assertPayload(invoices, 'invoice.voided.v1', {})).toThrow(/Unknown event type/);
+  });
+
+  it('publishes a JSON Schema file per event type under its own $id', () => {
+    const files = invoices.schemaFiles();
+    expect(Object.keys(files)).toEqual(['invoice.issued.v1.json', 'invoice.paid.v1.json']);
+    expect(JSON.parse(files['invoice.paid.v1.json'] ?? '{}')).toMatchObject({
+      $schema: 'https://json-schema.org/draft/2020-12/schema',
+      $id: 'https://example.com/schemas/invoice.paid.v1.json',
+      title: 'invoice.paid.v1',
+      additionalProperties: false,
+    });
+  });
+
+  it('refuses event types that do not read <aggregate>.<fact>.v<n>, and keys naming other types', () => {
+    const payload = Type.Object({});
+    expect(() => defineEvent('InvoiceIssued', 'invoice', '', payload)).toThrow(/v<n>/);
+    expect(() => defineEvent('invoice.issued.v0', 'invoice', '', payload)).toThrow(/v<n>/);
+    expect(() => defineEvent('invoice.issued.v1', 'Invoice', '', payload)).toThrow(/snake_case/);
+    const issued = defineEvent('invoice.issued.v1', 'invoice', '', payload);
+    expect(() => defineCatalog({ 'invoice.paid.v1': issued })).toThrow(/names event type/);
   });
 });
 

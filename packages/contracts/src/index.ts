@@ -1,12 +1,14 @@
 export {
-  aggregateTypes,
-  catalog,
-  isEventType,
-  limits,
-  type AggregateType,
-  type CatalogEvent,
-  type EventPayload,
-  type EventType,
+  assertPayload,
+  defineCatalog,
+  defineEvent,
+  type Catalog,
+  type CatalogOptions,
+  type EventDefinition,
+  type EventDefinitions,
+  type EventOf,
+  type NewEventOf,
+  type PayloadOf,
 } from './catalog.js';
 export {
   aggregateTypeOfTopic,
@@ -21,5 +23,4 @@ export {
   type SerializedEvent,
 } from './cloud-events.js';
 export { createUpcaster, type Upcaster } from './upcasters.js';
-export { assertPayload, payloadErrors } from './validation.js';
 export type { ContractsErrorCode } from './errors.js';

@@ -1,13 +1,38 @@
+import { defineCatalog, defineEvent, type NewEventOf } from '@sluice/contracts';
 import { isSluiceError } from '@sluice/errors';
+import { Type } from '@sinclair/typebox';
+import pg from 'pg';
 import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createOutbox, outboxMigrations, type NewEvent } from './index.js';
+import { createOutbox, outboxMigrations } from './index.js';
 
 let database: TestDatabase;
 let db: Kysely<Record<string, never>>;
-const outbox = createOutbox({ schema: 'shop' });
+const Id = Type.String({ format: 'uuid' });
+/** A team's own catalog: carts, and a customer event that belongs to another aggregate. */
+const catalog = defineCatalog({
+  'cart.item_added.v1': defineEvent(
+    'cart.item_added.v1',
+    'cart',
+    'Units of a product were put in a cart.',
+    Type.Object({
+      cartId: Id,
+      productId: Id,
+      quantity: Type.Integer({ minimum: 1 }),
+      unitPriceCents: Type.Integer(),
+    }),
+  ),
+  'customer.erased.v1': defineEvent(
+    'customer.erased.v1',
+    'customer',
+    'A customer was erased.',
+    Type.Object({ customerId: Id }),
+  ),
+});
+type NewEvent = NewEventOf<typeof catalog>;
+const outbox = createOutbox({ schema: 'shop', catalog });
 const cartId = '0190a6e2-8d7e-7c3a-9b1e-000000000001';
 const productId = '0190a6e2-8d7e-7c3a-9b1e-000000000002';
 const added = (quantity: number): NewEvent => ({
@@ -124,13 +149,43 @@ describe('append', () => {
 
   it('accepts only a transaction', async () => {
     const error = await caught(() =>
-      outbox.append(
-        db as unknown as Transaction<Record<string, never>>,
-        { type: 'cart', id: cartId, expectedVersion: 3 },
-        [added(1)],
-      ),
+      outbox.append(db, { type: 'cart', id: cartId, expectedVersion: 3 }, [added(1)]),
     );
     expect(isSluiceError(error, 'outbox_requires_transaction')).toBe(true);
+  });
+
+  it('appends with a plain pg client inside BEGIN, and refuses one outside a transaction or a pool', async () => {
+    const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+    const client = await pool.connect();
+    try {
+      const otherCart = '0190a6e2-8d7e-7c3a-9b1e-000000000009';
+      const event: NewEvent = {
+        type: 'cart.item_added.v1',
+        payload: { cartId: otherCart, productId, quantity: 1, unitPriceCents: 5 },
+      };
+      const outside = await caught(() =>
+        outbox.append(client, { type: 'cart', id: otherCart, expectedVersion: 0 }, [event]),
+      );
+      expect(isSluiceError(outside, 'outbox_requires_transaction')).toBe(true);
+      const viaPool = await caught(() =>
+        outbox.append(pool, { type: 'cart', id: otherCart, expectedVersion: 0 }, [event]),
+      );
+      expect(isSluiceError(viaPool, 'outbox_requires_transaction')).toBe(true);
+      await client.query('BEGIN');
+      await outbox.append(client, { type: 'cart', id: otherCart, expectedVersion: 0 }, [event]);
+      await client.query('ROLLBACK');
+      expect(await rows(otherCart)).toEqual([]);
+      await client.query('BEGIN');
+      await outbox.append(client, { type: 'cart', id: otherCart, expectedVersion: 0 }, [
+        event,
+        event,
+      ]);
+      await client.query('COMMIT');
+      expect((await rows(otherCart)).map((r) => r.aggregate_version)).toEqual([1, 2]);
+    } finally {
+      client.release();
+      await pool.end();
+    }
   });
 });
 

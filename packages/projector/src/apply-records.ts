@@ -47,7 +47,7 @@ async function decodeAll<DB>(
     }
     const claimId = claimCheckId(record);
     const claimed = claimId === undefined ? record : await claimChecked(trx, record, claimId);
-    items.push(decode(claimed, upcast));
+    items.push(decode(claimed, options.catalog, upcast));
   }
   return items;
 }

@@ -13,6 +13,7 @@ import {
   type TestDatabase,
 } from '@sluice/testkit';
 import type { IHeaders, Kafka, Message } from 'kafkajs';
+import { shopCatalog } from '@sluice/shop-catalog';
 import { sql, type Kysely } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -103,6 +104,7 @@ async function start(prefix: string, extra: { retryDelayMs?: number } = {}): Pro
     db,
     kafka,
     projections: [carts],
+    catalog: shopCatalog,
     topicPrefix: prefix,
     groupPrefix: `${prefix}g.`,
     retryDelayMs: extra.retryDelayMs ?? 1,
@@ -412,6 +414,7 @@ describe('projector at the edges', () => {
       db,
       kafka: breaking,
       projections: [carts],
+      catalog: shopCatalog,
       topicPrefix: prefix,
       groupPrefix: `${prefix}g.`,
       hooks: {

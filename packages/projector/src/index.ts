@@ -37,6 +37,7 @@ export {
   type DeadLetterSink,
   type IncomingRecord,
   type RawHeader,
+  type PayloadValidator,
   type RawRecord,
 } from './records.js';
 export { projectorMigrations } from './schema.js';

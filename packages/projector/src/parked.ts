@@ -85,7 +85,7 @@ export async function redriveParked<DB>(
   projection: Projection<DB>,
   aggregate: { type: string; id: string },
   deadLetters: DeadLetterSink,
-  options: ApplyOptions = {},
+  options: ApplyOptions,
   request: OperatorRequest = { actor: 'system' },
 ): Promise<ParkedOutcome> {
   return db.transaction().execute(async (trx) => {
@@ -107,7 +107,7 @@ export async function skipParked<DB>(
   projection: Projection<DB>,
   record: { topic: string; partition: number; offset: string },
   deadLetters: DeadLetterSink,
-  options: ApplyOptions = {},
+  options: ApplyOptions,
   request: OperatorRequest = { actor: 'system' },
 ): Promise<ParkedOutcome | undefined> {
   return db.transaction().execute(async (trx) => {
@@ -164,7 +164,7 @@ export async function acceptVersionGap<DB>(
   projection: Projection<DB>,
   aggregate: { type: string; id: string },
   deadLetters: DeadLetterSink,
-  options: ApplyOptions = {},
+  options: ApplyOptions,
   request: OperatorRequest = { actor: 'system' },
 ): Promise<ParkedOutcome & { accepted: { from: number; to: number } }> {
   return db.transaction().execute(async (trx) => {

@@ -11,6 +11,7 @@ import {
   waitFor,
   type TestDatabase,
 } from '@sluice/testkit';
+import { shopCatalog } from '@sluice/shop-catalog';
 import { sql, type Kysely } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -132,6 +133,7 @@ async function startProjector(): Promise<Projector> {
     db,
     kafka,
     projections: [carts],
+    catalog: shopCatalog,
     topicPrefix: prefix,
     groupPrefix: `${prefix}g.`,
     retryDelayMs: 1,
@@ -269,7 +271,9 @@ describe('projector', () => {
     const bad = parked.find((p) => p.reason === 'handler_failed')?.aggregateId ?? '';
     expect(bad).not.toBe('');
     explosive.delete(bad);
-    const redriven = await redriveParked(db, carts, { type: 'cart', id: bad }, sink);
+    const redriven = await redriveParked(db, carts, { type: 'cart', id: bad }, sink, {
+      catalog: shopCatalog,
+    });
     expect(redriven.result.applied).toBe(2);
     expect((await totals())[bad]).toBe(200);
     expect((await listParked(db, 'test_carts')).filter((p) => p.aggregateId === bad)).toEqual([]);
@@ -287,6 +291,7 @@ describe('projector', () => {
         offset: garbage?.offset ?? '0',
       },
       sink,
+      { catalog: shopCatalog },
     );
     expect(
       (await listParked(db, 'test_carts')).some(

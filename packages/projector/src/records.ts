@@ -1,4 +1,4 @@
-import { fromKafkaRecord, payloadErrors, type DomainEvent } from '@sluice/contracts';
+import { fromKafkaRecord, type Catalog, type DomainEvent } from '@sluice/contracts';
 import { errorMessage, SluiceError } from '@sluice/errors';
 import type { IHeaders, KafkaMessage } from 'kafkajs';
 import type { ProjectorErrorCode } from './errors.js';
@@ -184,9 +184,13 @@ export function claimCheckId(record: IncomingRecord): string | undefined {
     : undefined;
 }
 
-/** Decodes and validates a record; never throws. */
+/** What validates payloads: a team's catalog (`defineCatalog`). */
+export type PayloadValidator = Pick<Catalog, 'payloadErrors'>;
+
+/** Decodes and validates a record against `catalog`, then upcasts it; never throws. */
 export function decode(
   record: IncomingRecord,
+  catalog: PayloadValidator,
   upcast: (event: DomainEvent) => DomainEvent,
 ): Decoded {
   try {
@@ -197,7 +201,7 @@ export function decode(
         `No claim-checked payload for ${dataref}`,
       );
     const event = fromKafkaRecord(record);
-    const errors = payloadErrors(event.type, event.payload);
+    const errors = catalog.payloadErrors(event.type, event.payload);
     if (errors.length > 0) {
       return {
         ok: false,

@@ -1,4 +1,4 @@
-import type { CatalogEvent } from '@sluice/contracts';
+import type { ShopEvent } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
 
@@ -10,7 +10,7 @@ const PERSONAL_FIELDS = ['email', 'name'];
  * `customer.erased.v1` the customer's earlier entries keep what/who/when/why but lose the
  * personal data.
  */
-export const auditLog = defineProjection<Record<string, never>, CatalogEvent>({
+export const auditLog = defineProjection<Record<string, never>, ShopEvent>({
   name: 'audit_log',
   aggregateTypes: ['customer', 'product', 'cart', 'order'],
   tables: ['views.audit_log'],

@@ -1,4 +1,4 @@
-import type { CatalogEvent } from '@sluice/contracts';
+import type { ShopEvent } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
 
@@ -13,7 +13,7 @@ interface SalesDelta {
  * `views.product_sales`: per product, units added to and removed from carts, units sold and
  * revenue (from placed orders).
  */
-export const productSales = defineProjection<Record<string, never>, CatalogEvent>({
+export const productSales = defineProjection<Record<string, never>, ShopEvent>({
   name: 'product_sales',
   aggregateTypes: ['cart', 'order'],
   tables: ['views.product_sales'],

@@ -1,4 +1,4 @@
-import type { CatalogEvent } from '@sluice/contracts';
+import type { ShopEvent } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql, type Transaction } from 'kysely';
 
@@ -12,7 +12,7 @@ async function lockCustomers(
   trx: Transaction<Record<string, never>>,
   report: string,
   owners: ReturnType<typeof sql.table>,
-  events: readonly CatalogEvent[],
+  events: readonly ShopEvent[],
 ): Promise<void> {
   const customers = new Set<string>();
   const carts = new Set<string>();
@@ -47,7 +47,7 @@ async function lockCustomers(
  * either order, and at once: removals and purchases are both kept, each side looks for the
  * other, and batches of the same customers take turns.
  */
-export const removedThenBought = defineProjection<Record<string, never>, CatalogEvent>({
+export const removedThenBought = defineProjection<Record<string, never>, ShopEvent>({
   name: 'removed_then_bought',
   aggregateTypes: ['cart', 'order'],
   tables: ['views.cart_owners', 'views.removals', 'views.purchases', 'views.removed_then_bought'],

@@ -1,5 +1,6 @@
 // shop-api's composition root: config, pool, migrations, HTTP server, retention, shutdown.
 import { createOutbox } from '@sluice/outbox';
+import { shopCatalog } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
 import { createLogger, redactConfig, runService } from '@sluice/service-kit';
 import { sql } from 'kysely';
@@ -35,7 +36,7 @@ const app = buildApp({
 });
 
 // Retention: outbox rows and idempotency keys are purged in batches, off the request path.
-const outbox = createOutbox({ schema: 'shop' });
+const outbox = createOutbox({ schema: 'shop', catalog: shopCatalog });
 const day = 24 * 60 * 60 * 1000;
 async function purge(): Promise<void> {
   const purged = await outbox.purge(db, {

@@ -1,6 +1,6 @@
 // Every success and failure row of the REST contract: status, problem code, ETag, events, and
 // for failures, that nothing changed.
-import { payloadErrors } from '@sluice/contracts';
+import { shopCatalog } from '@sluice/shop-catalog';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startShopApi, type ShopApiHarness } from './test-harness.js';
 
@@ -375,7 +375,8 @@ describe('events', () => {
     });
     const rows = await api.outbox();
     expect(rows.length).toBeGreaterThan(10);
-    for (const row of rows) expect(payloadErrors(row.type, row.payload), row.type).toEqual([]);
+    for (const row of rows)
+      expect(shopCatalog.payloadErrors(row.type, row.payload), row.type).toEqual([]);
     expect(rows.find((r) => r.metadata.correlation_id === 'corr-123')?.metadata).toMatchObject({
       traceparent: expect.stringMatching(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/),
       actor: 'user:42',

@@ -1,5 +1,5 @@
 // Test support (not used by the service): a shop-api on a database of its own.
-import { payloadErrors } from '@sluice/contracts';
+import { shopCatalog } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
 import type { FastifyBaseLogger, FastifyInstance, LightMyRequestResponse } from 'fastify';
@@ -119,7 +119,7 @@ export async function startShopApi(
         payload: unknown;
       }>`SELECT type, payload FROM shop.outbox`.execute(db);
       const invalid = rows.flatMap((row) => {
-        const errors = payloadErrors(row.type, row.payload);
+        const errors = shopCatalog.payloadErrors(row.type, row.payload);
         return errors.length === 0 ? [] : [`${row.type}: ${errors.join('; ')}`];
       });
       await app.close();

@@ -10,13 +10,14 @@ let api: ShopApiHarness;
 let counted: ReturnType<typeof buildApp>;
 let statements = 0;
 
-// Sees every statement of the app's queries and transactions (BEGIN and COMMIT excepted).
+// Sees the result of every statement of the app's queries and transactions, built or raw (BEGIN
+// and COMMIT excepted).
 const counter: KyselyPlugin = {
-  transformQuery: ({ node }) => {
+  transformQuery: ({ node }) => node,
+  transformResult: ({ result }) => {
     statements += 1;
-    return node;
+    return Promise.resolve(result);
   },
-  transformResult: ({ result }) => Promise.resolve(result),
 };
 
 beforeAll(async () => {

@@ -1,10 +1,11 @@
-import { createOutbox, type AppendContext, type NewEvent } from '@sluice/outbox';
+import { createOutbox, type AppendContext } from '@sluice/outbox';
+import { shopCatalog, type NewShopEvent } from '@sluice/shop-catalog';
 import type { Insertable, Selectable, Transaction, Updateable } from 'kysely';
 import type { WrittenVersion } from '../consistency-tokens.js';
 import type { ShopDatabase } from '../database.js';
 import { CommandError } from './command-error.js';
 
-const outbox = createOutbox({ schema: 'shop' });
+const outbox = createOutbox({ schema: 'shop', catalog: shopCatalog });
 
 /** The table holding each aggregate's state; its `version` column is the aggregate's version. */
 const STATE_TABLES = {
@@ -99,7 +100,7 @@ export async function commit<T extends Changing>(
   trx: Transaction<ShopDatabase>,
   type: T,
   current: State<T> & Versioned,
-  events: readonly NewEvent[],
+  events: readonly NewShopEvent[],
   context: AppendContext,
   changes?: Changes<T>,
 ): Promise<Outcome<State<T>>> {
@@ -128,7 +129,7 @@ export async function commitNew<T extends AggregateType>(
   trx: Transaction<ShopDatabase>,
   type: T,
   row: Omit<Insertable<StateTable<T>>, 'version'> & { id: string },
-  events: readonly NewEvent[],
+  events: readonly NewShopEvent[],
   context: AppendContext,
 ): Promise<Outcome<State<T>>> {
   const version = events.length;

@@ -1,4 +1,4 @@
-import { limits } from '@sluice/contracts';
+import { limits } from '@sluice/shop-catalog';
 import { CommandError } from './command-error.js';
 
 /**

@@ -1,4 +1,5 @@
-import type { AppendContext, NewEvent } from '@sluice/outbox';
+import type { NewShopEvent } from '@sluice/shop-catalog';
+import type { AppendContext } from '@sluice/outbox';
 import type { Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import type { ShopDatabase } from '../database.js';
@@ -63,7 +64,7 @@ export async function updateCustomer(
 ): Promise<Outcome<Customer>> {
   const { id, name, email } = input;
   const current = await lockCustomer(trx, input);
-  const events: NewEvent[] = [];
+  const events: NewShopEvent[] = [];
   if (name !== undefined && name !== current.name) {
     events.push({ type: 'customer.renamed.v1', payload: { customerId: id, name } });
   }

@@ -1,4 +1,5 @@
-import type { AppendContext, NewEvent } from '@sluice/outbox';
+import type { NewShopEvent } from '@sluice/shop-catalog';
+import type { AppendContext } from '@sluice/outbox';
 import type { Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import type { ShopDatabase } from '../database.js';
@@ -62,7 +63,7 @@ export async function updateProduct(
 ): Promise<Outcome<Product>> {
   const { id, priceCents, stock } = input;
   const current = await lockListedProduct(trx, input, `Product ${id} is delisted`);
-  const events: NewEvent[] = [];
+  const events: NewShopEvent[] = [];
   if (priceCents !== undefined && priceCents !== current.price_cents) {
     events.push({
       type: 'product.repriced.v1',

@@ -1,6 +1,7 @@
 // The API's request limits lie within the event catalog's: the fullest cart the API lets anyone
 // build makes valid events.
-import { limits, payloadErrors } from '@sluice/contracts';
+import { limits, shopCatalog } from '@sluice/shop-catalog';
+const { payloadErrors } = shopCatalog;
 import { describe, expect, it } from 'vitest';
 import { cartLimits } from '../commands/cart-limits.js';
 import { Quantity } from './schemas.js';

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { limits } from '@sluice/contracts';
+import { limits } from '@sluice/shop-catalog';
 import { cartLimits } from '../commands/cart-limits.js';
 
 // Request fields that end up in events take their bounds from the catalog, so anything accepted
