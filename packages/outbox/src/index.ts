@@ -1,4 +1,3 @@
-import { sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
 
 export {
@@ -45,6 +44,8 @@ export function outboxMigrations(options: { schema?: string } = {}): Record<stri
   return {
     '0001_outbox': {
       async up(db) {
+        // Loaded here: a team on plain `pg` never needs Kysely.
+        const { sql } = await import('kysely');
         await sql.raw(outboxSchemaSql(options.schema ?? 'shop')).execute(db);
       },
     },

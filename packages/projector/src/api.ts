@@ -9,7 +9,6 @@ import type { OffsetGap } from './offset-gaps.js';
 import type { ParkedEvent } from './parked-records.js';
 import type { ParkedOutcome } from './parked.js';
 import type { Projection } from './projection.js';
-import type { PayloadValidator } from './records.js';
 
 /** One applied batch, as reported to {@link ProjectorHooks.batch}. */
 export interface BatchReport {
@@ -61,11 +60,6 @@ export interface ProjectorOptions<DB> {
   db: Kysely<DB>;
   kafka: Kafka;
   projections: readonly Projection<DB>[];
-  /**
-   * The events the projections read (`defineCatalog`): a record whose type it does not know,
-   * or whose payload it refuses, is dead-lettered. Include the old versions the upcaster reads.
-   */
-  catalog: PayloadValidator;
   /** Prefix of the event topics (as the relay's `RELAY_TOPIC_PREFIX`) and of DLQ topics. Default ''. */
   topicPrefix?: string;
   /** Consumer groups are `<groupPrefix><projection>`. Default `sluice.projection.`. */

@@ -17,7 +17,13 @@ import {
 import { instanceOf, tableNamer } from './generations.js';
 import { parkRecords } from './parked-records.js';
 import type { Projection } from './projection.js';
-import { claimCheckId, decode, type DeadLetterSink, type IncomingRecord } from './records.js';
+import {
+  claimCheckId,
+  decode,
+  type DeadLetterSink,
+  type IncomingRecord,
+  type PayloadValidator,
+} from './records.js';
 
 /** A claim-checked record's payload: the relay stored it in PostgreSQL under the event id. */
 async function claimChecked<DB>(
@@ -36,6 +42,7 @@ async function claimChecked<DB>(
 async function decodeAll<DB>(
   trx: Transaction<DB>,
   records: readonly IncomingRecord[],
+  catalog: PayloadValidator,
   options: ApplyOptions,
 ): Promise<Item[]> {
   const upcast = options.upcast ?? ((event: DomainEvent) => event);
@@ -47,7 +54,7 @@ async function decodeAll<DB>(
     }
     const claimId = claimCheckId(record);
     const claimed = claimId === undefined ? record : await claimChecked(trx, record, claimId);
-    items.push(decode(claimed, options.catalog, upcast));
+    items.push(decode(claimed, catalog, upcast));
   }
   return items;
 }
@@ -73,7 +80,7 @@ export async function applyRecords<DB>(
 ): Promise<void> {
   const instance = instanceOf(projection.name, options.generation ?? 1);
   const topicPrefix = options.topicPrefix ?? '';
-  const items = await decodeAll(trx, records, options);
+  const items = await decodeAll(trx, records, projection.catalog, options);
   const aggregates = new Map<string, [type: string, id: string]>();
   for (const item of items) {
     const aggregate = aggregateOf(item, topicPrefix);

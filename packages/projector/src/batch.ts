@@ -11,12 +11,7 @@ import {
 } from './bookkeeping.js';
 import { instanceOf } from './generations.js';
 import type { Projection } from './projection.js';
-import {
-  fingerprint,
-  type DeadLetterSink,
-  type IncomingRecord,
-  type PayloadValidator,
-} from './records.js';
+import { fingerprint, type DeadLetterSink, type IncomingRecord } from './records.js';
 
 /** What one batch did. */
 export interface BatchResult {
@@ -79,8 +74,6 @@ export function emptyResult(): BatchResult {
 
 /** Options for {@link applyBatch}. */
 export interface ApplyOptions {
-  /** Validates payloads: events it refuses are dead-lettered. */
-  catalog: PayloadValidator;
   /** Turns old event versions into current ones before `apply`. */
   upcast?: (event: DomainEvent) => DomainEvent;
   /** Attempts of a failing handler before its event is dead-lettered. Default 3. */

@@ -39,7 +39,8 @@ const failuresLeft = new Map<string, number>();
 const explosive = new Set<string>();
 let handlerFailures = 0;
 
-const carts = defineProjection<Record<string, never>>({
+const carts = defineProjection<Record<string, never>, typeof shopCatalog>({
+  catalog: shopCatalog,
   name: 'edge_carts',
   aggregateTypes: ['cart'],
   tables: ['public.edge_applied'],
@@ -104,7 +105,6 @@ async function start(prefix: string, extra: { retryDelayMs?: number } = {}): Pro
     db,
     kafka,
     projections: [carts],
-    catalog: shopCatalog,
     topicPrefix: prefix,
     groupPrefix: `${prefix}g.`,
     retryDelayMs: extra.retryDelayMs ?? 1,
@@ -414,7 +414,6 @@ describe('projector at the edges', () => {
       db,
       kafka: breaking,
       projections: [carts],
-      catalog: shopCatalog,
       topicPrefix: prefix,
       groupPrefix: `${prefix}g.`,
       hooks: {

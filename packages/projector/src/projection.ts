@@ -1,5 +1,6 @@
-import type { DomainEvent } from '@sluice/contracts';
+import type { DomainEvent, EventDefinitions, EventOf } from '@sluice/contracts';
 import type { Transaction } from 'kysely';
+import type { PayloadValidator } from './records.js';
 
 /**
  * A table's name in one generation of a projection: `table('views.cart_summaries')` is
@@ -28,6 +29,11 @@ export interface ApplyContext<DB> {
 export interface Projection<DB = unknown, E extends DomainEvent = DomainEvent> {
   /** Stable name: keys checkpoints, versions, the consumer group and `sluice.dlq.<name>`. */
   name: string;
+  /**
+   * The catalog of the events it reads (`defineCatalog`): a record whose type it does not know,
+   * or whose payload it refuses, is dead-lettered. Include the old versions an upcaster reads.
+   */
+  catalog: PayloadValidator;
   /** The aggregate types whose topics it reads, e.g. `['cart', 'order']`. */
   aggregateTypes: readonly string[];
   /** The tables it writes, schema-qualified; readers see the active generation's under these names. */
@@ -42,10 +48,12 @@ export interface Projection<DB = unknown, E extends DomainEvent = DomainEvent> {
 }
 
 /**
- * Declares a projection.
+ * Declares a projection over the events of `catalog`: `apply` receives them as the catalog's
+ * discriminated union, so switching on `event.type` narrows the payload.
  *
  * @example
  * const carts = defineProjection({
+ *   catalog: shopCatalog,
  *   name: 'cart_summary',
  *   aggregateTypes: ['cart'],
  *   tables: ['views.cart_summaries'],
@@ -55,9 +63,10 @@ export interface Projection<DB = unknown, E extends DomainEvent = DomainEvent> {
  *   async apply(events, { trx, table }) { ... },
  * });
  */
-export function defineProjection<DB, E extends DomainEvent = DomainEvent>(
-  projection: Projection<DB, E>,
-): Projection<DB, E> {
+export function defineProjection<
+  DB,
+  C extends PayloadValidator & { readonly events: EventDefinitions },
+>(projection: Projection<DB, EventOf<C>> & { catalog: C }): Projection<DB, EventOf<C>> {
   if (!/^[a-z][a-z0-9_]{0,62}$/.test(projection.name)) {
     throw new Error(`Projection name ${JSON.stringify(projection.name)} must be snake_case`);
   }

@@ -38,7 +38,8 @@ const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
 /** Carts whose handler throws: the poison case. */
 const explosive = new Set<string>();
 
-const carts = defineProjection<Record<string, never>>({
+const carts = defineProjection<Record<string, never>, typeof shopCatalog>({
+  catalog: shopCatalog,
   name: 'test_carts',
   aggregateTypes: ['cart'],
   tables: ['public.test_applied', 'public.test_cart_totals'],
@@ -133,7 +134,6 @@ async function startProjector(): Promise<Projector> {
     db,
     kafka,
     projections: [carts],
-    catalog: shopCatalog,
     topicPrefix: prefix,
     groupPrefix: `${prefix}g.`,
     retryDelayMs: 1,
@@ -271,9 +271,7 @@ describe('projector', () => {
     const bad = parked.find((p) => p.reason === 'handler_failed')?.aggregateId ?? '';
     expect(bad).not.toBe('');
     explosive.delete(bad);
-    const redriven = await redriveParked(db, carts, { type: 'cart', id: bad }, sink, {
-      catalog: shopCatalog,
-    });
+    const redriven = await redriveParked(db, carts, { type: 'cart', id: bad }, sink, {});
     expect(redriven.result.applied).toBe(2);
     expect((await totals())[bad]).toBe(200);
     expect((await listParked(db, 'test_carts')).filter((p) => p.aggregateId === bad)).toEqual([]);
@@ -291,7 +289,7 @@ describe('projector', () => {
         offset: garbage?.offset ?? '0',
       },
       sink,
-      { catalog: shopCatalog },
+      {},
     );
     expect(
       (await listParked(db, 'test_carts')).some(

@@ -57,7 +57,6 @@ class ProjectorRuntime<DB> implements Projector {
       deadLetterTopic,
       deadLetters: this.deadLetters,
       applyOptions: {
-        catalog: options.catalog,
         topicPrefix: prefix,
         ...(options.upcast === undefined ? {} : { upcast: options.upcast }),
         ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),

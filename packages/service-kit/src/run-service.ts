@@ -13,7 +13,9 @@ export const ExitCode = {
   unavailable: 69,
   /** A Kafka consumer stopped for good; a new process starts it again (EX_SOFTWARE). */
   consumerStopped: 70,
-  /** A condition no restart fixes, such as a lost replication slot: an operator must act (EX_CONFIG). */
+  /** The command line is wrong: an unknown flag, a missing operand (EX_USAGE). */
+  usage: 64,
+  /** A condition no restart fixes, such as a lost replication slot or invalid settings: an operator must act (EX_CONFIG). */
   needsOperator: 78,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];

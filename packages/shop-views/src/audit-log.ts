@@ -1,4 +1,4 @@
-import type { ShopEvent } from '@sluice/shop-catalog';
+import { shopCatalog } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
 
@@ -10,7 +10,8 @@ const PERSONAL_FIELDS = ['email', 'name'];
  * `customer.erased.v1` the customer's earlier entries keep what/who/when/why but lose the
  * personal data.
  */
-export const auditLog = defineProjection<Record<string, never>, ShopEvent>({
+export const auditLog = defineProjection<Record<string, never>, typeof shopCatalog>({
+  catalog: shopCatalog,
   name: 'audit_log',
   aggregateTypes: ['customer', 'product', 'cart', 'order'],
   tables: ['views.audit_log'],

@@ -1,4 +1,4 @@
-import type { ShopEvent } from '@sluice/shop-catalog';
+import { shopCatalog } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
 
@@ -14,7 +14,8 @@ interface CartDelta {
  * `views.cart_summaries`: per cart its owner, status, item count and total. A batch is folded
  * per cart in memory and written with one statement.
  */
-export const cartSummary = defineProjection<Record<string, never>, ShopEvent>({
+export const cartSummary = defineProjection<Record<string, never>, typeof shopCatalog>({
+  catalog: shopCatalog,
   name: 'cart_summary',
   aggregateTypes: ['cart'],
   tables: ['views.cart_summaries'],

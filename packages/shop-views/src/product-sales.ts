@@ -1,4 +1,4 @@
-import type { ShopEvent } from '@sluice/shop-catalog';
+import { shopCatalog } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
 
@@ -13,7 +13,8 @@ interface SalesDelta {
  * `views.product_sales`: per product, units added to and removed from carts, units sold and
  * revenue (from placed orders).
  */
-export const productSales = defineProjection<Record<string, never>, ShopEvent>({
+export const productSales = defineProjection<Record<string, never>, typeof shopCatalog>({
+  catalog: shopCatalog,
   name: 'product_sales',
   aggregateTypes: ['cart', 'order'],
   tables: ['views.product_sales'],

@@ -1,4 +1,4 @@
-import type { ShopEvent } from '@sluice/shop-catalog';
+import { shopCatalog, type ShopEvent } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql, type Transaction } from 'kysely';
 
@@ -47,7 +47,8 @@ async function lockCustomers(
  * either order, and at once: removals and purchases are both kept, each side looks for the
  * other, and batches of the same customers take turns.
  */
-export const removedThenBought = defineProjection<Record<string, never>, ShopEvent>({
+export const removedThenBought = defineProjection<Record<string, never>, typeof shopCatalog>({
+  catalog: shopCatalog,
   name: 'removed_then_bought',
   aggregateTypes: ['cart', 'order'],
   tables: ['views.cart_owners', 'views.removals', 'views.purchases', 'views.removed_then_bought'],

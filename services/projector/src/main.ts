@@ -11,7 +11,6 @@ import {
   removedThenBought,
   viewMigrations,
 } from '@sluice/shop-views';
-import { shopCatalog } from '@sluice/shop-catalog';
 import { loadProjectorConfig } from './config.js';
 import { createProjectorMetrics } from './metrics.js';
 import { operationsRoutes } from './operations.js';
@@ -115,7 +114,6 @@ const projector = createProjector({
     brokers: parseBrokers(config.KAFKA_BROKERS),
     logger,
   }),
-  catalog: shopCatalog,
   projections: hosted,
   topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
   groupPrefix: config.PROJECTOR_GROUP_PREFIX,

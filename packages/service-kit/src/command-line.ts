@@ -1,0 +1,149 @@
+// A service as a program: its flags, `--help` from its settings' schema, `--check`, and settings
+// from the environment (and an env file) validated once, with one line per problem.
+import type { Static, TObject, TSchema } from '@sinclair/typebox';
+import { readFileSync } from 'node:fs';
+import { parseArgs, parseEnv } from 'node:util';
+import { configProblems, loadConfig } from './config.js';
+import { ExitCode } from './run-service.js';
+
+/** A program: what `--help` says of it, its settings, and what `--check` checks. */
+export interface CommandOptions<S extends TObject> {
+  /** The command as typed, e.g. `sluice-relay`. */
+  command: string;
+  /** What it does, in a sentence or two. */
+  summary: string;
+  /** Its operands in the usage line, e.g. `<module>...`; none when unset. */
+  operands?: string;
+  /** Further paragraphs of `--help`, after the variables. */
+  notes?: string;
+  /** Its settings: every variable, with `default` and `description`. */
+  schema: S;
+  /**
+   * What `--check` checks once the settings are valid (reaching servers, their settings): one
+   * line per problem, empty when all is well. Must not change anything.
+   */
+  check?: (config: Readonly<Static<S>>, operands: readonly string[]) => Promise<string[]>;
+}
+
+/** What a program runs with: its validated settings and its operands. */
+export interface CommandLine<S extends TObject> {
+  config: Readonly<Static<S>>;
+  operands: string[];
+}
+
+const FLAGS = {
+  help: { type: 'boolean', short: 'h' },
+  check: { type: 'boolean' },
+  'env-file': { type: 'string' },
+} as const;
+
+/** The constraint of a variable, as `--help` shows it. */
+function constraintOf(schema: TSchema): string {
+  const literals = (schema.anyOf as { const?: unknown }[] | undefined)?.map((s) => s.const);
+  if (literals !== undefined) return `one of ${literals.join(', ')}`;
+  const parts: string[] = [String(schema.type ?? 'value')];
+  const { minimum, maximum, minLength, pattern } = schema as {
+    minimum?: number;
+    maximum?: number;
+    minLength?: number;
+    pattern?: string;
+  };
+  if (minimum !== undefined || maximum !== undefined) {
+    parts.push(`${minimum ?? ''}..${maximum ?? ''}`);
+  }
+  if (minLength === 1) parts.push('non-empty');
+  if (pattern !== undefined) parts.push(`matching ${pattern}`);
+  return parts.join(' ');
+}
+
+/**
+ * The `--help` text of a program: usage, flags, then every variable with its default, its
+ * constraint and its description.
+ */
+export function configHelp<S extends TObject>(options: CommandOptions<S>): string {
+  const operands = options.operands === undefined ? '' : ` ${options.operands}`;
+  const variables = Object.entries(options.schema.properties).map(([name, schema]) => {
+    const fallback =
+      schema.default === undefined ? '(required)' : `default ${JSON.stringify(schema.default)}`;
+    const description =
+      typeof schema.description === 'string' ? `\n      ${schema.description}` : '';
+    return `  ${name}  ${fallback}; ${constraintOf(schema)}${description}`;
+  });
+  return [
+    `Usage: ${options.command} [--check] [--env-file <path>]${operands}`,
+    '',
+    options.summary,
+    '',
+    'Flags:',
+    '  -h, --help          print this and exit',
+    '  --check             validate the settings and check the servers without changing anything;',
+    '                      print one line per problem; exit 0 when there is none, 1 when the servers',
+    `                      fail a check, ${ExitCode.needsOperator} when the settings are invalid`,
+    '  --env-file <path>   read settings from a file of NAME=value lines; the environment wins',
+    '',
+    'Settings (environment variables; an empty value counts as unset):',
+    ...variables,
+    ...(options.notes === undefined ? [] : ['', options.notes]),
+    '',
+  ].join('\n');
+}
+
+/** Prints `lines` to stderr, each prefixed with the command, and exits with `code`. */
+function fail(command: string, lines: readonly string[], code: number): never {
+  for (const line of lines) process.stderr.write(`${command}: ${line}\n`);
+  process.exit(code);
+}
+
+/** The environment, over the env file's settings when one is given. */
+function environment(command: string, envFile: string | undefined, env: NodeJS.ProcessEnv) {
+  if (envFile === undefined) return env;
+  try {
+    return { ...parseEnv(readFileSync(envFile, 'utf8')), ...env };
+  } catch (error) {
+    return fail(
+      command,
+      [`cannot read --env-file ${envFile}: ${(error as Error).message}`],
+      ExitCode.usage,
+    );
+  }
+}
+
+/**
+ * Reads a program's command line and settings. `--help` prints {@link configHelp} and exits 0;
+ * invalid flags exit 64, invalid settings exit 78, each problem on a line of its own on stderr;
+ * `--check` runs `options.check` and exits. Otherwise returns the settings to run with.
+ *
+ * @example const { config } = await readCommandLine({ command: 'sluice-relay', summary, schema });
+ */
+export async function readCommandLine<S extends TObject>(
+  options: CommandOptions<S>,
+  argv: readonly string[] = process.argv.slice(2),
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<CommandLine<S>> {
+  const { command } = options;
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof FLAGS; allowPositionals: true }>>;
+  try {
+    parsed = parseArgs({ args: [...argv], options: FLAGS, allowPositionals: true, strict: true });
+  } catch (error) {
+    return fail(command, [`${(error as Error).message} (see --help)`], ExitCode.usage);
+  }
+  const { values, positionals } = parsed;
+  if (values.help === true) {
+    process.stdout.write(configHelp(options));
+    process.exit(ExitCode.ok);
+  }
+  if (options.operands === undefined && positionals.length > 0) {
+    fail(command, [`unexpected operand ${positionals[0] ?? ''} (see --help)`], ExitCode.usage);
+  }
+  const settings = environment(command, values['env-file'], env);
+  const problems = configProblems(options.schema, settings);
+  if (problems.length > 0) fail(command, problems, ExitCode.needsOperator);
+  const config = loadConfig(options.schema, settings);
+  if (values.check === true) {
+    const found = (await options.check?.(config, positionals)) ?? [];
+    if (found.length > 0) fail(command, found, ExitCode.failure);
+    process.stdout.write(`${command}: settings valid; every check passed\n`);
+    process.exit(ExitCode.ok);
+  }
+  return { config, operands: positionals };
+}

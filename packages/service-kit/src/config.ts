@@ -1,0 +1,140 @@
+import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox';
+import { SluiceError } from '@sluice/errors';
+import { Ajv, type ErrorObject } from 'ajv';
+import addFormats from 'ajv-formats';
+
+/** The codes of the SluiceErrors this package throws. */
+export type ServiceKitErrorCode = 'config_invalid';
+
+const SECRET_NAME = /SECRET|PASSWORD|TOKEN|KEY/i;
+const URL_PASSWORD = /(\/\/[^:/]*:)[^@/]*@/;
+
+/** A setting's value safe to print: secrets masked, URL passwords masked. */
+function redactValue(name: string, value: unknown): unknown {
+  if (SECRET_NAME.test(name)) return '***';
+  if (typeof value === 'string' && URL_PASSWORD.test(value)) {
+    return value.replace(URL_PASSWORD, '$1***@');
+  }
+  return value;
+}
+
+/** A config object safe to log: values of keys that look secret, and URL passwords, masked. */
+export function redactConfig(config: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(config).map(([key, value]) => [key, redactValue(key, value)]),
+  );
+}
+
+/** The variables of `schema` that `env` sets (an empty value counts as unset). */
+function candidateOf(schema: TObject, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const candidate: Record<string, unknown> = {};
+  for (const key of Object.keys(schema.properties)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') candidate[key] = value;
+  }
+  return candidate;
+}
+
+/** One line for one violation: the variable, what is wrong, and the value (unless secret). */
+function problemLine(error: ErrorObject, env: NodeJS.ProcessEnv): string {
+  const name = error.instancePath.slice(1);
+  if (name === '') {
+    const missing = (error.params as { missingProperty?: string }).missingProperty;
+    return missing === undefined
+      ? `config ${error.message ?? 'is invalid'}`
+      : `${missing} is required and not set`;
+  }
+  const allowed = (error.params as { allowedValues?: unknown[] }).allowedValues;
+  const message = allowed === undefined ? error.message : `must be one of ${allowed.join(', ')}`;
+  return `${name} ${message ?? 'is invalid'} (is ${JSON.stringify(redactValue(name, env[name]))})`;
+}
+
+/** Lines for the errors of one variable whose schema is a union: "one of" instead of each branch. */
+function mergeUnionErrors(errors: readonly ErrorObject[], schema: TObject): ErrorObject[] {
+  const merged: ErrorObject[] = [];
+  const seen = new Set<string>();
+  for (const error of errors) {
+    const name = error.instancePath.slice(1);
+    const property: TSchema | undefined = schema.properties[name];
+    const literals = (property?.anyOf as { const?: unknown }[] | undefined)?.map((s) => s.const);
+    if (literals === undefined || literals.some((value) => value === undefined)) {
+      merged.push(error);
+    } else if (!seen.has(name)) {
+      seen.add(name);
+      merged.push({ ...error, params: { allowedValues: literals } });
+    }
+  }
+  return merged;
+}
+
+function validatorOf(schema: TObject) {
+  const ajv = new Ajv({
+    coerceTypes: true,
+    useDefaults: true,
+    allErrors: true,
+    removeAdditional: true,
+  });
+  addFormats.default(ajv);
+  return ajv.compile(schema);
+}
+
+/**
+ * What is wrong with the settings `env` gives `schema`: one line per problem, naming the
+ * variable and showing its value (secrets masked); empty when they are valid.
+ *
+ * @example configProblems(schema, { API_PORT: 'eighty' }) // ['API_PORT must be integer (is "eighty")']
+ */
+export function configProblems(schema: TObject, env: NodeJS.ProcessEnv): string[] {
+  const validate = validatorOf(schema);
+  if (validate(candidateOf(schema, env))) return [];
+  const errors = mergeUnionErrors(validate.errors ?? [], schema);
+  return [...new Set(errors.map((error) => problemLine(error, env)))];
+}
+
+/**
+ * Reads a service's configuration from `env` once: coerces strings to the schema's types,
+ * fills defaults, rejects anything invalid naming every bad variable, and freezes the result.
+ *
+ * @throws SluiceError `config_invalid`
+ * @example
+ * const config = loadConfig(Type.Object({ API_PORT: Type.Integer({ default: 3000 }) }), process.env);
+ */
+export function loadConfig<S extends TObject>(
+  schema: S,
+  env: NodeJS.ProcessEnv,
+): Readonly<Static<S>> {
+  const candidate = candidateOf(schema, env);
+  if (!validatorOf(schema)(candidate)) {
+    throw new SluiceError<ServiceKitErrorCode>(
+      'config_invalid',
+      `Invalid configuration: ${configProblems(schema, env).join('; ')}`,
+    );
+  }
+  return Object.freeze(candidate as Static<S>);
+}
+
+/**
+ * Settings every service reads, with the embedded stack's defaults; spread into a service's
+ * own schema.
+ *
+ * @example const Schema = Type.Object({ ...commonConfig, API_PORT: Type.Integer({ default: 3000 }) });
+ */
+export const commonConfig = {
+  DATABASE_URL: Type.String({
+    minLength: 1,
+    default: 'postgres://postgres@127.0.0.1:54329/sluice',
+    description:
+      'PostgreSQL connection string (libpq URL; sslmode and the like as its parameters).',
+  }),
+  KAFKA_BROKERS: Type.String({
+    minLength: 1,
+    default: '127.0.0.1:19092',
+    description: 'Kafka bootstrap brokers, comma-separated host:port.',
+  }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>
+      Type.Literal(level),
+    ),
+    { default: 'info', description: 'Level of the JSON log lines on stdout.' },
+  ),
+};
