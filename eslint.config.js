@@ -9,6 +9,8 @@ export default tseslint.config(
       'infra/kafka/target/**',
       '.sluice/**',
       '*.config.js',
+      // Standalone projects: type-checked against the installed packages by test/adoption.
+      'examples/**',
     ],
   },
   js.configs.recommended,

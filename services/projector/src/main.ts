@@ -1,148 +1,52 @@
-// The projector's composition root: config, migrations, projections, metrics, shutdown.
-import { SluiceError, isSluiceError } from '@sluice/errors';
-import { createKafka, decodeHeaderValuesAsStrings, parseBrokers } from '@sluice/kafka';
-import { createProjector, type BatchReport, type ProjectorHooks } from '@sluice/projector';
-import { createDatabase, migrate } from '@sluice/database';
-import { ExitCode, createLogger, redactConfig, runService } from '@sluice/service-kit';
-import {
-  auditLog,
-  cartSummary,
-  productSales,
-  removedThenBought,
-  viewMigrations,
-} from '@sluice/shop-views';
-import { loadProjectorConfig } from './config.js';
-import { createProjectorMetrics } from './metrics.js';
-import { operationsRoutes } from './operations.js';
+#!/usr/bin/env node
+// sluice-projector: runs the projections of the modules on its command line.
+import { isSluiceError } from '@sluice/errors';
+import { ExitCode, readCommandLine } from '@sluice/service-kit';
+import { checkSetup, problemLine } from './check.js';
+import { projectorConfigSchema } from './config.js';
+import { loadProjectionModules, moduleSpecs, type ModuleErrorCode } from './modules.js';
+import { runProjections } from './run-projections.js';
 
-// Every header value becomes a string here anyway: decoding them as strings saves a Buffer per
-// header of every record.
-decodeHeaderValuesAsStrings(true);
+const command = 'sluice-projector';
 
-const config = loadProjectorConfig(process.env);
-const logger = createLogger({ service: 'projector', level: config.LOG_LEVEL });
-logger.info({ config: redactConfig(config) }, 'starting');
-const available = [cartSummary, productSales, removedThenBought, auditLog];
-const names = config.PROJECTOR_PROJECTIONS.split(',');
-const unknown = names.filter((name) => !available.some((projection) => projection.name === name));
-if (unknown.length > 0) {
-  throw new SluiceError(
-    'config_invalid',
-    `PROJECTOR_PROJECTIONS names unknown projections: ${unknown.join(', ')} ` +
-      `(known: ${available.map((projection) => projection.name).join(', ')})`,
+/** Errors an operator fixes in the command line or the modules: exit at once, one line. */
+const SETUP_ERRORS: Partial<Record<string, ExitCode>> = {
+  modules_missing: ExitCode.usage,
+  module_not_found: ExitCode.needsOperator,
+  module_failed: ExitCode.needsOperator,
+  module_without_projection: ExitCode.needsOperator,
+  projection_invalid: ExitCode.needsOperator,
+  projection_duplicate: ExitCode.needsOperator,
+  migrations_invalid: ExitCode.needsOperator,
+  migration_conflict: ExitCode.needsOperator,
+  config_invalid: ExitCode.needsOperator,
+} satisfies Record<ModuleErrorCode | 'config_invalid', ExitCode>;
+
+const { config, operands } = await readCommandLine({
+  command,
+  summary:
+    'Runs projections: read models in PostgreSQL built from the events on Kafka. Each <module> ' +
+    '(or PROJECTOR_MODULES) is a path or a package exporting projections made with ' +
+    'defineProjection from @sluice/projector, and optionally `migrations` run before start.',
+  operands: '<module>...',
+  schema: projectorConfigSchema,
+  notes:
+    'Examples:\n' +
+    '  sluice-projector ./dist/projections.js\n' +
+    '  PROJECTOR_MODULES=@acme/billing-views PROJECTOR_PROJECTIONS=invoice_totals sluice-projector\n' +
+    '  sluice-projector --check ./dist/projections.js',
+  check: (settings, given) => checkSetup(settings, given, process.cwd()),
+});
+
+try {
+  const modules = await loadProjectionModules(
+    moduleSpecs(operands, config.PROJECTOR_MODULES),
+    process.cwd(),
   );
+  await runProjections({ ...modules, config });
+} catch (error) {
+  const exitCode = isSluiceError(error) ? SETUP_ERRORS[error.code] : undefined;
+  if (exitCode === undefined) throw error;
+  process.stderr.write(`${command}: ${problemLine(error)}\n`);
+  process.exit(exitCode);
 }
-
-const hosted = available.filter((projection) => names.includes(projection.name));
-const hostedNames = hosted.map((projection) => projection.name);
-
-const db = createDatabase<Record<string, never>>({
-  url: config.DATABASE_URL,
-  maxConnections: 6,
-  applicationName: 'sluice-projector',
-  // Views and checkpoints commit together and Kafka keeps the events: a commit lost in a
-  // PostgreSQL crash takes its checkpoint with it, and the batch is applied again. Not waiting
-  // for the WAL flush of every batch is safe here, and it is most of a small batch's latency.
-  settings: { synchronous_commit: 'off' },
-  onIdleError: (error) => logger.warn({ err: error }, 'idle database connection failed'),
-});
-await migrate(db, 'projector_migrations', viewMigrations);
-
-const metrics = createProjectorMetrics(hostedNames);
-
-/** What a batch tells an operator: gaps, dead letters, events found below a checkpoint. */
-function logBatch({ projection, partitions, result }: BatchReport): void {
-  const where = partitions.map((p) => `${p.topic}:${p.partition}`);
-  if (result.gaps > 0)
-    logger.error(
-      { projection, partitions: where, gaps: result.gaps },
-      'version gap: aggregate parked',
-    );
-  if (result.deadLettered > 0)
-    logger.warn(
-      { projection, partitions: where, deadLettered: result.deadLettered },
-      'events dead-lettered',
-    );
-  if (result.belowCheckpoint > 0)
-    logger.error(
-      { projection, belowCheckpoint: result.belowCheckpoint },
-      'events never applied were found below a checkpoint (the topic was recreated or rewritten); applied them',
-    );
-}
-
-const hooks: ProjectorHooks = {
-  batch(report) {
-    metrics.batch(report);
-    // A rebuild replays history: what it meets was reported when it was live.
-    if (!report.building) logBatch(report);
-  },
-  offsets(projection, generation, notice) {
-    metrics.offsetNotice(projection, notice);
-    logger.error(
-      {
-        projection,
-        generation,
-        topic: notice.topic,
-        partition: notice.partition,
-        from: notice.from.toString(),
-        to: notice.to.toString(),
-      },
-      notice.kind === 'gap'
-        ? 'Kafka no longer holds records this generation had not applied: offset gap recorded (GET /offset-gaps; accept it or rebuild)'
-        : 'the partition ends below its checkpoint (a recreated topic): the checkpoint went back; applied events are kept out by their versions',
-    );
-  },
-  crashed(projection, generation, error) {
-    // kafkajs will not restart this consumer: a new process will (and /readyz says so meanwhile).
-    logger.fatal({ projection, generation, err: error }, 'consumer stopped for good; exiting');
-    void service.shutdown('consumer_stopped', ExitCode.consumerStopped);
-  },
-  generation(projection, generation, change) {
-    if (change === 'stopped') metrics.generationStopped();
-    logger.info({ projection, generation, change }, `generation ${change}`);
-  },
-  failed: (projection, error) =>
-    isSluiceError(error, 'consumer_group_delete_failed')
-      ? logger.warn({ projection, err: error }, 'retired consumer groups kept; will try again')
-      : logger.error({ projection, err: error }, 'batch failed; it will be retried'),
-};
-
-const projector = createProjector({
-  db,
-  kafka: createKafka({
-    clientId: 'sluice-projector',
-    brokers: parseBrokers(config.KAFKA_BROKERS),
-    logger,
-  }),
-  projections: hosted,
-  topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
-  groupPrefix: config.PROJECTOR_GROUP_PREFIX,
-  partitions: config.PROJECTOR_TOPIC_PARTITIONS,
-  maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
-  sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
-  generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
-  stalledAfterMs: config.PROJECTOR_STALLED_AFTER_MS,
-  hooks,
-});
-metrics.watch(projector);
-
-// Operations endpoints answer while the consumer groups join (a join can wait out a dead member).
-const service = await runService({
-  logger,
-  port: config.PROJECTOR_METRICS_PORT,
-  host: config.PROJECTOR_METRICS_HOST,
-  metrics: metrics.registry,
-  async readiness({ stopping }) {
-    if (stopping) return { ready: false, body: { status: 'stopping', problems: [] } };
-    const { ready, problems } = await projector.health();
-    return { ready, body: { status: ready ? 'ready' : 'not_ready', problems } };
-  },
-  routes: (app) => operationsRoutes(app, { projector, logger, hosted: hostedNames }),
-  stopDescription: 'finishing the batches in hand',
-  stop: () => projector.stop(),
-  close: () => db.destroy(),
-  stopTimeoutMs: config.PROJECTOR_STOP_TIMEOUT_MS,
-});
-logger.info({ address: service.address }, 'metrics listening');
-await projector.start();
-logger.info('consuming');

@@ -1,0 +1,71 @@
+// What the projector reports as it works, turned into metrics and log lines for an operator.
+import { isSluiceError } from '@sluice/errors';
+import type { BatchReport, ProjectorHooks } from '@sluice/projector';
+import type { Logger } from 'pino';
+import type { createProjectorMetrics } from './metrics.js';
+
+/** What a batch tells an operator: gaps, dead letters, events found below a checkpoint. */
+function logBatch(logger: Logger, { projection, partitions, result }: BatchReport): void {
+  const where = partitions.map((p) => `${p.topic}:${p.partition}`);
+  if (result.gaps > 0)
+    logger.error(
+      { projection, partitions: where, gaps: result.gaps },
+      'version gap: aggregate parked',
+    );
+  if (result.deadLettered > 0)
+    logger.warn(
+      { projection, partitions: where, deadLettered: result.deadLettered },
+      'events dead-lettered',
+    );
+  if (result.belowCheckpoint > 0)
+    logger.error(
+      { projection, belowCheckpoint: result.belowCheckpoint },
+      'events never applied were found below a checkpoint (the topic was recreated or rewritten); applied them',
+    );
+}
+
+/**
+ * The projector's hooks: metrics, log lines, and `crashed` for a consumer kafkajs will not
+ * restart (the process should exit, so that a new one starts it).
+ */
+export function projectorHooks(
+  logger: Logger,
+  metrics: ReturnType<typeof createProjectorMetrics>,
+  crashed: () => void,
+): ProjectorHooks {
+  return {
+    batch(report) {
+      metrics.batch(report);
+      // A rebuild replays history: what it meets was reported when it was live.
+      if (!report.building) logBatch(logger, report);
+    },
+    offsets(projection, generation, notice) {
+      metrics.offsetNotice(projection, notice);
+      logger.error(
+        {
+          projection,
+          generation,
+          topic: notice.topic,
+          partition: notice.partition,
+          from: notice.from.toString(),
+          to: notice.to.toString(),
+        },
+        notice.kind === 'gap'
+          ? 'Kafka no longer holds records this generation had not applied: offset gap recorded (GET /offset-gaps; accept it or rebuild)'
+          : 'the partition ends below its checkpoint (a recreated topic): the checkpoint went back; applied events are kept out by their versions',
+      );
+    },
+    crashed(projection, generation, error) {
+      logger.fatal({ projection, generation, err: error }, 'consumer stopped for good; exiting');
+      crashed();
+    },
+    generation(projection, generation, change) {
+      if (change === 'stopped') metrics.generationStopped();
+      logger.info({ projection, generation, change }, `generation ${change}`);
+    },
+    failed: (projection, error) =>
+      isSluiceError(error, 'consumer_group_delete_failed')
+        ? logger.warn({ projection, err: error }, 'retired consumer groups kept; will try again')
+        : logger.error({ projection, err: error }, 'batch failed; it will be retried'),
+  };
+}

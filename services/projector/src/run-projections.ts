@@ -1,0 +1,160 @@
+// A projector's process: migrations, the projector with its hooks and metrics, the HTTP server
+// (health, readiness, metrics, operations) and the graceful stop.
+import { createDatabase, migrate } from '@sluice/database';
+import { SluiceError } from '@sluice/errors';
+import { createKafka, decodeHeaderValuesAsStrings, parseBrokers } from '@sluice/kafka';
+import { createProjector, projectorMigrations, type Projection, type Projector } from '@sluice/projector';
+import { ExitCode, createLogger, redactConfig, runService, type Service } from '@sluice/service-kit';
+import type { Logger } from 'pino';
+import { loadProjectorConfig, type ProjectorConfig } from './config.js';
+import { projectorHooks } from './hooks.js';
+import { createProjectorMetrics } from './metrics.js';
+import { mergeMigrations, type Migrations } from './modules.js';
+import { operationsRoutes } from './operations.js';
+
+/** Options for {@link runProjections}. */
+export interface RunProjectionsOptions {
+  /** The projections to run (`PROJECTOR_PROJECTIONS` may pick some); names must be unique. */
+  projections: readonly Projection[];
+  /**
+   * The views' migrations (e.g. the schema their tables live in), run before start together
+   * with the projector's own, in `sluice.projector_migrations`.
+   */
+  migrations?: Migrations;
+  /** Validated settings (see {@link loadProjectorConfig}); default: read from `env`. */
+  config?: ProjectorConfig;
+  /** Where the settings are read when `config` is not given. Default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** Default: JSON lines on stdout at `LOG_LEVEL`. */
+  logger?: Logger;
+}
+
+/** Projections running; see {@link runProjections}. */
+export interface RunningProjections {
+  /** Where the HTTP server listens, e.g. `http://127.0.0.1:9465`. */
+  readonly address: string;
+  /** The names of the projections running here. */
+  readonly projections: readonly string[];
+  readonly projector: Projector;
+  /**
+   * Stops as SIGTERM does: finishes the batches in hand, closes the HTTP server and the
+   * database pool, then exits the process (status 0, or 1 when a step failed or timed out).
+   */
+  stop(): Promise<void>;
+}
+
+/**
+ * The projections `PROJECTOR_PROJECTIONS` names, all when it is empty.
+ *
+ * @throws SluiceError `config_invalid` naming the unknown ones and the known ones
+ */
+export function selectProjections(
+  available: readonly Projection[],
+  names: string,
+): readonly Projection[] {
+  if (names === '') return available;
+  const wanted = names.split(',');
+  const unknown = wanted.filter((name) => !available.some((p) => p.name === name));
+  if (unknown.length > 0) {
+    throw new SluiceError(
+      'config_invalid',
+      `PROJECTOR_PROJECTIONS names unknown projections: ${unknown.join(', ')} ` +
+        `(known: ${available.map((p) => p.name).join(', ')})`,
+    );
+  }
+  return available.filter((p) => wanted.includes(p.name));
+}
+
+async function openDatabase(config: ProjectorConfig, logger: Logger, migrations: Migrations) {
+  const db = createDatabase<unknown>({
+    url: config.DATABASE_URL,
+    maxConnections: 6,
+    applicationName: 'sluice-projector',
+    // Views and checkpoints commit together and Kafka keeps the events: a commit lost in a
+    // PostgreSQL crash takes its checkpoint with it, and the batch is applied again. Not waiting
+    // for the WAL flush of every batch is safe here, and it is most of a small batch's latency.
+    settings: { synchronous_commit: 'off' },
+    onIdleError: (error) => logger.warn({ err: error }, 'idle database connection failed'),
+  });
+  await migrate(db, 'projector_migrations', migrations);
+  return db;
+}
+
+/**
+ * Runs projections as a service: migrates, starts consuming, and serves `/metrics`, `/healthz`,
+ * `/readyz` and the operations routes (parked events, offset gaps, rebuilds). It owns the
+ * process: SIGTERM and SIGINT stop it gracefully and exit, and so does a consumer that stops
+ * for good (status 70, for a supervisor to restart it). Resolves once consuming.
+ *
+ * @throws SluiceError `config_invalid` (before connecting to anything), `migration_failed`
+ * @example
+ * import { tickets } from './projections.js';
+ * const running = await runProjections({ projections: [tickets], env: { PROJECTOR_METRICS_PORT: '0' } });
+ */
+export async function runProjections(options: RunProjectionsOptions): Promise<RunningProjections> {
+  const config = options.config ?? loadProjectorConfig(options.env ?? process.env);
+  const hosted = selectProjections(options.projections, config.PROJECTOR_PROJECTIONS);
+  const names = hosted.map((projection) => projection.name);
+  const migrations = mergeMigrations([
+    { source: '@sluice/projector', migrations: projectorMigrations },
+    { source: 'the migrations given', migrations: options.migrations ?? {} },
+  ]);
+  const logger = options.logger ?? createLogger({ service: 'projector', level: config.LOG_LEVEL });
+  logger.info({ config: redactConfig(config), projections: names }, 'starting');
+  // Every header value becomes a string here anyway: decoding them as strings saves a Buffer per
+  // header of every record.
+  decodeHeaderValuesAsStrings(true);
+  const db = await openDatabase(config, logger, migrations);
+  const metrics = createProjectorMetrics(names);
+  let service: Service | undefined;
+  const projector = createProjector({
+    db,
+    kafka: createKafka({
+      clientId: 'sluice-projector',
+      brokers: parseBrokers(config.KAFKA_BROKERS),
+      logger,
+    }),
+    projections: hosted,
+    topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
+    groupPrefix: config.PROJECTOR_GROUP_PREFIX,
+    partitions: config.PROJECTOR_TOPIC_PARTITIONS,
+    maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
+    sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
+    generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
+    stalledAfterMs: config.PROJECTOR_STALLED_AFTER_MS,
+    // kafkajs will not restart this consumer: a new process will (and /readyz says so meanwhile).
+    hooks: projectorHooks(
+      logger,
+      metrics,
+      () => void service?.shutdown('consumer_stopped', ExitCode.consumerStopped),
+    ),
+  });
+  metrics.watch(projector);
+  // Operations endpoints answer while the consumer groups join (a join can wait out a dead member).
+  service = await runService({
+    logger,
+    port: config.PROJECTOR_METRICS_PORT,
+    host: config.PROJECTOR_METRICS_HOST,
+    metrics: metrics.registry,
+    async readiness({ stopping }) {
+      if (stopping) return { ready: false, body: { status: 'stopping', problems: [] } };
+      const { ready, problems } = await projector.health();
+      return { ready, body: { status: ready ? 'ready' : 'not_ready', problems } };
+    },
+    routes: (app) => operationsRoutes(app, { projector, logger, hosted: names }),
+    stopDescription: 'finishing the batches in hand',
+    stop: () => projector.stop(),
+    close: () => db.destroy(),
+    stopTimeoutMs: config.PROJECTOR_STOP_TIMEOUT_MS,
+  });
+  logger.info({ address: service.address }, 'metrics listening');
+  await projector.start();
+  logger.info('consuming');
+  const running = service;
+  return {
+    address: running.address,
+    projections: names,
+    projector,
+    stop: () => running.shutdown('stop'),
+  };
+}
