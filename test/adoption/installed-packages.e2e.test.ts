@@ -62,6 +62,8 @@ async function node(args: readonly string[], env = teamEnv()) {
 }
 
 beforeAll(async () => {
+  database = await createTestDatabase(databaseUrl, 'adoption');
+  pool = new pg.Pool({ connectionString: database.url, max: 2 });
   work = await mkdtemp(join(tmpdir(), 'sluice-adoption-'));
   project = join(work, 'billing');
   const tarballs = await packPublishable(work);
@@ -72,8 +74,6 @@ beforeAll(async () => {
     { cwd: project, env: teamEnv(), timeoutMs: 300_000 },
   );
   expect(installed.code, installed.stderr).toBe(0);
-  database = await createTestDatabase(databaseUrl, 'adoption');
-  pool = new pg.Pool({ connectionString: database.url, max: 2 });
 });
 
 afterAll(async () => {
@@ -145,16 +145,11 @@ describe('Sluice installed from its packages into a project of its own', () => {
   });
 
   it('the installed sluice-relay and sluice-projector build the view: it equals the table it folds, before and after new writes', async () => {
-    const bin = (name: string) => join(project, 'node_modules', '.bin', name);
     running.push(startCommand(bin('sluice-relay'), [], { cwd: project, env: relayEnv() }));
     running.push(
       startCommand(bin('sluice-projector'), ['./dist/projections.js'], {
         cwd: project,
-        env: teamEnv({
-          PROJECTOR_TOPIC_PREFIX: prefix,
-          PROJECTOR_GROUP_PREFIX: `${prefix}group.`,
-          PROJECTOR_METRICS_PORT: '0',
-        }),
+        env: projectorEnv(),
       }),
     );
     await expectViewEqualsTable(90_000);
@@ -226,13 +221,40 @@ describe('Sluice installed from its packages into a project of its own', () => {
   });
 
   it('both programs stop cleanly on SIGTERM', async () => {
-    for (const command of running) command.child.kill('SIGTERM');
-    const codes = await Promise.all(running.map((command) => command.exited));
-    expect(codes, running.map((command) => command.output().slice(-2000)).join('\n')).toEqual([
-      0, 0,
-    ]);
+    await expectStopsCleanly(running.splice(0));
+  });
+
+  it('runs the projection in the team’s own process from the checkpoints the program left', async () => {
+    running.push(startCommand(bin('sluice-relay'), [], { cwd: project, env: relayEnv() }));
+    running.push(
+      startCommand(process.execPath, ['dist/embedded.js'], { cwd: project, env: projectorEnv() }),
+    );
+    const more = await node(['dist/demo.js', '2']);
+    expect(more.code, more.stderr).toBe(0);
+    await expectViewEqualsTable(60_000);
+    await expectStopsCleanly(running.splice(0));
   });
 });
+
+function bin(name: string): string {
+  return join(project, 'node_modules', '.bin', name);
+}
+
+function projectorEnv(): NodeJS.ProcessEnv {
+  return teamEnv({
+    PROJECTOR_TOPIC_PREFIX: prefix,
+    PROJECTOR_GROUP_PREFIX: `${prefix}group.`,
+    PROJECTOR_METRICS_PORT: '0',
+  });
+}
+
+/** SIGTERM to each of `commands`: every one exits 0. */
+async function expectStopsCleanly(commands: readonly RunningCommand[]): Promise<void> {
+  for (const command of commands) command.child.kill('SIGTERM');
+  const codes = await Promise.all(commands.map((command) => command.exited));
+  const outputs = commands.map((command) => command.output().slice(-2000)).join('\n');
+  expect(codes, outputs).toEqual(commands.map(() => 0));
+}
 
 /** Waits until the projection holds exactly the rows of the table its events describe. */
 async function expectViewEqualsTable(timeoutMs: number): Promise<void> {

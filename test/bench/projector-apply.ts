@@ -19,8 +19,9 @@
 //   BENCH_LATENCY_PROJECTIONS      PROJECTOR_PROJECTIONS of the latency run (default: all four)
 //
 // Apply: the backlog is produced straight to a fresh `outbox.event.cart` topic (6 partitions,
-// keyed by cart), then services/projector runs with PROJECTOR_PROJECTIONS=cart_summary. The rate
-// counts from its first applied batch to the checkpoint reaching the end of every partition.
+// keyed by cart), then services/projector runs the shop's module (startService's default) with
+// PROJECTOR_PROJECTIONS=cart_summary. The rate counts from its first applied batch to the
+// checkpoint reaching the end of every partition.
 // The view must equal the fold computed here from the generated events. Ceiling: the same
 // events, split by partition as Kafka did and cut into batches of the projector's mean batch
 // size, each applied by `cartSummary.apply` in its own transaction.

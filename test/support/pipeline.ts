@@ -14,7 +14,10 @@ export interface Pipeline {
   topicPrefix: string;
   groupPrefix: string;
   kafkaBrokers: readonly string[];
-  /** A projector on this pipeline (metrics on a free port, 6 s session timeout), plus `env`. */
+  /**
+   * A projector of the shop's projections on this pipeline (metrics on a free port, 6 s session
+   * timeout), plus `env`.
+   */
   startProjector(env?: Record<string, string>): ServiceProcess;
   /** POSTs JSON to shop-api and returns the JSON answer. */
   post(path: string, body?: unknown): Promise<Record<string, unknown>>;

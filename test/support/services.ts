@@ -24,6 +24,22 @@ export interface ServiceProcess {
 
 export type ServiceName = 'shop-api' | 'relay' | 'projector';
 
+/** The shop's projections as a module for `sluice-projector`. */
+const SHOP_VIEWS_MODULE = join(rootDir, 'packages', 'shop-views', 'dist', 'index.js');
+
+/** What a service starts with besides its environment. */
+export interface StartOptions {
+  /** Its command line's operands and flags. */
+  args?: readonly string[];
+  /** Its working directory. Default: this process's. */
+  cwd?: string;
+}
+
+/** Settings a service gets unless `env` says otherwise: the projector runs the shop's views. */
+const DEFAULT_ENV: Partial<Record<ServiceName, Record<string, string>>> = {
+  projector: { PROJECTOR_MODULES: SHOP_VIEWS_MODULE },
+};
+
 const started: ServiceProcess[] = [];
 
 /** Every service this test file started so far, in start order, running or not. */
@@ -31,16 +47,21 @@ export function startedServices(): readonly ServiceProcess[] {
   return started;
 }
 
-/** Starts a service with `env` on top of this process's environment (and node flags, if any). */
+/**
+ * Starts a service with `env` on top of this process's environment (and node flags, if any).
+ * The projector runs the shop's projections unless `env` or `options.args` name other modules.
+ */
 export function startService(
   name: ServiceName,
   env: Record<string, string>,
   nodeArgs: readonly string[] = [],
+  options: StartOptions = {},
 ): ServiceProcess {
   const main = join(rootDir, 'services', name, 'dist', 'main.js');
-  const child = spawn(process.execPath, [...nodeArgs, main], {
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+  const child = spawn(process.execPath, [...nodeArgs, main, ...(options.args ?? [])], {
+    env: { ...process.env, LOG_LEVEL: 'info', ...DEFAULT_ENV[name], ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
   });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));

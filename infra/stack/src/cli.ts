@@ -11,6 +11,10 @@ import { createEmbeddedStack, type EmbeddedStack } from './embedded-stack.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const SERVICES = ['shop-api', 'relay', 'projector'] as const;
+/** Each service's command-line operands: the projector runs the shop's projections. */
+const OPERANDS: Partial<Record<(typeof SERVICES)[number], string[]>> = {
+  projector: [join(rootDir, 'packages', 'shop-views', 'dist', 'index.js')],
+};
 
 const say = (message: string) => process.stderr.write(`stack: ${message}\n`);
 
@@ -157,7 +161,10 @@ async function runServices(env: NodeJS.ProcessEnv, stop: StopSignals): Promise<n
     const main = join(rootDir, 'services', name, 'dist', 'main.js');
     if (stop.requested.aborted || !existsSync(main)) continue;
     say(`starting ${name}`);
-    const child = spawn(process.execPath, [main], { env, stdio: 'inherit' });
+    const child = spawn(process.execPath, [main, ...(OPERANDS[name] ?? [])], {
+      env,
+      stdio: 'inherit',
+    });
     const exit = new Promise<number>((done) => child.once('exit', (code) => done(code ?? 1)));
     children.push(child);
     exits.push(exit);

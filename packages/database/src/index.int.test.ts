@@ -2,7 +2,8 @@
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
 import { sql, type Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDatabase } from './index.js';
+import type { Migration } from 'kysely/migration';
+import { createDatabase, migrate } from './index.js';
 
 const { databaseUrl } = testServers();
 let database: TestDatabase;
@@ -89,3 +90,70 @@ describe('createDatabase', () => {
     });
   });
 });
+
+describe('migrate', () => {
+  /** A migration that counts its runs in `public.migration_runs`. */
+  const counting = (name: string): Migration => ({
+    async up(db) {
+      await sql`CREATE TABLE IF NOT EXISTS public.migration_runs (name text)`.execute(db);
+      await sql`INSERT INTO public.migration_runs VALUES (${name})`.execute(db);
+    },
+  });
+
+  it('lets sets that share a table keep each other’s migrations when shared, and refuses otherwise', async () => {
+    await withPool(0, async (db) => {
+      const first = { '0001_a': counting('0001_a') };
+      const second = { '0001_b': counting('0001_b') };
+      await migrate(db, 'shared_migrations', first, { shared: true });
+      await migrate(db, 'shared_migrations', second, { shared: true });
+      await migrate(
+        db,
+        'shared_migrations',
+        { ...first, '0002_a': counting('0002_a') },
+        { shared: true },
+      );
+      await expect(migrate(db, 'shared_migrations', second)).rejects.toMatchObject({
+        code: 'migration_failed',
+      });
+      const { rows } = await sql<{ name: string }>`
+        SELECT name FROM public.migration_runs ORDER BY name`.execute(db);
+      expect(rows.map((row) => row.name)).toEqual(['0001_a', '0001_b', '0002_a']);
+    });
+  });
+
+  it('applies a set whole or not at all', async () => {
+    await withPool(0, async (db) => {
+      const failing: Migration = {
+        up: () => Promise.reject(new Error('not this time')),
+      };
+      await expect(
+        migrate(db, 'whole_migrations', { '0001_c': counting('0001_c'), '0002_c': failing }),
+      ).rejects.toMatchObject({ code: 'migration_failed', message: 'Migration 0002_c failed' });
+      const { rows } = await sql<{ name: string }>`
+        SELECT name FROM public.migration_runs WHERE name = '0001_c'`.execute(db);
+      expect(rows).toEqual([]);
+      expect(await tableExists(db, 'sluice.whole_migrations')).toBe(false);
+    });
+  });
+
+  it('lets concurrent callers with different sets all succeed on a table none created yet', async () => {
+    const db = createDatabase<unknown>({ url: database.url, maxConnections: 8 });
+    try {
+      const sets = Array.from({ length: 6 }, (_, i) => ({
+        [`0001_raced_${i}`]: counting(`r${i}`),
+      }));
+      await Promise.all(sets.map((set) => migrate(db, 'raced_migrations', set, { shared: true })));
+      const { rows } = await sql<{ name: string }>`
+        SELECT name FROM sluice.raced_migrations ORDER BY name`.execute(db);
+      expect(rows.map((row) => row.name)).toEqual(sets.flatMap((set) => Object.keys(set)));
+    } finally {
+      await db.destroy();
+    }
+  });
+});
+
+async function tableExists(db: Kysely<unknown>, name: string): Promise<boolean> {
+  const { rows } = await sql<{ exists: boolean }>`
+    SELECT to_regclass(${name}) IS NOT NULL AS exists`.execute(db);
+  return rows[0]?.exists === true;
+}

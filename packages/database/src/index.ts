@@ -1,7 +1,14 @@
 // The database pool and migrations, apart from the service kit: a process that does not use
 // Kysely (the relay) does not load it.
 import { SluiceError } from '@sluice/errors';
-import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely';
+import {
+  Kysely,
+  PostgresDialect,
+  sql,
+  type PostgresPool,
+  type PostgresPoolClient,
+  type Transaction,
+} from 'kysely';
 import { Migrator, type Migration } from 'kysely/migration';
 import pg from 'pg';
 
@@ -149,10 +156,19 @@ export function createDatabase<DB>(options: DatabaseOptions): Kysely<DB> {
   return new Kysely<DB>({ dialect: new PostgresDialect({ pool: preparingPool(pool, namer) }) });
 }
 
+/** Options for {@link migrate}. */
+export interface MigrateOptions {
+  /**
+   * Other sets record their migrations in the same table (programs running other modules): names
+   * they applied are left alone, not refused as missing. Default false.
+   */
+  shared?: boolean;
+}
+
 /**
- * Applies `migrations` in name order, recording them in `sluice.<table>`; concurrent callers
- * wait for each other (Kysely's migration lock). A set may merge several packages' migrations,
- * so a new one may sort before one already applied: it is applied, not refused.
+ * Applies `migrations` in name order, recording them in `sluice.<table>`, in one transaction:
+ * all of them or none. Concurrent callers wait for each other. A set may merge several packages'
+ * migrations, so a new one may sort before one already applied: it is applied, not refused.
  *
  * @throws SluiceError `migration_failed`
  */
@@ -160,21 +176,40 @@ export async function migrate<DB>(
   db: Kysely<DB>,
   table: string,
   migrations: Record<string, Migration>,
+  options: MigrateOptions = {},
 ): Promise<void> {
-  await db.schema.createSchema('sluice').ifNotExists().execute();
-  const migrator = new Migrator({
-    db,
-    provider: { getMigrations: () => Promise.resolve(migrations) },
-    migrationTableSchema: 'sluice',
-    migrationTableName: table,
-    migrationLockTableName: `${table}_lock`,
-    allowUnorderedMigrations: true,
-  });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error !== undefined) {
+  await db.transaction().execute(async (trx) => {
+    // One caller at a time from the schema's creation on: Kysely's own lock needs its tables.
+    await sql`SELECT pg_advisory_xact_lock(hashtext(${`sluice.${table}`}))`.execute(trx);
+    await trx.schema.createSchema('sluice').ifNotExists().execute();
+    const recorded = options.shared === true ? await appliedElsewhere(trx, table) : {};
+    const migrator = new Migrator({
+      db: trx,
+      provider: { getMigrations: () => Promise.resolve({ ...recorded, ...migrations }) },
+      migrationTableSchema: 'sluice',
+      migrationTableName: table,
+      migrationLockTableName: `${table}_lock`,
+      allowUnorderedMigrations: true,
+    });
+    const { error, results } = await migrator.migrateToLatest();
+    if (error === undefined) return;
     const failed = results?.find((result) => result.status === 'Error')?.migrationName ?? 'unknown';
     throw new SluiceError<DatabaseErrorCode>('migration_failed', `Migration ${failed} failed`, {
       cause: error,
     });
-  }
+  });
+}
+
+/** The migrations recorded in `sluice.<table>`, as ones that do nothing when asked again. */
+async function appliedElsewhere<DB>(
+  trx: Transaction<DB>,
+  table: string,
+): Promise<Record<string, Migration>> {
+  const name = `sluice.${table}`;
+  const { rows: found } = await sql<{ exists: boolean }>`
+    SELECT to_regclass(${name}) IS NOT NULL AS exists`.execute(trx);
+  if (found[0]?.exists !== true) return {};
+  const { rows } = await sql<{ name: string }>`SELECT name FROM ${sql.table(name)}`.execute(trx);
+  const done: Migration = { up: () => Promise.resolve() };
+  return Object.fromEntries(rows.map((row) => [row.name, done]));
 }

@@ -32,7 +32,7 @@ describe('decodeHeaderValuesAsStrings', () => {
     // Unpatched kafkajs has no such switch.
     expect(decodeHeader.valuesAsStrings).toBe(false);
     expect(decodeHeader(new Decoder(header('ce_id', 'é1'))).value).toEqual(Buffer.from('é1'));
-    decodeHeaderValuesAsStrings(true);
+    expect(decodeHeaderValuesAsStrings(true)).toBe(true);
     expect(decodeHeader(new Decoder(header('ce_id', 'é1')))).toEqual({ key: 'ce_id', value: 'é1' });
     decodeHeaderValuesAsStrings(false);
     expect(Buffer.isBuffer(decodeHeader(new Decoder(header('ce_id', 'x'))).value)).toBe(true);

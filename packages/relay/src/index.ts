@@ -16,6 +16,7 @@ export { createLeadership, type Leadership, type LeadershipOptions } from './lea
 export { Lsn } from './lsn.js';
 export type { ReplicationNames } from './publication.js';
 export { createRelay, type Relay, type RelayHooks, type RelayOptions } from './relay.js';
+export { replicationProblems } from './replication-problems.js';
 export {
   createPgReplicationSource,
   type PgReplicationSourceOptions,

@@ -96,8 +96,13 @@ async function readPublication(
   return rows[0];
 }
 
-/** @throws SluiceError `publication_mismatch`, saying what is wrong and the SQL that fixes it. */
-async function checkPublication(
+/**
+ * Refuses an existing publication that does not publish every insert into the outbox whole;
+ * reads only.
+ *
+ * @throws SluiceError `publication_mismatch`, saying what is wrong and the SQL that fixes it.
+ */
+export async function checkPublication(
   client: pg.Client,
   names: ReplicationNames,
   outbox: string,

@@ -66,12 +66,9 @@ export async function prepareReplication(
     await ensureRelayTables(client);
     const outbox = outboxTable(names);
     await ensurePublication(client, names, outbox);
-    const found = await client.query<SlotRow>(
-      `SELECT plugin, database, active, wal_status, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`,
-      [names.slot],
-    );
+    const found = await findSlot(client, names.slot);
     const record = await findRegistration(client, names.slot);
-    const row = await reusableSlot(client, names.slot, found.rows[0], record);
+    const row = await reusableSlot(client, names.slot, found, record);
     if (row === undefined) {
       const snapshot = await createSlotWithSnapshot(connectionString, client, names, outbox);
       return {
@@ -118,16 +115,28 @@ async function reusableSlot(
     await forgetSlot(client, slot);
     return undefined;
   }
-  if (row === undefined && record !== undefined) {
-    throw new SluiceError<RelayErrorCode>(
-      'slot_missing',
-      `Replication slot ${slot} was dropped (created ${record.created_at.toISOString()} at ${record.created_at_lsn ?? 'unknown LSN'}). ` +
-        'Outbox events committed since it was last read may never have reached Kafka. Reconcile them ' +
-        `(compare the outbox with the topics), then accept the gap with ` +
-        `DELETE FROM sluice.relay_slots WHERE slot_name = '${slot}' and start the relay again.`,
-    );
-  }
+  if (row === undefined && record !== undefined) throw slotMissing(slot, record);
   return row;
+}
+
+/** The slot named `slot` as PostgreSQL lists it; undefined when there is none. */
+export async function findSlot(client: pg.Client, slot: string): Promise<SlotRow | undefined> {
+  const { rows } = await client.query<SlotRow>(
+    `SELECT plugin, database, active, wal_status, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  return rows[0];
+}
+
+/** A slot this relay created and published from is gone: events may have been missed. */
+export function slotMissing(slot: string, record: SlotRegistration): SluiceError<RelayErrorCode> {
+  return new SluiceError<RelayErrorCode>(
+    'slot_missing',
+    `Replication slot ${slot} was dropped (created ${record.created_at.toISOString()} at ${record.created_at_lsn ?? 'unknown LSN'}). ` +
+      'Outbox events committed since it was last read may never have reached Kafka. Reconcile them ' +
+      `(compare the outbox with the topics), then accept the gap with ` +
+      `DELETE FROM sluice.relay_slots WHERE slot_name = '${slot}' and start the relay again.`,
+  );
 }
 
 /**
@@ -135,7 +144,7 @@ async function reusableSlot(
  *
  * @throws SluiceError `slot_mismatch`, `slot_lost`
  */
-async function checkSlot(client: pg.Client, slot: string, row: SlotRow): Promise<Lsn> {
+export async function checkSlot(client: pg.Client, slot: string, row: SlotRow): Promise<Lsn> {
   const database = (await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]
     ?.db;
   if (row.plugin !== 'pgoutput' || row.database !== database) {

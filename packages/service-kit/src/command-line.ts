@@ -1,9 +1,9 @@
 // A service as a program: its flags, `--help` from its settings' schema, `--check`, and settings
 // from the environment (and an env file) validated once, with one line per problem.
-import type { Static, TObject, TSchema } from '@sinclair/typebox';
+import type { Static, TObject } from '@sinclair/typebox';
 import { readFileSync } from 'node:fs';
 import { parseArgs, parseEnv } from 'node:util';
-import { configProblems, loadConfig } from './config.js';
+import { configProblems, constraintOf, loadConfig } from './config.js';
 import { ExitCode } from './run-service.js';
 
 /** A program: what `--help` says of it, its settings, and what `--check` checks. */
@@ -34,27 +34,8 @@ export interface CommandLine<S extends TObject> {
 const FLAGS = {
   help: { type: 'boolean', short: 'h' },
   check: { type: 'boolean' },
-  'env-file': { type: 'string' },
+  'settings-file': { type: 'string' },
 } as const;
-
-/** The constraint of a variable, as `--help` shows it. */
-function constraintOf(schema: TSchema): string {
-  const literals = (schema.anyOf as { const?: unknown }[] | undefined)?.map((s) => s.const);
-  if (literals !== undefined) return `one of ${literals.join(', ')}`;
-  const parts: string[] = [String(schema.type ?? 'value')];
-  const { minimum, maximum, minLength, pattern } = schema as {
-    minimum?: number;
-    maximum?: number;
-    minLength?: number;
-    pattern?: string;
-  };
-  if (minimum !== undefined || maximum !== undefined) {
-    parts.push(`${minimum ?? ''}..${maximum ?? ''}`);
-  }
-  if (minLength === 1) parts.push('non-empty');
-  if (pattern !== undefined) parts.push(`matching ${pattern}`);
-  return parts.join(' ');
-}
 
 /**
  * The `--help` text of a program: usage, flags, then every variable with its default, its
@@ -62,24 +43,29 @@ function constraintOf(schema: TSchema): string {
  */
 export function configHelp<S extends TObject>(options: CommandOptions<S>): string {
   const operands = options.operands === undefined ? '' : ` ${options.operands}`;
+  const required = new Set(options.schema.required);
   const variables = Object.entries(options.schema.properties).map(([name, schema]) => {
     const fallback =
-      schema.default === undefined ? '(required)' : `default ${JSON.stringify(schema.default)}`;
+      schema.default !== undefined
+        ? `default ${JSON.stringify(schema.default)}`
+        : required.has(name)
+          ? '(required)'
+          : 'unset by default';
     const description =
       typeof schema.description === 'string' ? `\n      ${schema.description}` : '';
     return `  ${name}  ${fallback}; ${constraintOf(schema)}${description}`;
   });
   return [
-    `Usage: ${options.command} [--check] [--env-file <path>]${operands}`,
+    `Usage: ${options.command} [--check] [--settings-file <path>]${operands}`,
     '',
     options.summary,
     '',
     'Flags:',
-    '  -h, --help          print this and exit',
-    '  --check             validate the settings and check the servers without changing anything;',
-    '                      print one line per problem; exit 0 when there is none, 1 when the servers',
-    `                      fail a check, ${ExitCode.needsOperator} when the settings are invalid`,
-    '  --env-file <path>   read settings from a file of NAME=value lines; the environment wins',
+    '  -h, --help               print this and exit',
+    '  --check                  validate the settings and check the servers without changing',
+    '                           anything; print one line per problem; exit 0 when there is none,',
+    `                           1 when the servers fail a check, ${ExitCode.needsOperator} when the settings are invalid`,
+    '  --settings-file <path>   read settings from a file of NAME=value lines; the environment wins',
     '',
     'Settings (environment variables; an empty value counts as unset):',
     ...variables,
@@ -88,21 +74,27 @@ export function configHelp<S extends TObject>(options: CommandOptions<S>): strin
   ].join('\n');
 }
 
+/** What is wrong with the command line, without parseArgs' advice on operands that look like flags. */
+function usageProblem(error: Error): string {
+  const unknown = /^Unknown option '([^']+)'/.exec(error.message);
+  return unknown === null ? error.message : `unknown flag ${unknown[1] ?? ''}`;
+}
+
 /** Prints `lines` to stderr, each prefixed with the command, and exits with `code`. */
 function fail(command: string, lines: readonly string[], code: number): never {
   for (const line of lines) process.stderr.write(`${command}: ${line}\n`);
   process.exit(code);
 }
 
-/** The environment, over the env file's settings when one is given. */
-function environment(command: string, envFile: string | undefined, env: NodeJS.ProcessEnv) {
-  if (envFile === undefined) return env;
+/** The environment, over the settings file's values when one is given. */
+function environment(command: string, settingsFile: string | undefined, env: NodeJS.ProcessEnv) {
+  if (settingsFile === undefined) return env;
   try {
-    return { ...parseEnv(readFileSync(envFile, 'utf8')), ...env };
+    return { ...parseEnv(readFileSync(settingsFile, 'utf8')), ...env };
   } catch (error) {
     return fail(
       command,
-      [`cannot read --env-file ${envFile}: ${(error as Error).message}`],
+      [`cannot read --settings-file ${settingsFile}: ${(error as Error).message}`],
       ExitCode.usage,
     );
   }
@@ -125,7 +117,7 @@ export async function readCommandLine<S extends TObject>(
   try {
     parsed = parseArgs({ args: [...argv], options: FLAGS, allowPositionals: true, strict: true });
   } catch (error) {
-    return fail(command, [`${(error as Error).message} (see --help)`], ExitCode.usage);
+    return fail(command, [`${usageProblem(error as Error)} (see --help)`], ExitCode.usage);
   }
   const { values, positionals } = parsed;
   if (values.help === true) {
@@ -135,7 +127,7 @@ export async function readCommandLine<S extends TObject>(
   if (options.operands === undefined && positionals.length > 0) {
     fail(command, [`unexpected operand ${positionals[0] ?? ''} (see --help)`], ExitCode.usage);
   }
-  const settings = environment(command, values['env-file'], env);
+  const settings = environment(command, values['settings-file'], env);
   const problems = configProblems(options.schema, settings);
   if (problems.length > 0) fail(command, problems, ExitCode.needsOperator);
   const config = loadConfig(options.schema, settings);

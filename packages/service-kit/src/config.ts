@@ -49,19 +49,48 @@ function problemLine(error: ErrorObject, env: NodeJS.ProcessEnv): string {
   return `${name} ${message ?? 'is invalid'} (is ${JSON.stringify(redactValue(name, env[name]))})`;
 }
 
-/** Lines for the errors of one variable whose schema is a union: "one of" instead of each branch. */
+/**
+ * A variable's constraint in words, as `--help` and the problem lines say it: `integer 1..65535`,
+ * `one of info, debug`, `integer 1.. or auto`.
+ */
+export function constraintOf(schema: TSchema): string {
+  const branches = schema.anyOf as TSchema[] | undefined;
+  if (branches !== undefined) {
+    const literals = branches.map(
+      (branch) => branch.const as string | number | boolean | undefined,
+    );
+    if (literals.every((value) => value !== undefined)) return `one of ${literals.join(', ')}`;
+    return branches.map(constraintOf).join(' or ');
+  }
+  if (schema.const !== undefined) return String(schema.const);
+  const parts: string[] = [String(schema.type ?? 'value')];
+  const { minimum, maximum, minLength, pattern } = schema as {
+    minimum?: number;
+    maximum?: number;
+    minLength?: number;
+    pattern?: string;
+  };
+  if (minimum !== undefined || maximum !== undefined) {
+    parts.push(`${minimum ?? ''}..${maximum ?? ''}`);
+  }
+  if (minLength === 1) parts.push('non-empty');
+  if (minLength !== undefined && minLength > 1) parts.push(`of at least ${minLength} characters`);
+  if (pattern !== undefined) parts.push(`matching ${pattern}`);
+  return parts.join(' ');
+}
+
+/** One error per variable whose schema is a union, saying what it must be, instead of one per branch. */
 function mergeUnionErrors(errors: readonly ErrorObject[], schema: TObject): ErrorObject[] {
   const merged: ErrorObject[] = [];
   const seen = new Set<string>();
   for (const error of errors) {
     const name = error.instancePath.slice(1);
     const property: TSchema | undefined = schema.properties[name];
-    const literals = (property?.anyOf as { const?: unknown }[] | undefined)?.map((s) => s.const);
-    if (literals === undefined || literals.some((value) => value === undefined)) {
+    if (property?.anyOf === undefined) {
       merged.push(error);
     } else if (!seen.has(name)) {
       seen.add(name);
-      merged.push({ ...error, params: { allowedValues: literals } });
+      merged.push({ ...error, params: {}, message: `must be ${constraintOf(property)}` });
     }
   }
   return merged;

@@ -144,7 +144,7 @@ describe('runService', () => {
     try {
       const service = await start({ stop: () => hungStops, stopTimeoutMs: 50 });
       void service.shutdown('consumer_stopped', ExitCode.consumerStopped);
-      vi.advanceTimersByTime(50);
+      await vi.advanceTimersByTimeAsync(50);
       expect(exits).toEqual([ExitCode.consumerStopped]);
       expect(lines.find((line) => line.msg === 'graceful stop timed out')).toMatchObject({
         level: 50,
@@ -152,7 +152,7 @@ describe('runService', () => {
       });
       const other = await start({ stop: () => hungStops, stopTimeoutMs: 50 });
       void other.shutdown('SIGTERM');
-      vi.advanceTimersByTime(50);
+      await vi.advanceTimersByTimeAsync(50);
       expect(exits).toEqual([ExitCode.consumerStopped, ExitCode.failure]);
     } finally {
       vi.useRealTimers();
@@ -165,5 +165,38 @@ describe('runService', () => {
     service.fail(new SluiceError('slot_lost', 'The slot is lost'), ExitCode.needsOperator);
     expect(exits).toEqual([ExitCode.needsOperator]);
     expect(lines.at(-1)).toMatchObject({ level: 60, code: 'slot_lost', msg: 'The slot is lost' });
+  });
+});
+
+describe('runService embedded in a process it does not own', () => {
+  it('installs no signal handler, never exits, and resolves a stop with its exit code', async () => {
+    const before = process.listenerCount('SIGTERM') + process.listenerCount('SIGINT');
+    const service = await start({ ownsProcess: false });
+    expect(process.listenerCount('SIGTERM') + process.listenerCount('SIGINT')).toBe(before);
+    expect(await service.shutdown('consumer_stopped', ExitCode.consumerStopped)).toBe(
+      ExitCode.consumerStopped,
+    );
+    expect(await service.shutdown('again')).toBe(ExitCode.consumerStopped);
+    expect(await service.stopped).toBe(ExitCode.consumerStopped);
+    await expect(fetch(`${service.address}/healthz`)).rejects.toThrow();
+    const failing = await start({
+      ownsProcess: false,
+      stop: () => Promise.reject(new Error('stuck consumer')),
+    });
+    expect(await failing.shutdown('stop')).toBe(ExitCode.failure);
+    expect(exits).toEqual([]);
+  });
+
+  it('resolves a stop that times out as a failure, and throws on fail after starting a stop', async () => {
+    const hung = await start({ ownsProcess: false, stop: () => hungStops, stopTimeoutMs: 50 });
+    expect(await hung.shutdown('stop')).toBe(ExitCode.failure);
+    expect(lines.some((line) => line.msg === 'graceful stop timed out')).toBe(true);
+    releaseHungStops();
+    const service = await start({ ownsProcess: false });
+    const lost = new SluiceError('slot_lost', 'The slot is lost');
+    expect(() => service.fail(lost, ExitCode.needsOperator)).toThrow(lost);
+    expect(service.stopping()).toBe(true);
+    expect(await service.shutdown('again')).toBe(ExitCode.needsOperator);
+    expect(exits).toEqual([]);
   });
 });

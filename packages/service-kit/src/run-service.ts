@@ -53,6 +53,13 @@ export interface ServiceOptions {
   close?(): Promise<void>;
   /** A stop that has not finished this long after it began exits anyway, as a failure. */
   stopTimeoutMs: number;
+  /**
+   * Whether the service owns its process (default true): SIGTERM and SIGINT stop it, and a stop
+   * exits the process. A service embedded in a process with a lifecycle of its own passes false:
+   * no signal handler is installed, nothing exits, and a stop resolves with the exit code the
+   * program would have used (a stop that times out resolves as a failure).
+   */
+  ownsProcess?: boolean;
 }
 
 /** A running service; see {@link runService}. */
@@ -61,12 +68,18 @@ export interface Service {
   readonly address: string;
   /** Whether a stop has begun. */
   stopping(): boolean;
+  /** Resolves with the exit code once a stop has finished (only seen without `ownsProcess`). */
+  readonly stopped: Promise<ExitCode>;
   /**
    * Stops once — `stop`, the HTTP server, `close` — and exits with `code`; the first call's
-   * reason and code win. A step that fails is logged and makes the exit a failure.
+   * reason and code win. A step that fails is logged and makes the exit a failure. Without
+   * `ownsProcess`, resolves with the exit code instead of exiting.
    */
-  shutdown(reason: string, code?: ExitCode): Promise<void>;
-  /** Logs `error` at fatal level, with its code, and exits with `code` at once: no stop. */
+  shutdown(reason: string, code?: ExitCode): Promise<ExitCode>;
+  /**
+   * Logs `error` at fatal level, with its code, and exits with `code` at once: no stop. Without
+   * `ownsProcess`, begins a stop with `code` and throws `error`.
+   */
   fail(error: unknown, code: ExitCode): never;
 }
 
@@ -101,47 +114,80 @@ function httpServer(options: ServiceOptions, stopping: () => boolean): FastifyIn
  */
 export async function runService(options: ServiceOptions): Promise<Service> {
   const { logger } = options;
+  const ownsProcess = options.ownsProcess ?? true;
   let stopping = false;
-  let stopped: Promise<void> | undefined;
+  let stopped: Promise<ExitCode> | undefined;
   const app = httpServer(options, () => stopping);
   const address = await app.listen({ port: options.port, host: options.host });
-
-  async function stopThenExit(reason: string, code: ExitCode): Promise<void> {
-    logger.info({ signal: reason }, `stopping: ${options.stopDescription}`);
-    const failed: ExitCode = code === ExitCode.ok ? ExitCode.failure : code;
-    setTimeout(() => {
-      logger.error({ stopTimeoutMs: options.stopTimeoutMs }, 'graceful stop timed out');
-      process.exit(failed);
-    }, options.stopTimeoutMs).unref();
-    let exitCode = code;
-    const step = (what: string, run: () => Promise<void>) =>
-      run().catch((error: unknown) => {
-        logger.error({ err: error }, `${what} failed`);
-        exitCode = failed;
-      });
-    await step('stop', () => options.stop());
-    await step('closing the HTTP server', () => app.close());
-    await step('close', () => options.close?.() ?? Promise.resolve());
-    logger.info('stopped');
-    process.exit(exitCode);
-  }
+  let finished: (code: ExitCode) => void = () => undefined;
+  const done = new Promise<ExitCode>((resolve) => (finished = resolve));
+  const exit = (code: ExitCode): ExitCode => {
+    if (ownsProcess) process.exit(code);
+    finished(code);
+    return code;
+  };
 
   const shutdown = (reason: string, code: ExitCode = ExitCode.ok) => {
     stopping = true;
-    return (stopped ??= stopThenExit(reason, code));
+    return (stopped ??= stopInTime({ ...options, app }, reason, code).then(exit));
   };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
+  if (ownsProcess) {
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+  }
   return {
     address,
     stopping: () => stopping,
+    stopped: done,
     shutdown,
     fail(error, code) {
       logger.fatal(
         { err: error, code: isSluiceError(error) ? error.code : undefined },
         errorMessage(error),
       );
-      process.exit(code);
+      if (ownsProcess) return process.exit(code);
+      void shutdown('failed', code);
+      throw error;
     },
   };
+}
+
+/** The stop's steps, or a failure once `stopTimeoutMs` has passed: the exit code either way. */
+function stopInTime(
+  options: ServiceOptions & { app: FastifyInstance },
+  reason: string,
+  code: ExitCode,
+): Promise<ExitCode> {
+  const { logger } = options;
+  logger.info({ signal: reason }, `stopping: ${options.stopDescription}`);
+  const failed: ExitCode = code === ExitCode.ok ? ExitCode.failure : code;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<ExitCode>((resolve) => {
+    timer = setTimeout(() => {
+      logger.error({ stopTimeoutMs: options.stopTimeoutMs }, 'graceful stop timed out');
+      resolve(failed);
+    }, options.stopTimeoutMs);
+    timer.unref();
+  });
+  const steps = stopSteps(options, code, failed).finally(() => clearTimeout(timer));
+  return Promise.race([steps, timedOut]);
+}
+
+/** `stop`, the HTTP server, `close`, each failure logged: `code`, or `failed` after a failure. */
+async function stopSteps(
+  options: ServiceOptions & { app: FastifyInstance },
+  code: ExitCode,
+  failed: ExitCode,
+): Promise<ExitCode> {
+  let exitCode = code;
+  const step = (what: string, run: () => Promise<void>) =>
+    run().catch((error: unknown) => {
+      options.logger.error({ err: error }, `${what} failed`);
+      exitCode = failed;
+    });
+  await step('stop', () => options.stop());
+  await step('closing the HTTP server', () => options.app.close());
+  await step('close', () => options.close?.() ?? Promise.resolve());
+  options.logger.info('stopped');
+  return exitCode;
 }

@@ -1,13 +1,13 @@
 // `sluice-projector --check`: what would stop a start, found without changing anything.
-import { errorMessage, isSluiceError } from '@sluice/errors';
+import { SluiceError, errorMessage, isSluiceError } from '@sluice/errors';
 import { parseBrokers } from '@sluice/kafka';
-import { checkKafka, checkPostgres } from '@sluice/preflight';
+import { checkKafka, checkPostgres, describeDatabaseUrl } from '@sluice/preflight';
 import type { ProjectorConfig } from './config.js';
 import { loadProjectionModules, moduleSpecs } from './modules.js';
 import { selectProjections } from './run-projections.js';
 
 const CONNECT_TIMEOUT_MS = 5000;
-const CHECK_TIMEOUT_MS = 15_000;
+const CHECK_TIMEOUT_MS = 10_000;
 
 /** `problem` as one line: `<code>: <message>`. */
 export function problemLine(problem: unknown): string {
@@ -19,10 +19,11 @@ export function problemLine(problem: unknown): string {
 async function problemOf(what: string, check: () => Promise<unknown>): Promise<string[]> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`${what}: no answer within ${CHECK_TIMEOUT_MS} ms`)),
-      CHECK_TIMEOUT_MS,
-    );
+    timer = setTimeout(() => {
+      reject(
+        new SluiceError('check_timeout', `${what} did not answer within ${CHECK_TIMEOUT_MS} ms`),
+      );
+    }, CHECK_TIMEOUT_MS);
   });
   try {
     await Promise.race([check(), late]);
@@ -53,12 +54,17 @@ export async function checkSetup(
   cwd: string,
 ): Promise<string[]> {
   const found = await Promise.all([
-    problemOf('modules', async () => {
-      const modules = await loadProjectionModules(moduleSpecs(operands, config.PROJECTOR_MODULES), cwd);
+    problemOf('loading the modules', async () => {
+      const modules = await loadProjectionModules(
+        moduleSpecs(operands, config.PROJECTOR_MODULES),
+        cwd,
+      );
       selectProjections(modules.projections, config.PROJECTOR_PROJECTIONS);
     }),
-    problemOf('PostgreSQL', () => reachPostgres(config.DATABASE_URL)),
-    problemOf('Kafka', () =>
+    problemOf(`PostgreSQL at ${describeDatabaseUrl(config.DATABASE_URL)}`, () =>
+      reachPostgres(config.DATABASE_URL),
+    ),
+    problemOf(`Kafka at ${config.KAFKA_BROKERS}`, () =>
       checkKafka(parseBrokers(config.KAFKA_BROKERS), { connectTimeoutMs: CONNECT_TIMEOUT_MS }),
     ),
   ]);

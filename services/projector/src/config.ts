@@ -23,7 +23,8 @@ export const projectorConfigSchema = Type.Object({
     minimum: 0,
     maximum: 65535,
     default: 9465,
-    description: 'Port of /metrics, /healthz, /readyz and the operations routes; 0 picks a free one.',
+    description:
+      'Port of /metrics, /healthz, /readyz and the operations routes; 0 picks a free one.',
   }),
   PROJECTOR_METRICS_HOST: Type.String({
     minLength: 1,
@@ -72,7 +73,8 @@ export const projectorConfigSchema = Type.Object({
     minimum: 1000,
     maximum: 3_600_000,
     default: 30_000,
-    description: 'A consumer whose batches have failed this long without a success makes /readyz fail.',
+    description:
+      'A consumer whose batches have failed this long without a success makes /readyz fail.',
   }),
   PROJECTOR_STOP_TIMEOUT_MS: Type.Integer({
     minimum: 1000,

@@ -2,7 +2,7 @@
 import { isSluiceError } from '@sluice/errors';
 import type { BatchReport, ProjectorHooks } from '@sluice/projector';
 import type { Logger } from 'pino';
-import type { createProjectorMetrics } from './metrics.js';
+import type { ProjectorMetrics } from './metrics.js';
 
 /** What a batch tells an operator: gaps, dead letters, events found below a checkpoint. */
 function logBatch(logger: Logger, { projection, partitions, result }: BatchReport): void {
@@ -30,7 +30,7 @@ function logBatch(logger: Logger, { projection, partitions, result }: BatchRepor
  */
 export function projectorHooks(
   logger: Logger,
-  metrics: ReturnType<typeof createProjectorMetrics>,
+  metrics: ProjectorMetrics,
   crashed: () => void,
 ): ProjectorHooks {
   return {

@@ -1,8 +1,4 @@
-export {
-  loadProjectorConfig,
-  projectorConfigSchema,
-  type ProjectorConfig,
-} from './config.js';
+export { loadProjectorConfig, projectorConfigSchema, type ProjectorConfig } from './config.js';
 export {
   loadProjectionModules,
   moduleSpecs,

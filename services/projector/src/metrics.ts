@@ -46,6 +46,9 @@ function scrapedGauges(registry: Registry, hosted: readonly string[], source: ()
   });
 }
 
+/** The projector's Prometheus metrics; see {@link createProjectorMetrics}. */
+export type ProjectorMetrics = ReturnType<typeof createProjectorMetrics>;
+
 /** The projector's Prometheus metrics, for the projections this process runs (`hosted`). */
 export function createProjectorMetrics(hosted: readonly string[]) {
   const registry = new Registry();

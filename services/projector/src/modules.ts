@@ -40,6 +40,7 @@ const fail = (code: ModuleErrorCode, message: string): never => {
   throw new SluiceError<ModuleErrorCode>(code, message);
 };
 
+/** What the projector reads of a projection, each with its check. */
 const PROJECTION_PARTS = {
   name: (p: Record<string, unknown>) => typeof p.name === 'string',
   'catalog.payloadErrors': (p: Record<string, unknown>) =>
@@ -62,7 +63,6 @@ function missingParts(value: unknown): string[] | undefined {
 
 /** The file `spec` names: a path from `cwd`, or a package resolved from `cwd`, else from here. */
 function locate(spec: string, cwd: string): string {
-  if (spec.startsWith('file:')) return spec;
   const path = resolve(cwd, spec);
   const isFile = () => statSync(path, { throwIfNoEntry: false })?.isFile() === true;
   if (spec.startsWith('.') || isAbsolute(spec)) {
@@ -120,7 +120,7 @@ function projectionsOf(spec: string, exports: Record<string, unknown>): Projecti
 
 /** A module's `migrations` export, checked: names to objects with an `up` function. */
 function migrationsOf(spec: string, exports: Record<string, unknown>): MigrationSource {
-  const migrations = exports.migrations ?? {};
+  const migrations: unknown = exports.migrations ?? {};
   const valid =
     typeof migrations === 'object' &&
     migrations !== null &&
@@ -138,7 +138,9 @@ function migrationsOf(spec: string, exports: Record<string, unknown>): Migration
 // Two copies of one package (a runner installed apart from the team's project) give the same
 // migration as two objects: the same code is the same migration.
 const sameMigration = (a: Migration, b: Migration) =>
-  a === b || (String(a.up) === String(b.up) && String(a.down) === String(b.down));
+  a === b ||
+  (a.up.toString() === b.up.toString() &&
+    String(a.down?.toString()) === String(b.down?.toString()));
 
 /**
  * Merges sets of migrations into one: a name given twice must be the same migration.
@@ -151,13 +153,15 @@ export function mergeMigrations(sources: readonly MigrationSource[]): Migrations
   for (const { source, migrations } of sources) {
     for (const [name, migration] of Object.entries(migrations)) {
       const earlier = merged[name];
-      if (earlier !== undefined && !sameMigration(earlier, migration))
+      if (earlier === undefined) {
+        merged[name] = migration;
+        givenBy[name] = source;
+      } else if (!sameMigration(earlier, migration)) {
         fail(
           'migration_conflict',
           `migration ${name} is given differently by ${givenBy[name] ?? '?'} and ${source}`,
         );
-      merged[name] = migration;
-      givenBy[name] ??= source;
+      }
     }
   }
   return merged;
@@ -167,7 +171,9 @@ export function mergeMigrations(sources: readonly MigrationSource[]): Migrations
  * Every projection once (a module may re-export another's), refusing two of one name: they
  * would share checkpoints and a consumer group.
  */
-function distinctProjections(found: readonly { spec: string; projections: Projection[] }[]) {
+export function distinctProjections(
+  found: readonly { spec: string; projections: readonly Projection[] }[],
+): Projection[] {
   const byName = new Map<string, { projection: Projection; spec: string }>();
   for (const { spec, projections } of found) {
     for (const projection of projections) {

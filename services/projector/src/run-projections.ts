@@ -3,14 +3,27 @@
 import { createDatabase, migrate } from '@sluice/database';
 import { SluiceError } from '@sluice/errors';
 import { createKafka, decodeHeaderValuesAsStrings, parseBrokers } from '@sluice/kafka';
-import { createProjector, projectorMigrations, type Projection, type Projector } from '@sluice/projector';
-import { ExitCode, createLogger, redactConfig, runService, type Service } from '@sluice/service-kit';
+import {
+  createProjector,
+  projectorMigrations,
+  type Projection,
+  type Projector,
+} from '@sluice/projector';
+import {
+  ExitCode,
+  createLogger,
+  redactConfig,
+  runService,
+  type Service,
+} from '@sluice/service-kit';
 import type { Logger } from 'pino';
 import { loadProjectorConfig, type ProjectorConfig } from './config.js';
 import { projectorHooks } from './hooks.js';
-import { createProjectorMetrics } from './metrics.js';
-import { mergeMigrations, type Migrations } from './modules.js';
+import { createProjectorMetrics, type ProjectorMetrics } from './metrics.js';
+import { distinctProjections, mergeMigrations, type Migrations } from './modules.js';
 import { operationsRoutes } from './operations.js';
+
+type Database = ReturnType<typeof createDatabase<unknown>>;
 
 /** Options for {@link runProjections}. */
 export interface RunProjectionsOptions {
@@ -27,6 +40,12 @@ export interface RunProjectionsOptions {
   env?: NodeJS.ProcessEnv;
   /** Default: JSON lines on stdout at `LOG_LEVEL`. */
   logger?: Logger;
+  /**
+   * Whether the projections own the process (default true): SIGTERM and SIGINT stop them, and a
+   * stop, or a consumer that stops for good, exits the process. Pass false to embed them in a
+   * process with a lifecycle of its own: then nothing exits, and `stop()` and `stopped` resolve.
+   */
+  ownsProcess?: boolean;
 }
 
 /** Projections running; see {@link runProjections}. */
@@ -35,12 +54,19 @@ export interface RunningProjections {
   readonly address: string;
   /** The names of the projections running here. */
   readonly projections: readonly string[];
+  /** The projector: its health, parked events, offset gaps and rebuilds. */
   readonly projector: Projector;
   /**
    * Stops as SIGTERM does: finishes the batches in hand, closes the HTTP server and the
    * database pool, then exits the process (status 0, or 1 when a step failed or timed out).
+   * Without `ownsProcess`, resolves with that status instead.
    */
-  stop(): Promise<void>;
+  stop(): Promise<ExitCode>;
+  /**
+   * Resolves with the exit status once stopped: by `stop()`, or by a consumer that stopped for
+   * good (70), which a new start resumes from the checkpoints. Only seen without `ownsProcess`.
+   */
+  readonly stopped: Promise<ExitCode>;
 }
 
 /**
@@ -76,24 +102,84 @@ async function openDatabase(config: ProjectorConfig, logger: Logger, migrations:
     settings: { synchronous_commit: 'off' },
     onIdleError: (error) => logger.warn({ err: error }, 'idle database connection failed'),
   });
-  await migrate(db, 'projector_migrations', migrations);
+  await migrate(db, 'projector_migrations', migrations, { shared: true });
   return db;
+}
+
+/** The projector over `hosted`, reporting through `metrics` and `logger`. */
+function newProjector(
+  config: ProjectorConfig,
+  parts: { db: Database; logger: Logger; hosted: readonly Projection[] },
+  metrics: ProjectorMetrics,
+  crashed: () => void,
+): Projector {
+  const projector = createProjector({
+    db: parts.db,
+    kafka: createKafka({
+      clientId: 'sluice-projector',
+      brokers: parseBrokers(config.KAFKA_BROKERS),
+      logger: parts.logger,
+    }),
+    projections: parts.hosted,
+    topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
+    groupPrefix: config.PROJECTOR_GROUP_PREFIX,
+    partitions: config.PROJECTOR_TOPIC_PARTITIONS,
+    maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
+    sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
+    generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
+    stalledAfterMs: config.PROJECTOR_STALLED_AFTER_MS,
+    hooks: projectorHooks(parts.logger, metrics, crashed),
+  });
+  metrics.watch(projector);
+  return projector;
+}
+
+/** The HTTP server and the process around `projector`: health, readiness, metrics, operations, stop. */
+function serve(
+  config: ProjectorConfig,
+  parts: { db: Database; logger: Logger; projector: Projector; names: readonly string[] },
+  metrics: ProjectorMetrics,
+  ownsProcess: boolean,
+): Promise<Service> {
+  const { projector, logger } = parts;
+  return runService({
+    logger,
+    port: config.PROJECTOR_METRICS_PORT,
+    host: config.PROJECTOR_METRICS_HOST,
+    metrics: metrics.registry,
+    async readiness({ stopping }) {
+      if (stopping) return { ready: false, body: { status: 'stopping', problems: [] } };
+      const { ready, problems } = await projector.health();
+      return { ready, body: { status: ready ? 'ready' : 'not_ready', problems } };
+    },
+    routes: (app) => operationsRoutes(app, { projector, logger, hosted: parts.names }),
+    stopDescription: 'finishing the batches in hand',
+    stop: () => projector.stop(),
+    close: () => parts.db.destroy(),
+    stopTimeoutMs: config.PROJECTOR_STOP_TIMEOUT_MS,
+    ownsProcess,
+  });
 }
 
 /**
  * Runs projections as a service: migrates, starts consuming, and serves `/metrics`, `/healthz`,
- * `/readyz` and the operations routes (parked events, offset gaps, rebuilds). It owns the
- * process: SIGTERM and SIGINT stop it gracefully and exit, and so does a consumer that stops
- * for good (status 70, for a supervisor to restart it). Resolves once consuming.
+ * `/readyz` and the operations routes (parked events, offset gaps, rebuilds). By default it owns
+ * the process: SIGTERM and SIGINT stop it gracefully and exit, and so does a consumer that stops
+ * for good (status 70, for a supervisor to restart it); see `ownsProcess` to embed it in a
+ * process of your own. Resolves once consuming.
  *
- * @throws SluiceError `config_invalid` (before connecting to anything), `migration_failed`
+ * @throws SluiceError before connecting to anything: `config_invalid`, `projection_duplicate`,
+ *   `migration_conflict`; then `migration_failed`
  * @example
- * import { tickets } from './projections.js';
- * const running = await runProjections({ projections: [tickets], env: { PROJECTOR_METRICS_PORT: '0' } });
+ * import { tickets, migrations } from './projections.js';
+ * const running = await runProjections({ projections: [tickets], migrations, env: process.env });
  */
 export async function runProjections(options: RunProjectionsOptions): Promise<RunningProjections> {
   const config = options.config ?? loadProjectorConfig(options.env ?? process.env);
-  const hosted = selectProjections(options.projections, config.PROJECTOR_PROJECTIONS);
+  const given = distinctProjections([
+    { spec: 'the projections given', projections: options.projections },
+  ]);
+  const hosted = selectProjections(given, config.PROJECTOR_PROJECTIONS);
   const names = hosted.map((projection) => projection.name);
   const migrations = mergeMigrations([
     { source: '@sluice/projector', migrations: projectorMigrations },
@@ -106,55 +192,23 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
   decodeHeaderValuesAsStrings(true);
   const db = await openDatabase(config, logger, migrations);
   const metrics = createProjectorMetrics(names);
-  let service: Service | undefined;
-  const projector = createProjector({
-    db,
-    kafka: createKafka({
-      clientId: 'sluice-projector',
-      brokers: parseBrokers(config.KAFKA_BROKERS),
-      logger,
-    }),
-    projections: hosted,
-    topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
-    groupPrefix: config.PROJECTOR_GROUP_PREFIX,
-    partitions: config.PROJECTOR_TOPIC_PARTITIONS,
-    maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
-    sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
-    generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
-    stalledAfterMs: config.PROJECTOR_STALLED_AFTER_MS,
-    // kafkajs will not restart this consumer: a new process will (and /readyz says so meanwhile).
-    hooks: projectorHooks(
-      logger,
-      metrics,
-      () => void service?.shutdown('consumer_stopped', ExitCode.consumerStopped),
-    ),
+  const served: { service?: Service } = {};
+  // kafkajs will not restart a crashed consumer: a new process will (/readyz says so meanwhile).
+  const projector = newProjector(config, { db, logger, hosted }, metrics, () => {
+    void served.service?.shutdown('consumer_stopped', ExitCode.consumerStopped);
   });
-  metrics.watch(projector);
   // Operations endpoints answer while the consumer groups join (a join can wait out a dead member).
-  service = await runService({
-    logger,
-    port: config.PROJECTOR_METRICS_PORT,
-    host: config.PROJECTOR_METRICS_HOST,
-    metrics: metrics.registry,
-    async readiness({ stopping }) {
-      if (stopping) return { ready: false, body: { status: 'stopping', problems: [] } };
-      const { ready, problems } = await projector.health();
-      return { ready, body: { status: ready ? 'ready' : 'not_ready', problems } };
-    },
-    routes: (app) => operationsRoutes(app, { projector, logger, hosted: names }),
-    stopDescription: 'finishing the batches in hand',
-    stop: () => projector.stop(),
-    close: () => db.destroy(),
-    stopTimeoutMs: config.PROJECTOR_STOP_TIMEOUT_MS,
-  });
-  logger.info({ address: service.address }, 'metrics listening');
+  const parts = { db, logger, projector, names };
+  const running = await serve(config, parts, metrics, options.ownsProcess ?? true);
+  served.service = running;
+  logger.info({ address: running.address }, 'metrics listening');
   await projector.start();
   logger.info('consuming');
-  const running = service;
   return {
     address: running.address,
     projections: names,
     projector,
     stop: () => running.shutdown('stop'),
+    stopped: running.stopped,
   };
 }

@@ -1,11 +1,19 @@
-// The relay's composition root: config, leadership, replication, Kafka, metrics, shutdown.
+#!/usr/bin/env node
+// The relay's composition root: command line, leadership, replication, Kafka, metrics, shutdown.
 import { isSluiceError } from '@sluice/errors';
 import { createKafka, parseBrokers } from '@sluice/kafka';
 import { createLeadership, type RelayErrorCode } from '@sluice/relay';
-import { ExitCode, createLogger, redactConfig, runService } from '@sluice/service-kit';
+import {
+  ExitCode,
+  createLogger,
+  readCommandLine,
+  redactConfig,
+  runService,
+} from '@sluice/service-kit';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { loadRelayConfig } from './config.js';
+import { checkRelay } from './check.js';
+import { relayConfigSchema } from './config.js';
 import { createRelayMetrics } from './metrics.js';
 import { describeBlock } from './relay-sink.js';
 import { RelayWorker } from './relay-worker.js';
@@ -18,7 +26,25 @@ const FATAL_CODES: ReadonlySet<string> = new Set<RelayErrorCode>([
   'publication_mismatch',
 ]);
 
-const config = loadRelayConfig(process.env);
+const { config } = await readCommandLine({
+  command: 'sluice-relay',
+  summary: [
+    "Publishes the events a service appends to its PostgreSQL outbox to Kafka. It reads the outbox's",
+    'inserts from the WAL through a logical replication slot (pgoutput) and sends each as a',
+    'CloudEvents record to <RELAY_TOPIC_PREFIX>outbox.event.<aggregate_type>, keyed by aggregate id,',
+    'in order per aggregate. It acknowledges the WAL only once Kafka has every event before that',
+    'point: after a crash it may send events again, and it never loses one. Its first start creates',
+    'the publication, the slot and the topics. Run several: one leads, the others stand by.',
+  ].join('\n'),
+  notes: [
+    'Serves /healthz, /readyz and /metrics on RELAY_METRICS_HOST:RELAY_METRICS_PORT.',
+    'Exit status: 0 after SIGTERM or SIGINT, once what was read is published; 78 when a person must',
+    'act (invalid settings; a slot that was lost, dropped, or is of another plugin or database; a',
+    'publication that hides outbox inserts); 1 on other failures.',
+  ].join('\n'),
+  schema: relayConfigSchema,
+  check: checkRelay,
+});
 const logger = createLogger({ service: 'relay', level: config.LOG_LEVEL });
 logger.info({ config: redactConfig(config) }, 'starting');
 const metrics = createRelayMetrics();

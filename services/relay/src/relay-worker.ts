@@ -10,6 +10,7 @@ import {
   type ReplicationNames,
   type SlotState,
 } from '@sluice/relay';
+import { replicationNames } from './config.js';
 import type { RelayContext } from './context.js';
 import { createRelaySink } from './relay-sink.js';
 import { watchSlot } from './slot-watch.js';
@@ -75,11 +76,7 @@ export class RelayWorker {
   /** The work of one term: prepare replication, publish any initial snapshot, relay. */
   private async serve(): Promise<void> {
     const { config } = this.options.context;
-    const names = {
-      publication: config.RELAY_PUBLICATION,
-      slot: config.RELAY_SLOT,
-      outbox: { schema: config.RELAY_OUTBOX_SCHEMA, table: config.RELAY_OUTBOX_TABLE },
-    };
+    const names = replicationNames(config);
     if (this.options.isStopping()) return;
     const slot = await prepareReplication(config.DATABASE_URL, names);
     this.reportPrepared(names, slot);
