@@ -211,13 +211,29 @@ describe('Sluice installed from its packages into a project of its own', () => {
       );
     expect(events).toHaveLength(expected);
     expect(events.flatMap((event) => event.errors)).toEqual([]);
-    const versions = new Map<string, number>();
-    for (const event of events) {
-      expect(event.version, `${event.aggregateId} ${event.type}`).toBe(
-        (versions.get(event.aggregateId) ?? 0) + 1,
+    expectVersionOrder(events);
+  });
+
+  it('a consumer in TypeScript with its own kafkajs reads them with readEvent, typed by the catalog', async () => {
+    const expected = 12 + 66 + 3 + 3;
+    const consumed = await runCommand(
+      process.execPath,
+      ['dist/consume.js', topic, String(expected), `${prefix}typescript`],
+      { cwd: project, env: teamEnv(), timeoutMs: 60_000 },
+    );
+    expect(consumed.code, consumed.stderr).toBe(0);
+    const events = consumed.stdout
+      .trim()
+      .split('\n')
+      .map(
+        (line) =>
+          JSON.parse(line) as { aggregateId: string; version: number; type: string; what: string },
       );
-      versions.set(event.aggregateId, event.version);
-    }
+    expect(events).toHaveLength(expected);
+    const issued = events.filter((event) => event.type === 'invoice.issued.v1');
+    expect(issued).toHaveLength(15);
+    expect(issued.every((event) => event.what.startsWith('issued to customer '))).toBe(true);
+    expectVersionOrder(events);
   });
 
   it('both programs stop cleanly on SIGTERM', async () => {
@@ -246,6 +262,15 @@ function projectorEnv(): NodeJS.ProcessEnv {
     PROJECTOR_GROUP_PREFIX: `${prefix}group.`,
     PROJECTOR_METRICS_PORT: '0',
   });
+}
+
+/** Each aggregate's events come one version after the other, from 1. */
+function expectVersionOrder(events: readonly { aggregateId: string; version: number }[]): void {
+  const versions = new Map<string, number>();
+  for (const event of events) {
+    expect(event.version, event.aggregateId).toBe((versions.get(event.aggregateId) ?? 0) + 1);
+    versions.set(event.aggregateId, event.version);
+  }
 }
 
 /** SIGTERM to each of `commands`: every one exits 0. */

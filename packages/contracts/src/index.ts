@@ -22,5 +22,6 @@ export {
   type KafkaRecord,
   type SerializedEvent,
 } from './cloud-events.js';
+export { headerText, readEvent, type HeaderValue, type KafkaMessageLike } from './read-event.js';
 export { createUpcaster, type Upcaster } from './upcasters.js';
 export type { ContractsErrorCode } from './errors.js';

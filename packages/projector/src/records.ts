@@ -1,4 +1,4 @@
-import { fromKafkaRecord, type Catalog, type DomainEvent } from '@sluice/contracts';
+import { fromKafkaRecord, headerText, type Catalog, type DomainEvent } from '@sluice/contracts';
 import { errorMessage, SluiceError } from '@sluice/errors';
 import type { IHeaders, KafkaMessage } from 'kafkajs';
 import type { ProjectorErrorCode } from './errors.js';
@@ -61,24 +61,6 @@ export type Decoded =
 
 const text = (value: string | Buffer): string =>
   typeof value === 'string' ? value : value.toString('utf8');
-
-/** The text view of headers: null values left out, repeated ones joined. */
-export function headerText(headers: IHeaders | undefined): Record<string, string | undefined> {
-  const result: Record<string, string | undefined> = {};
-  if (headers === undefined) return result;
-  // A plain loop: this runs for every header of every record.
-  for (const name in headers) {
-    const value = headers[name] as string | Buffer | (string | Buffer | null)[] | null | undefined;
-    if (value === undefined || value === null) continue;
-    if (!Array.isArray(value)) {
-      result[name] = text(value);
-      continue;
-    }
-    const values = value.filter((item): item is string | Buffer => item !== null).map(text);
-    if (values.length > 0) result[name] = values.join(',');
-  }
-  return result;
-}
 
 function rawHeaders(headers: IHeaders | undefined): RawHeader[] {
   const pairs: RawHeader[] = [];
