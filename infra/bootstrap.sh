@@ -27,3 +27,38 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
   pnpm install --frozen-lockfile --reporter=append-only >&2
   echo "$lock_hash" > "$stamp"
 fi
+
+# Installs Debian package $1 quietly, as root or through passwordless sudo; $2 says what needs it.
+# A policy-rc.d that forbids starting services keeps a package's daemon (prometheus) from starting.
+apt_install() {
+  local package=$1 why=$2 as_root=() policy=/usr/sbin/policy-rc.d own_policy=false log
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      as_root=(sudo -n)
+    else
+      echo "bootstrap: install Debian's $package package: $why" >&2
+      return 0
+    fi
+  fi
+  echo "bootstrap: installing $package (Debian package)" >&2
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+    "${as_root[@]}" chmod 755 "$policy" && own_policy=true
+  fi
+  log=$(mktemp)
+  # Another install may hold dpkg's lock: wait for it rather than fail.
+  { "${as_root[@]}" apt-get update -qq &&
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      -o DPkg::Lock::Timeout=600 --no-install-recommends "$package"; } >"$log" 2>&1 || {
+    cat "$log" >&2
+    if $own_policy; then "${as_root[@]}" rm -f "$policy"; fi
+    exit 1
+  }
+  if $own_policy; then "${as_root[@]}" rm -f "$policy"; fi
+  rm -f "$log"
+}
+
+# promtool checks and unit-tests infra/prometheus/sluice-alerts.yml; Chromium runs the console's
+# browser tests (test/console, through playwright-core).
+command -v promtool >/dev/null 2>&1 || apt_install prometheus "the alert rule tests need promtool"
+[ -x /usr/bin/chromium ] || apt_install chromium "the console's browser tests need /usr/bin/chromium"

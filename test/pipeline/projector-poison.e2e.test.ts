@@ -3,8 +3,10 @@
 // The projector dead-letters them with `sluice_error_*` headers and parks only those carts (their
 // later events wait behind), every other cart flows on; the operations endpoints list the
 // parked events, refuse bad requests, and skipping the poison brings the view to the fold.
+import { createAccess } from '@sluice/access';
 import { testKafka, waitFor } from '@sluice/testkit';
 import { readTopic } from '../relay/harness.js';
+import { operatorHeaders, viewerHeaders } from '../support/access.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
 import { listeningAddress, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,14 +38,20 @@ interface Parked {
 }
 
 async function parked(): Promise<Parked[]> {
-  const response = await fetch(`${ops}/parked?projection=cart_summary`);
+  const response = await fetch(`${ops}/parked?projection=cart_summary`, {
+    headers: await viewerHeaders(),
+  });
   return ((await response.json()) as { items: Parked[] }).items;
 }
 
-async function opsPost(path: string, body: unknown) {
+/** POSTs to the operations API, as operator `ada` unless `credential` says otherwise. */
+async function opsPost(path: string, body: unknown, credential?: Record<string, string>) {
   const response = await fetch(`${ops}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: {
+      'content-type': 'application/json',
+      ...(credential ?? (await operatorHeaders('ada'))),
+    },
     body: JSON.stringify(body),
   });
   return { status: response.status, json: (await response.json()) as Record<string, unknown> };
@@ -323,12 +331,32 @@ describe('poison through the relay', () => {
 
     // The fix is deployed: the redrive applies the cart's events in order, and nothing is left.
     await pipeline.pool.query('DROP TRIGGER refuse_cart ON views.cart_summaries_g1');
-    const redriven = await opsPost('/parked/redrive', {
-      projection: 'cart_summary',
-      aggregateType: 'cart',
-      aggregateId: broken,
+    // Only an operator acts: without a credential, with a forged one or a viewer's, nothing moves.
+    const redrive = { projection: 'cart_summary', aggregateType: 'cart', aggregateId: broken };
+    const forged = createAccess({ secret: 'a-secret-that-is-not-the-projectors-one' });
+    const forgedToken = await forged.issueToken({ subject: 'eve', role: 'operator' }, 60);
+    expect(await opsPost('/parked/redrive', redrive, {})).toMatchObject({
+      status: 401,
+      json: { code: 'unauthenticated' },
     });
+    expect(
+      (await opsPost('/parked/redrive', redrive, { authorization: `Bearer ${forgedToken}` }))
+        .status,
+    ).toBe(401);
+    expect(await opsPost('/parked/redrive', redrive, await viewerHeaders())).toMatchObject({
+      status: 403,
+      json: { code: 'forbidden' },
+    });
+    expect(await parked()).toHaveLength(4);
+    // The audit names the token's subject; a claimed X-Actor changes nothing.
+    const credential = { ...(await operatorHeaders('ada')), 'x-actor': 'mallory' };
+    const redriven = await opsPost('/parked/redrive', redrive, credential);
     expect(redriven).toMatchObject({ status: 200, json: { applied: 4, parked: 0 } });
+    const { rows: audit } = await pipeline.pool.query<{ actor: string }>(
+      `SELECT actor FROM sluice.operator_audit WHERE action = 'redrive' AND target->>'id' = $1`,
+      [broken],
+    );
+    expect(audit.map((row) => row.actor)).toEqual(['ada']);
     expect(await parked()).toEqual([]);
     await pipeline.expectCartSummariesConverge(30_000);
   });

@@ -2,6 +2,7 @@
 // tables (surviving a kill -9 of the projector on the way), readers keep getting answers from
 // the old ones and never see a view step back, and after the swap the views equal the fold.
 import { waitFor } from '@sluice/testkit';
+import { operatorHeaders } from '../support/access.js';
 import { shoppingWorkload, startPipeline, type Pipeline } from '../support/pipeline.js';
 import { listeningAddress, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,7 +30,7 @@ async function operations(
 ): Promise<{ status: number; body: Record<string, unknown> }> {
   const base = listeningAddress(projector);
   if (base === undefined) throw new Error('the projector has not logged its address yet');
-  const response = await fetch(`${base}${path}`, { method });
+  const response = await fetch(`${base}${path}`, { method, headers: await operatorHeaders() });
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
 

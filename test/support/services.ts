@@ -4,6 +4,7 @@ import { freePort, waitFor } from '@sluice/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TEST_ACCESS_SECRET } from './access.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -22,7 +23,7 @@ export interface ServiceProcess {
   waitForOutput(text: string, options: { timeoutMs: number; message: string }): Promise<void>;
 }
 
-export type ServiceName = 'shop-api' | 'relay' | 'projector';
+export type ServiceName = 'shop-api' | 'relay' | 'projector' | 'console';
 
 /** The shop's projections as a module for `sluice-projector`. */
 const SHOP_VIEWS_MODULE = join(rootDir, 'packages', 'shop-views', 'dist', 'index.js');
@@ -35,9 +36,12 @@ export interface StartOptions {
   cwd?: string;
 }
 
-/** Settings a service gets unless `env` says otherwise: the projector runs the shop's views. */
+/**
+ * Settings a service gets unless `env` says otherwise: the projector runs the shop's views and
+ * accepts tokens signed with {@link TEST_ACCESS_SECRET}.
+ */
 const DEFAULT_ENV: Partial<Record<ServiceName, Record<string, string>>> = {
-  projector: { PROJECTOR_MODULES: SHOP_VIEWS_MODULE },
+  projector: { PROJECTOR_MODULES: SHOP_VIEWS_MODULE, SLUICE_ACCESS_SECRET: TEST_ACCESS_SECRET },
 };
 
 const started: ServiceProcess[] = [];

@@ -7,10 +7,11 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { devAccess } from './dev-access.js';
 import { createEmbeddedStack, type EmbeddedStack } from './embedded-stack.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const SERVICES = ['shop-api', 'relay', 'projector'] as const;
+const SERVICES = ['shop-api', 'relay', 'projector', 'console'] as const;
 /** Each service's command-line operands: the projector runs the shop's projections. */
 const OPERANDS: Partial<Record<(typeof SERVICES)[number], string[]>> = {
   projector: [join(rootDir, 'packages', 'shop-views', 'dist', 'index.js')],
@@ -154,7 +155,11 @@ async function shopApiReady(port: string, exit: Promise<number>, signal: AbortSi
  *
  * @returns 1 when a service failed or had to be killed
  */
-async function runServices(env: NodeJS.ProcessEnv, stop: StopSignals): Promise<number> {
+async function runServices(
+  env: NodeJS.ProcessEnv,
+  stop: StopSignals,
+  notes: Partial<Record<(typeof SERVICES)[number], string>> = {},
+): Promise<number> {
   const children: ChildProcess[] = [];
   const exits: Promise<number>[] = [];
   for (const name of SERVICES) {
@@ -168,6 +173,8 @@ async function runServices(env: NodeJS.ProcessEnv, stop: StopSignals): Promise<n
     const exit = new Promise<number>((done) => child.once('exit', (code) => done(code ?? 1)));
     children.push(child);
     exits.push(exit);
+    const note = notes[name];
+    if (note !== undefined) say(note);
     // shop-api migrates the schema the relay and the projector read: let it finish first.
     if (name === 'shop-api') await shopApiReady(env.API_PORT ?? '3000', exit, stop.requested);
   }
@@ -205,6 +212,26 @@ async function stopOwnedStack(stack: EmbeddedStack): Promise<void> {
 }
 
 /**
+ * The access settings of the services: the environment's, else the stack's development secret
+ * and console users (see `dev-access.ts`); and how to reach the console and sign in.
+ */
+async function accessEnv(): Promise<{ env: Record<string, string>; note: string }> {
+  const url = `http://${process.env.CONSOLE_HOST || '127.0.0.1'}:${process.env.CONSOLE_PORT || '9470'}`;
+  if (process.env.SLUICE_ACCESS_SECRET) {
+    return { env: {}, note: `console: ${url} (sign in as a user of SLUICE_ACCESS_USERS_FILE)` };
+  }
+  const dev = await devAccess(process.env.SLUICE_STACK_DIR || join(rootDir, '.sluice'));
+  const logins = dev.logins.map((login) => `${login.name} / ${login.password}`).join(' or ');
+  return {
+    env: {
+      SLUICE_ACCESS_SECRET: dev.secret,
+      SLUICE_ACCESS_USERS_FILE: process.env.SLUICE_ACCESS_USERS_FILE || dev.usersFile,
+    },
+    note: `console: ${url} (development sign-in: ${logins}; users in ${dev.usersFile})`,
+  };
+}
+
+/**
  * Starts what is missing, runs every built service in the foreground; Ctrl-C stops them, then
  * the embedded stack unless `pnpm stack:up` keeps it or another live process owns it.
  */
@@ -212,12 +239,16 @@ async function run(stack: EmbeddedStack): Promise<number> {
   const stop = watchStopSignals();
   try {
     const endpoints = await up(stack, { keep: false, signal: stop.requested });
+    const access = await accessEnv();
     const env = {
       ...process.env,
+      ...access.env,
       DATABASE_URL: endpoints.databaseUrl,
       KAFKA_BROKERS: endpoints.kafkaBrokers,
+      CONSOLE_API_URLS:
+        process.env.CONSOLE_API_URLS || `http://127.0.0.1:${process.env.API_PORT || '3000'}`,
     };
-    return await runServices(env, stop);
+    return await runServices(env, stop, { console: access.note });
   } catch (error) {
     // Ctrl-C during start-up also interrupts the helpers (pg_ctl, java) in our process group.
     if (!stop.requested.aborted) throw error;

@@ -51,6 +51,8 @@ export interface ProjectorHooks {
     change: 'consuming' | 'stopped' | 'activated' | 'group_deleted',
   ): void;
   offsets?(projection: string, generation: number, notice: OffsetNotice): void;
+  /** Deleting applied batches past `journeyRetentionHours` failed; the next sweep tries again. */
+  journeyPurgeFailed?(error: unknown): void;
   /** A consumer stopped for good (kafkajs will not restart it): the process should restart. */
   crashed?(projection: string, generation: number, error: unknown): void;
 }
@@ -85,6 +87,12 @@ export interface ProjectorOptions<DB> {
   generationPollMs?: number;
   /** A consumer whose batches have failed this long without one succeeding is stalled. Default 30000. */
   stalledAfterMs?: number;
+  /**
+   * Hours `sluice.projection_applied_batches` keeps when each partition batch was applied (the
+   * event journey; one row per batch and partition, written with its checkpoint). 0 records
+   * nothing. Default 168.
+   */
+  journeyRetentionHours?: number;
   hooks?: ProjectorHooks;
 }
 

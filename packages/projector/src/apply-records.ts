@@ -119,7 +119,11 @@ export async function applyRecords<DB>(
       const [type, id] = aggregates.get(key) ?? ['', ''];
       return { type, id, version };
     });
-  await saveProgress(trx, instance, raised, batch.advances);
+  const journey =
+    options.recordBatches === false
+      ? undefined
+      : { projection: projection.name, generation: options.generation ?? 1 };
+  await saveProgress(trx, instance, raised, batch.advances, journey);
   if (sorted.letters.length > 0) {
     // Before commit: if the commit fails the batch comes again and the letter is repeated,
     // never lost.

@@ -91,6 +91,8 @@ export interface ApplyOptions {
    * handler's event is dead-lettered at once.
    */
   failures?: Map<string, HandlerFailure>;
+  /** Record each partition batch in `sluice.projection_applied_batches` (the event journey). Default true. */
+  recordBatches?: boolean;
 }
 
 /**
@@ -195,7 +197,12 @@ async function takeRecords<DB>(
   const last = batch.records.at(-1);
   if (first === undefined || last === undefined) return undefined;
   const at = { topic: batch.topic, partition: batch.partition };
-  const advance = { ...at, offset: last.offset + 1n, lastRecord: fingerprint(last) };
+  const advance = {
+    ...at,
+    offset: last.offset + 1n,
+    lastRecord: fingerprint(last),
+    from: first.offset,
+  };
   const end = options.ends?.get(batch.key);
   if (end !== undefined && end < checkpoint.next) {
     // The partition ends below its checkpoint: its offsets went back (a recreated or restored

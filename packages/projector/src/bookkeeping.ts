@@ -85,6 +85,14 @@ export async function lockCheckpoints<DB>(
 /** Where a checkpoint moves when a batch commits, with the fingerprint of the record before it. */
 export interface Advance extends PartitionOffset {
   lastRecord: string | null;
+  /** The batch's first offset in the partition (`offset` is past its last). */
+  from: bigint;
+}
+
+/** Whose applied batches {@link saveProgress} records for the event journey. */
+export interface AppliedBatchesOf {
+  projection: string;
+  generation: number;
 }
 
 /** Applied versions and parked aggregates among `aggregates`, by {@link aggregateKey}. */
@@ -123,15 +131,18 @@ export async function readAggregates<DB>(
 }
 
 /**
- * Raises aggregates' applied versions (never lowers one) and moves checkpoints, in one statement.
+ * Raises aggregates' applied versions (never lowers one) and moves checkpoints, in one statement;
+ * with `journey`, the same statement records each advanced partition's batch as applied now.
  */
 export async function saveProgress<DB>(
   trx: Transaction<DB>,
   instance: string,
   versions: readonly { type: string; id: string; version: number }[],
   advances: readonly Advance[],
+  journey?: AppliedBatchesOf,
 ): Promise<void> {
   if (versions.length === 0 && advances.length === 0) return;
+  const batches = journey === undefined ? [] : advances;
   await sql`
     WITH versions AS (
       INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
@@ -140,6 +151,13 @@ export async function saveProgress<DB>(
                     ${versions.map((v) => v.version)}::bigint[]) AS x(t, i, v)
       ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
         WHERE sluice.projection_versions.version < excluded.version
+    ), batches AS (
+      INSERT INTO sluice.projection_applied_batches
+             (projection, generation, topic, partition, from_offset, to_offset, applied_at)
+      SELECT ${journey?.projection ?? ''}, ${journey?.generation ?? 0}::int, t, p, f, n - 1, clock_timestamp()
+        FROM unnest(${batches.map((a) => a.topic)}::text[], ${batches.map((a) => a.partition)}::int[],
+                    ${batches.map((a) => a.from.toString())}::bigint[],
+                    ${batches.map((a) => a.offset.toString())}::bigint[]) AS x(t, p, f, n)
     )
     UPDATE sluice.projection_checkpoints c SET next_offset = x.n, last_record = x.r, updated_at = now()
       FROM unnest(${advances.map((a) => a.topic)}::text[], ${advances.map((a) => a.partition)}::int[],

@@ -9,6 +9,7 @@ import type { ProjectorErrorCode } from './errors.js';
 import { GenerationSync } from './generation-sync.js';
 import { listGenerations, rebuildProgress } from './generations.js';
 import { consumerProblems, gapProblems } from './health.js';
+import { purgeAppliedBatches } from './applied-batches.js';
 import { acceptOffsetGaps, listOffsetGaps } from './offset-gaps.js';
 import { acceptVersionGap, redriveParked, skipParked } from './parked.js';
 import { listParked } from './parked-records.js';
@@ -34,6 +35,7 @@ class ProjectorRuntime<DB> implements Projector {
   private readonly deadLetters: ReturnType<typeof createDeadLetterSink>;
   private started = false;
   private stopped = false;
+  private stopPurging: (() => Promise<void>) | undefined;
 
   constructor(private readonly options: ProjectorOptions<DB>) {
     const { kafka } = options;
@@ -61,6 +63,7 @@ class ProjectorRuntime<DB> implements Projector {
         ...(options.upcast === undefined ? {} : { upcast: options.upcast }),
         ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),
         ...(options.retryDelayMs === undefined ? {} : { retryDelayMs: options.retryDelayMs }),
+        recordBatches: (options.journeyRetentionHours ?? 168) > 0,
       },
       report,
       generations: {
@@ -152,10 +155,18 @@ class ProjectorRuntime<DB> implements Projector {
   async start() {
     await this.generationSync.start();
     this.started = true;
+    const retentionHours = this.options.journeyRetentionHours ?? 168;
+    if (retentionHours > 0) {
+      this.stopPurging = purgeAppliedBatches(this.options.db, {
+        retentionHours,
+        onFailed: (error) => this.context.report('*', (h) => h.journeyPurgeFailed?.(error)),
+      });
+    }
   }
 
   async stop() {
     this.stopped = true;
+    await this.stopPurging?.();
     await this.generationSync.stop();
     await this.deadLetters.close();
   }

@@ -5,7 +5,7 @@ import type { Migration } from 'kysely/migration';
  * The projector's bookkeeping in `sluice`: per (projection, topic, partition) the next offset to
  * apply, per (projection, aggregate) the last applied version, the parked events, each
  * projection's generations, the offset ranges Kafka no longer held when a partition needed them,
- * and the operators' actions. The bookkeeping tables' `projection` column holds a generation's
+ * the operators' actions, and when each partition batch was applied (the event journey). The bookkeeping tables' `projection` column holds a generation's
  * instance key.
  */
 export const projectorMigrations: Record<string, Migration> = {
@@ -107,6 +107,27 @@ export const projectorMigrations: Record<string, Migration> = {
           reason text,
           outcome jsonb NOT NULL
         );
+      `.execute(db);
+    },
+  },
+  '0006_projector_applied_batches': {
+    async up(db) {
+      // The event journey: when each partition batch was applied (its offsets from..to), written
+      // with the batch's checkpoint; old rows are deleted after the projector's retention.
+      await sql`
+        CREATE TABLE sluice.projection_applied_batches (
+          projection text NOT NULL,
+          generation integer NOT NULL,
+          topic text NOT NULL,
+          partition integer NOT NULL,
+          from_offset bigint NOT NULL,
+          to_offset bigint NOT NULL,
+          applied_at timestamptz NOT NULL
+        );
+        CREATE INDEX projection_applied_batches_offsets
+          ON sluice.projection_applied_batches (topic, partition, to_offset);
+        CREATE INDEX projection_applied_batches_applied_at
+          ON sluice.projection_applied_batches USING brin (applied_at);
       `.execute(db);
     },
   },

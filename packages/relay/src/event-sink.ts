@@ -6,6 +6,8 @@ import type { Lsn } from './lsn.js';
 export interface OutgoingEvent {
   event: SerializedEvent;
   commitLsn: Lsn;
+  /** Commit time of its transaction, when known (not for an initial snapshot's rows). */
+  commitTime?: Date;
 }
 
 /** Where the relay publishes events. */
@@ -52,6 +54,19 @@ export interface SendFailure {
   /** When the first attempt of this send started. */
   since: Date;
   retryInMs: number;
+}
+
+/** Where Kafka stored an event's record, as its acknowledgement says. */
+export interface PublishedRecord {
+  eventId: string;
+  topic: string;
+  partition: number;
+  /** The record's offset in its partition (int64, as a decimal string). */
+  offset: string;
+  /** Commit position of the event's transaction, as `ce_commitlsn` carries it (`16/B374D848`). */
+  commitLsn: string;
+  /** Commit time of the event's transaction, when known. */
+  commitTime: Date | undefined;
 }
 
 /** Why events are not getting into Kafka; see {@link KafkaSink.blocked}. */
@@ -113,6 +128,13 @@ export interface KafkaSinkOptions {
   onStalled?: (block: PublishBlock) => void;
   /** Called when a send that failed or stalled succeeds; `failedAttempts` may be 0 (a stall). */
   onRecovered?: (since: Date, failedAttempts: number) => void;
+  /**
+   * Called once Kafka acknowledged a send, with where each of its records is (kafkajs' record
+   * metadata: a base offset per partition, the partition's records consecutive in send order).
+   * Called before the publish resolves: hand the records on and return. What it throws is
+   * ignored; publishing never waits for it nor fails because of it.
+   */
+  onAcknowledged?: (records: readonly PublishedRecord[], at: Date) => void;
   /** Called when the broker refused one record as too large and it went out as a claim check. */
   onClaimCheckFallback?: (event: EventIdentity, topic: string, error: unknown) => void;
 }

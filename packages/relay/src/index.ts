@@ -7,6 +7,7 @@ export type {
   KafkaSinkOptions,
   OutgoingEvent,
   PublishBlock,
+  PublishedRecord,
   SendFailure,
   SendFailureReason,
 } from './event-sink.js';
@@ -16,6 +17,11 @@ export { createLeadership, type Leadership, type LeadershipOptions } from './lea
 export { Lsn } from './lsn.js';
 export type { ReplicationNames } from './publication.js';
 export { createRelay, type Relay, type RelayHooks, type RelayOptions } from './relay.js';
+export {
+  createPublishedEventsRecorder,
+  type PublishedEventsOptions,
+  type PublishedEventsRecorder,
+} from './published-events.js';
 export { replicationProblems } from './replication-problems.js';
 export {
   createPgReplicationSource,

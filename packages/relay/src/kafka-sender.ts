@@ -1,9 +1,16 @@
 import { SluiceError } from '@sluice/errors';
 import { ACKS_ALL, createTopicEnsurer, idempotentProducer } from '@sluice/kafka';
-import { CompressionTypes, type Message, type Producer } from 'kafkajs';
+import {
+  CompressionTypes,
+  type Kafka,
+  type Message,
+  type Producer,
+  type RecordMetadata,
+} from 'kafkajs';
 import type { RelayErrorCode } from './errors.js';
 import type { KafkaSinkOptions } from './event-sink.js';
 import { identify, type OutgoingRecord, type RecordEncoder } from './outgoing-records.js';
+import { locateRecords, partitionNoting } from './record-offsets.js';
 import { isTooLarge } from './send-errors.js';
 import type { SendProgress } from './send-progress.js';
 
@@ -33,6 +40,9 @@ export class KafkaSender {
   private producer: Producer | undefined;
   private readonly closing = new AbortController();
   private readonly ensureTopics: (topics: Iterable<string>) => Promise<void>;
+  /** The partition kafkajs picked for each message sent, for {@link locateRecords}. */
+  private readonly partitions = new WeakMap<Message, number>();
+  private readonly kafka: Kafka;
 
   constructor(
     private readonly options: KafkaSinkOptions,
@@ -40,6 +50,10 @@ export class KafkaSender {
     private readonly progress: SendProgress,
   ) {
     this.ensureTopics = createTopicEnsurer(options.kafka, { partitions: options.partitions ?? 6 });
+    this.kafka =
+      options.onAcknowledged === undefined
+        ? options.kafka
+        : partitionNoting(options.kafka, this.partitions);
   }
 
   /** What ends a publish: the sink closing, and the caller's signal. */
@@ -115,16 +129,29 @@ export class KafkaSender {
     // An abandoned attempt must not go on to send, nor make a producer nobody disconnects.
     if (signals.some((signal) => signal.aborted)) throw new Error('aborted');
     const current = await this.connectedProducer();
-    await current.sendBatch({
+    const acknowledged = await current.sendBatch({
       acks: ACKS_ALL,
       ...(chunk.some((item) => item.compress) ? { compression: CompressionTypes.GZIP } : {}),
       topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
     });
+    this.report(chunk, acknowledged);
+  }
+
+  /** Tells `onAcknowledged` where the records went; nothing it does reaches the send. */
+  private report(chunk: readonly OutgoingRecord[], acknowledged: RecordMetadata[]): void {
+    const { onAcknowledged } = this.options;
+    if (onAcknowledged === undefined) return;
+    try {
+      const located = locateRecords(chunk, acknowledged, this.partitions);
+      if (located !== undefined) onAcknowledged(located, new Date());
+    } catch {
+      // The journey is a record of publishing, never a condition of it.
+    }
   }
 
   private async connectedProducer(): Promise<Producer> {
     if (this.producer === undefined) {
-      const fresh = idempotentProducer(this.options.kafka);
+      const fresh = idempotentProducer(this.kafka);
       await fresh.connect();
       this.producer = fresh;
     }

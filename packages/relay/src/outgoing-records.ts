@@ -10,6 +10,9 @@ export interface OutgoingRecord {
   topic: string;
   message: Message;
   event: SerializedEvent;
+  /** Commit position of the event's transaction, formatted. */
+  commitLsn: string;
+  commitTime: Date | undefined;
   bytes: number;
   compress: boolean;
   /** Its payload exceeds `maxRecordBytes`: it goes out as a claim check. */
@@ -38,7 +41,7 @@ export class RecordEncoder {
     let lsnText = '';
     let aggregateType: string | undefined;
     let topic = '';
-    for (const { event, commitLsn } of events) {
+    for (const { event, commitLsn, commitTime } of events) {
       if (commitLsn !== lsn) {
         lsn = commitLsn;
         lsnText = Lsn.format(commitLsn);
@@ -47,12 +50,17 @@ export class RecordEncoder {
         aggregateType = event.aggregateType;
         topic = topicFor(aggregateType, this.options.topicPrefix);
       }
-      outgoing.push(this.record(event, topic, lsnText));
+      outgoing.push(this.record(event, topic, { commitLsn: lsnText, commitTime }));
     }
     return outgoing;
   }
 
-  private record(event: SerializedEvent, topic: string, commitLsn: string): OutgoingRecord {
+  private record(
+    event: SerializedEvent,
+    topic: string,
+    commit: { commitLsn: string; commitTime: Date | undefined },
+  ): OutgoingRecord {
+    const { commitLsn, commitTime } = commit;
     const record = toKafkaRecord(event, { source: this.options.source, commitLsn });
     const valueBytes = Buffer.byteLength(record.value);
     const oversized = valueBytes > this.maxRecord;
@@ -65,6 +73,8 @@ export class RecordEncoder {
       topic,
       message: { key: record.key, value: record.value, headers: record.headers },
       event,
+      commitLsn,
+      commitTime,
       bytes,
       compress: !oversized && valueBytes > this.compressAbove,
       oversized,

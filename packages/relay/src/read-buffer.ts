@@ -52,7 +52,7 @@ export class ReadBuffer {
   /** Adds an event of the open transaction. */
   add(event: SerializedEvent): void {
     if (this.open === undefined) return;
-    this.pending.push({ event, commitLsn: this.openCommitLsn });
+    this.pending.push({ event, commitLsn: this.openCommitLsn, commitTime: this.open.commitTime });
     this.received += 1;
     this.open.lastSeq = this.received;
   }

@@ -1,7 +1,9 @@
 // sluice.relay_slots: the slots a relay created or adopted, and whether a new slot's initial
-// snapshot was published. A slot that is registered but gone was lost, not never made.
+// snapshot was published. A slot that is registered but gone was lost, not never made. Also
+// creates the other tables the relay writes (claim checks, published events).
 import { CLAIM_CHECKS_TABLE } from '@sluice/outbox/claim-checks';
 import type pg from 'pg';
+import { PUBLISHED_EVENTS_TABLE } from './published-events.js';
 
 export interface SlotRegistration {
   created_at: Date;
@@ -19,6 +21,7 @@ export async function ensureRelayTables(client: pg.Client): Promise<void> {
       snapshot_done boolean NOT NULL DEFAULT false
     )`);
   await client.query(CLAIM_CHECKS_TABLE);
+  await client.query(PUBLISHED_EVENTS_TABLE);
 }
 
 export async function findRegistration(

@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { accessConfigSchema } from '@sluice/access';
 import { commonConfig, loadConfig } from '@sluice/service-kit';
 
 const NAME_LIST = '^([a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*)?$';
@@ -6,6 +7,7 @@ const NAME_LIST = '^([a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*)?$';
 /** The projector's settings: every variable with its default and what it means. */
 export const projectorConfigSchema = Type.Object({
   ...commonConfig,
+  ...accessConfigSchema,
   PROJECTOR_MODULES: Type.String({
     default: '',
     description:
@@ -75,6 +77,12 @@ export const projectorConfigSchema = Type.Object({
     default: 30_000,
     description:
       'A consumer whose batches have failed this long without a success makes /readyz fail.',
+  }),
+  PROJECTOR_JOURNEY_RETENTION_HOURS: Type.Integer({
+    minimum: 0,
+    default: 168,
+    description:
+      'Hours sluice.projection_applied_batches keeps when each batch was applied (the event journey); 0 records nothing.',
   }),
   PROJECTOR_STOP_TIMEOUT_MS: Type.Integer({
     minimum: 1000,

@@ -63,6 +63,11 @@ export function projectorHooks(
       if (change === 'stopped') metrics.generationStopped();
       logger.info({ projection, generation, change }, `generation ${change}`);
     },
+    journeyPurgeFailed: (error) =>
+      logger.warn(
+        { err: error },
+        'deleting old applied batches failed; retrying at the next sweep',
+      ),
     failed: (projection, error) =>
       isSluiceError(error, 'consumer_group_delete_failed')
         ? logger.warn({ projection, err: error }, 'retired consumer groups kept; will try again')

@@ -1,8 +1,47 @@
 import type { BatchReport, OffsetNotice, Projector } from '@sluice/projector';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-/** What the scrape-time gauges read: generations and offset gaps. */
-type Source = Pick<Projector, 'generations' | 'offsetGaps'>;
+/** What the scrape-time gauges read: generations, offset gaps, health and parked events. */
+type Source = Pick<Projector, 'generations' | 'offsetGaps' | 'health' | 'parked'>;
+
+const HEALTH_CODES = ['consumer_stopped', 'stalled', 'offset_gap', 'joining'] as const;
+
+/** Gauges read at each scrape from the projector: why it is not ready, and what is parked. */
+function problemGauges(registry: Registry, hosted: readonly string[], source: () => Source) {
+  new Gauge({
+    name: 'sluice_projector_health_problems',
+    help: 'Why the projector is not ready, per projection and code (consumer_stopped, stalled: batches failing, offset_gap, joining; projection "*" while the groups join).',
+    labelNames: ['projection', 'code'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const projection of hosted)
+        for (const code of HEALTH_CODES) this.set({ projection, code }, 0);
+      const { problems } = await source().health();
+      for (const { projection, code } of problems) this.inc({ projection, code });
+    },
+  });
+  new Gauge({
+    name: 'sluice_projector_parked_aggregates',
+    help: 'Aggregates with parked events in the active generation, per projection (each waits for an operator: redrive, skip or accept the gap).',
+    labelNames: ['projection'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const aggregates = new Map(hosted.map((projection) => [projection, new Set<string>()]));
+      // A record without an aggregate (undecodable) waits alone.
+      for (const event of await source().parked())
+        aggregates
+          .get(event.projection)
+          ?.add(
+            event.aggregateId === null
+              ? `${event.topic}:${event.partition}:${event.offset}`
+              : JSON.stringify([event.aggregateType, event.aggregateId]),
+          );
+      for (const [projection, ids] of aggregates) this.set({ projection }, ids.size);
+    },
+  });
+}
 
 /** Gauges read at each scrape from the projector: generations, rebuilds, unaccepted offset gaps. */
 function scrapedGauges(registry: Registry, hosted: readonly string[], source: () => Source) {
@@ -92,10 +131,12 @@ export function createProjectorMetrics(hosted: readonly string[]) {
     registers: [registry],
   });
   let source: Source | undefined;
-  scrapedGauges(registry, hosted, () => {
+  const watched = () => {
     if (source === undefined) throw new Error('the projector metrics watch no projector yet');
     return source;
-  });
+  };
+  scrapedGauges(registry, hosted, watched);
+  problemGauges(registry, hosted, watched);
 
   return {
     registry,

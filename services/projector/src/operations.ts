@@ -1,8 +1,16 @@
-// The projector's operations HTTP API: parked events, offset gaps, rebuilds.
+// The projector's operations HTTP API: parked events, offset gaps, rebuilds; each behind a credential.
 import { Type, type Static } from '@sinclair/typebox';
-import { isSluiceError } from '@sluice/errors';
+import {
+  accessOptionsOf,
+  createAccess,
+  principalOf,
+  requireRole,
+  type Access,
+  type AccessConfig,
+} from '@sluice/access';
+import { SluiceError, isSluiceError } from '@sluice/errors';
 import type { OperatorRequest, ParkedOutcome, Projector } from '@sluice/projector';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { Logger } from 'pino';
 
 const STATUS_BY_CODE: Record<string, number> = {
@@ -27,16 +35,16 @@ type AggregateBody = Static<typeof AggregateBody>;
 const Printable = /^[\x20-\x7e]{1,200}$/;
 
 /**
- * Who acts and why: `X-Actor` (until operators authenticate) and the body's `reason` or
- * `X-Reason`. Recorded with every action in `sluice.operator_audit`.
+ * Who acts and why: the subject of the verified credential (never a header the caller chooses)
+ * and the body's `reason` or `X-Reason`. Recorded with every action in `sluice.operator_audit`.
  */
 function operatorOf(request: FastifyRequest, reason: string | undefined): OperatorRequest {
-  const header = (name: string) => {
-    const value = request.headers[name];
-    return typeof value === 'string' && Printable.test(value) ? value : undefined;
-  };
-  const why = reason ?? header('x-reason');
-  return { actor: header('x-actor') ?? 'anonymous', ...(why === undefined ? {} : { reason: why }) };
+  const principal = principalOf(request);
+  // The scope's hook verified every request that reaches a route; this only guards a refactoring.
+  if (principal === undefined) throw new Error('operations route reached without a principal');
+  const header = request.headers['x-reason'];
+  const why = reason ?? (typeof header === 'string' && Printable.test(header) ? header : undefined);
+  return { actor: principal.subject, ...(why === undefined ? {} : { reason: why }) };
 }
 
 const outcomeBody = (outcome: ParkedOutcome) => ({
@@ -53,10 +61,66 @@ interface OperationsDeps {
   logger: Logger;
   /** The projections this process runs. */
   hosted: readonly string[];
+  /** Checks credentials; without it every operations request is refused. */
+  access: Access | undefined;
 }
 
-/** Registers the operations API over `projector` on `http`, and its error answers for every route. */
+const ACCESS_UNSET =
+  'The operations API needs credentials and none are configured: set SLUICE_ACCESS_SECRET ' +
+  "(tokens Sluice issues, e.g. the console's) or SLUICE_ACCESS_JWKS_URL with SLUICE_ACCESS_ISSUER " +
+  "and SLUICE_ACCESS_AUDIENCE (an identity provider's tokens)";
+
+/**
+ * The credential checks the settings configure; undefined (and a warning) when they configure
+ * no tokens, which leaves the operations API refusing every request.
+ *
+ * @throws SluiceError `config_invalid` when the access settings are inconsistent
+ */
+export function operationsAccess(config: AccessConfig, logger: Logger): Access | undefined {
+  const options = accessOptionsOf(config);
+  if (options.secret === undefined && options.jwksUrl === undefined) {
+    logger.warn(ACCESS_UNSET);
+    return undefined;
+  }
+  try {
+    return createAccess(options);
+  } catch (error) {
+    if (!isSluiceError(error, 'access_config_invalid')) throw error;
+    throw new SluiceError('config_invalid', error.message, { cause: error });
+  }
+}
+
+/** Reads need a viewer, everything else an operator; nobody gets in without `access`. */
+function guard(access: Access | undefined): onRequestHookHandler {
+  if (access === undefined) {
+    return (_request, reply) => {
+      void reply
+        .code(401)
+        .header('www-authenticate', 'Bearer realm="sluice"')
+        .send({ code: 'unauthenticated', detail: ACCESS_UNSET });
+    };
+  }
+  const read = requireRole(access, 'viewer');
+  const act = requireRole(access, 'operator');
+  return function operationsGuard(request, reply, done) {
+    const hook = request.method === 'GET' || request.method === 'HEAD' ? read : act;
+    hook.call(this, request, reply, done);
+  };
+}
+
+/**
+ * Registers the operations API over `projector` on `http`, in a scope of its own: every route
+ * needs a credential (see {@link guard}), and gets the scope's error answers.
+ */
 export function operationsRoutes(http: FastifyInstance, deps: OperationsDeps): void {
+  void http.register((scope, _options, done) => {
+    scope.addHook('onRequest', guard(deps.access));
+    scopedRoutes(scope, deps);
+    done();
+  });
+}
+
+function scopedRoutes(http: FastifyInstance, deps: OperationsDeps): void {
   const { logger } = deps;
   http.setErrorHandler((error: Error & { validation?: unknown }, _request, reply) => {
     const status = isSluiceError(error) ? STATUS_BY_CODE[error.code] : undefined;

@@ -1,5 +1,6 @@
 // A projector's process: migrations, the projector with its hooks and metrics, the HTTP server
 // (health, readiness, metrics, operations) and the graceful stop.
+import type { Access } from '@sluice/access';
 import { createDatabase, migrate } from '@sluice/database';
 import { SluiceError } from '@sluice/errors';
 import { createKafka, decodeHeaderValuesAsStrings, parseBrokers } from '@sluice/kafka';
@@ -21,7 +22,7 @@ import { loadProjectorConfig, type ProjectorConfig } from './config.js';
 import { projectorHooks } from './hooks.js';
 import { createProjectorMetrics, type ProjectorMetrics } from './metrics.js';
 import { distinctProjections, mergeMigrations, type Migrations } from './modules.js';
-import { operationsRoutes } from './operations.js';
+import { operationsAccess, operationsRoutes } from './operations.js';
 
 type Database = ReturnType<typeof createDatabase<unknown>>;
 
@@ -128,6 +129,7 @@ function newProjector(
     sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
     generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
     stalledAfterMs: config.PROJECTOR_STALLED_AFTER_MS,
+    journeyRetentionHours: config.PROJECTOR_JOURNEY_RETENTION_HOURS,
     hooks: projectorHooks(parts.logger, metrics, crashed),
   });
   metrics.watch(projector);
@@ -137,7 +139,13 @@ function newProjector(
 /** The HTTP server and the process around `projector`: health, readiness, metrics, operations, stop. */
 function serve(
   config: ProjectorConfig,
-  parts: { db: Database; logger: Logger; projector: Projector; names: readonly string[] },
+  parts: {
+    db: Database;
+    logger: Logger;
+    projector: Projector;
+    names: readonly string[];
+    access: Access | undefined;
+  },
   metrics: ProjectorMetrics,
   ownsProcess: boolean,
 ): Promise<Service> {
@@ -152,7 +160,8 @@ function serve(
       const { ready, problems } = await projector.health();
       return { ready, body: { status: ready ? 'ready' : 'not_ready', problems } };
     },
-    routes: (app) => operationsRoutes(app, { projector, logger, hosted: parts.names }),
+    routes: (app) =>
+      operationsRoutes(app, { projector, logger, hosted: parts.names, access: parts.access }),
     stopDescription: 'finishing the batches in hand',
     stop: () => projector.stop(),
     close: () => parts.db.destroy(),
@@ -163,7 +172,8 @@ function serve(
 
 /**
  * Runs projections as a service: migrates, starts consuming, and serves `/metrics`, `/healthz`,
- * `/readyz` and the operations routes (parked events, offset gaps, rebuilds). By default it owns
+ * `/readyz` and the operations routes (parked events, offset gaps, rebuilds; each needs a token
+ * that `SLUICE_ACCESS_SECRET` or `SLUICE_ACCESS_JWKS_URL` verifies). By default it owns
  * the process: SIGTERM and SIGINT stop it gracefully and exit, and so does a consumer that stops
  * for good (status 70, for a supervisor to restart it); see `ownsProcess` to embed it in a
  * process of your own. Resolves once consuming.
@@ -187,6 +197,7 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
   ]);
   const logger = options.logger ?? createLogger({ service: 'projector', level: config.LOG_LEVEL });
   logger.info({ config: redactConfig(config), projections: names }, 'starting');
+  const access = operationsAccess(config, logger);
   // Every header value becomes a string here anyway: decoding them as strings saves a Buffer per
   // header of every record.
   decodeHeaderValuesAsStrings(true);
@@ -198,7 +209,7 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
     void served.service?.shutdown('consumer_stopped', ExitCode.consumerStopped);
   });
   // Operations endpoints answer while the consumer groups join (a join can wait out a dead member).
-  const parts = { db, logger, projector, names };
+  const parts = { db, logger, projector, names, access };
   const running = await serve(config, parts, metrics, options.ownsProcess ?? true);
   served.service = running;
   logger.info({ address: running.address }, 'metrics listening');

@@ -123,6 +123,12 @@ export const relayConfigSchema = Type.Object({
     description:
       'Milliseconds a stop waits for what was read to reach Kafka; the rest is sent after the next start.',
   }),
+  RELAY_JOURNEY_RETENTION_HOURS: Type.Integer({
+    minimum: 0,
+    default: 168,
+    description:
+      'Hours sluice.published_events keeps where each event was published (topic, partition, offset, time) for the event journey; 0 records nothing.',
+  }),
   RELAY_SLOT_CHECK_MS: Type.Integer({
     minimum: 100,
     default: 5000,

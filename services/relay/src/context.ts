@@ -1,5 +1,6 @@
 import type { createKafka } from '@sluice/kafka';
 import type { createLogger } from '@sluice/service-kit';
+import type { PublishedEventsRecorder } from '@sluice/relay';
 import type pg from 'pg';
 import type { RelayConfig } from './config.js';
 import type { RelayMetrics } from './metrics.js';
@@ -12,4 +13,6 @@ export interface RelayContext {
   /** Heartbeats, slot checks and claim checks. */
   pool: pg.Pool;
   kafka: ReturnType<typeof createKafka>;
+  /** Where each acknowledged event went, for the event journey. */
+  journey: PublishedEventsRecorder;
 }

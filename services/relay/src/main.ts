@@ -15,6 +15,7 @@ import pg from 'pg';
 import { checkRelay } from './check.js';
 import { relayConfigSchema } from './config.js';
 import { createRelayMetrics } from './metrics.js';
+import { createRelayJourney } from './journey.js';
 import { describeBlock } from './relay-sink.js';
 import { RelayWorker } from './relay-worker.js';
 
@@ -66,6 +67,8 @@ const kafka = createKafka({
   logger,
 });
 
+const journey = createRelayJourney({ config, logger, metrics, pool });
+
 const abort = new AbortController();
 // Read through a function: a stop begins while the code below awaits.
 const isStopping = () => service.stopping();
@@ -76,7 +79,7 @@ const leadership = createLeadership({
   leaseMs: config.RELAY_LEADER_LEASE_MS,
 });
 const worker = new RelayWorker({
-  context: { config, logger, metrics, pool, kafka },
+  context: { config, logger, metrics, pool, kafka, journey },
   leadership,
   signal: abort.signal,
   isStopping,
@@ -107,6 +110,7 @@ const service = await runService({
   },
   async close() {
     await leadership.release();
+    await journey.close();
     await pool.end();
   },
   // The relay gives up on Kafka after RELAY_STOP_TIMEOUT_MS; closing the stream and the

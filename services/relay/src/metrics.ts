@@ -20,12 +20,20 @@ export function createRelayMetrics() {
   const publishing = publishingMetrics(registry);
   const sends = sendMetrics(registry);
   const { setPaused, ...state } = stateMetrics(registry);
+  const journey = journeyMetrics(registry);
   const hooks: RelayHooks = {
     ...publishing.hooks,
     paused: () => setPaused(true),
     resumed: () => setPaused(false),
   };
-  return { registry, hooks, countPublished: publishing.countPublished, ...sends, ...state };
+  return {
+    registry,
+    hooks,
+    countPublished: publishing.countPublished,
+    ...sends,
+    ...state,
+    ...journey,
+  };
 }
 
 export type RelayMetrics = ReturnType<typeof createRelayMetrics>;
@@ -96,6 +104,19 @@ function sendMetrics(registry: Registry) {
     watchPublishing(probe: () => PublishBlock | undefined) {
       publishBlock = probe;
     },
+  };
+}
+
+function journeyMetrics(registry: Registry) {
+  const lost = new Counter({
+    name: 'sluice_relay_journey_records_lost_total',
+    help: 'Published events missing from sluice.published_events, by reason: write_failed (logged), dropped (writes fell behind).',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  return {
+    journeyRecordsLost: (reason: 'write_failed' | 'dropped', records: number) =>
+      lost.inc({ reason }, records),
   };
 }
 

@@ -21,7 +21,8 @@ export function describeBlock(block: PublishBlock): string {
 }
 
 /** A Kafka sink configured from the relay's settings, logging and counting what goes wrong. */
-export function createRelaySink({ config, logger, metrics, pool, kafka }: RelayContext): KafkaSink {
+export function createRelaySink(context: RelayContext): KafkaSink {
+  const { config, logger, metrics, pool, kafka, journey } = context;
   return createKafkaSink({
     kafka,
     source: config.RELAY_EVENT_SOURCE,
@@ -32,6 +33,9 @@ export function createRelaySink({ config, logger, metrics, pool, kafka }: RelayC
     claimChecks: createPgClaimCheckStore(pool),
     blockedRetryMaxMs: config.RELAY_BLOCKED_RETRY_MAX_MS,
     stalledAfterMs: config.RELAY_STALLED_AFTER_MS,
+    ...(config.RELAY_JOURNEY_RETENTION_HOURS > 0
+      ? { onAcknowledged: (records, at) => journey.record(records, at) }
+      : {}),
     onSendFailed(failure, block) {
       metrics.sendFailed(failure.reason);
       const { error, reason, event, topic, attempt, retryInMs, since } = failure;

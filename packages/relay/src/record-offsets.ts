@@ -1,0 +1,58 @@
+import type { ICustomPartitioner, Kafka, Message, RecordMetadata } from 'kafkajs';
+import type { PublishedRecord } from './event-sink.js';
+import type { OutgoingRecord } from './outgoing-records.js';
+
+/**
+ * Notes the partition kafkajs' own partitioner picks for each message: the acknowledgement
+ * gives offsets per partition, not per message. Wraps `kafka` so that the producers it makes
+ * keep their settings and partitioner, which then also writes its choice into `chosen`.
+ */
+export function partitionNoting(kafka: Kafka, chosen: WeakMap<Message, number>): Kafka {
+  const noting = Object.create(kafka) as Kafka;
+  noting.producer = (config = {}) => {
+    const createPartitioner = config.createPartitioner;
+    if (createPartitioner === undefined) return kafka.producer(config);
+    const notingPartitioner: ICustomPartitioner = () => {
+      const partitioner = createPartitioner();
+      return (args) => {
+        const partition = partitioner(args);
+        // A retry that partitions again differently (partitions were added meanwhile) leaves
+        // the record's partition unknown: which attempt stored it is not known.
+        const before = chosen.get(args.message);
+        chosen.set(args.message, before === undefined || before === partition ? partition : -1);
+        return partition;
+      };
+    };
+    return kafka.producer({ ...config, createPartitioner: notingPartitioner });
+  };
+  return noting;
+}
+
+/**
+ * Where Kafka stored each record of an acknowledged send: the records of one partition went in
+ * one record batch, in send order, so they hold consecutive offsets from its base offset.
+ * Undefined when a record's partition is unknown or missing from the acknowledgement.
+ */
+export function locateRecords(
+  sent: readonly OutgoingRecord[],
+  acknowledged: readonly RecordMetadata[],
+  chosen: WeakMap<Message, number>,
+): PublishedRecord[] | undefined {
+  const next = new Map<string, bigint>();
+  for (const meta of acknowledged) {
+    if (meta.baseOffset === undefined) return undefined;
+    next.set(`${meta.topicName}\u0000${meta.partition}`, BigInt(meta.baseOffset));
+  }
+  const located: PublishedRecord[] = [];
+  for (const item of sent) {
+    const partition = chosen.get(item.message);
+    const key = `${item.topic}\u0000${partition}`;
+    const offset = next.get(key);
+    if (partition === undefined || partition < 0 || offset === undefined) return undefined;
+    next.set(key, offset + 1n);
+    const { topic, commitLsn, commitTime } = item;
+    const eventId = item.event.id;
+    located.push({ eventId, topic, partition, offset: offset.toString(), commitLsn, commitTime });
+  }
+  return located;
+}
