@@ -2,12 +2,14 @@
 // through shop-api with a correlation id and a trace, and a poisoned one written past the
 // catalog, are found by aggregate id, event id, correlation id and trace id, each with every
 // stage filled in — committed (time, LSN), published (topic, partition, offset, time), applied
-// by each projection or dead-lettered with its reason — and non-negative latencies; an event
-// committed while the relay is down shows as not yet published.
+// by each projection or dead-lettered with its reason — and non-negative latencies, each
+// published event at the offset where Kafka holds it; an event committed while the relay is down
+// shows as not yet published.
 import { freePort, uniqueName, waitFor } from '@sluice/testkit';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_ACCESS_SECRET, viewerHeaders } from '../support/access.js';
+import { readTopic } from '../relay/harness.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
 import {
   listeningAddress,
@@ -15,33 +17,7 @@ import {
   startedServices,
   type ServiceProcess,
 } from '../support/services.js';
-
-interface Stage {
-  projection: string;
-  state: 'applied' | 'parked' | 'dead_lettered' | 'pending';
-  at?: string;
-  latencyMs?: number;
-  reason?: string;
-}
-
-interface Journey {
-  eventId: string;
-  type: string;
-  aggregateType: string;
-  aggregateId: string;
-  version: number;
-  correlationId: string | null;
-  traceId: string | null;
-  committed: { at: string; lsn: string | null };
-  published: {
-    topic: string;
-    partition: number;
-    offset: string;
-    at: string;
-    latencyMs: number;
-  } | null;
-  projections: Stage[];
-}
+import type { JourneyEvent as Journey } from '../../services/console/src/bodies.js';
 
 /** The projections of the shop that read cart events. */
 const CART_PROJECTIONS = ['audit_log', 'cart_summary', 'product_sales', 'removed_then_bought'];
@@ -133,6 +109,26 @@ function expectPublished(event: Journey): void {
   expect(time(published.at)).toBeGreaterThanOrEqual(time(event.committed.at));
 }
 
+/** Kafka holds each event at the partition and offset its journey says, from that commit. */
+async function expectInKafka(events: readonly Journey[]): Promise<void> {
+  const topics = [...new Set(events.map((event) => event.published?.topic ?? ''))];
+  const records = (
+    await Promise.all(topics.map((topic) => readTopic(pipeline.kafkaBrokers, topic)))
+  ).flatMap((topicRecords, index) =>
+    topicRecords.map((record) => ({ ...record, topic: topics[index] })),
+  );
+  for (const { eventId, committed, published } of events) {
+    const record = records.find(
+      (r) =>
+        r.topic === published?.topic &&
+        r.partition === published?.partition &&
+        String(r.offset) === published.offset,
+    );
+    expect(record?.id).toBe(eventId);
+    expect(record?.headers.ce_commitlsn).toBe(committed.lsn);
+  }
+}
+
 function expectApplied(event: Journey): void {
   expectPublished(event);
   expect(event.projections.map((p) => p.projection).sort()).toEqual(CART_PROJECTIONS);
@@ -199,6 +195,7 @@ describe('GET /api/journey', () => {
     expect(correlated.every((e) => e.correlationId === trace.correlation)).toBe(true);
     expect(correlated.filter((e) => e.aggregateType === 'cart')).toEqual([opened, added]);
     for (const event of correlated) expectPublished(event);
+    await expectInKafka(correlated);
   });
 
   it('shows an event committed while the relay is down as not yet published', async () => {

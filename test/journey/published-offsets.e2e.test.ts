@@ -1,7 +1,8 @@
-// The relay's record of where it published each event (sluice.published_events), against what
-// Kafka holds: killed with SIGKILL in mid-stream again and again, the relay never records an
-// event at an offset where Kafka has another record; and a journey table that cannot be written
-// (dropped) never holds back publishing.
+// The relay's record of where it published each event (sluice.published_events: one row per
+// send and partition, its ids from a base offset), against what Kafka holds: killed with SIGKILL
+// in mid-stream again and again, the relay never records an event at an offset where Kafka has
+// another record; and a journey table that cannot be written (dropped) never holds back
+// publishing.
 import { testServers, waitFor } from '@sluice/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -62,13 +63,41 @@ interface PublishedRow {
   published_at: Date;
 }
 
+interface SendRow {
+  partition: number;
+  base_offset: string;
+  event_ids: string;
+  commit_lsns: string;
+  committed_at: string;
+  published_at: Date;
+}
+
+/** One row per event recorded: each send row's ids, offsets and runs of commits spelled out. */
 async function publishedRows(): Promise<PublishedRow[]> {
-  const { rows } = await fixture.pool.query<PublishedRow>(
-    `SELECT event_id::text, partition, record_offset::text, commit_lsn::text, committed_at, published_at
+  const { rows } = await fixture.pool.query<SendRow>(
+    `SELECT partition, base_offset::text, event_ids, commit_lsns, committed_at, published_at
        FROM sluice.published_events WHERE topic = $1`,
     [fixture.topic],
   );
-  return rows;
+  return rows.flatMap((row) => {
+    const times = row.committed_at.split(',');
+    const commits = row.commit_lsns.split(',').flatMap((run, index) => {
+      const [count, lsn] = run.split(':');
+      const time = times[index] ?? '';
+      const at = time === '' ? null : new Date(Number(time));
+      return Array.from({ length: Number(count) }, () => ({ lsn: lsn ?? '', at }));
+    });
+    const ids = row.event_ids.split(',');
+    expect(commits).toHaveLength(ids.length);
+    return ids.map((id, index) => ({
+      event_id: id,
+      partition: row.partition,
+      record_offset: (BigInt(row.base_offset) + BigInt(index)).toString(),
+      commit_lsn: commits[index]?.lsn ?? '',
+      committed_at: commits[index]?.at ?? null,
+      published_at: row.published_at,
+    }));
+  });
 }
 
 /** Waits until the relay recorded every event of the carts written last (and so all before). */

@@ -225,6 +225,7 @@ describe('sluice-projector --help and --check', () => {
       PROJECTOR_MAX_ATTEMPTS: '3',
       PROJECTOR_STALLED_AFTER_MS: '30000',
       PROJECTOR_STOP_TIMEOUT_MS: '30000',
+      PROJECTOR_JOURNEY_RETENTION_HOURS: '168',
     });
   });
 

@@ -10,9 +10,10 @@ export {
 export type { SqlSession } from './sessions.js';
 export type { OutboxErrorCode } from './errors.js';
 
+const q = (name: string) => `"${name.replaceAll('"', '""')}"`;
+
 /** The outbox's tables in `schema`, as SQL for a team's own migration tool. */
 export function outboxSchemaSql(schema = 'shop'): string {
-  const q = (name: string) => `"${name.replaceAll('"', '""')}"`;
   return `
     CREATE SCHEMA IF NOT EXISTS ${q(schema)};
     CREATE TABLE ${q(schema)}.outbox (
@@ -36,6 +37,20 @@ export function outboxSchemaSql(schema = 'shop'): string {
 }
 
 /**
+ * The outbox's indexes on its rows' correlation id and trace id (the console's event journey
+ * finds events by them), as SQL for a team's own migration tool, to run after
+ * {@link outboxSchemaSql}. Rows without them are left out of the indexes.
+ */
+export function outboxLookupIndexesSql(schema = 'shop'): string {
+  const outbox = `${q(schema)}.outbox`;
+  return `
+    CREATE INDEX outbox_correlation_id ON ${outbox} ((metadata->>'correlation_id'))
+      WHERE metadata->>'correlation_id' IS NOT NULL;
+    CREATE INDEX outbox_trace_id ON ${outbox} ((split_part(metadata->>'traceparent', '-', 2)))
+      WHERE metadata->>'traceparent' IS NOT NULL;`;
+}
+
+/**
  * The outbox's migrations, to run with the owning service's Kysely `Migrator`. The outbox is
  * insert-only; `outbox_heads` holds each aggregate's latest version, so versions never repeat
  * even after old rows are purged.
@@ -47,6 +62,12 @@ export function outboxMigrations(options: { schema?: string } = {}): Record<stri
         // Loaded here: a team on plain `pg` never needs Kysely.
         const { sql } = await import('kysely');
         await sql.raw(outboxSchemaSql(options.schema ?? 'shop')).execute(db);
+      },
+    },
+    '0002_outbox_lookup_indexes': {
+      async up(db) {
+        const { sql } = await import('kysely');
+        await sql.raw(outboxLookupIndexesSql(options.schema ?? 'shop')).execute(db);
       },
     },
   };

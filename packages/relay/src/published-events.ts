@@ -1,31 +1,48 @@
-// sluice.published_events: where the relay published each event (topic, partition, offset, when)
-// and the commit position and time of its transaction, for the event journey. A record of
+// sluice.published_events: where the relay published each event, for the event journey. One
+// row per acknowledged send, topic and partition: the events' ids in offset order from the
+// send's base offset, with the commit position and time of their transactions. A record of
 // publishing, written after Kafka's acknowledgement and never a condition of it. UNLOGGED: it
-// writes no WAL, so it costs a third less and the relay's own slot has nothing of it to decode;
-// a PostgreSQL crash (not a clean restart) empties it, and replicas do not have it.
+// writes no WAL and the relay's own slot has nothing of it to decode; a PostgreSQL crash (not a
+// clean restart) empties it, and replicas do not have it.
 import type pg from 'pg';
 import type { PublishedRecord } from './event-sink.js';
 
+/**
+ * `event_ids`: the ids joined by commas, 36 characters each, so the id found at character
+ * `strpos` is at offset `base_offset + (strpos - 1) / 37`. `commit_lsns`: runs of `count:lsn`
+ * joined by commas (consecutive events share their transaction's); `committed_at`: each run's
+ * commit time in Unix milliseconds, empty when unknown, joined by commas. `event_ids` is stored
+ * uncompressed: ids do not compress, so writes and reads skip the attempt. A table of the
+ * earlier shape (one row per event) is dropped.
+ */
 export const PUBLISHED_EVENTS_TABLE = `
+  DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'sluice'
+                  AND table_name = 'published_events' AND column_name = 'event_id') THEN
+      DROP TABLE sluice.published_events;
+    END IF;
+  END $$;
   CREATE UNLOGGED TABLE IF NOT EXISTS sluice.published_events (
-    event_id uuid NOT NULL,
     topic text NOT NULL,
     partition integer NOT NULL,
-    record_offset bigint NOT NULL,
-    commit_lsn pg_lsn NOT NULL,
-    committed_at timestamptz,
+    base_offset bigint NOT NULL,
+    event_ids text NOT NULL,
+    commit_lsns text NOT NULL,
+    committed_at text NOT NULL,
     published_at timestamptz NOT NULL
   );
-  CREATE INDEX IF NOT EXISTS published_events_event_id ON sluice.published_events (event_id);
+  ALTER TABLE sluice.published_events ALTER COLUMN event_ids SET STORAGE EXTERNAL;
+  CREATE INDEX IF NOT EXISTS published_events_topic_published_at
+    ON sluice.published_events (topic, published_at);
   CREATE INDEX IF NOT EXISTS published_events_published_at
     ON sluice.published_events USING brin (published_at)`;
 
 const INSERT = `
   INSERT INTO sluice.published_events
-         (event_id, topic, partition, record_offset, commit_lsn, committed_at, published_at)
-  SELECT e, t, p, o, l, to_timestamp(c / 1000.0), to_timestamp(a / 1000.0)
-    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::pg_lsn[], $6::float8[],
-                $7::float8[]) AS x(e, t, p, o, l, c, a)`;
+         (topic, partition, base_offset, event_ids, commit_lsns, committed_at, published_at)
+  SELECT t, p, o, e, l, c, to_timestamp(a / 1000.0)
+    FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                $7::float8[]) AS x(t, p, o, e, l, c, a)`;
 
 const PURGE = `
   DELETE FROM sluice.published_events WHERE ctid = ANY(ARRAY(
@@ -41,7 +58,7 @@ export interface PublishedEventsOptions {
   maxPendingRecords?: number;
   /** Milliseconds between retention sweeps. Default 60000. */
   purgeIntervalMs?: number;
-  /** Rows one retention statement deletes at most. Default 5000. */
+  /** Rows (sends per partition) one retention statement deletes at most. Default 5000. */
   purgeBatchRows?: number;
   /** A write failed: its records are not recorded (never retried). */
   onWriteFailed?: (error: unknown, records: number) => void;
@@ -59,41 +76,95 @@ export interface PublishedEventsRecorder {
   close(): Promise<void>;
 }
 
+/** The rows of the sends waiting for a write, column by column, and how many events they hold. */
 interface Columns {
-  ids: string[];
+  events: number;
   topics: string[];
   partitions: number[];
-  offsets: string[];
+  baseOffsets: string[];
+  ids: string[];
   lsns: string[];
+  committed: string[];
   /** Unix milliseconds: cheaper to send and to parse than timestamps as text. */
-  committed: (number | null)[];
   published: number[];
 }
 
 const emptyColumns = (): Columns => ({
-  ids: [],
+  events: 0,
   topics: [],
   partitions: [],
-  offsets: [],
+  baseOffsets: [],
+  ids: [],
   lsns: [],
   committed: [],
   published: [],
 });
 
 /**
- * `{a,b,…}`: no value here needs quoting (uuids, numbers, LSNs, and topic names, which Kafka
- * limits to `[A-Za-z0-9._-]`), and joining them costs far less than node-postgres quoting each.
+ * `{a,b,…}`, each value in double quotes when `quoted`: no value here has a quote or a
+ * backslash (uuids, numbers, LSNs, commas, and topic names, which Kafka limits to
+ * `[A-Za-z0-9._-]`), and joining them costs far less than node-postgres quoting each.
  */
-function arrayLiteral(values: readonly (string | number | null)[]): string {
-  return `{${values.map((value) => value ?? 'NULL').join(',')}}`;
+function arrayLiteral(values: readonly (string | number)[], quoted = false): string {
+  return quoted ? `{"${values.join('","')}"}` : `{${values.join(',')}}`;
+}
+
+/** One send's records of one partition, in offset order, and their transactions' runs. */
+interface PartitionRun {
+  topic: string;
+  partition: number;
+  baseOffset: string;
+  ids: string[];
+  /** Per run of consecutive records of one transaction: how many, its LSN, its commit time. */
+  counts: number[];
+  lsns: string[];
+  /** Unix milliseconds; NaN when unknown. */
+  committed: number[];
+}
+
+/** Groups a send's records by topic and partition, run-length encoding commit LSN and time. */
+function partitionRuns(records: readonly PublishedRecord[]): PartitionRun[] {
+  const byTopic = new Map<string, Map<number, PartitionRun>>();
+  const runs: PartitionRun[] = [];
+  for (const record of records) {
+    const { topic, partition, commitLsn } = record;
+    const committed = record.commitTime?.getTime() ?? NaN;
+    let partitions = byTopic.get(topic);
+    if (partitions === undefined)
+      byTopic.set(topic, (partitions = new Map<number, PartitionRun>()));
+    let run = partitions.get(partition);
+    if (run === undefined) {
+      run = {
+        topic,
+        partition,
+        baseOffset: record.offset,
+        ids: [],
+        counts: [],
+        lsns: [],
+        committed: [],
+      };
+      partitions.set(partition, run);
+      runs.push(run);
+    }
+    run.ids.push(record.eventId);
+    const last = run.lsns.length - 1;
+    if (run.lsns[last] === commitLsn && Object.is(run.committed[last], committed)) {
+      run.counts[last] = (run.counts[last] ?? 0) + 1;
+    } else {
+      run.counts.push(1);
+      run.lsns.push(commitLsn);
+      run.committed.push(committed);
+    }
+  }
+  return runs;
 }
 
 /**
- * Records where each event was published: one INSERT per acknowledged send, one at a time on
- * one pooled connection, so it never holds back the relay; sends acknowledged while a write is
- * under way go out together in the next one. A failed write is reported and dropped. Every
- * `purgeIntervalMs` it deletes rows older than `retentionHours`, `purgeBatchRows` at a time.
- * With `retentionHours: 0` it records and deletes nothing.
+ * Records where each event was published: one INSERT per acknowledged send (one row per topic
+ * and partition), one at a time on one pooled connection, so it never holds back the relay;
+ * sends acknowledged while a write is under way go out together in the next one. A failed write
+ * is reported and dropped. Every `purgeIntervalMs` it deletes rows older than `retentionHours`,
+ * `purgeBatchRows` at a time. With `retentionHours: 0` it records and deletes nothing.
  */
 export function createPublishedEventsRecorder(
   options: PublishedEventsOptions,
@@ -104,14 +175,21 @@ export function createPublishedEventsRecorder(
   let writing: Promise<void> | undefined;
 
   const write = async (): Promise<void> => {
-    while (pending.ids.length > 0) {
+    while (pending.events > 0) {
       const batch = pending;
       pending = emptyColumns();
-      const { ids, topics, partitions, offsets, lsns, committed, published } = batch;
-      const columns = [ids, topics, partitions, offsets, lsns, committed, published];
+      const values = [
+        arrayLiteral(batch.topics),
+        arrayLiteral(batch.partitions),
+        arrayLiteral(batch.baseOffsets),
+        arrayLiteral(batch.ids, true),
+        arrayLiteral(batch.lsns, true),
+        arrayLiteral(batch.committed, true),
+        arrayLiteral(batch.published),
+      ];
       await options.pool
-        .query(INSERT, columns.map(arrayLiteral))
-        .catch((error: unknown) => options.onWriteFailed?.(error, ids.length));
+        .query(INSERT, values)
+        .catch((error: unknown) => options.onWriteFailed?.(error, batch.events));
     }
     writing = undefined;
   };
@@ -119,21 +197,22 @@ export function createPublishedEventsRecorder(
   const purger = startPurging(options);
   return {
     record(records, at) {
-      if (pending.ids.length + records.length > maxPending) {
+      if (pending.events + records.length > maxPending) {
         options.onDropped?.(records.length);
         return;
       }
       const time = at.getTime();
-      for (const record of records) {
-        pending.ids.push(record.eventId);
-        pending.topics.push(record.topic);
-        pending.partitions.push(record.partition);
-        pending.offsets.push(record.offset);
-        pending.lsns.push(record.commitLsn);
-        pending.committed.push(record.commitTime?.getTime() ?? null);
+      for (const run of partitionRuns(records)) {
+        pending.topics.push(run.topic);
+        pending.partitions.push(run.partition);
+        pending.baseOffsets.push(run.baseOffset);
+        pending.ids.push(run.ids.join(','));
+        pending.lsns.push(run.lsns.map((lsn, i) => `${run.counts[i]}:${lsn}`).join(','));
+        pending.committed.push(run.committed.map((ms) => (Number.isNaN(ms) ? '' : ms)).join(','));
         pending.published.push(time);
       }
-      writing ??= write();
+      pending.events += records.length;
+      if (records.length > 0) writing ??= write();
     },
     async close() {
       await purger.stop();

@@ -99,6 +99,18 @@ describe('locateRecords', () => {
     expect(located?.[0]).toMatchObject({ commitLsn: '0/16B3748', commitTime: new Date(0) });
   });
 
+  it('counts exactly past 2^53', () => {
+    const sent = [outgoing('e1', 'a', 'k1'), outgoing('e2', 'a', 'k2'), outgoing('e3', 'a', 'k3')];
+    const chosen = new WeakMap<Message, number>(sent.map((item) => [item.message, 0]));
+    const baseOffset = '9007199254740991'; // 2^53 - 1
+    const acknowledged = [{ topicName: 'a', partition: 0, errorCode: 0, baseOffset }];
+    expect(locateRecords(sent, acknowledged, chosen)?.map((r) => r.offset)).toEqual([
+      '9007199254740991',
+      '9007199254740992',
+      '9007199254740993',
+    ]);
+  });
+
   it('locates nothing when a record’s partition or its acknowledgement is unknown', () => {
     const [first, second] = [outgoing('e1', 'a', 'k1'), outgoing('e2', 'a', 'k2')];
     const sent = [first, second];

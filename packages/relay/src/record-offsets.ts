@@ -31,28 +31,36 @@ export function partitionNoting(kafka: Kafka, chosen: WeakMap<Message, number>):
 /**
  * Where Kafka stored each record of an acknowledged send: the records of one partition went in
  * one record batch, in send order, so they hold consecutive offsets from its base offset.
- * Undefined when a record's partition is unknown or missing from the acknowledgement.
+ * Undefined when a record's partition is unknown or missing from the acknowledgement. Offsets
+ * are counted as numbers while they stay exact (below 2^53), as bigints past that.
  */
 export function locateRecords(
   sent: readonly OutgoingRecord[],
   acknowledged: readonly RecordMetadata[],
   chosen: WeakMap<Message, number>,
 ): PublishedRecord[] | undefined {
-  const next = new Map<string, bigint>();
+  /** Topic → the next offset of each acknowledged partition. */
+  const next = new Map<string, (number | bigint | undefined)[]>();
   for (const meta of acknowledged) {
     if (meta.baseOffset === undefined) return undefined;
-    next.set(`${meta.topicName}\u0000${meta.partition}`, BigInt(meta.baseOffset));
+    const offsets = next.get(meta.topicName) ?? [];
+    const base = Number(meta.baseOffset);
+    offsets[meta.partition] = Number.isSafeInteger(base + sent.length)
+      ? base
+      : BigInt(meta.baseOffset);
+    next.set(meta.topicName, offsets);
   }
   const located: PublishedRecord[] = [];
   for (const item of sent) {
     const partition = chosen.get(item.message);
-    const key = `${item.topic}\u0000${partition}`;
-    const offset = next.get(key);
-    if (partition === undefined || partition < 0 || offset === undefined) return undefined;
-    next.set(key, offset + 1n);
+    const offsets = next.get(item.topic);
+    if (partition === undefined || partition < 0 || offsets === undefined) return undefined;
+    const offset = offsets[partition];
+    if (offset === undefined) return undefined;
+    offsets[partition] = typeof offset === 'bigint' ? offset + 1n : offset + 1;
     const { topic, commitLsn, commitTime } = item;
     const eventId = item.event.id;
-    located.push({ eventId, topic, partition, offset: offset.toString(), commitLsn, commitTime });
+    located.push({ eventId, topic, partition, offset: String(offset), commitLsn, commitTime });
   }
   return located;
 }

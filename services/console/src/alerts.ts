@@ -3,20 +3,9 @@
 // console does not read stay listed in GET /api/alerts but never fire here.
 import { ALERTS, type AlertDefinition } from '@sluice/alerts';
 import { rate, type History } from './history.js';
-import type { ProjectionView } from './projections-view.js';
 import { oldestUnpublishedSeconds, windowQuantileMs } from './relay-view.js';
 import type { Sample } from './sample.js';
-
-/** An alert that has held for its `for` duration (see API.md). */
-export interface ActiveAlert {
-  name: string;
-  severity: 'warning' | 'critical';
-  stage: string;
-  summary: string;
-  /** RFC 3339: when its condition began to hold. */
-  since: string;
-  value: number;
-}
+import type { ActiveAlert, AlertRule, ProjectionView } from './bodies.js';
 
 /** What the rules are evaluated on. */
 export interface AlertContext {
@@ -129,15 +118,6 @@ const EVALUATORS: Record<string, Evaluator> = {
 function outboxAge(t: Readonly<Record<string, number>>, sample: Sample): Firing[] {
   const age = oldestUnpublishedSeconds(sample.relays) ?? 0;
   return when(age > (t.ageSeconds ?? Infinity), age);
-}
-
-/** A rule as GET /api/alerts lists it. */
-export interface AlertRule {
-  name: string;
-  severity: 'warning' | 'critical';
-  stage: string;
-  summary: string;
-  thresholds: Readonly<Record<string, number>>;
 }
 
 /** Every alert of @sluice/alerts, as GET /api/alerts lists them. */

@@ -1,7 +1,7 @@
 // The event journey's reads: the outbox (what was committed), sluice.published_events (where
-// the relay published it), and the projector's bookkeeping (active generations, checkpoints,
-// parked events, applied batches). Each is one statement along an index, bounded by the events
-// found (at most JOURNEY_LIMIT).
+// the relay published it: one row per send and partition), and the projector's bookkeeping
+// (active generations, checkpoints, parked events, applied batches). Each is one statement along
+// an index, bounded by the events found (at most JOURNEY_LIMIT).
 import type pg from 'pg';
 
 /** Most events one journey shows. */
@@ -96,21 +96,81 @@ export async function committedRows(
   return rows;
 }
 
-/** Where each event was first published, on the topic it belongs to. */
+/** An event to find in the relay's record: its id, its topic, when it was committed. */
+export interface PublishedProbe {
+  id: string;
+  topic: string;
+  occurredAt: Date;
+}
+
+/** How long after its commit an event's send is looked for. */
+const PUBLISHED_WITHIN = '1 hour';
+/** How many sends of its topic, from its commit on, are looked through for an event. */
+const PUBLISHED_SCAN_ROWS = 5000;
+
+/**
+ * Where each event was first published, on its topic: the first send row of the topic, from the
+ * event's commit time on (less 100 ms for the relay's clock), whose ids hold it; its offset is
+ * the row's base offset plus the id's place. The search stops an hour after the commit or after
+ * 5000 send rows of the topic, whichever comes first: an event published later than that (a
+ * relay down for long, or a backlog of more than 5000 sends ahead of it) is not found, and its
+ * journey says `published: null`, as for an event not published yet or not recorded.
+ */
 export async function publishedRows(
   pool: pg.Pool,
-  eventIds: readonly string[],
-  topics: readonly string[],
+  events: readonly PublishedProbe[],
 ): Promise<PublishedRow[]> {
-  const { rows } = await pool.query<PublishedRow>(
-    `SELECT DISTINCT ON (event_id) event_id::text, topic, partition, record_offset::text,
-            commit_lsn::text, committed_at, published_at
-       FROM sluice.published_events
-      WHERE event_id = ANY($1::uuid[]) AND topic = ANY($2::text[])
-      ORDER BY event_id, published_at, record_offset`,
-    [eventIds, topics],
+  if (events.length === 0) return [];
+  const { rows } = await pool.query<SendRow>(
+    `SELECT k.id AS event_id, p.topic, p.partition, p.base_offset::text,
+            (strpos(p.event_ids, k.id) - 1) / 37 AS position, p.commit_lsns, p.committed_at,
+            p.published_at
+       FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(id, topic, occurred_at)
+      CROSS JOIN LATERAL (
+        SELECT * FROM (
+          SELECT * FROM sluice.published_events p
+           WHERE p.topic = k.topic AND p.published_at >= k.occurred_at - interval '100 milliseconds'
+             AND p.published_at < k.occurred_at + interval '${PUBLISHED_WITHIN}'
+           ORDER BY p.published_at LIMIT ${PUBLISHED_SCAN_ROWS}) p
+         WHERE strpos(p.event_ids, k.id) > 0
+         LIMIT 1) p`,
+    [events.map((e) => e.id), events.map((e) => e.topic), events.map((e) => e.occurredAt)],
   );
-  return rows;
+  return rows.map(publishedRow);
+}
+
+/** A send row holding an event, and where among its ids the event is. */
+interface SendRow {
+  event_id: string;
+  topic: string;
+  partition: number;
+  base_offset: string;
+  position: number;
+  commit_lsns: string;
+  committed_at: string;
+  published_at: Date;
+}
+
+/** The event's offset, and its transaction's LSN and time from the row's runs. */
+function publishedRow(row: SendRow): PublishedRow {
+  const runs = row.commit_lsns.split(',');
+  const times = row.committed_at.split(',');
+  let run = 0;
+  for (let first = 0; run < runs.length - 1; run += 1) {
+    first += Number.parseInt(runs[run] ?? '', 10);
+    if (first > row.position) break;
+  }
+  const lsn = runs[run] ?? '';
+  const time = times[run] ?? '';
+  return {
+    event_id: row.event_id,
+    topic: row.topic,
+    partition: row.partition,
+    record_offset: (BigInt(row.base_offset) + BigInt(row.position)).toString(),
+    commit_lsn: lsn.slice(lsn.indexOf(':') + 1),
+    committed_at: time === '' ? null : new Date(Number(time)),
+    published_at: row.published_at,
+  };
 }
 
 /** The checkpoints of the active generations that consume any of `topics`. */

@@ -17,6 +17,7 @@ import {
   type ParkedRow,
   type PublishedRow,
 } from './journey-queries.js';
+import type { JourneyEvent, JourneyProjection } from './bodies.js';
 
 /** What the journey route reads: the database and the names the relay and projector use. */
 export interface JourneyDeps {
@@ -29,35 +30,6 @@ export interface JourneyDeps {
   outbox?: { schema: string; table: string };
   /** Correlation and trace ids are searched among events of the last this many hours. Default 168. */
   searchHours?: number;
-}
-
-/** One projection's part in an event's journey. */
-export interface ProjectionStage {
-  projection: string;
-  state: 'applied' | 'parked' | 'dead_lettered' | 'pending';
-  at?: string;
-  latencyMs?: number;
-  reason?: string;
-}
-
-/** One event's journey, as `GET /api/journey` answers it (see API.md). */
-export interface EventJourney {
-  eventId: string;
-  type: string;
-  aggregateType: string;
-  aggregateId: string;
-  version: number;
-  correlationId: string | null;
-  traceId: string | null;
-  committed: { at: string; lsn: string | null };
-  published: {
-    topic: string;
-    partition: number;
-    offset: string;
-    at: string;
-    latencyMs: number;
-  } | null;
-  projections: ProjectionStage[];
 }
 
 /** Parked reasons that only wait behind something else; every other reason was dead-lettered. */
@@ -81,7 +53,7 @@ export function journeyRoutes(app: FastifyInstance, deps: JourneyDeps): void {
 }
 
 /** The journeys of the events `q` names. */
-export async function findJourneys(deps: JourneyDeps, q: string): Promise<EventJourney[]> {
+export async function findJourneys(deps: JourneyDeps, q: string): Promise<JourneyEvent[]> {
   const outbox = deps.outbox ?? { schema: 'shop', table: 'outbox' };
   const committed = await committedRows(deps.pool, outbox, q, deps.searchHours ?? 168);
   if (committed.length === 0) return [];
@@ -90,8 +62,7 @@ export async function findJourneys(deps: JourneyDeps, q: string): Promise<EventJ
   const [published, checkpoints] = await Promise.all([
     publishedRows(
       deps.pool,
-      committed.map((row) => row.id),
-      topics,
+      committed.map((row) => ({ id: row.id, topic: topicOf(row), occurredAt: row.occurred_at })),
     ),
     checkpointRows(deps.pool, topics),
   ]);
@@ -108,8 +79,8 @@ export async function findJourneys(deps: JourneyDeps, q: string): Promise<EventJ
 function journeyOf(
   row: CommittedRow,
   published: PublishedRow | undefined,
-  projections: ProjectionStage[],
-): EventJourney {
+  projections: JourneyProjection[],
+): JourneyEvent {
   const committedAt = published?.committed_at ?? row.occurred_at;
   return {
     eventId: row.id,
@@ -151,7 +122,7 @@ async function projectionStages(
   pool: pg.Pool,
   events: readonly FoundEvent[],
   checkpoints: readonly CheckpointRow[],
-): Promise<ProjectionStage[][]> {
+): Promise<JourneyProjection[][]> {
   const instances = [...new Set(checkpoints.map((row) => row.instance))];
   const located = events.flatMap(({ row, at }) => {
     if (at === undefined) return [];
@@ -179,7 +150,7 @@ async function projectionStages(
 }
 
 interface PlannedStage {
-  result: ProjectionStage;
+  result: JourneyProjection;
   /** The applied-batch lookup that tells when it was applied, and when it was published. */
   probe?: { index: number; publishedAt: Date };
 }
@@ -254,7 +225,7 @@ function holds(park: ParkedRow, row: CommittedRow, at: PublishedRow): boolean {
   );
 }
 
-function parkedStage(projection: string, park: ParkedRow): ProjectionStage {
+function parkedStage(projection: string, park: ParkedRow): JourneyProjection {
   const state = WAITING_REASONS.has(park.reason) ? 'parked' : 'dead_lettered';
   const reason = park.error === null ? park.reason : `${park.reason}: ${park.error}`;
   return { projection, state, reason };

@@ -1,6 +1,7 @@
 // A parked record as the console shows it: Kafka's bytes decoded, and the payload hidden from
 // viewers for the event types CONSOLE_MASKED_EVENT_TYPES names.
 import type { Role } from '@sluice/access';
+import type { ParkedItem } from './bodies.js';
 
 /** A row of sluice.parked_events, with the projection's name for its generation's instance. */
 export interface ParkedRow {
@@ -18,26 +19,6 @@ export interface ParkedRow {
   error: string | null;
   attempts: number;
   first_failed_at: Date;
-}
-
-/** A parked record in `GET /api/parked` (see API.md). */
-export interface ParkedItem {
-  projection: string;
-  topic: string;
-  partition: number;
-  offset: string;
-  aggregateType: string | null;
-  aggregateId: string | null;
-  version: number | null;
-  eventType: string | null;
-  errorClass: string;
-  message: string;
-  attempts: number;
-  key: string | null;
-  headers: Record<string, string>;
-  payload: unknown;
-  masked: boolean;
-  parkedAt: string;
 }
 
 /** Headers stored as a JSON array of [name, value] pairs; a null value is left out. */

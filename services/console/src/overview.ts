@@ -1,21 +1,9 @@
 // GET /api/overview: one status per stage of the pipeline, in the order events flow.
 import { rate, type History } from './history.js';
-import type { ProjectionView } from './projections-view.js';
 import { confirmedStalled, oldestUnpublishedSeconds, windowQuantileMs } from './relay-view.js';
 import type { Sample, SlotReading } from './sample.js';
 import type { Thresholds } from './thresholds.js';
-
-/** How a stage is doing. */
-export type Status = 'ok' | 'warning' | 'critical' | 'unknown';
-
-/** One stage of the pipeline; `reason` whenever `status` is not `ok`. */
-export interface Stage {
-  stage: 'api' | 'outbox' | 'slot' | 'relay' | 'kafka' | 'projection';
-  name: string;
-  status: Status;
-  reason?: string;
-  throughputPerSecond?: number;
-}
+import type { ProjectionView, Stage, Status } from './bodies.js';
 
 /** What the stages are computed from. */
 export interface StageContext {

@@ -2,6 +2,7 @@
 // bounded by LIMITs and walked along their indexes.
 import type pg from 'pg';
 import type { ParkedRow } from './masking.js';
+import type { AuditItem, ParkedGroup } from './bodies.js';
 
 /** The filters of `GET /api/parked`. */
 export interface ParkedFilter {
@@ -10,16 +11,6 @@ export interface ParkedFilter {
   aggregateId?: string;
   errorClass?: string;
   limit: number;
-}
-
-/** One aggregate's parked records of one error class. */
-export interface ParkedGroup {
-  projection: string;
-  aggregateType: string | null;
-  aggregateId: string | null;
-  errorClass: string;
-  count: number;
-  firstParkedAt: string;
 }
 
 /** Parked records of these many matching rows at most are grouped: a screen stays cheap. */
@@ -107,17 +98,6 @@ export async function parkedGroups(pool: pg.Pool, filter: ParkedFilter): Promise
     count: Number(row.count),
     firstParkedAt: row.first_parked_at.toISOString(),
   }));
-}
-
-/** An entry of `GET /api/audit` (see API.md). */
-export interface AuditItem {
-  at: string;
-  actor: string;
-  action: string;
-  projection?: string;
-  target?: unknown;
-  reason?: string;
-  outcome: unknown;
 }
 
 /** The newest `limit` operator actions (walks the primary key backwards). */

@@ -4,31 +4,7 @@ import { deadLetterTopicFor } from '@sluice/contracts';
 import type { History } from './history.js';
 import type { ProjectionReading, ProjectorReading, Sample } from './sample.js';
 import type { Thresholds } from './thresholds.js';
-
-/** What a projection is doing, most urgent first. */
-export type ProjectionState =
-  'down' | 'stalled' | 'parked' | 'rebuilding' | 'catching_up' | 'running';
-
-/** A partition of a topic the projection reads. */
-export interface PartitionLag {
-  topic: string;
-  partition: number;
-  checkpoint: number | null;
-  endOffset: number;
-  lag: number;
-}
-
-/** One projection in `GET /api/projections` (see API.md). */
-export interface ProjectionView {
-  name: string;
-  state: ProjectionState;
-  reason?: string;
-  generations: { generation: number; state: string; behind?: number }[];
-  parkedAggregates: number;
-  deadLetters: number;
-  partitions: PartitionLag[];
-  lagHistory: { t: number[]; lag: number[] };
-}
+import type { PartitionLag, ProjectionState, ProjectionView } from './bodies.js';
 
 /** Records behind at which a running projection counts as catching up. */
 const CATCHING_UP_RECORDS = 100;

@@ -3,33 +3,7 @@ import { History, type Point } from './history.js';
 import { bucketsSince, quantile, type Bucket } from './prometheus.js';
 import type { Sample, ServiceReading } from './sample.js';
 import type { Thresholds } from './thresholds.js';
-
-/** The body of `GET /api/relay` (see API.md). */
-export interface RelayView {
-  slot: {
-    name: string;
-    walStatus: string | null;
-    safeWalSizeBytes: number | null;
-    lagBytes: number | null;
-    lagSeconds: number | null;
-    confirmedLsn: string | null;
-    currentLsn: string;
-    confirmedStalled: boolean;
-  };
-  heartbeatAgeSeconds: number | null;
-  relays: RelayRole[];
-  oldestUnpublishedAgeSeconds: number | null;
-  unpublishedBacklog: number | null;
-  history: { t: number[]; lagBytes: (number | null)[]; lagSeconds: (number | null)[] };
-}
-
-/** One relay process, from its /readyz and /metrics. */
-export interface RelayRole {
-  url: string;
-  role: 'leading' | 'standby' | 'blocked' | 'down';
-  ackLatencyP99Ms: number | null;
-  reason?: string;
-}
+import type { RelayRole, RelayView } from './bodies.js';
 
 /** Latency quantiles over this window, from histogram buckets' increase. */
 export const LATENCY_WINDOW_MS = 5 * 60_000;

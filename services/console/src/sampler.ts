@@ -4,19 +4,15 @@ import { deadLetterTopicFor } from '@sluice/contracts';
 import { errorMessage } from '@sluice/errors';
 import type { Logger } from 'pino';
 import type pg from 'pg';
-import { AlertEvaluator, alertRules, type ActiveAlert, type AlertRule } from './alerts.js';
+import { AlertEvaluator, alertRules } from './alerts.js';
+import type { ActiveAlert, AlertRule, Overview, Projections, RelayView } from './bodies.js';
 import { History } from './history.js';
 import type { KafkaCollector } from './kafka-collector.js';
-import { latencyOf, stagesOf, type Stage } from './overview.js';
+import { latencyOf, stagesOf } from './overview.js';
 import { pointOf } from './points.js';
 import { collectPostgres } from './postgres-collector.js';
-import {
-  projectionNames,
-  projectionsView,
-  topicsOf,
-  type ProjectionView,
-} from './projections-view.js';
-import { oldestUnpublishedSeconds, relayView, type RelayView } from './relay-view.js';
+import { projectionNames, projectionsView, topicsOf } from './projections-view.js';
+import { oldestUnpublishedSeconds, relayView } from './relay-view.js';
 import type { Sample } from './sample.js';
 import { collectProjector, collectService } from './service-collector.js';
 import type { Thresholds } from './thresholds.js';
@@ -45,14 +41,9 @@ export interface SamplerOptions {
 
 /** The bodies computed from one sample. */
 export interface Snapshot {
-  overview: {
-    at: string;
-    stages: Stage[];
-    latency: { p50Ms: number | null; p99Ms: number | null };
-    alerts: ActiveAlert[];
-  };
+  overview: Overview;
   relay: RelayView;
-  projections: { projections: ProjectionView[] };
+  projections: Projections;
   alerts: ActiveAlert[];
 }
 

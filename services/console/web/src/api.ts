@@ -1,164 +1,32 @@
-// The console's JSON API (services/console/API.md): its bodies as types, and one fetch helper.
+// The console's JSON API (services/console/API.md): its bodies (the server's own types), and one
+// fetch helper.
+import type { Me } from '../../src/bodies.js';
 
-export type Status = 'ok' | 'warning' | 'critical' | 'unknown';
-export type Role = 'viewer' | 'operator';
+export type {
+  ActiveAlert,
+  AlertRule,
+  Alerts,
+  AuditItem,
+  Generation,
+  Journey,
+  JourneyEvent,
+  JourneyProjection,
+  Me,
+  Overview,
+  Parked,
+  ParkedGroup,
+  ParkedItem,
+  PartitionLag,
+  ProjectionView as Projection,
+  Projections,
+  RelayRole,
+  RelayView,
+  Stage,
+  Status,
+} from '../../src/bodies.js';
 
-export interface Me {
-  subject: string;
-  role: Role;
-}
-
-export interface ActiveAlert {
-  name: string;
-  severity: 'warning' | 'critical';
-  stage: string;
-  summary: string;
-  since: string;
-  value: number;
-}
-
-export interface Stage {
-  stage: 'api' | 'outbox' | 'slot' | 'relay' | 'kafka' | 'projection';
-  name: string;
-  status: Status;
-  reason?: string;
-  throughputPerSecond?: number;
-}
-
-export interface Overview {
-  at: string;
-  stages: Stage[];
-  latency: { p50Ms: number | null; p99Ms: number | null };
-  alerts: ActiveAlert[];
-}
-
-export interface RelayView {
-  slot: {
-    name: string;
-    walStatus: string | null;
-    safeWalSizeBytes: number | null;
-    lagBytes: number | null;
-    lagSeconds: number | null;
-    confirmedLsn: string | null;
-    currentLsn: string;
-    confirmedStalled: boolean;
-  };
-  heartbeatAgeSeconds: number | null;
-  relays: {
-    url: string;
-    role: 'leading' | 'standby' | 'blocked' | 'down';
-    ackLatencyP99Ms: number | null;
-    reason?: string;
-  }[];
-  oldestUnpublishedAgeSeconds: number | null;
-  unpublishedBacklog: number | null;
-  history: { t: number[]; lagBytes: (number | null)[]; lagSeconds: (number | null)[] };
-}
-
-export interface Generation {
-  generation: number;
-  state: string;
-  behind?: number;
-}
-
-export interface Projection {
-  name: string;
-  state: 'running' | 'catching_up' | 'rebuilding' | 'stalled' | 'parked' | 'down';
-  reason?: string;
-  generations: Generation[];
-  parkedAggregates: number;
-  deadLetters: number;
-  partitions: {
-    topic: string;
-    partition: number;
-    checkpoint: number | null;
-    endOffset: number;
-    lag: number;
-  }[];
-  lagHistory: { t: number[]; lag: number[] };
-}
-
-export interface Projections {
-  projections: Projection[];
-}
-
-export interface ParkedGroup {
-  projection: string;
-  aggregateType: string;
-  aggregateId: string;
-  errorClass: string;
-  count: number;
-  firstParkedAt: string;
-}
-
-export interface ParkedItem {
-  projection: string;
-  topic: string;
-  partition: number;
-  offset: string;
-  aggregateType: string;
-  aggregateId: string;
-  version: number | null;
-  eventType: string | null;
-  errorClass: string;
-  message: string;
-  attempts: number;
-  key: string | null;
-  headers: Record<string, string>;
-  payload: unknown;
-  masked: boolean;
-  parkedAt: string;
-}
-
-export interface Parked {
-  groups: ParkedGroup[];
-  items: ParkedItem[];
-}
-
-export interface JourneyProjection {
-  projection: string;
-  state: 'applied' | 'parked' | 'dead_lettered' | 'pending';
-  at?: string;
-  latencyMs?: number;
-  reason?: string;
-}
-
-export interface JourneyEvent {
-  eventId: string;
-  type: string;
-  aggregateType: string;
-  aggregateId: string;
-  version: number;
-  correlationId: string | null;
-  traceId: string | null;
-  committed: { at: string; lsn: string | null };
-  published: {
-    topic: string;
-    partition: number;
-    offset: string;
-    at: string;
-    latencyMs: number;
-  } | null;
-  projections: JourneyProjection[];
-}
-
-export interface Journey {
-  query: string;
-  events: JourneyEvent[];
-}
-
-export interface AlertRule {
-  name: string;
-  severity: 'warning' | 'critical';
-  stage: string;
-  summary: string;
-  thresholds: Record<string, number>;
-}
-
-export interface Alerts {
-  rules: AlertRule[];
-  active: ActiveAlert[];
-}
+/** A role of `@sluice/access`. */
+export type Role = Me['role'];
 
 /** An answer other than 2xx, with the API's stable error code. */
 export class ApiError extends Error {

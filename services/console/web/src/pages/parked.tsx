@@ -194,21 +194,25 @@ export function ParkedPage({ operator }: { operator: boolean }) {
               <tr
                 key={`${group.projection}-${group.aggregateType}-${group.aggregateId}-${group.errorClass}`}
                 data-testid="parked-group"
-                data-aggregate-id={group.aggregateId}
+                data-aggregate-id={group.aggregateId ?? ''}
                 class="clickable"
                 onClick={() => setOpen(group)}
               >
                 <td>{group.projection}</td>
                 <td>
-                  {group.aggregateType} {group.aggregateId}
+                  {group.aggregateType === null
+                    ? 'undecodable record'
+                    : `${group.aggregateType} ${group.aggregateId ?? ''}`}
                 </td>
                 <td>{group.errorClass}</td>
                 <td>{num(group.count)}</td>
                 <td>{time(group.firstParkedAt)}</td>
                 {operator && (
                   <td>
+                    {/* An undecodable record has no aggregate to redrive: open it and skip it. */}
                     <button
                       type="button"
+                      disabled={group.aggregateType === null || group.aggregateId === null}
                       data-testid="redrive"
                       onClick={(event) => {
                         event.stopPropagation();
