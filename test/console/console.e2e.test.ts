@@ -226,7 +226,11 @@ describe('the console in a browser', () => {
       { timeoutMs: 30_000, intervalMs: 200, message: 'the projections’ throughput to move' },
     );
     await expect(page.getByTestId('live-mode').textContent()).resolves.toBe('live');
-    await expect(page.getByTestId('latency-p50').textContent()).resolves.toMatch(/\d (ms|s)$/);
+    // The latency quantiles need a histogram that grew within the window: wait for one.
+    await waitFor(
+      async () => /\d (ms|s)$/.test((await page.getByTestId('latency-p50').textContent()) ?? ''),
+      { timeoutMs: 30_000, intervalMs: 200, message: 'the end-to-end latency to show' },
+    );
     await shoot(page, 'overview');
     copyFileSync(join(screenshots, 'overview.png'), join(rootDir, 'docs', 'console-overview.png'));
 

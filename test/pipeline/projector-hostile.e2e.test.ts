@@ -5,6 +5,7 @@
 import { rawProduce, testKafka, waitFor } from '@sluice/testkit';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { viewerHeaders } from '../support/access.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
 import { listeningAddress, type ServiceProcess } from '../support/services.js';
 
@@ -120,7 +121,7 @@ describe('hostile records', () => {
     const dead = await waitFor(
       async () => {
         const items = (
-          (await (await fetch(`${ops}/parked`)).json()) as {
+          (await (await fetch(`${ops}/parked`, { headers: await viewerHeaders() })).json()) as {
             items: { aggregateId: string | null; reason: string }[];
           }
         ).items;
