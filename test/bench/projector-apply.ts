@@ -17,6 +17,13 @@
 //                                  "--cpu-prof --cpu-prof-dir=/tmp/bench-prof"
 //   BENCH_MAX_IN_FLIGHT            writes waiting for a response at most (default 64)
 //   BENCH_LATENCY_PROJECTIONS      PROJECTOR_PROJECTIONS of the latency run (default: all four)
+//   BENCH_TRACING                  the apply runs' tracing modes, a comma list of off, 0.1 (10 %
+//                                  of traces, parentbased_traceidratio), 1 (always_on)
+//                                  (default off,0.1)
+//   BENCH_ROUNDS                   times the list is run, alternating (default 2: off, 0.1, off,
+//                                  0.1)
+//   BENCH_SERVICE_ROOT             a built checkout whose projector (and shop-views) the apply
+//                                  runs measure (default this repository), to compare builds
 //
 // Apply: the backlog is produced straight to a fresh `outbox.event.cart` topic (6 partitions,
 // keyed by cart), then services/projector runs the shop's module (startService's default) with
@@ -25,6 +32,11 @@
 // The view must equal the fold computed here from the generated events. Ceiling: the same
 // events, split by partition as Kafka did and cut into batches of the projector's mean batch
 // size, each applied by `cartSummary.apply` in its own transaction.
+// Tracing: the projector applies the same topic once per mode in BENCH_TRACING × BENCH_ROUNDS,
+// each run into a fresh database with its own consumer groups; traced runs export OTLP/HTTP to a
+// sink in this process that counts requests and bytes. Inherited OTEL_* variables are ignored
+// (the latency run does not trace). `projector` and `ratio` are the first untraced run's;
+// `tracing` compares the modes in this run.
 //
 // Latency: shop-api, relay and projector (all projections) run as processes; POST
 // /carts/:id/items at a fixed rate over 200 carts; an observer polls the projection's applied
@@ -35,10 +47,19 @@ import { createDatabase } from '@sluice/database';
 import { errorMessage } from '@sluice/errors';
 import { tableNamer } from '@sluice/projector';
 import { cartSummary } from '@sluice/shop-views';
-import { createTestDatabase, freePort, testKafka, uniqueName, waitFor } from '@sluice/testkit';
+import {
+  createTestDatabase,
+  freePort,
+  testKafka,
+  uniqueName,
+  waitFor,
+  type TestDatabase,
+} from '@sluice/testkit';
 import { Partitioners, type Kafka } from 'kafkajs';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import {
@@ -48,7 +69,23 @@ import {
   startShopApi,
   type ServiceProcess,
 } from '../support/services.js';
-import { envNumber, httpRequest, log, memoryMb, processTicks } from './support.js';
+import { TEST_ACCESS_SECRET } from '../support/access.js';
+import {
+  clearTracingEnvironment,
+  envNumber,
+  httpRequest,
+  log,
+  memoryMb,
+  processTicks,
+  serviceRoot,
+  startOtlpSink,
+  summarizeTracing,
+  TRACING_GOAL,
+  tracingEnvironment,
+  tracingModes,
+  type SinkCounts,
+  type TracingMode,
+} from './support.js';
 
 const config = {
   serverUrl: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:54329/sluice',
@@ -61,12 +98,13 @@ const config = {
   skipLatency: process.env.BENCH_SKIP_LATENCY === '1',
   nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
   maxInFlight: Math.floor(envNumber('BENCH_MAX_IN_FLIGHT', 64)),
+  tracing: tracingModes(),
 };
 const GOALS = { eventsPerSecond: 20_000, ratio: 0.5, p50Ms: 30, p99Ms: 150 } as const;
 const PARTITIONS = 6;
 const TICKS_PER_SECOND = 100;
 const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits;
-const running = new Set<ServiceProcess>();
+const running = new Set<Pick<ServiceProcess, 'kill' | 'exited'>>();
 
 function start(
   name: 'relay' | 'projector',
@@ -79,7 +117,7 @@ function start(
   return service;
 }
 
-async function stop(service: ServiceProcess): Promise<void> {
+async function stop(service: Pick<ServiceProcess, 'kill' | 'exited'>): Promise<void> {
   service.kill('SIGTERM');
   await service.exited();
 }
@@ -223,58 +261,73 @@ async function viewMatchesFold(pool: pg.Pool, fold: Map<string, CartFold>): Prom
 
 // ---------------------------------------------------------------- apply rate and ceiling
 
-async function applyRun(kafka: Kafka) {
-  const database = await createTestDatabase(config.serverUrl, 'bench_apply');
-  const pool = new pg.Pool({ connectionString: database.url, max: 2 });
-  const prefix = `${uniqueName('bench_apply')}.`;
-  const topic = `${prefix}${topicFor('cart')}`;
-  try {
-    log(`generating ${config.events} events over ${config.carts} carts`);
-    const { events, fold } = generateBacklog();
-    const admin = kafka.admin();
-    await admin.connect();
-    await admin.createTopics({
-      topics: [{ topic, numPartitions: PARTITIONS }],
-      waitForLeaders: true,
-    });
-    const producedAt = performance.now();
-    await produce(kafka, topic, events);
-    log(`produced ${events.length} records in ${round((performance.now() - producedAt) / 1000)} s`);
+/** The projector of the measured build (see serviceRoot) running the shop's projections. */
+function startProjector(env: Record<string, string>) {
+  const root = serviceRoot();
+  const main = join(root, 'services', 'projector', 'dist', 'main.js');
+  const child = spawn(process.execPath, [...config.nodeArgs, main], {
+    env: {
+      ...process.env,
+      LOG_LEVEL: 'warn',
+      PROJECTOR_MODULES: join(root, 'packages', 'shop-views', 'dist', 'index.js'),
+      SLUICE_ACCESS_SECRET: TEST_ACCESS_SECRET,
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exit = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+  const projector = {
+    pid: child.pid ?? 0,
+    output: () => output,
+    exited: () => exit,
+    kill: (signal: NodeJS.Signals) => child.kill(signal),
+  };
+  running.add(projector);
+  void exit.then(() => running.delete(projector));
+  return projector;
+}
 
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
-    const spawnedAt = performance.now();
-    const projector = start(
-      'projector',
-      {
-        DATABASE_URL: database.url,
-        KAFKA_BROKERS: config.brokers.join(','),
-        PROJECTOR_TOPIC_PREFIX: prefix,
-        PROJECTOR_GROUP_PREFIX: `${prefix}g.`,
-        PROJECTOR_METRICS_PORT: String(port),
-        PROJECTOR_PROJECTIONS: 'cart_summary',
-      },
-      config.nodeArgs,
-    );
-    const pid = projector.child.pid ?? 0;
-    let firstApplyAt: number | undefined;
-    let ticksAtFirstApply = 0;
-    let peakRss = 0;
-    const applied = async () => {
-      const { rows } = await pool
-        .query<{ n: string }>(
-          `SELECT COALESCE(sum(next_offset), 0)::text AS n FROM sluice.projection_checkpoints
-            WHERE projection = 'cart_summary'`,
-        )
-        .catch(() => ({ rows: [{ n: '0' }] }));
-      return Number(rows[0]?.n ?? 0);
-    };
-    const died = projector.exited().then((code) => {
-      throw new Error(
-        `the projector exited (${String(code)}):\n${projector.output().slice(-2000)}`,
-      );
-    });
-    died.catch(() => undefined);
+/** Applies the backlog in `topic` with the projector, into `database`, tracing as `tracing` says. */
+async function projectorRun(
+  database: TestDatabase,
+  backlog: { topic: string; events: number; fold: Map<string, CartFold> },
+  tracing: Record<string, string>,
+) {
+  const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const prefix = backlog.topic.slice(0, backlog.topic.length - topicFor('cart').length);
+  const spawnedAt = performance.now();
+  const projector = startProjector({
+    DATABASE_URL: database.url,
+    KAFKA_BROKERS: config.brokers.join(','),
+    PROJECTOR_TOPIC_PREFIX: prefix,
+    PROJECTOR_GROUP_PREFIX: `${uniqueName('bench_apply')}.g.`,
+    PROJECTOR_METRICS_PORT: String(port),
+    PROJECTOR_PROJECTIONS: 'cart_summary',
+    ...tracing,
+  });
+  const pid = projector.pid;
+  let firstApplyAt: number | undefined;
+  let ticksAtFirstApply = 0;
+  let peakRss = 0;
+  const applied = async () => {
+    const { rows } = await pool
+      .query<{ n: string }>(
+        `SELECT COALESCE(sum(next_offset), 0)::text AS n FROM sluice.projection_checkpoints
+          WHERE projection = 'cart_summary'`,
+      )
+      .catch(() => ({ rows: [{ n: '0' }] }));
+    return Number(rows[0]?.n ?? 0);
+  };
+  const died = projector.exited().then((code) => {
+    throw new Error(`the projector exited (${String(code)}):\n${projector.output().slice(-2000)}`);
+  });
+  died.catch(() => undefined);
+  try {
     const drained = waitFor(
       async () => {
         peakRss = Math.max(peakRss, memoryMb(pid)?.rss ?? 0);
@@ -283,7 +336,7 @@ async function applyRun(kafka: Kafka) {
           firstApplyAt = performance.now();
           ticksAtFirstApply = processTicks(pid)?.ticks ?? 0;
         }
-        return done >= events.length;
+        return done >= backlog.events;
       },
       { timeoutMs: 600_000, intervalMs: 20, message: 'the projector to apply the backlog' },
     );
@@ -297,15 +350,34 @@ async function applyRun(kafka: Kafka) {
     );
     const peak = Math.max(peakRss, memoryMb(pid)?.hwm ?? 0);
     await stop(projector);
-    const projectorCorrect = await viewMatchesFold(pool, fold);
+    return {
+      eventsPerSecond: Math.round(backlog.events / applySeconds),
+      applySeconds: round(applySeconds),
+      startupSeconds: round(((firstApplyAt ?? doneAt) - spawnedAt) / 1000),
+      batches,
+      cores: round(ticks / TICKS_PER_SECOND / applySeconds),
+      cpuMicrosPerEvent: round((ticks / TICKS_PER_SECOND / backlog.events) * 1e6, 3),
+      peakRssMb: round(peak, 1),
+      viewEqualsFold: await viewMatchesFold(pool, backlog.fold),
+    };
+  } finally {
+    await pool.end();
+  }
+}
 
-    // Ceiling: the projection's own statement per batch, nothing else.
-    const batchSize = Math.max(1, Math.round(events.length / batches));
+/** The projection's own statement per batch of `batchSize`, nothing else, into `database`. */
+async function ceilingRun(
+  database: TestDatabase,
+  backlog: { topic: string; events: ShopEvent[]; fold: Map<string, CartFold> },
+  batchSize: number,
+) {
+  const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+  try {
     // The projector applied generation 1; the same table is emptied and filled again.
     await pool.query('TRUNCATE views.cart_summaries_g1');
     const db = createDatabase<Record<string, never>>({ url: database.url, maxConnections: 1 });
-    const ceilingStarted = performance.now();
-    for (const partition of partitionsOf(events, topic)) {
+    const started = performance.now();
+    for (const partition of partitionsOf(backlog.events, backlog.topic)) {
       for (let from = 0; from < partition.length; from += batchSize) {
         const batch = partition.slice(from, from + batchSize);
         await db
@@ -313,38 +385,117 @@ async function applyRun(kafka: Kafka) {
           .execute((trx) => cartSummary.apply(batch, { trx, table: tableNamer(1) }));
       }
     }
-    const ceilingSeconds = (performance.now() - ceilingStarted) / 1000;
+    const seconds = (performance.now() - started) / 1000;
     await db.destroy();
-    const ceilingCorrect = await viewMatchesFold(pool, fold);
-    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
-    await admin.disconnect();
+    return { seconds, viewEqualsFold: await viewMatchesFold(pool, backlog.fold) };
+  } finally {
+    await pool.end();
+  }
+}
 
-    const eventsPerSecond = Math.round(events.length / applySeconds);
-    const ceiling = Math.round(events.length / ceilingSeconds);
+type ProjectorRun = Awaited<ReturnType<typeof projectorRun>> & {
+  mode: TracingMode;
+  otlp: SinkCounts;
+};
+
+/** One projector run per tracing mode, each into a fresh database; the first one's is kept. */
+async function projectorRuns(
+  backlog: { topic: string; events: number; fold: Map<string, CartFold> },
+  keep: (database: TestDatabase) => void,
+): Promise<ProjectorRun[]> {
+  const sink = await startOtlpSink();
+  const runs: ProjectorRun[] = [];
+  try {
+    for (const [index, mode] of config.tracing.entries()) {
+      const database = await createTestDatabase(config.serverUrl, 'bench_apply');
+      if (index === 0) keep(database);
+      log(`projector ${index + 1}/${config.tracing.length}, tracing ${mode}`);
+      const before = sink.counts();
+      try {
+        const run = await projectorRun(database, backlog, tracingEnvironment(mode, sink.endpoint));
+        const after = sink.counts();
+        const otlp = {
+          requests: after.requests - before.requests,
+          bytes: after.bytes - before.bytes,
+        };
+        log(`projector (tracing ${mode}): ${run.eventsPerSecond} events/s`);
+        runs.push({ ...run, mode, otlp });
+      } finally {
+        if (index > 0) await database.drop();
+      }
+    }
+  } finally {
+    await sink.close();
+  }
+  return runs;
+}
+
+function tracingReport(runs: readonly ProjectorRun[]) {
+  return {
+    order: runs.map((run) => run.mode),
+    runs: runs.map(({ mode, eventsPerSecond, cpuMicrosPerEvent, peakRssMb, otlp, cores }) => ({
+      mode,
+      eventsPerSecond,
+      cpuMicrosPerEvent,
+      peakRssMb,
+      otlp,
+      cores,
+    })),
+    ...summarizeTracing(runs),
+  };
+}
+
+async function applyRun(kafka: Kafka) {
+  const topic = `${uniqueName('bench_apply')}.${topicFor('cart')}`;
+  let kept: TestDatabase | undefined;
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    log(`generating ${config.events} events over ${config.carts} carts`);
+    const { events, fold } = generateBacklog();
+    await admin.createTopics({
+      topics: [{ topic, numPartitions: PARTITIONS }],
+      waitForLeaders: true,
+    });
+    const producedAt = performance.now();
+    await produce(kafka, topic, events);
+    log(`produced ${events.length} records in ${round((performance.now() - producedAt) / 1000)} s`);
+    const backlog = { topic, events: events.length, fold };
+    const runs = await projectorRuns(backlog, (database) => (kept = database));
+    const first = runs.find((run) => run.mode === 'off') ?? runs[0];
+    if (first === undefined || kept === undefined) throw new Error('no projector run');
+
+    const batchSize = Math.max(1, Math.round(events.length / first.batches));
+    const ceiling = await ceilingRun(kept, { topic, events, fold }, batchSize);
+    const ceilingRate = Math.round(events.length / ceiling.seconds);
     return {
       events: events.length,
       carts: config.carts,
       projector: {
-        eventsPerSecond,
-        applySeconds: round(applySeconds),
-        startupSeconds: round(((firstApplyAt ?? doneAt) - spawnedAt) / 1000),
-        batches,
+        tracing: first.mode,
+        eventsPerSecond: first.eventsPerSecond,
+        applySeconds: first.applySeconds,
+        startupSeconds: first.startupSeconds,
+        batches: first.batches,
         meanBatchSize: batchSize,
-        cores: round(ticks / TICKS_PER_SECOND / applySeconds),
-        peakRssMb: round(peak, 1),
-        viewEqualsFold: projectorCorrect,
+        cores: first.cores,
+        peakRssMb: first.peakRssMb,
+        viewEqualsFold: runs.every((run) => run.viewEqualsFold),
       },
       ceiling: {
         what: 'cartSummary.apply per batch, one transaction each',
-        eventsPerSecond: ceiling,
-        seconds: round(ceilingSeconds),
-        viewEqualsFold: ceilingCorrect,
+        eventsPerSecond: ceilingRate,
+        seconds: round(ceiling.seconds),
+        viewEqualsFold: ceiling.viewEqualsFold,
       },
-      ratio: round(eventsPerSecond / ceiling, 3),
+      ratio: round(first.eventsPerSecond / ceilingRate, 3),
+      tracing: tracingReport(runs),
+      serviceRoot: serviceRoot(),
     };
   } finally {
-    await pool.end();
-    await database.drop();
+    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+    await admin.disconnect();
+    await kept?.drop();
   }
 }
 
@@ -525,6 +676,7 @@ async function latencyRun() {
 
 // ---------------------------------------------------------------- main
 
+clearTracingEnvironment();
 const kafka = testKafka(config.brokers, 'bench-projector');
 try {
   const apply = config.skipApply ? undefined : await applyRun(kafka);
@@ -537,13 +689,24 @@ try {
           eventsPerSecond: apply.projector.eventsPerSecond >= GOALS.eventsPerSecond,
           ratio: apply.ratio >= GOALS.ratio,
           viewsEqualFold: apply.projector.viewEqualsFold && apply.ceiling.viewEqualsFold,
+          tracing10: apply.tracing.meetsGoal,
         }),
     ...(latency === undefined
       ? {}
       : { p50: latency.p50Ms <= GOALS.p50Ms, p99: latency.p99Ms <= GOALS.p99Ms }),
   };
   process.stdout.write(
-    `${JSON.stringify({ benchmark: 'projector-apply', apply, latency, goals: GOALS, meetsGoals: meets }, null, 2)}\n`,
+    `${JSON.stringify(
+      {
+        benchmark: 'projector-apply',
+        apply,
+        latency,
+        goals: { ...GOALS, tracing: TRACING_GOAL },
+        meetsGoals: meets,
+      },
+      null,
+      2,
+    )}\n`,
   );
 } catch (error) {
   log(`failed: ${errorMessage(error)}`);

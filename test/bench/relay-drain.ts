@@ -16,7 +16,12 @@
 //   BENCH_RELAY_NODE_ARGS   extra node flags for the relay, e.g.
 //                           "--cpu-prof --cpu-prof-dir=/tmp/relay-prof"
 //   BENCH_RELAY_ENV         extra relay environment, e.g. "RELAY_MAX_BATCH_EVENTS=10000 A=b"
-//   BENCH_KEEP_TOPIC=1      keep the Kafka topic (deleted by default: ~0.5 GB per run)
+//   BENCH_KEEP_TOPIC=1      keep the Kafka topics (deleted by default: ~0.5 GB per run)
+//   BENCH_TRACING           the relay runs' tracing modes, a comma list of off, 0.1 (10 % of
+//                           traces, parentbased_traceidratio), 1 (always_on) (default off,0.1)
+//   BENCH_ROUNDS            times the list is run, alternating (default 2: off, 0.1, off, 0.1)
+//   BENCH_SERVICE_ROOT      a built checkout whose services/relay/dist/main.js is measured
+//                           (default this repository), to compare builds
 //
 // Order: publication, then both slots (relay's and ceiling's, made with
 // pg_create_logical_replication_slot, so the relay takes its slot as it is — registered with
@@ -25,6 +30,10 @@
 // Relay: services/relay/dist/main.js, timed from spawn until its slot's confirmed_flush_lsn
 // reaches T (the relay confirms only what Kafka acknowledged); then the topic's high offsets
 // must add up to at least the backlog.
+// Tracing: the relay runs once per mode in BENCH_TRACING × BENCH_ROUNDS, each on its own slot
+// (all made before the backlog) and topic, on the same backlog; traced runs export OTLP/HTTP to
+// a sink in this process that counts requests and bytes. Inherited OTEL_* variables are ignored.
+// `relay` and `ratio` are the first untraced run's; `tracing` compares the modes in this run.
 import { topicFor } from '@sluice/contracts';
 import { errorMessage } from '@sluice/errors';
 import { outboxMigrations } from '@sluice/outbox';
@@ -44,13 +53,22 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import {
   cleanUpOnSignals,
+  clearTracingEnvironment,
   envNumber,
   log,
   machineTicks,
   memoryMb,
   processTicks,
   repoRoot,
+  serviceRoot,
+  startOtlpSink,
   stopProcess,
+  summarizeTracing,
+  TRACING_GOAL,
+  tracingEnvironment,
+  tracingModes,
+  type SinkCounts,
+  type TracingMode,
 } from './support.js';
 import { AGGREGATE_TYPE, confirmedFlush, writeOutboxEvents } from '../relay/harness.js';
 
@@ -79,6 +97,7 @@ const config = {
   relayNodeArgs: (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== ''),
   relayEnv: envPairs('BENCH_RELAY_ENV'),
   keepTopic: process.env.BENCH_KEEP_TOPIC === '1',
+  tracing: tracingModes(),
 };
 const GOALS = { eventsPerSecond: 25_000, ratio: 0.6, peakRssMb: 200 } as const;
 const PG_BIN = '/usr/lib/postgresql/15/bin';
@@ -155,7 +174,7 @@ function createCpuTracker(roles: () => Map<number, string>) {
 // ---------------------------------------------------------------- database helpers
 
 const root = repoRoot();
-const relayMain = join(root, 'services', 'relay', 'dist', 'main.js');
+const relayMain = join(serviceRoot(), 'services', 'relay', 'dist', 'main.js');
 let database: TestDatabase | undefined;
 let pool: pg.Pool | undefined;
 const children = new Set<ChildProcess>();
@@ -297,19 +316,23 @@ function cleanup(): Promise<void> {
         .catch((error: unknown) => log(`dropping ${database?.name ?? ''}: ${errorMessage(error)}`));
       database = undefined;
     }
-    if (topicToDelete !== undefined && !config.keepTopic) {
-      const kafkaAdmin = testKafka(config.brokers).admin();
-      const topic = topicToDelete;
-      await kafkaAdmin
-        .connect()
-        .then(() => kafkaAdmin.deleteTopics({ topics: [topic], timeout: 30_000 }))
-        .then(() => log(`deleted topic ${topic}`))
-        .catch((error: unknown) => log(`deleting topic ${topic}: ${errorMessage(error)}`))
-        .finally(() => kafkaAdmin.disconnect());
-      topicToDelete = undefined;
-    }
+    await deleteTopic();
   })();
   return cleaning;
+}
+
+/** Deletes the last run's topic (unless BENCH_KEEP_TOPIC=1). */
+async function deleteTopic(): Promise<void> {
+  if (topicToDelete === undefined || config.keepTopic) return;
+  const kafkaAdmin = testKafka(config.brokers).admin();
+  const topic = topicToDelete;
+  topicToDelete = undefined;
+  await kafkaAdmin
+    .connect()
+    .then(() => kafkaAdmin.deleteTopics({ topics: [topic], timeout: 30_000 }))
+    .then(() => log(`deleted topic ${topic}`))
+    .catch((error: unknown) => log(`deleting topic ${topic}: ${errorMessage(error)}`))
+    .finally(() => kafkaAdmin.disconnect());
 }
 
 cleanUpOnSignals(cleanup);
@@ -401,6 +424,7 @@ async function runRelay(names: {
   publication: string;
   topicPrefix: string;
   target: bigint;
+  tracing: Record<string, string>;
 }) {
   if (database === undefined || pool === undefined) throw new Error('no database');
   const env: NodeJS.ProcessEnv = {
@@ -412,6 +436,7 @@ async function runRelay(names: {
     RELAY_TOPIC_PREFIX: names.topicPrefix,
     RELAY_METRICS_PORT: '0',
     LOG_LEVEL: 'warn',
+    ...names.tracing,
     ...config.relayEnv,
   };
   const start = performance.now();
@@ -469,6 +494,7 @@ async function runRelay(names: {
   const cpuCores = cpu.finish();
   const memory = memoryMb(child.pid);
   const peakRssMb = Math.max(peakRss, memory?.hwm ?? 0);
+  const relayTicks = processTicks(child.pid)?.ticks ?? 0;
   const retries = child.count(/Kafka send failed/);
   log(`relay drained in ${seconds.toFixed(2)} s; stopping it`);
   await stopProcess(child.process);
@@ -482,6 +508,7 @@ async function runRelay(names: {
       firstProgressAfter === undefined ? null : round(firstProgressAfter / 1000),
     sendRetries: retries,
     exitCode: exit.code,
+    cpuSeconds: relayTicks / TICKS_PER_SECOND,
     cpu: cpuCores,
   };
 }
@@ -495,6 +522,77 @@ async function topicRecords(topic: string): Promise<number> {
   } finally {
     await kafkaAdmin.disconnect();
   }
+}
+
+// ---------------------------------------------------------------- tracing modes
+
+type RelayRun = Awaited<ReturnType<typeof runRelay>>;
+
+interface ModeRun {
+  mode: TracingMode;
+  relay: RelayRun;
+  kafkaRecords: number;
+  otlp: SinkCounts;
+}
+
+/** One relay run per tracing mode, each from its own slot into its own topic. */
+async function runRelays(
+  names: { slots: readonly string[]; publication: string },
+  target: bigint,
+  events: number,
+): Promise<ModeRun[]> {
+  const sink = await startOtlpSink();
+  const runs: ModeRun[] = [];
+  try {
+    for (const [index, mode] of config.tracing.entries()) {
+      const slot = names.slots[index] ?? '';
+      const topicPrefix = `${uniqueName('bench_relay')}.`;
+      const topic = `${topicPrefix}${topicFor(AGGREGATE_TYPE)}`;
+      log(`relay ${index + 1}/${config.tracing.length}, tracing ${mode}: ${relayMain}`);
+      topicToDelete = topic;
+      const before = sink.counts();
+      const tracing = tracingEnvironment(mode, sink.endpoint);
+      const relay = await runRelay({ ...names, slot, topicPrefix, target, tracing });
+      const after = sink.counts();
+      const kafkaRecords = await topicRecords(topic);
+      const rate = Math.round(events / relay.seconds);
+      log(`relay (tracing ${mode}): ${rate} events/s; ${kafkaRecords} records in ${topic}`);
+      await deleteTopic();
+      await dropSlot(slot);
+      const otlp = {
+        requests: after.requests - before.requests,
+        bytes: after.bytes - before.bytes,
+      };
+      runs.push({ mode, relay, kafkaRecords, otlp });
+    }
+  } finally {
+    await sink.close();
+  }
+  return runs;
+}
+
+function tracingRuns(runs: readonly ModeRun[], events: number) {
+  return runs.map(({ mode, relay, otlp }) => ({
+    mode,
+    eventsPerSecond: Math.round(events / relay.seconds),
+    cpuMicrosPerEvent: round((relay.cpuSeconds * 1e6) / events, 3),
+    peakRssMb: round(relay.peakRssMb, 1),
+    otlp,
+  }));
+}
+
+function tracingReport(runs: readonly ModeRun[], events: number) {
+  const measured = tracingRuns(runs, events);
+  return {
+    order: runs.map((run) => run.mode),
+    runs: measured.map((run, index) => ({
+      ...run,
+      seconds: round(runs[index]?.relay.seconds ?? NaN),
+      relayCores: runs[index]?.relay.cpu.relayCores ?? null,
+      machineBusyCores: runs[index]?.relay.cpu.machineBusyCores ?? null,
+    })),
+    ...summarizeTracing(measured),
+  };
 }
 
 // ---------------------------------------------------------------- main
@@ -515,12 +613,10 @@ async function main() {
   pool.on('error', () => undefined);
 
   const names = {
-    slot: uniqueName('bench_relay_slot'),
+    slots: config.tracing.map(() => uniqueName('bench_relay_slot')),
     ceilingSlot: uniqueName('bench_ceiling_slot'),
     publication: uniqueName('bench_relay_pub'),
-    topicPrefix: `${uniqueName('bench_relay')}.`,
   };
-  const topic = `${names.topicPrefix}${topicFor(AGGREGATE_TYPE)}`;
 
   // Publication before the slots, so neither decodes WAL from before it exists.
   await pool.query(
@@ -528,7 +624,7 @@ async function main() {
        WITH (publish = 'insert')`,
   );
   log('creating slots (waits for transactions running anywhere on the server to end)');
-  for (const slot of [names.slot, names.ceilingSlot]) {
+  for (const slot of [...names.slots, names.ceilingSlot]) {
     await queryOne(`SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [
       slot,
     ]);
@@ -557,11 +653,10 @@ async function main() {
   log(`ceiling: ${ceiling.seconds.toFixed(2)} s, ${Math.round(events / ceiling.seconds)} events/s`);
   await dropSlot(names.ceilingSlot);
 
-  log('relay: services/relay/dist/main.js');
-  topicToDelete = topic;
-  const relay = await runRelay({ ...names, target: target.value });
-  const kafkaRecords = await topicRecords(topic);
-  log(`relay: ${relay.seconds.toFixed(2)} s; ${kafkaRecords} records in ${topic}`);
+  const runs = await runRelays(names, target.value, events);
+  const first = runs.find((run) => run.mode === 'off') ?? runs[0];
+  if (first === undefined) throw new Error('no relay run');
+  const { relay, kafkaRecords } = first;
 
   const relayRate = events / relay.seconds;
   const ceilingRate = events / ceiling.seconds;
@@ -578,6 +673,7 @@ async function main() {
     events,
     payloadBytes: config.payloadBytes,
     relay: {
+      tracing: first.mode,
       seconds: round(relay.seconds),
       eventsPerSecond: Math.round(relayRate),
       peakRssMb,
@@ -598,13 +694,20 @@ async function main() {
       cpu: ceiling.cpu,
     },
     ratio: round(ratio, 3),
-    goals: GOALS,
+    tracing: tracingReport(runs, events),
+    goals: { ...GOALS, tracing: TRACING_GOAL },
     meetsGoals: {
       eventsPerSecond: relayRate >= GOALS.eventsPerSecond,
       ratio: ratio >= GOALS.ratio,
       peakRssMb: peakRssMb <= GOALS.peakRssMb,
+      tracing10: summarizeTracing(tracingRuns(runs, events)).meetsGoal,
     },
-    ok: kafkaRecords >= events && relay.exitCode === 0,
+    ok: runs.every(
+      (run) =>
+        run.kafkaRecords >= events &&
+        run.relay.exitCode === 0 &&
+        (run.mode === 'off' || run.otlp.requests > 0),
+    ),
     machineQuiet,
     backlog: {
       aggregates: Math.min(config.aggregates, events),
@@ -615,12 +718,14 @@ async function main() {
       outboxTableMb: round(Number(check.row_bytes) / 1024 / 1024, 1),
       targetLsn: target.text,
     },
+    serviceRoot: serviceRoot(),
     node: process.version,
     cpus: os.availableParallelism(),
     cpuModel: os.cpus()[0]?.model ?? 'unknown',
   };
 }
 
+clearTracingEnvironment();
 try {
   const result = await main();
   await cleanup();

@@ -138,3 +138,158 @@ export function httpRequest(
     request.end(json);
   });
 }
+
+// ---------------------------------------------------------------- builds and tracing modes
+
+/**
+ * The checkout whose built services are measured: `BENCH_SERVICE_ROOT` (another checkout,
+ * built, to compare builds with the same benchmark), else this repository.
+ */
+export function serviceRoot(): string {
+  const root = process.env.BENCH_SERVICE_ROOT ?? '';
+  return root === '' ? repoRoot() : root;
+}
+
+/** How a measured run traces: `off`, `0.1` (10 % of traces, parent-based) or `1` (all). */
+export type TracingMode = 'off' | '0.1' | '1';
+
+const TRACING_MODES: readonly string[] = ['off', '0.1', '1'];
+
+/**
+ * The runs' tracing modes in order: `BENCH_TRACING` (a comma list, default `off,0.1`) repeated
+ * `BENCH_ROUNDS` times (default 2), so modes alternate — off, 0.1, off, 0.1 — and a drift of the
+ * machine over the benchmark shows as spread between runs of one mode, not as a mode's cost.
+ */
+export function tracingModes(): TracingMode[] {
+  const modes = (process.env.BENCH_TRACING ?? 'off,0.1')
+    .split(',')
+    .map((mode) => mode.trim())
+    .filter((mode) => mode !== '');
+  const unknown = modes.filter((mode) => !TRACING_MODES.includes(mode));
+  if (modes.length === 0 || unknown.length > 0)
+    throw new Error(`BENCH_TRACING must list modes among off, 0.1, 1 (got ${unknown.join(', ')})`);
+  const rounds = Math.floor(envNumber('BENCH_ROUNDS', 2));
+  return Array.from({ length: rounds }, () => modes as TracingMode[]).flat();
+}
+
+/**
+ * Removes the `OTEL_*` variables this process inherited: services start from its environment,
+ * and `BENCH_TRACING` alone decides whether they trace.
+ */
+export function clearTracingEnvironment(): void {
+  for (const name of Object.keys(process.env))
+    if (name.startsWith('OTEL_')) Reflect.deleteProperty(process.env, name);
+}
+
+/** A service's `OTEL_*` settings for `mode`, exporting to the sink at `endpoint`. */
+export function tracingEnvironment(mode: TracingMode, endpoint: string): Record<string, string> {
+  if (mode === 'off') return {};
+  return {
+    OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+    ...(mode === '1'
+      ? { OTEL_TRACES_SAMPLER: 'always_on' }
+      : { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: mode }),
+  };
+}
+
+/** What an OTLP sink received so far. */
+export interface SinkCounts {
+  requests: number;
+  bytes: number;
+}
+
+/**
+ * A minimal OTLP/HTTP endpoint on 127.0.0.1: answers 200 (an empty export response) to
+ * `POST /v1/traces`, counts requests and body bytes, and discards the bodies.
+ */
+export async function startOtlpSink(): Promise<{
+  endpoint: string;
+  counts(): SinkCounts;
+  close(): Promise<void>;
+}> {
+  const counts: SinkCounts = { requests: 0, bytes: 0 };
+  const server = http.createServer((request, response) => {
+    const traces = request.method === 'POST' && request.url === '/v1/traces';
+    request.on('data', (chunk: Buffer) => {
+      if (traces) counts.bytes += chunk.length;
+    });
+    request.on('end', () => {
+      if (traces) counts.requests += 1;
+      response.writeHead(traces ? 200 : 404, { 'content-type': 'application/x-protobuf' });
+      response.end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('the sink has no port');
+  return {
+    endpoint: `http://127.0.0.1:${address.port}`,
+    counts: () => ({ ...counts }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** One measured run of a service under a tracing mode. */
+export interface TracingRun {
+  mode: TracingMode;
+  eventsPerSecond: number;
+  /** CPU time of the service process per event, in microseconds. */
+  cpuMicrosPerEvent: number;
+  peakRssMb: number;
+  otlp: SinkCounts;
+}
+
+const mean = (values: readonly number[]) =>
+  values.reduce((sum, value) => sum + value, 0) / values.length;
+const round3 = (value: number) => Math.round(value * 1000) / 1000;
+
+/** How much tracing at 10 % may cost in throughput, as a fraction of the same run's `off`. */
+export const TRACING_GOAL = { maxThroughputCost10: 0.1 } as const;
+
+/**
+ * Each mode's mean throughput, CPU per event and peak RSS; `0.1` and `1` against `off` of the
+ * same benchmark run (ratios of the means); the spread of the `off` runs ((max − min) / mean:
+ * the noise a ratio must be read against); whether tracing at 10 % met its goal.
+ */
+export function summarizeTracing(runs: readonly TracingRun[]) {
+  const byMode: Record<
+    string,
+    { runs: number; eventsPerSecond: number; cpuMicrosPerEvent: number; peakRssMb: number }
+  > = {};
+  for (const mode of TRACING_MODES) {
+    const of = runs.filter((run) => run.mode === mode);
+    if (of.length === 0) continue;
+    byMode[mode] = {
+      runs: of.length,
+      eventsPerSecond: Math.round(mean(of.map((run) => run.eventsPerSecond))),
+      cpuMicrosPerEvent: round3(mean(of.map((run) => run.cpuMicrosPerEvent))),
+      peakRssMb: Math.max(...of.map((run) => run.peakRssMb)),
+    };
+  }
+  const off = byMode.off;
+  const against = (mode: string) => {
+    const on = byMode[mode];
+    if (off === undefined || on === undefined) return undefined;
+    return {
+      throughputRatio: round3(on.eventsPerSecond / off.eventsPerSecond),
+      cpuPerEventRatio: round3(on.cpuMicrosPerEvent / off.cpuMicrosPerEvent),
+    };
+  };
+  const offRates = runs.filter((run) => run.mode === 'off').map((run) => run.eventsPerSecond);
+  const on10 = against('0.1');
+  return {
+    byMode,
+    on10VsOff: on10 ?? null,
+    on100VsOff: against('1') ?? null,
+    offSpread:
+      offRates.length < 2
+        ? null
+        : round3((Math.max(...offRates) - Math.min(...offRates)) / mean(offRates)),
+    meetsGoal:
+      on10 === undefined ? null : on10.throughputRatio >= 1 - TRACING_GOAL.maxThroughputCost10,
+  };
+}

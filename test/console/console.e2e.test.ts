@@ -30,6 +30,7 @@ const screenshots = join(here, 'screenshots');
 const SECRET = 'console-e2e-secret-0123456789abcdef0123456789';
 const USERS = { operator: 'olga', viewer: 'vic' } as const;
 const PASSWORDS = { olga: 'operator-pass-1', vic: 'viewer-pass-1' } as const;
+const TRACE_UI = 'http://127.0.0.1:16686';
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -89,6 +90,7 @@ async function startConsole(): Promise<string> {
     CONSOLE_GROUP_PREFIX: pipeline.groupPrefix,
     CONSOLE_SLOT: await relaySlot(),
     CONSOLE_SAMPLE_MS: '500',
+    CONSOLE_TRACE_URL: `${TRACE_UI}/trace/{traceId}`,
     SLUICE_ACCESS_SECRET: SECRET,
     SLUICE_ACCESS_USERS_FILE: usersFile(),
   });
@@ -354,6 +356,13 @@ describe('the console in a browser', () => {
     expect(await page.getByTestId('journey-event').count()).toBe(2);
     expect(await states('journey-published')).toEqual(['published', 'published']);
     expect(await states('journey-committed')).toEqual(['committed', 'committed']);
+    const traceLinks = await page.getByTestId('journey-trace').all();
+    expect(traceLinks).toHaveLength(2);
+    for (const link of traceLinks) {
+      const traceId = (await link.textContent()) ?? '';
+      expect(traceId).toMatch(/^[0-9a-f]{32}$/);
+      expect(await link.getAttribute('href')).toBe(`${TRACE_UI}/trace/${traceId}`);
+    }
     await shoot(page, 'journey');
     await context.close();
   });

@@ -33,8 +33,13 @@ export interface Pipeline {
   close(): Promise<void>;
 }
 
+/** Settings of the pipeline's services, on top of those it gives them. */
+export type PipelineEnv = Partial<
+  Record<'shop-api' | 'relay' | 'projector', Record<string, string>>
+>;
+
 /** Starts shop-api and a relay on a fresh database named after `prefix`. */
-export async function startPipeline(prefix: string): Promise<Pipeline> {
+export async function startPipeline(prefix: string, env: PipelineEnv = {}): Promise<Pipeline> {
   const { databaseUrl, kafkaBrokers } = testServers();
   const database = await createTestDatabase(databaseUrl, prefix);
   const pool = new pg.Pool({ connectionString: database.url, max: 4 });
@@ -47,16 +52,17 @@ export async function startPipeline(prefix: string): Promise<Pipeline> {
     void service.exited().then(() => running.delete(service));
     return service;
   };
-  const start = (name: 'relay' | 'projector', env: Record<string, string>) =>
+  const start = (name: 'relay' | 'projector', settings: Record<string, string>) =>
     track(
       startService(name, {
         DATABASE_URL: database.url,
         KAFKA_BROKERS: kafkaBrokers.join(','),
-        ...env,
+        ...settings,
+        ...env[name],
       }),
     );
 
-  const shopApi = await startShopApi({ DATABASE_URL: database.url });
+  const shopApi = await startShopApi({ DATABASE_URL: database.url, ...env['shop-api'] });
   track(shopApi.service);
   start('relay', {
     RELAY_SLOT: uniqueName(`${prefix}_slot`),
@@ -87,13 +93,13 @@ export async function startPipeline(prefix: string): Promise<Pipeline> {
     topicPrefix,
     groupPrefix,
     kafkaBrokers,
-    startProjector: (env = {}) =>
+    startProjector: (settings = {}) =>
       start('projector', {
         PROJECTOR_TOPIC_PREFIX: topicPrefix,
         PROJECTOR_GROUP_PREFIX: groupPrefix,
         PROJECTOR_METRICS_PORT: '0',
         PROJECTOR_SESSION_TIMEOUT_MS: '6000',
-        ...env,
+        ...settings,
       }),
     async post(path, body) {
       const response = await fetch(`${shopApi.base}${path}`, {

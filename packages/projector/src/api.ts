@@ -1,5 +1,6 @@
 import type { DomainEvent } from '@sluice/contracts';
 import type { Kafka } from 'kafkajs';
+import type { Tracer } from '@sluice/tracing';
 import type { Kysely } from 'kysely';
 import type { OperatorRequest } from './audit.js';
 import type { BatchResult } from './batch.js';
@@ -93,6 +94,11 @@ export interface ProjectorOptions<DB> {
    * nothing. Default 168.
    */
   journeyRetentionHours?: number;
+  /**
+   * Traces each record applied, redriven or set aside: a `process <topic>` span, a child of the
+   * record's `traceparent`, and the view's commit. Default: none.
+   */
+  tracer?: Tracer | undefined;
   hooks?: ProjectorHooks;
 }
 

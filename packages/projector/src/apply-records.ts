@@ -16,6 +16,7 @@ import {
 } from './classify.js';
 import { instanceOf, tableNamer } from './generations.js';
 import { parkRecords } from './parked-records.js';
+import { outcomesOf } from './process-spans.js';
 import type { Projection } from './projection.js';
 import {
   claimCheckId,
@@ -95,6 +96,7 @@ export async function applyRecords<DB>(
   result.duplicates += sorted.duplicates;
   result.gaps += sorted.gaps;
   result.belowCheckpoint += sorted.belowCheckpoint;
+  const applied = options.tracer === undefined ? undefined : new Set<IncomingRecord>();
   await applyEvents(trx, projection, sorted.ready, {
     careful: batch.careful,
     maxAttempts: options.maxAttempts ?? 3,
@@ -103,6 +105,7 @@ export async function applyRecords<DB>(
     failures: options.failures,
     onPoison: (item, failure) => poisoned(sorted, item, failure),
     onApplied(item) {
+      applied?.add(item.record);
       if ('skip' in item) {
         result.skipped += 1;
         return;
@@ -111,6 +114,7 @@ export async function applyRecords<DB>(
       result.appliedAt.push(item.event);
     },
   });
+  if (applied !== undefined) result.outcomes = outcomesOf(records, sorted, applied);
   await parkRecords(trx, instance, sorted.parks);
   result.parked += sorted.parks.length;
   const raised = [...sorted.versions]

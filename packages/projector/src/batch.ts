@@ -1,4 +1,5 @@
 import type { DomainEvent } from '@sluice/contracts';
+import type { Tracer } from '@sluice/tracing';
 import type { Kysely, Transaction } from 'kysely';
 import { HandlerFailed, type HandlerFailure } from './apply-events.js';
 import { applyRecords } from './apply-records.js';
@@ -10,6 +11,7 @@ import {
   type PartitionOffset,
 } from './bookkeeping.js';
 import { instanceOf } from './generations.js';
+import { processSpans, type RecordOutcome } from './process-spans.js';
 import type { Projection } from './projection.js';
 import { fingerprint, type DeadLetterSink, type IncomingRecord } from './records.js';
 
@@ -27,6 +29,8 @@ export interface BatchResult {
   belowCheckpoint: number;
   /** Per applied event: its `occurredAt` time, for latency metrics. */
   appliedAt: DomainEvent[];
+  /** What happened to each record, when traced. */
+  outcomes?: RecordOutcome[];
 }
 
 /** A partition whose records start past its stored checkpoint (`offset`) at `first`. */
@@ -93,6 +97,10 @@ export interface ApplyOptions {
   failures?: Map<string, HandlerFailure>;
   /** Record each partition batch in `sluice.projection_applied_batches` (the event journey). Default true. */
   recordBatches?: boolean;
+  /** Traces each record a transaction commits: a `process <topic>` span. Default: none. */
+  tracer?: Tracer | undefined;
+  /** The Kafka consumer group the records came through, for the spans. */
+  consumerGroup?: string;
 }
 
 /**
@@ -155,7 +163,8 @@ async function applyBatchOnce<DB>(
   const batches = byPartition(records);
   if (batches.length === 0) return applied;
   const instance = instanceOf(projection.name, options.generation ?? 1);
-
+  const startedAt = Date.now();
+  let committingAt = startedAt;
   await db.transaction().execute(async (trx) => {
     const checkpoints = await lockCheckpoints(trx, instance, batches);
     const fresh: IncomingRecord[] = [];
@@ -177,7 +186,12 @@ async function applyBatchOnce<DB>(
       advances,
       below,
     });
+    committingAt = Date.now();
   });
+  if (options.tracer !== undefined && result.outcomes !== undefined) {
+    const timing = { startedAt, committingAt, consumerGroup: options.consumerGroup };
+    processSpans(options.tracer, projection.name, result.outcomes, timing);
+  }
   return applied;
 }
 

@@ -112,7 +112,12 @@ export async function consumeGeneration<DB>(
   // poison record, which would hold its locks while Kafka creates a topic.
   await context.ensureTopics([...topics, context.deadLetterTopic(projection.name)]);
   const failures = new Map<string, HandlerFailure>();
-  const batchOptions = { ...context.applyOptions, generation: generation.generation, failures };
+  const batchOptions = {
+    ...context.applyOptions,
+    generation: generation.generation,
+    failures,
+    consumerGroup: context.groupIdOf(instance),
+  };
   const consumer = createGenerationConsumer({
     source: createKafkaRecordSource({
       kafka: context.kafka,

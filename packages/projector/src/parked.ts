@@ -1,6 +1,7 @@
 import { SluiceError } from '@sluice/errors';
 import type { Kysely, Transaction } from 'kysely';
 import { applyRecords } from './apply-records.js';
+import { processSpans } from './process-spans.js';
 import { emptyResult, type ApplyOptions, type BatchResult } from './batch.js';
 import { audit, type OperatorRequest } from './audit.js';
 import { saveProgress } from './bookkeeping.js';
@@ -69,6 +70,20 @@ async function redriveIn<DB>(
   return { result, ...(await aggregateStatus(trx, instance, aggregate)) };
 }
 
+/** Runs an operator's transaction, then draws the process spans of what it redrove. */
+async function redriving<T extends ParkedOutcome | undefined>(
+  projection: string,
+  options: ApplyOptions,
+  run: () => Promise<T>,
+): Promise<T> {
+  const startedAt = Date.now();
+  const outcome = await run();
+  const outcomes = outcome?.result.outcomes;
+  if (options.tracer !== undefined && outcomes !== undefined)
+    processSpans(options.tracer, projection, outcomes, { startedAt, redrive: true });
+  return outcome;
+}
+
 const summary = (outcome: ParkedOutcome) => ({
   applied: outcome.result.applied,
   skipped: outcome.result.skipped,
@@ -88,12 +103,14 @@ export async function redriveParked<DB>(
   options: ApplyOptions,
   request: OperatorRequest = { actor: 'system' },
 ): Promise<ParkedOutcome> {
-  return db.transaction().execute(async (trx) => {
-    const generation = await activeGeneration(trx, projection.name);
-    const outcome = await redriveIn(trx, projection, generation, aggregate, deadLetters, options);
-    await audited(trx, projection, request, 'redrive', aggregate, summary(outcome));
-    return outcome;
-  });
+  return redriving(projection.name, options, () =>
+    db.transaction().execute(async (trx) => {
+      const generation = await activeGeneration(trx, projection.name);
+      const outcome = await redriveIn(trx, projection, generation, aggregate, deadLetters, options);
+      await audited(trx, projection, request, 'redrive', aggregate, summary(outcome));
+      return outcome;
+    }),
+  );
 }
 
 /**
@@ -110,27 +127,29 @@ export async function skipParked<DB>(
   options: ApplyOptions,
   request: OperatorRequest = { actor: 'system' },
 ): Promise<ParkedOutcome | undefined> {
-  return db.transaction().execute(async (trx) => {
-    const generation = await activeGeneration(trx, projection.name);
-    const instance = instanceOf(projection.name, generation);
-    const found = await skipRecord(trx, instance, record);
-    if (found === undefined) return undefined;
-    const target = { ...record, aggregateVersion: found.version };
-    if (found.aggregateType === null || found.aggregateId === null) {
-      const outcome = { result: emptyResult(), stillParked: 0, gap: null };
+  return redriving(projection.name, options, () =>
+    db.transaction().execute(async (trx) => {
+      const generation = await activeGeneration(trx, projection.name);
+      const instance = instanceOf(projection.name, generation);
+      const found = await skipRecord(trx, instance, record);
+      if (found === undefined) return undefined;
+      const target = { ...record, aggregateVersion: found.version };
+      if (found.aggregateType === null || found.aggregateId === null) {
+        const outcome = { result: emptyResult(), stillParked: 0, gap: null };
+        await audited(trx, projection, request, 'skip', target, summary(outcome));
+        return outcome;
+      }
+      const aggregate = { type: found.aggregateType, id: found.aggregateId };
+      // Only a record at the head of its aggregate's queue lets the others move; one further back
+      // waits for its turn, and the records ahead of it are left as they are.
+      const outcome =
+        (await parkedAhead(trx, instance, aggregate, record)) === 0
+          ? await redriveIn(trx, projection, generation, aggregate, deadLetters, options)
+          : { result: emptyResult(), ...(await aggregateStatus(trx, instance, aggregate)) };
       await audited(trx, projection, request, 'skip', target, summary(outcome));
       return outcome;
-    }
-    const aggregate = { type: found.aggregateType, id: found.aggregateId };
-    // Only a record at the head of its aggregate's queue lets the others move; one further back
-    // waits for its turn, and the records ahead of it are left as they are.
-    const outcome =
-      (await parkedAhead(trx, instance, aggregate, record)) === 0
-        ? await redriveIn(trx, projection, generation, aggregate, deadLetters, options)
-        : { result: emptyResult(), ...(await aggregateStatus(trx, instance, aggregate)) };
-    await audited(trx, projection, request, 'skip', target, summary(outcome));
-    return outcome;
-  });
+    }),
+  );
 }
 
 /** Records an operation on parked events in the operator audit log. */
@@ -167,22 +186,24 @@ export async function acceptVersionGap<DB>(
   options: ApplyOptions,
   request: OperatorRequest = { actor: 'system' },
 ): Promise<ParkedOutcome & { accepted: { from: number; to: number } }> {
-  return db.transaction().execute(async (trx) => {
-    const generation = await activeGeneration(trx, projection.name);
-    const instance = instanceOf(projection.name, generation);
-    const { gap } = await aggregateStatus(trx, instance, aggregate);
-    if (gap === null) {
-      throw new SluiceError<ProjectorErrorCode>(
-        'no_version_gap',
-        `${aggregate.type} ${aggregate.id} of ${projection.name} is not waiting for missing versions; ` +
-          'redrive or skip its parked records instead',
-      );
-    }
-    const accepted = { from: gap.expectedVersion, to: gap.nextParkedVersion - 1 };
-    await saveProgress(trx, instance, [{ ...aggregate, version: accepted.to }], []);
-    const outcome = await redriveIn(trx, projection, generation, aggregate, deadLetters, options);
-    const outcomeSummary = { accepted, ...summary(outcome) };
-    await audited(trx, projection, request, 'accept_version_gap', aggregate, outcomeSummary);
-    return { ...outcome, accepted };
-  });
+  return redriving(projection.name, options, () =>
+    db.transaction().execute(async (trx) => {
+      const generation = await activeGeneration(trx, projection.name);
+      const instance = instanceOf(projection.name, generation);
+      const { gap } = await aggregateStatus(trx, instance, aggregate);
+      if (gap === null) {
+        throw new SluiceError<ProjectorErrorCode>(
+          'no_version_gap',
+          `${aggregate.type} ${aggregate.id} of ${projection.name} is not waiting for missing versions; ` +
+            'redrive or skip its parked records instead',
+        );
+      }
+      const accepted = { from: gap.expectedVersion, to: gap.nextParkedVersion - 1 };
+      await saveProgress(trx, instance, [{ ...aggregate, version: accepted.to }], []);
+      const outcome = await redriveIn(trx, projection, generation, aggregate, deadLetters, options);
+      const outcomeSummary = { accepted, ...summary(outcome) };
+      await audited(trx, projection, request, 'accept_version_gap', aggregate, outcomeSummary);
+      return { ...outcome, accepted };
+    }),
+  );
 }

@@ -64,6 +64,7 @@ class ProjectorRuntime<DB> implements Projector {
         ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),
         ...(options.retryDelayMs === undefined ? {} : { retryDelayMs: options.retryDelayMs }),
         recordBatches: (options.journeyRetentionHours ?? 168) > 0,
+        tracer: options.tracer,
       },
       report,
       generations: {

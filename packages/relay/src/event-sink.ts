@@ -1,4 +1,5 @@
 import type { SerializedEvent } from '@sluice/contracts';
+import type { Tracer } from '@sluice/tracing';
 import type { Kafka } from 'kafkajs';
 import type { Lsn } from './lsn.js';
 
@@ -135,6 +136,12 @@ export interface KafkaSinkOptions {
    * ignored; publishing never waits for it nor fails because of it.
    */
   onAcknowledged?: (records: readonly PublishedRecord[], at: Date) => void;
+  /**
+   * Traces every event: a `create <topic>` span (a child of the context stored with the event;
+   * the record's `traceparent` header carries it) and `send <topic>` spans linking them.
+   * Default: none, and nothing is spent on tracing.
+   */
+  tracer?: Tracer | undefined;
   /** Called when the broker refused one record as too large and it went out as a claim check. */
   onClaimCheckFallback?: (event: EventIdentity, topic: string, error: unknown) => void;
 }

@@ -9,6 +9,7 @@ import {
 } from 'kafkajs';
 import type { RelayErrorCode } from './errors.js';
 import type { KafkaSinkOptions } from './event-sink.js';
+import { sendSpans } from './event-spans.js';
 import { identify, type OutgoingRecord, type RecordEncoder } from './outgoing-records.js';
 import { locateRecords, partitionNoting } from './record-offsets.js';
 import { isTooLarge } from './send-errors.js';
@@ -51,7 +52,7 @@ export class KafkaSender {
   ) {
     this.ensureTopics = createTopicEnsurer(options.kafka, { partitions: options.partitions ?? 6 });
     this.kafka =
-      options.onAcknowledged === undefined
+      options.onAcknowledged === undefined && options.tracer === undefined
         ? options.kafka
         : partitionNoting(options.kafka, this.partitions);
   }
@@ -68,9 +69,10 @@ export class KafkaSender {
   async send(chunk: readonly OutgoingRecord[], signals: readonly AbortSignal[]): Promise<void> {
     const [first] = chunk;
     if (first === undefined) return;
+    const startedAt = Date.now();
     await this.retrying(first, signals, async () => {
       try {
-        await this.sendOnce(chunk, signals);
+        await this.sendOnce(chunk, signals, startedAt);
       } catch (error) {
         if (!isTooLarge(error)) throw error;
         if (chunk.length > 1) {
@@ -82,7 +84,7 @@ export class KafkaSender {
         if (!this.encoder.canClaimCheck(first)) throw error;
         await this.encoder.claimCheck(first);
         this.options.onClaimCheckFallback?.(identify(first.event), first.topic, error);
-        await this.sendOnce(chunk, signals);
+        await this.sendOnce(chunk, signals, startedAt);
       }
     });
   }
@@ -118,6 +120,7 @@ export class KafkaSender {
   private async sendOnce(
     chunk: readonly OutgoingRecord[],
     signals: readonly AbortSignal[],
+    startedAt: number,
   ): Promise<void> {
     const byTopic = new Map<string, Message[]>();
     for (const item of chunk) {
@@ -134,18 +137,26 @@ export class KafkaSender {
       ...(chunk.some((item) => item.compress) ? { compression: CompressionTypes.GZIP } : {}),
       topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
     });
-    this.report(chunk, acknowledged);
+    this.report(chunk, acknowledged, startedAt);
   }
 
-  /** Tells `onAcknowledged` where the records went; nothing it does reaches the send. */
-  private report(chunk: readonly OutgoingRecord[], acknowledged: RecordMetadata[]): void {
-    const { onAcknowledged } = this.options;
-    if (onAcknowledged === undefined) return;
+  /**
+   * Tells `onAcknowledged` where the records went, and ends their send spans; nothing either
+   * does reaches the send.
+   */
+  private report(
+    chunk: readonly OutgoingRecord[],
+    acknowledged: RecordMetadata[],
+    startedAt: number,
+  ): void {
+    const { onAcknowledged, tracer } = this.options;
+    if (onAcknowledged === undefined && tracer === undefined) return;
     try {
       const located = locateRecords(chunk, acknowledged, this.partitions);
-      if (located !== undefined) onAcknowledged(located, new Date());
+      if (located !== undefined) onAcknowledged?.(located, new Date());
+      if (tracer !== undefined) sendSpans(tracer, chunk, located, startedAt);
     } catch {
-      // The journey is a record of publishing, never a condition of it.
+      // The journey and the traces are records of publishing, never conditions of it.
     }
   }
 

@@ -1,8 +1,10 @@
 import { toKafkaRecord, topicFor, type SerializedEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
+import { traceparentOf, type SpanContext } from '@sluice/tracing';
 import type { Message } from 'kafkajs';
 import type { RelayErrorCode } from './errors.js';
 import type { EventIdentity, KafkaSinkOptions, OutgoingEvent } from './event-sink.js';
+import { createSpan } from './event-spans.js';
 import { Lsn } from './lsn.js';
 
 /** An event encoded as the Kafka record it is sent as. */
@@ -17,6 +19,8 @@ export interface OutgoingRecord {
   compress: boolean;
   /** Its payload exceeds `maxRecordBytes`: it goes out as a claim check. */
   oversized: boolean;
+  /** Its `create` span, when traced and recorded: the send's span links to it. */
+  span?: SpanContext;
 }
 
 export function identify(event: SerializedEvent): EventIdentity {
@@ -62,6 +66,17 @@ export class RecordEncoder {
   ): OutgoingRecord {
     const { commitLsn, commitTime } = commit;
     const record = toKafkaRecord(event, { source: this.options.source, commitLsn });
+    const { tracer } = this.options;
+    const created =
+      tracer === undefined
+        ? undefined
+        : createSpan(
+            tracer,
+            { topic, event, commitLsn, ...(commitTime && { commitTime }) },
+            this.options.source,
+          );
+    // The record's context is its create span; `ce_traceparent` keeps the origin's.
+    if (created !== undefined) record.headers.traceparent = traceparentOf(created.context);
     const valueBytes = Buffer.byteLength(record.value);
     const oversized = valueBytes > this.maxRecord;
     // The encoded size, counting header characters as bytes: a non-ASCII header could make a
@@ -78,6 +93,7 @@ export class RecordEncoder {
       bytes,
       compress: !oversized && valueBytes > this.compressAbove,
       oversized,
+      ...(created?.recording === true ? { span: created.context } : {}),
     };
   }
 

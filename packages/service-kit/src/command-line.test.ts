@@ -111,3 +111,49 @@ describe('readCommandLine refusing a command line', () => {
     expect(written).toEqual(['demo: unknown flag --chekc (see --help)\n']);
   });
 });
+
+describe('readCommandLine and the OpenTelemetry variables', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('hands OTEL_* settings of a --settings-file to the SDK through the environment', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'service-kit-')), 'settings.env');
+    writeFileSync(
+      file,
+      `API_TOKEN=${token}\nOTEL_SERVICE_NAME=billing\nOTEL_TRACES_SAMPLER=always_on\n`,
+    );
+    const env: NodeJS.ProcessEnv = { OTEL_TRACES_SAMPLER: 'always_off' };
+    await readCommandLine(
+      { command: 'demo', summary: 'Does a demo.', schema },
+      ['--settings-file', file],
+      env,
+    );
+    expect(env).toMatchObject({ OTEL_SERVICE_NAME: 'billing', OTEL_TRACES_SAMPLER: 'always_off' });
+  });
+
+  it('refuses invalid ones, one line each, with exit 78', async () => {
+    const written: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+      written.push(String(chunk));
+      return true;
+    });
+    vi.spyOn(process, 'exit').mockImplementation((code) => {
+      throw new Error(`exit ${String(code)}`);
+    });
+    const env = {
+      API_TOKEN: token,
+      OTEL_TRACES_EXPORTER: 'otpl',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+      OTEL_TRACES_SAMPLER_ARG: '1.5',
+    };
+    await expect(
+      readCommandLine({ command: 'demo', summary: 'Does a demo.', schema }, [], env),
+    ).rejects.toThrow('exit 78');
+    expect(written).toEqual([
+      'demo: OTEL_TRACES_EXPORTER must be otlp or none (is otpl)\n',
+      'demo: the OTLP protocol must be one of http/protobuf, http/json (is grpc)\n',
+      'demo: OTEL_TRACES_SAMPLER_ARG must be a number 0..1 (is "1.5")\n',
+    ]);
+  });
+});

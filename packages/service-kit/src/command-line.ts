@@ -4,6 +4,7 @@ import type { Static, TObject } from '@sinclair/typebox';
 import { readFileSync } from 'node:fs';
 import { parseArgs, parseEnv } from 'node:util';
 import { configProblems, constraintOf, loadConfig } from './config.js';
+import { tracingProblems } from './tracing.js';
 import { ExitCode } from './run-service.js';
 
 /** A program: what `--help` says of it, its settings, and what `--check` checks. */
@@ -69,6 +70,10 @@ export function configHelp<S extends TObject>(options: CommandOptions<S>): strin
     '',
     'Settings (environment variables; an empty value counts as unset):',
     ...variables,
+    '',
+    'Tracing: OpenTelemetry, off unless OTEL_TRACES_EXPORTER=otlp or OTEL_EXPORTER_OTLP_ENDPOINT is',
+    'set; then the standard OTEL_* variables apply (OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER,',
+    'OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_PROTOCOL http/protobuf or http/json, ...).',
     ...(options.notes === undefined ? [] : ['', options.notes]),
     '',
   ].join('\n');
@@ -128,7 +133,11 @@ export async function readCommandLine<S extends TObject>(
     fail(command, [`unexpected operand ${positionals[0] ?? ''} (see --help)`], ExitCode.usage);
   }
   const settings = environment(command, values['settings-file'], env);
-  const problems = configProblems(options.schema, settings);
+  for (const [name, value] of Object.entries(settings)) {
+    // The OpenTelemetry SDK reads its variables from the environment itself.
+    if (name.startsWith('OTEL_') && env[name] === undefined) env[name] = value;
+  }
+  const problems = [...configProblems(options.schema, settings), ...tracingProblems(settings)];
   if (problems.length > 0) fail(command, problems, ExitCode.needsOperator);
   const config = loadConfig(options.schema, settings);
   if (values.check === true) {

@@ -1,3 +1,4 @@
+import { activeSpanLogFields } from '@sluice/tracing';
 import { pino, type Logger } from 'pino';
 
 export {
@@ -20,6 +21,7 @@ export {
   type Service,
   type ServiceOptions,
 } from './run-service.js';
+export { startTracing, tracingEnabled, tracingProblems, type Tracing } from './tracing.js';
 
 /**
  * JSON-lines logger on stdout, named after the service.
@@ -30,6 +32,8 @@ export function createLogger(options: { service: string; level: string }): Logge
   return pino({
     level: options.level,
     base: { service: options.service },
+    // Lines written inside a traced request or event carry its trace and span ids.
+    mixin: activeSpanLogFields,
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
   });

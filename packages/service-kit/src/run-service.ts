@@ -1,7 +1,7 @@
 import { errorMessage, isSluiceError } from '@sluice/errors';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { Registry } from 'prom-client';
+import type { Registry, RegistryContentType } from 'prom-client';
 
 /** How a Sluice service exits, for its supervisor (sysexits.h numbers where one fits). */
 export const ExitCode = {
@@ -35,7 +35,7 @@ export interface ServiceOptions {
   port: number;
   host: string;
   /** Served on `/metrics`. */
-  metrics: Registry;
+  metrics: Registry<RegistryContentType>;
   /** Asked at every `/readyz`; `stopping` once a stop has begun. */
   readiness(state: { stopping: boolean }): Readiness | Promise<Readiness>;
   /** Registers the service's own routes (and error handler) on the HTTP server. */

@@ -25,6 +25,8 @@ export interface ConsoleDeps {
   sessionTtlSeconds: number;
   topicPrefix: string;
   groupPrefix: string;
+  /** `CONSOLE_TRACE_URL`: the journey links each event's trace there when set. */
+  traceUrl?: string;
   /** Where the built pages are; default the web package's `dist`. */
   pagesDir?: string;
 }
@@ -161,6 +163,7 @@ export async function createConsoleApp(deps: ConsoleDeps): Promise<FastifyInstan
       pool: deps.pool,
       topicPrefix: deps.topicPrefix,
       groupPrefix: deps.groupPrefix,
+      ...(deps.traceUrl === undefined ? {} : { traceUrl: deps.traceUrl }),
     });
     done();
   });

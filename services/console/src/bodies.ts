@@ -182,6 +182,8 @@ export interface JourneyEvent {
   version: number;
   correlationId: string | null;
   traceId: string | null;
+  /** The trace in the tracing UI `CONSOLE_TRACE_URL` names; null without one. */
+  traceUrl: string | null;
   committed: { at: string; lsn: string | null };
   published: {
     topic: string;

@@ -9,6 +9,9 @@ function identifier(options: { default: string; description: string }) {
 
 const URL_LIST = '^(https?://[^,\\s]+(,https?://[^,\\s]+)*)?$';
 
+/** An http(s) URL with a host, then `{traceId}` somewhere in its path, query or fragment. */
+const TRACE_URL = '^(https?://[^\\s/?#{}]+[/?#]\\S*\\{traceId\\}\\S*)?$';
+
 /** Comma-separated base URLs of services' HTTP servers. */
 function urlList(options: { default: string; description: string }) {
   return Type.String({ pattern: URL_LIST, ...options });
@@ -81,6 +84,12 @@ export const consoleConfigSchema = Type.Object({
     maximum: 7 * 86_400,
     default: 28_800,
     description: 'Seconds a sign-in lasts (the session cookie’s token).',
+  }),
+  CONSOLE_TRACE_URL: Type.String({
+    pattern: TRACE_URL,
+    default: '',
+    description:
+      'A trace in your tracing UI, with {traceId} where the trace id goes (e.g. http://localhost:16686/trace/{traceId} for Jaeger): the journey links each event to its trace. Unset: trace ids are plain text.',
   }),
   CONSOLE_SAMPLE_MS: Type.Integer({
     minimum: 200,

@@ -30,6 +30,17 @@ export interface JourneyDeps {
   outbox?: { schema: string; table: string };
   /** Correlation and trace ids are searched among events of the last this many hours. Default 168. */
   searchHours?: number;
+  /** `CONSOLE_TRACE_URL`: a trace's URL with `{traceId}` in it; empty or unset for none. */
+  traceUrl?: string;
+}
+
+const TRACE_ID = /^[0-9a-f]{32}$/;
+
+/** The URL of trace `traceId` by `template` (`CONSOLE_TRACE_URL`); null without either. */
+export function traceUrlOf(template: string | undefined, traceId: string | null): string | null {
+  if (template === undefined || template === '' || traceId === null || !TRACE_ID.test(traceId))
+    return null;
+  return template.replaceAll('{traceId}', traceId);
 }
 
 /** Parked reasons that only wait behind something else; every other reason was dead-lettered. */
@@ -73,15 +84,19 @@ export async function findJourneys(deps: JourneyDeps, q: string): Promise<Journe
     at: publishedById.get(row.id),
   }));
   const stages = await projectionStages(deps.pool, events, checkpoints);
-  return events.map((event, index) => journeyOf(event.row, event.at, stages[index] ?? []));
+  return events.map((event, index) =>
+    journeyOf(event.row, event.at, stages[index] ?? [], deps.traceUrl),
+  );
 }
 
 function journeyOf(
   row: CommittedRow,
   published: PublishedRow | undefined,
   projections: JourneyProjection[],
+  traceUrl: string | undefined,
 ): JourneyEvent {
   const committedAt = published?.committed_at ?? row.occurred_at;
+  const traceId = row.traceparent?.split('-')[1] ?? null;
   return {
     eventId: row.id,
     type: row.type,
@@ -89,7 +104,8 @@ function journeyOf(
     aggregateId: row.aggregate_id,
     version: Number(row.aggregate_version),
     correlationId: row.correlation_id,
-    traceId: row.traceparent?.split('-')[1] ?? null,
+    traceId,
+    traceUrl: traceUrlOf(traceUrl, traceId),
     committed: { at: committedAt.toISOString(), lsn: published?.commit_lsn ?? null },
     published:
       published === undefined

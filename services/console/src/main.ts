@@ -105,6 +105,7 @@ const app = await createConsoleApp({
   sessionTtlSeconds: config.CONSOLE_SESSION_TTL_SECONDS,
   topicPrefix: config.CONSOLE_TOPIC_PREFIX,
   groupPrefix: config.CONSOLE_GROUP_PREFIX,
+  traceUrl: config.CONSOLE_TRACE_URL,
 });
 sampler.start();
 const service = await runService({

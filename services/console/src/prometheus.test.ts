@@ -1,3 +1,4 @@
+import { Histogram, Registry, type RegistryContentType } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { Metrics, bucketsSince, quantile } from './prometheus.js';
 
@@ -116,5 +117,34 @@ describe('bucketsSince', () => {
       { le: Infinity, count: 1 },
     ];
     expect(bucketsSince(restarted, earlier)).toEqual(restarted);
+  });
+});
+
+describe('OpenMetrics with exemplars (a traced service)', () => {
+  it("reads the samples of prom-client's output, exemplars and timestamps aside", async () => {
+    const registry = new Registry<RegistryContentType>();
+    registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+    const latency = new Histogram({
+      name: 'sluice_projector_apply_latency_seconds',
+      help: 'From occurrence to commit.',
+      labelNames: ['projection'],
+      buckets: [0.1, 1],
+      registers: [registry],
+      enableExemplars: true,
+    });
+    // prom-client types exemplar labels as the metric's own labels.
+    const exemplarLabels: Record<string, string> = { trace_id: '4bf92f3577b34da6a3ce929d0e0e4736' };
+    latency.observe({ labels: { projection: 'a' }, value: 0.05, exemplarLabels });
+    latency.observe({ labels: { projection: 'a' }, value: 0.5, exemplarLabels: {} });
+    const text = await registry.metrics();
+    expect(text).toContain('# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.05');
+
+    const parsed = Metrics.parse(text);
+    expect(parsed.buckets('sluice_projector_apply_latency_seconds', { projection: 'a' })).toEqual([
+      { le: 0.1, count: 1 },
+      { le: 1, count: 2 },
+      { le: Infinity, count: 2 },
+    ]);
+    expect(parsed.sum('sluice_projector_apply_latency_seconds_count')).toBe(2);
   });
 });

@@ -1,4 +1,4 @@
-// A service's /metrics read back: the Prometheus text exposition format's sample lines, and the
+// A service's /metrics read back: the Prometheus text (or OpenMetrics) format's sample lines, and the
 // few questions the console asks of them (a sum over labels, a histogram's buckets, a quantile).
 // parse-prometheus-text-format, the parser on npm, drops the labels of histograms.
 
@@ -16,7 +16,9 @@ interface Sample {
   value: number;
 }
 
-const SAMPLE_LINE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$/;
+// An OpenMetrics exemplar may follow the value and timestamp: ` # {trace_id="…"} 0.12 1700000000.5`.
+const SAMPLE_LINE =
+  /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?\s+(\S+)(?:\s+-?[\d.]+)?(?:\s+#\s+\{.*\}.*)?$/;
 const LABEL = /\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)/y;
 const UNESCAPE: Record<string, string> = { n: '\n', '\\': '\\', '"': '"' };
 

@@ -1,6 +1,6 @@
 // What the projector reports as it works, turned into metrics and log lines for an operator.
 import { isSluiceError } from '@sluice/errors';
-import type { BatchReport, ProjectorHooks } from '@sluice/projector';
+import type { BatchReport, BatchResult, ProjectorHooks } from '@sluice/projector';
 import type { Logger } from 'pino';
 import type { ProjectorMetrics } from './metrics.js';
 
@@ -17,11 +17,31 @@ function logBatch(logger: Logger, { projection, partitions, result }: BatchRepor
       { projection, partitions: where, deadLettered: result.deadLettered },
       'events dead-lettered',
     );
+  logTracedRecords(logger, projection, result);
   if (result.belowCheckpoint > 0)
     logger.error(
       { projection, belowCheckpoint: result.belowCheckpoint },
       'events never applied were found below a checkpoint (the topic was recreated or rewritten); applied them',
     );
+}
+
+/** A line per traced record set aside, joined to its `process` span by `trace_id` and `span_id`. */
+function logTracedRecords(logger: Logger, projection: string, result: BatchResult): void {
+  for (const { record, outcome, span } of result.outcomes ?? []) {
+    if (span === undefined || outcome === 'applied' || outcome === 'duplicate') continue;
+    if (outcome === 'skipped') continue;
+    const { topic, partition, offset } = record;
+    logger.warn(
+      {
+        projection,
+        outcome,
+        event: { id: record.headers.ce_id, topic, partition, offset: String(offset) },
+        trace_id: span.traceId,
+        span_id: span.spanId,
+      },
+      `event ${outcome.replace('_', '-')}`,
+    );
+  }
 }
 
 /**

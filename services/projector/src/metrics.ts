@@ -1,5 +1,13 @@
 import type { BatchReport, OffsetNotice, Projector } from '@sluice/projector';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { traceExemplar } from '@sluice/tracing';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  collectDefaultMetrics,
+  type RegistryContentType,
+} from 'prom-client';
 
 /** What the scrape-time gauges read: generations, offset gaps, health and parked events. */
 type Source = Pick<Projector, 'generations' | 'offsetGaps' | 'health' | 'parked'>;
@@ -7,7 +15,11 @@ type Source = Pick<Projector, 'generations' | 'offsetGaps' | 'health' | 'parked'
 const HEALTH_CODES = ['consumer_stopped', 'stalled', 'offset_gap', 'joining'] as const;
 
 /** Gauges read at each scrape from the projector: why it is not ready, and what is parked. */
-function problemGauges(registry: Registry, hosted: readonly string[], source: () => Source) {
+function problemGauges(
+  registry: Registry<RegistryContentType>,
+  hosted: readonly string[],
+  source: () => Source,
+) {
   new Gauge({
     name: 'sluice_projector_health_problems',
     help: 'Why the projector is not ready, per projection and code (consumer_stopped, stalled: batches failing, offset_gap, joining; projection "*" while the groups join).',
@@ -44,7 +56,11 @@ function problemGauges(registry: Registry, hosted: readonly string[], source: ()
 }
 
 /** Gauges read at each scrape from the projector: generations, rebuilds, unaccepted offset gaps. */
-function scrapedGauges(registry: Registry, hosted: readonly string[], source: () => Source) {
+function scrapedGauges(
+  registry: Registry<RegistryContentType>,
+  hosted: readonly string[],
+  source: () => Source,
+) {
   new Gauge({
     name: 'sluice_projector_generation',
     help: 'Per projection: the generation readers see (active) and the one being rebuilt (building).',
@@ -89,8 +105,13 @@ function scrapedGauges(registry: Registry, hosted: readonly string[], source: ()
 export type ProjectorMetrics = ReturnType<typeof createProjectorMetrics>;
 
 /** The projector's Prometheus metrics, for the projections this process runs (`hosted`). */
-export function createProjectorMetrics(hosted: readonly string[]) {
-  const registry = new Registry();
+export function createProjectorMetrics(
+  hosted: readonly string[],
+  options: { exemplars: boolean } = { exemplars: false },
+) {
+  const { exemplars } = options;
+  const registry = new Registry<RegistryContentType>();
+  if (exemplars) registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
   collectDefaultMetrics({ register: registry });
   const applied = new Counter({
     name: 'sluice_projector_events_applied_total',
@@ -129,6 +150,7 @@ export function createProjectorMetrics(hosted: readonly string[]) {
     labelNames: ['projection'],
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry],
+    enableExemplars: exemplars,
   });
   let source: Source | undefined;
   const watched = () => {
@@ -164,7 +186,12 @@ export function createProjectorMetrics(hosted: readonly string[]) {
       const now = Date.now();
       for (const event of result.appliedAt) {
         const seconds = (now - Date.parse(event.occurredAt)) / 1000;
-        if (Number.isFinite(seconds)) latency.observe({ projection }, seconds);
+        if (!Number.isFinite(seconds)) continue;
+        if (!exemplars) latency.observe({ projection }, seconds);
+        else {
+          const exemplarLabels = traceExemplar(event.metadata.traceparent) ?? {};
+          latency.observe({ labels: { projection }, value: seconds, exemplarLabels });
+        }
       }
     },
     offsetNotice: (projection: string, notice: OffsetNotice) =>

@@ -15,7 +15,9 @@ import {
   createLogger,
   redactConfig,
   runService,
+  startTracing,
   type Service,
+  type Tracing,
 } from '@sluice/service-kit';
 import type { Logger } from 'pino';
 import { loadProjectorConfig, type ProjectorConfig } from './config.js';
@@ -24,6 +26,7 @@ import { createProjectorMetrics, type ProjectorMetrics } from './metrics.js';
 import { distinctProjections, mergeMigrations, type Migrations } from './modules.js';
 import { operationsAccess, operationsRoutes } from './operations.js';
 
+type Tracer = NonNullable<Tracing['tracer']>;
 type Database = ReturnType<typeof createDatabase<unknown>>;
 
 /** Options for {@link runProjections}. */
@@ -47,6 +50,12 @@ export interface RunProjectionsOptions {
    * process with a lifecycle of its own: then nothing exits, and `stop()` and `stopped` resolve.
    */
   ownsProcess?: boolean;
+  /**
+   * Traces what the projections apply. Default: OpenTelemetry as the `OTEL_*` variables of the
+   * environment configure it (off unless they ask for it); pass your process's tracer when it
+   * has its own SDK.
+   */
+  tracer?: Tracer;
 }
 
 /** Projections running; see {@link runProjections}. */
@@ -110,7 +119,7 @@ async function openDatabase(config: ProjectorConfig, logger: Logger, migrations:
 /** The projector over `hosted`, reporting through `metrics` and `logger`. */
 function newProjector(
   config: ProjectorConfig,
-  parts: { db: Database; logger: Logger; hosted: readonly Projection[] },
+  parts: { db: Database; logger: Logger; hosted: readonly Projection[]; tracing: Tracing },
   metrics: ProjectorMetrics,
   crashed: () => void,
 ): Projector {
@@ -131,6 +140,7 @@ function newProjector(
     stalledAfterMs: config.PROJECTOR_STALLED_AFTER_MS,
     journeyRetentionHours: config.PROJECTOR_JOURNEY_RETENTION_HOURS,
     hooks: projectorHooks(parts.logger, metrics, crashed),
+    tracer: parts.tracing.tracer,
   });
   metrics.watch(projector);
   return projector;
@@ -145,6 +155,7 @@ function serve(
     projector: Projector;
     names: readonly string[];
     access: Access | undefined;
+    tracing: Tracing;
   },
   metrics: ProjectorMetrics,
   ownsProcess: boolean,
@@ -164,7 +175,10 @@ function serve(
       operationsRoutes(app, { projector, logger, hosted: parts.names, access: parts.access }),
     stopDescription: 'finishing the batches in hand',
     stop: () => projector.stop(),
-    close: () => parts.db.destroy(),
+    async close() {
+      await parts.db.destroy();
+      await parts.tracing.shutdown();
+    },
     stopTimeoutMs: config.PROJECTOR_STOP_TIMEOUT_MS,
     ownsProcess,
   });
@@ -202,14 +216,18 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
   // header of every record.
   decodeHeaderValuesAsStrings(true);
   const db = await openDatabase(config, logger, migrations);
-  const metrics = createProjectorMetrics(names);
+  const tracing: Tracing =
+    options.tracer === undefined
+      ? await startTracing({ service: 'projector', logger, env: options.env ?? process.env })
+      : { tracer: options.tracer, shutdown: () => Promise.resolve() };
+  const metrics = createProjectorMetrics(names, { exemplars: tracing.tracer !== undefined });
   const served: { service?: Service } = {};
   // kafkajs will not restart a crashed consumer: a new process will (/readyz says so meanwhile).
-  const projector = newProjector(config, { db, logger, hosted }, metrics, () => {
+  const projector = newProjector(config, { db, logger, hosted, tracing }, metrics, () => {
     void served.service?.shutdown('consumer_stopped', ExitCode.consumerStopped);
   });
   // Operations endpoints answer while the consumer groups join (a join can wait out a dead member).
-  const parts = { db, logger, projector, names, access };
+  const parts = { db, logger, projector, names, access, tracing };
   const running = await serve(config, parts, metrics, options.ownsProcess ?? true);
   served.service = running;
   logger.info({ address: running.address }, 'metrics listening');

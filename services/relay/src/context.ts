@@ -1,5 +1,5 @@
 import type { createKafka } from '@sluice/kafka';
-import type { createLogger } from '@sluice/service-kit';
+import type { createLogger, Tracing } from '@sluice/service-kit';
 import type { PublishedEventsRecorder } from '@sluice/relay';
 import type pg from 'pg';
 import type { RelayConfig } from './config.js';
@@ -15,4 +15,6 @@ export interface RelayContext {
   kafka: ReturnType<typeof createKafka>;
   /** Where each acknowledged event went, for the event journey. */
   journey: PublishedEventsRecorder;
+  /** Traces each event's create and send; undefined when tracing is off. */
+  tracer: Tracing['tracer'];
 }

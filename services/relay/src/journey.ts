@@ -14,7 +14,7 @@ export function createRelayJourney({
   logger,
   metrics,
   pool,
-}: Omit<RelayContext, 'journey' | 'kafka'>): PublishedEventsRecorder {
+}: Omit<RelayContext, 'journey' | 'kafka' | 'tracer'>): PublishedEventsRecorder {
   const lastWarned = new Map<string, number>();
   const warn = (kind: string, fields: object, message: string) => {
     const now = Date.now();

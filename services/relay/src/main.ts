@@ -9,6 +9,7 @@ import {
   readCommandLine,
   redactConfig,
   runService,
+  startTracing,
 } from '@sluice/service-kit';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
@@ -48,7 +49,8 @@ const { config } = await readCommandLine({
 });
 const logger = createLogger({ service: 'relay', level: config.LOG_LEVEL });
 logger.info({ config: redactConfig(config) }, 'starting');
-const metrics = createRelayMetrics();
+const tracing = await startTracing({ service: 'relay', logger });
+const metrics = createRelayMetrics({ exemplars: tracing.tracer !== undefined });
 
 const pool = new pg.Pool({
   connectionString: config.DATABASE_URL,
@@ -79,7 +81,7 @@ const leadership = createLeadership({
   leaseMs: config.RELAY_LEADER_LEASE_MS,
 });
 const worker = new RelayWorker({
-  context: { config, logger, metrics, pool, kafka, journey },
+  context: { config, logger, metrics, pool, kafka, journey, tracer: tracing.tracer },
   leadership,
   signal: abort.signal,
   isStopping,
@@ -112,6 +114,7 @@ const service = await runService({
     await leadership.release();
     await journey.close();
     await pool.end();
+    await tracing.shutdown();
   },
   // The relay gives up on Kafka after RELAY_STOP_TIMEOUT_MS; closing the stream and the
   // sessions is bounded too. This is the last resort if something still hangs.

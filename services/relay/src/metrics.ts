@@ -5,7 +5,15 @@ import type {
   SendFailureReason,
   SlotHealth,
 } from '@sluice/relay';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { traceExemplar } from '@sluice/tracing';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  collectDefaultMetrics,
+  type RegistryContentType,
+} from 'prom-client';
 
 const BLOCK_REASONS: readonly PublishBlock['reason'][] = [
   'programming_error',
@@ -13,11 +21,15 @@ const BLOCK_REASONS: readonly PublishBlock['reason'][] = [
   'stalled',
 ];
 
-/** The relay's Prometheus metrics and the hooks that feed them. */
-export function createRelayMetrics() {
-  const registry = new Registry();
+/**
+ * The relay's Prometheus metrics and the hooks that feed them. With `exemplars` (when tracing),
+ * `/metrics` speaks OpenMetrics and the publish latency's buckets name a trace that fell in them.
+ */
+export function createRelayMetrics(options: { exemplars: boolean } = { exemplars: false }) {
+  const registry = new Registry<RegistryContentType>();
+  if (options.exemplars) registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
   collectDefaultMetrics({ register: registry });
-  const publishing = publishingMetrics(registry);
+  const publishing = publishingMetrics(registry, options.exemplars);
   const sends = sendMetrics(registry);
   const { setPaused, ...state } = stateMetrics(registry);
   const journey = journeyMetrics(registry);
@@ -38,7 +50,7 @@ export function createRelayMetrics() {
 
 export type RelayMetrics = ReturnType<typeof createRelayMetrics>;
 
-function publishingMetrics(registry: Registry) {
+function publishingMetrics(registry: Registry<RegistryContentType>, exemplars: boolean) {
   const published = new Counter({
     name: 'sluice_relay_events_published_total',
     help: 'Outbox events Kafka acknowledged.',
@@ -50,6 +62,7 @@ function publishingMetrics(registry: Registry) {
     help: 'From PostgreSQL commit to Kafka acknowledgement, per batch (oldest transaction).',
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [registry],
+    enableExemplars: exemplars,
   });
   const streamFailures = new Counter({
     name: 'sluice_relay_stream_failures_total',
@@ -65,14 +78,17 @@ function publishingMetrics(registry: Registry) {
   const hooks: RelayHooks = {
     published(events, oldestCommitTime) {
       countPublished(events);
-      latency.observe((Date.now() - oldestCommitTime.getTime()) / 1000);
+      const value = (Date.now() - oldestCommitTime.getTime()) / 1000;
+      if (!exemplars) return latency.observe(value);
+      const exemplarLabels = traceExemplar(events[0]?.event.metadata.traceparent) ?? {};
+      latency.observe({ value, exemplarLabels });
     },
     streamFailed: () => streamFailures.inc(),
   };
   return { countPublished, hooks };
 }
 
-function sendMetrics(registry: Registry) {
+function sendMetrics(registry: Registry<RegistryContentType>) {
   const sendRetries = new Counter({
     name: 'sluice_relay_send_retries_total',
     help: 'Kafka sends retried with a fresh producer.',
@@ -107,7 +123,7 @@ function sendMetrics(registry: Registry) {
   };
 }
 
-function journeyMetrics(registry: Registry) {
+function journeyMetrics(registry: Registry<RegistryContentType>) {
   const lost = new Counter({
     name: 'sluice_relay_journey_records_lost_total',
     help: 'Published events missing from sluice.published_events, by reason: write_failed (logged), dropped (writes fell behind).',
@@ -120,7 +136,7 @@ function journeyMetrics(registry: Registry) {
   };
 }
 
-function stateMetrics(registry: Registry) {
+function stateMetrics(registry: Registry<RegistryContentType>) {
   const gauge = (name: string, help: string) => new Gauge({ name, help, registers: [registry] });
   const paused = gauge(
     'sluice_relay_paused',

@@ -22,7 +22,7 @@ export function describeBlock(block: PublishBlock): string {
 
 /** A Kafka sink configured from the relay's settings, logging and counting what goes wrong. */
 export function createRelaySink(context: RelayContext): KafkaSink {
-  const { config, logger, metrics, pool, kafka, journey } = context;
+  const { config, logger, metrics, pool, kafka, journey, tracer } = context;
   return createKafkaSink({
     kafka,
     source: config.RELAY_EVENT_SOURCE,
@@ -33,6 +33,7 @@ export function createRelaySink(context: RelayContext): KafkaSink {
     claimChecks: createPgClaimCheckStore(pool),
     blockedRetryMaxMs: config.RELAY_BLOCKED_RETRY_MAX_MS,
     stalledAfterMs: config.RELAY_STALLED_AFTER_MS,
+    tracer,
     ...(config.RELAY_JOURNEY_RETENTION_HOURS > 0
       ? { onAcknowledged: (records, at) => journey.record(records, at) }
       : {}),

@@ -1,3 +1,4 @@
+import type { Tracer } from '@sluice/tracing';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import { Counter, Histogram, Registry } from 'prom-client';
@@ -8,6 +9,7 @@ import { installBodyGuards } from './http/body-guards.js';
 import { createConsistencyWait } from './http/consistency-wait.js';
 import { frameworkErrorHandler, installErrorHandling } from './http/error-handling.js';
 import { correlationIdFor } from './http/request-context.js';
+import { installRequestSpans } from './http/tracing.js';
 import { installValidators } from './http/validation.js';
 import { createWriter } from './http/writes.js';
 import { cartRoutes } from './routes/carts.js';
@@ -30,6 +32,8 @@ export interface AppOptions {
   consistencyTokenSecret: Uint8Array;
   /** Where request metrics go. Default: a registry of its own. */
   registry?: Registry;
+  /** Traces requests, their transactions and consistency waits. Default: none. */
+  tracer?: Tracer | undefined;
 }
 
 /**
@@ -55,6 +59,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
   installValidators(app);
   installErrorHandling(app);
   installBodyGuards(app);
+  const { tracer } = options;
+  if (tracer !== undefined) installRequestSpans(app, tracer);
 
   const registry = options.registry ?? new Registry();
   const requests = new Counter({
@@ -92,12 +98,12 @@ export function buildApp(options: AppOptions): FastifyInstance {
 
   const { db } = options;
   const tokens = createConsistencyTokens(options.consistencyTokenSecret);
-  const write = createWriter(db, tokens);
+  const write = createWriter(db, tokens, tracer);
   customerRoutes(app, { db, write });
   productRoutes(app, { db, write });
   cartRoutes(app, { db, write });
   orderRoutes(app, { db });
   const timeoutMs = options.consistencyTimeoutMs ?? 5000;
-  viewRoutes(app, { db, awaitApplied: createConsistencyWait({ db, tokens, timeoutMs }) });
+  viewRoutes(app, { db, awaitApplied: createConsistencyWait({ db, tokens, timeoutMs, tracer }) });
   return app;
 }

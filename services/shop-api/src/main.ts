@@ -2,7 +2,7 @@
 import { createOutbox } from '@sluice/outbox';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
-import { createLogger, redactConfig, runService } from '@sluice/service-kit';
+import { createLogger, redactConfig, runService, startTracing } from '@sluice/service-kit';
 import { sql } from 'kysely';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { buildApp } from './app.js';
@@ -25,12 +25,14 @@ const db = createDatabase<ShopDatabase>({
 });
 if (config.MIGRATE_ON_START) await migrate(db, 'shop_api_migrations', shopMigrations);
 
+const tracing = await startTracing({ service: 'shop-api', logger });
 const registry = new Registry();
 collectDefaultMetrics({ register: registry });
 const app = buildApp({
   db,
   logger,
   registry,
+  tracer: tracing.tracer,
   consistencyTimeoutMs: config.VIEW_CONSISTENCY_TIMEOUT_MS,
   consistencyTokenSecret: tokenSecret ?? (await storedTokenSecret(db)),
 });
@@ -79,6 +81,9 @@ await runService({
     clearInterval(retention);
     return Promise.resolve();
   },
-  close: () => db.destroy(),
+  async close() {
+    await db.destroy();
+    await tracing.shutdown();
+  },
   stopTimeoutMs: config.API_STOP_TIMEOUT_MS,
 });

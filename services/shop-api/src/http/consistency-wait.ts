@@ -1,5 +1,6 @@
 // The subpath: the projector's main entry would load kafkajs into shop-api.
 import { appliedVersions } from '@sluice/projector/applied-versions';
+import { SpanAttribute, inSpan, type Tracer } from '@sluice/tracing';
 import type { FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { ConsistencyTokens, WrittenVersion } from '../consistency-tokens.js';
@@ -67,24 +68,41 @@ export function createConsistencyWait(deps: {
   db: Kysely<ShopDatabase>;
   tokens: ConsistencyTokens;
   timeoutMs: number;
+  tracer: Tracer | undefined;
 }): ConsistencyWait {
-  const { db, tokens, timeoutMs } = deps;
+  const { db, tokens, timeoutMs, tracer } = deps;
   return async (request, projection, aggregateTypes) => {
     const wanted = (readToken(request, tokens) ?? []).filter((v) =>
       aggregateTypes.includes(v.aggregateType),
     );
     if (wanted.length === 0) return;
-    const deadline = Date.now() + timeoutMs;
-    for (let attempt = 0; !(await appliedAll(db, projection, wanted)); attempt += 1) {
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) {
-        throw new ProblemError(
-          504,
-          'consistency_timeout',
-          `The ${projection} view did not catch up within ${timeoutMs} ms`,
-        );
-      }
-      await pause(Math.min(pollDelayMs(attempt), remaining));
-    }
+    const attributes = { [SpanAttribute.projection]: projection, 'sluice.versions': wanted.length };
+    await inSpan(tracer, `wait ${projection}`, { attributes }, async (span) => {
+      const polls = await pollUntilApplied(db, projection, wanted, timeoutMs);
+      span?.setAttribute('sluice.polls', polls);
+    });
   };
+}
+
+/** Polls until `projection` applied `wanted`; how many polls it took. */
+async function pollUntilApplied(
+  db: Kysely<ShopDatabase>,
+  projection: string,
+  wanted: readonly WrittenVersion[],
+  timeoutMs: number,
+): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let attempt = 0;
+  for (; !(await appliedAll(db, projection, wanted)); attempt += 1) {
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) {
+      throw new ProblemError(
+        504,
+        'consistency_timeout',
+        `The ${projection} view did not catch up within ${timeoutMs} ms`,
+      );
+    }
+    await pause(Math.min(pollDelayMs(attempt), remaining));
+  }
+  return attempt + 1;
 }

@@ -1,13 +1,14 @@
 import type { AppendContext } from '@sluice/outbox';
 import type { FastifyRequest } from 'fastify';
+import { trace, traceparentOf } from '@sluice/tracing';
 import { randomBytes } from 'node:crypto';
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 const SAFE_HEADER = /^[\x20-\x7e]{1,200}$/;
 
 /**
- * The W3C trace context for this request: a child of the caller's `traceparent` when valid,
- * a new trace otherwise.
+ * The W3C trace context for this request when it is not traced: a child of the caller's
+ * `traceparent` when valid, a new trace otherwise.
  */
 function traceparentFor(header: string | undefined): string {
   const match = header === undefined ? null : TRACEPARENT.exec(header);
@@ -24,6 +25,12 @@ function traceparentFor(header: string | undefined): string {
   return `00-${randomBytes(16).toString('hex')}-${spanId}-01`;
 }
 
+/** The active span's context (the request's transaction, when traced): the one source of truth. */
+function activeTraceparent(): string | undefined {
+  const active = trace.getActiveSpan()?.spanContext();
+  return active === undefined ? undefined : traceparentOf(active);
+}
+
 function header(request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name];
   return typeof value === 'string' && SAFE_HEADER.test(value) ? value : undefined;
@@ -37,7 +44,7 @@ export function correlationIdFor(value: string | string[] | undefined): string |
 /** Who, why and which trace: what every event written by this request carries. */
 export function requestContext(request: FastifyRequest): AppendContext {
   const context: AppendContext = {
-    traceparent: traceparentFor(header(request, 'traceparent')),
+    traceparent: activeTraceparent() ?? traceparentFor(header(request, 'traceparent')),
     correlationId: request.id,
     actor: header(request, 'x-actor') ?? 'anonymous',
   };

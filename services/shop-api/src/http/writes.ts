@@ -1,4 +1,5 @@
 import type { AppendContext } from '@sluice/outbox';
+import { SpanAttribute, SpanKind, inSpan, type Tracer } from '@sluice/tracing';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely, Transaction } from 'kysely';
 import { createHash } from 'node:crypto';
@@ -39,7 +40,11 @@ function toResponse(outcome: WriteOutcome, tokens: ConsistencyTokens): StoredRes
  * A retried key replays the first response; the same key with another request is a 422. The
  * action gets the transaction and the request's context (who, why, which trace) for its events.
  */
-export function createWriter(db: Kysely<ShopDatabase>, tokens: ConsistencyTokens) {
+export function createWriter(
+  db: Kysely<ShopDatabase>,
+  tokens: ConsistencyTokens,
+  tracer: Tracer | undefined,
+) {
   return async function write(
     request: FastifyRequest,
     reply: FastifyReply,
@@ -54,60 +59,90 @@ export function createWriter(db: Kysely<ShopDatabase>, tokens: ConsistencyTokens
       );
     }
 
-    const response = await db.transaction().execute(async (trx): Promise<StoredResponse> => {
-      if (rawKey !== undefined) {
-        const requestHash = createHash('sha256')
-          .update(`${request.method} ${request.url}\n${JSON.stringify(request.body ?? null)}`)
-          .digest('hex');
-        // Waits for a concurrent request with the same key to finish, then sees its row.
-        const claimed = await trx
-          .insertInto('sluice.idempotency_keys')
-          .values({
-            key: rawKey,
-            request_hash: requestHash,
-            status_code: null,
-            response_headers: null,
-            response_body: null,
-          })
-          .onConflict((oc) => oc.column('key').doNothing())
-          .returning('key')
-          .executeTakeFirst();
-        if (claimed === undefined) {
-          const stored = await trx
-            .selectFrom('sluice.idempotency_keys')
-            .select(['request_hash', 'status_code', 'response_headers', 'response_body'])
-            .where('key', '=', rawKey)
-            .executeTakeFirstOrThrow();
-          if (stored.request_hash !== requestHash || stored.status_code === null) {
-            throw new ProblemError(
-              422,
-              'idempotency_key_reused',
-              'This Idempotency-Key was used for a different request',
-            );
-          }
-          return {
-            status: stored.status_code,
-            headers: { ...(stored.response_headers ?? {}), 'idempotent-replayed': 'true' },
-            body: stored.response_body,
-          };
-        }
-      }
-      const fresh = toResponse(await action(trx, requestContext(request)), tokens);
-      if (rawKey !== undefined) {
-        await trx
-          .updateTable('sluice.idempotency_keys')
-          .set({
-            status_code: fresh.status,
-            response_headers: JSON.stringify(fresh.headers) as unknown as Record<string, string>,
-            response_body: JSON.stringify(fresh.body),
-          })
-          .where('key', '=', rawKey)
-          .execute();
-      }
-      return fresh;
-    });
+    const transaction = (trx: Transaction<ShopDatabase>): Promise<StoredResponse> =>
+      inTransaction(trx, request, rawKey, tokens, action);
+    const response = await inSpan(tracer, 'TRANSACTION shop', TRANSACTION_SPAN, () =>
+      db.transaction().execute(transaction),
+    );
     reply.code(response.status).headers(response.headers);
     return response.status === 204 ? reply.send() : reply.send(response.body);
+  };
+}
+
+const TRANSACTION_SPAN = {
+  kind: SpanKind.CLIENT,
+  attributes: {
+    [SpanAttribute.dbSystem]: 'postgresql',
+    [SpanAttribute.dbOperation]: 'TRANSACTION',
+  },
+};
+
+/** The request's transaction: the idempotency key claimed or replayed, the action, the response stored. */
+async function inTransaction(
+  trx: Transaction<ShopDatabase>,
+  request: FastifyRequest,
+  rawKey: string | undefined,
+  tokens: ConsistencyTokens,
+  action: (trx: Transaction<ShopDatabase>, context: AppendContext) => Promise<WriteOutcome>,
+): Promise<StoredResponse> {
+  if (rawKey !== undefined) {
+    const replayed = await claimOrReplay(trx, request, rawKey);
+    if (replayed !== undefined) return replayed;
+  }
+  const fresh = toResponse(await action(trx, requestContext(request)), tokens);
+  if (rawKey !== undefined) {
+    await trx
+      .updateTable('sluice.idempotency_keys')
+      .set({
+        status_code: fresh.status,
+        response_headers: JSON.stringify(fresh.headers) as unknown as Record<string, string>,
+        response_body: JSON.stringify(fresh.body),
+      })
+      .where('key', '=', rawKey)
+      .execute();
+  }
+  return fresh;
+}
+
+/** Claims `key` for this request; or the response stored under it by the same request before. */
+async function claimOrReplay(
+  trx: Transaction<ShopDatabase>,
+  request: FastifyRequest,
+  key: string,
+): Promise<StoredResponse | undefined> {
+  const requestHash = createHash('sha256')
+    .update(`${request.method} ${request.url}\n${JSON.stringify(request.body ?? null)}`)
+    .digest('hex');
+  // Waits for a concurrent request with the same key to finish, then sees its row.
+  const claimed = await trx
+    .insertInto('sluice.idempotency_keys')
+    .values({
+      key,
+      request_hash: requestHash,
+      status_code: null,
+      response_headers: null,
+      response_body: null,
+    })
+    .onConflict((oc) => oc.column('key').doNothing())
+    .returning('key')
+    .executeTakeFirst();
+  if (claimed !== undefined) return undefined;
+  const stored = await trx
+    .selectFrom('sluice.idempotency_keys')
+    .select(['request_hash', 'status_code', 'response_headers', 'response_body'])
+    .where('key', '=', key)
+    .executeTakeFirstOrThrow();
+  if (stored.request_hash !== requestHash || stored.status_code === null) {
+    throw new ProblemError(
+      422,
+      'idempotency_key_reused',
+      'This Idempotency-Key was used for a different request',
+    );
+  }
+  return {
+    status: stored.status_code,
+    headers: { ...(stored.response_headers ?? {}), 'idempotent-replayed': 'true' },
+    body: stored.response_body,
   };
 }
 

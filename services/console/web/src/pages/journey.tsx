@@ -4,6 +4,15 @@ import { api, query, type Journey, type JourneyEvent } from '../api.js';
 import { duration, time } from '../format.js';
 import { Badge, statusOf } from '../ui.js';
 
+function TraceId({ event }: { event: JourneyEvent }) {
+  if (event.traceUrl === null) return <>{event.traceId ?? '—'}</>;
+  return (
+    <a href={event.traceUrl} target="_blank" rel="noopener noreferrer" data-testid="journey-trace">
+      {event.traceId}
+    </a>
+  );
+}
+
 function EventJourney({ event }: { event: JourneyEvent }) {
   return (
     <article class="card" data-testid="journey-event" data-event-id={event.eventId}>
@@ -12,7 +21,7 @@ function EventJourney({ event }: { event: JourneyEvent }) {
       </h2>
       <p class="ids">
         event {event.eventId} · correlation {event.correlationId ?? '—'} · trace{' '}
-        {event.traceId ?? '—'}
+        <TraceId event={event} />
       </p>
       <ol class="stages">
         <li data-testid="journey-committed" data-state="committed">
