@@ -1,5 +1,5 @@
 import { activeSpanLogFields } from '@sluice/tracing';
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 export {
   commonConfig,
@@ -28,13 +28,19 @@ export { startTracing, tracingEnabled, tracingProblems, type Tracing } from './t
  *
  * @example const log = createLogger({ service: 'relay', level: 'info' });
  */
-export function createLogger(options: { service: string; level: string }): Logger {
-  return pino({
+export function createLogger(options: {
+  service: string;
+  level: string;
+  /** Where the lines go. Default: stdout. */
+  destination?: DestinationStream;
+}): Logger {
+  const settings: LoggerOptions = {
     level: options.level,
     base: { service: options.service },
     // Lines written inside a traced request or event carry its trace and span ids.
     mixin: activeSpanLogFields,
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
-  });
+  };
+  return options.destination === undefined ? pino(settings) : pino(settings, options.destination);
 }

@@ -4,6 +4,7 @@ import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
 import type { FastifyBaseLogger, FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { sql, type Kysely } from 'kysely';
+import type { Tracer } from '@sluice/tracing';
 import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { storedTokenSecret } from './consistency-tokens.js';
@@ -55,6 +56,9 @@ export interface ShopApiHarnessOptions {
   consistencyTimeoutMs?: number;
   /** Signs consistency tokens with this secret instead of the database's key. */
   consistencyTokenSecret?: string;
+  tracer?: Tracer;
+  /** Routes of the test's own, added before the app is ready. */
+  routes?: (app: FastifyInstance) => void;
 }
 
 export async function startShopApi(
@@ -69,6 +73,7 @@ export async function startShopApi(
   const app = buildApp({
     db,
     logger: options.logger ?? pino({ level: 'silent' }),
+    tracer: options.tracer,
     ...(options.consistencyTimeoutMs === undefined
       ? {}
       : { consistencyTimeoutMs: options.consistencyTimeoutMs }),
@@ -77,6 +82,7 @@ export async function startShopApi(
         ? await storedTokenSecret(db)
         : Buffer.from(options.consistencyTokenSecret),
   });
+  options.routes?.(app);
   await app.ready();
   return {
     app,
