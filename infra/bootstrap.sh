@@ -62,3 +62,29 @@ apt_install() {
 # browser tests (test/console, through playwright-core).
 command -v promtool >/dev/null 2>&1 || apt_install prometheus "the alert rule tests need promtool"
 [ -x /usr/bin/chromium ] || apt_install chromium "the console's browser tests need /usr/bin/chromium"
+
+# helm and kubeconform check the chart (test/deploy), and Kubernetes' OpenAPI document gives
+# kubeconform its schemas offline: built and fetched with Go into SLUICE_TOOLS_DIR, once.
+tools_dir=${SLUICE_TOOLS_DIR:-$HOME/.cache/sluice-tools}
+helm_version=v3.22.0 kubeconform_version=v0.8.0 kubernetes_version=v1.34.4
+go_install() {
+  local name=$1 module=$2 version=$3
+  [ -x "$tools_dir/bin/$name" ] && [ "$(cat "$tools_dir/bin/.$name-version" 2>/dev/null)" = "$version" ] && return 0
+  echo "bootstrap: building $name $version with go (a few minutes, once)" >&2
+  GOBIN="$tools_dir/bin" go install "$module@$version" >&2
+  echo "$version" > "$tools_dir/bin/.$name-version"
+}
+if command -v go >/dev/null 2>&1; then
+  mkdir -p "$tools_dir/bin"
+  go_install helm helm.sh/helm/v3/cmd/helm "$helm_version"
+  go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$kubeconform_version"
+  swagger="$tools_dir/kubernetes-$kubernetes_version-swagger.json"
+  if [ ! -f "$swagger" ]; then
+    echo "bootstrap: fetching Kubernetes $kubernetes_version's OpenAPI document" >&2
+    module_dir=$(go mod download -json "k8s.io/kubernetes@$kubernetes_version" | node -e \
+      'let s="";process.stdin.on("data",(d)=>s+=d).on("end",()=>console.log(JSON.parse(s).Dir))')
+    install -m 644 "$module_dir/api/openapi-spec/swagger.json" "$swagger"
+  fi
+else
+  echo "bootstrap: install Go to build helm and kubeconform: the chart's checks need them" >&2
+fi

@@ -7,6 +7,7 @@ import { createAccess } from '@sluice/access';
 import { testKafka, waitFor } from '@sluice/testkit';
 import { readTopic } from '../relay/harness.js';
 import { operatorHeaders, viewerHeaders } from '../support/access.js';
+import { injectCartEvent } from '../support/outbox-injection.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
 import { listeningAddress, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -58,30 +59,8 @@ async function opsPost(path: string, body: unknown, credential?: Record<string, 
 }
 
 /** Appends an event to a cart's outbox as a buggy writer would: next version, no validation. */
-async function injectEvent(cartId: string, type: string, payload: unknown): Promise<number> {
-  const client = await pipeline.pool.connect();
-  try {
-    await client.query('BEGIN');
-    const { rows } = await client.query<{ version: string }>(
-      'UPDATE shop.carts SET version = version + 1 WHERE id = $1 RETURNING version::text',
-      [cartId],
-    );
-    const version = Number(rows[0]?.version);
-    await client.query(
-      `UPDATE shop.outbox_heads SET version = $2 WHERE aggregate_type = 'cart' AND aggregate_id = $1`,
-      [cartId, version],
-    );
-    await client.query(
-      `INSERT INTO shop.outbox (id, aggregate_type, aggregate_id, aggregate_version, type, payload)
-       VALUES (gen_random_uuid(), 'cart', $1, $2, $3, $4::jsonb)`,
-      [cartId, version, type, JSON.stringify(payload)],
-    );
-    await client.query('COMMIT');
-    return version;
-  } finally {
-    client.release();
-  }
-}
+const injectEvent = (cartId: string, type: string, payload: unknown) =>
+  injectCartEvent(pipeline.pool, cartId, { type, payload });
 
 describe('poison through the relay', () => {
   it('dead-letters and parks only the poisoned carts, and skipping the poison brings the view to the fold', async () => {

@@ -337,7 +337,7 @@ describe('sluice-relay --check against the test servers', () => {
     expect(lines[0]).toContain(settings.RELAY_SLOT);
   });
 
-  it('reports a role that may neither replicate nor read the outbox', async () => {
+  it('reports a role that may neither replicate, read the outbox, create the publication nor write its tables', async () => {
     const url = await testDatabase(true);
     const role = uniqueName('relay_cli_role');
     await withAdminClient(databaseUrl, (client) => client.query(`CREATE ROLE ${role} LOGIN`));
@@ -349,10 +349,14 @@ describe('sluice-relay --check against the test servers', () => {
     const run = await runRelay(['--check'], relaySettings(asRole.toString()));
     expect(run.code).toBe(1);
     const lines = stderrLines(run);
-    expect(lines).toHaveLength(2);
+    expect(lines).toHaveLength(4);
     expect(lines.find((line) => line.includes(`ALTER ROLE "${role}" REPLICATION`))).toBeDefined();
     expect(
       lines.find((line) => line.includes(`GRANT SELECT ON shop.outbox TO "${role}"`)),
+    ).toBeDefined();
+    expect(lines.find((line) => line.includes(`and role ${role} may not create it`))).toBeDefined();
+    expect(
+      lines.find((line) => line.includes(`GRANT USAGE, CREATE ON SCHEMA sluice TO "${role}"`)),
     ).toBeDefined();
   });
 });

@@ -3,13 +3,36 @@
 // when a server is unreachable or PostgreSQL lacks logical WAL.
 import { parseBrokers } from '@sluice/kafka';
 import { checkKafka, checkPostgres } from '@sluice/preflight';
-import { createEmbeddedStack } from '@sluice/stack';
+import { createEmbeddedStack, type KafkaSecureEndpoint } from '@sluice/stack';
+import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
 import { dockerReachable, startContainers } from './containers.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** The embedded stack's SASL_SSL listener; null when the stack has none. */
+    kafkaSecure: KafkaSecureEndpoint | null;
+  }
+}
+
+/**
+ * The SASL_SSL listener of the embedded stack at SLUICE_STACK_DIR and SLUICE_KAFKA_PORT (as
+ * `pnpm stack:*` reads them), null when that stack never made its password.
+ */
+async function kafkaSecureEndpoint(): Promise<KafkaSecureEndpoint | null> {
+  const { SLUICE_STACK_DIR: stateDir, SLUICE_KAFKA_PORT: port } = process.env;
+  const stack = createEmbeddedStack({
+    rootDir,
+    ...(stateDir ? { stateDir } : {}),
+    ...(port ? { kafkaPort: Number(port) } : {}),
+  });
+  const { secure } = (await stack.status()).kafka;
+  return existsSync(secure.passwordFile) ? secure : null;
+}
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   let databaseUrl = process.env.DATABASE_URL || undefined;
@@ -53,5 +76,6 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   project.provide('databaseUrl', databaseUrl);
   project.provide('kafkaBrokers', brokers);
+  project.provide('kafkaSecure', await kafkaSecureEndpoint());
   return teardown;
 }

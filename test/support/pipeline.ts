@@ -38,10 +38,23 @@ export type PipelineEnv = Partial<
   Record<'shop-api' | 'relay' | 'projector', Record<string, string>>
 >;
 
+/** Where the pipeline runs, when not on the test run's servers. */
+export interface PipelineOptions {
+  /**
+   * The PostgreSQL server, as a URL whose query (e.g. `?sslmode=verify-full&sslrootcert=…`) every
+   * connection keeps: the services', the pool's. Default: the test run's.
+   */
+  databaseServerUrl?: string;
+}
+
 /** Starts shop-api and a relay on a fresh database named after `prefix`. */
-export async function startPipeline(prefix: string, env: PipelineEnv = {}): Promise<Pipeline> {
+export async function startPipeline(
+  prefix: string,
+  env: PipelineEnv = {},
+  options: PipelineOptions = {},
+): Promise<Pipeline> {
   const { databaseUrl, kafkaBrokers } = testServers();
-  const database = await createTestDatabase(databaseUrl, prefix);
+  const database = await createTestDatabase(options.databaseServerUrl ?? databaseUrl, prefix);
   const pool = new pg.Pool({ connectionString: database.url, max: 4 });
   pool.on('error', () => undefined);
   const topicPrefix = `${uniqueName(prefix)}.`;

@@ -14,6 +14,7 @@ import {
   type OtlpReceiver,
   type ReceivedSpan,
 } from '../support/otlp-receiver.js';
+import { injectCartEvent } from '../support/outbox-injection.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
 import { listeningAddress, startedServices, type ServiceProcess } from '../support/services.js';
 
@@ -251,28 +252,12 @@ describe('one trace from the request to the views', () => {
 /** Appends an event that breaks its schema to a new cart's outbox, in trace `traceId`. */
 async function injectPoison(traceId: string): Promise<string> {
   const { cartId } = await newCart();
-  const client = await pipeline.pool.connect();
-  try {
-    await client.query('BEGIN');
-    const { rows } = await client.query<{ version: string }>(
-      'UPDATE shop.carts SET version = version + 1 WHERE id = $1 RETURNING version::text',
-      [cartId],
-    );
-    const version = Number(rows[0]?.version);
-    await client.query(
-      `UPDATE shop.outbox_heads SET version = $2 WHERE aggregate_type = 'cart' AND aggregate_id = $1`,
-      [cartId, version],
-    );
-    await client.query(
-      `INSERT INTO shop.outbox (id, aggregate_type, aggregate_id, aggregate_version, type, payload, metadata)
-       VALUES (gen_random_uuid(), 'cart', $1, $2, 'cart.item_added.v1', '{"cartId": 1}', $3::jsonb)`,
-      [cartId, version, JSON.stringify({ traceparent: `00-${traceId}-${hex(8)}-01` })],
-    );
-    await client.query('COMMIT');
-    return cartId;
-  } finally {
-    client.release();
-  }
+  await injectCartEvent(pipeline.pool, cartId, {
+    type: 'cart.item_added.v1',
+    payload: { cartId: 1 },
+    metadata: { traceparent: `00-${traceId}-${hex(8)}-01` },
+  });
+  return cartId;
 }
 
 describe('a poison event', () => {

@@ -8,7 +8,11 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { devAccess } from './dev-access.js';
-import { createEmbeddedStack, type EmbeddedStack } from './embedded-stack.js';
+import {
+  createEmbeddedStack,
+  type EmbeddedStack,
+  type KafkaSecureEndpoint,
+} from './embedded-stack.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const SERVICES = ['shop-api', 'relay', 'projector', 'console'] as const;
@@ -63,6 +67,14 @@ async function up(
   return { databaseUrl, kafkaBrokers };
 }
 
+/** Where `pnpm stack:status` says Kafka's SASL_SSL listener is, and what a client needs. */
+function secureKafkaLines(secure: KafkaSecureEndpoint): string {
+  return (
+    `          SASL_SSL ${secure.brokers.join(',')} (SCRAM-SHA-256/512, user ${secure.username}); ` +
+    `CA ${secure.caFile}, password in ${secure.passwordFile}\n`
+  );
+}
+
 async function status(stack: EmbeddedStack): Promise<number> {
   const current = await stack.status();
   const probe = async (check: () => Promise<unknown>) => {
@@ -85,8 +97,11 @@ async function status(stack: EmbeddedStack): Promise<number> {
         : `process ${current.owner.pid} (stops it when it exits)`;
   process.stdout.write(
     `postgres: ${postgres} ${current.databaseUrl} (data ${current.postgres.dataDir})\n` +
+      `          TLS on, plaintext accepted too; CA ${current.postgres.caFile} ` +
+      '(add ?sslmode=verify-full&sslrootcert=<CA> to DATABASE_URL)\n' +
       `kafka:    ${kafka} ${current.kafkaBrokers.join(',')}` +
       `${current.kafka.pid === undefined ? '' : ` (pid ${current.kafka.pid})`}\n` +
+      secureKafkaLines(current.kafka.secure) +
       `owner:    ${owner}\n`,
   );
   return postgres === 'up' && kafka === 'up' ? 0 : 1;

@@ -1,8 +1,10 @@
 import { SluiceError } from '@sluice/errors';
-import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ensureCertificates, type Certificates } from './certificates.js';
 import { createKafkaServer, type KafkaServer } from './kafka-server.js';
 import { createPostgresServer, type PostgresServer } from './postgres-server.js';
 import { isProcessAlive, pollUntil } from './processes.js';
@@ -24,7 +26,10 @@ export interface EmbeddedStackOptions {
   postgresPort?: number;
   /** Default `sluice`. */
   database?: string;
-  /** Default 19092; the KRaft controller listens on the next port. */
+  /**
+   * Default 19092; the KRaft controller listens on the next port, the SASL_SSL listener on the
+   * one after.
+   */
   kafkaPort?: number;
   /** Directory of PostgreSQL's server binaries; found automatically when omitted. */
   postgresBinDir?: string;
@@ -39,10 +44,22 @@ export interface StackEndpoints {
 
 /** What `status` found. */
 export interface StackStatus extends StackEndpoints {
-  postgres: { running: boolean; dataDir: string };
-  kafka: { running: boolean; pid?: number };
+  /** `caFile`: the CA of its TLS certificate, for `sslrootcert` (it accepts plaintext too). */
+  postgres: { running: boolean; dataDir: string; caFile: string };
+  kafka: { running: boolean; pid?: number; secure: KafkaSecureEndpoint };
   /** Who stops the stack; undefined when nobody does (its starter exited without `down`). */
   owner?: StackOwner;
+}
+
+/**
+ * Kafka's SASL_SSL listener: SCRAM-SHA-256 and SCRAM-SHA-512 for `username`, whose password is
+ * generated once into `passwordFile`; its certificate is valid for `localhost` and `127.0.0.1`.
+ */
+export interface KafkaSecureEndpoint {
+  brokers: string[];
+  caFile: string;
+  username: string;
+  passwordFile: string;
 }
 
 /** Which servers an `up` or `down` is about; each defaults to true. */
@@ -141,18 +158,29 @@ class RepositoryStack implements EmbeddedStack {
   private readonly stateDir: string;
   private readonly database: string;
   private readonly lockFile: string;
+  private readonly certificatesDir: string;
+  private readonly scramPasswordFile: string;
+  private certificates: Promise<Certificates> | undefined;
   private readonly log: (message: string) => void;
 
   constructor(options: EmbeddedStackOptions) {
     this.stateDir = options.stateDir ?? join(options.rootDir, '.sluice');
     this.database = options.database ?? 'sluice';
     this.lockFile = join(this.stateDir, 'stack.lock');
+    this.certificatesDir = join(this.stateDir, 'certs');
+    this.scramPasswordFile = join(this.stateDir, 'kafka-scram-password');
     this.log = options.log ?? (() => undefined);
     const kafkaPort = options.kafkaPort ?? 19092;
     this.postgres = createPostgresServer({
       dataDir: postgresDataDir(this.stateDir),
       port: options.postgresPort ?? 54329,
       settingsFile: join(options.rootDir, 'infra', 'postgres', 'sluice.conf'),
+      tls: {
+        certFile: join(this.certificatesDir, 'server.crt'),
+        keyFile: join(this.certificatesDir, 'server.key'),
+      },
+      // 127.0.0.2 is not in the certificate: a name to see verify-full refuse.
+      listenAddresses: ['127.0.0.1', '127.0.0.2'],
       ...(options.postgresBinDir === undefined ? {} : { binDir: options.postgresBinDir }),
     });
     this.kafka = createKafkaServer({
@@ -160,6 +188,13 @@ class RepositoryStack implements EmbeddedStack {
       dataDir: join(this.stateDir, 'kafka'),
       port: kafkaPort,
       controllerPort: kafkaPort + 1,
+      secure: {
+        port: kafkaPort + 2,
+        certFile: join(this.certificatesDir, 'server.crt'),
+        keyFile: join(this.certificatesDir, 'server.key'),
+        username: SCRAM_USER,
+        passwordFile: this.scramPasswordFile,
+      },
       log: this.log,
     });
   }
@@ -196,8 +231,21 @@ class RepositoryStack implements EmbeddedStack {
     const current = await this.owner();
     return {
       ...this.endpoints(),
-      postgres: { running: await this.postgres.isRunning(), dataDir: this.postgres.dataDir },
-      kafka: kafkaPid === undefined ? { running: false } : { running: true, pid: kafkaPid },
+      postgres: {
+        running: await this.postgres.isRunning(),
+        dataDir: this.postgres.dataDir,
+        caFile: join(this.certificatesDir, 'ca.crt'),
+      },
+      kafka: {
+        running: kafkaPid !== undefined,
+        ...(kafkaPid === undefined ? {} : { pid: kafkaPid }),
+        secure: {
+          brokers: this.kafka.secureBrokers ?? [],
+          caFile: join(this.certificatesDir, 'ca.crt'),
+          username: SCRAM_USER,
+          passwordFile: this.scramPasswordFile,
+        },
+      },
       ...(current === undefined ? {} : { owner: current }),
     };
   }
@@ -227,13 +275,30 @@ class RepositoryStack implements EmbeddedStack {
   private async startPostgres(): Promise<void> {
     const { postgres } = this;
     if (!(await postgres.isRunning())) this.log(`starting PostgreSQL on port ${postgres.port}`);
+    await this.ensureCertificates();
     await postgres.start();
     await postgres.ensureDatabase(this.database);
+  }
+
+  /** The certificates, made once for both servers. */
+  private ensureCertificates(): Promise<Certificates> {
+    return (this.certificates ??= ensureCertificates(this.certificatesDir));
   }
 
   private async startKafka(signal?: AbortSignal): Promise<void> {
     const { kafka } = this;
     if (!(await kafka.isRunning())) this.log(`starting Kafka on port ${kafka.port}`);
+    await this.ensureCertificates();
+    await ensureScramPassword(this.scramPasswordFile);
     await kafka.start(signal === undefined ? {} : { signal });
   }
+}
+
+/** The SCRAM user of Kafka's SASL_SSL listener. */
+const SCRAM_USER = 'sluice';
+
+/** Generates the SCRAM user's password into `file` once (mode 0600). */
+async function ensureScramPassword(file: string): Promise<void> {
+  if (existsSync(file)) return;
+  await writeFile(file, `${randomBytes(18).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
 }

@@ -2,6 +2,7 @@ export {
   createEmbeddedStack,
   type EmbeddedStack,
   type EmbeddedStackOptions,
+  type KafkaSecureEndpoint,
   type StackEndpoints,
   type StackParts,
   type StackStatus,
@@ -21,3 +22,4 @@ export {
   kafkaBrokerEnvironment,
   postgresServerArgs,
 } from './settings.js';
+export { ensureCertificates, SERVER_NAMES, type Certificates } from './certificates.js';

@@ -28,12 +28,30 @@ export interface KafkaServerOptions {
   heap?: string;
   /** Called with progress messages (jar download, formatting). */
   log?: (message: string) => void;
+  /** A SASL_SSL listener besides the plaintext one. Default: none. */
+  secure?: SecureListenerOptions;
+}
+
+/**
+ * A SASL_SSL listener on 127.0.0.1, advertised as `localhost` (what the server certificate
+ * names), with SCRAM-SHA-256 and SCRAM-SHA-512 and one user, created at every start.
+ */
+export interface SecureListenerOptions {
+  port: number;
+  /** PEM private key (PKCS#8, unencrypted) and certificate of the broker. */
+  keyFile: string;
+  certFile: string;
+  username: string;
+  /** Holds the user's password, read at every start. */
+  passwordFile: string;
 }
 
 /** One Apache Kafka node in KRaft mode (broker + controller) running on the local JVM. */
 export interface KafkaServer {
   readonly port: number;
   readonly brokers: string[];
+  /** The SASL_SSL listener's bootstrap address, `localhost:<port>`, when there is one. */
+  readonly secureBrokers: string[] | undefined;
   /**
    * Resolves jars, formats storage on first start, starts the JVM, waits for a real produce.
    * `signal` aborts the wait (the JVM keeps starting; `stop` stops it).
@@ -111,6 +129,7 @@ export function createKafkaServer(options: KafkaServerOptions): KafkaServer {
 class LocalKafkaServer implements KafkaServer {
   readonly port: number;
   readonly brokers: string[];
+  readonly secureBrokers: string[] | undefined;
   private readonly logDir: string;
   private readonly pidFile: string;
   private readonly serverLog: string;
@@ -121,6 +140,8 @@ class LocalKafkaServer implements KafkaServer {
     const { dataDir, port } = options;
     this.port = port;
     this.brokers = [`127.0.0.1:${port}`];
+    this.secureBrokers =
+      options.secure === undefined ? undefined : [`localhost:${options.secure.port}`];
     this.logDir = join(dataDir, 'logs');
     this.pidFile = join(dataDir, 'kafka.pid');
     this.serverLog = join(dataDir, 'server.log');
@@ -132,6 +153,9 @@ class LocalKafkaServer implements KafkaServer {
     if (await this.isRunning()) return;
     await assertPortFree(this.port, 'Kafka');
     await assertPortFree(this.options.controllerPort, 'Kafka controller');
+    if (this.options.secure !== undefined) {
+      await assertPortFree(this.options.secure.port, 'Kafka SASL_SSL');
+    }
     await assertJava();
     const libDir = await ensureJars(this.options.kafkaHome, this.options.log ?? (() => undefined));
     const classpath = `${libDir}/*`;
@@ -158,6 +182,7 @@ class LocalKafkaServer implements KafkaServer {
       500,
       startOptions.signal,
     );
+    await this.addScramUser(classpath);
   }
 
   async stop(stopOptions: { kill?: boolean; timeoutMs?: number } = {}): Promise<void> {
@@ -189,15 +214,76 @@ class LocalKafkaServer implements KafkaServer {
 
   private async writeProperties(): Promise<void> {
     const template = await readFile(join(this.options.kafkaHome, 'server.properties'), 'utf8');
+    const { secure } = this.options;
     const values: Record<string, string> = {
       port: String(this.port),
       controllerPort: String(this.options.controllerPort),
       dataDir: this.logDir,
+      secureListener: secure === undefined ? '' : `,SASL_SSL://127.0.0.1:${secure.port}`,
+      secureAdvertised: secure === undefined ? '' : `,SASL_SSL://localhost:${secure.port}`,
     };
-    await writeFile(
-      this.propertiesFile,
-      template.replace(/\$\{(\w+)\}/g, (_, key: string) => values[key] ?? ''),
+    const properties = template.replace(/\$\{(\w+)\}/g, (_, key: string) => values[key] ?? '');
+    if (secure === undefined) {
+      await writeFile(this.propertiesFile, properties);
+      return;
+    }
+    const withSecure = properties.replace(
+      /^(listener\.security\.protocol\.map=.*)$/m,
+      '$1,SASL_SSL:SASL_SSL',
     );
+    await writeFile(this.propertiesFile, withSecure + (await this.secureProperties(secure)));
+  }
+
+  /** The SASL_SSL listener's settings; its key and certificate go in one PEM keystore file. */
+  private async secureProperties(secure: SecureListenerOptions): Promise<string> {
+    const keystore = join(this.options.dataDir, 'keystore.pem');
+    const pem =
+      (await readFile(secure.keyFile, 'utf8')) + (await readFile(secure.certFile, 'utf8'));
+    await writeFile(keystore, pem, { mode: 0o600 });
+    const login = 'org.apache.kafka.common.security.scram.ScramLoginModule required;';
+    return [
+      '',
+      '# SASL_SSL listener (SCRAM) for clients that test TLS and SASL.',
+      'sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512',
+      'listener.name.sasl_ssl.ssl.keystore.type=PEM',
+      `listener.name.sasl_ssl.ssl.keystore.location=${keystore}`,
+      `listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=${login}`,
+      `listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=${login}`,
+      '',
+    ].join('\n');
+  }
+
+  /** Creates or updates the SCRAM user of the SASL_SSL listener, through the plaintext one. */
+  private async addScramUser(classpath: string): Promise<void> {
+    const { secure } = this.options;
+    if (secure === undefined) return;
+    const password = (await readFile(secure.passwordFile, 'utf8')).trim();
+    // Kafka alters one credential of a user per request.
+    const results = await Promise.all(
+      ['SCRAM-SHA-256', 'SCRAM-SHA-512'].map((mechanism) =>
+        runCommand('java', [
+          '-cp',
+          classpath,
+          'kafka.admin.ConfigCommand',
+          '--bootstrap-server',
+          this.brokers.join(','),
+          '--alter',
+          '--add-config',
+          `${mechanism}=[password=${password}]`,
+          '--entity-type',
+          'users',
+          '--entity-name',
+          secure.username,
+        ]),
+      ),
+    );
+    const failed = results.find((result) => result.code !== 0);
+    if (failed !== undefined) {
+      throw new SluiceError(
+        'kafka_scram_failed',
+        `Could not create the SCRAM user ${secure.username}:\n${failed.output.replaceAll(password, '***')}`,
+      );
+    }
   }
 
   private async format(classpath: string): Promise<void> {
@@ -207,8 +293,8 @@ class LocalKafkaServer implements KafkaServer {
       classpath,
       'kafka.tools.StorageTool',
       'format',
-      '-t',
-      randomClusterId(),
+      // One argument: a random id may begin with '-'.
+      `--cluster-id=${randomClusterId()}`,
       '-c',
       this.propertiesFile,
     ]);

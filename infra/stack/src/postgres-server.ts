@@ -18,6 +18,13 @@ export interface PostgresServerOptions {
   settings?: Record<string, string>;
   /** Directory holding `initdb`, `pg_ctl`, `postgres`. Found automatically when omitted. */
   binDir?: string;
+  /**
+   * Serve TLS with this certificate and key (PEM), copied into the data directory on every start;
+   * plaintext connections are still accepted on the same port.
+   */
+  tls?: { certFile: string; keyFile: string };
+  /** Addresses to listen on. Default `['127.0.0.1']`. */
+  listenAddresses?: readonly string[];
 }
 
 /** A PostgreSQL server on the local machine, managed through `pg_ctl`. */
@@ -38,6 +45,8 @@ export interface PostgresServer {
 }
 
 const POSTGRES_USER = 'postgres';
+/** Where the TLS certificate and key are copied, in the data directory. */
+const TLS_FILES = { cert: 'sluice-server.crt', key: 'sluice-server.key' };
 
 /**
  * Finds PostgreSQL's server binaries: the newest `/usr/lib/postgresql/<v>/bin`, then
@@ -88,8 +97,8 @@ function postgresIds(): { uid: number; gid: number } {
 }
 
 /**
- * A PostgreSQL server under `dataDir`, listening on 127.0.0.1:`port` only, with trust
- * authentication for local connections (a development and test server, never production).
+ * A PostgreSQL server under `dataDir`, listening on 127.0.0.1:`port` (or `listenAddresses`), with
+ * trust authentication for local connections (a development and test server, never production).
  */
 export function createPostgresServer(options: PostgresServerOptions): PostgresServer {
   return new LocalPostgresServer(options);
@@ -117,6 +126,7 @@ class LocalPostgresServer implements PostgresServer {
     await assertPortFree(this.port, 'PostgreSQL');
     await this.initialise();
     await this.copySettingsFile();
+    await this.copyTlsFiles();
     const result = await this.pgCommand('pg_ctl', [
       'start',
       '-D',
@@ -249,11 +259,33 @@ class LocalPostgresServer implements PostgresServer {
     }
   }
 
+  /** The server reads its key only if the key is private to the user it runs as. */
+  private async copyTlsFiles(): Promise<void> {
+    if (this.options.tls === undefined) return;
+    const copies = [
+      [this.options.tls.certFile, TLS_FILES.cert],
+      [this.options.tls.keyFile, TLS_FILES.key],
+    ] as const;
+    for (const [source, name] of copies) {
+      const target = join(this.dataDir, name);
+      await copyFile(source, target);
+      await chmod(target, 0o600);
+      if (runningAsRoot()) {
+        const { uid, gid } = postgresIds();
+        await chown(target, uid, gid);
+      }
+    }
+  }
+
   private serverArgs(): string {
     const settings: Record<string, string> = {
       port: String(this.port),
-      listen_addresses: '127.0.0.1',
+      listen_addresses: (this.options.listenAddresses ?? ['127.0.0.1']).join(','),
       unix_socket_directories: this.dataDir,
+      // Relative paths are read from the data directory.
+      ...(this.options.tls === undefined
+        ? {}
+        : { ssl: 'on', ssl_cert_file: TLS_FILES.cert, ssl_key_file: TLS_FILES.key }),
       ...this.options.settings,
     };
     return Object.entries(settings)

@@ -184,6 +184,30 @@ const kafkaAlerts = [
       'The relay stops reading the WAL while Kafka has not acknowledged what it holds, so slot ' +
       'lag grows. Check Kafka produce latency and broker disk.',
   })),
+  define({}, () => ({
+    name: 'SluiceKafkaUnderMinInsync',
+    severity: 'critical',
+    stage: 'kafka',
+    expr: 'max by (job) (sluice_relay_under_min_insync) == 1',
+    for: '2m',
+    summary: 'Kafka refuses the sends of {{ $labels.job }}: too few replicas in sync',
+    description:
+      'A partition has fewer in-sync replicas than its min.insync.replicas (a broker is down or ' +
+      'behind), so Kafka acknowledges nothing there and the relay waits. Nothing is lost; ' +
+      'bring the brokers back.',
+  })),
+  define({}, () => ({
+    name: 'SluiceTopicDurability',
+    severity: 'warning',
+    stage: 'kafka',
+    expr: 'max by (job, topic) (sluice_relay_topic_durability_problems) > 0',
+    for: '0s',
+    summary: 'Topic {{ $labels.topic }} cannot keep every acknowledged event',
+    description:
+      'Its replication factor, min.insync.replicas or unclean leader election can lose records ' +
+      'Kafka acknowledged when a broker fails; the relay logged why at start. Fix the topic’s ' +
+      'settings (kafka-configs, kafka-reassign-partitions).',
+  })),
 ] as const;
 
 /**

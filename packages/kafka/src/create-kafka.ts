@@ -1,5 +1,6 @@
 import { Kafka, logLevel, type RetryOptions } from 'kafkajs';
 import { createLevelMapper, type KafkaLogEntry, type LevelName } from './log-levels.js';
+import type { KafkaSecurity } from './security.js';
 
 /** Where kafkajs' log entries go: a pino logger fits. */
 export type KafkaLogger = Record<
@@ -22,6 +23,8 @@ export interface CreateKafkaOptions {
   connectionTimeoutMs?: number;
   /** kafkajs' retry settings for its requests. Default kafkajs' own. */
   retry?: RetryOptions;
+  /** TLS and SASL, as `kafkaSecurityOf` makes them from the settings. Default: neither. */
+  security?: KafkaSecurity;
 }
 
 function logCreator(logger: KafkaLogger) {
@@ -49,6 +52,7 @@ export function createKafka(options: CreateKafkaOptions): Kafka {
       ? {}
       : { connectionTimeout: options.connectionTimeoutMs }),
     ...(options.retry === undefined ? {} : { retry: options.retry }),
+    ...options.security,
     ...(logger === undefined
       ? { logLevel: logLevel.NOTHING }
       : { logLevel: logLevel.WARN, logCreator: logCreator(logger) }),

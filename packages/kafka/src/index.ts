@@ -6,4 +6,18 @@ export {
 } from './create-kafka.js';
 export { decodeHeaderValuesAsStrings } from './header-decoding.js';
 export { ACKS_ALL, PRODUCER_SETTINGS, idempotentProducer } from './producer.js';
-export { createTopicEnsurer, type EnsureTopicsOptions, type KafkaErrorCode } from './topics.js';
+export {
+  createTopicEnsurer,
+  durabilityProblems,
+  replicationFor,
+  type EnsureTopicsOptions,
+  type KafkaErrorCode,
+  type TopicDurability,
+} from './topics.js';
+export { kafkaRefusal, probeKafka, verifyKafka, type KafkaRefusalCode } from './refusal.js';
+export {
+  isSecured,
+  kafkaSecurityOf,
+  type KafkaSecurity,
+  type KafkaSecuritySettings,
+} from './security.js';

@@ -1,6 +1,7 @@
 // Topic creation against a real broker: several processes ensure the same fresh topics at once.
 import { testKafka, testServers, uniqueName } from '@sluice/testkit';
 import { describe, expect, it } from 'vitest';
+import { ConfigResourceTypes } from 'kafkajs';
 import { createTopicEnsurer } from './index.js';
 
 const { kafkaBrokers } = testServers();
@@ -32,5 +33,55 @@ describe('createTopicEnsurer', () => {
         await admin.disconnect();
       }
     }
+  });
+});
+
+describe('replication and durability', () => {
+  it('creates topics with the replication the cluster allows, and reports settings that lose records', async () => {
+    const prefix = uniqueName('durable');
+    const problems: [string, string][] = [];
+    const report = (topic: string, problem: string) => problems.push([topic, problem]);
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      // Found as they are: unclean leader election on; min.insync.replicas above the replicas.
+      await admin.createTopics({
+        waitForLeaders: false,
+        topics: [
+          {
+            topic: `${prefix}.unclean`,
+            configEntries: [{ name: 'unclean.leader.election.enable', value: 'true' }],
+          },
+          {
+            topic: `${prefix}.stuck`,
+            configEntries: [{ name: 'min.insync.replicas', value: '2' }],
+          },
+        ],
+      });
+      await createTopicEnsurer(kafka, { onDurabilityProblem: report })([
+        `${prefix}.fresh`,
+        `${prefix}.unclean`,
+        `${prefix}.stuck`,
+      ]);
+      const { resources } = await admin.describeConfigs({
+        includeSynonyms: false,
+        resources: [
+          {
+            type: ConfigResourceTypes.TOPIC,
+            name: `${prefix}.fresh`,
+            configNames: ['min.insync.replicas'],
+          },
+        ],
+      });
+      expect(resources[0]?.configEntries[0]?.configValue).toBe('1');
+      const [fresh] = (await admin.fetchTopicMetadata({ topics: [`${prefix}.fresh`] })).topics;
+      expect(fresh?.partitions[0]?.replicas).toHaveLength(1);
+    } finally {
+      await admin.disconnect();
+    }
+    expect(problems).toEqual([
+      [`${prefix}.unclean`, expect.stringContaining('unclean.leader.election.enable=true')],
+      [`${prefix}.stuck`, expect.stringContaining('min.insync.replicas 2 above its 1 replicas')],
+    ]);
   });
 });

@@ -1,5 +1,8 @@
 import { SluiceError, errorMessage } from '@sluice/errors';
-import type { Kafka } from 'kafkajs';
+import kafkajs, { type Admin, type Kafka } from 'kafkajs';
+
+// A CommonJS module whose ConfigResourceTypes Node's ESM loader does not see as a named export.
+const { ConfigResourceTypes } = kafkajs;
 
 /** The codes of the {@link SluiceError}s this package throws. */
 export type KafkaErrorCode = 'topic_not_ready';
@@ -10,6 +13,132 @@ export interface EnsureTopicsOptions {
   partitions?: number;
   /** How long to wait for every partition to have a leader. Default 30000. */
   leaderTimeoutMs?: number;
+  /**
+   * Replicas of each partition of the topics created here. `auto` (the default): 3 on a
+   * cluster of at least three brokers, otherwise as many as there are brokers.
+   */
+  replicationFactor?: number | 'auto' | undefined;
+  /**
+   * `min.insync.replicas` of the topics created here: how many replicas must have a record
+   * before Kafka acknowledges it (the relay asks for all of them). `auto` (the default): 2 with
+   * three or more replicas, otherwise 1.
+   */
+  minInsyncReplicas?: number | 'auto' | undefined;
+  /**
+   * Told once per topic, created here or found, whose settings cannot keep an acknowledged
+   * record through the loss of a broker (see {@link durabilityProblems}).
+   */
+  onDurabilityProblem?: ((topic: string, problem: string) => void) | undefined;
+}
+
+/** What a topic keeps: its partitions' replicas and the settings that decide durability. */
+export interface TopicDurability {
+  brokers: number;
+  replicationFactor: number;
+  minInsyncReplicas: number;
+  uncleanLeaderElection: boolean;
+}
+
+/**
+ * Why a topic's settings cannot keep an acknowledged record through the loss of one broker;
+ * empty when they can (or when the cluster has one broker, where nothing can).
+ */
+export function durabilityProblems(topic: TopicDurability): string[] {
+  const problems: string[] = [];
+  const { brokers, replicationFactor: rf, minInsyncReplicas: minIsr } = topic;
+  if (brokers > 1 && rf === 1)
+    problems.push(
+      `replication factor 1 on a cluster of ${brokers} brokers: one broker lost loses records`,
+    );
+  if (rf > 1 && minIsr < 2)
+    problems.push(
+      `min.insync.replicas ${minIsr}: a record acknowledged by its leader alone is lost with it`,
+    );
+  if (minIsr > rf)
+    problems.push(`min.insync.replicas ${minIsr} above its ${rf} replicas: no write can succeed`);
+  else if (rf > 1 && minIsr === rf)
+    problems.push(
+      `min.insync.replicas ${minIsr} of ${rf} replicas: one broker down stops every write`,
+    );
+  if (topic.uncleanLeaderElection)
+    problems.push(
+      'unclean.leader.election.enable=true: a lagging replica may lead and drop acknowledged records',
+    );
+  return problems;
+}
+
+/** The replication factor and min.insync.replicas for topics created on `brokers` brokers. */
+export function replicationFor(
+  brokers: number,
+  options: Pick<EnsureTopicsOptions, 'replicationFactor' | 'minInsyncReplicas'>,
+): { replicationFactor: number; minInsyncReplicas: number } {
+  const rf = options.replicationFactor;
+  const replicationFactor = rf === undefined || rf === 'auto' ? Math.min(3, brokers) : rf;
+  const minIsr = options.minInsyncReplicas;
+  const minInsyncReplicas =
+    minIsr === undefined || minIsr === 'auto' ? (replicationFactor >= 3 ? 2 : 1) : minIsr;
+  return { replicationFactor, minInsyncReplicas };
+}
+
+/** Creates the missing topics with unlimited retention and the replication `options` ask for. */
+async function createMissing(
+  admin: Admin,
+  topics: readonly string[],
+  brokers: number,
+  options: EnsureTopicsOptions,
+): Promise<void> {
+  const existing = new Set(await admin.listTopics());
+  const create = topics.filter((topic) => !existing.has(topic));
+  if (create.length === 0) return;
+  const { replicationFactor, minInsyncReplicas } = replicationFor(brokers, options);
+  // kafkajs's own wait retries LEADER_NOT_AVAILABLE only; a topic that metadata does not
+  // list yet (UNKNOWN_TOPIC_OR_PARTITION) would fail it, so the caller waits instead.
+  await admin
+    .createTopics({
+      waitForLeaders: false,
+      topics: create.map((topic) => ({
+        topic,
+        numPartitions: options.partitions ?? 6,
+        replicationFactor,
+        configEntries: [
+          { name: 'retention.ms', value: '-1' },
+          { name: 'retention.bytes', value: '-1' },
+          { name: 'min.insync.replicas', value: String(minInsyncReplicas) },
+        ],
+      })),
+    })
+    .catch((error: unknown) => {
+      if (!/already exists/i.test(errorMessage(error))) throw error;
+    });
+}
+
+/** Tells `report` what each topic's replicas and settings cannot keep. */
+async function checkDurability(
+  admin: Admin,
+  topics: readonly string[],
+  brokers: number,
+  report: (topic: string, problem: string) => void,
+): Promise<void> {
+  const metadata = await admin.fetchTopicMetadata({ topics: [...topics] });
+  const { resources } = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: topics.map((name) => ({
+      type: ConfigResourceTypes.TOPIC,
+      name,
+      configNames: ['min.insync.replicas', 'unclean.leader.election.enable'],
+    })),
+  });
+  for (const topic of metadata.topics) {
+    const entries = resources.find((r) => r.resourceName === topic.name)?.configEntries ?? [];
+    const value = (name: string) => entries.find((e) => e.configName === name)?.configValue;
+    const durability = {
+      brokers,
+      replicationFactor: Math.min(...topic.partitions.map((p) => p.replicas.length)),
+      minInsyncReplicas: Number(value('min.insync.replicas') ?? 1),
+      uncleanLeaderElection: value('unclean.leader.election.enable') === 'true',
+    };
+    for (const problem of durabilityProblems(durability)) report(topic.name, problem);
+  }
 }
 
 async function ensureTopics(
@@ -21,47 +150,47 @@ async function ensureTopics(
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const existing = new Set(await admin.listTopics());
-    const create = topics.filter((topic) => !existing.has(topic));
-    if (create.length > 0) {
-      // kafkajs's own wait retries LEADER_NOT_AVAILABLE only; a topic that metadata does not
-      // list yet (UNKNOWN_TOPIC_OR_PARTITION) would fail it, so the loop below waits instead.
-      await admin
-        .createTopics({
-          waitForLeaders: false,
-          topics: create.map((topic) => ({
+    const brokers = (await admin.describeCluster()).brokers.length;
+    await createMissing(admin, topics, brokers, options);
+    await waitForLeaders(admin, topics, options.leaderTimeoutMs ?? 30_000);
+    const report = options.onDurabilityProblem;
+    if (report !== undefined) {
+      await checkDurability(admin, topics, brokers, report).catch((error: unknown) => {
+        for (const topic of topics)
+          report(
             topic,
-            numPartitions: options.partitions ?? 6,
-            configEntries: [
-              { name: 'retention.ms', value: '-1' },
-              { name: 'retention.bytes', value: '-1' },
-            ],
-          })),
-        })
-        .catch((error: unknown) => {
-          if (!/already exists/i.test(errorMessage(error))) throw error;
-        });
-    }
-    const deadline = Date.now() + (options.leaderTimeoutMs ?? 30_000);
-    for (;;) {
-      const led = await admin.fetchTopicMetadata({ topics: [...topics] }).then(
-        (metadata) =>
-          metadata.topics.every((topic) =>
-            topic.partitions.every((partition) => partition.leader >= 0),
-          ),
-        () => false,
-      );
-      if (led) return;
-      if (Date.now() > deadline) {
-        throw new SluiceError<KafkaErrorCode>(
-          'topic_not_ready',
-          `No partition leader for ${topics.join(', ')}`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 200));
+            `its settings could not be read (${errorMessage(error)}): durability unchecked`,
+          );
+      });
     }
   } finally {
     await admin.disconnect().catch(() => undefined);
+  }
+}
+
+/** Waits until every partition of `topics` has a leader. */
+async function waitForLeaders(
+  admin: Admin,
+  topics: readonly string[],
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const led = await admin.fetchTopicMetadata({ topics: [...topics] }).then(
+      (metadata) =>
+        metadata.topics.every((topic) =>
+          topic.partitions.every((partition) => partition.leader >= 0),
+        ),
+      () => false,
+    );
+    if (led) return;
+    if (Date.now() > deadline) {
+      throw new SluiceError<KafkaErrorCode>(
+        'topic_not_ready',
+        `No partition leader for ${topics.join(', ')}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }
 

@@ -1,5 +1,5 @@
 import { SluiceError, errorMessage } from '@sluice/errors';
-import { createKafka } from '@sluice/kafka';
+import { createKafka, kafkaRefusal, type KafkaSecurity } from '@sluice/kafka';
 import pg from 'pg';
 
 /** The codes of the {@link SluiceError}s this package throws. */
@@ -13,6 +13,8 @@ export type PreflightErrorCode =
 export interface PreflightOptions {
   /** How long to wait for a connection before giving up. Default 5000. */
   connectTimeoutMs?: number;
+  /** Kafka's TLS and SASL (see `kafkaSecurityOf` of @sluice/kafka). Default: neither. */
+  security?: KafkaSecurity;
 }
 
 /** What {@link checkPostgres} found. */
@@ -98,7 +100,8 @@ export async function checkPostgres(
 /**
  * Proves that the Kafka cluster at `brokers` answers metadata requests.
  *
- * @throws SluiceError `kafka_unreachable` (retriable).
+ * @throws SluiceError `kafka_unreachable` (retriable); `kafka_auth_failed`, `kafka_tls_untrusted`,
+ *   `kafka_tls_hostname` when Kafka refuses the connection.
  */
 export async function checkKafka(
   brokers: readonly string[],
@@ -109,6 +112,7 @@ export async function checkKafka(
     brokers,
     connectionTimeoutMs: options.connectTimeoutMs ?? 5000,
     retry: { retries: 1, initialRetryTime: 200 },
+    ...(options.security === undefined ? {} : { security: options.security }),
   });
   const admin = kafka.admin();
   try {
@@ -116,6 +120,8 @@ export async function checkKafka(
     const cluster = await admin.describeCluster();
     return { brokerCount: cluster.brokers.length };
   } catch (error) {
+    const refusal = kafkaRefusal(error, brokers);
+    if (refusal !== undefined) throw refusal;
     throw new SluiceError<PreflightErrorCode>(
       'kafka_unreachable',
       `Kafka at ${brokers.join(',')} is unreachable: ${errorMessage(error)}. ` +

@@ -54,6 +54,8 @@ export interface ProjectorHooks {
   offsets?(projection: string, generation: number, notice: OffsetNotice): void;
   /** Deleting applied batches past `journeyRetentionHours` failed; the next sweep tries again. */
   journeyPurgeFailed?(error: unknown): void;
+  /** A topic it reads or writes cannot keep every acknowledged record through a broker's loss. */
+  topicDurability?(topic: string, problem: string): void;
   /** A consumer stopped for good (kafkajs will not restart it): the process should restart. */
   crashed?(projection: string, generation: number, error: unknown): void;
 }
@@ -69,6 +71,10 @@ export interface ProjectorOptions<DB> {
   groupPrefix?: string;
   /** Partitions of topics the projector has to create itself. Default 6. */
   partitions?: number;
+  /** Replicas of the topics it creates (`auto`: 3 with three or more brokers). Default `auto`. */
+  replicationFactor?: number | 'auto' | undefined;
+  /** `min.insync.replicas` of the topics it creates (`auto`: 2 with three or more replicas). Default `auto`. */
+  minInsyncReplicas?: number | 'auto' | undefined;
   upcast?: (event: DomainEvent) => DomainEvent;
   /** Attempts of a failing handler before its event is dead-lettered. Default 3. */
   maxAttempts?: number;

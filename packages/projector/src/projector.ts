@@ -43,7 +43,12 @@ class ProjectorRuntime<DB> implements Projector {
     const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
     const groupIdOf = (instance: string) => `${groupPrefix}${instance}`;
     const deadLetterTopic = (projection: string) => deadLetterTopicFor(projection, prefix);
-    const ensureTopics = createTopicEnsurer(kafka, { partitions: options.partitions ?? 6 });
+    const ensureTopics = createTopicEnsurer(kafka, {
+      partitions: options.partitions ?? 6,
+      replicationFactor: options.replicationFactor,
+      minInsyncReplicas: options.minInsyncReplicas,
+      onDurabilityProblem: (topic, problem) => options.hooks?.topicDurability?.(topic, problem),
+    });
     this.deadLetters = createDeadLetterSink({
       kafka,
       topicOf: deadLetterTopic,

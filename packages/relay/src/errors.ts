@@ -9,6 +9,7 @@ export type RelayErrorCode =
   | 'lsn_invalid'
   | 'outbox_missing'
   | 'publication_mismatch'
+  | 'publication_missing'
   | 'publish_aborted'
   | 'record_too_large'
   | 'replication_source_reused'

@@ -11,6 +11,11 @@ import {
   type Kafka,
   type ProducerBatch,
 } from 'kafkajs';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import { describe, expect, it, vi } from 'vitest';
 import type { ClaimCheckStore, PublishBlock, SendFailure } from './event-sink.js';
 import { classifySendError } from './send-errors.js';
@@ -91,6 +96,7 @@ function fakeKafka(fake: FakeOptions = {}) {
     admin: () => ({
       connect: () => Promise.resolve(),
       disconnect: () => Promise.resolve(),
+      describeCluster: () => Promise.resolve({ brokers: [{ nodeId: 1 }], controller: 1 }),
       listTopics: () => Promise.resolve(created),
       createTopics: ({ topics }: { topics: { topic: string }[] }) => {
         created.push(...topics.map((t) => t.topic));
@@ -216,6 +222,29 @@ describe('Kafka sink', () => {
       (b) => b.topicMessages?.[0]?.messages.map((m) => m.key) ?? [],
     );
     expect(sent).toEqual(events.map((e) => e.event.aggregateId));
+  });
+
+  it('names the traced event of a failed send by its create span', async () => {
+    const exporter = new InMemorySpanExporter();
+    const tracer = new BasicTracerProvider({
+      spanProcessors: [new SimpleSpanProcessor(exporter)],
+    }).getTracer('test');
+    const fake = fakeKafka({ failures: 1 });
+    const failures: SendFailure[] = [];
+    const sink = createKafkaSink({
+      kafka: fake.kafka,
+      source: '/test',
+      tracer,
+      retryInitialMs: 1,
+      onSendFailed: (failure) => failures.push(failure),
+    });
+    await sink.publish([{ event: event('1', {}), commitLsn: Lsn.zero }]);
+    const create = exporter.getFinishedSpans().find((s) => s.name.startsWith('create '));
+    expect(failures.map((f) => f.span?.spanId)).toEqual([create?.spanContext().spanId]);
+    expect(exporter.getFinishedSpans().map((s) => s.name)).toEqual([
+      'create outbox.event.cart',
+      'send outbox.event.cart',
+    ]);
   });
 
   it('halves a send the broker refuses as too large, keeping the order', async () => {

@@ -1,5 +1,5 @@
 import type { SerializedEvent } from '@sluice/contracts';
-import type { Tracer } from '@sluice/tracing';
+import type { SpanContext, Tracer } from '@sluice/tracing';
 import type { Kafka } from 'kafkajs';
 import type { Lsn } from './lsn.js';
 
@@ -55,6 +55,8 @@ export interface SendFailure {
   /** When the first attempt of this send started. */
   since: Date;
   retryInMs: number;
+  /** The event's `create` span, when traced and recorded: log lines about the failure name it. */
+  span?: SpanContext;
 }
 
 /** Where Kafka stored an event's record, as its acknowledgement says. */
@@ -104,6 +106,12 @@ export interface KafkaSinkOptions {
   topicPrefix?: string;
   /** Partitions of topics the sink creates. Default 6. */
   partitions?: number;
+  /** Replicas of the topics the sink creates (`auto`: 3 with three or more brokers). Default `auto`. */
+  replicationFactor?: number | 'auto' | undefined;
+  /** `min.insync.replicas` of the topics the sink creates. Default `auto`. */
+  minInsyncReplicas?: number | 'auto' | undefined;
+  /** Told once per topic whose settings cannot keep an acknowledged event through a broker's loss. */
+  onDurabilityProblem?: ((topic: string, problem: string) => void) | undefined;
   /** Batches holding a record larger than this go out gzip-compressed. Default 64 KiB. */
   compressAboveBytes?: number;
   /** Payloads larger than this go to the claim-check store. Default 900 KiB (under Kafka's 1 MiB). */

@@ -15,7 +15,7 @@ export type { RelayErrorCode } from './errors.js';
 export { createKafkaSink } from './kafka-sink.js';
 export { createLeadership, type Leadership, type LeadershipOptions } from './leadership.js';
 export { Lsn } from './lsn.js';
-export type { ReplicationNames } from './publication.js';
+export { createPublicationSql, outboxTable, type ReplicationNames } from './publication.js';
 export { createRelay, type Relay, type RelayHooks, type RelayOptions } from './relay.js';
 export {
   createPublishedEventsRecorder,
@@ -29,7 +29,7 @@ export {
   type ReplicationEvent,
   type ReplicationSource,
 } from './replication-source.js';
-export { classifySendError } from './send-errors.js';
+export { classifySendError, isUnderReplicated } from './send-errors.js';
 export { HEARTBEAT_PREFIX, emitHeartbeat, inspectSlot, type SlotHealth } from './slot-health.js';
 export { prepareReplication, type SlotAdoption, type SlotState } from './slots.js';
 export { publishInitialSnapshot, type InitialSnapshot } from './snapshot.js';

@@ -50,7 +50,13 @@ export class KafkaSender {
     private readonly encoder: RecordEncoder,
     private readonly progress: SendProgress,
   ) {
-    this.ensureTopics = createTopicEnsurer(options.kafka, { partitions: options.partitions ?? 6 });
+    const { replicationFactor, minInsyncReplicas, onDurabilityProblem } = options;
+    this.ensureTopics = createTopicEnsurer(options.kafka, {
+      partitions: options.partitions ?? 6,
+      replicationFactor,
+      minInsyncReplicas,
+      onDurabilityProblem,
+    });
     this.kafka =
       options.onAcknowledged === undefined && options.tracer === undefined
         ? options.kafka

@@ -43,15 +43,33 @@ export async function ensurePublication(
   ]);
   if (publication.rowCount === 0) {
     // Publications have no IF NOT EXISTS; a concurrent creator loses with 42710.
-    await client
-      .query(
-        `CREATE PUBLICATION ${pg.escapeIdentifier(names.publication)} FOR TABLE ${outbox} WITH (publish = 'insert')`,
-      )
-      .catch((error: unknown) => {
-        if ((error as { code?: string }).code !== '42710') throw error;
-      });
+    await client.query(createPublicationSql(names, outbox)).catch((error: unknown) => {
+      const code = (error as { code?: string }).code;
+      if (code === '42501') throw publicationMissing(names, outbox, error);
+      if (code !== '42710') throw error;
+    });
   }
   await checkPublication(client, names, outbox);
+}
+
+/** The SQL that creates the publication the relay needs. */
+export function createPublicationSql(names: ReplicationNames, outbox: string): string {
+  return `CREATE PUBLICATION ${pg.escapeIdentifier(names.publication)} FOR TABLE ${outbox} WITH (publish = 'insert')`;
+}
+
+/** The publication is missing and the relay's role may not create it. */
+function publicationMissing(
+  names: ReplicationNames,
+  outbox: string,
+  cause: unknown,
+): SluiceError<RelayErrorCode> {
+  return new SluiceError<RelayErrorCode>(
+    'publication_missing',
+    `Publication ${pg.escapeIdentifier(names.publication)} does not exist and this role may not create it ` +
+      `(PostgreSQL requires ownership of ${outbox} and CREATE on the database). ` +
+      `Have an administrator create it, then start the relay again: ${createPublicationSql(names, outbox)};`,
+    { cause },
+  );
 }
 
 interface PublicationRow {

@@ -40,6 +40,17 @@ export function classifySendError(error: unknown): SendFailureReason {
   return 'transient';
 }
 
+/**
+ * Whether Kafka refused a send because too few replicas are in sync (`min.insync.replicas`):
+ * a broker of the partition is down or behind, and the send waits for it.
+ */
+export function isUnderReplicated(error: unknown): boolean {
+  return causes(error).some((cause) => {
+    const type = (cause as { type?: unknown }).type;
+    return type === 'NOT_ENOUGH_REPLICAS' || type === 'NOT_ENOUGH_REPLICAS_AFTER_APPEND';
+  });
+}
+
 /** The error's message, with the first Kafka error type found among its causes. */
 export function describeError(error: unknown): string {
   const type = causes(error)

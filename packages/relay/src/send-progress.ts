@@ -64,6 +64,7 @@ export class SendProgress {
       attempt,
       since,
       retryInMs,
+      ...(item.span === undefined ? {} : { span: item.span }),
     };
     if (this.underway !== undefined) this.underway.failure = failure;
     this.options.onSendFailed?.(failure, this.blocked());

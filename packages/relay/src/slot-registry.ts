@@ -11,8 +11,28 @@ export interface SlotRegistration {
   snapshot_done: boolean;
 }
 
+/**
+ * True when the relay's tables exist in their current shape: then it runs no DDL, so a role
+ * that may write them but not create them (an administrator created them) starts as well.
+ */
+const RELAY_TABLES_READY = `
+  SELECT to_regclass('sluice.relay_slots') IS NOT NULL
+     AND to_regclass('sluice.claim_checks') IS NOT NULL
+     AND to_regclass('sluice.published_events') IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM pg_attribute
+                      WHERE attrelid = to_regclass('sluice.published_events')
+                        AND attname = 'event_id' AND NOT attisdropped) AS ready`;
+
 export async function ensureRelayTables(client: pg.Client): Promise<void> {
-  await client.query('CREATE SCHEMA IF NOT EXISTS sluice');
+  const schema = await client.query<{ found: boolean }>(
+    `SELECT to_regnamespace('sluice') IS NOT NULL AS found`,
+  );
+  if (schema.rows[0]?.found === true) {
+    const tables = await client.query<{ ready: boolean }>(RELAY_TABLES_READY);
+    if (tables.rows[0]?.ready === true) return;
+  } else {
+    await client.query('CREATE SCHEMA IF NOT EXISTS sluice');
+  }
   await client.query(`
     CREATE TABLE IF NOT EXISTS sluice.relay_slots (
       slot_name text PRIMARY KEY,

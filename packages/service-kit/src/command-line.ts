@@ -2,6 +2,7 @@
 // from the environment (and an env file) validated once, with one line per problem.
 import type { Static, TObject } from '@sinclair/typebox';
 import { readFileSync } from 'node:fs';
+import { isSluiceError } from '@sluice/errors';
 import { parseArgs, parseEnv } from 'node:util';
 import { configProblems, constraintOf, loadConfig } from './config.js';
 import { tracingProblems } from './tracing.js';
@@ -147,4 +148,19 @@ export async function readCommandLine<S extends TObject>(
     process.exit(ExitCode.ok);
   }
   return { config, operands: positionals };
+}
+
+/**
+ * What `read` derives from the settings (files they name, settings that go together); a
+ * `config_invalid` it throws prints its line on stderr and exits 78, as invalid settings do.
+ *
+ * @example const security = settingOrExit('sluice-relay', () => kafkaSecurityOf(config));
+ */
+export function settingOrExit<T>(command: string, read: () => T): T {
+  try {
+    return read();
+  } catch (error) {
+    if (!isSluiceError(error, 'config_invalid')) throw error;
+    return fail(command, [error.message], ExitCode.needsOperator);
+  }
 }

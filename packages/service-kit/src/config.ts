@@ -1,7 +1,13 @@
 import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox';
 import { SluiceError } from '@sluice/errors';
-import { Ajv, type ErrorObject } from 'ajv';
+import {
+  Ajv,
+  type ErrorObject,
+  type FuncKeywordDefinition,
+  type SchemaValidateFunction,
+} from 'ajv';
 import addFormats from 'ajv-formats';
+import { databaseUrlProblems, libpqDatabaseUrl } from './database-url.js';
 
 /** The codes of the SluiceErrors this package throws. */
 export type ServiceKitErrorCode = 'config_invalid';
@@ -96,6 +102,33 @@ function mergeUnionErrors(errors: readonly ErrorObject[], schema: TObject): Erro
   return merged;
 }
 
+/**
+ * `databaseUrl: true` on a setting: its TLS parameters are checked (one problem line each), and
+ * the value is rewritten so that node-postgres reads `sslmode` as libpq does.
+ */
+const validateDatabaseUrl: SchemaValidateFunction = (_enabled, url: string, _schema, data) => {
+  const problems = databaseUrlProblems(url);
+  if (problems.length > 0) {
+    validateDatabaseUrl.errors = problems.map((message) => ({
+      keyword: 'databaseUrl',
+      message,
+      params: {},
+    }));
+    return false;
+  }
+  if (data !== undefined) {
+    (data.parentData as Record<string, unknown>)[data.parentDataProperty] = libpqDatabaseUrl(url);
+  }
+  return true;
+};
+const databaseUrlKeyword: FuncKeywordDefinition = {
+  keyword: 'databaseUrl',
+  type: 'string',
+  modifying: true,
+  errors: true,
+  validate: validateDatabaseUrl,
+};
+
 function validatorOf(schema: TObject) {
   const ajv = new Ajv({
     coerceTypes: true,
@@ -104,6 +137,7 @@ function validatorOf(schema: TObject) {
     removeAdditional: true,
   });
   addFormats.default(ajv);
+  ajv.addKeyword(databaseUrlKeyword);
   return ajv.compile(schema);
 }
 
@@ -152,13 +186,52 @@ export const commonConfig = {
   DATABASE_URL: Type.String({
     minLength: 1,
     default: 'postgres://postgres@127.0.0.1:54329/sluice',
+    databaseUrl: true,
     description:
-      'PostgreSQL connection string (libpq URL; sslmode and the like as its parameters).',
+      'PostgreSQL connection string (libpq URL). TLS: sslmode (disable, prefer, require, verify-ca, verify-full, as libpq reads them), sslrootcert (CA file), sslcert and sslkey (client certificate).',
   }),
   KAFKA_BROKERS: Type.String({
     minLength: 1,
     default: '127.0.0.1:19092',
     description: 'Kafka bootstrap brokers, comma-separated host:port.',
+  }),
+  KAFKA_SSL: Type.Boolean({
+    default: false,
+    description:
+      'Connect to Kafka over TLS. Implied by any KAFKA_SSL_*_FILE; without a CA file the system CAs are trusted.',
+  }),
+  KAFKA_SSL_CA_FILE: Type.String({
+    default: '',
+    description: "PEM file of the CA(s) to trust for the brokers' certificates.",
+  }),
+  KAFKA_SSL_CERT_FILE: Type.String({
+    default: '',
+    description: 'PEM client certificate for mutual TLS (with KAFKA_SSL_KEY_FILE).',
+  }),
+  KAFKA_SSL_KEY_FILE: Type.String({
+    default: '',
+    description: "PEM private key of KAFKA_SSL_CERT_FILE's certificate.",
+  }),
+  KAFKA_SSL_REJECT_UNAUTHORIZED: Type.Boolean({
+    default: true,
+    description:
+      "Verify the brokers' certificate chain and host name. false is for development only.",
+  }),
+  KAFKA_SASL_MECHANISM: Type.Union(
+    ['none', 'plain', 'scram-sha-256', 'scram-sha-512'].map((mechanism) => Type.Literal(mechanism)),
+    { default: 'none', description: 'SASL mechanism to authenticate to Kafka with.' },
+  ),
+  KAFKA_SASL_USERNAME: Type.String({
+    default: '',
+    description: 'SASL user name (an API key on Confluent Cloud).',
+  }),
+  KAFKA_SASL_PASSWORD: Type.String({
+    default: '',
+    description: 'SASL password; or KAFKA_SASL_PASSWORD_FILE.',
+  }),
+  KAFKA_SASL_PASSWORD_FILE: Type.String({
+    default: '',
+    description: 'File holding the SASL password (read once at start; trailing newline dropped).',
   }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) =>

@@ -9,18 +9,30 @@ export {
   type ServiceKitErrorCode,
 } from './config.js';
 export {
+  SSL_MODES,
+  databaseUrlProblems,
+  libpqDatabaseUrl,
+  postgresTlsFailure,
+  verifyDatabaseAtStart,
+  type PostgresTlsErrorCode,
+} from './database-url.js';
+export {
   configHelp,
   readCommandLine,
+  settingOrExit,
   type CommandLine,
   type CommandOptions,
 } from './command-line.js';
 export {
   ExitCode,
+  exitOnRefusal,
+  refusalExitCode,
   runService,
   type Readiness,
   type Service,
   type ServiceOptions,
 } from './run-service.js';
+export { topicReplicationSettings } from './topic-settings.js';
 export { startTracing, tracingEnabled, tracingProblems, type Tracing } from './tracing.js';
 
 /**

@@ -17,8 +17,54 @@ export const ExitCode = {
   usage: 64,
   /** A condition no restart fixes, such as a lost replication slot or invalid settings: an operator must act (EX_CONFIG). */
   needsOperator: 78,
+  /** A server refused the credentials, such as Kafka's SASL user and password (EX_NOPERM). */
+  credentialsRefused: 77,
+  /** A server's TLS certificate is not signed by a trusted CA, or has expired (EX_PROTOCOL). */
+  certificateUntrusted: 76,
+  /** A server's TLS certificate is not valid for the host name connected to (EX_NOHOST). */
+  hostnameMismatch: 68,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+const REFUSAL_EXIT_CODES: Readonly<Record<string, ExitCode>> = {
+  kafka_auth_failed: ExitCode.credentialsRefused,
+  kafka_tls_untrusted: ExitCode.certificateUntrusted,
+  kafka_tls_hostname: ExitCode.hostnameMismatch,
+  postgres_tls_untrusted: ExitCode.certificateUntrusted,
+  postgres_tls_hostname: ExitCode.hostnameMismatch,
+  postgres_tls_unsupported: ExitCode.needsOperator,
+};
+
+/**
+ * The exit code for a server's refusal that no restart fixes (the codes of @sluice/kafka's
+ * `kafkaRefusal` and of `postgresTlsFailure`), undefined for any other error.
+ */
+export function refusalExitCode(error: unknown): ExitCode | undefined {
+  return isSluiceError(error) ? REFUSAL_EXIT_CODES[error.code] : undefined;
+}
+
+/**
+ * Runs `probe`, a first connection at start: a refusal no retry fixes (see
+ * {@link refusalExitCode}) ends the process at once with one fatal line and its exit code;
+ * any other failure is logged as `otherwise` and left to the service's own retries.
+ */
+export async function exitOnRefusal(
+  logger: Logger,
+  probe: () => Promise<void>,
+  otherwise: string,
+): Promise<void> {
+  try {
+    await probe();
+  } catch (error) {
+    const code = refusalExitCode(error);
+    if (code === undefined || !isSluiceError(error)) {
+      logger.warn({ err: error }, otherwise);
+      return;
+    }
+    logger.fatal({ code: error.code }, error.message);
+    process.exit(code);
+  }
+}
 
 /** What `/readyz` answers: 200 with `body` when `ready`, 503 with it otherwise. */
 export interface Readiness {

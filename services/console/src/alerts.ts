@@ -81,6 +81,15 @@ const EVALUATORS: Record<string, Evaluator> = {
       metricOverRelays(sample, 'sluice_relay_paused').some((s) => s.value === 1),
       1,
     ),
+  SluiceKafkaUnderMinInsync: (_t, { sample }) =>
+    when(
+      metricOverRelays(sample, 'sluice_relay_under_min_insync').some((s) => s.value === 1),
+      1,
+    ),
+  SluiceTopicDurability: (_t, { sample }) =>
+    metricOverRelays(sample, 'sluice_relay_topic_durability_problems')
+      .filter((s) => s.value > 0)
+      .map((s) => ({ labels: { topic: s.labels.topic ?? '' }, value: s.value })),
   SluiceProjectionLagHigh: (t, context) => projectionLag(t.records ?? Infinity, context),
   SluiceProjectionLagCritical: (t, context) => projectionLag(t.records ?? Infinity, context),
   SluiceProjectionDeadLetters: (t, { history, projections }) =>

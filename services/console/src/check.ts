@@ -1,7 +1,7 @@
 // `sluice-console --check`, and the access check the console starts with.
 import { accessOptionsOf, createAccess, type Access } from '@sluice/access';
 import { errorMessage } from '@sluice/errors';
-import { parseBrokers } from '@sluice/kafka';
+import { kafkaSecurityOf, parseBrokers } from '@sluice/kafka';
 import { checkKafka, checkPostgres } from '@sluice/preflight';
 import type { ConsoleConfig } from './config.js';
 
@@ -30,7 +30,9 @@ export async function checkConsole(config: ConsoleConfig): Promise<string[]> {
   };
   const servers = await Promise.all([
     reach(() => checkPostgres(config.DATABASE_URL)),
-    reach(() => checkKafka(parseBrokers(config.KAFKA_BROKERS))),
+    reach(() =>
+      checkKafka(parseBrokers(config.KAFKA_BROKERS), { security: kafkaSecurityOf(config) }),
+    ),
   ]);
   return [...(typeof access === 'string' ? [access] : []), ...servers.flat()];
 }

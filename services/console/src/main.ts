@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 // The console's composition root: settings, access, pool, Kafka admin, sampler, HTTP server, stop.
 import type { Access } from '@sluice/access';
-import { createKafka, parseBrokers } from '@sluice/kafka';
+import { createKafka, isSecured, kafkaSecurityOf, parseBrokers, probeKafka } from '@sluice/kafka';
 import {
   ExitCode,
   createLogger,
   readCommandLine,
   redactConfig,
+  exitOnRefusal,
   runService,
+  settingOrExit,
+  verifyDatabaseAtStart,
 } from '@sluice/service-kit';
 import pg from 'pg';
 import { Registry, collectDefaultMetrics } from 'prom-client';
@@ -32,7 +35,10 @@ const { config } = await readCommandLine({
     'Serves the pages at /, the API at /api (services/console/API.md), and /healthz, /readyz and',
     '/metrics, on CONSOLE_HOST:CONSOLE_PORT. Needs SLUICE_ACCESS_SECRET (it signs the sessions) and',
     'SLUICE_ACCESS_USERS_FILE or an identity provider. Exit status: 0 after SIGTERM or SIGINT; 78',
-    'for invalid settings; 1 on other failures.',
+    'for invalid settings; at start over TLS or SASL, 77 when Kafka refuses the credentials, 76 when',
+    "its certificate is not trusted, 68 when it is not valid for the broker's host name (the same for",
+    "PostgreSQL's certificate; 78 when PostgreSQL offers no TLS and sslmode requires it); 1 on other",
+    'failures.',
   ].join('\n'),
   schema: consoleConfigSchema,
   check: checkConsole,
@@ -47,6 +53,8 @@ function accessOrExit(): Access {
 }
 
 const access = accessOrExit();
+const kafkaSecurity = settingOrExit(command, () => kafkaSecurityOf(config));
+const brokers = parseBrokers(config.KAFKA_BROKERS);
 const logger = createLogger({ service: 'console', level: config.LOG_LEVEL });
 logger.info({ config: redactConfig(config) }, 'starting');
 
@@ -59,12 +67,14 @@ const pool = new pg.Pool({
   statement_timeout: 5000,
 });
 pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
+await verifyDatabaseAtStart(config.DATABASE_URL, logger, () => pool.query('SELECT 1'));
+// Once, at start: credentials or certificates Kafka refuses end the process at once.
+if (isSecured(kafkaSecurity)) {
+  const probe = () => probeKafka({ clientId: 'sluice-console', brokers, security: kafkaSecurity });
+  await exitOnRefusal(logger, probe, 'Kafka did not answer at start');
+}
 const kafka = new KafkaCollector(
-  createKafka({
-    clientId: 'sluice-console',
-    brokers: parseBrokers(config.KAFKA_BROKERS),
-    logger,
-  }).admin(),
+  createKafka({ clientId: 'sluice-console', brokers, logger, security: kafkaSecurity }).admin(),
 );
 
 /** A viewer token for the projectors' operations reads, renewed before it expires. */

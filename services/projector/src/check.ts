@@ -1,6 +1,6 @@
 // `sluice-projector --check`: what would stop a start, found without changing anything.
 import { SluiceError, errorMessage, isSluiceError } from '@sluice/errors';
-import { parseBrokers } from '@sluice/kafka';
+import { kafkaSecurityOf, parseBrokers } from '@sluice/kafka';
 import { checkKafka, checkPostgres, describeDatabaseUrl } from '@sluice/preflight';
 import type { ProjectorConfig } from './config.js';
 import { loadProjectionModules, moduleSpecs } from './modules.js';
@@ -65,7 +65,10 @@ export async function checkSetup(
       reachPostgres(config.DATABASE_URL),
     ),
     problemOf(`Kafka at ${config.KAFKA_BROKERS}`, () =>
-      checkKafka(parseBrokers(config.KAFKA_BROKERS), { connectTimeoutMs: CONNECT_TIMEOUT_MS }),
+      checkKafka(parseBrokers(config.KAFKA_BROKERS), {
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        security: kafkaSecurityOf(config),
+      }),
     ),
   ]);
   return found.flat();

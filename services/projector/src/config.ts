@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { accessConfigSchema } from '@sluice/access';
-import { commonConfig, loadConfig } from '@sluice/service-kit';
+import { commonConfig, loadConfig, topicReplicationSettings } from '@sluice/service-kit';
 
 const NAME_LIST = '^([a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*)?$';
 
@@ -50,6 +50,7 @@ export const projectorConfigSchema = Type.Object({
     default: 6,
     description: 'Partitions of the topics the projector has to create itself.',
   }),
+  ...topicReplicationSettings('PROJECTOR'),
   PROJECTOR_SESSION_TIMEOUT_MS: Type.Integer({
     minimum: 6000,
     maximum: 300_000,

@@ -83,6 +83,11 @@ export function projectorHooks(
       if (change === 'stopped') metrics.generationStopped();
       logger.info({ projection, generation, change }, `generation ${change}`);
     },
+    topicDurability: (topic, problem) =>
+      logger.warn(
+        { topic, problem },
+        `topic ${topic} cannot keep every acknowledged event: ${problem}`,
+      ),
     journeyPurgeFailed: (error) =>
       logger.warn(
         { err: error },

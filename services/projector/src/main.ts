@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // sluice-projector: runs the projections of the modules on its command line.
 import { isSluiceError } from '@sluice/errors';
-import { ExitCode, readCommandLine } from '@sluice/service-kit';
+import { ExitCode, readCommandLine, refusalExitCode } from '@sluice/service-kit';
 import { checkSetup, problemLine } from './check.js';
 import { projectorConfigSchema } from './config.js';
 import { loadProjectionModules, moduleSpecs, type ModuleErrorCode } from './modules.js';
@@ -34,7 +34,11 @@ const { config, operands } = await readCommandLine({
     'Examples:\n' +
     '  sluice-projector ./dist/projections.js\n' +
     '  PROJECTOR_MODULES=@acme/billing-views PROJECTOR_PROJECTIONS=invoice_totals sluice-projector\n' +
-    '  sluice-projector --check ./dist/projections.js',
+    '  sluice-projector --check ./dist/projections.js\n' +
+    'Exit status: 0 after SIGTERM or SIGINT; 70 when a consumer stopped for good; 78 for invalid\n' +
+    'settings or modules; at start over TLS or SASL, 77 when Kafka refuses the credentials, 76 when\n' +
+    "its certificate is not trusted, 68 when it is not valid for the broker's host name (the same for\n" +
+    "PostgreSQL's certificate; 78 when PostgreSQL offers no TLS and sslmode requires it).",
   check: (settings, given) => checkSetup(settings, given, process.cwd()),
 });
 
@@ -45,7 +49,9 @@ try {
   );
   await runProjections({ ...modules, config });
 } catch (error) {
-  const exitCode = isSluiceError(error) ? SETUP_ERRORS[error.code] : undefined;
+  const exitCode = isSluiceError(error)
+    ? (SETUP_ERRORS[error.code] ?? refusalExitCode(error))
+    : undefined;
   if (exitCode === undefined) throw error;
   process.stderr.write(`${command}: ${problemLine(error)}\n`);
   process.exit(exitCode);

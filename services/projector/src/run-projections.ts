@@ -2,8 +2,16 @@
 // (health, readiness, metrics, operations) and the graceful stop.
 import type { Access } from '@sluice/access';
 import { createDatabase, migrate } from '@sluice/database';
-import { SluiceError } from '@sluice/errors';
-import { createKafka, decodeHeaderValuesAsStrings, parseBrokers } from '@sluice/kafka';
+import { SluiceError, isSluiceError } from '@sluice/errors';
+import {
+  createKafka,
+  decodeHeaderValuesAsStrings,
+  isSecured,
+  kafkaSecurityOf,
+  parseBrokers,
+  verifyKafka,
+  type KafkaSecurity,
+} from '@sluice/kafka';
 import {
   createProjector,
   projectorMigrations,
@@ -13,6 +21,7 @@ import {
 import {
   ExitCode,
   createLogger,
+  postgresTlsFailure,
   redactConfig,
   runService,
   startTracing,
@@ -101,6 +110,22 @@ export function selectProjections(
   return available.filter((p) => wanted.includes(p.name));
 }
 
+/** Connects to Kafka once when TLS or SASL is set: a refusal fails the start at once. */
+async function verifySecuredKafka(config: ProjectorConfig, security: KafkaSecurity): Promise<void> {
+  if (!isSecured(security)) return;
+  const brokers = parseBrokers(config.KAFKA_BROKERS);
+  const probe = createKafka({
+    clientId: 'sluice-projector',
+    brokers,
+    security,
+    connectionTimeoutMs: 5000,
+    retry: { retries: 1, initialRetryTime: 200 },
+  });
+  await verifyKafka(probe, brokers).catch((error: unknown) => {
+    if (isSluiceError(error)) throw error;
+  });
+}
+
 async function openDatabase(config: ProjectorConfig, logger: Logger, migrations: Migrations) {
   const db = createDatabase<unknown>({
     url: config.DATABASE_URL,
@@ -112,14 +137,24 @@ async function openDatabase(config: ProjectorConfig, logger: Logger, migrations:
     settings: { synchronous_commit: 'off' },
     onIdleError: (error) => logger.warn({ err: error }, 'idle database connection failed'),
   });
-  await migrate(db, 'projector_migrations', migrations, { shared: true });
+  await migrate(db, 'projector_migrations', migrations, { shared: true }).catch(
+    (error: unknown) => {
+      throw postgresTlsFailure(error, config.DATABASE_URL) ?? error;
+    },
+  );
   return db;
 }
 
 /** The projector over `hosted`, reporting through `metrics` and `logger`. */
 function newProjector(
   config: ProjectorConfig,
-  parts: { db: Database; logger: Logger; hosted: readonly Projection[]; tracing: Tracing },
+  parts: {
+    db: Database;
+    logger: Logger;
+    hosted: readonly Projection[];
+    tracing: Tracing;
+    security: KafkaSecurity;
+  },
   metrics: ProjectorMetrics,
   crashed: () => void,
 ): Projector {
@@ -129,11 +164,14 @@ function newProjector(
       clientId: 'sluice-projector',
       brokers: parseBrokers(config.KAFKA_BROKERS),
       logger: parts.logger,
+      security: parts.security,
     }),
     projections: parts.hosted,
     topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
     groupPrefix: config.PROJECTOR_GROUP_PREFIX,
     partitions: config.PROJECTOR_TOPIC_PARTITIONS,
+    replicationFactor: config.PROJECTOR_TOPIC_REPLICATION_FACTOR,
+    minInsyncReplicas: config.PROJECTOR_TOPIC_MIN_INSYNC_REPLICAS,
     maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
     sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
     generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
@@ -193,7 +231,8 @@ function serve(
  * process of your own. Resolves once consuming.
  *
  * @throws SluiceError before connecting to anything: `config_invalid`, `projection_duplicate`,
- *   `migration_conflict`; then `migration_failed`
+ *   `migration_conflict`; with Kafka over TLS or SASL, `kafka_auth_failed`, `kafka_tls_untrusted`,
+ *   `kafka_tls_hostname` when Kafka refuses the connection; then `migration_failed`
  * @example
  * import { tickets, migrations } from './projections.js';
  * const running = await runProjections({ projections: [tickets], migrations, env: process.env });
@@ -212,6 +251,8 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
   const logger = options.logger ?? createLogger({ service: 'projector', level: config.LOG_LEVEL });
   logger.info({ config: redactConfig(config), projections: names }, 'starting');
   const access = operationsAccess(config, logger);
+  const security = kafkaSecurityOf(config);
+  await verifySecuredKafka(config, security);
   // Every header value becomes a string here anyway: decoding them as strings saves a Buffer per
   // header of every record.
   decodeHeaderValuesAsStrings(true);
@@ -223,7 +264,7 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
   const metrics = createProjectorMetrics(names, { exemplars: tracing.tracer !== undefined });
   const served: { service?: Service } = {};
   // kafkajs will not restart a crashed consumer: a new process will (/readyz says so meanwhile).
-  const projector = newProjector(config, { db, logger, hosted, tracing }, metrics, () => {
+  const projector = newProjector(config, { db, logger, hosted, tracing, security }, metrics, () => {
     void served.service?.shutdown('consumer_stopped', ExitCode.consumerStopped);
   });
   // Operations endpoints answer while the consumer groups join (a join can wait out a dead member).

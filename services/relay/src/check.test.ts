@@ -15,6 +15,10 @@ const ready: ServerFacts = {
   slot_exists: false,
   outbox_exists: true,
   may_read_outbox: true,
+  publication_exists: false,
+  may_create_publication: true,
+  relay_tables_exist: false,
+  may_use_relay_tables: true,
 };
 const where = 'db:5432/shop';
 

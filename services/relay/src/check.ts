@@ -1,8 +1,14 @@
 // `sluice-relay --check`: what would keep the relay from starting or from publishing, found
 // without creating or changing anything (no slot, publication, table or topic).
 import { errorMessage, isSluiceError } from '@sluice/errors';
-import { createKafka, parseBrokers } from '@sluice/kafka';
-import { replicationProblems, type ReplicationNames } from '@sluice/relay';
+import { createKafka, kafkaRefusal, kafkaSecurityOf, parseBrokers } from '@sluice/kafka';
+import {
+  createPublicationSql,
+  outboxTable,
+  replicationProblems,
+  type ReplicationNames,
+} from '@sluice/relay';
+import { postgresTlsFailure } from '@sluice/service-kit';
 import pg from 'pg';
 import { replicationNames, type RelayConfig } from './config.js';
 
@@ -21,6 +27,13 @@ export interface ServerFacts {
   slot_exists: boolean;
   outbox_exists: boolean;
   may_read_outbox: boolean;
+  publication_exists: boolean;
+  /** Superuser, or owner of the outbox with CREATE on the database (PostgreSQL 15). */
+  may_create_publication: boolean;
+  /** The relay's tables (sluice.relay_slots, claim_checks, published_events) all exist. */
+  relay_tables_exist: boolean;
+  /** It may insert into those that exist, and create those that do not. */
+  may_use_relay_tables: boolean;
 }
 
 /**
@@ -33,7 +46,7 @@ export async function checkRelay(config: RelayConfig): Promise<string[]> {
   const brokers = parseBrokers(config.KAFKA_BROKERS);
   const found = await Promise.all([
     within(`PostgreSQL at ${database}`, () => postgresProblems(config, database)),
-    within(`Kafka at ${brokers.join(',')}`, () => kafkaProblems(brokers)),
+    within(`Kafka at ${brokers.join(',')}`, () => kafkaProblems(config, brokers)),
   ]);
   return found.flat().map((line) => line.replace(/\s*\n\s*/g, ' '));
 }
@@ -68,10 +81,31 @@ export function serverProblems(
         `GRANT USAGE ON SCHEMA ${schema} TO ${role}; GRANT SELECT ON ${schema}.${table} TO ${role};`,
     );
   }
+  problems.push(...privilegeProblems(facts, names));
   if (!facts.outbox_exists) {
     problems.push(
       `Table ${schema}.${table} (RELAY_OUTBOX_SCHEMA, RELAY_OUTBOX_TABLE) does not exist in ${database}; the relay waits for it. ` +
         `Create it with @sluice/outbox: outboxMigrations({ schema: '${schema}' }) with Kysely's Migrator, or run the SQL of outboxSchemaSql('${schema}')`,
+    );
+  }
+  return problems;
+}
+
+/** What the role lacks for the publication and the relay's own tables. */
+function privilegeProblems(facts: ServerFacts, names: ReplicationNames): string[] {
+  const problems: string[] = [];
+  const role = pg.escapeIdentifier(facts.role);
+  if (facts.outbox_exists && !facts.publication_exists && !facts.may_create_publication) {
+    problems.push(
+      `Publication ${names.publication} does not exist and role ${facts.role} may not create it (PostgreSQL requires ownership of ${names.outbox.schema}.${names.outbox.table} and CREATE on the database): ` +
+        `have an administrator create it: ${createPublicationSql(names, outboxTable(names))};`,
+    );
+  }
+  if (!facts.may_use_relay_tables) {
+    const missing = facts.relay_tables_exist ? '' : ' and create those missing';
+    problems.push(
+      `Role ${facts.role} may not write the relay's tables in schema sluice (relay_slots, claim_checks, published_events)${missing}: ` +
+        `GRANT USAGE, CREATE ON SCHEMA sluice TO ${role}; or, when an administrator created them, GRANT SELECT, INSERT, UPDATE, DELETE ON sluice.relay_slots, sluice.claim_checks, sluice.published_events TO ${role};`,
     );
   }
   return problems;
@@ -88,7 +122,8 @@ async function postgresProblems(config: RelayConfig, database: string): Promise<
   try {
     await client.connect();
   } catch (error) {
-    return [connectProblem(database, error)];
+    const tls = postgresTlsFailure(error, config.DATABASE_URL);
+    return [tls === undefined ? connectProblem(database, error) : `${tls.code}: ${tls.message}`];
   }
   try {
     // Whatever runs below, it cannot create or change a table or a publication.
@@ -115,12 +150,28 @@ async function readFacts(client: pg.Client, names: ReplicationNames): Promise<Se
             EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1) AS slot_exists,
             outbox.oid IS NOT NULL AS outbox_exists,
             COALESCE(has_schema_privilege(outbox.relnamespace, 'USAGE')
-                     AND has_table_privilege(outbox.oid, 'SELECT'), false) AS may_read_outbox
+                     AND has_table_privilege(outbox.oid, 'SELECT'), false) AS may_read_outbox,
+            EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $4) AS publication_exists,
+            COALESCE((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)
+              OR (COALESCE(pg_has_role(outbox.relowner, 'USAGE'), false)
+                  AND has_database_privilege(current_database(), 'CREATE')) AS may_create_publication,
+            relay.tables = 3 AS relay_tables_exist,
+            relay.writable = relay.tables
+              AND (relay.tables = 3
+                   OR COALESCE(has_schema_privilege(to_regnamespace('sluice'), 'USAGE')
+                              AND has_schema_privilege(to_regnamespace('sluice'), 'CREATE'),
+                               has_database_privilege(current_database(), 'CREATE'))) AS may_use_relay_tables
        FROM (SELECT) AS server
-       LEFT JOIN (SELECT c.oid, c.relnamespace FROM pg_class c
+       CROSS JOIN (SELECT count(*)::int AS tables,
+                          count(*) FILTER (WHERE has_schema_privilege(c.relnamespace, 'USAGE')
+                                             AND has_table_privilege(c.oid, 'INSERT'))::int AS writable
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = 'sluice'
+                      AND c.relname IN ('relay_slots', 'claim_checks', 'published_events')) AS relay
+       LEFT JOIN (SELECT c.oid, c.relnamespace, c.relowner FROM pg_class c
                     JOIN pg_namespace n ON n.oid = c.relnamespace
                    WHERE n.nspname = $2 AND c.relname = $3 AND c.relkind IN ('r', 'p')) AS outbox ON true`,
-    [names.slot, names.outbox.schema, names.outbox.table],
+    [names.slot, names.outbox.schema, names.outbox.table, names.publication],
   );
   const [facts] = rows;
   if (facts === undefined) throw new Error('PostgreSQL returned no row');
@@ -136,10 +187,11 @@ function connectProblem(database: string, error: unknown): string {
   return `PostgreSQL at ${database} is unreachable: ${reason(error)}`;
 }
 
-async function kafkaProblems(brokers: string[]): Promise<string[]> {
+async function kafkaProblems(config: RelayConfig, brokers: string[]): Promise<string[]> {
   const admin = createKafka({
     clientId: 'sluice-relay-check',
     brokers,
+    security: kafkaSecurityOf(config),
     connectionTimeoutMs: CONNECT_TIMEOUT_MS,
     retry: { retries: 1, initialRetryTime: 200 },
   }).admin();
@@ -148,6 +200,8 @@ async function kafkaProblems(brokers: string[]): Promise<string[]> {
     await admin.describeCluster();
     return [];
   } catch (error) {
+    const refusal = kafkaRefusal(error, brokers);
+    if (refusal !== undefined) return [`${refusal.code}: ${refusal.message}`];
     return [`Kafka at ${brokers.join(',')} is unreachable: ${reason(error)}`];
   } finally {
     await admin.disconnect().catch(() => undefined);

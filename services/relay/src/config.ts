@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { ReplicationNames } from '@sluice/relay';
-import { commonConfig } from '@sluice/service-kit';
+import { commonConfig, topicReplicationSettings } from '@sluice/service-kit';
 
 /** A name the relay uses in PostgreSQL: slot, publication, schema or table. */
 function identifier(options: { default: string; description: string }) {
@@ -12,8 +12,7 @@ export const relayConfigSchema = Type.Object({
   ...commonConfig,
   DATABASE_URL: Type.String({
     ...commonConfig.DATABASE_URL,
-    description:
-      'PostgreSQL connection string (libpq URL; sslmode and the like as its parameters). Its role needs REPLICATION (or superuser).',
+    description: `${commonConfig.DATABASE_URL.description ?? ''} Its role needs REPLICATION (or superuser).`,
   }),
   RELAY_METRICS_PORT: Type.Integer({
     minimum: 0,
@@ -64,6 +63,7 @@ export const relayConfigSchema = Type.Object({
     description:
       'Partitions of the topics the relay creates (with unlimited retention); existing topics keep theirs.',
   }),
+  ...topicReplicationSettings('RELAY'),
   RELAY_MAX_BATCH_EVENTS: Type.Integer({
     minimum: 1,
     maximum: 100_000,

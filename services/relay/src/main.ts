@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 // The relay's composition root: command line, leadership, replication, Kafka, metrics, shutdown.
 import { isSluiceError } from '@sluice/errors';
-import { createKafka, parseBrokers } from '@sluice/kafka';
+import { createKafka, isSecured, kafkaSecurityOf, parseBrokers, probeKafka } from '@sluice/kafka';
 import { createLeadership, type RelayErrorCode } from '@sluice/relay';
 import {
   ExitCode,
   createLogger,
   readCommandLine,
   redactConfig,
+  exitOnRefusal,
   runService,
+  settingOrExit,
   startTracing,
+  verifyDatabaseAtStart,
 } from '@sluice/service-kit';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
@@ -26,6 +29,7 @@ const FATAL_CODES: ReadonlySet<string> = new Set<RelayErrorCode>([
   'slot_missing',
   'slot_mismatch',
   'publication_mismatch',
+  'publication_missing',
 ]);
 
 const { config } = await readCommandLine({
@@ -42,11 +46,15 @@ const { config } = await readCommandLine({
     'Serves /healthz, /readyz and /metrics on RELAY_METRICS_HOST:RELAY_METRICS_PORT.',
     'Exit status: 0 after SIGTERM or SIGINT, once what was read is published; 78 when a person must',
     'act (invalid settings; a slot that was lost, dropped, or is of another plugin or database; a',
-    'publication that hides outbox inserts); 1 on other failures.',
+    'publication that hides outbox inserts); at start over TLS or SASL, 77 when Kafka refuses the',
+    "credentials, 76 when its certificate is not trusted, 68 when it is not valid for the broker's",
+    "host name (the same for PostgreSQL's certificate; 78 when PostgreSQL offers no TLS and sslmode",
+    'requires it); 1 on other failures.',
   ].join('\n'),
   schema: relayConfigSchema,
   check: checkRelay,
 });
+const kafkaSecurity = settingOrExit('sluice-relay', () => kafkaSecurityOf(config));
 const logger = createLogger({ service: 'relay', level: config.LOG_LEVEL });
 logger.info({ config: redactConfig(config) }, 'starting');
 const tracing = await startTracing({ service: 'relay', logger });
@@ -62,12 +70,15 @@ const pool = new pg.Pool({
   keepAlive: true,
 });
 pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'));
+await verifyDatabaseAtStart(config.DATABASE_URL, logger, () => pool.query('SELECT 1'));
 
-const kafka = createKafka({
-  clientId: 'sluice-relay',
-  brokers: parseBrokers(config.KAFKA_BROKERS),
-  logger,
-});
+const brokers = parseBrokers(config.KAFKA_BROKERS);
+const kafka = createKafka({ clientId: 'sluice-relay', brokers, logger, security: kafkaSecurity });
+// Once, at start: credentials or certificates Kafka refuses end the process at once.
+if (isSecured(kafkaSecurity)) {
+  const probe = () => probeKafka({ clientId: 'sluice-relay', brokers, security: kafkaSecurity });
+  await exitOnRefusal(logger, probe, 'Kafka did not answer at start; the relay retries it');
+}
 
 const journey = createRelayJourney({ config, logger, metrics, pool });
 

@@ -100,6 +100,17 @@ function sendMetrics(registry: Registry<RegistryContentType>) {
     labelNames: ['reason'],
     registers: [registry],
   });
+  const underReplicated = new Gauge({
+    name: 'sluice_relay_under_min_insync',
+    help: '1 while sends fail because fewer replicas than min.insync.replicas are in sync (a broker is down or behind); 0 once they succeed.',
+    registers: [registry],
+  });
+  const durability = new Gauge({
+    name: 'sluice_relay_topic_durability_problems',
+    help: 'Problems found at start with a topic’s replication settings (replication factor 1 on a cluster, min.insync.replicas 1 or equal to the replicas, unclean leader election).',
+    labelNames: ['topic'],
+    registers: [registry],
+  });
   let publishBlock: () => PublishBlock | undefined = () => undefined;
   new Gauge({
     name: 'sluice_relay_publish_blocked',
@@ -112,10 +123,13 @@ function sendMetrics(registry: Registry<RegistryContentType>) {
     },
   });
   return {
-    sendFailed(reason: SendFailureReason) {
+    sendFailed(reason: SendFailureReason, notEnoughReplicas: boolean) {
       sendRetries.inc();
       sendFailures.inc({ reason });
+      underReplicated.set(notEnoughReplicas ? 1 : 0);
     },
+    sendsRecovered: () => underReplicated.set(0),
+    topicDurabilityProblem: (topic: string) => durability.inc({ topic }),
     /** Where `sluice_relay_publish_blocked` reads, at each scrape, why publishing is blocked. */
     watchPublishing(probe: () => PublishBlock | undefined) {
       publishBlock = probe;

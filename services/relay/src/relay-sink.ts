@@ -1,6 +1,7 @@
 import {
   createKafkaSink,
   createPgClaimCheckStore,
+  isUnderReplicated,
   type KafkaSink,
   type PublishBlock,
 } from '@sluice/relay';
@@ -28,6 +29,15 @@ export function createRelaySink(context: RelayContext): KafkaSink {
     source: config.RELAY_EVENT_SOURCE,
     topicPrefix: config.RELAY_TOPIC_PREFIX,
     partitions: config.RELAY_TOPIC_PARTITIONS,
+    replicationFactor: config.RELAY_TOPIC_REPLICATION_FACTOR,
+    minInsyncReplicas: config.RELAY_TOPIC_MIN_INSYNC_REPLICAS,
+    onDurabilityProblem(topic, problem) {
+      metrics.topicDurabilityProblem(topic);
+      logger.warn(
+        { topic, problem },
+        `topic ${topic} cannot keep every acknowledged event: ${problem}`,
+      );
+    },
     compressAboveBytes: config.RELAY_COMPRESS_ABOVE_BYTES,
     maxRecordBytes: config.RELAY_MAX_RECORD_BYTES,
     claimChecks: createPgClaimCheckStore(pool),
@@ -38,9 +48,18 @@ export function createRelaySink(context: RelayContext): KafkaSink {
       ? { onAcknowledged: (records, at) => journey.record(records, at) }
       : {}),
     onSendFailed(failure, block) {
-      metrics.sendFailed(failure.reason);
-      const { error, reason, event, topic, attempt, retryInMs, since } = failure;
-      const fields = { err: error, reason, event, topic, attempt, retryInMs, since };
+      metrics.sendFailed(failure.reason, isUnderReplicated(failure.error));
+      const { error, reason, event, topic, attempt, retryInMs, since, span } = failure;
+      const fields = {
+        err: error,
+        reason,
+        event,
+        topic,
+        attempt,
+        retryInMs,
+        since,
+        ...(span === undefined ? {} : { trace_id: span.traceId, span_id: span.spanId }),
+      };
       const message = 'Kafka send failed; retrying with a fresh producer';
       if (block === undefined) logger.warn(fields, message);
       else
@@ -48,6 +67,7 @@ export function createRelaySink(context: RelayContext): KafkaSink {
     },
     onStalled: (block) => logger.error(block, describeBlock(block)),
     onRecovered(since, failedAttempts) {
+      metrics.sendsRecovered();
       const stuckForMs = Date.now() - since.getTime();
       logger.info({ failedAttempts, stuckForMs }, 'Kafka sends succeed again');
     },

@@ -2,7 +2,13 @@
 import { createOutbox } from '@sluice/outbox';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
-import { createLogger, redactConfig, runService, startTracing } from '@sluice/service-kit';
+import {
+  createLogger,
+  redactConfig,
+  runService,
+  startTracing,
+  verifyDatabaseAtStart,
+} from '@sluice/service-kit';
 import { sql } from 'kysely';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { buildApp } from './app.js';
@@ -23,6 +29,7 @@ const db = createDatabase<ShopDatabase>({
   applicationName: 'shop-api',
   onIdleError: (error) => logger.warn({ err: error }, 'idle database connection failed'),
 });
+await verifyDatabaseAtStart(config.DATABASE_URL, logger, () => sql`SELECT 1`.execute(db));
 if (config.MIGRATE_ON_START) await migrate(db, 'shop_api_migrations', shopMigrations);
 
 const tracing = await startTracing({ service: 'shop-api', logger });
@@ -70,8 +77,10 @@ await runService({
       await sql`SELECT 1`.execute(db);
       return { ready: true, body: { status: 'ready' } };
     } catch (error) {
-      const detail = `database unavailable: ${String(error)}`;
-      return { ready: false, body: problem(503, 'not_ready', detail), contentType: PROBLEM_JSON };
+      // The cause stays in the log: it may name hosts, roles or certificates.
+      logger.warn({ err: error }, 'readiness: the database did not answer');
+      const body = problem(503, 'database_unavailable', 'The database does not answer.');
+      return { ready: false, body, contentType: PROBLEM_JSON };
     }
   },
   stopDescription: 'finishing the requests in flight',

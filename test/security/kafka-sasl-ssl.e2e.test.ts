@@ -1,0 +1,159 @@
+// Kafka over TLS and SASL: the whole pipeline through the embedded stack's SASL_SSL listener with
+// SCRAM-SHA-512 and the CA verified; and the refusals a start cannot get past (a wrong password,
+// an unknown CA, a certificate not valid for the host name), each ending the relay and the
+// projector at once with one line naming the cause and an exit code of its own, the password
+// never printed.
+import { ensureCertificates } from '@sluice/stack';
+import { uniqueName } from '@sluice/testkit';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { shoppingWorkload, startPipeline, type Pipeline } from '../support/pipeline.js';
+import { startService, startedServices, type ServiceProcess } from '../support/services.js';
+
+const secure = inject('kafkaSecure');
+const password = secure === null ? '' : readFileSync(secure.passwordFile, 'utf8').trim();
+const WRONG_PASSWORD = 'not-the-sluice-password';
+
+/** Settings that reach the SASL_SSL listener as the stack's SCRAM user, the CA verified. */
+function secureEnv(overrides: Record<string, string> = {}): Record<string, string> {
+  if (secure === null) throw new Error('the embedded stack has no SASL_SSL listener');
+  return {
+    KAFKA_BROKERS: secure.brokers.join(','),
+    KAFKA_SSL_CA_FILE: secure.caFile,
+    KAFKA_SASL_MECHANISM: 'scram-sha-512',
+    KAFKA_SASL_USERNAME: secure.username,
+    KAFKA_SASL_PASSWORD_FILE: secure.passwordFile,
+    ...overrides,
+  };
+}
+
+/** A TCP relay from 127.0.0.2 to the SASL_SSL listener: the same broker by a name its certificate lacks. */
+async function otherAddress(): Promise<{ broker: string; close(): void }> {
+  const [host = '', port = ''] = (secure?.brokers[0] ?? '').split(':');
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(port), host === 'localhost' ? '127.0.0.1' : host);
+    client.pipe(upstream).pipe(client);
+    upstream.on('error', () => client.destroy());
+    client.on('error', () => upstream.destroy());
+  });
+  await new Promise<void>((listening) => server.listen(0, '127.0.0.2', listening));
+  const { port: local } = server.address() as net.AddressInfo;
+  return { broker: `127.0.0.2:${local}`, close: () => server.close() };
+}
+
+describe.runIf(secure !== null)('Kafka over SASL_SSL', () => {
+  let pipeline: Pipeline;
+
+  beforeAll(async () => {
+    pipeline = await startPipeline('saslssl', {
+      // The relay takes the password itself, the projector its file: neither may print it.
+      relay: secureEnv({ KAFKA_SASL_PASSWORD: password, KAFKA_SASL_PASSWORD_FILE: '' }),
+      projector: secureEnv(),
+    });
+  });
+
+  afterAll(() => pipeline.close());
+
+  it('carries the events from the outbox to the views with SCRAM-SHA-512 and the CA verified', async () => {
+    const projector = pipeline.startProjector();
+    await projector.waitForOutput('"msg":"consuming"', {
+      timeoutMs: 60_000,
+      message: 'the projector to consume over SASL_SSL',
+    });
+    await shoppingWorkload(pipeline, { carts: 3, rounds: 3, tag: uniqueName('sasl') });
+    await pipeline.expectCartSummariesConverge(60_000);
+    for (const service of startedServices()) expect(service.output()).not.toContain(password);
+  });
+
+  it('stops the relay and the projector at start, naming the refusal, with its own exit code', async () => {
+    const other = await otherAddress();
+    const cases = [
+      {
+        env: secureEnv({ KAFKA_SASL_PASSWORD: WRONG_PASSWORD, KAFKA_SASL_PASSWORD_FILE: '' }),
+        code: 77,
+        line: /refused the SASL credentials/,
+      },
+      {
+        env: secureEnv({ KAFKA_SSL_CA_FILE: await otherCaFile() }),
+        code: 76,
+        line: /certificate that is not trusted/,
+      },
+      {
+        env: secureEnv({ KAFKA_BROKERS: other.broker }),
+        code: 68,
+        line: /certificate not valid for that host name/,
+      },
+    ];
+    const database = { DATABASE_URL: databaseUrlOf(pipeline) };
+    const started = cases.flatMap(({ env, code, line }) =>
+      (['relay', 'projector'] as const).map((name) => ({
+        service: startService(name, {
+          ...database,
+          ...env,
+          RELAY_METRICS_PORT: '0',
+          PROJECTOR_METRICS_PORT: '0',
+        }),
+        code,
+        line,
+      })),
+    );
+    try {
+      const exits = await Promise.all(started.map(({ service }) => exitWithin(service, 20_000)));
+      expect(exits).toEqual(started.map(({ code }) => code));
+      for (const { service, line } of started) {
+        const output = service.output();
+        expect(output.split('\n').filter((text) => line.test(text))).toHaveLength(1);
+        expect(output).not.toContain(WRONG_PASSWORD);
+        expect(output).not.toContain(password);
+      }
+    } finally {
+      other.close();
+    }
+  });
+
+  it('reports a refused password as one line of --check', async () => {
+    const check = startService(
+      'relay',
+      {
+        DATABASE_URL: databaseUrlOf(pipeline),
+        ...secureEnv({ KAFKA_SASL_PASSWORD: WRONG_PASSWORD, KAFKA_SASL_PASSWORD_FILE: '' }),
+      },
+      [],
+      { args: ['--check'] },
+    );
+    expect(await exitWithin(check, 30_000)).toBe(1);
+    const lines = check.output().split('\n');
+    expect(lines.filter((line) => line.includes('kafka_auth_failed'))).toHaveLength(1);
+    expect(check.output()).not.toContain(WRONG_PASSWORD);
+  });
+});
+
+/** The certificate of a CA that signed nothing the broker presents. */
+async function otherCaFile(): Promise<string> {
+  return (await ensureCertificates(dirname(secure?.caFile ?? ''))).otherCaFile;
+}
+
+/** The pipeline's database, as its pool connects to it. */
+function databaseUrlOf(pipeline: Pipeline): string {
+  return (pipeline.pool.options as { connectionString: string }).connectionString;
+}
+
+/** The exit code of `service`, which must exit within `timeoutMs`. */
+async function exitWithin(service: ServiceProcess, timeoutMs: number): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      service.kill('SIGKILL');
+      reject(
+        new Error(`${service.name} still running after ${timeoutMs} ms:\n${service.output()}`),
+      );
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([service.exited(), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
