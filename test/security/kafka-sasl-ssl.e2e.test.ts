@@ -4,7 +4,7 @@
 // projector at once with one line naming the cause and an exit code of its own, the password
 // never printed.
 import { ensureCertificates } from '@sluice/stack';
-import { uniqueName } from '@sluice/testkit';
+import { testServers, uniqueName } from '@sluice/testkit';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
@@ -47,16 +47,24 @@ describe.runIf(secure !== null)('Kafka over SASL_SSL', () => {
   let pipeline: Pipeline;
 
   beforeAll(async () => {
-    pipeline = await startPipeline('saslssl', {
-      // The relay takes the password itself, the projector its file: neither may print it.
-      relay: secureEnv({ KAFKA_SASL_PASSWORD: password, KAFKA_SASL_PASSWORD_FILE: '' }),
-      projector: secureEnv(),
-    });
+    // PostgreSQL too, over TLS with the host name verified: the stack's server has TLS on.
+    const server = new URL(testServers().databaseUrl);
+    server.searchParams.set('sslmode', 'verify-full');
+    server.searchParams.set('sslrootcert', secure?.caFile ?? '');
+    pipeline = await startPipeline(
+      'saslssl',
+      {
+        // The relay takes the password itself, the projector its file: neither may print it.
+        relay: secureEnv({ KAFKA_SASL_PASSWORD: password, KAFKA_SASL_PASSWORD_FILE: '' }),
+        projector: secureEnv(),
+      },
+      { databaseServerUrl: server.toString() },
+    );
   });
 
   afterAll(() => pipeline.close());
 
-  it('carries the events from the outbox to the views with SCRAM-SHA-512 and the CA verified', async () => {
+  it('carries the events from the outbox to the views with SCRAM-SHA-512 and the CA verified, PostgreSQL under verify-full', async () => {
     const projector = pipeline.startProjector();
     await projector.waitForOutput('"msg":"consuming"', {
       timeoutMs: 60_000,
@@ -65,6 +73,18 @@ describe.runIf(secure !== null)('Kafka over SASL_SSL', () => {
     await shoppingWorkload(pipeline, { carts: 3, rounds: 3, tag: uniqueName('sasl') });
     await pipeline.expectCartSummariesConverge(60_000);
     for (const service of startedServices()) expect(service.output()).not.toContain(password);
+    const { rows } = await pipeline.pool.query<{ name: string; ssl: boolean }>(
+      `SELECT a.application_name AS name, s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+        WHERE a.datname = current_database()`,
+    );
+    expect(rows.filter((row) => !row.ssl)).toEqual([]);
+    expect(rows.map((row) => row.name)).toEqual(
+      expect.arrayContaining([
+        'shop-api',
+        'sluice-projector',
+        expect.stringMatching(/^sluice-relay/),
+      ]),
+    );
   });
 
   it('stops the relay and the projector at start, naming the refusal, with its own exit code', async () => {

@@ -65,14 +65,16 @@ describe('create spans', () => {
     expect(record?.span).toEqual(span?.spanContext());
   });
 
-  it('follow an unsampled origin: nothing recorded, the record says so', () => {
+  it('follow an unsampled origin: nothing recorded, the record keeps only the origin', () => {
     const { exporter, tracer } = tracing();
     const encoder = new RecordEncoder({ kafka: {} as never, source: '/s', tracer });
     const [record] = encoder.encode([
       { event: event(1, `00-${ORIGIN_TRACE}-00f067aa0ba902b7-00`), commitLsn: Lsn.parse('0/1') },
     ]);
     expect(exporter.getFinishedSpans()).toEqual([]);
-    expect((record?.message.headers as Record<string, string>).traceparent).toMatch(/-00$/);
+    const headers = record?.message.headers as Record<string, string>;
+    expect(headers.traceparent).toBeUndefined();
+    expect(headers.ce_traceparent).toMatch(/-00$/);
     expect(record?.span).toBeUndefined();
   });
 

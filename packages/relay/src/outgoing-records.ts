@@ -75,8 +75,9 @@ export class RecordEncoder {
             { topic, event, commitLsn, ...(commitTime && { commitTime }) },
             this.options.source,
           );
-    // The record's context is its create span; `ce_traceparent` keeps the origin's.
-    if (created !== undefined) record.headers.traceparent = traceparentOf(created.context);
+    // The record's context is its create span, when recorded (an unrecorded one would be a
+    // parent nobody sees, and 60 bytes more in every record); `ce_traceparent` keeps the origin's.
+    if (created?.recording === true) record.headers.traceparent = traceparentOf(created.context);
     const valueBytes = Buffer.byteLength(record.value);
     const oversized = valueBytes > this.maxRecord;
     // The encoded size, counting header characters as bytes: a non-ASCII header could make a
