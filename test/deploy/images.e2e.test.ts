@@ -61,8 +61,8 @@ describe.concurrent('service images', () => {
     const started = await run(process.execPath, [join(app, 'dist', 'main.js')], scratch, {
       API_PORT: 'none',
     });
-    expect(started.code).not.toBe(0);
-    expect(started.output).toContain('Invalid configuration: API_PORT must be integer');
+    expect(started.code).toBe(78);
+    expect(started.output).toContain('shop-api: API_PORT must be integer');
   });
 
   it('deploys the projector and the shop views it runs in the default image', async () => {

@@ -122,3 +122,40 @@ describe('shop-api process', () => {
     await expect(fetch(`${base}/healthz`)).rejects.toThrow();
   });
 });
+
+describe('shop-api command line', () => {
+  const main = join(rootDir, 'services', 'shop-api', 'dist', 'main.js');
+  const run = (args: string[], env: Record<string, string>) =>
+    new Promise<{ code: number | null; output: string }>((done) => {
+      const started = spawn(process.execPath, [main, ...args], { env: { ...process.env, ...env } });
+      let text = '';
+      started.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      started.stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      started.on('exit', (code) => done({ code, output: text }));
+    });
+
+  it('refuses invalid settings with exit 78, one line each', async () => {
+    const { code, output: text } = await run([], { API_PORT: 'none', DATABASE_POOL_SIZE: '0' });
+    expect(code).toBe(78);
+    expect(text.trim().split('\n')).toEqual([
+      'shop-api: API_PORT must be integer (is "none")',
+      'shop-api: DATABASE_POOL_SIZE must be >= 1 (is "0")',
+    ]);
+  });
+
+  it('--check: 0 when the database answers, 1 and one line without the password when not', async () => {
+    expect(await run(['--check'], { DATABASE_URL: database.url })).toEqual({
+      code: 0,
+      output: 'shop-api: settings valid; every check passed\n',
+    });
+    const closed = await freePort();
+    const refused = await run(['--check'], {
+      DATABASE_URL: `postgres://app:hunter2@127.0.0.1:${closed}/shop`,
+    });
+    expect(refused.code).toBe(1);
+    expect(refused.output).toMatch(
+      /^shop-api: PostgreSQL at 127\.0\.0\.1:\d+\/shop does not answer/,
+    );
+    expect(refused.output).not.toContain('hunter2');
+  });
+});

@@ -383,8 +383,9 @@ describe('projector', () => {
       await admin.disconnect();
     }
     projector = await startProjector();
+    // A join can wait out the session timeout (30 s) on a loaded machine before it fetches.
     await waitFor(async () => (await totals())[cart] === 900, {
-      timeoutMs: 30_000,
+      timeoutMs: 60_000,
       message: 'the events past the committed offsets applied',
     });
   });

@@ -5,32 +5,61 @@ import { readFileSync } from 'node:fs';
 
 const MIN_SECRET_CHARS = 32;
 
-const ConfigSchema = Type.Object({
+/** shop-api's settings, read once at start. */
+export const shopApiConfigSchema = Type.Object({
   DATABASE_URL: commonConfig.DATABASE_URL,
   API_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
   API_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
-  /** A SIGTERM that has not drained the requests in flight by then exits with status 1. */
-  API_STOP_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 600_000, default: 30_000 }),
+  API_STOP_TIMEOUT_MS: Type.Integer({
+    minimum: 1000,
+    maximum: 600_000,
+    default: 30_000,
+    description:
+      'A SIGTERM that has not drained the requests in flight by then exits with status 1.',
+  }),
   LOG_LEVEL: commonConfig.LOG_LEVEL,
-  /** Apply migrations on start; off when the app's role may not own the schema (infra/postgres/roles.sql). */
-  MIGRATE_ON_START: Type.Boolean({ default: true }),
+  MIGRATE_ON_START: Type.Boolean({
+    default: true,
+    description:
+      "Apply migrations on start; off when the app's role may not own the schema (infra/postgres/roles.sql).",
+  }),
   DATABASE_POOL_SIZE: Type.Integer({ minimum: 1, maximum: 200, default: 20 }),
-  /** Outbox rows older than this are purged (the relay has long published them). */
-  OUTBOX_RETENTION_DAYS: Type.Integer({ minimum: 1, default: 7 }),
-  /** How long a /views/* request with X-Consistency-Token waits for the read model (then 504). */
-  VIEW_CONSISTENCY_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 60_000, default: 5000 }),
-  /** Idempotency keys are remembered this long. */
-  IDEMPOTENCY_RETENTION_HOURS: Type.Integer({ minimum: 1, default: 24 }),
-  /** Signs X-Consistency-Token; unset, the key shop-api's migrations stored in the database. */
-  CONSISTENCY_TOKEN_SECRET: Type.Optional(Type.String({ minLength: MIN_SECRET_CHARS })),
-  /** A file holding that secret (a mounted secret), instead of the variable. */
-  CONSISTENCY_TOKEN_SECRET_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  OUTBOX_RETENTION_DAYS: Type.Integer({
+    minimum: 1,
+    default: 7,
+    description: 'Outbox rows older than this are purged (the relay has long published them).',
+  }),
+  VIEW_CONSISTENCY_TIMEOUT_MS: Type.Integer({
+    minimum: 1,
+    maximum: 60_000,
+    default: 5000,
+    description:
+      'How long a /views/* request with X-Consistency-Token waits for the read model (then 504).',
+  }),
+  IDEMPOTENCY_RETENTION_HOURS: Type.Integer({
+    minimum: 1,
+    default: 24,
+    description: 'Idempotency keys are remembered this long.',
+  }),
+  CONSISTENCY_TOKEN_SECRET: Type.Optional(
+    Type.String({
+      minLength: MIN_SECRET_CHARS,
+      description:
+        "Signs X-Consistency-Token; unset, the key shop-api's migrations stored in the database.",
+    }),
+  ),
+  CONSISTENCY_TOKEN_SECRET_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description: 'A file holding that secret (a mounted secret), instead of the variable.',
+    }),
+  ),
 });
 
 export type ShopApiConfig = ReturnType<typeof loadShopApiConfig>;
 
 export function loadShopApiConfig(env: NodeJS.ProcessEnv) {
-  return loadConfig(ConfigSchema, env);
+  return loadConfig(shopApiConfigSchema, env);
 }
 
 /**

@@ -4,6 +4,7 @@ import { shopCatalog } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
 import {
   createLogger,
+  readCommandLine,
   redactConfig,
   runService,
   startTracing,
@@ -12,13 +13,23 @@ import {
 import { sql } from 'kysely';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { buildApp } from './app.js';
-import { configuredTokenSecret, loadShopApiConfig } from './config.js';
+import { checkShopApi } from './check.js';
+import { configuredTokenSecret, shopApiConfigSchema } from './config.js';
 import { storedTokenSecret } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
 import { PROBLEM_JSON, problem } from './http/problems.js';
 import { shopMigrations } from './migrations.js';
 
-const config = loadShopApiConfig(process.env);
+const { config } = await readCommandLine({
+  command: 'shop-api',
+  summary: [
+    'The shop: a REST API over customers, products, carts and orders that writes each change and',
+    'its domain events to PostgreSQL in one transaction (the outbox the relay publishes).',
+  ].join('\n'),
+  notes: 'Exit status: 0 after SIGTERM or SIGINT; 78 on invalid settings; 1 on other failures.',
+  schema: shopApiConfigSchema,
+  check: checkShopApi,
+});
 const tokenSecret = configuredTokenSecret(config);
 const logger = createLogger({ service: 'shop-api', level: config.LOG_LEVEL });
 logger.info({ config: redactConfig(config) }, 'starting');
