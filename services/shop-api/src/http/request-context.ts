@@ -31,7 +31,8 @@ function activeTraceparent(): string | undefined {
   return active === undefined ? undefined : traceparentOf(active);
 }
 
-function header(request: FastifyRequest, name: string): string | undefined {
+/** A request header's value when it is one short printable string; undefined otherwise. */
+export function safeHeader(request: FastifyRequest, name: string): string | undefined {
   const value = request.headers[name];
   return typeof value === 'string' && SAFE_HEADER.test(value) ? value : undefined;
 }
@@ -44,11 +45,11 @@ export function correlationIdFor(value: string | string[] | undefined): string |
 /** Who, why and which trace: what every event written by this request carries. */
 export function requestContext(request: FastifyRequest): AppendContext {
   const context: AppendContext = {
-    traceparent: activeTraceparent() ?? traceparentFor(header(request, 'traceparent')),
+    traceparent: activeTraceparent() ?? traceparentFor(safeHeader(request, 'traceparent')),
     correlationId: request.id,
-    actor: header(request, 'x-actor') ?? 'anonymous',
+    actor: safeHeader(request, 'x-actor') ?? 'anonymous',
   };
-  const reason = header(request, 'x-reason');
+  const reason = safeHeader(request, 'x-reason');
   if (reason !== undefined) context.reason = reason;
   return context;
 }

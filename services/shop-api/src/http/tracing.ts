@@ -9,16 +9,10 @@ import {
   type Tracer,
 } from '@sluice/tracing';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { safeHeader } from './request-context.js';
 
 /** Probes and scrapes: not traced. */
 const PROBES = new Set(['/healthz', '/readyz', '/metrics']);
-const SAFE_HEADER = /^[\x20-\x7e]{1,200}$/;
-
-/** The caller's `traceparent` when it is one printable header. */
-function callerTraceparent(request: FastifyRequest): string | undefined {
-  const value = request.headers.traceparent;
-  return typeof value === 'string' && SAFE_HEADER.test(value) ? value : undefined;
-}
 
 /**
  * An HTTP server span per request (OpenTelemetry's HTTP conventions), a child of the caller's
@@ -30,7 +24,7 @@ export function installRequestSpans(app: FastifyInstance, tracer: Tracer): void 
   app.addHook('onRequest', (request, _reply, done) => {
     const route = request.routeOptions.url;
     if (route !== undefined && PROBES.has(route)) return done();
-    const parent = contextOf(callerTraceparent(request));
+    const parent = contextOf(safeHeader(request, 'traceparent'));
     const span = tracer.startSpan(
       route === undefined ? request.method : `${request.method} ${route}`,
       {
