@@ -6,8 +6,9 @@
 -- with MIGRATE_ON_START=false) and the projector's (`sluice.projector_migrations`: a first start
 -- of sluice-projector with the owner's DATABASE_URL, or `migrate` from @sluice/database with the
 -- modules' migrations). An administrator (a superuser, or a member of every role below) then
--- applies this file, which is idempotent and safe to apply again, e.g. after an upgrade that
--- migrated, or after the relay's first start so that sluice_viewer may read its journey table:
+-- applies this file, once, before the services first start: what the relay and the projector
+-- create later is granted as they create it (default privileges). It is idempotent; apply it
+-- again only after an upgrade whose migrations made new tables:
 --
 --   psql "$ADMIN_DATABASE_URL" -v ON_ERROR_STOP=1 -f infra/postgres/roles.sql
 --   psql "$ADMIN_DATABASE_URL" -c "ALTER ROLE sluice_app PASSWORD '...'"   (and each role)
@@ -16,17 +17,20 @@
 --                  or reshape it (no UPDATE, no ALTER: only the owner alters tables). Reads the
 --                  views (/views/*) and the applied versions (consistency waits).
 -- sluice_relay     the relay: REPLICATION (it creates its slot), SELECT on the outbox, and its
---                  own tables in sluice (relay_slots, claim_checks, published_events), which it
---                  creates at its first start. It cannot create the publication: PostgreSQL
+--                  own tables in sluice: relay_slots and published_events, which it creates at
+--                  its first start, and claim_checks, which this file creates for it (so that
+--                  the viewer, granted the relay's other tables by default, never reads the
+--                  payloads kept there). It cannot create the publication: PostgreSQL
 --                  requires ownership of the outbox for that, so an administrator creates it:
 --                    CREATE PUBLICATION sluice_outbox FOR TABLE shop.outbox WITH (publish = 'insert');
 --                  A slot created beforehand (pgoutput) is adopted as it is.
 -- sluice_projector projectors: owns schema views (each generation's tables and views, made at
---                  run time) and writes its bookkeeping in sluice. It may CREATE on the
---                  database only because PostgreSQL checks that privilege before it sees that
---                  CREATE SCHEMA IF NOT EXISTS has nothing to do.
+--                  run time), writes its bookkeeping in sluice and reads the claim checks. No
+--                  CREATE on the database: it creates no schema that exists, and runs no
+--                  migration once the owner applied them all.
 -- sluice_viewer    operations viewers (the console's queries): SELECT on the projector's
---                  bookkeeping and the relay's journey table; nothing else.
+--                  bookkeeping and on the relay's tables but claim_checks (the journey table
+--                  published_events; relay_slots, its slots' positions); nothing else.
 --
 -- pg_hba.conf: certificates or passwords over TLS, one line per role, and the relay's
 -- replication connection on a line of its own:
@@ -79,19 +83,31 @@ ALTER DEFAULT PRIVILEGES FOR ROLE sluice_projector IN SCHEMA views
 GRANT USAGE ON SCHEMA shop TO sluice_relay;
 GRANT SELECT ON shop.outbox TO sluice_relay;
 GRANT USAGE, CREATE ON SCHEMA sluice TO sluice_relay;
--- Projectors read the payloads the relay keeps as claim checks.
+-- Projectors read the payloads the relay keeps as claim checks; viewers read the tables the
+-- relay creates at its first start (published_events, the journey; relay_slots).
 ALTER DEFAULT PRIVILEGES FOR ROLE sluice_relay IN SCHEMA sluice
-  GRANT SELECT ON TABLES TO sluice_projector;
+  GRANT SELECT ON TABLES TO sluice_projector, sluice_viewer;
+-- The claim checks (@sluice/outbox's CLAIM_CHECKS_TABLE) exist before the relay starts, made
+-- here and not by it, so that no default privilege gives viewers the payloads.
+CREATE TABLE IF NOT EXISTS sluice.claim_checks (
+  event_id uuid PRIMARY KEY,
+  payload jsonb NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE sluice.claim_checks OWNER TO sluice_relay;
+GRANT SELECT ON sluice.claim_checks TO sluice_projector;
+REVOKE ALL ON sluice.claim_checks FROM sluice_viewer;
 
--- The projector.
+-- The projector. An older version of this file granted it CREATE on the database.
 DO $$
 BEGIN
-  EXECUTE format('GRANT CREATE ON DATABASE %I TO sluice_projector', current_database());
+  EXECUTE format('REVOKE CREATE ON DATABASE %I FROM sluice_projector', current_database());
 END $$;
 GRANT USAGE ON SCHEMA sluice TO sluice_projector;
 
--- Grants on tables the migrations (or the relay's first start) made: a table not there yet is
--- granted when this file is applied again.
+-- Grants on tables the migrations made (and, where the relay started before this file was
+-- first applied, on the relay's): a table not there yet is granted when this file is applied
+-- again after the migration that makes it.
 DO $$
 DECLARE
   grant_row record;
@@ -118,7 +134,8 @@ BEGIN
         ('SELECT', 'sluice.projection_offset_gaps', 'sluice_viewer'),
         ('SELECT', 'sluice.projection_applied_batches', 'sluice_viewer'),
         ('SELECT', 'sluice.operator_audit', 'sluice_viewer'),
-        ('SELECT', 'sluice.published_events', 'sluice_viewer')
+        ('SELECT', 'sluice.published_events', 'sluice_viewer'),
+        ('SELECT', 'sluice.relay_slots', 'sluice_viewer')
       ) AS wanted (privileges, relation, grantee)
      WHERE to_regclass(wanted.relation) IS NOT NULL
   LOOP

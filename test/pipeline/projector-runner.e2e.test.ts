@@ -211,6 +211,7 @@ describe('sluice-projector --help and --check', () => {
     );
     expect(defaults).toEqual({
       DATABASE_URL: '"postgres://postgres@127.0.0.1:54329/sluice"',
+      DATABASE_URL_FILE: '""',
       KAFKA_BROKERS: '"127.0.0.1:19092"',
       KAFKA_SSL: 'false',
       KAFKA_SSL_CA_FILE: '""',

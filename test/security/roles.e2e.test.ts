@@ -3,6 +3,7 @@
 // sluice_relay and sluice_projector; the pipeline converges and each role does its job and
 // nothing more.
 import { createDatabase, migrate } from '@sluice/database';
+import { CLAIM_CHECKS_TABLE } from '@sluice/outbox/claim-checks';
 import { viewMigrations } from '@sluice/shop-views';
 import {
   createTestDatabase,
@@ -12,7 +13,8 @@ import {
   type TestDatabase,
 } from '@sluice/testkit';
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -234,6 +236,10 @@ describe('services under least-privilege roles', () => {
 
   it('keeps sluice_projector to the views and its bookkeeping', async () => {
     expect(await as('sluice_projector', `SELECT 1 FROM views.cart_summaries LIMIT 1`)).toBe('ok');
+    expect(await as('sluice_projector', `SELECT 1 FROM sluice.claim_checks LIMIT 1`)).toBe('ok');
+    expect(await as('sluice_projector', `CREATE SCHEMA ${prefix}_probe`)).toMatch(
+      /permission denied for database/,
+    );
     expect(await as('sluice_projector', `SELECT 1 FROM shop.customers`)).toMatch(
       /permission denied/,
     );
@@ -251,8 +257,7 @@ describe('services under least-privilege roles', () => {
       body: JSON.stringify({ projection: 'cart_summary', topic: 't', partition: 0, offset: '1' }),
     });
     expect(skip.status).toBe(403);
-    // The journey table exists once the relay started: applying the file again grants it.
-    await applyRoles();
+    // The relay made its journey table after the file was applied, which is not applied again.
     expect(await as('sluice_viewer', `SELECT count(*) FROM sluice.published_events`)).toBe('ok');
     expect(await as('sluice_viewer', `SELECT count(*) FROM sluice.parked_events`)).toBe('ok');
     expect(await as('sluice_viewer', `DELETE FROM sluice.parked_events`)).toMatch(
@@ -266,6 +271,73 @@ describe('services under least-privilege roles', () => {
       /permission denied/,
     );
   });
+
+  it('revokes the CREATE on the database an older roles.sql granted the projector', async () => {
+    const database = (await owner.query<{ name: string }>('SELECT current_database() AS name'))
+      .rows[0]?.name;
+    await owner.query(`GRANT CREATE ON DATABASE "${database ?? ''}" TO sluice_projector`);
+    await applyRoles();
+    expect(await as('sluice_projector', `CREATE SCHEMA ${prefix}_probe`)).toMatch(
+      /permission denied for database/,
+    );
+  });
+
+  it('makes the claim-check table as @sluice/outbox would, the relay its owner', async () => {
+    const columns = (table: string) =>
+      rows(`SELECT concat_ws(' ', column_name, data_type, is_nullable, column_default) AS row
+              FROM information_schema.columns
+             WHERE table_schema || '.' || table_name = '${table}' ORDER BY ordinal_position`);
+    const client = await owner.connect();
+    try {
+      await client.query(`BEGIN; CREATE SCHEMA ${prefix}_outbox`);
+      await client.query(CLAIM_CHECKS_TABLE.replace('sluice.', `${prefix}_outbox.`));
+      const expected = await client.query<{ row: string }>(
+        `SELECT concat_ws(' ', column_name, data_type, is_nullable, column_default) AS row
+           FROM information_schema.columns
+          WHERE table_schema = '${prefix}_outbox' AND table_name = 'claim_checks'
+          ORDER BY ordinal_position`,
+      );
+      expect(await columns('sluice.claim_checks')).toBe(
+        JSON.stringify(expected.rows.map((r) => r.row)),
+      );
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
+    expect(
+      await as(
+        'sluice_relay',
+        `INSERT INTO sluice.claim_checks (event_id, payload) VALUES (gen_random_uuid(), '{}')`,
+      ),
+    ).toBe('ok');
+    expect(await as('sluice_relay', `DELETE FROM sluice.claim_checks`)).toBe('ok');
+  });
+
+  it('has the projector --check pass as sluice_projector and name what another role lacks', async () => {
+    const urlFile = join(await mkdtemp(join(tmpdir(), 'sluice-roles-')), 'database-url');
+    await writeFile(urlFile, `${roleUrl('sluice_projector')}\n`, { mode: 0o600 });
+    const check = (env: Record<string, string>) =>
+      start('projector', { PROJECTOR_METRICS_PORT: '0', ...env }, ['--check']);
+    const ok = check({ DATABASE_URL: '', DATABASE_URL_FILE: urlFile });
+    const absent = check({ DATABASE_URL: '', DATABASE_URL_FILE: `${urlFile}.absent` });
+    const viewer = check({ DATABASE_URL: roleUrl('sluice_viewer') });
+    const [okCode, absentCode, viewerCode] = await Promise.all(
+      [ok, absent, viewer].map((service) => service.exited()),
+    );
+    expect(okCode, ok.output()).toBe(0);
+    expect(absentCode).toBe(78);
+    expect(absent.output()).toBe(
+      `sluice-projector: DATABASE_URL_FILE ${JSON.stringify(`${urlFile}.absent`)} cannot be read (ENOENT)\n`,
+    );
+    expect(viewerCode, viewer.output()).toBe(1);
+    expect(viewer.output()).toContain(
+      "Role sluice_viewer may not write the projector's bookkeeping (sluice.projection_checkpoints",
+    );
+    expect(viewer.output()).toContain(
+      "Role sluice_viewer may not create the projections' tables in schema views",
+    );
+    expect(viewer.output()).not.toContain(PASSWORD);
+  }, 60_000);
 
   it('has the relay --check pass as sluice_relay and name what another role lacks', async () => {
     const ok = startRelay('sluice_relay', names.publication, ['--check']);

@@ -5,7 +5,7 @@
 // failing run can show all of them at once.
 import { errorMessage } from '@sluice/errors';
 import { auditLog, cartSummary, productSales, removedThenBought } from '@sluice/shop-views';
-import { testKafka } from '@sluice/testkit';
+import { testKafka, waitFor } from '@sluice/testkit';
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import {
@@ -319,4 +319,31 @@ export async function checkNothingParked(
     }),
   );
   return { 'nothing parked or dead-lettered': [...parked, ...letters.flat()] };
+}
+
+/**
+ * Waits until the pipeline holds every invariant (nothing lost, in order, applied once, views
+ * equal the fold, nothing parked); the violations left after `timeoutMs`, none when it settled.
+ */
+export async function settledViolations(
+  pool: pg.Pool,
+  brokers: readonly string[],
+  topicPrefix: string,
+  timeoutMs: number,
+): Promise<string[]> {
+  let last: string[] = [];
+  const probe = async () => {
+    const violations = {
+      ...(await checkKafka(pool, brokers, topicPrefix)).violations,
+      ...(await checkViews(pool)),
+      ...(await checkAppliedOnce(pool)),
+      ...(await checkNothingParked(pool, brokers, topicPrefix)),
+    };
+    last = Object.entries(violations).flatMap(([invariant, list]) =>
+      list.slice(0, 5).map((violation) => `${invariant}: ${violation}`),
+    );
+    return last.length === 0;
+  };
+  await waitFor(probe, { timeoutMs, intervalMs: 1000 }).catch(() => undefined);
+  return last;
 }

@@ -14,6 +14,10 @@ export interface Pipeline {
   topicPrefix: string;
   groupPrefix: string;
   kafkaBrokers: readonly string[];
+  /** The relays started so far, the first by {@link startPipeline}, running or not. */
+  relays: readonly ServiceProcess[];
+  /** Another relay of the same slot (a standby while one leads), plus `env`. */
+  startRelay(env?: Record<string, string>): ServiceProcess;
   /**
    * A projector of the shop's projections on this pipeline (metrics on a free port, 6 s session
    * timeout), plus `env`.
@@ -45,6 +49,8 @@ export interface PipelineOptions {
    * connection keeps: the services', the pool's. Default: the test run's.
    */
   databaseServerUrl?: string;
+  /** The Kafka cluster. Default: the test run's. */
+  kafkaBrokers?: readonly string[];
 }
 
 /** Starts shop-api and a relay on a fresh database named after `prefix`. */
@@ -53,7 +59,8 @@ export async function startPipeline(
   env: PipelineEnv = {},
   options: PipelineOptions = {},
 ): Promise<Pipeline> {
-  const { databaseUrl, kafkaBrokers } = testServers();
+  const { databaseUrl } = testServers();
+  const kafkaBrokers = options.kafkaBrokers ?? testServers().kafkaBrokers;
   const database = await createTestDatabase(options.databaseServerUrl ?? databaseUrl, prefix);
   const pool = new pg.Pool({ connectionString: database.url, max: 4 });
   pool.on('error', () => undefined);
@@ -77,12 +84,13 @@ export async function startPipeline(
 
   const shopApi = await startShopApi({ DATABASE_URL: database.url, ...env['shop-api'] });
   track(shopApi.service);
-  start('relay', {
+  const relaySettings = {
     RELAY_SLOT: uniqueName(`${prefix}_slot`),
     RELAY_PUBLICATION: uniqueName(`${prefix}_pub`),
     RELAY_TOPIC_PREFIX: topicPrefix,
     RELAY_METRICS_PORT: '0',
-  });
+  };
+  const relays = [start('relay', relaySettings)];
 
   async function rows(query: string): Promise<string[]> {
     return (await pool.query<{ row: string }>(query)).rows.map((r) => r.row);
@@ -106,6 +114,12 @@ export async function startPipeline(
     topicPrefix,
     groupPrefix,
     kafkaBrokers,
+    relays,
+    startRelay(settings = {}) {
+      const relay = start('relay', { ...relaySettings, ...settings });
+      relays.push(relay);
+      return relay;
+    },
     startProjector: (settings = {}) =>
       start('projector', {
         PROJECTOR_TOPIC_PREFIX: topicPrefix,

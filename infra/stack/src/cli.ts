@@ -11,6 +11,7 @@ import { devAccess } from './dev-access.js';
 import {
   createEmbeddedStack,
   type EmbeddedStack,
+  type KafkaNodeStatus,
   type KafkaSecureEndpoint,
 } from './embedded-stack.js';
 
@@ -28,22 +29,42 @@ const externalBrokers = process.env.KAFKA_BROKERS || undefined;
 /** The embedded servers this command uses: those the environment does not point elsewhere. */
 const parts = { postgres: externalDatabase === undefined, kafka: externalBrokers === undefined };
 
-/** A port from the environment; Kafka's controller takes the next one, hence the 65534. */
-function envPort(name: string): number | undefined {
+/** A port from the environment with `after` more ports after it (Kafka's nodes take three each). */
+function envPort(name: string, after = 0): number | undefined {
   const text = process.env[name];
   if (!text) return undefined;
   const port = Number(text);
-  if (!Number.isInteger(port) || port < 1 || port > 65534) {
-    throw new SluiceError('invalid_port', `${name}=${text} is not a TCP port (1–65534).`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535 - after) {
+    throw new SluiceError(
+      'invalid_port',
+      `${name}=${text} is not a TCP port (1–${65535 - after}).`,
+    );
   }
   return port;
 }
 
-function stackFromEnv(): EmbeddedStack {
+/** Kafka nodes: `--brokers <n>` after the command, else SLUICE_KAFKA_NODES; 1 or 3. */
+function kafkaNodes(args: readonly string[]): number | undefined {
+  const flag = args.indexOf('--brokers');
+  const text = flag === -1 ? process.env.SLUICE_KAFKA_NODES || undefined : args[flag + 1];
+  if (text === undefined) return undefined;
+  if (text !== '1' && text !== '3') {
+    throw new SluiceError(
+      'invalid_kafka_nodes',
+      `The embedded Kafka runs 1 node or a cluster of 3 (--brokers / SLUICE_KAFKA_NODES), not ${text}.`,
+    );
+  }
+  return Number(text);
+}
+
+function stackFromEnv(args: readonly string[]): EmbeddedStack {
+  const nodes = kafkaNodes(args);
   const postgresPort = envPort('SLUICE_PG_PORT');
-  const kafkaPort = envPort('SLUICE_KAFKA_PORT');
+  const kafkaPort = envPort('SLUICE_KAFKA_PORT', 3 * (nodes ?? 1) - 1);
   return createEmbeddedStack({
     rootDir,
+    ...(nodes === undefined ? {} : { kafkaNodes: nodes }),
+    ...(process.env.SLUICE_KAFKA_VERSION ? { kafkaVersion: process.env.SLUICE_KAFKA_VERSION } : {}),
     ...(process.env.SLUICE_STACK_DIR ? { stateDir: process.env.SLUICE_STACK_DIR } : {}),
     ...(process.env.PG_BIN_DIR ? { postgresBinDir: process.env.PG_BIN_DIR } : {}),
     ...(postgresPort === undefined ? {} : { postgresPort }),
@@ -65,6 +86,17 @@ async function up(
   say('up');
   process.stdout.write(`export DATABASE_URL=${databaseUrl} KAFKA_BROKERS=${kafkaBrokers}\n`);
   return { databaseUrl, kafkaBrokers };
+}
+
+/** Each Kafka node and its ports: client, KRaft controller and SASL_SSL, three in a row per node. */
+function kafkaNodeLines(nodes: readonly KafkaNodeStatus[]): string {
+  return nodes
+    .map(
+      (node) =>
+        `          node ${node.nodeId}: ${node.running ? `running (pid ${node.pid})` : 'stopped'}, ` +
+        `client ${node.port}, controller ${node.controllerPort}, SASL_SSL ${node.secureBrokers.join(',')}\n`,
+    )
+    .join('');
 }
 
 /** Where `pnpm stack:status` says Kafka's SASL_SSL listener is, and what a client needs. */
@@ -99,8 +131,8 @@ async function status(stack: EmbeddedStack): Promise<number> {
     `postgres: ${postgres} ${current.databaseUrl} (data ${current.postgres.dataDir})\n` +
       `          TLS on, plaintext accepted too; CA ${current.postgres.caFile} ` +
       '(add ?sslmode=verify-full&sslrootcert=<CA> to DATABASE_URL)\n' +
-      `kafka:    ${kafka} ${current.kafkaBrokers.join(',')}` +
-      `${current.kafka.pid === undefined ? '' : ` (pid ${current.kafka.pid})`}\n` +
+      `kafka:    ${kafka} ${current.kafkaBrokers.join(',')} (Apache Kafka ${current.kafka.version})\n` +
+      kafkaNodeLines(current.kafka.nodes) +
       secureKafkaLines(current.kafka.secure) +
       `owner:    ${owner}\n`,
   );
@@ -274,8 +306,8 @@ async function run(stack: EmbeddedStack): Promise<number> {
   }
 }
 
-async function main(command: string | undefined): Promise<number> {
-  const stack = stackFromEnv();
+async function main(command: string | undefined, args: readonly string[]): Promise<number> {
+  const stack = stackFromEnv(args);
   switch (command) {
     case 'up':
       await up(stack, { keep: true });
@@ -289,12 +321,12 @@ async function main(command: string | undefined): Promise<number> {
     case 'run':
       return run(stack);
     default:
-      say('usage: cli.ts up|down|status|run');
+      say('usage: cli.ts up [--brokers 1|3] | down | status | run');
       return 2;
   }
 }
 
-main(process.argv[2]).then(
+main(process.argv[2], process.argv.slice(3)).then(
   (code) => process.exit(code),
   (error: unknown) => {
     const code = isSluiceError(error) ? ` [${error.code}]` : '';

@@ -1,11 +1,13 @@
 import { SluiceError } from '@sluice/errors';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureCertificates, type Certificates } from './certificates.js';
-import { createKafkaServer, type KafkaServer } from './kafka-server.js';
+import { createKafkaCluster, type KafkaCluster } from './kafka-cluster.js';
+import type { KafkaServer } from './kafka-server.js';
+import { formatVersion } from './kafka-versions.js';
 import { createPostgresServer, type PostgresServer } from './postgres-server.js';
 import { isProcessAlive, pollUntil } from './processes.js';
 import {
@@ -27,10 +29,17 @@ export interface EmbeddedStackOptions {
   /** Default `sluice`. */
   database?: string;
   /**
-   * Default 19092; the KRaft controller listens on the next port, the SASL_SSL listener on the
-   * one after.
+   * Default 19092: node 1's client port. Node `n` takes three consecutive ports from
+   * `kafkaPort + 3 * (n - 1)`: client, KRaft controller, SASL_SSL.
    */
   kafkaPort?: number;
+  /**
+   * Kafka nodes: 1, or 3 for a cluster with replication 3 and min.insync.replicas 2. Default: as
+   * many as the last `up` started, else 1.
+   */
+  kafkaNodes?: number;
+  /** The Apache Kafka version (see `KafkaServerOptions.version`). Default 4.4. */
+  kafkaVersion?: string;
   /** Directory of PostgreSQL's server binaries; found automatically when omitted. */
   postgresBinDir?: string;
   log?: (message: string) => void;
@@ -46,9 +55,29 @@ export interface StackEndpoints {
 export interface StackStatus extends StackEndpoints {
   /** `caFile`: the CA of its TLS certificate, for `sslrootcert` (it accepts plaintext too). */
   postgres: { running: boolean; dataDir: string; caFile: string };
-  kafka: { running: boolean; pid?: number; secure: KafkaSecureEndpoint };
+  kafka: {
+    /** Whether node 1 runs. */
+    running: boolean;
+    /** Node 1's process id. */
+    pid?: number;
+    /** The version that formatted node 1's data, else the one it would start. */
+    version: string;
+    nodes: KafkaNodeStatus[];
+    secure: KafkaSecureEndpoint;
+  };
   /** Who stops the stack; undefined when nobody does (its starter exited without `down`). */
   owner?: StackOwner;
+}
+
+/** One Kafka node of the stack. */
+export interface KafkaNodeStatus {
+  nodeId: number;
+  running: boolean;
+  pid?: number;
+  port: number;
+  controllerPort: number;
+  /** Its SASL_SSL listener's address. */
+  secureBrokers: string[];
 }
 
 /**
@@ -80,10 +109,13 @@ export interface StackUpOptions {
   signal?: AbortSignal;
 }
 
-/** The embedded development stack: one PostgreSQL and one Kafka node on private ports. */
+/** The embedded development stack: one PostgreSQL and one or three Kafka nodes on private ports. */
 export interface EmbeddedStack {
   readonly postgres: PostgresServer;
+  /** Kafka's node 1. */
   readonly kafka: KafkaServer;
+  /** Every Kafka node (one unless `kafkaNodes` says otherwise). */
+  readonly kafkaCluster: KafkaCluster;
   /** Starts whatever is not running (idempotent) and waits until both serve requests. */
   up(parts?: StackParts, options?: StackUpOptions): Promise<StackEndpoints>;
   /**
@@ -152,9 +184,30 @@ export function createEmbeddedStack(options: EmbeddedStackOptions): EmbeddedStac
   return new RepositoryStack(options);
 }
 
+/** The file in the state directory that says how many Kafka nodes the last `up` started. */
+const KAFKA_NODES_FILE = 'kafka-nodes';
+
+function recordedKafkaNodes(stateDir: string): number | undefined {
+  try {
+    const nodes = Number(readFileSync(join(stateDir, KAFKA_NODES_FILE), 'utf8').trim());
+    return Number.isInteger(nodes) && nodes > 0 ? nodes : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where `nodes` Kafka nodes keep their data: one in `kafka`, a cluster in `kafka-cluster`. */
+function kafkaDataDir(stateDir: string, nodes: number): string {
+  return join(stateDir, nodes === 1 ? 'kafka' : 'kafka-cluster');
+}
+
 class RepositoryStack implements EmbeddedStack {
   readonly postgres: PostgresServer;
   readonly kafka: KafkaServer;
+  readonly kafkaCluster: KafkaCluster;
+  private readonly kafkaNodes: number;
+  /** The Kafka of as many nodes as the last `up` started, when that is another count. */
+  private readonly otherKafka: KafkaCluster | undefined;
   private readonly stateDir: string;
   private readonly database: string;
   private readonly lockFile: string;
@@ -170,7 +223,13 @@ class RepositoryStack implements EmbeddedStack {
     this.certificatesDir = join(this.stateDir, 'certs');
     this.scramPasswordFile = join(this.stateDir, 'kafka-scram-password');
     this.log = options.log ?? (() => undefined);
-    const kafkaPort = options.kafkaPort ?? 19092;
+    this.kafkaNodes = options.kafkaNodes ?? recordedKafkaNodes(this.stateDir) ?? 1;
+    if (![1, 3].includes(this.kafkaNodes)) {
+      throw new SluiceError(
+        'stack_kafka_nodes',
+        `The embedded Kafka runs 1 node or a cluster of 3, not ${this.kafkaNodes}.`,
+      );
+    }
     this.postgres = createPostgresServer({
       dataDir: postgresDataDir(this.stateDir),
       port: options.postgresPort ?? 54329,
@@ -183,13 +242,31 @@ class RepositoryStack implements EmbeddedStack {
       listenAddresses: ['127.0.0.1', '127.0.0.2'],
       ...(options.postgresBinDir === undefined ? {} : { binDir: options.postgresBinDir }),
     });
-    this.kafka = createKafkaServer({
+    this.kafkaCluster = this.kafkaOf(this.kafkaNodes, options);
+    const [first] = this.kafkaCluster.nodes;
+    if (first === undefined) throw new Error('a Kafka cluster without nodes');
+    this.kafka = first;
+    const recorded = recordedKafkaNodes(this.stateDir);
+    this.otherKafka =
+      recorded === undefined || recorded === this.kafkaNodes
+        ? undefined
+        : this.kafkaOf(recorded, options);
+  }
+
+  /** The stack's Kafka of `nodes` nodes (see {@link EmbeddedStackOptions.kafkaPort}). */
+  private kafkaOf(nodes: number, options: EmbeddedStackOptions): KafkaCluster {
+    const kafkaPort = options.kafkaPort ?? 19092;
+    return createKafkaCluster({
       kafkaHome: join(options.rootDir, 'infra', 'kafka'),
-      dataDir: join(this.stateDir, 'kafka'),
-      port: kafkaPort,
-      controllerPort: kafkaPort + 1,
+      dataDir: kafkaDataDir(this.stateDir, nodes),
+      nodes,
+      ports: Array.from({ length: nodes }, (_, i) => ({
+        port: kafkaPort + 3 * i,
+        controllerPort: kafkaPort + 3 * i + 1,
+        securePort: kafkaPort + 3 * i + 2,
+      })),
+      ...(options.kafkaVersion === undefined ? {} : { version: options.kafkaVersion }),
       secure: {
-        port: kafkaPort + 2,
         certFile: join(this.certificatesDir, 'server.crt'),
         keyFile: join(this.certificatesDir, 'server.key'),
         username: SCRAM_USER,
@@ -219,7 +296,8 @@ class RepositoryStack implements EmbeddedStack {
     await mkdir(this.stateDir, { recursive: true });
     await withLock(this.lockFile, async () => {
       await Promise.all([
-        parts.kafka === false ? undefined : this.kafka.stop(),
+        parts.kafka === false ? undefined : this.kafkaCluster.stop(),
+        parts.kafka === false ? undefined : this.otherKafka?.stop(),
         parts.postgres === false ? undefined : this.postgres.stop('fast'),
       ]);
       if (parts.kafka !== false && parts.postgres !== false) await clearStackOwner(this.stateDir);
@@ -227,8 +305,25 @@ class RepositoryStack implements EmbeddedStack {
   }
 
   async status(): Promise<StackStatus> {
-    const kafkaPid = await this.kafka.pid();
+    const nodes = await Promise.all(
+      this.kafkaCluster.nodes.map(async (node): Promise<KafkaNodeStatus> => {
+        const pid = await node.pid();
+        return {
+          nodeId: node.nodeId,
+          running: pid !== undefined,
+          ...(pid === undefined ? {} : { pid }),
+          port: node.port,
+          controllerPort: node.controllerPort,
+          secureBrokers: node.secureBrokers ?? [],
+        };
+      }),
+    );
     const current = await this.owner();
+    const dataDir = kafkaDataDir(this.stateDir, this.kafkaNodes);
+    const formatted = await formatVersion(
+      this.kafkaNodes === 1 ? dataDir : join(dataDir, 'node-1'),
+    );
+    const [first] = nodes;
     return {
       ...this.endpoints(),
       postgres: {
@@ -237,10 +332,12 @@ class RepositoryStack implements EmbeddedStack {
         caFile: join(this.certificatesDir, 'ca.crt'),
       },
       kafka: {
-        running: kafkaPid !== undefined,
-        ...(kafkaPid === undefined ? {} : { pid: kafkaPid }),
+        running: first?.running === true,
+        ...(first?.pid === undefined ? {} : { pid: first.pid }),
+        version: formatted ?? this.kafka.version,
+        nodes,
         secure: {
-          brokers: this.kafka.secureBrokers ?? [],
+          brokers: this.kafkaCluster.secureBrokers ?? [],
           caFile: join(this.certificatesDir, 'ca.crt'),
           username: SCRAM_USER,
           passwordFile: this.scramPasswordFile,
@@ -255,7 +352,10 @@ class RepositoryStack implements EmbeddedStack {
   }
 
   private endpoints(): StackEndpoints {
-    return { databaseUrl: this.postgres.url(this.database), kafkaBrokers: this.kafka.brokers };
+    return {
+      databaseUrl: this.postgres.url(this.database),
+      kafkaBrokers: this.kafkaCluster.brokers,
+    };
   }
 
   private async startParts(parts: StackParts, signal?: AbortSignal): Promise<StackEndpoints> {
@@ -286,11 +386,25 @@ class RepositoryStack implements EmbeddedStack {
   }
 
   private async startKafka(signal?: AbortSignal): Promise<void> {
-    const { kafka } = this;
-    if (!(await kafka.isRunning())) this.log(`starting Kafka on port ${kafka.port}`);
+    const { kafka, kafkaNodes } = this;
+    if (this.otherKafka !== undefined && (await this.otherKafka.nodes[0]?.isRunning()) === true) {
+      throw new SluiceError(
+        'stack_kafka_nodes',
+        `The embedded Kafka runs ${this.otherKafka.nodes.length} node(s), not ${kafkaNodes}; ` +
+          'stop it first (`pnpm stack:down`).',
+      );
+    }
+    if (!(await kafka.isRunning())) {
+      this.log(
+        kafkaNodes === 1
+          ? `starting Kafka ${kafka.version} on port ${kafka.port}`
+          : `starting a ${kafkaNodes}-node Kafka ${kafka.version} cluster on ${this.kafkaCluster.brokers.join(',')}`,
+      );
+    }
     await this.ensureCertificates();
     await ensureScramPassword(this.scramPasswordFile);
-    await kafka.start(signal === undefined ? {} : { signal });
+    await writeFile(join(this.stateDir, KAFKA_NODES_FILE), `${kafkaNodes}\n`);
+    await this.kafkaCluster.start(signal === undefined ? {} : { signal });
   }
 }
 

@@ -2,6 +2,7 @@ export {
   createEmbeddedStack,
   type EmbeddedStack,
   type EmbeddedStackOptions,
+  type KafkaNodeStatus,
   type KafkaSecureEndpoint,
   type StackEndpoints,
   type StackParts,
@@ -9,7 +10,19 @@ export {
   type StackUpOptions,
 } from './embedded-stack.js';
 export type { StackOwner } from './stack-owner.js';
-export { createKafkaServer, type KafkaServer, type KafkaServerOptions } from './kafka-server.js';
+export {
+  createKafkaServer,
+  type KafkaServer,
+  type KafkaServerOptions,
+  type SecureListenerOptions,
+} from './kafka-server.js';
+export {
+  createKafkaCluster,
+  type KafkaCluster,
+  type KafkaClusterOptions,
+  type KafkaNodePorts,
+} from './kafka-cluster.js';
+export { DEFAULT_KAFKA_VERSION, SUPPORTED_KAFKA_LINES } from './kafka-versions.js';
 export {
   createPostgresServer,
   findPostgresBinDir,

@@ -1,10 +1,19 @@
 import { SluiceError } from '@sluice/errors';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, openSync, closeSync, readdirSync } from 'node:fs';
+import { existsSync, openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
+import { nodeProperties, replicationOf, type Voter } from './kafka-properties.js';
+import {
+  assertFormatVersion,
+  DEFAULT_KAFKA_VERSION,
+  ensureJars,
+  kafkaDistribution,
+  recordFormatVersion,
+  type KafkaDistribution,
+} from './kafka-versions.js';
 import {
   assertPortFree,
   isPortOpen,
@@ -16,7 +25,7 @@ import {
 
 /** Options for {@link createKafkaServer}. */
 export interface KafkaServerOptions {
-  /** `infra/kafka`: holds `pom.xml`, `server.properties`, `log4j.properties`. */
+  /** `infra/kafka`: holds `pom.xml`, `server.properties` and the logging configurations. */
   kafkaHome: string;
   /** Where this node keeps its log segments, pid file and server log. */
   dataDir: string;
@@ -30,6 +39,24 @@ export interface KafkaServerOptions {
   log?: (message: string) => void;
   /** A SASL_SSL listener besides the plaintext one. Default: none. */
   secure?: SecureListenerOptions;
+  /**
+   * The Apache Kafka version, `4.4.x` or `3.9.x`. Default {@link DEFAULT_KAFKA_VERSION}. A data
+   * directory formatted by another line is refused (`kafka_version_mismatch`), never reformatted.
+   */
+  version?: string;
+}
+
+/** A node's place in a cluster (see `kafka-cluster.ts`). */
+export interface ClusterMembership {
+  nodeId: number;
+  /** The static controller quorum. */
+  voters: readonly Voter[];
+  /** How many brokers the cluster has. */
+  brokers: number;
+  /** A broker or a controller alone; both when omitted. */
+  role?: 'broker' | 'controller';
+  /** Shared by every node, used when this one formats its storage. */
+  clusterId: string;
 }
 
 /**
@@ -48,12 +75,18 @@ export interface SecureListenerOptions {
 
 /** One Apache Kafka node in KRaft mode (broker + controller) running on the local JVM. */
 export interface KafkaServer {
+  /** `node.id`: 1 for a single node, 1..n in a cluster. */
+  readonly nodeId: number;
+  readonly version: string;
   readonly port: number;
+  readonly controllerPort: number;
   readonly brokers: string[];
   /** The SASL_SSL listener's bootstrap address, `localhost:<port>`, when there is one. */
   readonly secureBrokers: string[] | undefined;
   /**
-   * Resolves jars, formats storage on first start, starts the JVM, waits for a real produce.
+   * Resolves jars, formats storage on first start, starts the JVM and waits until it serves: a
+   * single node until it takes a produce acknowledged by all replicas, a cluster's node until
+   * its own metadata lists it as a live broker (so one node restarts while others are down).
    * `signal` aborts the wait (the JVM keeps starting; `stop` stops it).
    */
   start(options?: { signal?: AbortSignal }): Promise<void>;
@@ -68,7 +101,7 @@ const MAIN_CLASS = 'kafka.Kafka';
 const READY_TOPIC = '__sluice_ready';
 
 /** Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding. */
-function randomClusterId(): string {
+export function randomClusterId(): string {
   return randomBytes(16).toString('base64url');
 }
 
@@ -90,44 +123,35 @@ async function assertJava(): Promise<void> {
   }
 }
 
-/** Resolves Apache Kafka's jars from Maven Central into `<kafkaHome>/target/lib` once. */
-async function ensureJars(kafkaHome: string, log: (message: string) => void): Promise<string> {
-  const libDir = join(kafkaHome, 'target', 'lib');
-  const present =
-    existsSync(libDir) && readdirSync(libDir).some((f) => f.startsWith('kafka_2.13-'));
-  if (present) return libDir;
-  const mvn = await runCommand('mvn', ['-v']);
-  if (mvn.code !== 0) {
-    throw new SluiceError(
-      'maven_missing',
-      'Maven is not installed or not on PATH; it fetches Apache Kafka from Maven Central ' +
-        '(e.g. `apt-get install maven`), or point KAFKA_BROKERS at a running cluster.',
-    );
-  }
-  log('resolving Apache Kafka jars from Maven Central (first run only)');
-  const result = await runCommand('mvn', ['-q', '-B', 'dependency:copy-dependencies'], {
-    cwd: kafkaHome,
-  });
-  if (result.code !== 0) {
-    throw new SluiceError(
-      'kafka_jars_unavailable',
-      `Could not resolve Apache Kafka from Maven Central (is it reachable?):\n${result.output.slice(-2000)}`,
-      { retriable: true },
-    );
-  }
-  return libDir;
-}
-
 /**
- * An Apache Kafka 3.9 node in KRaft mode, run with the installed Java from jars that
- * Maven resolves on first use.
+ * An Apache Kafka node in KRaft mode (4.4 unless `version` says otherwise), run with the
+ * installed Java from jars that Maven resolves on first use of each version.
  */
 export function createKafkaServer(options: KafkaServerOptions): KafkaServer {
   return new LocalKafkaServer(options);
 }
 
-class LocalKafkaServer implements KafkaServer {
+/** A node of a cluster, with what the cluster does through one of its nodes. */
+export interface KafkaNode extends KafkaServer {
+  /** Waits until the cluster takes a produce through this node acknowledged by all replicas. */
+  waitForProduce(signal?: AbortSignal): Promise<void>;
+  /** Creates or updates the SCRAM user of the SASL_SSL listener (a no-op without one). */
+  ensureScramUser(): Promise<void>;
+}
+
+/** One node of a cluster: started and stopped on its own or with the others. */
+export function createKafkaNode(
+  options: KafkaServerOptions,
+  membership: ClusterMembership,
+): KafkaNode {
+  return new LocalKafkaServer(options, membership);
+}
+
+class LocalKafkaServer implements KafkaNode {
+  readonly nodeId: number;
+  readonly version: string;
   readonly port: number;
+  readonly controllerPort: number;
   readonly brokers: string[];
   readonly secureBrokers: string[] | undefined;
   private readonly logDir: string;
@@ -135,10 +159,18 @@ class LocalKafkaServer implements KafkaServer {
   private readonly serverLog: string;
   private readonly consoleLog: string;
   private readonly propertiesFile: string;
+  private readonly distribution: KafkaDistribution;
 
-  constructor(private readonly options: KafkaServerOptions) {
+  constructor(
+    private readonly options: KafkaServerOptions,
+    private readonly membership?: ClusterMembership,
+  ) {
     const { dataDir, port } = options;
+    this.nodeId = membership?.nodeId ?? 1;
+    this.version = options.version ?? DEFAULT_KAFKA_VERSION;
+    this.distribution = kafkaDistribution(options.kafkaHome, this.version);
     this.port = port;
+    this.controllerPort = options.controllerPort;
     this.brokers = [`127.0.0.1:${port}`];
     this.secureBrokers =
       options.secure === undefined ? undefined : [`localhost:${options.secure.port}`];
@@ -151,38 +183,61 @@ class LocalKafkaServer implements KafkaServer {
 
   async start(startOptions: { signal?: AbortSignal } = {}): Promise<void> {
     if (await this.isRunning()) return;
-    await assertPortFree(this.port, 'Kafka');
+    if (this.membership?.role !== 'controller') await assertPortFree(this.port, 'Kafka');
     await assertPortFree(this.options.controllerPort, 'Kafka controller');
     if (this.options.secure !== undefined) {
       await assertPortFree(this.options.secure.port, 'Kafka SASL_SSL');
     }
     await assertJava();
-    const libDir = await ensureJars(this.options.kafkaHome, this.options.log ?? (() => undefined));
-    const classpath = `${libDir}/*`;
+    await ensureJars(
+      this.options.kafkaHome,
+      this.distribution,
+      this.options.log ?? (() => undefined),
+    );
     await mkdir(this.logDir, { recursive: true });
     await this.writeProperties();
-    await this.format(classpath);
-    const exited = await this.spawnBroker(classpath);
+    await this.format();
+    const exited = await this.spawnBroker();
+    const ready = async () => {
+      if (exited()) {
+        throw new SluiceError(
+          'kafka_start_failed',
+          `Kafka node ${this.nodeId} exited during start-up:\n${await tailFile(this.consoleLog)}\n${await tailFile(this.serverLog)}`,
+        );
+      }
+      if (this.membership?.role === 'controller') return isPortOpen(this.controllerPort);
+      if (!(await isPortOpen(this.port))) return false;
+      return this.membership === undefined
+        ? producesOk(this.brokers, 1)
+        : servesAsBroker(this.brokers, this.nodeId);
+    };
     await pollUntil(
-      async () => {
-        if (exited()) {
-          throw new SluiceError(
-            'kafka_start_failed',
-            `The Kafka broker exited during start-up:\n${await tailFile(this.consoleLog)}\n${await tailFile(this.serverLog)}`,
-          );
-        }
-        return (await isPortOpen(this.port)) && producesOk(this.brokers);
-      },
+      ready,
       120_000,
       () =>
         new SluiceError(
           'kafka_start_timeout',
-          `The Kafka broker on port ${this.port} did not accept a produce within 120 s; see ${this.serverLog}.`,
+          `Kafka node ${this.nodeId} on port ${this.port} did not serve within 120 s; see ${this.serverLog}.`,
         ),
       500,
       startOptions.signal,
     );
-    await this.addScramUser(classpath);
+    if (this.membership === undefined) await this.ensureScramUser();
+  }
+
+  async waitForProduce(signal?: AbortSignal): Promise<void> {
+    const { replicas } = replicationOf(this.membership?.brokers ?? 1);
+    await pollUntil(
+      () => producesOk(this.brokers, replicas),
+      120_000,
+      () =>
+        new SluiceError(
+          'kafka_start_timeout',
+          `The Kafka cluster did not take a produce through port ${this.port} within 120 s; see ${this.serverLog}.`,
+        ),
+      500,
+      signal,
+    );
   }
 
   async stop(stopOptions: { kill?: boolean; timeoutMs?: number } = {}): Promise<void> {
@@ -215,46 +270,29 @@ class LocalKafkaServer implements KafkaServer {
   private async writeProperties(): Promise<void> {
     const template = await readFile(join(this.options.kafkaHome, 'server.properties'), 'utf8');
     const { secure } = this.options;
-    const values: Record<string, string> = {
-      port: String(this.port),
-      controllerPort: String(this.options.controllerPort),
-      dataDir: this.logDir,
-      secureListener: secure === undefined ? '' : `,SASL_SSL://127.0.0.1:${secure.port}`,
-      secureAdvertised: secure === undefined ? '' : `,SASL_SSL://localhost:${secure.port}`,
-    };
-    const properties = template.replace(/\$\{(\w+)\}/g, (_, key: string) => values[key] ?? '');
-    if (secure === undefined) {
-      await writeFile(this.propertiesFile, properties);
-      return;
-    }
-    const withSecure = properties.replace(
-      /^(listener\.security\.protocol\.map=.*)$/m,
-      '$1,SASL_SSL:SASL_SSL',
-    );
-    await writeFile(this.propertiesFile, withSecure + (await this.secureProperties(secure)));
-  }
-
-  /** The SASL_SSL listener's settings; its key and certificate go in one PEM keystore file. */
-  private async secureProperties(secure: SecureListenerOptions): Promise<string> {
     const keystore = join(this.options.dataDir, 'keystore.pem');
-    const pem =
-      (await readFile(secure.keyFile, 'utf8')) + (await readFile(secure.certFile, 'utf8'));
-    await writeFile(keystore, pem, { mode: 0o600 });
-    const login = 'org.apache.kafka.common.security.scram.ScramLoginModule required;';
-    return [
-      '',
-      '# SASL_SSL listener (SCRAM) for clients that test TLS and SASL.',
-      'sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512',
-      'listener.name.sasl_ssl.ssl.keystore.type=PEM',
-      `listener.name.sasl_ssl.ssl.keystore.location=${keystore}`,
-      `listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=${login}`,
-      `listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=${login}`,
-      '',
-    ].join('\n');
+    if (secure !== undefined) {
+      const pem =
+        (await readFile(secure.keyFile, 'utf8')) + (await readFile(secure.certFile, 'utf8'));
+      await writeFile(keystore, pem, { mode: 0o600 });
+    }
+    const properties = nodeProperties(template, {
+      nodeId: this.nodeId,
+      port: this.port,
+      controllerPort: this.options.controllerPort,
+      logDir: this.logDir,
+      voters: this.membership?.voters ?? [
+        { nodeId: this.nodeId, controllerPort: this.options.controllerPort },
+      ],
+      brokers: this.membership?.brokers ?? 1,
+      ...(this.membership?.role === undefined ? {} : { role: this.membership.role }),
+      ...(secure === undefined ? {} : { secure: { port: secure.port, keystore } }),
+    });
+    await writeFile(this.propertiesFile, properties);
   }
 
-  /** Creates or updates the SCRAM user of the SASL_SSL listener, through the plaintext one. */
-  private async addScramUser(classpath: string): Promise<void> {
+  /** Through the plaintext listener. */
+  async ensureScramUser(): Promise<void> {
     const { secure } = this.options;
     if (secure === undefined) return;
     const password = (await readFile(secure.passwordFile, 'utf8')).trim();
@@ -263,8 +301,8 @@ class LocalKafkaServer implements KafkaServer {
       ['SCRAM-SHA-256', 'SCRAM-SHA-512'].map((mechanism) =>
         runCommand('java', [
           '-cp',
-          classpath,
-          'kafka.admin.ConfigCommand',
+          this.classpath(),
+          this.distribution.configCommand,
           '--bootstrap-server',
           this.brokers.join(','),
           '--alter',
@@ -286,15 +324,23 @@ class LocalKafkaServer implements KafkaServer {
     }
   }
 
-  private async format(classpath: string): Promise<void> {
-    if (existsSync(join(this.logDir, 'meta.properties'))) return;
+  private classpath(): string {
+    return `${this.distribution.libDir}/*`;
+  }
+
+  /** Formats the storage on first start; later starts check which Kafka line formatted it. */
+  private async format(): Promise<void> {
+    if (existsSync(join(this.logDir, 'meta.properties'))) {
+      await assertFormatVersion(this.options.dataDir, this.version);
+      return;
+    }
     const result = await runCommand('java', [
       '-cp',
-      classpath,
+      this.classpath(),
       'kafka.tools.StorageTool',
       'format',
       // One argument: a random id may begin with '-'.
-      `--cluster-id=${randomClusterId()}`,
+      `--cluster-id=${this.membership?.clusterId ?? randomClusterId()}`,
       '-c',
       this.propertiesFile,
     ]);
@@ -304,10 +350,11 @@ class LocalKafkaServer implements KafkaServer {
         `kafka-storage format failed:\n${result.output}`,
       );
     }
+    await recordFormatVersion(this.options.dataDir, this.version);
   }
 
   /** Starts the broker's JVM on its own; the function returned tells whether it has exited. */
-  private async spawnBroker(classpath: string): Promise<() => boolean> {
+  private async spawnBroker(): Promise<() => boolean> {
     const out = openSync(this.consoleLog, 'a');
     const child = spawn(
       'java',
@@ -317,10 +364,10 @@ class LocalKafkaServer implements KafkaServer {
         '-XX:+UseG1GC',
         '-XX:MaxGCPauseMillis=20',
         '-Djava.awt.headless=true',
-        `-Dlog4j.configuration=file:${join(this.options.kafkaHome, 'log4j.properties')}`,
+        ...this.distribution.loggingArgs,
         `-Dkafka.log.file=${this.serverLog}`,
         '-cp',
-        classpath,
+        this.classpath(),
         MAIN_CLASS,
         this.propertiesFile,
       ],
@@ -349,15 +396,23 @@ function brokerExit(pid: number, timeoutMs: number, timeoutError: () => Error): 
   );
 }
 
-/** Whether `brokers` take a produce acknowledged by all replicas (creating the topic it needs). */
-async function producesOk(brokers: string[]): Promise<boolean> {
-  const kafka = new Kafka({
+function readinessClient(brokers: string[]): Kafka {
+  return new Kafka({
     clientId: 'sluice-stack',
     brokers,
     logLevel: logLevel.NOTHING,
     retry: { retries: 0 },
     connectionTimeout: 2000,
+    requestTimeout: 5000,
   });
+}
+
+/**
+ * Whether `brokers` take a produce acknowledged by all in-sync replicas, creating the topic it
+ * needs with `replicas` replicas.
+ */
+async function producesOk(brokers: string[], replicas: number): Promise<boolean> {
+  const kafka = readinessClient(brokers);
   const admin = kafka.admin();
   const producer = kafka.producer({ allowAutoTopicCreation: false });
   try {
@@ -365,17 +420,39 @@ async function producesOk(brokers: string[]): Promise<boolean> {
     const topics = await admin.listTopics();
     if (!topics.includes(READY_TOPIC)) {
       await admin.createTopics({
-        topics: [{ topic: READY_TOPIC, numPartitions: 1 }],
+        topics: [{ topic: READY_TOPIC, numPartitions: 1, replicationFactor: replicas }],
         waitForLeaders: true,
       });
     }
     await producer.connect();
-    await producer.send({ topic: READY_TOPIC, acks: -1, messages: [{ value: 'ready' }] });
+    await producer.send({
+      topic: READY_TOPIC,
+      acks: -1,
+      timeout: 5000,
+      messages: [{ value: 'ready' }],
+    });
     return true;
   } catch {
     return false;
   } finally {
     await producer.disconnect().catch(() => undefined);
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
+/**
+ * Whether the node at `brokers` lists itself as a live broker: it is registered with the
+ * controller quorum, unfenced and caught up with the cluster's metadata.
+ */
+async function servesAsBroker(brokers: string[], nodeId: number): Promise<boolean> {
+  const admin = readinessClient(brokers).admin();
+  try {
+    await admin.connect();
+    const cluster = await admin.describeCluster();
+    return cluster.brokers.some((broker) => broker.nodeId === nodeId);
+  } catch {
+    return false;
+  } finally {
     await admin.disconnect().catch(() => undefined);
   }
 }

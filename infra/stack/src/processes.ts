@@ -1,5 +1,5 @@
 import { SluiceError, errorMessage } from '@sluice/errors';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import net from 'node:net';
@@ -122,4 +122,19 @@ export async function assertPortFree(port: number, what: string): Promise<void> 
         'environment at that server instead (DATABASE_URL / KAFKA_BROKERS).',
     );
   }
+}
+
+/**
+ * `count` distinct TCP ports free on 127.0.0.1 right now, found synchronously (a short child
+ * process holds them all at once, so none repeats).
+ */
+export function freePortsSync(count: number): number[] {
+  const script =
+    "const net=require('node:net');const n=Number(process.argv[1]);const ports=[];const servers=[];" +
+    "const next=()=>{if(ports.length===n){console.log(ports.join(','));servers.forEach(s=>s.close());return;}" +
+    "const s=net.createServer();servers.push(s);s.listen(0,'127.0.0.1',()=>{ports.push(s.address().port);next();});};next();";
+  const output = execFileSync(process.execPath, ['-e', script, String(count)], {
+    encoding: 'utf8',
+  });
+  return output.trim().split(',').map(Number);
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_KAFKA_VERSION } from './kafka-versions.js';
 import {
   KAFKA_IMAGE,
   POSTGRES_IMAGE,
@@ -173,7 +174,8 @@ describe('docker-compose.yml runs the servers the embedded stack runs', () => {
     expect(composeImage('kafka')).toBe(KAFKA_IMAGE);
     const pom = readFileSync(join(rootDir, 'infra', 'kafka', 'pom.xml'), 'utf8');
     const version = /<kafka\.version>([^<]+)<\/kafka\.version>/.exec(pom)?.[1];
-    expect(version).toMatch(/^3\.9\.\d+$/);
+    expect(version).toMatch(/^4\.\d+\.\d+$/);
+    expect(version).toBe(DEFAULT_KAFKA_VERSION);
     expect(KAFKA_IMAGE).toBe(`apache/kafka:${version ?? ''}`);
   });
 });

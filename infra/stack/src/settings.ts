@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 export const POSTGRES_IMAGE = 'postgres:15';
 
 /** The Apache Kafka image docker-compose.yml and the test run's containers use. */
-export const KAFKA_IMAGE = 'apache/kafka:3.9.2';
+export const KAFKA_IMAGE = 'apache/kafka:4.4.0';
 
 /** Blank lines and `# comments`. */
 const CONF_NOTHING = /^\s*(?:#.*)?$/;

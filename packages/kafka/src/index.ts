@@ -9,7 +9,9 @@ export { ACKS_ALL, PRODUCER_SETTINGS, idempotentProducer } from './producer.js';
 export {
   createTopicEnsurer,
   durabilityProblems,
+  isTopicMetadataLag,
   replicationFor,
+  whenTopicsKnown,
   type EnsureTopicsOptions,
   type KafkaErrorCode,
   type TopicDurability,

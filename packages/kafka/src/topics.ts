@@ -108,7 +108,10 @@ async function createMissing(
       })),
     })
     .catch((error: unknown) => {
-      if (!/already exists/i.test(errorMessage(error))) throw error;
+      // Another process created one of them at the same time: it exists, as wanted.
+      const { type } = error as { type?: unknown };
+      if (type !== 'TOPIC_ALREADY_EXISTS' && !/already exists/i.test(errorMessage(error)))
+        throw error;
     });
 }
 
@@ -168,29 +171,98 @@ async function ensureTopics(
   }
 }
 
-/** Waits until every partition of `topics` has a leader. */
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Kafka's error codes for a topic a broker has not learnt of yet, or without a leader yet. */
+const METADATA_LAG = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'LEADER_NOT_AVAILABLE']);
+
+/**
+ * Whether `error`, or an error it wraps, is a broker not knowing a topic created a moment ago, or
+ * a partition of it without a leader yet: both pass once the cluster's metadata caught up.
+ */
+export function isTopicMetadataLag(error: unknown): boolean {
+  for (let cause = error; typeof cause === 'object' && cause !== null;) {
+    const { type, cause: inner } = cause as { type?: unknown; cause?: unknown };
+    if (typeof type === 'string' && METADATA_LAG.has(type)) return true;
+    cause = inner;
+  }
+  return false;
+}
+
+/** The topics of `topics` that `metadata` does not list with a leader for every partition. */
+function unledTopics(
+  metadata: Awaited<ReturnType<Admin['fetchTopicMetadata']>> | null,
+  topics: readonly string[],
+): string[] {
+  return topics.filter((name) => {
+    const topic = metadata?.topics.find((t) => t.name === name);
+    return (
+      topic === undefined ||
+      topic.partitions.length === 0 ||
+      topic.partitions.some((partition) => partition.leader < 0)
+    );
+  });
+}
+
+/** Waits until the metadata lists every topic of `topics` with a leader for every partition. */
 async function waitForLeaders(
   admin: Admin,
   topics: readonly string[],
   timeoutMs: number,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const led = await admin.fetchTopicMetadata({ topics: [...topics] }).then(
-      (metadata) =>
-        metadata.topics.every((topic) =>
-          topic.partitions.every((partition) => partition.leader >= 0),
-        ),
-      () => false,
-    );
-    if (led) return;
-    if (Date.now() > deadline) {
+  for (let delayMs = 50; ; delayMs = Math.min(delayMs * 2, 500)) {
+    let pending: string[];
+    let why = 'no partition leader';
+    try {
+      // kafkajs answers null when every broker it asked failed.
+      pending = unledTopics(await admin.fetchTopicMetadata({ topics: [...topics] }), topics);
+    } catch (error) {
+      pending = [...topics];
+      why = errorMessage(error);
+    }
+    if (pending.length === 0) return;
+    if (Date.now() >= deadline) {
       throw new SluiceError<KafkaErrorCode>(
         'topic_not_ready',
-        `No partition leader for ${topics.join(', ')}`,
+        `Kafka lists no leader for every partition of ${pending.join(', ')} ${timeoutMs} ms after ` +
+          `they were created (${why}); check that every broker is up and in the cluster`,
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await pause(delayMs);
+  }
+}
+
+/**
+ * Runs `run` (a consumer's subscribe, say) again while it fails because a broker does not know
+ * `topics` yet or a partition of them has no leader yet, as happens for a while after they were
+ * created, by this process or another, on a cluster of several brokers.
+ *
+ * @throws SluiceError `topic_not_ready` when that still fails after `timeoutMs`; any other
+ *   failure of `run` at once.
+ * @example await whenTopicsKnown(topics, () => consumer.subscribe({ topics }), 30_000);
+ */
+export async function whenTopicsKnown<T>(
+  topics: readonly string[],
+  run: () => Promise<T>,
+  timeoutMs: number,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let delayMs = 50; ; delayMs = Math.min(delayMs * 2, 500)) {
+    try {
+      return await run();
+    } catch (error) {
+      if (!isTopicMetadataLag(error)) throw error;
+      if (Date.now() >= deadline) {
+        throw new SluiceError<KafkaErrorCode>(
+          'topic_not_ready',
+          `Kafka still does not know ${topics.join(', ')}, or has no leader for a partition of ` +
+            `them, ${timeoutMs} ms on (${errorMessage(error)}); check that every broker is up and in the cluster`,
+          { cause: error },
+        );
+      }
+      await pause(delayMs);
+    }
   }
 }
 

@@ -108,6 +108,19 @@ async function pointViews<DB>(
 }
 
 /**
+ * Creates the schemas of `tables` that do not exist. Only those: PostgreSQL checks CREATE on the
+ * database before it sees that CREATE SCHEMA IF NOT EXISTS has nothing to do, and a role that
+ * owns an existing schema needs no such privilege.
+ */
+async function createMissingSchemas<DB>(trx: Kysely<DB>, tables: readonly string[]) {
+  const schemas = [...new Set(tables.map((name) => name.split('.')[0] ?? ''))];
+  const { rows } = await sql<{ name: string }>`
+    SELECT wanted.name FROM unnest(${schemas}::text[]) AS wanted(name)
+     WHERE NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = wanted.name)`.execute(trx);
+  for (const { name } of rows) await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(name)}`.execute(trx);
+}
+
+/**
  * Gives a projection its first generation, once: it adopts tables that already exist under the
  * plain names (renaming them to generation 1), or creates them.
  */
@@ -128,9 +141,7 @@ export async function ensureFirstGeneration<DB>(
         await sql`ALTER TABLE ${sql.table(name)} RENAME TO ${sql.id(first(relation))}`.execute(trx);
       }
     } else if (rows.every((row) => row.kind === null)) {
-      for (const schema of new Set(projection.tables.map((name) => name.split('.')[0] ?? ''))) {
-        await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(schema)}`.execute(trx);
-      }
+      await createMissingSchemas(trx, projection.tables);
       await projection.createTables(trx, first);
     } else {
       throw new SluiceError<ProjectorErrorCode>(

@@ -102,7 +102,8 @@ class ProjectorRuntime<DB> implements Projector {
       problems.push({
         code: 'joining',
         projection: '*',
-        detail: 'The consumer groups are joining',
+        detail:
+          'Waiting for every partition of the topics to have a leader, then joining the consumer groups',
       });
     const names = options.projections.map((p) => p.name);
     problems.push(...(await gapProblems(options.db, names)));

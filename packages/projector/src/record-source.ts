@@ -1,4 +1,5 @@
 import { errorMessage } from '@sluice/errors';
+import { whenTopicsKnown } from '@sluice/kafka';
 import type { EachBatchPayload, Kafka } from 'kafkajs';
 import type { PartitionOffset } from './bookkeeping.js';
 import { toRecord, type IncomingRecord } from './records.js';
@@ -52,6 +53,11 @@ export interface KafkaRecordSourceOptions {
   groupId: string;
   topics: readonly string[];
   sessionTimeoutMs: number;
+  /**
+   * How long to subscribe again while a broker does not know the topics yet (created a moment
+   * ago, here or by another process), or a partition of them has no leader. Default 30000.
+   */
+  topicWaitMs?: number;
 }
 
 /** kafkajs hands this many partitions' batches of one fetch to `eachBatch` at once, at most. */
@@ -115,7 +121,12 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
       });
       try {
         await consumer.connect();
-        await consumer.subscribe({ topics: [...options.topics], fromBeginning: true });
+        // Lag that the group's join meets later is a crash kafkajs restarts the consumer from.
+        await whenTopicsKnown(
+          options.topics,
+          () => consumer.subscribe({ topics: [...options.topics], fromBeginning: true }),
+          options.topicWaitMs ?? 30_000,
+        );
       } catch (error) {
         await consumer.disconnect().catch(() => undefined);
         throw error;

@@ -7,6 +7,7 @@ import {
   type SchemaValidateFunction,
 } from 'ajv';
 import addFormats from 'ajv-formats';
+import { readFileSync } from 'node:fs';
 import { databaseUrlProblems, libpqDatabaseUrl } from './database-url.js';
 
 /** The codes of the SluiceErrors this package throws. */
@@ -31,6 +32,53 @@ export function redactConfig(config: Readonly<Record<string, unknown>>): Record<
   );
 }
 
+/** Settings that a file may hold instead (a mounted secret): the variable naming the file, by setting. */
+const FILE_VARIANTS: Readonly<Record<string, string>> = { DATABASE_URL: 'DATABASE_URL_FILE' };
+
+/** The settings of `env`, with those `schema` lets a file hold read from their files. */
+interface ResolvedSettings {
+  env: NodeJS.ProcessEnv;
+  /** One line per variable, or file, that is wrong; never a file's content. */
+  problems: string[];
+  /** The settings whose values came from files: their values are never shown. */
+  fromFiles: Set<string>;
+}
+
+function readSettingFile(fileVariable: string, path: string): string {
+  let content: string;
+  try {
+    content = readFileSync(path, 'utf8').trim();
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    const why = typeof code === 'string' ? code : 'unreadable';
+    throw new Error(`${fileVariable} ${JSON.stringify(path)} cannot be read (${why})`, {
+      cause: error,
+    });
+  }
+  if (content === '') throw new Error(`${fileVariable} ${JSON.stringify(path)} is empty`);
+  return content;
+}
+
+/** Reads the files of the `_FILE` variants `schema` has and `env` sets; both set is a problem. */
+function resolveSettingFiles(schema: TObject, env: NodeJS.ProcessEnv): ResolvedSettings {
+  const resolved: ResolvedSettings = { env, problems: [], fromFiles: new Set() };
+  for (const [name, fileVariable] of Object.entries(FILE_VARIANTS)) {
+    const path = env[fileVariable];
+    if (!(fileVariable in schema.properties) || path === undefined || path === '') continue;
+    if (env[name] !== undefined && env[name] !== '') {
+      resolved.problems.push(`${name} and ${fileVariable} are both set: set one`);
+      continue;
+    }
+    try {
+      resolved.env = { ...resolved.env, [name]: readSettingFile(fileVariable, path) };
+      resolved.fromFiles.add(name);
+    } catch (error) {
+      resolved.problems.push((error as Error).message);
+    }
+  }
+  return resolved;
+}
+
 /** The variables of `schema` that `env` sets (an empty value counts as unset). */
 function candidateOf(schema: TObject, env: NodeJS.ProcessEnv): Record<string, unknown> {
   const candidate: Record<string, unknown> = {};
@@ -41,8 +89,12 @@ function candidateOf(schema: TObject, env: NodeJS.ProcessEnv): Record<string, un
   return candidate;
 }
 
-/** One line for one violation: the variable, what is wrong, and the value (unless secret). */
-function problemLine(error: ErrorObject, env: NodeJS.ProcessEnv): string {
+/**
+ * One line for one violation: the variable, what is wrong, and the value (unless secret; never
+ * one read from a file).
+ */
+function problemLine(error: ErrorObject, settings: ResolvedSettings): string {
+  const { env, fromFiles } = settings;
   const name = error.instancePath.slice(1);
   if (name === '') {
     const missing = (error.params as { missingProperty?: string }).missingProperty;
@@ -52,6 +104,11 @@ function problemLine(error: ErrorObject, env: NodeJS.ProcessEnv): string {
   }
   const allowed = (error.params as { allowedValues?: unknown[] }).allowedValues;
   const message = allowed === undefined ? error.message : `must be one of ${allowed.join(', ')}`;
+  const fileVariable = fromFiles.has(name) ? FILE_VARIANTS[name] : undefined;
+  if (fileVariable !== undefined) {
+    const file = JSON.stringify(env[fileVariable]);
+    return `${name} (from ${fileVariable} ${file}) ${message ?? 'is invalid'}`;
+  }
   return `${name} ${message ?? 'is invalid'} (is ${JSON.stringify(redactValue(name, env[name]))})`;
 }
 
@@ -148,15 +205,17 @@ function validatorOf(schema: TObject) {
  * @example configProblems(schema, { API_PORT: 'eighty' }) // ['API_PORT must be integer (is "eighty")']
  */
 export function configProblems(schema: TObject, env: NodeJS.ProcessEnv): string[] {
+  const settings = resolveSettingFiles(schema, env);
   const validate = validatorOf(schema);
-  if (validate(candidateOf(schema, env))) return [];
+  if (validate(candidateOf(schema, settings.env))) return settings.problems;
   const errors = mergeUnionErrors(validate.errors ?? [], schema);
-  return [...new Set(errors.map((error) => problemLine(error, env)))];
+  return [...new Set([...settings.problems, ...errors.map((e) => problemLine(e, settings))])];
 }
 
 /**
  * Reads a service's configuration from `env` once: coerces strings to the schema's types,
- * fills defaults, rejects anything invalid naming every bad variable, and freezes the result.
+ * fills defaults, reads `DATABASE_URL` from `DATABASE_URL_FILE` when the schema has both and that
+ * is set, rejects anything invalid naming every bad variable, and freezes the result.
  *
  * @throws SluiceError `config_invalid`
  * @example
@@ -166,8 +225,9 @@ export function loadConfig<S extends TObject>(
   schema: S,
   env: NodeJS.ProcessEnv,
 ): Readonly<Static<S>> {
-  const candidate = candidateOf(schema, env);
-  if (!validatorOf(schema)(candidate)) {
+  const settings = resolveSettingFiles(schema, env);
+  const candidate = candidateOf(schema, settings.env);
+  if (settings.problems.length > 0 || !validatorOf(schema)(candidate)) {
     throw new SluiceError<ServiceKitErrorCode>(
       'config_invalid',
       `Invalid configuration: ${configProblems(schema, env).join('; ')}`,
@@ -188,7 +248,12 @@ export const commonConfig = {
     default: 'postgres://postgres@127.0.0.1:54329/sluice',
     databaseUrl: true,
     description:
-      'PostgreSQL connection string (libpq URL). TLS: sslmode (disable, prefer, require, verify-ca, verify-full, as libpq reads them), sslrootcert (CA file), sslcert and sslkey (client certificate).',
+      'PostgreSQL connection string (libpq URL). TLS: sslmode (disable, prefer, require, verify-ca, verify-full, as libpq reads them), sslrootcert (CA file), sslcert and sslkey (client certificate). Or DATABASE_URL_FILE.',
+  }),
+  DATABASE_URL_FILE: Type.String({
+    default: '',
+    description:
+      'File holding DATABASE_URL (a mounted secret: the URL carries the password), instead of the variable; read once at start, surrounding whitespace dropped.',
   }),
   KAFKA_BROKERS: Type.String({
     minLength: 1,

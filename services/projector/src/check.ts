@@ -2,8 +2,11 @@
 import { SluiceError, errorMessage, isSluiceError } from '@sluice/errors';
 import { kafkaSecurityOf, parseBrokers } from '@sluice/kafka';
 import { checkKafka, checkPostgres, describeDatabaseUrl } from '@sluice/preflight';
+import { projectorMigrations } from '@sluice/projector';
+import { createDatabase } from '@sluice/database';
 import type { ProjectorConfig } from './config.js';
-import { loadProjectionModules, moduleSpecs } from './modules.js';
+import { loadProjectionModules, moduleSpecs, type ProjectionModules } from './modules.js';
+import { privilegeProblems, readPrivilegeFacts } from './privileges.js';
 import { selectProjections } from './run-projections.js';
 
 const CONNECT_TIMEOUT_MS = 5000;
@@ -15,8 +18,14 @@ export function problemLine(problem: unknown): string {
   return `${code}${errorMessage(problem).replace(/\s*\n\s*/g, ' ')}`;
 }
 
-/** Runs `check`; its failure, or its not finishing within `CHECK_TIMEOUT_MS`, as one line. */
-async function problemOf(what: string, check: () => Promise<unknown>): Promise<string[]> {
+/**
+ * Runs `check`: the lines it returns; its failure, or its not finishing within
+ * `CHECK_TIMEOUT_MS`, as one line.
+ */
+async function problemOf(
+  what: string,
+  check: () => Promise<readonly string[] | undefined>,
+): Promise<string[]> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
@@ -26,8 +35,7 @@ async function problemOf(what: string, check: () => Promise<unknown>): Promise<s
     }, CHECK_TIMEOUT_MS);
   });
   try {
-    await Promise.race([check(), late]);
-    return [];
+    return [...((await Promise.race([check(), late])) ?? [])];
   } catch (error) {
     return [problemLine(error)];
   } finally {
@@ -44,32 +52,61 @@ async function reachPostgres(url: string): Promise<void> {
   }
 }
 
+/** What the role lacks for the projections of `modules` (the projector's own when unloaded). */
+async function postgresProblems(
+  config: ProjectorConfig,
+  modules: ProjectionModules | undefined,
+): Promise<string[]> {
+  await reachPostgres(config.DATABASE_URL);
+  const hosted =
+    modules === undefined
+      ? []
+      : selectProjections(modules.projections, config.PROJECTOR_PROJECTIONS);
+  const schemas = [...new Set(hosted.flatMap((p) => p.tables.map((t) => t.split('.')[0] ?? '')))];
+  const migrations = Object.keys(modules?.migrations ?? projectorMigrations);
+  const db = createDatabase<unknown>({
+    url: config.DATABASE_URL,
+    maxConnections: 1,
+    applicationName: 'sluice-projector-check',
+  });
+  try {
+    return await db
+      .transaction()
+      .setAccessMode('read only')
+      .execute(async (trx) =>
+        privilegeProblems(await readPrivilegeFacts(trx, schemas, migrations)),
+      );
+  } finally {
+    await db.destroy();
+  }
+}
+
 /**
  * The problems `--check` reports, one line each: modules that do not load or give no
- * projection, `PROJECTOR_PROJECTIONS` naming unknown ones, PostgreSQL or Kafka not answering.
+ * projection, `PROJECTOR_PROJECTIONS` naming unknown ones, PostgreSQL or Kafka not answering,
+ * and what the role lacks (see {@link privilegeProblems}).
  */
 export async function checkSetup(
   config: ProjectorConfig,
   operands: readonly string[],
   cwd: string,
 ): Promise<string[]> {
+  const loading = loadProjectionModules(moduleSpecs(operands, config.PROJECTOR_MODULES), cwd);
   const found = await Promise.all([
     problemOf('loading the modules', async () => {
-      const modules = await loadProjectionModules(
-        moduleSpecs(operands, config.PROJECTOR_MODULES),
-        cwd,
-      );
-      selectProjections(modules.projections, config.PROJECTOR_PROJECTIONS);
+      selectProjections((await loading).projections, config.PROJECTOR_PROJECTIONS);
+      return [];
     }),
-    problemOf(`PostgreSQL at ${describeDatabaseUrl(config.DATABASE_URL)}`, () =>
-      reachPostgres(config.DATABASE_URL),
+    problemOf(`PostgreSQL at ${describeDatabaseUrl(config.DATABASE_URL)}`, async () =>
+      postgresProblems(config, await loading.catch(() => undefined)),
     ),
-    problemOf(`Kafka at ${config.KAFKA_BROKERS}`, () =>
-      checkKafka(parseBrokers(config.KAFKA_BROKERS), {
+    problemOf(`Kafka at ${config.KAFKA_BROKERS}`, async () => {
+      await checkKafka(parseBrokers(config.KAFKA_BROKERS), {
         connectTimeoutMs: CONNECT_TIMEOUT_MS,
         security: kafkaSecurityOf(config),
-      }),
-    ),
+      });
+      return [];
+    }),
   ]);
   return found.flat();
 }

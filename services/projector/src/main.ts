@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // sluice-projector: runs the projections of the modules on its command line.
 import { isSluiceError } from '@sluice/errors';
+import type { KafkaErrorCode } from '@sluice/kafka';
 import { ExitCode, readCommandLine, refusalExitCode } from '@sluice/service-kit';
 import { checkSetup, problemLine } from './check.js';
 import { projectorConfigSchema } from './config.js';
@@ -20,7 +21,8 @@ const SETUP_ERRORS: Partial<Record<string, ExitCode>> = {
   migrations_invalid: ExitCode.needsOperator,
   migration_conflict: ExitCode.needsOperator,
   config_invalid: ExitCode.needsOperator,
-} satisfies Record<ModuleErrorCode | 'config_invalid', ExitCode>;
+  topic_not_ready: ExitCode.unavailable,
+} satisfies Record<ModuleErrorCode | 'config_invalid' | KafkaErrorCode, ExitCode>;
 
 const { config, operands } = await readCommandLine({
   command,
@@ -35,7 +37,8 @@ const { config, operands } = await readCommandLine({
     '  sluice-projector ./dist/projections.js\n' +
     '  PROJECTOR_MODULES=@acme/billing-views PROJECTOR_PROJECTIONS=invoice_totals sluice-projector\n' +
     '  sluice-projector --check ./dist/projections.js\n' +
-    'Exit status: 0 after SIGTERM or SIGINT; 70 when a consumer stopped for good; 78 for invalid\n' +
+    'Exit status: 0 after SIGTERM or SIGINT; 70 when a consumer stopped for good; 69 when Kafka has\n' +
+    'no leader for a partition of its topics 30 s after they were created; 78 for invalid\n' +
     'settings or modules; at start over TLS or SASL, 77 when Kafka refuses the credentials, 76 when\n' +
     "its certificate is not trusted, 68 when it is not valid for the broker's host name (the same for\n" +
     "PostgreSQL's certificate; 78 when PostgreSQL offers no TLS and sslmode requires it).",

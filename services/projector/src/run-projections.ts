@@ -28,6 +28,7 @@ import {
   type Service,
   type Tracing,
 } from '@sluice/service-kit';
+import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { loadProjectorConfig, type ProjectorConfig } from './config.js';
 import { projectorHooks } from './hooks.js';
@@ -137,12 +138,30 @@ async function openDatabase(config: ProjectorConfig, logger: Logger, migrations:
     settings: { synchronous_commit: 'off' },
     onIdleError: (error) => logger.warn({ err: error }, 'idle database connection failed'),
   });
-  await migrate(db, 'projector_migrations', migrations, { shared: true }).catch(
-    (error: unknown) => {
-      throw postgresTlsFailure(error, config.DATABASE_URL) ?? error;
-    },
-  );
+  try {
+    if (await migrationsPending(db, Object.keys(migrations))) {
+      await migrate(db, 'projector_migrations', migrations, { shared: true });
+    }
+  } catch (error) {
+    throw postgresTlsFailure(error, config.DATABASE_URL) ?? error;
+  }
   return db;
+}
+
+/**
+ * Whether some of `names` are not recorded in sluice.projector_migrations. When all are, the
+ * projector's role needs no privilege of a migrator (`migrate` creates schema sluice if it is
+ * missing, and PostgreSQL checks CREATE on the database even when it is not).
+ */
+async function migrationsPending(db: Database, names: readonly string[]): Promise<boolean> {
+  const { rows } = await sql<{ present: boolean }>`
+    SELECT to_regclass('sluice.projector_migrations') IS NOT NULL AS present`.execute(db);
+  if (rows[0]?.present !== true) return true;
+  const { rows: missing } = await sql<{ name: string }>`
+    SELECT name FROM unnest(${names}::text[]) AS wanted(name)
+     WHERE NOT EXISTS (SELECT 1 FROM sluice.projector_migrations m WHERE m.name = wanted.name)
+     LIMIT 1`.execute(db);
+  return missing.length > 0;
 }
 
 /** The projector over `hosted`, reporting through `metrics` and `logger`. */

@@ -8,6 +8,7 @@ const MIN_SECRET_CHARS = 32;
 /** shop-api's settings, read once at start. */
 export const shopApiConfigSchema = Type.Object({
   DATABASE_URL: commonConfig.DATABASE_URL,
+  DATABASE_URL_FILE: commonConfig.DATABASE_URL_FILE,
   API_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
   API_HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   API_STOP_TIMEOUT_MS: Type.Integer({
