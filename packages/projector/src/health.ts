@@ -1,4 +1,3 @@
-import { errorMessage } from '@sluice/errors';
 import { sql, type Kysely } from 'kysely';
 import type { Consumed } from './generation-sync.js';
 
@@ -23,18 +22,31 @@ export function consumerProblems(
       problems.push({
         code: 'consumer_stopped',
         projection,
-        detail: `The consumer of ${name} stopped: ${errorMessage(health.crashed)}`,
+        detail: `The consumer of ${name} stopped (${errorKind(health.crashed)}); the log has the cause`,
       });
     } else if (health.failingSince !== undefined && now - health.failingSince >= stalledAfterMs) {
       const seconds = Math.round((now - health.failingSince) / 1000);
       problems.push({
         code: 'stalled',
         projection,
-        detail: `Batches of ${name} have failed for ${seconds} s: ${errorMessage(health.lastError)}`,
+        detail: `Batches of ${name} have failed for ${seconds} s (${errorKind(health.lastError)}); the log has the cause`,
       });
     }
   }
   return problems;
+}
+
+/**
+ * What kind of error `error` is, for a probe's body: a code (Sluice's, PostgreSQL's SQLSTATE,
+ * Node's), Kafka's error type, or the error's name. Never its message, which may name hosts,
+ * roles, certificates or event data.
+ */
+function errorKind(error: unknown): string {
+  if (!(error instanceof Error)) return 'unknown';
+  const { code, type } = error as { code?: unknown; type?: unknown };
+  if (typeof code === 'string' && code !== '') return code;
+  if (typeof type === 'string' && type !== '') return type;
+  return error.name;
 }
 
 /** Active generations of `projections` with offset gaps no operator accepted yet. */
