@@ -125,6 +125,9 @@ BEGIN
         ('USAGE', 'sluice.operator_audit_id_seq', 'sluice_projector'),
         ('SELECT', 'sluice.projector_migrations', 'sluice_projector'),
         ('SELECT', 'sluice.projector_migrations_lock', 'sluice_projector'),
+        -- Subject keys of personal data: shop-api makes and destroys them, the projector reads them.
+        ('SELECT, INSERT, UPDATE', 'sluice.subject_keys', 'sluice_app'),
+        ('SELECT', 'sluice.subject_keys', 'sluice_projector'),
         ('SELECT', 'sluice.projection_versions', 'sluice_app'),
         ('SELECT', 'sluice.projection_generations', 'sluice_app'),
         ('SELECT', 'sluice.projection_checkpoints', 'sluice_viewer'),

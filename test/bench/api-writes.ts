@@ -42,6 +42,8 @@ import {
   repoRoot,
   stopProcess,
 } from './support.js';
+import { TEST_SHOP_AUTH_SECRET } from '../support/access.js';
+import { TEST_MASTER_KEY } from '../support/privacy.js';
 
 // ---------------------------------------------------------------- configuration
 
@@ -428,6 +430,8 @@ async function startApi(port: number): Promise<ChildProcess> {
       API_PORT: String(port),
       LOG_LEVEL: 'warn',
       DATABASE_POOL_SIZE: String(config.poolSize),
+      SHOP_AUTH_SECRET: TEST_SHOP_AUTH_SECRET,
+      SLUICE_MASTER_KEY: TEST_MASTER_KEY,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

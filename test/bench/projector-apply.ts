@@ -70,6 +70,7 @@ import {
   type ServiceProcess,
 } from '../support/services.js';
 import { TEST_ACCESS_SECRET } from '../support/access.js';
+import { TEST_MASTER_KEY } from '../support/privacy.js';
 import {
   clearTracingEnvironment,
   envNumber,
@@ -271,6 +272,7 @@ function startProjector(env: Record<string, string>) {
       LOG_LEVEL: 'warn',
       PROJECTOR_MODULES: join(root, 'packages', 'shop-views', 'dist', 'index.js'),
       SLUICE_ACCESS_SECRET: TEST_ACCESS_SECRET,
+      SLUICE_MASTER_KEY: TEST_MASTER_KEY,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -36,16 +36,8 @@
 // `relay` and `ratio` are the first untraced run's; `tracing` compares the modes in this run.
 import { topicFor } from '@sluice/contracts';
 import { errorMessage } from '@sluice/errors';
-import { outboxMigrations } from '@sluice/outbox';
-import { createDatabase, migrate } from '@sluice/database';
-import {
-  createTestDatabase,
-  testKafka,
-  uniqueName,
-  withAdminClient,
-  type TestDatabase,
-} from '@sluice/testkit';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { testKafka, uniqueName, type TestDatabase } from '@sluice/testkit';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -54,23 +46,30 @@ import pg from 'pg';
 import {
   cleanUpOnSignals,
   clearTracingEnvironment,
+  createOutboxDatabase,
+  createPublicationAndSlots,
+  dropAbandonedDatabases,
+  dropSlot,
   envNumber,
   log,
   machineTicks,
   memoryMb,
   processTicks,
-  repoRoot,
+  round,
   serviceRoot,
+  sleep,
+  startChild,
   startOtlpSink,
   stopProcess,
   summarizeTracing,
   TRACING_GOAL,
   tracingEnvironment,
   tracingModes,
+  writeBacklog,
   type SinkCounts,
   type TracingMode,
 } from './support.js';
-import { AGGREGATE_TYPE, confirmedFlush, writeOutboxEvents } from '../relay/harness.js';
+import { AGGREGATE_TYPE, confirmedFlush } from '../relay/harness.js';
 
 // ---------------------------------------------------------------- configuration
 
@@ -104,9 +103,6 @@ const PG_BIN = '/usr/lib/postgresql/15/bin';
 /** Cores used by processes outside the measured pipeline before a result is flagged. */
 const OTHER_CPU_LIMIT = 0.25;
 const POLL_MS = 50;
-
-const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------- CPU and memory (Linux /proc)
 
@@ -173,45 +169,11 @@ function createCpuTracker(roles: () => Map<number, string>) {
 
 // ---------------------------------------------------------------- database helpers
 
-const root = repoRoot();
 const relayMain = join(serviceRoot(), 'services', 'relay', 'dist', 'main.js');
 let database: TestDatabase | undefined;
 let pool: pg.Pool | undefined;
 const children = new Set<ChildProcess>();
 let topicToDelete: string | undefined;
-
-/**
- * Drops `bench_relay_*` databases (and their slots) older than an hour: left by a run that was
- * killed before it could clean up. Their slots pin hundreds of MB of WAL. The age comes from
- * the name (uniqueName puts Date.now() in base 36 there), so a concurrent run is left alone.
- */
-async function dropAbandonedDatabases(): Promise<void> {
-  await withAdminClient(config.serverUrl, async (client) => {
-    const { rows } = await client.query<{ datname: string }>(
-      `SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_relay\\_%'`,
-    );
-    for (const { datname } of rows) {
-      const stamp = /^bench_relay_([0-9a-z]+)_[0-9a-f]+$/.exec(datname)?.[1];
-      if (stamp === undefined || Date.now() - parseInt(stamp, 36) < 3_600_000) continue;
-      try {
-        await client.query(
-          `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
-            WHERE database = $1 AND active_pid IS NOT NULL`,
-          [datname],
-        );
-        await sleep(200);
-        await client.query(
-          `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`,
-          [datname],
-        );
-        await client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);
-        log(`dropped abandoned database ${datname}`);
-      } catch (error) {
-        log(`could not drop ${datname}: ${errorMessage(error)}`);
-      }
-    }
-  });
-}
 
 async function queryOne<R extends pg.QueryResultRow>(
   sql: string,
@@ -239,64 +201,7 @@ async function slotActivePid(slot: string): Promise<number | undefined> {
   return rows[0]?.active_pid ?? undefined;
 }
 
-async function dropSlot(slot: string): Promise<void> {
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      await queryOne('SELECT pg_drop_replication_slot($1) IS NULL AS dropped', [slot]);
-      return;
-    } catch (error) {
-      // 55006: the walsender of a client that just left still holds the slot.
-      if ((error as { code?: string }).code !== '55006' || attempt >= 100) throw error;
-      await sleep(100);
-    }
-  }
-}
-
 // ---------------------------------------------------------------- child processes
-
-interface Child {
-  process: ChildProcess;
-  pid: number;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Lines of output that match a pattern, counted. */
-  count(pattern: RegExp): number;
-  /** The last line of output that matches a pattern. */
-  last(pattern: RegExp): string | undefined;
-}
-
-function startChild(
-  label: string,
-  command: string,
-  args: readonly string[],
-  env: NodeJS.ProcessEnv,
-): Child {
-  const started = spawn(command, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  if (started.pid === undefined) throw new Error(`${label} did not start`);
-  children.add(started);
-  const lines: string[] = [];
-  const forward = (chunk: Buffer) => {
-    for (const line of chunk.toString().split('\n')) {
-      if (line === '') continue;
-      if (lines.length < 10_000) lines.push(line);
-      process.stderr.write(`[${label}] ${line.slice(0, 400)}\n`);
-    }
-  };
-  started.stdout.on('data', forward);
-  started.stderr.on('data', forward);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    started.once('exit', (code, signal) => {
-      children.delete(started);
-      resolve({ code, signal });
-    }),
-  );
-  return {
-    process: started,
-    pid: started.pid,
-    exited,
-    count: (pattern) => lines.filter((line) => pattern.test(line)).length,
-    last: (pattern) => lines.findLast((line) => pattern.test(line)),
-  };
-}
 
 let cleaning: Promise<void> | undefined;
 function cleanup(): Promise<void> {
@@ -339,41 +244,12 @@ cleanUpOnSignals(cleanup);
 
 // ---------------------------------------------------------------- phases
 
-/** Backlog of `config.events` rows over `config.aggregates` carts, ≤ txRows rows a transaction. */
-async function writeBacklog(): Promise<{ transactions: number; seconds: number }> {
-  if (pool === undefined) throw new Error('no pool');
-  const start = performance.now();
-  let written = 0;
-  let transactions = 0;
-  let nextLog = 50_000;
-  while (written < config.events) {
-    const remaining = config.events - written;
-    const aggregates = Math.min(config.aggregates, remaining, config.txRows);
-    const perAggregate = Math.max(
-      1,
-      Math.min(Math.floor(config.txRows / aggregates), Math.floor(remaining / aggregates)),
-    );
-    // One statement, so one transaction.
-    written += await writeOutboxEvents(pool, {
-      aggregates,
-      perAggregate,
-      payloadBytes: config.payloadBytes,
-    });
-    transactions += 1;
-    if (written >= nextLog || written >= config.events) {
-      const elapsed = (performance.now() - start) / 1000;
-      log(`backlog: ${written} rows in ${elapsed.toFixed(1)} s`);
-      nextLog += 50_000;
-    }
-  }
-  return { transactions, seconds: (performance.now() - start) / 1000 };
-}
-
 async function runCeiling(slot: string, publication: string, target: string) {
   if (database === undefined) throw new Error('no database');
   const url = database.url;
   let walsender: number | undefined;
   const child = startChild(
+    children,
     'pg_recvlogical',
     join(PG_BIN, 'pg_recvlogical'),
     [
@@ -440,7 +316,13 @@ async function runRelay(names: {
     ...config.relayEnv,
   };
   const start = performance.now();
-  const child = startChild('relay', process.execPath, [...config.relayNodeArgs, relayMain], env);
+  const child = startChild(
+    children,
+    'relay',
+    process.execPath,
+    [...config.relayNodeArgs, relayMain],
+    env,
+  );
   let walsender: number | undefined;
   let slotActiveAfter: number | undefined;
   let firstProgressAfter: number | undefined;
@@ -558,7 +440,8 @@ async function runRelays(
       const rate = Math.round(events / relay.seconds);
       log(`relay (tracing ${mode}): ${rate} events/s; ${kafkaRecords} records in ${topic}`);
       await deleteTopic();
-      await dropSlot(slot);
+      if (pool === undefined) throw new Error('no pool');
+      await dropSlot(pool, slot);
       const otlp = {
         requests: after.requests - before.requests,
         bytes: after.bytes - before.bytes,
@@ -599,40 +482,20 @@ function tracingReport(runs: readonly ModeRun[], events: number) {
 
 async function main() {
   if (!existsSync(relayMain)) throw new Error(`${relayMain} is missing: run pnpm -s build first`);
-  await dropAbandonedDatabases();
+  await dropAbandonedDatabases(config.serverUrl, 'bench_relay');
 
-  database = await createTestDatabase(config.serverUrl, 'bench_relay');
-  log(`database ${database.name}`);
-  const db = createDatabase<Record<string, never>>({ url: database.url, maxConnections: 1 });
-  try {
-    await migrate(db, 'outbox_migrations', outboxMigrations({ schema: 'shop' }));
-  } finally {
-    await db.destroy();
-  }
-  pool = new pg.Pool({ connectionString: database.url, max: 3 });
-  pool.on('error', () => undefined);
+  ({ database, pool } = await createOutboxDatabase(config.serverUrl, 'bench_relay'));
 
   const names = {
     slots: config.tracing.map(() => uniqueName('bench_relay_slot')),
     ceilingSlot: uniqueName('bench_ceiling_slot'),
     publication: uniqueName('bench_relay_pub'),
   };
-
-  // Publication before the slots, so neither decodes WAL from before it exists.
-  await pool.query(
-    `CREATE PUBLICATION ${pg.escapeIdentifier(names.publication)} FOR TABLE shop.outbox
-       WITH (publish = 'insert')`,
-  );
-  log('creating slots (waits for transactions running anywhere on the server to end)');
-  for (const slot of [...names.slots, names.ceilingSlot]) {
-    await queryOne(`SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [
-      slot,
-    ]);
-  }
+  await createPublicationAndSlots(pool, names.publication, [...names.slots, names.ceilingSlot]);
   const before = await currentLsn();
 
   log(`writing ${config.events} outbox rows (~${config.payloadBytes} B payloads)`);
-  const backlog = await writeBacklog();
+  const backlog = await writeBacklog(pool, config);
   const target = await currentLsn();
   const check = await queryOne<{ rows: string; payload: string; row_bytes: string }>(
     `SELECT (SELECT count(*) FROM shop.outbox)::text AS rows,
@@ -651,7 +514,7 @@ async function main() {
   log('ceiling: pg_recvlogical');
   const ceiling = await runCeiling(names.ceilingSlot, names.publication, target.text);
   log(`ceiling: ${ceiling.seconds.toFixed(2)} s, ${Math.round(events / ceiling.seconds)} events/s`);
-  await dropSlot(names.ceilingSlot);
+  await dropSlot(pool, names.ceilingSlot);
 
   const runs = await runRelays(names, target.value, events);
   const first = runs.find((run) => run.mode === 'off') ?? runs[0];

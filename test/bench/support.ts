@@ -1,9 +1,17 @@
 // What the benchmarks share: environment knobs, progress on stderr, the repository root.
-import type { ChildProcess } from 'node:child_process';
+import { createDatabase, migrate } from '@sluice/database';
+import { errorMessage } from '@sluice/errors';
+import { outboxMigrations } from '@sluice/outbox';
+import { createTestDatabase, withAdminClient, type TestDatabase } from '@sluice/testkit';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import http from 'node:http';
+import pg from 'pg';
+import { writeOutboxEvents } from '../relay/harness.js';
+import { shopAdminHeaders } from '../support/access.js';
 
 /** A positive number from the environment, or `fallback` when unset. */
 export function envNumber(name: string, fallback: number): number {
@@ -107,7 +115,13 @@ export interface HttpResponse {
   body: string;
 }
 
-/** One request to 127.0.0.1:`port` through `agent` (keep-alive: far cheaper than `fetch`). */
+// shop-api's token, minted once: its verification is part of each request's cost, its signing not.
+const SHOP_ADMIN = shopAdminHeaders();
+
+/**
+ * One request to 127.0.0.1:`port` through `agent` (keep-alive: far cheaper than `fetch`), with an
+ * admin's token for shop-api (valid an hour).
+ */
 export function httpRequest(
   agent: http.Agent,
   port: number,
@@ -118,8 +132,12 @@ export function httpRequest(
   return new Promise((resolve, reject) => {
     const headers: http.OutgoingHttpHeaders =
       json === undefined
-        ? {}
-        : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) };
+        ? { ...SHOP_ADMIN }
+        : {
+            ...SHOP_ADMIN,
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(json),
+          };
     const request = http.request(
       { host: '127.0.0.1', port, method, path, agent, headers },
       (response) => {
@@ -292,4 +310,192 @@ export function summarizeTracing(runs: readonly TracingRun[]) {
     meetsGoal:
       on10 === undefined ? null : on10.throughputRatio >= 1 - TRACING_GOAL.maxThroughputCost10,
   };
+}
+
+// ---------------------------------------------------------------- small helpers
+
+export const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits;
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------- child processes
+
+/** A process a benchmark started, its output forwarded to stderr under a label. */
+export interface Child {
+  process: ChildProcess;
+  pid: number;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Lines of output that match a pattern, counted. */
+  count(pattern: RegExp): number;
+  /** The last line of output that matches a pattern. */
+  last(pattern: RegExp): string | undefined;
+}
+
+/** Starts `command` in the repository root; it is in `children` until it exits. */
+export function startChild(
+  children: Set<ChildProcess>,
+  label: string,
+  command: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Child {
+  const started = spawn(command, args, { cwd: repoRoot(), env, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (started.pid === undefined) throw new Error(`${label} did not start`);
+  children.add(started);
+  const lines: string[] = [];
+  const forward = (chunk: Buffer) => {
+    for (const line of chunk.toString().split('\n')) {
+      if (line === '') continue;
+      if (lines.length < 10_000) lines.push(line);
+      process.stderr.write(`[${label}] ${line.slice(0, 400)}\n`);
+    }
+  };
+  started.stdout.on('data', forward);
+  started.stderr.on('data', forward);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    started.once('exit', (code, signal) => {
+      children.delete(started);
+      resolve({ code, signal });
+    }),
+  );
+  return {
+    process: started,
+    pid: started.pid,
+    exited,
+    count: (pattern) => lines.filter((line) => pattern.test(line)).length,
+    last: (pattern) => lines.findLast((line) => pattern.test(line)),
+  };
+}
+
+// ---------------------------------------------------------------- outbox databases
+
+/**
+ * Drops `<prefix>_*` databases (and their slots) older than an hour: left by a run that was
+ * killed before it could clean up. Their slots pin hundreds of MB of WAL. The age comes from
+ * the name (uniqueName puts Date.now() in base 36 there), so a concurrent run is left alone.
+ */
+export async function dropAbandonedDatabases(serverUrl: string, prefix: string): Promise<void> {
+  await withAdminClient(serverUrl, async (client) => {
+    const { rows } = await client.query<{ datname: string }>(
+      `SELECT datname FROM pg_database WHERE starts_with(datname, $1)`,
+      [`${prefix}_`],
+    );
+    for (const { datname } of rows) {
+      const stamp = /^_([0-9a-z]+)_[0-9a-f]+$/.exec(datname.slice(prefix.length))?.[1];
+      if (stamp === undefined || Date.now() - parseInt(stamp, 36) < 3_600_000) continue;
+      try {
+        await client.query(
+          `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+            WHERE database = $1 AND active_pid IS NOT NULL`,
+          [datname],
+        );
+        await sleep(200);
+        await client.query(
+          `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`,
+          [datname],
+        );
+        await client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(datname)} WITH (FORCE)`);
+        log(`dropped abandoned database ${datname}`);
+      } catch (error) {
+        log(`could not drop ${datname}: ${errorMessage(error)}`);
+      }
+    }
+  });
+}
+
+/** A fresh database named `<prefix>_…` with `shop.outbox`, and a pool of 3 on it. */
+export async function createOutboxDatabase(
+  serverUrl: string,
+  prefix: string,
+): Promise<{ database: TestDatabase; pool: pg.Pool }> {
+  const database = await createTestDatabase(serverUrl, prefix);
+  log(`database ${database.name}`);
+  const db = createDatabase<Record<string, never>>({ url: database.url, maxConnections: 1 });
+  try {
+    await migrate(db, 'outbox_migrations', outboxMigrations({ schema: 'shop' }));
+  } catch (error) {
+    await database.drop();
+    throw error;
+  } finally {
+    await db.destroy();
+  }
+  const pool = new pg.Pool({ connectionString: database.url, max: 3 });
+  pool.on('error', () => undefined);
+  return { database, pool };
+}
+
+/**
+ * A publication of `shop.outbox` inserts, then pgoutput slots made with
+ * pg_create_logical_replication_slot (a client takes one as it is: registered with
+ * snapshot_done = true, no initial snapshot). Publication first, so no slot decodes WAL from
+ * before it exists.
+ */
+export async function createPublicationAndSlots(
+  pool: pg.Pool,
+  publication: string,
+  slots: readonly string[],
+): Promise<void> {
+  await pool.query(
+    `CREATE PUBLICATION ${pg.escapeIdentifier(publication)} FOR TABLE shop.outbox
+       WITH (publish = 'insert')`,
+  );
+  log('creating slots (waits for transactions running anywhere on the server to end)');
+  for (const slot of slots)
+    await pool.query(`SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [
+      slot,
+    ]);
+}
+
+/** Drops a slot, waiting while the walsender of a client that just left still holds it. */
+export async function dropSlot(pool: pg.Pool, slot: string): Promise<void> {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await pool.query('SELECT pg_drop_replication_slot($1)', [slot]);
+      return;
+    } catch (error) {
+      // 55006: the slot is still active.
+      if ((error as { code?: string }).code !== '55006' || attempt >= 100) throw error;
+      await sleep(100);
+    }
+  }
+}
+
+/** The shape of a backlog: rows, their payload size, the carts and rows per transaction. */
+export interface BacklogShape {
+  events: number;
+  payloadBytes: number;
+  aggregates: number;
+  /** At most 10000. */
+  txRows: number;
+}
+
+/** Backlog of `events` rows over `aggregates` carts, ≤ txRows rows a transaction. */
+export async function writeBacklog(
+  pool: pg.Pool,
+  shape: BacklogShape,
+): Promise<{ transactions: number; seconds: number }> {
+  const start = performance.now();
+  let written = 0;
+  let transactions = 0;
+  let nextLog = 50_000;
+  while (written < shape.events) {
+    const remaining = shape.events - written;
+    const aggregates = Math.min(shape.aggregates, remaining, shape.txRows);
+    const perAggregate = Math.max(
+      1,
+      Math.min(Math.floor(shape.txRows / aggregates), Math.floor(remaining / aggregates)),
+    );
+    // One statement, so one transaction.
+    written += await writeOutboxEvents(pool, {
+      aggregates,
+      perAggregate,
+      payloadBytes: shape.payloadBytes,
+    });
+    transactions += 1;
+    if (written >= nextLog || written >= shape.events) {
+      const elapsed = (performance.now() - start) / 1000;
+      log(`backlog: ${written} rows in ${elapsed.toFixed(1)} s`);
+      nextLog += 50_000;
+    }
+  }
+  return { transactions, seconds: (performance.now() - start) / 1000 };
 }

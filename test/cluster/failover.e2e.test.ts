@@ -15,6 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasLocalServers } from '../relay/harness.js';
+import { shopAdminHeaders } from '../support/access.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
 import { settledViolations, shopProjections } from '../support/pipeline-invariants.js';
 import { listeningAddress, metricValue, type ServiceProcess } from '../support/services.js';
@@ -32,7 +33,7 @@ function steadyWriter(pipeline: Pipeline, carts: readonly string[], productId: s
       const started = Date.now();
       const response = await fetch(`${pipeline.base}/carts/${carts[i % carts.length]}/items`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { ...shopAdminHeaders(), 'content-type': 'application/json' },
         body: JSON.stringify({ productId, quantity: 1 + (i % 3) }),
       });
       if (response.ok) acknowledged += 1;

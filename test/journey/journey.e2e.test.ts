@@ -8,7 +8,7 @@
 import { freePort, uniqueName, waitFor } from '@sluice/testkit';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_ACCESS_SECRET, viewerHeaders } from '../support/access.js';
+import { TEST_ACCESS_SECRET, shopAdminHeaders, viewerHeaders } from '../support/access.js';
 import { readTopic } from '../relay/harness.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
 import {
@@ -72,6 +72,7 @@ async function post(path: string, body: unknown, trace: { correlation: string; t
   const response = await fetch(`${pipeline.base}${path}`, {
     method: 'POST',
     headers: {
+      ...shopAdminHeaders(),
       'content-type': 'application/json',
       'x-correlation-id': trace.correlation,
       traceparent: `00-${trace.traceId}-${randomBytes(8).toString('hex')}-01`,

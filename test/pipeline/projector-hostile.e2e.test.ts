@@ -5,7 +5,7 @@
 import { rawProduce, testKafka, waitFor } from '@sluice/testkit';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { viewerHeaders } from '../support/access.js';
+import { shopAdminHeaders, viewerHeaders } from '../support/access.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
 import { listeningAddress, type ServiceProcess } from '../support/services.js';
 
@@ -29,7 +29,7 @@ async function startProjector(): Promise<{ service: ServiceProcess; ops: string 
 async function write(path: string, body: unknown) {
   const response = await fetch(`${pipeline.base}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { ...shopAdminHeaders(), 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
   expect(response.status).toBeLessThan(300);
@@ -42,7 +42,7 @@ async function write(path: string, body: unknown) {
 /** A cart's view, waiting (bounded by the API) until it holds the write behind `token`. */
 async function cartView(cartId: string, token: string) {
   const response = await fetch(`${pipeline.base}/views/carts/${cartId}`, {
-    headers: { 'x-consistency-token': token },
+    headers: { ...shopAdminHeaders(), 'x-consistency-token': token },
   });
   return { status: response.status, json: (await response.json()) as Record<string, unknown> };
 }

@@ -2,7 +2,7 @@
 // tables (surviving a kill -9 of the projector on the way), readers keep getting answers from
 // the old ones and never see a view step back, and after the swap the views equal the fold.
 import { waitFor } from '@sluice/testkit';
-import { operatorHeaders } from '../support/access.js';
+import { operatorHeaders, shopAdminHeaders } from '../support/access.js';
 import { shoppingWorkload, startPipeline, type Pipeline } from '../support/pipeline.js';
 import { listeningAddress, type ServiceProcess } from '../support/services.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -60,14 +60,17 @@ function readContinuously(carts: readonly string[]): {
     while (state.running) {
       const cart = carts[reads % carts.length] ?? '';
       try {
-        const response = await fetch(`${pipeline.base}/views/carts/${cart}`);
+        const headers = shopAdminHeaders();
+        const response = await fetch(`${pipeline.base}/views/carts/${cart}`, { headers });
         const body = (await response.json()) as { version?: number };
         const version = body.version ?? -1;
         if (response.status !== 200) failures.push(`cart ${cart}: ${response.status}`);
         else if (version < (seen.get(cart) ?? 0))
           failures.push(`cart ${cart}: version ${version} after ${seen.get(cart)}`);
         seen.set(cart, Math.max(version, seen.get(cart) ?? 0));
-        const report = await fetch(`${pipeline.base}/views/reports/removed-then-bought`);
+        const report = await fetch(`${pipeline.base}/views/reports/removed-then-bought`, {
+          headers,
+        });
         if (report.status !== 200) failures.push(`report: ${report.status}`);
         await report.arrayBuffer();
       } catch (error) {

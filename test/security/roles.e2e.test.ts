@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { viewerHeaders } from '../support/access.js';
+import { shopAdminHeaders, viewerHeaders } from '../support/access.js';
 import {
   listeningAddress,
   startService,
@@ -105,7 +105,7 @@ function startRelay(role: Role, publication: string, args: string[] = [], slot =
 async function post(path: string, body: unknown): Promise<Record<string, unknown>> {
   const response = await fetch(`${base}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { ...shopAdminHeaders(), 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
   return (await response.json()) as Record<string, unknown>;
@@ -194,7 +194,9 @@ describe('services under least-privilege roles', () => {
     expect(JSON.parse(await rows(VIEW))).toHaveLength(3);
     for (const service of services) expect(service.output()).not.toMatch(/permission denied/i);
     // /views/* as sluice_app: the read model the projector owns.
-    const view = await fetch(`${base}/views/carts/${String(carts[2]?.id)}`);
+    const view = await fetch(`${base}/views/carts/${String(carts[2]?.id)}`, {
+      headers: shopAdminHeaders(),
+    });
     expect(view.status).toBe(200);
     expect(await view.json()).toMatchObject({ itemCount: 3, totalCents: 750 });
   });

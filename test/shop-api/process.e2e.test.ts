@@ -12,6 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TEST_SHOP_AUTH_SECRET, shopAdminHeaders } from '../support/access.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 let database: TestDatabase;
@@ -25,7 +26,13 @@ beforeAll(async () => {
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   child = spawn(process.execPath, [join(rootDir, 'services', 'shop-api', 'dist', 'main.js')], {
-    env: { ...process.env, DATABASE_URL: database.url, API_PORT: String(port), LOG_LEVEL: 'info' },
+    env: {
+      ...process.env,
+      DATABASE_URL: database.url,
+      API_PORT: String(port),
+      LOG_LEVEL: 'info',
+      SHOP_AUTH_SECRET: TEST_SHOP_AUTH_SECRET,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -48,7 +55,7 @@ afterAll(async () => {
 async function post(path: string, body: unknown, headers: Record<string, string> = {}) {
   return fetch(`${base}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
+    headers: { ...shopAdminHeaders(), 'content-type': 'application/json', ...headers },
     body: JSON.stringify(body),
   });
 }
@@ -144,13 +151,15 @@ describe('shop-api command line', () => {
   });
 
   it('--check: 0 when the database answers, 1 and one line without the password when not', async () => {
-    expect(await run(['--check'], { DATABASE_URL: database.url })).toEqual({
+    const auth = { SHOP_AUTH_SECRET: TEST_SHOP_AUTH_SECRET };
+    expect(await run(['--check'], { DATABASE_URL: database.url, ...auth })).toEqual({
       code: 0,
       output: 'shop-api: settings valid; every check passed\n',
     });
     const closed = await freePort();
     const refused = await run(['--check'], {
       DATABASE_URL: `postgres://app:hunter2@127.0.0.1:${closed}/shop`,
+      ...auth,
     });
     expect(refused.code).toBe(1);
     expect(refused.output).toMatch(

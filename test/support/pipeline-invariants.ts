@@ -8,6 +8,7 @@ import { auditLog, cartSummary, productSales, removedThenBought } from '@sluice/
 import { testKafka, waitFor } from '@sluice/testkit';
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
+import { testPrivacy } from './privacy.js';
 import {
   checkDelivery,
   outboxIndex,
@@ -187,15 +188,25 @@ const salesFold = `
          json_build_array(sum(added), sum(removed), sum(sold), sum(revenue))::text AS row
     FROM counts GROUP BY product_id`;
 
-// An erasure takes the personal fields out of the customer's earlier entries.
+// Customer payloads as the projector sees them ($2: sealed fields opened, `[erased]` after an
+// erasure), other payloads as published.
 const auditFold = `
   SELECT id::text AS key, json_build_array(
            aggregate_type, aggregate_id, aggregate_version, type, occurred_at,
            metadata->>'actor', metadata->>'reason', metadata->>'correlation_id',
-           md5(CASE WHEN aggregate_type = 'customer' AND aggregate_id IN (
-                       SELECT aggregate_id FROM shop.outbox WHERE type = 'customer.erased.v1')
-                    THEN payload - ARRAY['email', 'name'] ELSE payload END::text))::text AS row
+           md5(COALESCE($2::jsonb -> id::text, payload)::text))::text AS row
     FROM shop.outbox WHERE aggregate_type = ANY($1::text[])`;
+
+/** The customer events' payloads by event id, opened as the projector opens them. */
+async function revealedPayloads(pool: pg.Pool): Promise<string> {
+  const { rows } = await pool.query<{ id: string; type: string; payload: unknown }>(
+    `SELECT id::text, type, payload FROM shop.outbox WHERE aggregate_type = 'customer'`,
+  );
+  const revealed: Record<string, unknown> = {};
+  for (const { id, type, payload } of rows)
+    revealed[id] = await testPrivacy.revealPayload(pool, type, payload);
+  return JSON.stringify(revealed);
+}
 
 // Each purchase (customer, product, time) with the latest earlier removal of that product from
 // one of the customer's carts.
@@ -245,7 +256,7 @@ export async function checkViews(pool: pg.Pool): Promise<Violations> {
                 correlation_id, md5(data::text))::text AS row
          FROM views.audit_log`,
       auditFold,
-      [auditLog.aggregateTypes],
+      [auditLog.aggregateTypes, await revealedPayloads(pool)],
     ),
     compareRows(
       pool,

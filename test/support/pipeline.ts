@@ -3,6 +3,7 @@
 // compared against the same fold computed from the write model.
 import { createTestDatabase, testServers, uniqueName, waitFor } from '@sluice/testkit';
 import pg from 'pg';
+import { shopAdminHeaders } from './access.js';
 import { PRODUCT_SALES_COUNTS } from './pipeline-invariants.js';
 import { startService, startShopApi, type ServiceProcess } from './services.js';
 
@@ -23,7 +24,7 @@ export interface Pipeline {
    * timeout), plus `env`.
    */
   startProjector(env?: Record<string, string>): ServiceProcess;
-  /** POSTs JSON to shop-api and returns the JSON answer. */
+  /** POSTs JSON to shop-api as an admin and returns the JSON answer. */
   post(path: string, body?: unknown): Promise<Record<string, unknown>>;
   /** Waits until `views.cart_summaries` equals the fold of `shop.*`, row for row. */
   expectCartSummariesConverge(timeoutMs?: number): Promise<void>;
@@ -131,7 +132,10 @@ export async function startPipeline(
     async post(path, body) {
       const response = await fetch(`${shopApi.base}${path}`, {
         method: 'POST',
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        headers: {
+          ...shopAdminHeaders(),
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       });
       return (await response.json()) as Record<string, unknown>;
@@ -218,6 +222,7 @@ export async function shoppingWorkload(
         if (round % 7 === 6) {
           await fetch(`${pipeline.base}/carts/${String(cart.id)}/items/${String(product?.id)}`, {
             method: 'DELETE',
+            headers: shopAdminHeaders(),
           });
         }
       }),

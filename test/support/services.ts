@@ -4,7 +4,8 @@ import { freePort, waitFor } from '@sluice/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TEST_ACCESS_SECRET } from './access.js';
+import { TEST_ACCESS_SECRET, TEST_SHOP_AUTH_SECRET } from './access.js';
+import { TEST_MASTER_KEY } from './privacy.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -38,10 +39,16 @@ export interface StartOptions {
 
 /**
  * Settings a service gets unless `env` says otherwise: the projector runs the shop's views and
- * accepts tokens signed with {@link TEST_ACCESS_SECRET}.
+ * accepts tokens signed with {@link TEST_ACCESS_SECRET}; shop-api accepts bearer tokens signed
+ * with {@link TEST_SHOP_AUTH_SECRET} (`shopHeaders`).
  */
 const DEFAULT_ENV: Partial<Record<ServiceName, Record<string, string>>> = {
-  projector: { PROJECTOR_MODULES: SHOP_VIEWS_MODULE, SLUICE_ACCESS_SECRET: TEST_ACCESS_SECRET },
+  projector: {
+    PROJECTOR_MODULES: SHOP_VIEWS_MODULE,
+    SLUICE_ACCESS_SECRET: TEST_ACCESS_SECRET,
+    SLUICE_MASTER_KEY: TEST_MASTER_KEY,
+  },
+  'shop-api': { SHOP_AUTH_SECRET: TEST_SHOP_AUTH_SECRET, SLUICE_MASTER_KEY: TEST_MASTER_KEY },
 };
 
 const started: ServiceProcess[] = [];

@@ -8,7 +8,7 @@ import { waitFor } from '@sluice/testkit';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readTopic } from '../relay/harness.js';
-import { operatorHeaders } from '../support/access.js';
+import { operatorHeaders, shopAdminHeaders } from '../support/access.js';
 import {
   startOtlpReceiver,
   type OtlpReceiver,
@@ -91,7 +91,7 @@ async function newCart(): Promise<{ cartId: string; productId: string }> {
 async function addItem(cart: { cartId: string; productId: string }, traceparent: string) {
   const response = await fetch(`${pipeline.base}/carts/${cart.cartId}/items`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', traceparent },
+    headers: { ...shopAdminHeaders(), 'content-type': 'application/json', traceparent },
     body: JSON.stringify({ productId: cart.productId, quantity: 2 }),
   });
   expect(response.status).toBe(200);
@@ -209,7 +209,11 @@ describe('one trace from the request to the views', () => {
 
     // A read-your-writes wait in the same trace is a span of its own.
     const read = await fetch(`${pipeline.base}/views/carts/${cart.cartId}`, {
-      headers: { 'x-consistency-token': token, traceparent: `00-${traceId}-${hex(8)}-01` },
+      headers: {
+        ...shopAdminHeaders(),
+        'x-consistency-token': token,
+        traceparent: `00-${traceId}-${hex(8)}-01`,
+      },
     });
     expect(read.status).toBe(200);
     const withRead = inTrace(traceId)(

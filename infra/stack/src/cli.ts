@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { devAccess } from './dev-access.js';
 import {
   createEmbeddedStack,
+  ensureMasterKeyFile,
   type EmbeddedStack,
   type KafkaNodeStatus,
   type KafkaSecureEndpoint,
@@ -278,6 +279,26 @@ async function accessEnv(): Promise<{ env: Record<string, string>; note: string 
   };
 }
 
+/** The services' master key: the environment's, else the stack's development key file. */
+async function masterKeyEnv(): Promise<Record<string, string>> {
+  if (process.env.SLUICE_MASTER_KEY_FILE || process.env.SLUICE_MASTER_KEY) return {};
+  const dir = process.env.SLUICE_STACK_DIR || join(rootDir, '.sluice');
+  return { SLUICE_MASTER_KEY_FILE: await ensureMasterKeyFile(dir) };
+}
+
+/**
+ * shop-api's authentication: the environment's `SHOP_AUTH*` settings, else explicitly off for
+ * local development (`SHOP_AUTH=off`), with a note that says so.
+ */
+function shopAuthEnv(): { env: Record<string, string>; note?: string } {
+  const settings = ['SHOP_AUTH', 'SHOP_AUTH_SECRET', 'SHOP_AUTH_SECRET_FILE', 'SHOP_AUTH_JWKS_URL'];
+  if (settings.some((name) => process.env[name])) return { env: {} };
+  return {
+    env: { SHOP_AUTH: 'off' },
+    note: 'WARNING shop-api: authentication is OFF for local development (SHOP_AUTH=off): every request acts as the admin "dev"; set SHOP_AUTH_SECRET or SHOP_AUTH_JWKS_URL to require bearer tokens',
+  };
+}
+
 /**
  * Starts what is missing, runs every built service in the foreground; Ctrl-C stops them, then
  * the embedded stack unless `pnpm stack:up` keeps it or another live process owns it.
@@ -287,15 +308,22 @@ async function run(stack: EmbeddedStack): Promise<number> {
   try {
     const endpoints = await up(stack, { keep: false, signal: stop.requested });
     const access = await accessEnv();
+    const shopAuth = shopAuthEnv();
     const env = {
       ...process.env,
       ...access.env,
+      ...shopAuth.env,
+      ...(await masterKeyEnv()),
       DATABASE_URL: endpoints.databaseUrl,
       KAFKA_BROKERS: endpoints.kafkaBrokers,
       CONSOLE_API_URLS:
         process.env.CONSOLE_API_URLS || `http://127.0.0.1:${process.env.API_PORT || '3000'}`,
     };
-    return await runServices(env, stop, { console: access.note });
+    const notes = {
+      console: access.note,
+      ...(shopAuth.note === undefined ? {} : { 'shop-api': shopAuth.note }),
+    };
+    return await runServices(env, stop, notes);
   } catch (error) {
     // Ctrl-C during start-up also interrupts the helpers (pg_ctl, java) in our process group.
     if (!stop.requested.aborted) throw error;

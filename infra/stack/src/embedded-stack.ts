@@ -411,6 +411,19 @@ class RepositoryStack implements EmbeddedStack {
 /** The SCRAM user of Kafka's SASL_SSL listener. */
 const SCRAM_USER = 'sluice';
 
+/**
+ * The development master key of the services' personal data (`SLUICE_MASTER_KEY_FILE`):
+ * `<dir>/master-key`, 32 random bytes as base64 generated once (mode 0600). Losing it makes the
+ * personal fields of every event unreadable.
+ */
+export async function ensureMasterKeyFile(dir: string): Promise<string> {
+  const file = join(dir, 'master-key');
+  if (existsSync(file)) return file;
+  await mkdir(dir, { recursive: true });
+  await writeFile(file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+  return file;
+}
+
 /** Generates the SCRAM user's password into `file` once (mode 0600). */
 async function ensureScramPassword(file: string): Promise<void> {
   if (existsSync(file)) return;

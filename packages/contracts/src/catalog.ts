@@ -125,6 +125,8 @@ export function defineCatalog<const D extends EventDefinitions>(
   // One validator per catalog: two catalogs may reuse a type name with other schemas.
   const ajv = new Ajv({ allErrors: true, strict: true });
   addFormats.default(ajv);
+  // Annotations of personal fields (`@sluice/privacy`): documentation, not validation.
+  ajv.addVocabulary(['x-sluice-protected', 'x-sluice-subject']);
   const validators = new Map<string, ValidateFunction>();
   const isEventType = (type: string): type is keyof D & string => Object.hasOwn(events, type);
   return {

@@ -1,4 +1,11 @@
 export {
+  CODEC_NAMES,
+  compressionType,
+  registerCodecs,
+  type CodecName,
+  type KafkajsCodec,
+} from './codecs.js';
+export {
   createKafka,
   parseBrokers,
   type CreateKafkaOptions,

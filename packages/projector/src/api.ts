@@ -8,6 +8,7 @@ import type { Generation, RebuildProgress } from './generations.js';
 import type { HealthProblem } from './health.js';
 import type { OffsetGap } from './offset-gaps.js';
 import type { ParkedEvent } from './parked-records.js';
+import type { Reveal } from './records.js';
 import type { ParkedOutcome } from './parked.js';
 import type { Projection } from './projection.js';
 
@@ -76,6 +77,12 @@ export interface ProjectorOptions<DB> {
   /** `min.insync.replicas` of the topics it creates (`auto`: 2 with three or more replicas). Default `auto`. */
   minInsyncReplicas?: number | 'auto' | undefined;
   upcast?: (event: DomainEvent) => DomainEvent;
+  /**
+   * Opens sealed personal fields before projections see an event, in the batch's transaction
+   * (`@sluice/privacy`). Parked records and dead letters keep the record as published.
+   * Default: events as published.
+   */
+  reveal?: Reveal;
   /** Attempts of a failing handler before its event is dead-lettered. Default 3. */
   maxAttempts?: number;
   /** First pause before a failing handler's next attempt, doubling up to 2 s. Default 50. */

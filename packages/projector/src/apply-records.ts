@@ -1,5 +1,5 @@
 import type { DomainEvent } from '@sluice/contracts';
-import { errorMessage } from '@sluice/errors';
+import { errorMessage, SluiceError } from '@sluice/errors';
 import { CompiledQuery, type Transaction } from 'kysely';
 import { getClaimCheck } from '@sluice/outbox/claim-checks';
 import { applyEvents } from './apply-events.js';
@@ -21,10 +21,18 @@ import type { Projection } from './projection.js';
 import {
   claimCheckId,
   decode,
+  type BatchSql,
+  type Decoded,
   type DeadLetterSink,
   type IncomingRecord,
   type PayloadValidator,
+  type Reveal,
 } from './records.js';
+
+/** `trx` as a {@link Reveal} runs SQL. */
+const batchSql = <DB>(trx: Transaction<DB>): BatchSql => ({
+  query: (text, values = []) => trx.executeQuery(CompiledQuery.raw(text, values)),
+});
 
 /** A claim-checked record's payload: the relay stored it in PostgreSQL under the event id. */
 async function claimChecked<DB>(
@@ -32,11 +40,27 @@ async function claimChecked<DB>(
   record: IncomingRecord,
   eventId: string,
 ): Promise<IncomingRecord> {
-  const db = {
-    query: async (text: string, values: unknown[]) =>
-      trx.executeQuery(CompiledQuery.raw(text, values)),
-  };
-  return { ...record, value: (await getClaimCheck(db, eventId)) ?? null };
+  return { ...record, value: (await getClaimCheck(batchSql(trx), eventId)) ?? null };
+}
+
+/**
+ * A decoded event with its personal fields opened; the record stays as published, so parked
+ * rows and dead letters keep them sealed.
+ */
+async function revealed<DB>(trx: Transaction<DB>, item: Decoded, reveal: Reveal): Promise<Decoded> {
+  if (!item.ok) return item;
+  try {
+    return { ...item, event: await reveal(item.event, batchSql(trx)) };
+  } catch (error) {
+    const errorClass = error instanceof SluiceError ? error.code : 'reveal_failed';
+    return {
+      ok: false,
+      record: item.record,
+      errorClass,
+      message: errorMessage(error),
+      event: item.event,
+    };
+  }
 }
 
 /** Decodes records, taking claim-checked payloads from PostgreSQL; skipped ones stay as they are. */
@@ -55,7 +79,10 @@ async function decodeAll<DB>(
     }
     const claimId = claimCheckId(record);
     const claimed = claimId === undefined ? record : await claimChecked(trx, record, claimId);
-    items.push(decode(claimed, catalog, upcast));
+    const decoded = decode(claimed, catalog, upcast);
+    items.push(
+      options.reveal === undefined ? decoded : await revealed(trx, decoded, options.reveal),
+    );
   }
   return items;
 }

@@ -13,7 +13,7 @@ import {
 import { instanceOf } from './generations.js';
 import { processSpans, type RecordOutcome } from './process-spans.js';
 import type { Projection } from './projection.js';
-import { fingerprint, type DeadLetterSink, type IncomingRecord } from './records.js';
+import { fingerprint, type DeadLetterSink, type IncomingRecord, type Reveal } from './records.js';
 
 /** What one batch did. */
 export interface BatchResult {
@@ -80,6 +80,8 @@ export function emptyResult(): BatchResult {
 export interface ApplyOptions {
   /** Turns old event versions into current ones before `apply`. */
   upcast?: (event: DomainEvent) => DomainEvent;
+  /** Opens the sealed personal fields of an event before `apply` (`ProjectorOptions.reveal`). */
+  reveal?: Reveal;
   /** Attempts of a failing handler before its event is dead-lettered. Default 3. */
   maxAttempts?: number;
   /** First pause between attempts, doubling up to {@link MAX_RETRY_DELAY_MS}. Default 50. */

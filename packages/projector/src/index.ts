@@ -39,6 +39,8 @@ export {
   type RawHeader,
   type PayloadValidator,
   type RawRecord,
+  type BatchSql,
+  type Reveal,
 } from './records.js';
 export { projectorMigrations } from './schema.js';
 export { listParked, type ParkedEvent } from './parked-records.js';

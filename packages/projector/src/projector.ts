@@ -66,6 +66,7 @@ class ProjectorRuntime<DB> implements Projector {
       applyOptions: {
         topicPrefix: prefix,
         ...(options.upcast === undefined ? {} : { upcast: options.upcast }),
+        ...(options.reveal === undefined ? {} : { reveal: options.reveal }),
         ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }),
         ...(options.retryDelayMs === undefined ? {} : { retryDelayMs: options.retryDelayMs }),
         recordBatches: (options.journeyRetentionHours ?? 168) > 0,

@@ -166,6 +166,17 @@ export function claimCheckId(record: IncomingRecord): string | undefined {
     : undefined;
 }
 
+/** Runs SQL in the transaction of the batch being applied. */
+export interface BatchSql {
+  query(text: string, values?: unknown[]): Promise<{ rows: unknown[] }>;
+}
+
+/**
+ * Opens an event's sealed personal fields (e.g. `@sluice/privacy`) after it was validated as
+ * published; what it throws sets the record aside as one that does not decode.
+ */
+export type Reveal = (event: DomainEvent, sql: BatchSql) => Promise<DomainEvent>;
+
 /** What validates payloads: a team's catalog (`defineCatalog`). */
 export type PayloadValidator = Pick<Catalog, 'payloadErrors'>;
 

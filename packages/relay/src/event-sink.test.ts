@@ -2,7 +2,7 @@
 import type { SerializedEvent } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
 import { waitFor } from '@sluice/testkit';
-import {
+import kafkajs, {
   CompressionTypes,
   KafkaJSConnectionError,
   KafkaJSNonRetriableError,
@@ -165,6 +165,32 @@ describe('Kafka sink', () => {
     });
     expect(fake.batches[0]?.acks).toBe(-1);
   });
+
+  it.each([
+    ['gzip', CompressionTypes.GZIP],
+    ['lz4', CompressionTypes.LZ4],
+    ['snappy', CompressionTypes.Snappy],
+    ['zstd', CompressionTypes.ZSTD],
+    ['none', undefined],
+  ] as const)(
+    'with compression %s, sends batches holding a large record with it, and registers its codec',
+    async (compression, type) => {
+      const fake = fakeKafka();
+      const sink = createKafkaSink({
+        kafka: fake.kafka,
+        source: '/test',
+        compressAboveBytes: 100,
+        compression,
+      });
+      await sink.publish([{ event: event('1', { small: true }), commitLsn: Lsn.parse('0/10') }]);
+      await sink.publish([
+        { event: event('2', { big: 'x'.repeat(500) }), commitLsn: Lsn.parse('0/20') },
+      ]);
+      expect(fake.batches.map((batch) => batch.compression)).toEqual([undefined, type]);
+      const codecs = kafkajs.CompressionCodecs as Record<number, () => unknown>;
+      if (type !== undefined) expect(() => codecs[type]?.()).not.toThrow();
+    },
+  );
 
   it('sends payloads above the record limit by claim check, with a dataref and no value', async () => {
     const fake = fakeKafka();

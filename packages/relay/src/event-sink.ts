@@ -1,4 +1,5 @@
 import type { SerializedEvent } from '@sluice/contracts';
+import type { CodecName } from '@sluice/kafka';
 import type { SpanContext, Tracer } from '@sluice/tracing';
 import type { Kafka } from 'kafkajs';
 import type { Lsn } from './lsn.js';
@@ -112,8 +113,10 @@ export interface KafkaSinkOptions {
   minInsyncReplicas?: number | 'auto' | undefined;
   /** Told once per topic whose settings cannot keep an acknowledged event through a broker's loss. */
   onDurabilityProblem?: ((topic: string, problem: string) => void) | undefined;
-  /** Batches holding a record larger than this go out gzip-compressed. Default 64 KiB. */
+  /** Batches holding a record larger than this go out compressed with `compression`. Default 64 KiB. */
   compressAboveBytes?: number;
+  /** The codec of those batches. Default `gzip`. */
+  compression?: CodecName;
   /** Payloads larger than this go to the claim-check store. Default 900 KiB (under Kafka's 1 MiB). */
   maxRecordBytes?: number;
   /**

@@ -1,5 +1,11 @@
 import { SluiceError } from '@sluice/errors';
-import { ACKS_ALL, createTopicEnsurer, idempotentProducer } from '@sluice/kafka';
+import {
+  ACKS_ALL,
+  compressionType,
+  createTopicEnsurer,
+  idempotentProducer,
+  registerCodecs,
+} from '@sluice/kafka';
 import {
   CompressionTypes,
   type Kafka,
@@ -44,6 +50,8 @@ export class KafkaSender {
   /** The partition kafkajs picked for each message sent, for {@link locateRecords}. */
   private readonly partitions = new WeakMap<Message, number>();
   private readonly kafka: Kafka;
+  /** The codec of a send holding a record marked `compress`. */
+  private readonly compression: CompressionTypes;
 
   constructor(
     private readonly options: KafkaSinkOptions,
@@ -57,6 +65,10 @@ export class KafkaSender {
       minInsyncReplicas,
       onDurabilityProblem,
     });
+    const codec = options.compression ?? 'gzip';
+    this.compression = compressionType(codec);
+    // GZIP is kafkajs' own.
+    if (codec !== 'none' && codec !== 'gzip') registerCodecs();
     this.kafka =
       options.onAcknowledged === undefined && options.tracer === undefined
         ? options.kafka
@@ -140,7 +152,9 @@ export class KafkaSender {
     const current = await this.connectedProducer();
     const acknowledged = await current.sendBatch({
       acks: ACKS_ALL,
-      ...(chunk.some((item) => item.compress) ? { compression: CompressionTypes.GZIP } : {}),
+      ...(this.compression !== CompressionTypes.None && chunk.some((item) => item.compress)
+        ? { compression: this.compression }
+        : {}),
       topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
     });
     this.report(chunk, acknowledged, startedAt);

@@ -7,6 +7,7 @@ import {
   type NewEventOf,
   type PayloadOf,
 } from '@sluice/contracts';
+import { ENVELOPE_PATTERN, protectedFieldsOf, type ProtectedFields } from '@sluice/privacy';
 import { Type } from '@sinclair/typebox';
 
 /**
@@ -35,8 +36,22 @@ const Id = Type.String({ format: 'uuid' });
 const Cents = Type.Integer({ ...limits.cents });
 const Quantity = Type.Integer({ ...limits.quantity });
 const Stock = Type.Integer({ ...limits.stock });
-const Email = Type.String({ format: 'email', ...limits.email });
 const Name = Type.String({ ...limits.name });
+
+/**
+ * A personal field of the customer its event's `customerId` names: in clear text as `field`
+ * describes it, or sealed for that customer (`@sluice/privacy`: an envelope matching
+ * `ENVELOPE_PATTERN`), as the outbox publishes it.
+ */
+const personal = (field: { format?: string; minLength?: number; maxLength?: number }) =>
+  Type.Unsafe<string>({
+    type: 'string',
+    anyOf: [field, { pattern: ENVELOPE_PATTERN }],
+    'x-sluice-protected': true,
+    'x-sluice-subject': 'customerId',
+  });
+const PersonalEmail = personal({ format: 'email', ...limits.email });
+const PersonalName = personal({ ...limits.name });
 
 /**
  * Every official event: its type (with version suffix), the aggregate it belongs to, and the
@@ -49,19 +64,19 @@ export const shopCatalog = defineCatalog(
       'customer.registered.v1',
       'customer',
       'A customer signed up.',
-      Type.Object({ customerId: Id, email: Email, name: Name }),
+      Type.Object({ customerId: Id, email: PersonalEmail, name: PersonalName }),
     ),
     'customer.renamed.v1': defineEvent(
       'customer.renamed.v1',
       'customer',
       'A customer changed the name they go by.',
-      Type.Object({ customerId: Id, name: Name }),
+      Type.Object({ customerId: Id, name: PersonalName }),
     ),
     'customer.email_changed.v1': defineEvent(
       'customer.email_changed.v1',
       'customer',
       "A customer's email address changed.",
-      Type.Object({ customerId: Id, email: Email }),
+      Type.Object({ customerId: Id, email: PersonalEmail }),
     ),
     'customer.erased.v1': defineEvent(
       'customer.erased.v1',
@@ -144,6 +159,9 @@ export const shopCatalog = defineCatalog(
   },
   { schemaIdBase: 'https://sluice.dev/schemas/' },
 );
+
+/** The personal fields of each event type and the field naming their subject. */
+export const shopProtectedFields: ProtectedFields = protectedFieldsOf(shopCatalog.events);
 
 /** The shop's event definitions. */
 type ShopDefinitions = (typeof shopCatalog)['events'];

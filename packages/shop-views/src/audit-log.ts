@@ -1,14 +1,17 @@
-import { shopCatalog } from '@sluice/shop-catalog';
+import { ERASED } from '@sluice/privacy';
+import { shopCatalog, shopProtectedFields } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
 
-/** Payload fields that are personal data; an erasure removes them from the audit trail. */
-const PERSONAL_FIELDS = ['email', 'name'];
+/** Payload fields that are personal data; an erasure replaces them with the marker. */
+const PERSONAL_FIELDS = [
+  ...new Set(Object.values(shopProtectedFields).flatMap((spec) => spec?.fields ?? [])),
+];
 
 /**
  * `views.audit_log`: every event with what happened, who did it, when and why. After
- * `customer.erased.v1` the customer's earlier entries keep what/who/when/why but lose the
- * personal data.
+ * `customer.erased.v1` the customer's earlier entries keep what/who/when/why, and their personal
+ * fields read `[erased]`: what a rebuild reads from the events once the customer's key is gone.
  */
 export const auditLog = defineProjection<Record<string, never>, typeof shopCatalog>({
   catalog: shopCatalog,
@@ -45,10 +48,12 @@ export const auditLog = defineProjection<Record<string, never>, typeof shopCatal
       ON CONFLICT (event_id) DO NOTHING`.execute(trx);
     const erased = events.filter((e) => e.type === 'customer.erased.v1').map((e) => e.aggregateId);
     if (erased.length > 0) {
-      await sql`UPDATE ${log} SET data = data - ${PERSONAL_FIELDS}::text[]
-                 WHERE aggregate_type = 'customer' AND aggregate_id = ANY(${erased}::text[])`.execute(
-        trx,
-      );
+      await sql`
+        UPDATE ${log} SET data = data || (
+          SELECT jsonb_object_agg(field, ${ERASED}::text) FROM jsonb_object_keys(data) AS field
+           WHERE field = ANY(${PERSONAL_FIELDS}::text[]))
+         WHERE aggregate_type = 'customer' AND aggregate_id = ANY(${erased}::text[])
+           AND data ?| ${PERSONAL_FIELDS}::text[]`.execute(trx);
     }
   },
 });

@@ -92,6 +92,26 @@ export const projectorConfigSchema = Type.Object({
     description:
       'A stop (SIGTERM) that has not finished the batches in hand after this long exits anyway, as a failure.',
   }),
+  SLUICE_MASTER_KEY_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        "A file holding the master key of personal data (32 bytes: base64 or 64 hex characters); required when the projections' catalogs protect fields.",
+    }),
+  ),
+  SLUICE_MASTER_KEY: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description: 'The master key itself, instead of SLUICE_MASTER_KEY_FILE.',
+    }),
+  ),
+  SLUICE_MASTER_KEY_PREVIOUS_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'During a rotation: the file of the master key being replaced (see sluice-keys rewrap).',
+    }),
+  ),
 });
 
 /** The projector's validated, frozen settings. */

@@ -17,6 +17,7 @@ import {
   projectorMigrations,
   type Projection,
   type Projector,
+  type Reveal,
 } from '@sluice/projector';
 import {
   ExitCode,
@@ -35,6 +36,7 @@ import { projectorHooks } from './hooks.js';
 import { createProjectorMetrics, type ProjectorMetrics } from './metrics.js';
 import { distinctProjections, mergeMigrations, type Migrations } from './modules.js';
 import { operationsAccess, operationsRoutes } from './operations.js';
+import { revealerFor } from './privacy.js';
 
 type Tracer = NonNullable<Tracing['tracer']>;
 type Database = ReturnType<typeof createDatabase<unknown>>;
@@ -173,6 +175,7 @@ function newProjector(
     hosted: readonly Projection[];
     tracing: Tracing;
     security: KafkaSecurity;
+    reveal: Reveal | undefined;
   },
   metrics: ProjectorMetrics,
   crashed: () => void,
@@ -198,6 +201,7 @@ function newProjector(
     journeyRetentionHours: config.PROJECTOR_JOURNEY_RETENTION_HOURS,
     hooks: projectorHooks(parts.logger, metrics, crashed),
     tracer: parts.tracing.tracer,
+    ...(parts.reveal === undefined ? {} : { reveal: parts.reveal }),
   });
   metrics.watch(projector);
   return projector;
@@ -249,7 +253,8 @@ function serve(
  * for good (status 70, for a supervisor to restart it); see `ownsProcess` to embed it in a
  * process of your own. Resolves once consuming.
  *
- * @throws SluiceError before connecting to anything: `config_invalid`, `projection_duplicate`,
+ * @throws SluiceError before connecting to anything: `config_invalid` (also for a missing master
+ *   key when the projections' catalogs protect personal fields), `projection_duplicate`,
  *   `migration_conflict`; with Kafka over TLS or SASL, `kafka_auth_failed`, `kafka_tls_untrusted`,
  *   `kafka_tls_hostname` when Kafka refuses the connection; then `migration_failed`
  * @example
@@ -269,6 +274,7 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
   ]);
   const logger = options.logger ?? createLogger({ service: 'projector', level: config.LOG_LEVEL });
   logger.info({ config: redactConfig(config), projections: names }, 'starting');
+  const reveal = revealerFor(hosted, options.env ?? process.env);
   const access = operationsAccess(config, logger);
   const security = kafkaSecurityOf(config);
   await verifySecuredKafka(config, security);
@@ -283,7 +289,8 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
   const metrics = createProjectorMetrics(names, { exemplars: tracing.tracer !== undefined });
   const served: { service?: Service } = {};
   // kafkajs will not restart a crashed consumer: a new process will (/readyz says so meanwhile).
-  const projector = newProjector(config, { db, logger, hosted, tracing, security }, metrics, () => {
+  const projectorParts = { db, logger, hosted, tracing, security, reveal };
+  const projector = newProjector(config, projectorParts, metrics, () => {
     void served.service?.shutdown('consumer_stopped', ExitCode.consumerStopped);
   });
   // Operations endpoints answer while the consumer groups join (a join can wait out a dead member).

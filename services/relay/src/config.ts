@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { CODEC_NAMES } from '@sluice/kafka';
 import type { ReplicationNames } from '@sluice/relay';
 import { commonConfig, topicReplicationSettings } from '@sluice/service-kit';
 
@@ -80,8 +81,17 @@ export const relayConfigSchema = Type.Object({
   RELAY_COMPRESS_ABOVE_BYTES: Type.Integer({
     minimum: 0,
     default: 65_536,
-    description: 'Bytes: a batch holding a record larger than this is sent gzip-compressed.',
+    description:
+      'Bytes: a batch holding a record larger than this is sent compressed with RELAY_COMPRESSION.',
   }),
+  RELAY_COMPRESSION: Type.Union(
+    CODEC_NAMES.map((codec) => Type.Literal(codec)),
+    {
+      default: 'gzip',
+      description:
+        'Codec of the batches RELAY_COMPRESS_ABOVE_BYTES picks (none: sent uncompressed). Every consumer of the topics must read it; the projector reads all.',
+    },
+  ),
   RELAY_MAX_RECORD_BYTES: Type.Integer({
     minimum: 1024,
     default: 921_600,

@@ -39,6 +39,7 @@ export function createRelaySink(context: RelayContext): KafkaSink {
       );
     },
     compressAboveBytes: config.RELAY_COMPRESS_ABOVE_BYTES,
+    compression: config.RELAY_COMPRESSION,
     maxRecordBytes: config.RELAY_MAX_RECORD_BYTES,
     claimChecks: createPgClaimCheckStore(pool),
     blockedRetryMaxMs: config.RELAY_BLOCKED_RETRY_MAX_MS,

@@ -1,3 +1,4 @@
+import type { Privacy } from '@sluice/privacy';
 import type { Tracer } from '@sluice/tracing';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
@@ -5,6 +6,7 @@ import { Counter, Histogram, Registry } from 'prom-client';
 import { v7 as uuidv7 } from 'uuid';
 import { createConsistencyTokens } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
+import { installAuthentication, type AuthSettings } from './http/authentication.js';
 import { installBodyGuards } from './http/body-guards.js';
 import { createConsistencyWait } from './http/consistency-wait.js';
 import { frameworkErrorHandler, installErrorHandling } from './http/error-handling.js';
@@ -34,6 +36,10 @@ export interface AppOptions {
   registry?: Registry;
   /** Traces requests, their transactions and consistency waits. Default: none. */
   tracer?: Tracer | undefined;
+  /** How the shop's routes authenticate requests; the service's probes never do. */
+  auth: AuthSettings;
+  /** Seals the personal fields of events and stored responses (`@sluice/privacy`). */
+  privacy: Privacy;
 }
 
 /**
@@ -98,12 +104,18 @@ export function buildApp(options: AppOptions): FastifyInstance {
 
   const { db } = options;
   const tokens = createConsistencyTokens(options.consistencyTokenSecret);
-  const write = createWriter(db, tokens, tracer);
-  customerRoutes(app, { db, write });
-  productRoutes(app, { db, write });
-  cartRoutes(app, { db, write });
-  orderRoutes(app, { db });
+  const write = createWriter(db, tokens, tracer, options.privacy);
   const timeoutMs = options.consistencyTimeoutMs ?? 5000;
-  viewRoutes(app, { db, awaitApplied: createConsistencyWait({ db, tokens, timeoutMs, tracer }) });
+  const awaitApplied = createConsistencyWait({ db, tokens, timeoutMs, tracer });
+  // The shop's routes in a scope of their own: only they authenticate requests.
+  void app.register((shop, _options, done) => {
+    installAuthentication(shop, options.auth);
+    customerRoutes(shop, { db, write });
+    productRoutes(shop, { db, write });
+    cartRoutes(shop, { db, write });
+    orderRoutes(shop, { db });
+    viewRoutes(shop, { db, awaitApplied });
+    done();
+  });
   return app;
 }

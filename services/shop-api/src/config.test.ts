@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { configuredTokenSecret, loadShopApiConfig } from './config.js';
+import { authSettings, configuredTokenSecret, loadShopApiConfig } from './config.js';
 
 const secret = 'a consistency token secret, 32+ characters long';
 const dir = mkdtempSync(join(tmpdir(), 'shop-api-config-'));
@@ -57,5 +57,58 @@ describe('the consistency token secret', () => {
     );
     expect(logged).not.toContain(secret);
     expect(logged).toContain('CONSISTENCY_TOKEN_SECRET');
+  });
+});
+
+describe('the authentication settings', () => {
+  const auth = (env: NodeJS.ProcessEnv) => authSettings(loadShopApiConfig(env));
+
+  it('are jwt by default, with exactly one key source', () => {
+    expect(code(() => auth({}))).toBe('config_invalid');
+    expect(auth({ SHOP_AUTH_SECRET: secret })).toMatchObject({
+      mode: 'jwt',
+      key: Buffer.from(secret),
+      adminScope: 'admin',
+    });
+    const fromFile = auth({ SHOP_AUTH_SECRET_FILE: file('auth', `${secret}\n`) });
+    expect(fromFile).toMatchObject({ key: Buffer.from(secret) });
+    const provider = auth({
+      SHOP_AUTH_JWKS_URL: 'https://idp.example/jwks.json',
+      SHOP_AUTH_ISSUER: 'https://idp.example',
+      SHOP_AUTH_AUDIENCE: 'shop',
+      SHOP_AUTH_ADMIN_SCOPE: 'shop:admin',
+    });
+    expect(provider).toEqual({
+      mode: 'jwt',
+      key: new URL('https://idp.example/jwks.json'),
+      issuer: 'https://idp.example',
+      audience: 'shop',
+      adminScope: 'shop:admin',
+    });
+  });
+
+  it('are refused with two key sources, a short secret or a URL that is not http(s)', () => {
+    const cases = [
+      { SHOP_AUTH_SECRET: secret, SHOP_AUTH_JWKS_URL: 'https://idp.example/jwks.json' },
+      { SHOP_AUTH_SECRET: 'short' },
+      { SHOP_AUTH_SECRET_FILE: file('auth-short', 'short\n') },
+      { SHOP_AUTH_SECRET: secret, SHOP_AUTH_SECRET_FILE: file('auth-both', secret) },
+      { SHOP_AUTH_JWKS_URL: 'file:///etc/jwks.json' },
+      { SHOP_AUTH: 'none' },
+    ];
+    for (const env of cases)
+      expect(
+        code(() => auth(env)),
+        JSON.stringify(env),
+      ).toBe('config_invalid');
+  });
+
+  it('may turn authentication off, which needs no key', () => {
+    expect(auth({ SHOP_AUTH: 'off' })).toEqual({ mode: 'off' });
+  });
+
+  it('never log the secret', () => {
+    const logged = JSON.stringify(redactConfig(loadShopApiConfig({ SHOP_AUTH_SECRET: secret })));
+    expect(logged).not.toContain(secret);
   });
 });

@@ -1,7 +1,8 @@
 import { Type } from '@sinclair/typebox';
-import { SluiceError, errorMessage } from '@sluice/errors';
+import { SluiceError, errorMessage, isSluiceError } from '@sluice/errors';
 import { commonConfig, loadConfig } from '@sluice/service-kit';
 import { readFileSync } from 'node:fs';
+import type { AuthSettings } from './http/authentication.js';
 
 const MIN_SECRET_CHARS = 32;
 
@@ -55,6 +56,62 @@ export const shopApiConfigSchema = Type.Object({
       description: 'A file holding that secret (a mounted secret), instead of the variable.',
     }),
   ),
+  SHOP_AUTH: Type.Union([Type.Literal('jwt'), Type.Literal('off')], {
+    default: 'jwt',
+    description:
+      'jwt: every request needs a bearer JWT (SHOP_AUTH_SECRET or SHOP_AUTH_JWKS_URL); off: every request acts as the admin "dev", for local development only.',
+  }),
+  SHOP_AUTH_JWKS_URL: Type.Optional(
+    Type.String({
+      format: 'uri',
+      pattern: '^https?://',
+      description:
+        "The identity provider's JWKS URL; its RS256, ES256 or EdDSA tokens are accepted.",
+    }),
+  ),
+  SHOP_AUTH_SECRET: Type.Optional(
+    Type.String({
+      minLength: MIN_SECRET_CHARS,
+      description: 'The shared secret of HS256 tokens, instead of SHOP_AUTH_JWKS_URL.',
+    }),
+  ),
+  SHOP_AUTH_SECRET_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description: 'A file holding that secret (a mounted secret), instead of the variable.',
+    }),
+  ),
+  SHOP_AUTH_ISSUER: Type.Optional(
+    Type.String({ minLength: 1, description: 'Tokens must name this issuer (iss) when set.' }),
+  ),
+  SHOP_AUTH_AUDIENCE: Type.Optional(
+    Type.String({ minLength: 1, description: 'Tokens must name this audience (aud) when set.' }),
+  ),
+  SHOP_AUTH_ADMIN_SCOPE: Type.String({
+    minLength: 1,
+    default: 'admin',
+    description: 'A token whose scope (or scp) has it may do everything; others act as customers.',
+  }),
+  SLUICE_MASTER_KEY_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'A file holding the master key of personal data (32 bytes: base64 or 64 hex characters); required.',
+    }),
+  ),
+  SLUICE_MASTER_KEY: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description: 'The master key itself, instead of SLUICE_MASTER_KEY_FILE.',
+    }),
+  ),
+  SLUICE_MASTER_KEY_PREVIOUS_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'During a rotation: the file of the master key being replaced (see sluice-keys rewrap).',
+    }),
+  ),
 });
 
 export type ShopApiConfig = ReturnType<typeof loadShopApiConfig>;
@@ -70,16 +127,59 @@ export function loadShopApiConfig(env: NodeJS.ProcessEnv) {
  * @throws SluiceError `config_invalid` when both are set, or the file is unreadable or too short.
  */
 export function configuredTokenSecret(config: ShopApiConfig): Buffer | undefined {
-  const file = config.CONSISTENCY_TOKEN_SECRET_FILE;
-  if (file === undefined) {
-    const secret = config.CONSISTENCY_TOKEN_SECRET;
-    return secret === undefined ? undefined : Buffer.from(secret, 'utf8');
-  }
-  if (config.CONSISTENCY_TOKEN_SECRET !== undefined) {
+  const { CONSISTENCY_TOKEN_SECRET: secret, CONSISTENCY_TOKEN_SECRET_FILE: file } = config;
+  return secretSetting('CONSISTENCY_TOKEN_SECRET', secret, file);
+}
+
+/**
+ * How requests are authenticated: `SHOP_AUTH=off`, or jwt with exactly one key source.
+ *
+ * @throws SluiceError `config_invalid` when jwt has no key source or two, or the secret file is
+ * unreadable or too short.
+ */
+export function authSettings(config: ShopApiConfig): AuthSettings {
+  if (config.SHOP_AUTH === 'off') return { mode: 'off' };
+  const secret = secretSetting(
+    'SHOP_AUTH_SECRET',
+    config.SHOP_AUTH_SECRET,
+    config.SHOP_AUTH_SECRET_FILE,
+  );
+  const jwksUrl = config.SHOP_AUTH_JWKS_URL;
+  if ((secret === undefined) === (jwksUrl === undefined)) {
     throw new SluiceError(
       'config_invalid',
-      'Set CONSISTENCY_TOKEN_SECRET or CONSISTENCY_TOKEN_SECRET_FILE, not both',
+      'SHOP_AUTH=jwt needs exactly one of SHOP_AUTH_JWKS_URL and SHOP_AUTH_SECRET (or SHOP_AUTH_SECRET_FILE); SHOP_AUTH=off turns authentication off for local development',
     );
+  }
+  return {
+    mode: 'jwt',
+    key: secret ?? new URL(jwksUrl ?? ''),
+    issuer: config.SHOP_AUTH_ISSUER,
+    audience: config.SHOP_AUTH_AUDIENCE,
+    adminScope: config.SHOP_AUTH_ADMIN_SCOPE,
+  };
+}
+
+/** What is wrong with the authentication settings, in one line (for `--check`); or undefined. */
+export function authProblem(config: ShopApiConfig): string | undefined {
+  try {
+    authSettings(config);
+    return undefined;
+  } catch (error) {
+    if (isSluiceError(error, 'config_invalid')) return error.message;
+    throw error;
+  }
+}
+
+/** A secret set as `name`, or read from the file `file` names without a trailing newline. */
+function secretSetting(
+  name: string,
+  value: string | undefined,
+  file: string | undefined,
+): Buffer | undefined {
+  if (file === undefined) return value === undefined ? undefined : Buffer.from(value, 'utf8');
+  if (value !== undefined) {
+    throw new SluiceError('config_invalid', `Set ${name} or ${name}_FILE, not both`);
   }
   let secret: string;
   try {
@@ -87,14 +187,14 @@ export function configuredTokenSecret(config: ShopApiConfig): Buffer | undefined
   } catch (error) {
     throw new SluiceError(
       'config_invalid',
-      `CONSISTENCY_TOKEN_SECRET_FILE ${file} cannot be read: ${errorMessage(error)}`,
+      `${name}_FILE ${file} cannot be read: ${errorMessage(error)}`,
       { cause: error },
     );
   }
   if (secret.length < MIN_SECRET_CHARS) {
     throw new SluiceError(
       'config_invalid',
-      `CONSISTENCY_TOKEN_SECRET_FILE ${file} holds fewer than ${MIN_SECRET_CHARS} characters`,
+      `${name}_FILE ${file} holds fewer than ${MIN_SECRET_CHARS} characters`,
     );
   }
   return Buffer.from(secret, 'utf8');

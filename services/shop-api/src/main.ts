@@ -1,12 +1,14 @@
 // shop-api's composition root: config, pool, migrations, HTTP server, retention, shutdown.
 import { createOutbox } from '@sluice/outbox';
-import { shopCatalog } from '@sluice/shop-catalog';
+import { createPrivacy, loadMasterKeys } from '@sluice/privacy';
+import { shopCatalog, shopProtectedFields } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
 import {
   createLogger,
   readCommandLine,
   redactConfig,
   runService,
+  settingOrExit,
   startTracing,
   verifyDatabaseAtStart,
 } from '@sluice/service-kit';
@@ -14,7 +16,7 @@ import { sql } from 'kysely';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { buildApp } from './app.js';
 import { checkShopApi } from './check.js';
-import { configuredTokenSecret, shopApiConfigSchema } from './config.js';
+import { authProblem, authSettings, configuredTokenSecret, shopApiConfigSchema } from './config.js';
 import { storedTokenSecret } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
 import { PROBLEM_JSON, problem } from './http/problems.js';
@@ -28,11 +30,21 @@ const { config } = await readCommandLine({
   ].join('\n'),
   notes: 'Exit status: 0 after SIGTERM or SIGINT; 78 on invalid settings; 1 on other failures.',
   schema: shopApiConfigSchema,
-  check: checkShopApi,
+  check: (settings) => {
+    const problem = authProblem(settings);
+    return problem === undefined ? checkShopApi(settings) : Promise.resolve([problem]);
+  },
 });
 const tokenSecret = configuredTokenSecret(config);
+const auth = settingOrExit('shop-api', () => authSettings(config));
+const masterKeys = settingOrExit('shop-api', () => loadMasterKeys());
 const logger = createLogger({ service: 'shop-api', level: config.LOG_LEVEL });
 logger.info({ config: redactConfig(config) }, 'starting');
+if (auth.mode === 'off') {
+  logger.warn(
+    'authentication is off (SHOP_AUTH=off): every request acts as the admin "dev"; for local development only',
+  );
+}
 
 const db = createDatabase<ShopDatabase>({
   url: config.DATABASE_URL,
@@ -53,6 +65,8 @@ const app = buildApp({
   tracer: tracing.tracer,
   consistencyTimeoutMs: config.VIEW_CONSISTENCY_TIMEOUT_MS,
   consistencyTokenSecret: tokenSecret ?? (await storedTokenSecret(db)),
+  auth,
+  privacy: createPrivacy({ keys: masterKeys, fields: shopProtectedFields }),
 });
 
 // Retention: outbox rows and idempotency keys are purged in batches, off the request path.

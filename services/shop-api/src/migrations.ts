@@ -1,11 +1,12 @@
 import { outboxMigrations } from '@sluice/outbox';
+import { SUBJECT_KEYS_DDL } from '@sluice/privacy';
 import { sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { randomBytes } from 'node:crypto';
 
 /**
- * shop-api's schema: the write model in `shop`, the outbox beside it, idempotency keys and the
- * API's own secrets in `sluice`.
+ * shop-api's schema: the write model in `shop`, the outbox beside it, idempotency keys, the
+ * API's own secrets and the subject keys of personal data in `sluice`.
  */
 export const shopMigrations: Record<string, Migration> = {
   ...outboxMigrations({ schema: 'shop' }),
@@ -96,6 +97,11 @@ export const shopMigrations: Record<string, Migration> = {
       // Made once, here, so every replica on this database signs and checks with the same key.
       await sql`INSERT INTO sluice.api_secrets (name, secret)
                 VALUES ('consistency_token', ${randomBytes(32)})`.execute(db);
+    },
+  },
+  '0004_subject_keys': {
+    async up(db) {
+      await sql.raw(SUBJECT_KEYS_DDL).execute(db);
     },
   },
 };

@@ -2,7 +2,7 @@
 // for failures, that nothing changed.
 import { shopCatalog } from '@sluice/shop-catalog';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startShopApi, type ShopApiHarness } from './test-harness.js';
+import { bearer, startShopApi, type ShopApiHarness } from './test-harness.js';
 
 let api: ShopApiHarness;
 beforeAll(async () => {
@@ -369,7 +369,7 @@ describe('events', () => {
       headers: {
         traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
         'x-correlation-id': 'corr-123',
-        'x-actor': 'user:42',
+        ...(await bearer('user:42', { scope: 'admin' })),
         'x-reason': 'signup form',
       },
     });

@@ -1,21 +1,27 @@
 // Test support (not used by the service): a shop-api on a database of its own.
-import { shopCatalog } from '@sluice/shop-catalog';
+import { createPrivacy, parseMasterKey } from '@sluice/privacy';
+import { shopCatalog, shopProtectedFields } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
 import type { FastifyBaseLogger, FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { SignJWT, type JWTPayload } from 'jose';
 import { sql, type Kysely } from 'kysely';
 import type { Tracer } from '@sluice/tracing';
 import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { storedTokenSecret } from './consistency-tokens.js';
 import type { ShopDatabase } from './database.js';
+import type { AuthSettings } from './http/authentication.js';
 import { shopMigrations } from './migrations.js';
 
 export interface ShopApiHarness {
   app: FastifyInstance;
   db: Kysely<ShopDatabase>;
   database: TestDatabase;
-  /** Sends a JSON request (or a raw string payload) through the app. */
+  /**
+   * Sends a JSON request (or a raw string payload) through the app, with an admin's token
+   * ({@link TEST_ADMIN}) unless `headers` has an `authorization` of its own (`''`: none at all).
+   */
   request(
     method: 'GET' | 'POST' | 'PATCH' | 'DELETE' | 'PUT',
     url: string,
@@ -36,6 +42,50 @@ export interface OutboxRow {
   payload: Record<string, unknown>;
   metadata: Record<string, unknown>;
   occurred_at: Date;
+}
+
+/** The HS256 secret the harness's apps verify tokens with, unless `auth` says otherwise. */
+export const TEST_SHOP_AUTH_SECRET = 'shop-api-test-auth-secret-not-for-production';
+
+/** The master key (hex) of the harness's apps; never one to deploy. */
+export const TEST_MASTER_KEY = '5e1ce0de'.repeat(8);
+
+/** What seals personal data in the harness's apps, with {@link TEST_MASTER_KEY}. */
+export const TEST_PRIVACY = createPrivacy({
+  keys: { current: parseMasterKey(TEST_MASTER_KEY) },
+  fields: shopProtectedFields,
+});
+
+/** The subject of the harness's default token, which has the admin scope. */
+export const TEST_ADMIN = 'test-admin';
+
+const TEST_AUTH: AuthSettings = {
+  mode: 'jwt',
+  key: Buffer.from(TEST_SHOP_AUTH_SECRET),
+  adminScope: 'admin',
+};
+
+/**
+ * A token signed with `secret` (default {@link TEST_SHOP_AUTH_SECRET}) for `sub`, valid an hour;
+ * `claims` add to or replace its claims (`scope: 'admin'` for an admin).
+ */
+export function testToken(
+  sub: string,
+  claims: JWTPayload = {},
+  secret = TEST_SHOP_AUTH_SECRET,
+): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ sub, iat: now, exp: now + 3600, ...claims })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .sign(Buffer.from(secret));
+}
+
+/** `Authorization` headers of a token for `sub` (see {@link testToken}). */
+export async function bearer(
+  sub: string,
+  claims: JWTPayload = {},
+): Promise<Record<string, string>> {
+  return { authorization: `Bearer ${await testToken(sub, claims)}` };
 }
 
 const TABLES = [
@@ -59,6 +109,8 @@ export interface ShopApiHarnessOptions {
   tracer?: Tracer;
   /** Routes of the test's own, added before the app is ready. */
   routes?: (app: FastifyInstance) => void;
+  /** How the app authenticates. Default: HS256 tokens signed with {@link TEST_SHOP_AUTH_SECRET}. */
+  auth?: AuthSettings;
 }
 
 export async function startShopApi(
@@ -81,7 +133,10 @@ export async function startShopApi(
       options.consistencyTokenSecret === undefined
         ? await storedTokenSecret(db)
         : Buffer.from(options.consistencyTokenSecret),
+    auth: options.auth ?? TEST_AUTH,
+    privacy: TEST_PRIVACY,
   });
+  const admin = await bearer(TEST_ADMIN, { scope: 'admin' });
   options.routes?.(app);
   await app.ready();
   return {
@@ -89,7 +144,8 @@ export async function startShopApi(
     db,
     database,
     request(method, url, options = {}) {
-      const headers: Record<string, string> = { ...options.headers };
+      const headers: Record<string, string> = { ...admin, ...options.headers };
+      if (headers.authorization === '') delete headers.authorization;
       let payload: string | undefined = options.raw;
       if (options.body !== undefined) {
         payload = JSON.stringify(options.body);

@@ -73,6 +73,33 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{/* shop-api's bearer token settings (shopApi.auth): the set ones only. */}}
+{{- define "sluice.shopAuthEnv" -}}
+{{- with .Values.shopApi.auth -}}
+{{- if .secret }}
+- name: SHOP_AUTH_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .secretKey }}
+{{- end -}}
+{{- if .jwksUrl }}
+- name: SHOP_AUTH_JWKS_URL
+  value: {{ .jwksUrl | quote }}
+{{- end -}}
+{{- if .issuer }}
+- name: SHOP_AUTH_ISSUER
+  value: {{ .issuer | quote }}
+{{- end -}}
+{{- if .audience }}
+- name: SHOP_AUTH_AUDIENCE
+  value: {{ .audience | quote }}
+{{- end }}
+- name: SHOP_AUTH_ADMIN_SCOPE
+  value: {{ .adminScope | quote }}
+{{- end -}}
+{{- end -}}
+
 {{- define "sluice.envMap" -}}
 {{- range $name, $value := . }}
 - name: {{ $name }}
@@ -81,7 +108,8 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- end -}}
 
 {{/*
-A service's Deployment: dict root, component, values (its section), env (YAML list text).
+A service's Deployment: dict root, component, values (its section), env (YAML list text), and
+masterKey (true: the master key of personal data mounted from secrets.masterKeySecret).
 */}}
 {{- define "sluice.deployment" -}}
 {{- $root := .root -}}
@@ -130,6 +158,10 @@ spec:
                 name: {{ include "sluice.fullname" $root }}
           env:
             {{- include "sluice.secretEnv" $root | nindent 12 }}
+            {{- if .masterKey }}
+            - name: SLUICE_MASTER_KEY_FILE
+              value: /etc/sluice/master-key/master-key
+            {{- end }}
             {{- .env | nindent 12 }}
             {{- include "sluice.envMap" $v.env | nindent 12 }}
           livenessProbe:
@@ -151,9 +183,23 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if .masterKey }}
+            - name: master-key
+              mountPath: /etc/sluice/master-key
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir: {}
+        {{- if .masterKey }}
+        - name: master-key
+          secret:
+            secretName: {{ required "secrets.masterKeySecret is required" $root.Values.secrets.masterKeySecret }}
+            items:
+              - key: {{ $root.Values.secrets.masterKeyKey }}
+                path: master-key
+            defaultMode: 0400
+        {{- end }}
       {{- with $root.Values.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}

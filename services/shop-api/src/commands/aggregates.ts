@@ -1,11 +1,42 @@
+import { assertPayload } from '@sluice/contracts';
 import { createOutbox, type AppendContext } from '@sluice/outbox';
+import type { Privacy, Queryable } from '@sluice/privacy';
 import { shopCatalog, type NewShopEvent } from '@sluice/shop-catalog';
-import type { Insertable, Selectable, Transaction, Updateable } from 'kysely';
+import {
+  CompiledQuery,
+  type Insertable,
+  type Selectable,
+  type Transaction,
+  type Updateable,
+} from 'kysely';
 import type { WrittenVersion } from '../consistency-tokens.js';
 import type { ShopDatabase } from '../database.js';
 import { CommandError } from './command-error.js';
 
 const outbox = createOutbox({ schema: 'shop', catalog: shopCatalog });
+
+/** Who acted and why (the events' metadata), and what seals the events' personal fields. */
+export interface CommandContext extends AppendContext {
+  privacy: Privacy;
+}
+
+/** `trx` as `@sluice/privacy` runs SQL. */
+export const queryable = (trx: Transaction<ShopDatabase>): Queryable => ({
+  query: (text, values = []) => trx.executeQuery(CompiledQuery.raw(text, values)),
+});
+
+/**
+ * The events as the outbox stores them: validated in clear text, then with their personal
+ * fields sealed for their subject (whose key is made in `trx` on first use).
+ */
+async function sealed(
+  trx: Transaction<ShopDatabase>,
+  events: readonly NewShopEvent[],
+  privacy: Privacy,
+): Promise<NewShopEvent[]> {
+  for (const event of events) assertPayload(shopCatalog, event.type, event.payload);
+  return privacy.sealEvents(queryable(trx), events);
+}
 
 /** The table holding each aggregate's state; its `version` column is the aggregate's version. */
 const STATE_TABLES = {
@@ -101,7 +132,7 @@ export async function commit<T extends Changing>(
   type: T,
   current: State<T> & Versioned,
   events: readonly NewShopEvent[],
-  context: AppendContext,
+  context: CommandContext,
   changes?: Changes<T>,
 ): Promise<Outcome<State<T>>> {
   const { id } = current;
@@ -115,7 +146,8 @@ export async function commit<T extends Changing>(
     .where('id', '=', id)
     .returningAll()
     .executeTakeFirstOrThrow()) as State<T>;
-  await outbox.append(trx, { type, id, expectedVersion: current.version }, events, context);
+  const stored = await sealed(trx, events, context.privacy);
+  await outbox.append(trx, { type, id, expectedVersion: current.version }, stored, context);
   return outcome(state, type, id, version);
 }
 
@@ -130,7 +162,7 @@ export async function commitNew<T extends AggregateType>(
   type: T,
   row: Omit<Insertable<StateTable<T>>, 'version'> & { id: string },
   events: readonly NewShopEvent[],
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<State<T>>> {
   const version = events.length;
   const table: (typeof STATE_TABLES)[AggregateType] = STATE_TABLES[type];
@@ -140,6 +172,7 @@ export async function commitNew<T extends AggregateType>(
     .values(values)
     .returningAll()
     .executeTakeFirstOrThrow()) as State<T>;
-  await outbox.append(trx, { type, id: row.id, expectedVersion: 0 }, events, context);
+  const stored = await sealed(trx, events, context.privacy);
+  await outbox.append(trx, { type, id: row.id, expectedVersion: 0 }, stored, context);
   return outcome(state, type, row.id, version);
 }

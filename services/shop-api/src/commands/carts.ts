@@ -1,4 +1,3 @@
-import type { AppendContext } from '@sluice/outbox';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import type { ShopDatabase } from '../database.js';
@@ -11,6 +10,7 @@ import {
   type Outcome,
   type State,
   type ExpectedVersion,
+  type CommandContext,
 } from './aggregates.js';
 
 /** A product in a cart: how many units, at the price of the first one. */
@@ -71,7 +71,7 @@ const withItems = (committed: Outcome<State<'cart'>>, items: CartLine[]): Outcom
 export async function openCart(
   trx: Transaction<ShopDatabase>,
   input: { customerId: string },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<Cart>> {
   const { customerId } = input;
   const customer = await trx
@@ -121,7 +121,7 @@ async function refusedLine(trx: Transaction<ShopDatabase>, productId: string) {
 export async function addItem(
   trx: Transaction<ShopDatabase>,
   input: ExpectedVersion & { cartId: string; productId: string; quantity: number },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<Cart>> {
   const { cartId, productId, quantity } = input;
   // The hot path takes four statements: lock the cart; add to the line and read every line back
@@ -166,7 +166,7 @@ export async function addItem(
 export async function removeItem(
   trx: Transaction<ShopDatabase>,
   input: ExpectedVersion & { cartId: string; productId: string },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<Cart>> {
   const { cartId, productId } = input;
   const cart = await lockOpenCart(trx, cartId, input.expectedVersion);

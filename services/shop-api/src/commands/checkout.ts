@@ -1,11 +1,17 @@
-import type { AppendContext } from '@sluice/outbox';
 import type { Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import type { ShopDatabase } from '../database.js';
 import { orderableTotal } from './cart-limits.js';
 import { lockOpenCart, loadItems, type CartLine } from './carts.js';
 import { CommandError } from './command-error.js';
-import { commit, commitNew, type Outcome, type State, type ExpectedVersion } from './aggregates.js';
+import {
+  commit,
+  commitNew,
+  type Outcome,
+  type State,
+  type ExpectedVersion,
+  type CommandContext,
+} from './aggregates.js';
 
 export interface OrderLine {
   productId: string;
@@ -52,7 +58,7 @@ async function reserveStock(trx: Transaction<ShopDatabase>, items: readonly Cart
 export async function checkout(
   trx: Transaction<ShopDatabase>,
   input: ExpectedVersion & { cartId: string },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<PlacedOrder>> {
   const { cartId } = input;
   const cart = await lockOpenCart(trx, cartId, input.expectedVersion);

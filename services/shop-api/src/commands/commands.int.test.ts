@@ -1,14 +1,13 @@
 // The shop's commands on their own, against real PostgreSQL: a transaction and plain input in,
 // typed state and versions out, refusals as CommandErrors; no HTTP anywhere.
-import type { AppendContext } from '@sluice/outbox';
 import type { Transaction } from 'kysely';
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ShopDatabase } from '../database.js';
-import { startShopApi, type ShopApiHarness } from '../test-harness.js';
+import { startShopApi, TEST_PRIVACY, type ShopApiHarness } from '../test-harness.js';
 import { addItem, openCart } from './carts.js';
 import { checkout } from './checkout.js';
-import { commit } from './aggregates.js';
+import { commit, type CommandContext } from './aggregates.js';
 import { registerCustomer, updateCustomer } from './customers.js';
 import { listProduct } from './products.js';
 
@@ -18,7 +17,12 @@ beforeAll(async () => {
 });
 afterAll(() => api.close());
 
-const context: AppendContext = { actor: 'ops:test', correlationId: 'commands-1', reason: 'test' };
+const context: CommandContext = {
+  actor: 'ops:test',
+  correlationId: 'commands-1',
+  reason: 'test',
+  privacy: TEST_PRIVACY,
+};
 const inTransaction = <T>(command: (trx: Transaction<ShopDatabase>) => Promise<T>) =>
   api.db.transaction().execute(command);
 

@@ -1,5 +1,4 @@
 import type { NewShopEvent } from '@sluice/shop-catalog';
-import type { AppendContext } from '@sluice/outbox';
 import type { Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import type { ShopDatabase } from '../database.js';
@@ -8,30 +7,31 @@ import {
   commit,
   commitNew,
   lock,
+  queryable,
   type Outcome,
   type State,
   type ExpectedVersion,
+  type CommandContext,
 } from './aggregates.js';
 
 export type Customer = State<'customer'>;
 
-/** Emails are unique regardless of case; the database enforces it with this index. */
-const refusedEmail = (error: unknown, email: string) =>
+/**
+ * Emails are unique regardless of case; the database enforces it with this index. The message
+ * leaves the address out: messages reach logs.
+ */
+const refusedEmail = (error: unknown) =>
   refusedIfUnique(
     error,
     'customers_email_lower',
-    () =>
-      new CommandError(
-        'email_taken',
-        `The email ${JSON.stringify(email)} belongs to another customer`,
-      ),
+    () => new CommandError('email_taken', 'The email belongs to another customer'),
   );
 
 /** @throws CommandError `email_taken` */
 export async function registerCustomer(
   trx: Transaction<ShopDatabase>,
   input: { email: string; name: string },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<Customer>> {
   const id = uuidv7();
   const { email, name } = input;
@@ -44,7 +44,7 @@ export async function registerCustomer(
       context,
     );
   } catch (error) {
-    throw refusedEmail(error, email);
+    throw refusedEmail(error);
   }
 }
 
@@ -60,7 +60,7 @@ const lockCustomer = (trx: Transaction<ShopDatabase>, input: ExpectedVersion & {
 export async function updateCustomer(
   trx: Transaction<ShopDatabase>,
   input: ExpectedVersion & { id: string; name?: string; email?: string },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<Customer>> {
   const { id, name, email } = input;
   const current = await lockCustomer(trx, input);
@@ -77,21 +77,24 @@ export async function updateCustomer(
       email: email ?? current.email,
     });
   } catch (error) {
-    throw refusedEmail(error, email ?? '');
+    throw refusedEmail(error);
   }
 }
 
 /**
- * Erasure: personal data leaves the write model; the event itself carries none.
+ * Erasure: personal data leaves the write model and the customer's key is destroyed, so the
+ * personal fields its events carry sealed read `[erased]` from now on.
  *
  * @throws CommandError `not_found`, `precondition_failed`
  */
 export async function eraseCustomer(
   trx: Transaction<ShopDatabase>,
   input: ExpectedVersion & { id: string },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<Customer>> {
   const current = await lockCustomer(trx, input);
+  // The key goes with this transaction: every sealed field of the customer becomes unreadable.
+  await context.privacy.erase(queryable(trx), input.id);
   return commit(
     trx,
     'customer',

@@ -1,5 +1,4 @@
 import type { NewShopEvent } from '@sluice/shop-catalog';
-import type { AppendContext } from '@sluice/outbox';
 import type { Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import type { ShopDatabase } from '../database.js';
@@ -11,6 +10,7 @@ import {
   type Outcome,
   type State,
   type ExpectedVersion,
+  type CommandContext,
 } from './aggregates.js';
 
 export type Product = State<'product'>;
@@ -19,7 +19,7 @@ export type Product = State<'product'>;
 export async function listProduct(
   trx: Transaction<ShopDatabase>,
   input: { sku: string; name: string; priceCents: number; stock: number },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<Product>> {
   const id = uuidv7();
   const { sku, name, priceCents, stock } = input;
@@ -59,7 +59,7 @@ async function lockListedProduct(
 export async function updateProduct(
   trx: Transaction<ShopDatabase>,
   input: ExpectedVersion & { id: string; priceCents?: number; stock?: number },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<Product>> {
   const { id, priceCents, stock } = input;
   const current = await lockListedProduct(trx, input, `Product ${id} is delisted`);
@@ -90,7 +90,7 @@ export async function updateProduct(
 export async function delistProduct(
   trx: Transaction<ShopDatabase>,
   input: ExpectedVersion & { id: string },
-  context: AppendContext,
+  context: CommandContext,
 ): Promise<Outcome<Product>> {
   const { id } = input;
   const current = await lockListedProduct(trx, input, `Product ${id} is already delisted`);

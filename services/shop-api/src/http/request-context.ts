@@ -2,6 +2,7 @@ import type { AppendContext } from '@sluice/outbox';
 import type { FastifyRequest } from 'fastify';
 import { trace, traceparentOf } from '@sluice/tracing';
 import { randomBytes } from 'node:crypto';
+import { identityOf } from './authentication.js';
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 const SAFE_HEADER = /^[\x20-\x7e]{1,200}$/;
@@ -42,12 +43,15 @@ export function correlationIdFor(value: string | string[] | undefined): string |
   return typeof value === 'string' && /^[A-Za-z0-9._:-]{1,128}$/.test(value) ? value : undefined;
 }
 
-/** Who, why and which trace: what every event written by this request carries. */
+/**
+ * Who, why and which trace: what every event written by this request carries. The actor is the
+ * verified token's subject; `X-Reason` is the caller's free text.
+ */
 export function requestContext(request: FastifyRequest): AppendContext {
   const context: AppendContext = {
     traceparent: activeTraceparent() ?? traceparentFor(safeHeader(request, 'traceparent')),
     correlationId: request.id,
-    actor: safeHeader(request, 'x-actor') ?? 'anonymous',
+    actor: identityOf(request).subject,
   };
   const reason = safeHeader(request, 'x-reason');
   if (reason !== undefined) context.reason = reason;

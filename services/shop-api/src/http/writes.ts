@@ -1,8 +1,9 @@
-import type { AppendContext } from '@sluice/outbox';
+import { ERASED, isEnvelope, parseEnvelope, type Privacy } from '@sluice/privacy';
 import { SpanAttribute, SpanKind, inSpan, type Tracer } from '@sluice/tracing';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely, Transaction } from 'kysely';
 import { createHash } from 'node:crypto';
+import { queryable, type CommandContext } from '../commands/aggregates.js';
 import type { ConsistencyTokens, WrittenVersion } from '../consistency-tokens.js';
 import type { ShopDatabase } from '../database.js';
 import { ProblemError } from './problems.js';
@@ -44,11 +45,12 @@ export function createWriter(
   db: Kysely<ShopDatabase>,
   tokens: ConsistencyTokens,
   tracer: Tracer | undefined,
+  privacy: Privacy,
 ) {
   return async function write(
     request: FastifyRequest,
     reply: FastifyReply,
-    action: (trx: Transaction<ShopDatabase>, context: AppendContext) => Promise<WriteOutcome>,
+    action: (trx: Transaction<ShopDatabase>, context: CommandContext) => Promise<WriteOutcome>,
   ): Promise<FastifyReply> {
     const rawKey = request.method === 'POST' ? request.headers['idempotency-key'] : undefined;
     if (rawKey !== undefined && (typeof rawKey !== 'string' || !IDEMPOTENCY_KEY.test(rawKey))) {
@@ -60,7 +62,7 @@ export function createWriter(
     }
 
     const transaction = (trx: Transaction<ShopDatabase>): Promise<StoredResponse> =>
-      inTransaction(trx, request, rawKey, tokens, action);
+      inTransaction(trx, request, { key: rawKey, tokens, privacy }, action);
     const response = await inSpan(tracer, 'TRANSACTION shop', TRANSACTION_SPAN, () =>
       db.transaction().execute(transaction),
     );
@@ -81,27 +83,65 @@ const TRANSACTION_SPAN = {
 async function inTransaction(
   trx: Transaction<ShopDatabase>,
   request: FastifyRequest,
-  rawKey: string | undefined,
-  tokens: ConsistencyTokens,
-  action: (trx: Transaction<ShopDatabase>, context: AppendContext) => Promise<WriteOutcome>,
+  options: { key: string | undefined; tokens: ConsistencyTokens; privacy: Privacy },
+  action: (trx: Transaction<ShopDatabase>, context: CommandContext) => Promise<WriteOutcome>,
 ): Promise<StoredResponse> {
-  if (rawKey !== undefined) {
-    const replayed = await claimOrReplay(trx, request, rawKey);
-    if (replayed !== undefined) return replayed;
+  const { key, privacy } = options;
+  if (key !== undefined) {
+    const replayed = await claimOrReplay(trx, request, key);
+    if (replayed !== undefined) return revealed(trx, privacy, replayed);
   }
-  const fresh = toResponse(await action(trx, requestContext(request)), tokens);
-  if (rawKey !== undefined) {
+  const outcome = await action(trx, { ...requestContext(request), privacy });
+  const fresh = toResponse(outcome, options.tokens);
+  if (key !== undefined) {
     await trx
       .updateTable('sluice.idempotency_keys')
       .set({
         status_code: fresh.status,
         response_headers: JSON.stringify(fresh.headers) as unknown as Record<string, string>,
-        response_body: JSON.stringify(fresh.body),
+        response_body: JSON.stringify(await storedBody(trx, privacy, outcome, fresh.body)),
       })
-      .where('key', '=', rawKey)
+      .where('key', '=', key)
       .execute();
   }
   return fresh;
+}
+
+/**
+ * A response body as it is kept for replays: sealed for the customer the write was about, since
+ * a customer's body holds their personal data.
+ */
+async function storedBody(
+  trx: Transaction<ShopDatabase>,
+  privacy: Privacy,
+  outcome: WriteOutcome,
+  body: unknown,
+): Promise<unknown> {
+  const customer = outcome.written.versions.find((v) => v.aggregateType === 'customer');
+  if (customer === undefined || body === null) return body;
+  return privacy.sealText(queryable(trx), customer.aggregateId, JSON.stringify(body));
+}
+
+/**
+ * A replayed response with its body opened.
+ *
+ * @throws ProblemError 410 `subject_erased` once the customer it was about was erased.
+ */
+async function revealed(
+  trx: Transaction<ShopDatabase>,
+  privacy: Privacy,
+  response: StoredResponse,
+): Promise<StoredResponse> {
+  if (!isEnvelope(response.body)) return response;
+  const { subject } = parseEnvelope(response.body);
+  const text = await privacy.revealText(queryable(trx), subject, response.body);
+  if (text === ERASED)
+    throw new ProblemError(
+      410,
+      'subject_erased',
+      'The response to this Idempotency-Key held personal data that has since been erased',
+    );
+  return { ...response, body: JSON.parse(text) as unknown };
 }
 
 /** Claims `key` for this request; or the response stored under it by the same request before. */

@@ -1,12 +1,14 @@
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import { cartTotalCents } from '../commands/cart-limits.js';
 import { addItem, findCart, openCart, removeItem, type Cart } from '../commands/carts.js';
 import { checkout, type PlacedOrder } from '../commands/checkout.js';
 import type { Outcome } from '../commands/aggregates.js';
 import type { ShopDatabase } from '../database.js';
+import { identityOf } from '../http/authentication.js';
+import { mayActFor } from '../http/authorization.js';
 import { ifMatchVersion } from '../http/preconditions.js';
 import { ProblemError } from '../http/problems.js';
 import type { Writer } from '../http/writes.js';
@@ -46,6 +48,26 @@ function presentOrder({ order, lines }: PlacedOrder) {
   };
 }
 
+/**
+ * Refuses a change to another customer's cart as if it did not exist (404 `not_found`).
+ *
+ * @throws ProblemError
+ */
+async function requireOwnCart(
+  db: Kysely<ShopDatabase>,
+  request: FastifyRequest,
+  cartId: string,
+): Promise<void> {
+  if (identityOf(request).admin) return;
+  const cart = await db
+    .selectFrom('shop.carts')
+    .select('customer_id')
+    .where('id', '=', cartId)
+    .executeTakeFirst();
+  if (cart === undefined || !mayActFor(request, cart.customer_id))
+    throw new ProblemError(404, 'not_found', `No cart ${cartId}`);
+}
+
 export function cartRoutes(
   app: FastifyInstance,
   deps: { db: Kysely<ShopDatabase>; write: Writer },
@@ -56,16 +78,19 @@ export function cartRoutes(
   api.post(
     '/carts',
     { schema: { body: Type.Object({ customerId: Uuid }, { additionalProperties: false }) } },
-    (request, reply) =>
-      write(request, reply, async (trx, context) => {
+    (request, reply) => {
+      if (!mayActFor(request, request.body.customerId))
+        throw new ProblemError(403, 'forbidden', 'A customer opens carts for themselves only');
+      return write(request, reply, async (trx, context) => {
         const written = await openCart(trx, request.body, context);
         return { ...cartWritten(201, written), location: `/carts/${written.state.cart.id}` };
-      }),
+      });
+    },
   );
 
   api.get('/carts/:id', { schema: { params: IdParams } }, async (request, reply) => {
     const cart = await findCart(db, request.params.id);
-    if (cart === undefined)
+    if (cart === undefined || !mayActFor(request, cart.cart.customer_id))
       throw new ProblemError(404, 'not_found', `No cart ${request.params.id}`);
     return reply.header('etag', `"${cart.cart.version}"`).send(presentCart(cart));
   });
@@ -78,12 +103,14 @@ export function cartRoutes(
         body: Type.Object({ productId: Uuid, quantity: Quantity }, { additionalProperties: false }),
       },
     },
-    (request, reply) =>
-      write(request, reply, async (trx, context) => {
+    async (request, reply) => {
+      await requireOwnCart(db, request, request.params.id);
+      return write(request, reply, async (trx, context) => {
         const expectedVersion = ifMatchVersion(request, false);
         const input = { ...request.body, cartId: request.params.id, expectedVersion };
         return cartWritten(200, await addItem(trx, input, context));
-      }),
+      });
+    },
   );
 
   api.delete(
@@ -93,21 +120,24 @@ export function cartRoutes(
         params: Type.Object({ id: Uuid, productId: Uuid }, { additionalProperties: false }),
       },
     },
-    (request, reply) =>
-      write(request, reply, async (trx, context) => {
+    async (request, reply) => {
+      await requireOwnCart(db, request, request.params.id);
+      return write(request, reply, async (trx, context) => {
         const expectedVersion = ifMatchVersion(request, false);
         const { id: cartId, productId } = request.params;
         const input = { cartId, productId, expectedVersion };
         return cartWritten(200, await removeItem(trx, input, context));
-      }),
+      });
+    },
   );
 
-  api.post('/carts/:id/checkout', { schema: { params: IdParams } }, (request, reply) =>
-    write(request, reply, async (trx, context) => {
+  api.post('/carts/:id/checkout', { schema: { params: IdParams } }, async (request, reply) => {
+    await requireOwnCart(db, request, request.params.id);
+    return write(request, reply, async (trx, context) => {
       const expectedVersion = ifMatchVersion(request, false);
       const written = await checkout(trx, { cartId: request.params.id, expectedVersion }, context);
       const body = presentOrder(written.state);
       return { status: 201, written, body, location: `/orders/${body.orderId}` };
-    }),
-  );
+    });
+  });
 }

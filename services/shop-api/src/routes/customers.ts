@@ -9,6 +9,7 @@ import {
   type Customer,
 } from '../commands/customers.js';
 import type { ShopDatabase } from '../database.js';
+import { mayActFor, requireAdmin } from '../http/authorization.js';
 import { ifMatchVersion } from '../http/preconditions.js';
 import { ProblemError } from '../http/problems.js';
 import type { Writer } from '../http/writes.js';
@@ -36,12 +37,14 @@ export function customerRoutes(
     {
       schema: { body: Type.Object({ email: Email, name: Name }, { additionalProperties: false }) },
     },
-    (request, reply) =>
-      write(request, reply, async (trx, context) => {
+    (request, reply) => {
+      requireAdmin(request);
+      return write(request, reply, async (trx, context) => {
         const written = await registerCustomer(trx, request.body, context);
         const body = present(written.state);
         return { status: 201, written, body, location: `/customers/${body.id}` };
-      }),
+      });
+    },
   );
 
   api.get('/customers/:id', { schema: { params: IdParams } }, async (request, reply) => {
@@ -51,12 +54,13 @@ export function customerRoutes(
       .where('id', '=', request.params.id)
       .where('erased_at', 'is', null)
       .executeTakeFirst();
-    if (row === undefined)
+    if (row === undefined || !mayActFor(request, row.id))
       throw new ProblemError(404, 'not_found', `No customer ${request.params.id}`);
     return reply.header('etag', `"${row.version}"`).send(present(row));
   });
 
   api.get('/customers', { schema: { querystring: PageQuery } }, async (request) => {
+    requireAdmin(request);
     const { limit, cursor } = request.query;
     let query = db.selectFrom('shop.customers').selectAll().where('erased_at', 'is', null);
     if (cursor !== undefined) query = query.where('id', '>', cursor);
@@ -75,20 +79,24 @@ export function customerRoutes(
         ),
       },
     },
-    (request, reply) =>
-      write(request, reply, async (trx, context) => {
+    (request, reply) => {
+      if (!mayActFor(request, request.params.id))
+        throw new ProblemError(404, 'not_found', `No customer ${request.params.id}`);
+      return write(request, reply, async (trx, context) => {
         const expectedVersion = ifMatchVersion(request, true);
         const input = { ...request.body, ...request.params, expectedVersion };
         const written = await updateCustomer(trx, input, context);
         return { status: 200, written, body: present(written.state) };
-      }),
+      });
+    },
   );
 
-  api.delete('/customers/:id', { schema: { params: IdParams } }, (request, reply) =>
-    write(request, reply, async (trx, context) => {
+  api.delete('/customers/:id', { schema: { params: IdParams } }, (request, reply) => {
+    requireAdmin(request);
+    return write(request, reply, async (trx, context) => {
       const expectedVersion = ifMatchVersion(request, true);
       const written = await eraseCustomer(trx, { ...request.params, expectedVersion }, context);
       return { status: 204, written };
-    }),
-  );
+    });
+  });
 }

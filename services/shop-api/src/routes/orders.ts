@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Kysely, Selectable } from 'kysely';
 import type { OrderTable, ShopDatabase } from '../database.js';
+import { mayActFor, ownCustomerScope } from '../http/authorization.js';
 import { ProblemError } from '../http/problems.js';
 import { IdParams, PageQuery, Uuid, nextCursor } from './schemas.js';
 
@@ -46,7 +47,7 @@ export function orderRoutes(app: FastifyInstance, deps: { db: Kysely<ShopDatabas
       .selectAll()
       .where('id', '=', request.params.id)
       .executeTakeFirst();
-    if (order === undefined)
+    if (order === undefined || !mayActFor(request, order.customer_id))
       throw new ProblemError(404, 'not_found', `No order ${request.params.id}`);
     const [body] = await present([order]);
     return reply.header('etag', `"${order.version}"`).send(body);
@@ -64,6 +65,9 @@ export function orderRoutes(app: FastifyInstance, deps: { db: Kysely<ShopDatabas
     async (request) => {
       const { limit, cursor, customerId } = request.query;
       let query = db.selectFrom('shop.orders').selectAll();
+      // A customer lists their own orders only, whatever customerId they ask for.
+      const own = ownCustomerScope(request);
+      if (own !== undefined) query = query.where('customer_id', '=', own);
       if (customerId !== undefined) query = query.where('customer_id', '=', customerId);
       if (cursor !== undefined) query = query.where('id', '>', cursor);
       const rows = await query.orderBy('id').limit(limit).execute();

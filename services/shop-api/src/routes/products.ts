@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import { delistProduct, listProduct, updateProduct, type Product } from '../commands/products.js';
 import type { ShopDatabase } from '../database.js';
+import { requireAdmin } from '../http/authorization.js';
 import { ifMatchVersion } from '../http/preconditions.js';
 import { ProblemError } from '../http/problems.js';
 import type { Writer } from '../http/writes.js';
@@ -38,12 +39,14 @@ export function productRoutes(
         ),
       },
     },
-    (request, reply) =>
-      write(request, reply, async (trx, context) => {
+    (request, reply) => {
+      requireAdmin(request);
+      return write(request, reply, async (trx, context) => {
         const written = await listProduct(trx, request.body, context);
         const body = present(written.state);
         return { status: 201, written, body, location: `/products/${body.id}` };
-      }),
+      });
+    },
   );
 
   api.get('/products/:id', { schema: { params: IdParams } }, async (request, reply) => {
@@ -76,20 +79,23 @@ export function productRoutes(
         ),
       },
     },
-    (request, reply) =>
-      write(request, reply, async (trx, context) => {
+    (request, reply) => {
+      requireAdmin(request);
+      return write(request, reply, async (trx, context) => {
         const expectedVersion = ifMatchVersion(request, true);
         const input = { ...request.body, ...request.params, expectedVersion };
         const written = await updateProduct(trx, input, context);
         return { status: 200, written, body: present(written.state) };
-      }),
+      });
+    },
   );
 
-  api.delete('/products/:id', { schema: { params: IdParams } }, (request, reply) =>
-    write(request, reply, async (trx, context) => {
+  api.delete('/products/:id', { schema: { params: IdParams } }, (request, reply) => {
+    requireAdmin(request);
+    return write(request, reply, async (trx, context) => {
       const expectedVersion = ifMatchVersion(request, true);
       const written = await delistProduct(trx, { ...request.params, expectedVersion }, context);
       return { status: 204, written };
-    }),
-  );
+    });
+  });
 }

@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { ShopDatabase } from '../database.js';
+import { mayActFor, ownCustomerScope, requireAdmin } from '../http/authorization.js';
 import type { ConsistencyWait } from '../http/consistency-wait.js';
 import { ProblemError } from '../http/problems.js';
 import { auditTrail, cartSummary, productSales, removedThenBought } from '../read-models.js';
@@ -24,7 +25,10 @@ const AuditQuery = Type.Object(
   { additionalProperties: false },
 );
 
-/** `/views/*`: read models, optionally waiting until they include a given write. */
+/**
+ * `/views/*`: read models, optionally waiting until they include a given write. A customer sees
+ * their own carts and report rows; product sales and the audit log are an admin's.
+ */
 export function viewRoutes(
   app: FastifyInstance,
   deps: { db: Kysely<ShopDatabase>; awaitApplied: ConsistencyWait },
@@ -35,12 +39,13 @@ export function viewRoutes(
   api.get('/views/carts/:id', { schema: { params: IdParams } }, async (request, reply) => {
     await awaitApplied(request, 'cart_summary', ['cart']);
     const summary = await cartSummary(db, request.params.id);
-    if (summary === undefined)
+    if (summary === undefined || !mayActFor(request, summary.customerId))
       throw new ProblemError(404, 'not_found', `No cart ${request.params.id} in the view`);
     return reply.send(summary);
   });
 
   api.get('/views/products/:id/sales', { schema: { params: IdParams } }, async (request, reply) => {
+    requireAdmin(request);
     await awaitApplied(request, 'product_sales', ['cart', 'order']);
     const sales = await productSales(db, request.params.id);
     if (sales === undefined) {
@@ -58,11 +63,14 @@ export function viewRoutes(
     { schema: { querystring: RemovedThenBoughtQuery } },
     async (request, reply) => {
       await awaitApplied(request, 'removed_then_bought', ['cart', 'order']);
-      return reply.send({ items: await removedThenBought(db, request.query) });
+      const own = ownCustomerScope(request);
+      const query = own === undefined ? request.query : { ...request.query, customerId: own };
+      return reply.send({ items: await removedThenBought(db, query) });
     },
   );
 
   api.get('/views/audit', { schema: { querystring: AuditQuery } }, async (request, reply) => {
+    requireAdmin(request);
     const { aggregateType, aggregateId } = request.query;
     await awaitApplied(request, 'audit_log', [aggregateType]);
     return reply.send({ items: await auditTrail(db, aggregateType, aggregateId) });
