@@ -8,6 +8,8 @@ import { auditLog, cartSummary, productSales, removedThenBought } from '@sluice/
 import { testKafka, waitFor } from '@sluice/testkit';
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
+import { ERASED } from '@sluice/privacy';
+import { shopProtectedFields } from '@sluice/shop-catalog';
 import { testPrivacy } from './privacy.js';
 import {
   checkDelivery,
@@ -197,15 +199,37 @@ const auditFold = `
            md5(COALESCE($2::jsonb -> id::text, payload)::text))::text AS row
     FROM shop.outbox WHERE aggregate_type = ANY($1::text[])`;
 
-/** The customer events' payloads by event id, opened as the projector opens them. */
+/**
+ * The customer events' payloads by event id, opened as the projector opens them; an erased
+ * customer's protected fields read `[erased]` in every event, as the audit log scrubs them.
+ */
 async function revealedPayloads(pool: pg.Pool): Promise<string> {
-  const { rows } = await pool.query<{ id: string; type: string; payload: unknown }>(
-    `SELECT id::text, type, payload FROM shop.outbox WHERE aggregate_type = 'customer'`,
+  const { rows } = await pool.query<{
+    id: string;
+    type: string;
+    aggregate_id: string;
+    payload: unknown;
+  }>(
+    `SELECT id::text, type, aggregate_id, payload FROM shop.outbox WHERE aggregate_type = 'customer'`,
+  );
+  const erased = new Set(
+    rows.filter((row) => row.type === 'customer.erased.v1').map((row) => row.aggregate_id),
   );
   const revealed: Record<string, unknown> = {};
-  for (const { id, type, payload } of rows)
-    revealed[id] = await testPrivacy.revealPayload(pool, type, payload);
+  for (const { id, type, aggregate_id, payload } of rows) {
+    const opened = await testPrivacy.revealPayload(pool, type, payload);
+    revealed[id] = erased.has(aggregate_id) ? markErased(type, opened) : opened;
+  }
   return JSON.stringify(revealed);
+}
+
+/** `payload` with the protected fields of its type set to the erasure marker. */
+function markErased(type: string, payload: unknown): unknown {
+  const spec = shopProtectedFields[type];
+  if (spec === undefined || typeof payload !== 'object' || payload === null) return payload;
+  const marked: Record<string, unknown> = { ...(payload as Record<string, unknown>) };
+  for (const field of spec.fields) if (field in marked) marked[field] = ERASED;
+  return marked;
 }
 
 // Each purchase (customer, product, time) with the latest earlier removal of that product from

@@ -1,5 +1,5 @@
 import { errorMessage } from '@sluice/errors';
-import { whenTopicsKnown } from '@sluice/kafka';
+import { registerCodecs, whenTopicsKnown } from '@sluice/kafka';
 import type { EachBatchPayload, Kafka } from 'kafkajs';
 import type { PartitionOffset } from './bookkeeping.js';
 import { toRecord, type IncomingRecord } from './records.js';
@@ -79,6 +79,8 @@ class BatchFailed extends Error {
 /** A {@link RecordSource} over a kafkajs consumer group. */
 export function createKafkaRecordSource(options: KafkaRecordSourceOptions): RecordSource {
   const { kafka } = options;
+  // Every codec, whatever the producer chose: a batch the consumer cannot decode stops it.
+  registerCodecs();
   const consumer = kafka.consumer({
     groupId: options.groupId,
     allowAutoTopicCreation: false,

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // sluice-projector: runs the projections of the modules on its command line.
 import { isSluiceError } from '@sluice/errors';
-import { registerCodecs, type KafkaErrorCode } from '@sluice/kafka';
+import type { KafkaErrorCode } from '@sluice/kafka';
 import { ExitCode, readCommandLine, refusalExitCode } from '@sluice/service-kit';
 import { checkSetup, problemLine } from './check.js';
 import { projectorConfigSchema } from './config.js';
@@ -44,9 +44,6 @@ const { config, operands } = await readCommandLine({
     "PostgreSQL's certificate; 78 when PostgreSQL offers no TLS and sslmode requires it).",
   check: (settings, given) => checkSetup(settings, given, process.cwd()),
 });
-
-// Every codec, whatever the relay sends with: a batch a consumer cannot decode stops it.
-registerCodecs();
 
 try {
   const modules = await loadProjectionModules(
