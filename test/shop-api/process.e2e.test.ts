@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_SHOP_AUTH_SECRET, shopAdminHeaders } from '../support/access.js';
+import { TEST_MASTER_KEY } from '../support/privacy.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 let database: TestDatabase;
@@ -32,6 +33,7 @@ beforeAll(async () => {
       API_PORT: String(port),
       LOG_LEVEL: 'info',
       SHOP_AUTH_SECRET: TEST_SHOP_AUTH_SECRET,
+      SLUICE_MASTER_KEY: TEST_MASTER_KEY,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -151,7 +153,7 @@ describe('shop-api command line', () => {
   });
 
   it('--check: 0 when the database answers, 1 and one line without the password when not', async () => {
-    const auth = { SHOP_AUTH_SECRET: TEST_SHOP_AUTH_SECRET };
+    const auth = { SHOP_AUTH_SECRET: TEST_SHOP_AUTH_SECRET, SLUICE_MASTER_KEY: TEST_MASTER_KEY };
     expect(await run(['--check'], { DATABASE_URL: database.url, ...auth })).toEqual({
       code: 0,
       output: 'shop-api: settings valid; every check passed\n',
