@@ -15,6 +15,10 @@
 //   BENCH_POOL_SIZE       shop-api's DATABASE_POOL_SIZE (default 20)
 //   BENCH_SKIP_BUILD=1    do not run `pnpm -s build` first
 //   BENCH_API_NODE_ARGS   extra node flags for shop-api, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"
+//   BENCH_PRIVACY_SECONDS     measured duration of each privacy variant (default BENCH_SECONDS)
+//   BENCH_PRIVACY_ROUNDS      its rounds of both variants (default 4: on, off, off, on, ...)
+//   BENCH_PRIVACY_CUSTOMERS   customers registered per variant before it (default 1000)
+//   BENCH_SKIP_PRIVACY=1      do not measure privacy
 //
 // Workloads, each warmed up, then run in interleaved rounds: (1) `api`: shop-api over HTTP
 // with keep-alive connections; (2) `ceiling`: raw SQL, one transaction of lock cart, read price,
@@ -22,6 +26,15 @@
 // `ceilingEndpointSql`: (2) plus the three reads the endpoint also does (existing line before
 // the upsert; cart and its lines for the response), i.e. every statement the endpoint sends,
 // so the gap splits into "extra SQL" and "HTTP + framework + JS". `ratio` = api / ceiling.
+//
+// Privacy (`privacy`): a customer workload (each client in turn registers a customer — two fields
+// sealed, a subject key made —, renames one, changes one's email — one field sealed with the
+// existing key) against shop-api's app with sealing on and off (test/bench/privacy-cost.ts: one
+// process, two ports; `off` lays the fields out as envelopes without keys or cipher), in rounds
+// of both, each leading every other round (on, off, off, on, ...) to cancel a drift. Per
+// variant: writes/s, p50/p99, that process's CPU per write and PostgreSQL's (from /proc);
+// `onVsOff` compares them. The check: every `on` customer event is encrypted and each `on`
+// customer has a key; no `off` event is, and no `off` customer has one.
 import { errorMessage } from '@sluice/errors';
 import { freePort, uniqueName, waitFor, withAdminClient, withDatabase } from '@sluice/testkit';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -41,6 +54,8 @@ import {
   processTicks,
   repoRoot,
   stopProcess,
+  summarizePrivacy,
+  type PrivacyRun,
 } from './support.js';
 import { TEST_SHOP_AUTH_SECRET } from '../support/access.js';
 import { TEST_MASTER_KEY } from '../support/privacy.js';
@@ -59,6 +74,10 @@ const config = {
   poolSize: Math.floor(envNumber('BENCH_POOL_SIZE', 20)),
   skipBuild: process.env.BENCH_SKIP_BUILD === '1',
   apiNodeArgs: (process.env.BENCH_API_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== ''),
+  privacySeconds: envNumber('BENCH_PRIVACY_SECONDS', envNumber('BENCH_SECONDS', 20)),
+  privacyRounds: Math.floor(envNumber('BENCH_PRIVACY_ROUNDS', 4)),
+  privacyCustomers: Math.floor(envNumber('BENCH_PRIVACY_CUSTOMERS', 1000)),
+  skipPrivacy: process.env.BENCH_SKIP_PRIVACY === '1',
 };
 const GOAL_RATIO = 0.6;
 /** Cores other processes may use (averaged over a workload) before the result is flagged. */
@@ -385,21 +404,257 @@ async function addItemSql(
   }
 }
 
+// ---------------------------------------------------------------- privacy on and off
+
+type Variant = PrivacyRun['privacy'];
+const VARIANTS: readonly Variant[] = ['on', 'off'];
+/** The privacy workload's customers have emails here, unlike the carts' customers. */
+const PRIVACY_DOMAIN = 'privacy.bench.example.com';
+
+interface CustomerRef {
+  id: string;
+  version: number;
+}
+
+/**
+ * The privacy workload on one variant's `port`: each client in turn registers a customer, renames
+ * one of its own and changes one's email (If-Match with the version it holds), so clients never
+ * conflict.
+ */
+function customerWorkload(
+  agent: http.Agent,
+  port: number,
+  variant: Variant,
+  seeded: readonly string[],
+): (client: number) => Promise<void> {
+  const owned: CustomerRef[][] = Array.from({ length: config.clients }, () => []);
+  seeded.forEach((id, index) => owned[index % config.clients]?.push({ id, version: 1 }));
+  const steps = new Array<number>(config.clients).fill(0);
+  let serial = 0;
+  const send = async (path: string, body: object, expected: number, ifMatch?: number) => {
+    const method = ifMatch === undefined ? 'POST' : 'PATCH';
+    const headers = ifMatch === undefined ? {} : { 'if-match': `"${ifMatch}"` };
+    const response = await httpRequest(agent, port, method, path, JSON.stringify(body), headers);
+    if (response.status !== expected)
+      throw new Error(`${method} ${path} → ${response.status}: ${response.body.slice(0, 300)}`);
+    return JSON.parse(response.body) as CustomerRef;
+  };
+  return async (client) => {
+    const mine = owned[client] ?? [];
+    const step = (steps[client] = (steps[client] ?? 0) + 1) % 3;
+    const n = (serial += 1);
+    const email = `${variant}-${n}@${PRIVACY_DOMAIN}`;
+    const customer = mine[Math.floor(Math.random() * mine.length)];
+    if (step === 0 || customer === undefined) {
+      mine.push(await send('/customers', { email, name: `Customer ${n}` }, 201));
+      return;
+    }
+    const change = step === 1 ? { name: `Customer ${n} renamed` } : { email };
+    const updated = await send(`/customers/${customer.id}`, change, 200, customer.version);
+    customer.version = updated.version;
+  };
+}
+
+/** shop-api's app with sealing on and off (test/bench/privacy-cost.ts, built), once both listen. */
+async function startPrivacyServer(): Promise<Record<Variant, number>> {
+  const started = spawn(process.execPath, [...config.apiNodeArgs, privacyJs], {
+    cwd: root,
+    env: {
+      ...process.env,
+      DATABASE_URL: databaseUrl,
+      DATABASE_POOL_SIZE: String(config.poolSize),
+      SHOP_AUTH_SECRET: TEST_SHOP_AUTH_SECRET,
+      SLUICE_MASTER_KEY: TEST_MASTER_KEY,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  privacyChild = started;
+  started.stderr.on('data', (chunk: Buffer) =>
+    process.stderr.write(`[privacy-cost] ${chunk.toString()}`),
+  );
+  let output = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error('privacy-cost did not listen in 60 s')),
+      60_000,
+    );
+    started.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const line = output.split('\n')[0];
+      if (line === undefined || !output.includes('\n')) return;
+      clearTimeout(timer);
+      resolve(JSON.parse(line) as Record<Variant, number>);
+    });
+    started.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`privacy-cost exited (code ${String(code)})`));
+    });
+  });
+}
+
+const microsPer = (ticks: number, writes: number) =>
+  writes === 0 ? 0 : Math.round((ticks / TICKS_PER_SECOND / writes) * 1e9) / 1000;
+
+/**
+ * Seeds each variant's customers, warms both up, then runs them in rounds, each variant leading
+ * every other round (on, off, off, on, ...), so a drift of the machine falls on both alike.
+ */
+async function privacyRuns(agent: http.Agent) {
+  const ports = await startPrivacyServer();
+  const pid = privacyChild?.pid;
+  const workloads = new Map<Variant, (client: number) => Promise<void>>();
+  for (const variant of VARIANTS) {
+    const seeded = await mapConcurrent(
+      Array.from({ length: config.privacyCustomers }, (_, i) => i),
+      config.clients,
+      (i) =>
+        postForId(agent, ports[variant], '/customers', {
+          email: `${variant}-seed-${i}@${PRIVACY_DOMAIN}`,
+          name: `Seeded customer ${i}`,
+        }),
+    );
+    workloads.set(variant, customerWorkload(agent, ports[variant], variant, seeded));
+  }
+  const operation = (variant: Variant) => workloads.get(variant) ?? (() => Promise.resolve());
+  const warmup = { seconds: config.warmupSeconds, maxRequests: Number.POSITIVE_INFINITY };
+  for (const variant of VARIANTS)
+    await runSlice(`privacy ${variant} warm-up`, warmup, pid, operation(variant));
+  const slice = {
+    seconds: config.privacySeconds / config.privacyRounds,
+    maxRequests: Number.POSITIVE_INFINITY,
+  };
+  const slices: Record<Variant, Slice[]> = { on: [], off: [] };
+  const runs: PrivacyRun[] = [];
+  for (let round = 1; round <= config.privacyRounds; round++) {
+    for (const variant of round % 2 === 1 ? VARIANTS : [...VARIANTS].reverse()) {
+      const label = `privacy round ${round}/${config.privacyRounds} ${variant}`;
+      const result = await runSlice(label, slice, pid, operation(variant));
+      slices[variant].push(result);
+      const cpuMicrosPerOp = microsPer(result.cpu?.api ?? 0, result.latencies.length);
+      runs.push({ privacy: variant, perSecond: rate(result), cpuMicrosPerOp });
+    }
+  }
+  return { slices, runs };
+}
+
+/**
+ * Every `on` customer event is encrypted (an envelope whose IV is not the `off` variant's zeros)
+ * and every `on` customer has a key; no `off` event is, and no `off` customer has one.
+ */
+async function privacyCheck(client: pg.Client) {
+  const { rows } = await client.query<{
+    variant: string;
+    customers: string;
+    keys: string;
+    events: string;
+    sealed: string;
+  }>(
+    `SELECT split_part(c.email, '-', 1) AS variant, count(DISTINCT c.id)::text AS customers,
+            count(DISTINCT k.subject)::text AS keys, count(o.id)::text AS events,
+            count(o.id) FILTER (
+              WHERE coalesce(o.payload->>'email', o.payload->>'name') LIKE 'sluice:enc:v1:%'
+                AND split_part(coalesce(o.payload->>'email', o.payload->>'name'), ':', 5) <> $2
+            )::text AS sealed
+       FROM shop.customers c
+       JOIN shop.outbox o ON o.aggregate_type = 'customer' AND o.aggregate_id = c.id::text
+       LEFT JOIN sluice.subject_keys k ON k.subject = c.id::text
+      WHERE c.email LIKE $1
+      GROUP BY 1`,
+    [`%@${PRIVACY_DOMAIN}`, Buffer.alloc(12).toString('base64url')],
+  );
+  const of = (variant: Variant) => {
+    const row = rows.find((candidate) => candidate.variant === variant);
+    return {
+      customers: Number(row?.customers ?? 0),
+      subjectKeys: Number(row?.keys ?? 0),
+      events: Number(row?.events ?? 0),
+      sealedEvents: Number(row?.sealed ?? 0),
+    };
+  };
+  const on = of('on');
+  const off = of('off');
+  const ok =
+    on.events > 0 &&
+    on.sealedEvents === on.events &&
+    on.subjectKeys === on.customers &&
+    off.events > 0 &&
+    off.sealedEvents === 0 &&
+    off.subjectKeys === 0;
+  return { on, off, ok };
+}
+
+/** Each variant's rate, latencies and CPU per write; `on` against `off`. */
+function privacyReport(
+  measured: { slices: Record<Variant, Slice[]>; runs: PrivacyRun[] },
+  check: Awaited<ReturnType<typeof privacyCheck>>,
+) {
+  const summary = summarizePrivacy(measured.runs);
+  const variant = (name: Variant) => {
+    const of = summarize(measured.slices[name]);
+    const ticks = (pick: (cpu: CpuTicks) => number) =>
+      measured.slices[name].reduce(
+        (total, s) => total + (s.cpu === undefined ? 0 : pick(s.cpu)),
+        0,
+      );
+    return {
+      writesPerSec: of.writesPerSec,
+      writesPerSecByRound: of.writesPerSecByRound,
+      spread: summary[name].spread,
+      p50Ms: of.p50Ms,
+      p99Ms: of.p99Ms,
+      serverCpuMicrosPerWrite: microsPer(
+        ticks((cpu) => cpu.api),
+        of.requests,
+      ),
+      postgresCpuMicrosPerWrite: microsPer(
+        ticks((cpu) => cpu.postgres),
+        of.requests,
+      ),
+      writes: of.requests,
+      errors: of.errors,
+      errorSamples: of.errorSamples,
+      cpu: of.cpu,
+    };
+  };
+  const on = variant('on');
+  const off = variant('off');
+  const ratio = (x: number, y: number) => (y > 0 ? Math.round((x / y) * 1000) / 1000 : null);
+  return {
+    workload: 'POST /customers; PATCH /customers/:id name; PATCH /customers/:id email (in turn)',
+    order: summary.order,
+    on,
+    off,
+    onVsOff: {
+      throughputRatio: ratio(on.writesPerSec, off.writesPerSec),
+      serverCpuPerWriteRatio: ratio(on.serverCpuMicrosPerWrite, off.serverCpuMicrosPerWrite),
+      postgresCpuPerWriteRatio: ratio(on.postgresCpuMicrosPerWrite, off.postgresCpuMicrosPerWrite),
+      p50Ratio: ratio(on.p50Ms, off.p50Ms),
+      p99Ratio: ratio(on.p99Ms, off.p99Ms),
+      throughputRatioByPair: summary.onVsOff.throughputRatioByPair,
+    },
+    check,
+  };
+}
+
 // ---------------------------------------------------------------- main
 
 const root = repoRoot();
 const mainJs = join(root, 'services/shop-api/dist/main.js');
+// Built like shop-api: under tsx's loader every dynamic import() would cost a round trip to it.
+const privacyJs = join(root, 'test/dist/bench/privacy-cost.js');
 const databaseName = uniqueName('bench_api');
 const databaseUrl = withDatabase(config.serverUrl, databaseName);
 const agent = new http.Agent({ keepAlive: true, maxSockets: config.clients + 4 });
 let child: ChildProcess | undefined;
+let privacyChild: ChildProcess | undefined;
 let databaseCreated = false;
 const sqlClients: pg.Client[] = [];
 
 async function stopChild(): Promise<void> {
-  const running = child;
+  const running = [child, privacyChild];
   child = undefined;
-  if (running !== undefined) await stopProcess(running, 10_000);
+  privacyChild = undefined;
+  for (const started of running) if (started !== undefined) await stopProcess(started, 10_000);
 }
 
 let cleaning: Promise<void> | undefined;
@@ -497,7 +752,8 @@ async function main() {
     if (build.status !== 0)
       throw new Error(`pnpm -s build failed (status ${String(build.status)})`);
   }
-  if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: build the workspace first`);
+  for (const built of [mainJs, privacyJs])
+    if (!existsSync(built)) throw new Error(`${built} is missing: build the workspace first`);
 
   await dropAbandonedDatabases();
   await withAdminClient(config.serverUrl, (client) =>
@@ -608,11 +864,18 @@ async function main() {
   );
   const events = Number(check.rows[0]?.events ?? -1);
   const mismatched = Number(check.rows[0]?.mismatched ?? -1);
+  const privacy = config.skipPrivacy
+    ? null
+    : privacyReport(await privacyRuns(agent), await privacyCheck(sqlClients[0] as pg.Client));
 
   const ratio = ceiling.writesPerSec > 0 ? api.writesPerSec / ceiling.writesPerSec : 0;
   const ratioVsEndpointSql =
     ceilingEndpointSql.writesPerSec > 0 ? api.writesPerSec / ceilingEndpointSql.writesPerSec : 0;
-  const errors = api.errors + ceiling.errors + ceilingEndpointSql.errors;
+  const errors =
+    api.errors +
+    ceiling.errors +
+    ceilingEndpointSql.errors +
+    (privacy === null ? 0 : privacy.on.errors + privacy.off.errors);
   // CPU used by anything but this benchmark, shop-api and PostgreSQL (another build or test
   // run on the machine) skews the comparison; say so rather than report it silently.
   const busiestOther = Math.max(
@@ -643,6 +906,7 @@ async function main() {
     api,
     ceiling: { statements: 'BEGIN + 6 + COMMIT', ...ceiling },
     ceilingEndpointSql: { statements: 'BEGIN + 9 + COMMIT', ...ceilingEndpointSql },
+    privacy,
     setup: {
       carts: config.carts,
       customers: customerCount,
@@ -651,6 +915,9 @@ async function main() {
       maxRequestsPerWorkload: config.maxRequests,
       rounds: config.rounds,
       warmupSeconds: config.warmupSeconds,
+      privacySecondsPerVariant: config.skipPrivacy ? null : config.privacySeconds,
+      privacyRounds: config.skipPrivacy ? null : config.privacyRounds,
+      privacyCustomersSeededPerVariant: config.skipPrivacy ? null : config.privacyCustomers,
       apiPoolSize: config.poolSize,
       apiNodeArgs: config.apiNodeArgs,
       httpClient: 'node:http Agent keepAlive',
@@ -659,7 +926,7 @@ async function main() {
       successfulItemWrites: itemWrites,
       itemAddedEvents: events,
       headsMismatchedWithCarts: mismatched,
-      ok: events === itemWrites && mismatched === 0,
+      ok: events === itemWrites && mismatched === 0 && (privacy?.check.ok ?? true),
     },
     postgres: pgSettings,
     node: process.version,

@@ -3,7 +3,9 @@
 // functions.
 //
 //   pnpm exec tsx test/bench/cpuprofile-top.ts /tmp/relay-prof/*.cpuprofile [--top 30]
-//     [--inclusive name1,name2]
+//     [--inclusive name1,name2] [--last-ms 20000]
+//
+// --last-ms counts only each profile's final milliseconds (e.g. an idle phase after start-up).
 //
 // Prints one JSON object on stdout.
 import { readFileSync } from 'node:fs';
@@ -36,6 +38,7 @@ const option = (name: string) => {
 };
 const top = Number(option('--top') ?? 30);
 const inclusiveNames = (option('--inclusive') ?? '').split(',').filter((n) => n !== '');
+const lastMs = Number(option('--last-ms') ?? Infinity);
 if (args.length === 0) throw new Error('usage: cpuprofile-top.ts <file.cpuprofile>...');
 
 /** The package a script belongs to, from its URL. */
@@ -73,10 +76,13 @@ for (const file of args) {
   for (const node of profile.nodes)
     for (const child of node.children ?? []) parent.set(child, node.id);
   const selfUs = new Map<number, number>();
+  const from = profile.endTime - lastMs * 1000;
+  let at = profile.startTime;
   profile.samples.forEach((id, index) => {
     // timeDeltas[i] is the time before sample i; attribute the following delta to sample i.
+    at += profile.timeDeltas[index] ?? 0;
     const delta = profile.timeDeltas[index + 1] ?? 0;
-    selfUs.set(id, (selfUs.get(id) ?? 0) + delta);
+    if (at >= from) selfUs.set(id, (selfUs.get(id) ?? 0) + delta);
   });
   for (const [id, us] of selfUs) {
     const node = byId.get(id);

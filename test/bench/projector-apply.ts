@@ -1,7 +1,6 @@
 // Benchmark: how fast the projector applies a backlog of cart events into the cart-summary view,
 // against the ceiling — the same projection's upserts run as plain batched SQL (same batches, no
-// Kafka, checkpoints, version guards or decoding) — and the end-to-end latency from a write's
-// commit in shop-api to its visibility in the view, through the relay, at a steady write rate.
+// Kafka, checkpoints, version guards or decoding). End-to-end latency: pipeline-latency.ts.
 //
 //   cd /work/main && pnpm -s build && pnpm exec tsx test/bench/projector-apply.ts
 //
@@ -10,13 +9,12 @@
 //   KAFKA_BROKERS                  default 127.0.0.1:19092
 //   BENCH_EVENTS                   cart events in the backlog (default 500000)
 //   BENCH_CARTS                    carts they belong to (default 5000)
-//   BENCH_LATENCY_RATE             writes per second for the latency run (default 500)
-//   BENCH_LATENCY_SECONDS          length of the latency run (default 20)
-//   BENCH_SKIP_APPLY=1 / BENCH_SKIP_LATENCY=1   run one half only
+//   BENCH_PRIVACY_EVENTS           customer events in the privacy backlog (default 100000)
+//   BENCH_PRIVACY_CUSTOMERS        customers they belong to (default 20000)
+//   BENCH_PRIVACY_ROUNDS           sealed/clear pairs of runs (default 2: on, off, off, on)
+//   BENCH_SKIP_APPLY=1 / BENCH_SKIP_PRIVACY=1   leave that part out
 //   BENCH_NODE_ARGS                extra node flags for the services it starts, e.g.
 //                                  "--cpu-prof --cpu-prof-dir=/tmp/bench-prof"
-//   BENCH_MAX_IN_FLIGHT            writes waiting for a response at most (default 64)
-//   BENCH_LATENCY_PROJECTIONS      PROJECTOR_PROJECTIONS of the latency run (default: all four)
 //   BENCH_TRACING                  the apply runs' tracing modes, a comma list of off, 0.1 (10 %
 //                                  of traces, parentbased_traceidratio), 1 (always_on)
 //                                  (default off,0.1)
@@ -27,26 +25,34 @@
 //
 // Apply: the backlog is produced straight to a fresh `outbox.event.cart` topic (6 partitions,
 // keyed by cart), then services/projector runs the shop's module (startService's default) with
-// PROJECTOR_PROJECTIONS=cart_summary. The rate counts from its first applied batch to the
-// checkpoint reaching the end of every partition.
+// PROJECTOR_PROJECTIONS=cart_summary. The rate counts the events after its first applied batch,
+// from that batch's commit to the checkpoint reaching the end of every partition.
 // The view must equal the fold computed here from the generated events. Ceiling: the same
 // events, split by partition as Kafka did and cut into batches of the projector's mean batch
 // size, each applied by `cartSummary.apply` in its own transaction.
 // Tracing: the projector applies the same topic once per mode in BENCH_TRACING × BENCH_ROUNDS,
 // each run into a fresh database with its own consumer groups; traced runs export OTLP/HTTP to a
-// sink in this process that counts requests and bytes. Inherited OTEL_* variables are ignored
-// (the latency run does not trace). `projector` and `ratio` are the first untraced run's;
+// sink in this process that counts requests and bytes. Inherited OTEL_* variables are ignored.
+// `projector` and `ratio` are the first untraced run's;
 // `tracing` compares the modes in this run.
 //
-// Latency: shop-api, relay and projector (all projections) run as processes; POST
-// /carts/:id/items at a fixed rate over 200 carts; an observer polls the projection's applied
-// versions every 5 ms. Latency = first poll seeing the write's version − the POST's response.
+// Privacy (`privacy`): customers registered, renamed and given new emails, sealed as shop-api
+// seals them (a key per customer, the keys loaded into each run's database) and the same events
+// in clear, each produced to topics of their own; the projector applies them with
+// PROJECTOR_PROJECTIONS=audit_log (the projection that reveals customer events): sealed (`on`:
+// the shop's module, as deployed) and clear (`off`: the same projection over `shopCatalogInClear`,
+// from a module written to a temporary directory, so nothing is revealed), each run into a fresh
+// database, in pairs, each variant leading every other pair (on, off, off, on, ...: a drift falls
+// on both alike). Per run: events/s and the projector's CPU per event; `onVsOff` compares the
+// means, the spreads say how noisy the runs were. Every run's audit log must hold each event's
+// payload in clear.
 import { toKafkaRecord, topicFor } from '@sluice/contracts';
-import type { ShopEvent } from '@sluice/shop-catalog';
 import { createDatabase } from '@sluice/database';
 import { errorMessage } from '@sluice/errors';
 import { tableNamer } from '@sluice/projector';
-import { cartSummary } from '@sluice/shop-views';
+import { createPrivacy, parseMasterKey, SUBJECT_KEYS_DDL } from '@sluice/privacy';
+import { shopProtectedFields, type ShopEvent } from '@sluice/shop-catalog';
+import { auditLog, cartSummary } from '@sluice/shop-views';
 import {
   createTestDatabase,
   freePort,
@@ -58,32 +64,31 @@ import {
 import { Partitioners, type Kafka } from 'kafkajs';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import http from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
 import pg from 'pg';
-import {
-  listeningAddress,
-  metricValue,
-  startService,
-  startShopApi,
-  type ServiceProcess,
-} from '../support/services.js';
+import { metricValue, type ServiceProcess } from '../support/services.js';
 import { TEST_ACCESS_SECRET } from '../support/access.js';
 import { TEST_MASTER_KEY } from '../support/privacy.js';
 import {
   clearTracingEnvironment,
   envNumber,
-  httpRequest,
   log,
+  machineTicks,
   memoryMb,
   processTicks,
   serviceRoot,
   startOtlpSink,
+  summarizePrivacy,
   summarizeTracing,
   TRACING_GOAL,
   tracingEnvironment,
   tracingModes,
+  type PrivacyRun,
   type SinkCounts,
   type TracingMode,
 } from './support.js';
@@ -93,30 +98,19 @@ const config = {
   brokers: (process.env.KAFKA_BROKERS ?? '127.0.0.1:19092').split(','),
   events: Math.floor(envNumber('BENCH_EVENTS', 500_000)),
   carts: Math.floor(envNumber('BENCH_CARTS', 5000)),
-  latencyRate: envNumber('BENCH_LATENCY_RATE', 500),
-  latencySeconds: envNumber('BENCH_LATENCY_SECONDS', 20),
   skipApply: process.env.BENCH_SKIP_APPLY === '1',
-  skipLatency: process.env.BENCH_SKIP_LATENCY === '1',
   nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
-  maxInFlight: Math.floor(envNumber('BENCH_MAX_IN_FLIGHT', 64)),
   tracing: tracingModes(),
+  privacyEvents: Math.floor(envNumber('BENCH_PRIVACY_EVENTS', 100_000)),
+  privacyCustomers: Math.floor(envNumber('BENCH_PRIVACY_CUSTOMERS', 20_000)),
+  privacyRounds: Math.floor(envNumber('BENCH_PRIVACY_ROUNDS', 2)),
+  skipPrivacy: process.env.BENCH_SKIP_PRIVACY === '1',
 };
-const GOALS = { eventsPerSecond: 20_000, ratio: 0.5, p50Ms: 30, p99Ms: 150 } as const;
+const GOALS = { eventsPerSecond: 20_000, ratio: 0.5 } as const;
 const PARTITIONS = 6;
 const TICKS_PER_SECOND = 100;
 const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits;
 const running = new Set<Pick<ServiceProcess, 'kill' | 'exited'>>();
-
-function start(
-  name: 'relay' | 'projector',
-  env: Record<string, string>,
-  nodeArgs: readonly string[] = [],
-): ServiceProcess {
-  const service = startService(name, { LOG_LEVEL: 'warn', ...env }, nodeArgs);
-  running.add(service);
-  void service.exited().then(() => running.delete(service));
-  return service;
-}
 
 async function stop(service: Pick<ServiceProcess, 'kill' | 'exited'>): Promise<void> {
   service.kill('SIGTERM');
@@ -292,35 +286,43 @@ function startProjector(env: Record<string, string>) {
   return projector;
 }
 
-/** Applies the backlog in `topic` with the projector, into `database`, tracing as `tracing` says. */
-async function projectorRun(
-  database: TestDatabase,
-  backlog: { topic: string; events: number; fold: Map<string, CartFold> },
-  tracing: Record<string, string>,
-) {
+/**
+ * A backlog for the projector: the prefix of its topics, its size, the projection that applies
+ * it, and whether that projection's view holds what it should once applied.
+ */
+interface Backlog {
+  prefix: string;
+  events: number;
+  projection: string;
+  viewIsRight(pool: pg.Pool): Promise<boolean>;
+}
+
+/** Applies `backlog` with the projector, into `database`, with `env` (e.g. tracing settings). */
+async function projectorRun(database: TestDatabase, backlog: Backlog, env: Record<string, string>) {
   const pool = new pg.Pool({ connectionString: database.url, max: 2 });
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const prefix = backlog.topic.slice(0, backlog.topic.length - topicFor('cart').length);
   const spawnedAt = performance.now();
   const projector = startProjector({
     DATABASE_URL: database.url,
     KAFKA_BROKERS: config.brokers.join(','),
-    PROJECTOR_TOPIC_PREFIX: prefix,
+    PROJECTOR_TOPIC_PREFIX: backlog.prefix,
     PROJECTOR_GROUP_PREFIX: `${uniqueName('bench_apply')}.g.`,
     PROJECTOR_METRICS_PORT: String(port),
-    PROJECTOR_PROJECTIONS: 'cart_summary',
-    ...tracing,
+    PROJECTOR_PROJECTIONS: backlog.projection,
+    ...env,
   });
   const pid = projector.pid;
   let firstApplyAt: number | undefined;
   let ticksAtFirstApply = 0;
+  let appliedAtFirst = 0;
   let peakRss = 0;
   const applied = async () => {
     const { rows } = await pool
       .query<{ n: string }>(
         `SELECT COALESCE(sum(next_offset), 0)::text AS n FROM sluice.projection_checkpoints
-          WHERE projection = 'cart_summary'`,
+          WHERE projection = $1`,
+        [backlog.projection],
       )
       .catch(() => ({ rows: [{ n: '0' }] }));
     return Number(rows[0]?.n ?? 0);
@@ -337,6 +339,7 @@ async function projectorRun(
         if (done > 0 && firstApplyAt === undefined) {
           firstApplyAt = performance.now();
           ticksAtFirstApply = processTicks(pid)?.ticks ?? 0;
+          appliedAtFirst = done;
         }
         return done >= backlog.events;
       },
@@ -348,19 +351,25 @@ async function projectorRun(
     const applySeconds = (doneAt - (firstApplyAt ?? spawnedAt)) / 1000;
     const batches = await metricValue(
       base,
-      'sluice_projector_batch_size_count{projection="cart_summary"}',
+      `sluice_projector_batch_size_count{projection="${backlog.projection}"}`,
     );
     const peak = Math.max(peakRss, memoryMb(pid)?.hwm ?? 0);
     await stop(projector);
+    // The clock starts once the first batch shows as applied: the events after it are measured.
+    const measured = backlog.events - appliedAtFirst;
+    if (measured === 0)
+      log('the backlog was applied in one batch: no rate measured (make it larger)');
     return {
-      eventsPerSecond: Math.round(backlog.events / applySeconds),
+      eventsPerSecond: measured === 0 ? NaN : Math.round(measured / applySeconds),
       applySeconds: round(applySeconds),
+      measuredEvents: measured,
       startupSeconds: round(((firstApplyAt ?? doneAt) - spawnedAt) / 1000),
       batches,
       cores: round(ticks / TICKS_PER_SECOND / applySeconds),
-      cpuMicrosPerEvent: round((ticks / TICKS_PER_SECOND / backlog.events) * 1e6, 3),
+      cpuMicrosPerEvent:
+        measured === 0 ? NaN : round((ticks / TICKS_PER_SECOND / measured) * 1e6, 3),
       peakRssMb: round(peak, 1),
-      viewEqualsFold: await viewMatchesFold(pool, backlog.fold),
+      viewEqualsFold: await backlog.viewIsRight(pool),
     };
   } finally {
     await pool.end();
@@ -402,7 +411,7 @@ type ProjectorRun = Awaited<ReturnType<typeof projectorRun>> & {
 
 /** One projector run per tracing mode, each into a fresh database; the first one's is kept. */
 async function projectorRuns(
-  backlog: { topic: string; events: number; fold: Map<string, CartFold> },
+  backlog: Backlog,
   keep: (database: TestDatabase) => void,
 ): Promise<ProjectorRun[]> {
   const sink = await startOtlpSink();
@@ -462,7 +471,12 @@ async function applyRun(kafka: Kafka) {
     const producedAt = performance.now();
     await produce(kafka, topic, events);
     log(`produced ${events.length} records in ${round((performance.now() - producedAt) / 1000)} s`);
-    const backlog = { topic, events: events.length, fold };
+    const backlog = {
+      prefix: topic.slice(0, topic.length - topicFor('cart').length),
+      events: events.length,
+      projection: 'cart_summary',
+      viewIsRight: (pool: pg.Pool) => viewMatchesFold(pool, fold),
+    };
     const runs = await projectorRuns(backlog, (database) => (kept = database));
     const first = runs.find((run) => run.mode === 'off') ?? runs[0];
     if (first === undefined || kept === undefined) throw new Error('no projector run');
@@ -501,178 +515,217 @@ async function applyRun(kafka: Kafka) {
   }
 }
 
-// ---------------------------------------------------------------- end-to-end latency
+// ---------------------------------------------------------------- privacy: sealed against clear
 
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+/** Customers registered, renamed and given new emails, versions interleaved across customers. */
+function generateCustomerBacklog(): ShopEvent[] {
+  const perCustomer = Math.max(2, Math.floor(config.privacyEvents / config.privacyCustomers));
+  const customers = Array.from({ length: config.privacyCustomers }, () => randomUUID());
+  const events: ShopEvent[] = [];
+  const now = Date.now();
+  for (let version = 1; version <= perCustomer; version += 1) {
+    for (const [index, customerId] of customers.entries()) {
+      const base = {
+        id: randomUUID(),
+        aggregateType: 'customer' as const,
+        aggregateId: customerId,
+        aggregateVersion: version,
+        occurredAt: new Date(now + version).toISOString(),
+        metadata: { correlation_id: `bench-${index}`, actor: 'bench' },
+      };
+      const name = `Customer ${index} (${version})`;
+      const email = `customer-${index}.${version}@bench.example.com`;
+      if (version === 1) {
+        events.push({
+          ...base,
+          type: 'customer.registered.v1',
+          payload: { customerId, email, name },
+        });
+      } else if (version % 2 === 0) {
+        events.push({ ...base, type: 'customer.renamed.v1', payload: { customerId, name } });
+      } else {
+        events.push({ ...base, type: 'customer.email_changed.v1', payload: { customerId, email } });
+      }
+    }
+  }
+  return events;
 }
 
-async function latencyRun() {
-  const database = await createTestDatabase(config.serverUrl, 'bench_latency');
-  const pool = new pg.Pool({ connectionString: database.url, max: 2 });
-  const agent = new http.Agent({ keepAlive: true, maxSockets: config.maxInFlight });
-  const prefix = `${uniqueName('bench_latency')}.`;
-  try {
-    const env = { DATABASE_URL: database.url, KAFKA_BROKERS: config.brokers.join(',') };
-    const api = await startShopApi({ ...env, LOG_LEVEL: 'warn' }, config.nodeArgs);
-    running.add(api.service);
-    const relay = start(
-      'relay',
-      {
-        ...env,
-        RELAY_SLOT: uniqueName('bench_slot'),
-        RELAY_PUBLICATION: uniqueName('bench_pub'),
-        RELAY_TOPIC_PREFIX: prefix,
-        RELAY_METRICS_PORT: '0',
-        LOG_LEVEL: 'info',
-      },
-      config.nodeArgs,
-    );
-    const projector = start(
-      'projector',
-      {
-        ...env,
-        PROJECTOR_TOPIC_PREFIX: prefix,
-        PROJECTOR_GROUP_PREFIX: `${prefix}g.`,
-        PROJECTOR_METRICS_PORT: '0',
-        LOG_LEVEL: 'info',
-        ...(process.env.BENCH_LATENCY_PROJECTIONS === undefined
-          ? {}
-          : { PROJECTOR_PROJECTIONS: process.env.BENCH_LATENCY_PROJECTIONS }),
-      },
-      config.nodeArgs,
-    );
-    const port = Number(new URL(api.base).port);
-    const post = async (path: string, body: unknown) => {
-      const response = await httpRequest(agent, port, 'POST', path, JSON.stringify(body));
-      if (response.status >= 300)
-        throw new Error(`POST ${path}: ${response.status} ${response.body.slice(0, 300)}`);
-      return JSON.parse(response.body) as { id: string; version: number };
-    };
-    const customer = await post('/customers', { email: 'bench@example.com', name: 'Bench' });
-    const product = await post('/products', {
-      sku: 'BENCH-1',
-      name: 'Bench',
-      priceCents: 250,
-      stock: 10_000_000,
-    });
-    const carts = await Promise.all(
-      Array.from({ length: 200 }, () => post('/carts', { customerId: customer.id })),
-    );
-    await projector.waitForOutput('"msg":"consuming"', {
-      timeoutMs: 60_000,
-      message: 'the projector to join its groups',
-    });
-    const versionOf = async () => {
-      const { rows } = await pool.query<{ aggregate_id: string; version: string }>(
-        `SELECT aggregate_id, version::text FROM sluice.projection_versions
-          WHERE projection = 'cart_summary' AND aggregate_type = 'cart'`,
-      );
-      return new Map(rows.map((row) => [row.aggregate_id, Number(row.version)]));
-    };
-    await waitFor(async () => (await versionOf()).size === carts.length, {
-      timeoutMs: 60_000,
-      message: 'the opened carts in the view',
-    });
+interface SubjectKeyRow {
+  subject: string;
+  wrapped_key: Buffer;
+  master_key_id: string;
+}
 
-    // Writes at a fixed rate; each waits for its version in the view.
-    const pending = new Map<string, { cartId: string; version: number; committedAt: number }>();
-    const latencies: number[] = [];
-    let failures = 0;
-    const writing = new AbortController();
-    const observer = (async () => {
-      while (!writing.signal.aborted || pending.size > 0) {
-        const ids = [...new Set([...pending.values()].map((write) => write.cartId))];
-        if (ids.length > 0) {
-          const { rows } = await pool.query<{ aggregate_id: string; version: string }>(
-            `SELECT aggregate_id, version::text FROM sluice.projection_versions
-              WHERE projection = 'cart_summary' AND aggregate_type = 'cart'
-                AND aggregate_id = ANY($1::text[])`,
-            [ids],
-          );
-          const seenAt = performance.now();
-          const versions = new Map(rows.map((row) => [row.aggregate_id, Number(row.version)]));
-          for (const [key, write] of pending) {
-            if ((versions.get(write.cartId) ?? 0) >= write.version) {
-              latencies.push(seenAt - write.committedAt);
-              pending.delete(key);
-            }
-          }
-        }
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
-    })();
-    const total = Math.round(config.latencyRate * config.latencySeconds);
-    const intervalMs = 1000 / config.latencyRate;
-    const startedAt = performance.now();
-    const writes = new Set<Promise<void>>();
-    for (let i = 0; i < total; i += 1) {
-      const due = startedAt + i * intervalMs;
-      const wait = due - performance.now();
-      if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
-      // An open loop up to a bound: past it the API is the bottleneck, and achievedRate says so.
-      while (writes.size >= config.maxInFlight) await Promise.race(writes);
-      const cart = carts[i % carts.length];
-      if (cart === undefined) continue;
-      const write = post(`/carts/${cart.id}/items`, { productId: product.id, quantity: 1 })
-        .then(
-          (result) => {
-            pending.set(`${cart.id}:${result.version}`, {
-              cartId: cart.id,
-              version: result.version,
-              committedAt: performance.now(),
-            });
-          },
-          (error: unknown) => {
-            failures += 1;
-            if (failures <= 3) log(`write failed: ${errorMessage(error)}`);
-          },
-        )
-        .finally(() => writes.delete(write));
-      writes.add(write);
-    }
-    await Promise.all(writes);
-    const achievedRate = total / ((performance.now() - startedAt) / 1000);
-    await waitFor(() => pending.size === 0, {
-      timeoutMs: 60_000,
-      message: 'every write to show in the view',
+/** `events` sealed as shop-api seals them (a key per customer), and the keys' rows. */
+async function sealBacklog(events: readonly ShopEvent[]) {
+  const database = await createTestDatabase(config.serverUrl, 'bench_keys');
+  const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+  try {
+    await pool.query(SUBJECT_KEYS_DDL);
+    const privacy = createPrivacy({
+      keys: { current: parseMasterKey(TEST_MASTER_KEY) },
+      fields: shopProtectedFields,
     });
-    writing.abort();
-    await observer;
-    const sorted = [...latencies].sort((a, b) => a - b);
-    // Where the time goes, from the services' own histograms (means over the run).
-    const meanMs = async (service: ServiceProcess, metric: string, labels = '') => {
-      const base = listeningAddress(service);
-      if (base === undefined) return NaN;
-      const sum = await metricValue(base, `${metric}_sum${labels}`);
-      const count = await metricValue(base, `${metric}_count${labels}`);
-      return round((sum / count) * 1000, 1);
-    };
-    const stages = {
-      relayCommitToKafkaAckMeanMs: await meanMs(relay, 'sluice_relay_publish_latency_seconds'),
-      projectorEventToViewCommitMeanMs: await meanMs(
-        projector,
-        'sluice_projector_apply_latency_seconds',
-        '{projection="cart_summary"}',
-      ),
-    };
-    return {
-      writes: total,
-      failedWrites: failures,
-      targetRate: config.latencyRate,
-      achievedRate: Math.round(achievedRate),
-      pollIntervalMs: 5,
-      p50Ms: round(percentile(sorted, 50), 1),
-      p90Ms: round(percentile(sorted, 90), 1),
-      p99Ms: round(percentile(sorted, 99), 1),
-      maxMs: round(sorted.at(-1) ?? NaN, 1),
-      stages,
-    };
+    const sealed = await privacy.sealEvents(pool, events);
+    const { rows } = await pool.query<SubjectKeyRow>(
+      'SELECT subject, wrapped_key, master_key_id FROM sluice.subject_keys',
+    );
+    return { sealed, keys: rows };
   } finally {
-    for (const service of [...running]) await stop(service);
-    agent.destroy();
     await pool.end();
     await database.drop();
+  }
+}
+
+/** The subject keys in `database`, where shop-api would have made them. */
+async function loadSubjectKeys(database: TestDatabase, keys: readonly SubjectKeyRow[]) {
+  const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+  try {
+    await pool.query(SUBJECT_KEYS_DDL);
+    await pool.query(
+      `INSERT INTO sluice.subject_keys (subject, wrapped_key, master_key_id)
+       SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])`,
+      [
+        keys.map((k) => k.subject),
+        keys.map((k) => k.wrapped_key),
+        keys.map((k) => k.master_key_id),
+      ],
+    );
+  } finally {
+    await pool.end();
+  }
+}
+
+/** The audit log holds one row per event with its payload in clear, as generated. */
+async function auditLogHoldsClear(pool: pg.Pool, events: readonly ShopEvent[]): Promise<boolean> {
+  const { rows } = await pool.query<{ event_id: string; data: unknown }>(
+    'SELECT event_id, data FROM views.audit_log',
+  );
+  const expected = new Map(events.map((event) => [event.id, event.payload as unknown]));
+  return (
+    rows.length === expected.size &&
+    rows.every((row) => isDeepStrictEqual(row.data, expected.get(row.event_id)))
+  );
+}
+
+/**
+ * A projection module for the `off` runs, in a temporary directory (the projector imports modules
+ * by path): the audit log over the shop's events in clear (`shopCatalogInClear`), whose catalog
+ * protects no field, so the projector reveals nothing and reads no key.
+ */
+function auditLogInClear(): { path: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-privacy-'));
+  const dist = (name: string) =>
+    JSON.stringify(pathToFileURL(join(serviceRoot(), 'packages', name, 'dist', 'index.js')).href);
+  const path = join(dir, 'audit-log-in-clear.mjs');
+  writeFileSync(
+    path,
+    [
+      `import { auditLog } from ${dist('shop-views')};`,
+      `import { shopCatalogInClear } from ${dist('shop-catalog')};`,
+      `export { migrations } from ${dist('shop-views')};`,
+      'export const auditLogInClear = { ...auditLog, catalog: shopCatalogInClear };',
+      '',
+    ].join('\n'),
+  );
+  return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** One projector run of a customer backlog, and how busy the whole machine was meanwhile. */
+async function privacyRun(
+  privacy: PrivacyRun['privacy'],
+  backlog: Backlog,
+  keys: readonly SubjectKeyRow[],
+  env: Record<string, string>,
+) {
+  const database = await createTestDatabase(config.serverUrl, 'bench_privacy');
+  try {
+    await loadSubjectKeys(database, keys);
+    const before = machineTicks();
+    const startedAt = performance.now();
+    const run = await projectorRun(database, backlog, env);
+    const seconds = (performance.now() - startedAt) / 1000;
+    const busy = machineTicks().busy - before.busy;
+    log(`projector, privacy ${privacy}: ${run.eventsPerSecond} events/s`);
+    return { privacy, ...run, machineBusyCores: round(busy / TICKS_PER_SECOND / seconds) };
+  } finally {
+    await database.drop();
+  }
+}
+
+/**
+ * The same customer backlog sealed (`on`) and in clear (`off`), each in topics of its own,
+ * applied by the audit log — the projection that reveals customer events — in pairs: `on` as
+ * deployed, `off` by the same projection over the clear catalog.
+ */
+async function privacyApplyRun(kafka: Kafka) {
+  const clear = generateCustomerBacklog();
+  log(`sealing ${clear.length} customer events of ${config.privacyCustomers} customers`);
+  const { sealed, keys } = await sealBacklog(clear);
+  const base = uniqueName('bench_privacy');
+  const backlogs = {
+    on: { prefix: `${base}.sealed.`, events: sealed },
+    off: { prefix: `${base}.clear.`, events: clear },
+  };
+  const customerTopic = topicFor('customer');
+  const topics = Object.values(backlogs).flatMap(({ prefix }) =>
+    auditLog.aggregateTypes.map((type) => `${prefix}${topicFor(type)}`),
+  );
+  const inClear = auditLogInClear();
+  const env = { on: {}, off: { PROJECTOR_MODULES: inClear.path } };
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({
+      topics: topics.map((topic) => ({
+        topic,
+        numPartitions: topic.endsWith(customerTopic) ? PARTITIONS : 1,
+      })),
+      waitForLeaders: true,
+    });
+    for (const { prefix, events } of Object.values(backlogs))
+      await produce(kafka, `${prefix}${customerTopic}`, events);
+    const runs: Awaited<ReturnType<typeof privacyRun>>[] = [];
+    for (let round = 1; round <= config.privacyRounds; round += 1) {
+      const order = ['on', 'off'] as const;
+      for (const privacy of round % 2 === 1 ? order : [...order].reverse()) {
+        const backlog = {
+          prefix: backlogs[privacy].prefix,
+          events: clear.length,
+          projection: auditLog.name,
+          viewIsRight: (pool: pg.Pool) => auditLogHoldsClear(pool, clear),
+        };
+        runs.push(await privacyRun(privacy, backlog, keys, env[privacy]));
+      }
+    }
+    return {
+      events: clear.length,
+      customers: config.privacyCustomers,
+      projection: auditLog.name,
+      runs: runs.map((run) => ({
+        privacy: run.privacy,
+        eventsPerSecond: run.eventsPerSecond,
+        cpuMicrosPerEvent: run.cpuMicrosPerEvent,
+        measuredEvents: run.measuredEvents,
+        cores: run.cores,
+        machineBusyCores: run.machineBusyCores,
+        batches: run.batches,
+        peakRssMb: run.peakRssMb,
+      })),
+      ...summarizePrivacy(
+        runs.map((run) => ({
+          privacy: run.privacy,
+          perSecond: run.eventsPerSecond,
+          cpuMicrosPerOp: run.cpuMicrosPerEvent,
+        })),
+      ),
+      viewsEqualClear: runs.every((run) => run.viewEqualsFold),
+    };
+  } finally {
+    await admin.deleteTopics({ topics }).catch(() => undefined);
+    await admin.disconnect();
+    inClear.remove();
   }
 }
 
@@ -683,7 +736,8 @@ const kafka = testKafka(config.brokers, 'bench-projector');
 try {
   const apply = config.skipApply ? undefined : await applyRun(kafka);
   if (apply !== undefined) log(`apply: ${JSON.stringify(apply)}`);
-  const latency = config.skipLatency ? undefined : await latencyRun();
+  const privacy = config.skipPrivacy ? undefined : await privacyApplyRun(kafka);
+  if (privacy !== undefined) log(`privacy: ${JSON.stringify(privacy.onVsOff)}`);
   const meets = {
     ...(apply === undefined
       ? {}
@@ -693,16 +747,14 @@ try {
           viewsEqualFold: apply.projector.viewEqualsFold && apply.ceiling.viewEqualsFold,
           tracing10: apply.tracing.meetsGoal,
         }),
-    ...(latency === undefined
-      ? {}
-      : { p50: latency.p50Ms <= GOALS.p50Ms, p99: latency.p99Ms <= GOALS.p99Ms }),
+    ...(privacy === undefined ? {} : { privacyViewsEqualClear: privacy.viewsEqualClear }),
   };
   process.stdout.write(
     `${JSON.stringify(
       {
         benchmark: 'projector-apply',
         apply,
-        latency,
+        privacy,
         goals: { ...GOALS, tracing: TRACING_GOAL },
         meetsGoals: meets,
       },

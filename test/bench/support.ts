@@ -120,7 +120,7 @@ const SHOP_ADMIN = shopAdminHeaders();
 
 /**
  * One request to 127.0.0.1:`port` through `agent` (keep-alive: far cheaper than `fetch`), with an
- * admin's token for shop-api (valid an hour).
+ * admin's token for shop-api (valid an hour) and `extraHeaders` (e.g. `if-match`).
  */
 export function httpRequest(
   agent: http.Agent,
@@ -128,13 +128,15 @@ export function httpRequest(
   method: string,
   path: string,
   json?: string,
+  extraHeaders: http.OutgoingHttpHeaders = {},
 ): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
     const headers: http.OutgoingHttpHeaders =
       json === undefined
-        ? { ...SHOP_ADMIN }
+        ? { ...SHOP_ADMIN, ...extraHeaders }
         : {
             ...SHOP_ADMIN,
+            ...extraHeaders,
             'content-type': 'application/json',
             'content-length': Buffer.byteLength(json),
           };
@@ -309,6 +311,58 @@ export function summarizeTracing(runs: readonly TracingRun[]) {
         : round3((Math.max(...offRates) - Math.min(...offRates)) / mean(offRates)),
     meetsGoal:
       on10 === undefined ? null : on10.throughputRatio >= 1 - TRACING_GOAL.maxThroughputCost10,
+  };
+}
+
+// ---------------------------------------------------------------- privacy on and off
+
+/**
+ * One measured run of a workload with personal fields sealed (`on`) or in clear (`off`): its
+ * rate and the CPU its measured process spent per operation.
+ */
+export interface PrivacyRun {
+  privacy: 'on' | 'off';
+  perSecond: number;
+  cpuMicrosPerOp: number;
+}
+
+const spreadOf = (values: readonly number[]) =>
+  values.length < 2 ? null : round3((Math.max(...values) - Math.min(...values)) / mean(values));
+
+/**
+ * Each variant's mean rate and CPU per operation with the spread of its runs ((max − min) /
+ * mean), `on` against `off` (ratios of the means), and the throughput ratio of each `on` run to
+ * the `off` run of the same round: runs alternate, so the pairs show how steady the ratio was.
+ */
+export function summarizePrivacy(runs: readonly PrivacyRun[]) {
+  const side = (privacy: PrivacyRun['privacy']) => {
+    const of = runs.filter((run) => run.privacy === privacy);
+    const rates = of.map((run) => run.perSecond);
+    return {
+      runs: of.length,
+      perSecond: of.length === 0 ? 0 : Math.round(mean(rates)),
+      cpuMicrosPerOp: of.length === 0 ? 0 : round3(mean(of.map((run) => run.cpuMicrosPerOp))),
+      perSecondByRun: rates,
+      spread: spreadOf(rates),
+    };
+  };
+  const on = side('on');
+  const off = side('off');
+  const ons = runs.filter((run) => run.privacy === 'on');
+  const offs = runs.filter((run) => run.privacy === 'off');
+  const pairs = ons.slice(0, offs.length).map((run, index) => {
+    const other = offs[index];
+    return other === undefined ? NaN : round3(run.perSecond / other.perSecond);
+  });
+  return {
+    order: runs.map((run) => run.privacy),
+    on,
+    off,
+    onVsOff: {
+      throughputRatio: off.perSecond > 0 ? round3(on.perSecond / off.perSecond) : null,
+      cpuPerOpRatio: off.cpuMicrosPerOp > 0 ? round3(on.cpuMicrosPerOp / off.cpuMicrosPerOp) : null,
+      throughputRatioByPair: pairs,
+    },
   };
 }
 

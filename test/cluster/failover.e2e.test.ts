@@ -5,7 +5,6 @@
 // processes sharing the work. Nothing acknowledged is lost, each aggregate stays in order, each
 // event is applied once, the views equal the fold, and the relay reports the under-replicated
 // period and resumes by itself.
-import { deadLetterTopicFor, topicFor } from '@sluice/contracts';
 import { createTopicEnsurer } from '@sluice/kafka';
 import { createKafkaCluster, type KafkaCluster } from '@sluice/stack';
 import { testKafka, uniqueName, waitFor } from '@sluice/testkit';
@@ -17,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasLocalServers } from '../relay/harness.js';
 import { shopAdminHeaders } from '../support/access.js';
 import { startPipeline, type Pipeline } from '../support/pipeline.js';
-import { settledViolations, shopProjections } from '../support/pipeline-invariants.js';
+import { settledViolations, shopTopics } from '../support/pipeline-invariants.js';
 import { listeningAddress, metricValue, type ServiceProcess } from '../support/services.js';
 
 const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -196,13 +195,6 @@ describe.skipIf(!hasLocalServers())('the pipeline on a three-broker cluster', ()
 });
 
 /** Every topic the shop's projectors read or dead-letter to under `prefix`. */
-function shopTopics(prefix: string): string[] {
-  return [
-    ...new Set(shopProjections.flatMap((p) => p.aggregateTypes.map((t) => topicFor(t, prefix)))),
-    ...shopProjections.map((p) => deadLetterTopicFor(p.name, prefix)),
-  ];
-}
-
 /** Events applied so far by the cart-summary projection. */
 const appliedNow = (pipeline: Pipeline) => pipeline.cartEventsApplied();
 

@@ -134,6 +134,11 @@ function settingNames(path: string, opening: string): string[] {
       ...settingNames('packages/service-kit/src/config.ts', 'export const commonConfig = {'),
     );
   }
+  if (/^ {2}\.\.\.masterKeySettings,/m.test(schema)) {
+    names.push(
+      ...settingNames('packages/privacy/src/settings.ts', 'export const masterKeySettings = {'),
+    );
+  }
   if (/^ {2}\.\.\.accessConfigSchema,/m.test(schema)) {
     names.push(
       ...settingNames('packages/access/src/config.ts', 'export const accessConfigSchema = {'),

@@ -1,9 +1,7 @@
 // A first start on fresh topics that several processes create at the same moment: two projectors
 // and a third creator (as the relay is) ensure the same topics at once. Each projector says
 // not-ready on /readyz while it waits for the topics and joins, then consumes; none exits.
-import { deadLetterTopicFor, topicFor } from '@sluice/contracts';
 import { createTopicEnsurer } from '@sluice/kafka';
-import { auditLog, cartSummary, productSales, removedThenBought } from '@sluice/shop-views';
 import {
   createTestDatabase,
   testKafka,
@@ -13,6 +11,7 @@ import {
   type TestDatabase,
 } from '@sluice/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shopTopics } from '../support/pipeline-invariants.js';
 import { listeningAddress, startService, type ServiceProcess } from '../support/services.js';
 
 const { databaseUrl, kafkaBrokers } = testServers();
@@ -62,12 +61,7 @@ describe('projectors and another creator making the same topics at once', () => 
       PROJECTOR_SESSION_TIMEOUT_MS: '6000',
     };
     projectors.push(startService('projector', env), startService('projector', env));
-    const projections = [auditLog, cartSummary, productSales, removedThenBought];
-    const topics = [
-      ...new Set(projections.flatMap((p) => p.aggregateTypes.map((t) => topicFor(t, prefix)))),
-      ...projections.map((p) => deadLetterTopicFor(p.name, prefix)),
-    ];
-    await createTopicEnsurer(testKafka(kafkaBrokers))(topics);
+    await createTopicEnsurer(testKafka(kafkaBrokers))(shopTopics(prefix));
     const readiness = await Promise.all(projectors.map(readinessUntilReady));
     for (const [i, projector] of projectors.entries()) {
       expect(readiness[i]?.[0]).toMatch(/^503 .*joining/);

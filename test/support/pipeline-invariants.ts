@@ -3,6 +3,7 @@
 // to the fold of the events; each event applied once by each projection that reads it; nothing
 // parked or dead-lettered. Each check returns readable violations instead of throwing, so a
 // failing run can show all of them at once.
+import { deadLetterTopicFor, topicFor } from '@sluice/contracts';
 import { errorMessage } from '@sluice/errors';
 import { auditLog, cartSummary, productSales, removedThenBought } from '@sluice/shop-views';
 import { testKafka, waitFor } from '@sluice/testkit';
@@ -21,6 +22,14 @@ import {
 
 /** The shop's projections, as the projector runs them by default. */
 export const shopProjections = [cartSummary, productSales, removedThenBought, auditLog];
+
+/** The topics the shop's projections read and dead-letter to, under `prefix`. */
+export function shopTopics(prefix: string): string[] {
+  return [
+    ...new Set(shopProjections.flatMap((p) => p.aggregateTypes.map((t) => topicFor(t, prefix)))),
+    ...shopProjections.map((p) => deadLetterTopicFor(p.name, prefix)),
+  ];
+}
 
 /** Violations by invariant; an invariant that holds has none. */
 export type Violations = Record<string, string[]>;

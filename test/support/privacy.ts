@@ -9,5 +9,4 @@ export const TEST_MASTER_KEY = '7e57ab1e'.repeat(8);
 export const testPrivacy: Privacy = createPrivacy({
   keys: { current: parseMasterKey(TEST_MASTER_KEY) },
   fields: shopProtectedFields,
-  cacheMs: 0,
 });

@@ -10,8 +10,10 @@ import {
   type ShopPayload,
 } from '@sluice/shop-catalog';
 import { createOutbox, type AppendContext } from '@sluice/outbox';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { SUBJECT_KEYS_DDL, type Queryable } from '@sluice/privacy';
+import { CompiledQuery, sql, type Kysely, type Transaction } from 'kysely';
 import { randomUUID } from 'node:crypto';
+import { testPrivacy } from './privacy.js';
 import { createRandom, type Random } from './seeded-random.js';
 
 /** The aggregate type of the blobs: a topic of its own that no projection reads. */
@@ -391,21 +393,36 @@ async function insertBlobs<DB>(trx: Transaction<DB>, append: Append, stream: Blo
   );
 }
 
-/** Commits one transaction of the workload: all its events, or none. */
+/** Databases whose `sluice.subject_keys` this module made sure of. */
+const withSubjectKeys = new WeakSet<object>();
+
+const queryable = <DB>(trx: Transaction<DB>): Queryable => ({
+  query: (text, values = []) => trx.executeQuery(CompiledQuery.raw(text, values)),
+});
+
+/**
+ * Commits one transaction of the workload: all its events, or none; personal fields sealed as
+ * shop-api seals them (with the tests' master key), since the catalog publishes them sealed only.
+ */
 export async function commitTransaction<DB>(
   db: Kysely<DB>,
   transaction: WorkloadTransaction,
 ): Promise<void> {
+  if (!withSubjectKeys.has(db)) {
+    await sql.raw(SUBJECT_KEYS_DDL).execute(db);
+    withSubjectKeys.add(db);
+  }
   await db.transaction().execute(async (trx) => {
     for (const append of transaction.appends) {
       const { stream } = append;
       if (stream.kind === 'blob') {
         await insertBlobs(trx, append, stream);
       } else {
+        const events = stream.events.slice(append.from, append.to);
         await outbox.append(
           trx,
           { type: stream.type, id: stream.id, expectedVersion: append.from },
-          stream.events.slice(append.from, append.to),
+          await testPrivacy.sealEvents(queryable(trx), events),
           transaction.context,
         );
       }

@@ -1,14 +1,5 @@
 import { SluiceError } from '@sluice/errors';
-import {
-  SignJWT,
-  createRemoteJWKSet,
-  decodeProtectedHeader,
-  errors,
-  jwtVerify,
-  type JWTPayload,
-  type JWTVerifyGetKey,
-  type JWTVerifyOptions,
-} from 'jose';
+import { SignJWT, createRemoteJWKSet, decodeProtectedHeader, type JWTVerifyGetKey } from 'jose';
 import {
   accessDenied,
   configInvalid,
@@ -16,6 +7,7 @@ import {
   type Principal,
   type Role,
 } from './access.js';
+import { JwtRefusal, SUBJECT, verifyJwt, type JwtChecks, type VerifiedClaims } from './jwt.js';
 
 /** Checks one kind of token. */
 export interface TokenVerifier {
@@ -27,7 +19,6 @@ export interface TokenVerifier {
 const OWN = { issuer: 'sluice', audience: 'sluice', roleClaim: 'sluice_role' } as const;
 // A request header is at most 16 KiB anyway; longer tokens are not parsed at all.
 const MAX_TOKEN_CHARS = 16_384;
-const CLOCK_TOLERANCE_S = 5;
 const PROVIDER_ALGORITHMS = [
   'RS256',
   'RS384',
@@ -40,7 +31,6 @@ const PROVIDER_ALGORITHMS = [
   'ES512',
   'EdDSA',
 ];
-const SUBJECT = /^[^\p{Cc}]{1,200}$/u;
 
 /**
  * The `alg` of a token's protected header.
@@ -64,47 +54,17 @@ function roleOf(value: unknown): Role | undefined {
   return undefined;
 }
 
-function principalFromClaims(payload: JWTPayload, roleClaim: string): Principal {
-  const subject = payload.sub;
-  if (subject === undefined || !SUBJECT.test(subject)) {
-    throw accessDenied('the token has no usable subject (sub)');
-  }
-  const role = roleOf(payload[roleClaim]);
-  if (role === undefined) throw accessDenied(`the token's ${roleClaim} claim names no Sluice role`);
-  return { subject, role };
-}
-
-/** Whether a failure was the provider's key set being out of reach, not the token. */
-function keysUnreachable(error: unknown): boolean {
-  return (
-    error instanceof errors.JWKSTimeout ||
-    error instanceof errors.JWKSInvalid ||
-    !(error instanceof errors.JOSEError) ||
-    error.code === 'ERR_JOSE_GENERIC'
+/** Why a token was refused, as an access error; `keySet` when the keys are fetched from it. */
+function accessError(refusal: JwtRefusal, keySet: URL | undefined): SluiceError<AccessErrorCode> {
+  if (refusal.code !== 'keys_unavailable') return accessDenied(refusal.reason, refusal.cause);
+  return new SluiceError<AccessErrorCode>(
+    'access_unavailable',
+    `The identity provider's keys (${keySet?.href ?? ''}) cannot be fetched`,
+    { cause: refusal.cause, retriable: true },
   );
 }
 
-/** Why jose refused a token, in words for the log; `keySet` when the keys are fetched from it. */
-function refusal(error: unknown, keySet: URL | undefined): SluiceError<AccessErrorCode> {
-  if (keySet !== undefined && keysUnreachable(error)) {
-    return new SluiceError<AccessErrorCode>(
-      'access_unavailable',
-      `The identity provider's keys (${keySet.href}) cannot be fetched`,
-      { cause: error, retriable: true },
-    );
-  }
-  if (error instanceof errors.JWTExpired) return accessDenied('the token has expired', error);
-  if (error instanceof errors.JWTClaimValidationFailed) {
-    return accessDenied(
-      `the token's ${error.claim} claim is not accepted (${error.reason})`,
-      error,
-    );
-  }
-  if (error instanceof errors.JOSEError) return accessDenied(error.message, error);
-  throw error;
-}
-
-interface Checks extends JWTVerifyOptions {
+interface Checks extends JwtChecks {
   roleClaim: string;
   /** Where the keys come from, for a provider's tokens. */
   keySet?: URL;
@@ -115,17 +75,16 @@ async function verified(
   key: Uint8Array | JWTVerifyGetKey,
   { roleClaim, keySet, ...checks }: Checks,
 ): Promise<Principal> {
-  const options = { ...checks, requiredClaims: ['exp', 'sub'], clockTolerance: CLOCK_TOLERANCE_S };
+  let payload: VerifiedClaims;
   try {
-    const { payload } =
-      typeof key === 'function'
-        ? await jwtVerify(token, key, options)
-        : await jwtVerify(token, key, options);
-    return principalFromClaims(payload, roleClaim);
+    payload = await verifyJwt(token, key, checks);
   } catch (error) {
-    if (error instanceof SluiceError) throw error;
-    throw refusal(error, keySet);
+    if (error instanceof JwtRefusal) throw accessError(error, keySet);
+    throw error;
   }
+  const role = roleOf(payload[roleClaim]);
+  if (role === undefined) throw accessDenied(`the token's ${roleClaim} claim names no Sluice role`);
+  return { subject: payload.sub, role };
 }
 
 /** Sluice's own HS256 tokens: issued and verified with `secret`. */

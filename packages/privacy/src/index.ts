@@ -11,11 +11,20 @@ export {
 } from './envelope.js';
 export { protectedFieldsOf } from './annotations.js';
 export type { PrivacyErrorCode } from './errors.js';
-export { loadMasterKeys, parseMasterKey, type MasterKey, type MasterKeys } from './master-key.js';
+export { assertMasterKeysKnown, unknownMasterKeyIds } from './key-check.js';
+export {
+  loadMasterKeys,
+  parseMasterKey,
+  type MasterKey,
+  type MasterKeys,
+  type MasterKeySettingValues,
+} from './master-key.js';
+export { masterKeySettings } from './settings.js';
 export {
   createPrivacy,
   type Privacy,
   type PrivacyOptions,
+  type PrivacyReader,
   type ProtectedEvent,
   type ProtectedFields,
 } from './privacy.js';

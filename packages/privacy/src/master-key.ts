@@ -49,25 +49,39 @@ function fromFile(variable: string, path: string): MasterKey {
   return parseMasterKey(text, `${variable} (${path})`);
 }
 
+/** The settings {@link loadMasterKeys} reads: the environment, or a service's validated config. */
+export interface MasterKeySettingValues {
+  SLUICE_MASTER_KEY_FILE?: string | undefined;
+  SLUICE_MASTER_KEY?: string | undefined;
+  SLUICE_MASTER_KEY_PREVIOUS_FILE?: string | undefined;
+}
+
+const given = (value: string | undefined): value is string => value !== undefined && value !== '';
+
 /**
- * The master keys from the environment: `SLUICE_MASTER_KEY_FILE` (a file) or `SLUICE_MASTER_KEY`,
- * and optionally `SLUICE_MASTER_KEY_PREVIOUS_FILE`, the key being rotated out.
+ * The master keys of `settings`: `SLUICE_MASTER_KEY_FILE` (a file) or `SLUICE_MASTER_KEY`, not
+ * both, and optionally `SLUICE_MASTER_KEY_PREVIOUS_FILE`, the key being rotated out.
  *
  * @throws SluiceError `config_invalid`; messages name the variable only.
+ * @example const keys = loadMasterKeys(config);
  */
-export function loadMasterKeys(env: NodeJS.ProcessEnv = process.env): MasterKeys {
-  const file = env.SLUICE_MASTER_KEY_FILE;
-  const inline = env.SLUICE_MASTER_KEY;
+export function loadMasterKeys(settings: MasterKeySettingValues = process.env): MasterKeys {
+  const file = settings.SLUICE_MASTER_KEY_FILE;
+  const inline = settings.SLUICE_MASTER_KEY;
+  if (given(file) && given(inline))
+    throw new SluiceError<PrivacyErrorCode>(
+      'config_invalid',
+      'Set SLUICE_MASTER_KEY_FILE or SLUICE_MASTER_KEY, not both',
+    );
   let current: MasterKey;
-  if (file !== undefined && file !== '') current = fromFile('SLUICE_MASTER_KEY_FILE', file);
-  else if (inline !== undefined && inline !== '')
-    current = parseMasterKey(inline, 'SLUICE_MASTER_KEY');
+  if (given(file)) current = fromFile('SLUICE_MASTER_KEY_FILE', file);
+  else if (given(inline)) current = parseMasterKey(inline, 'SLUICE_MASTER_KEY');
   else
     throw new SluiceError<PrivacyErrorCode>(
       'config_invalid',
       'SLUICE_MASTER_KEY_FILE (or SLUICE_MASTER_KEY) must name the master key that protects personal data',
     );
-  const previousFile = env.SLUICE_MASTER_KEY_PREVIOUS_FILE;
-  if (previousFile === undefined || previousFile === '') return { current };
+  const previousFile = settings.SLUICE_MASTER_KEY_PREVIOUS_FILE;
+  if (!given(previousFile)) return { current };
   return { current, previous: fromFile('SLUICE_MASTER_KEY_PREVIOUS_FILE', previousFile) };
 }

@@ -8,6 +8,7 @@ import {
   ENVELOPE_PATTERN,
   isEnvelope,
   loadMasterKeys,
+  masterKeySettings,
   open,
   parseEnvelope,
   parseMasterKey,
@@ -95,5 +96,30 @@ describe('master keys', () => {
     expect(code(() => loadMasterKeys({ SLUICE_MASTER_KEY_FILE: join(dir, 'short') }))).toBe(
       'config_invalid',
     );
+  });
+
+  it('refuses the file and the variable together, naming both', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'privacy-'));
+    writeFileSync(join(dir, 'key'), bytes(32).toString('base64'));
+    const both = {
+      SLUICE_MASTER_KEY_FILE: join(dir, 'key'),
+      SLUICE_MASTER_KEY: bytes(32).toString('hex'),
+    };
+    expect(code(() => loadMasterKeys(both))).toBe('config_invalid');
+    expect(() => loadMasterKeys(both)).toThrow(
+      /SLUICE_MASTER_KEY_FILE or SLUICE_MASTER_KEY, not both/,
+    );
+    expect(loadMasterKeys({ ...both, SLUICE_MASTER_KEY: '' }).current.id).toBe(
+      loadMasterKeys({ SLUICE_MASTER_KEY_FILE: join(dir, 'key') }).current.id,
+    );
+  });
+
+  it('are described by one settings schema', () => {
+    expect(Object.keys(masterKeySettings)).toEqual([
+      'SLUICE_MASTER_KEY_FILE',
+      'SLUICE_MASTER_KEY',
+      'SLUICE_MASTER_KEY_PREVIOUS_FILE',
+    ]);
+    for (const schema of Object.values(masterKeySettings)) expect(schema.description).toBeTruthy();
   });
 });

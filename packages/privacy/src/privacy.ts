@@ -5,7 +5,7 @@ import type { MasterKeys } from './master-key.js';
 import {
   ensureSubjectKey,
   eraseSubjectKey,
-  readSubjectKey,
+  readSubjectKeys,
   type Queryable,
 } from './subject-keys.js';
 
@@ -22,8 +22,21 @@ export type ProtectedFields = Readonly<Record<string, ProtectedEvent | undefined
 export interface PrivacyOptions {
   keys: MasterKeys;
   fields: ProtectedFields;
-  /** How long an unwrapped subject key is reused for reading. Default 5000. */
-  cacheMs?: number;
+}
+
+/** Reveals in one transaction, reading each subject's key there once. */
+export interface PrivacyReader {
+  /**
+   * The payload with its protected fields opened; once the subject was erased, every string in
+   * them reads {@link ERASED}, in clear text or sealed.
+   *
+   * @throws SluiceError `subject_unknown` (a sealed field without its subject's key),
+   *   `envelope_invalid`; `master_key_unknown` and `subject_key_invalid` (retriable: the master
+   *   key configured is wrong, not the payload)
+   */
+  revealPayload<P>(type: string, payload: P): Promise<P>;
+  /** A text of `subject` opened, or {@link ERASED}. @throws as {@link revealPayload} */
+  revealText(subject: string, value: string): Promise<string>;
 }
 
 /** Seals and reveals personal fields; every call runs its SQL on the `db` it is given. */
@@ -32,53 +45,94 @@ export interface Privacy {
    * The events with their protected fields sealed, creating a subject's key in `db`'s transaction
    * on first use.
    *
-   * @throws SluiceError `subject_erased`, `master_key_unknown`
+   * @throws SluiceError `subject_erased`, `master_key_unknown`, `subject_key_invalid`
    */
   sealEvents<E extends { type: string; payload: unknown }>(
     db: Queryable,
     events: readonly E[],
   ): Promise<E[]>;
-  /**
-   * The payload with its sealed fields opened, or {@link ERASED} once the subject was erased;
-   * fields in clear text stay as they are.
-   *
-   * @throws SluiceError `subject_unknown`, `envelope_invalid`, `master_key_unknown`
-   */
+  /** {@link PrivacyReader.revealPayload} with the keys of `db`, read for this call alone. */
   revealPayload<P>(db: Queryable, type: string, payload: P): Promise<P>;
   /** `text` sealed with the subject's key (created on first use). */
   sealText(db: Queryable, subject: string, text: string): Promise<string>;
-  /** A sealed text opened, or {@link ERASED}. @throws as {@link revealPayload} */
+  /** {@link PrivacyReader.revealText} with the keys of `db`, read for this call alone. */
   revealText(db: Queryable, subject: string, value: string): Promise<string>;
+  /**
+   * A reader of `db`'s transaction that reads each subject's key once: make one per transaction
+   * and drop it when the transaction ends, since it does not see an erasure committed later.
+   *
+   * @example const reader = privacy.reader(trx); for (const e of events) await reader.revealPayload(e.type, e.payload);
+   */
+  reader(db: Queryable): PrivacyReader;
   /** Destroys the subject's key in `db`'s transaction. */
   erase(db: Queryable, subject: string): Promise<void>;
 }
 
 type Fields = Record<string, unknown>;
 
-/**
- * Crypto-shredding over `sluice.subject_keys`.
- *
- * @example
- * const privacy = createPrivacy({ keys: loadMasterKeys(), fields: shopProtectedFields });
- * const [sealed] = await privacy.sealEvents(client, [{ type, payload }]);
- */
-export function createPrivacy(options: PrivacyOptions): Privacy {
-  const { keys, fields } = options;
-  const cacheMs = options.cacheMs ?? 5000;
-  const cache = new Map<string, { key: Buffer | null; until: number }>();
-
-  async function readingKey(db: Queryable, subject: string): Promise<Buffer | null> {
-    const cached = cache.get(subject);
-    if (cached !== undefined && (cached.key === null || cached.until > Date.now()))
-      return cached.key;
-    const key = await readSubjectKey(db, keys, subject);
-    if (key === undefined)
-      throw new SluiceError<PrivacyErrorCode>('subject_unknown', `No key for subject ${subject}`);
-    cache.set(subject, { key, until: Date.now() + cacheMs });
-    return key;
+/** The payload with `change` applied to each string in its protected fields. */
+async function transform<P>(
+  fields: ProtectedFields,
+  payload: P,
+  type: string,
+  change: (subject: string, value: string) => Promise<string>,
+): Promise<P> {
+  const spec = fields[type];
+  if (spec === undefined || typeof payload !== 'object' || payload === null) return payload;
+  const subject = (payload as Fields)[spec.subject];
+  if (typeof subject !== 'string') return payload;
+  const changed: Fields = { ...(payload as Fields) };
+  for (const field of spec.fields) {
+    const value = changed[field];
+    if (typeof value === 'string') changed[field] = await change(subject, value);
   }
+  return changed as P;
+}
 
-  async function revealText(db: Queryable, subject: string, value: string): Promise<string> {
+/** A {@link PrivacyReader} over `db`, remembering each subject's key while it lives. */
+/** A subject's key being read. */
+interface Waiting {
+  resolve: (key: Buffer | null | undefined) => void;
+  reject: (error: unknown) => void;
+}
+
+function createReader(db: Queryable, keys: MasterKeys, fields: ProtectedFields): PrivacyReader {
+  const read = new Map<string, Promise<Buffer | null | undefined>>();
+  // Subjects asked for before the next turn of the event loop are read in one statement: a
+  // batch's events revealed side by side cost one round trip, not one per subject.
+  let wanted: Map<string, Waiting> | undefined;
+  const flush = (batch: NonNullable<typeof wanted>) => {
+    wanted = undefined;
+    readSubjectKeys(db, keys, [...batch.keys()]).then(
+      (found) => {
+        for (const [subject, { resolve, reject }] of batch) {
+          try {
+            resolve(found.get(subject)?.());
+          } catch (error) {
+            reject(error);
+          }
+        }
+      },
+      (error: unknown) => {
+        for (const { reject } of batch.values()) reject(error);
+      },
+    );
+  };
+  const keyOf = (subject: string) => {
+    let key = read.get(subject);
+    if (key === undefined) {
+      const batch = wanted ?? new Map<string, Waiting>();
+      if (wanted === undefined) setImmediate(() => flush(batch));
+      wanted = batch;
+      key = new Promise((resolve, reject) => batch.set(subject, { resolve, reject }));
+      read.set(subject, key);
+    }
+    return key;
+  };
+
+  async function revealText(subject: string, value: string): Promise<string> {
+    const key = await keyOf(subject);
+    if (key === null) return ERASED;
     if (!isEnvelope(value)) return value;
     const envelope = parseEnvelope(value);
     if (envelope.subject !== subject)
@@ -86,26 +140,27 @@ export function createPrivacy(options: PrivacyOptions): Privacy {
         'envelope_invalid',
         `A field of subject ${subject} is sealed for ${envelope.subject}`,
       );
-    const key = await readingKey(db, subject);
-    return key === null ? ERASED : open(key, envelope);
+    if (key === undefined)
+      throw new SluiceError<PrivacyErrorCode>('subject_unknown', `No key for subject ${subject}`);
+    return open(key, envelope);
   }
 
-  async function transform<P>(
-    payload: P,
-    type: string,
-    change: (subject: string, value: string) => Promise<string>,
-  ): Promise<P> {
-    const spec = fields[type];
-    if (spec === undefined || typeof payload !== 'object' || payload === null) return payload;
-    const subject = (payload as Fields)[spec.subject];
-    if (typeof subject !== 'string') return payload;
-    const changed: Fields = { ...(payload as Fields) };
-    for (const field of spec.fields) {
-      const value = changed[field];
-      if (typeof value === 'string') changed[field] = await change(subject, value);
-    }
-    return changed as P;
-  }
+  return {
+    revealText,
+    revealPayload: (type, payload) => transform(fields, payload, type, revealText),
+  };
+}
+
+/**
+ * Crypto-shredding over `sluice.subject_keys`. Nothing is cached between calls, except by a
+ * {@link Privacy.reader} for its transaction.
+ *
+ * @example
+ * const privacy = createPrivacy({ keys: loadMasterKeys(), fields: shopProtectedFields });
+ * const [sealed] = await privacy.sealEvents(client, [{ type, payload }]);
+ */
+export function createPrivacy(options: PrivacyOptions): Privacy {
+  const { keys, fields } = options;
 
   const sealText = async (db: Queryable, subject: string, text: string) =>
     seal(await ensureSubjectKey(db, keys, subject), subject, text);
@@ -123,7 +178,7 @@ export function createPrivacy(options: PrivacyOptions): Privacy {
     const sealedEvents: E[] = [];
     for (const event of events) {
       // Always sealed, even text that looks sealed: input could imitate an envelope.
-      const payload = await transform(event.payload, event.type, async (subject, value) =>
+      const payload = await transform(fields, event.payload, event.type, async (subject, value) =>
         seal(await keyOf(subject), subject, value),
       );
       sealedEvents.push({ ...event, payload });
@@ -131,15 +186,13 @@ export function createPrivacy(options: PrivacyOptions): Privacy {
     return sealedEvents;
   }
 
+  const reader = (db: Queryable) => createReader(db, keys, fields);
   return {
     sealEvents,
-    revealPayload: (db, type, payload) =>
-      transform(payload, type, (subject, value) => revealText(db, subject, value)),
+    revealPayload: (db, type, payload) => reader(db).revealPayload(type, payload),
     sealText,
-    revealText,
-    erase: async (db, subject) => {
-      await eraseSubjectKey(db, subject);
-      cache.set(subject, { key: null, until: Infinity });
-    },
+    revealText: (db, subject, value) => reader(db).revealText(subject, value),
+    reader,
+    erase: (db, subject) => eraseSubjectKey(db, subject),
   };
 }

@@ -27,15 +27,30 @@ export const SUBJECT_KEYS_DDL = `
     CHECK ((wrapped_key IS NULL) = (master_key_id IS NULL))
   )`;
 
+/**
+ * The subject key a row wraps.
+ *
+ * @throws SluiceError `master_key_unknown`, `subject_key_invalid` (both retriable: the
+ *   configured master key is wrong, not the event read)
+ */
 function unwrapRow(keys: MasterKeys, row: KeyRow & { wrapped_key: Buffer }): Buffer {
   const master = [keys.current, keys.previous].find((key) => key?.id === row.master_key_id);
   if (master === undefined)
     throw new SluiceError<PrivacyErrorCode>(
       'master_key_unknown',
       `The key of subject ${row.subject} is wrapped by master key ${String(row.master_key_id)}, ` +
-        'neither SLUICE_MASTER_KEY_FILE nor SLUICE_MASTER_KEY_PREVIOUS_FILE',
+        'neither SLUICE_MASTER_KEY_FILE (or SLUICE_MASTER_KEY) nor SLUICE_MASTER_KEY_PREVIOUS_FILE',
+      { retriable: true },
     );
-  return unwrapKey(master.key, row.subject, row.wrapped_key);
+  try {
+    return unwrapKey(master.key, row.subject, row.wrapped_key);
+  } catch (error) {
+    throw new SluiceError<PrivacyErrorCode>(
+      'subject_key_invalid',
+      `The key of subject ${row.subject} does not unwrap with master key ${master.id}`,
+      { cause: error, retriable: true },
+    );
+  }
 }
 
 const SELECT_KEY =
@@ -57,6 +72,24 @@ export async function readSubjectKey(
 ): Promise<Buffer | null | undefined> {
   const { rows } = await db.query(SELECT_KEY, [subject]);
   return keyOfRow(keys, rows[0] as KeyRow | undefined);
+}
+
+/**
+ * The keys of `subjects` in one statement, as {@link readSubjectKey} gives each; a key that does
+ * not unwrap is that subject's error.
+ */
+export async function readSubjectKeys(
+  db: Queryable,
+  keys: MasterKeys,
+  subjects: readonly string[],
+): Promise<Map<string, () => Buffer | null | undefined>> {
+  const { rows } = await db.query(
+    `SELECT subject, wrapped_key, master_key_id FROM sluice.subject_keys
+      WHERE subject = ANY($1::text[])`,
+    [subjects],
+  );
+  const found = new Map((rows as KeyRow[]).map((row) => [row.subject, row]));
+  return new Map(subjects.map((subject) => [subject, () => keyOfRow(keys, found.get(subject))]));
 }
 
 /**

@@ -79,7 +79,8 @@ export interface ProjectorOptions<DB> {
   upcast?: (event: DomainEvent) => DomainEvent;
   /**
    * Opens sealed personal fields before projections see an event, in the batch's transaction
-   * (`@sluice/privacy`). Parked records and dead letters keep the record as published.
+   * (`@sluice/privacy`), for the projections that opt in (`personalData: 'reveal'`); the others
+   * get events as published. Parked records and dead letters keep the record as published.
    * Default: events as published.
    */
   reveal?: Reveal;

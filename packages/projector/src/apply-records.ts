@@ -14,8 +14,10 @@ import {
   type Item,
   type Ready,
 } from './classify.js';
+import { forgetWaiting } from './erasure.js';
 import { instanceOf, tableNamer } from './generations.js';
 import { parkRecords } from './parked-records.js';
+import { OpenedValues } from './personal-data.js';
 import { outcomesOf } from './process-spans.js';
 import type { Projection } from './projection.js';
 import {
@@ -45,18 +47,20 @@ async function claimChecked<DB>(
 
 /**
  * A decoded event with its personal fields opened; the record stays as published, so parked
- * rows and dead letters keep them sealed.
+ * rows and dead letters keep them sealed. A SluiceError not marked retriable is the event's own
+ * (it is set aside as not decoding); anything else (a master key missing, the database) fails
+ * the batch, which rolls back and is retried.
  */
-async function revealed<DB>(trx: Transaction<DB>, item: Decoded, reveal: Reveal): Promise<Decoded> {
+async function revealed(sql: BatchSql, item: Decoded, reveal: Reveal): Promise<Decoded> {
   if (!item.ok) return item;
   try {
-    return { ...item, event: await reveal(item.event, batchSql(trx)) };
+    return { ...item, event: await reveal(item.event, sql) };
   } catch (error) {
-    const errorClass = error instanceof SluiceError ? error.code : 'reveal_failed';
+    if (!(error instanceof SluiceError) || error.retriable) throw error;
     return {
       ok: false,
       record: item.record,
-      errorClass,
+      errorClass: error.code,
       message: errorMessage(error),
       event: item.event,
     };
@@ -71,6 +75,8 @@ async function decodeAll<DB>(
   options: ApplyOptions,
 ): Promise<Item[]> {
   const upcast = options.upcast ?? ((event: DomainEvent) => event);
+  // One for the whole batch: what the reveal hook keeps per `sql` lives for this transaction.
+  const sql = batchSql(trx);
   const items: Item[] = [];
   for (const record of records) {
     if (record.skipped !== undefined) {
@@ -79,12 +85,16 @@ async function decodeAll<DB>(
     }
     const claimId = claimCheckId(record);
     const claimed = claimId === undefined ? record : await claimChecked(trx, record, claimId);
-    const decoded = decode(claimed, catalog, upcast);
-    items.push(
-      options.reveal === undefined ? decoded : await revealed(trx, decoded, options.reveal),
-    );
+    items.push(decode(claimed, catalog, upcast));
   }
-  return items;
+  const { reveal } = options;
+  if (reveal === undefined) return items;
+  // Side by side, so that a hook can read what all of them need at once (`@sluice/privacy`
+  // reads the batch's subject keys in one statement).
+  const opening = items.map((item): Promise<Item> =>
+    'skip' in item ? Promise.resolve(item) : revealed(sql, item, reveal),
+  );
+  return Promise.all(opening);
 }
 
 /**
@@ -108,7 +118,11 @@ export async function applyRecords<DB>(
 ): Promise<void> {
   const instance = instanceOf(projection.name, options.generation ?? 1);
   const topicPrefix = options.topicPrefix ?? '';
-  const items = await decodeAll(trx, records, projection.catalog, options);
+  const opened = new OpenedValues();
+  const { reveal, ...rest } = options;
+  const revealing = opened.revealFor(projection, reveal);
+  const decodeOptions = revealing === undefined ? rest : { ...rest, reveal: revealing };
+  const items = await decodeAll(trx, records, projection.catalog, decodeOptions);
   const aggregates = new Map<string, [type: string, id: string]>();
   for (const item of items) {
     const aggregate = aggregateOf(item, topicPrefix);
@@ -130,7 +144,7 @@ export async function applyRecords<DB>(
     retryDelayMs: options.retryDelayMs ?? 50,
     table: tableNamer(options.generation ?? 1),
     failures: options.failures,
-    onPoison: (item, failure) => poisoned(sorted, item, failure),
+    onPoison: (item, failure) => poisoned(sorted, item, failure, opened),
     onApplied(item) {
       applied?.add(item.record);
       if ('skip' in item) {
@@ -140,8 +154,12 @@ export async function applyRecords<DB>(
       result.applied += 1;
       result.appliedAt.push(item.event);
     },
+  }).catch((error: unknown) => {
+    // What the consumer logs, or retries after a pause: without the batch's personal data.
+    throw opened.redactError(error);
   });
   if (applied !== undefined) result.outcomes = outcomesOf(records, sorted, applied);
+  await forgetWaiting(trx, projection, items, sorted.parks, tableNamer(options.generation ?? 1));
   await parkRecords(trx, instance, sorted.parks);
   result.parked += sorted.parks.length;
   const raised = [...sorted.versions]
@@ -163,11 +181,15 @@ export async function applyRecords<DB>(
   }
 }
 
-/** A ready item that did not apply: parked (and dead-lettered when its own handler failed). */
+/**
+ * A ready item that did not apply: parked (and dead-lettered when its own handler failed, with
+ * the clear values opened in it redacted from the error).
+ */
 function poisoned(
   sorted: Classified,
   item: Ready,
   failure: 'behind' | { error: unknown; attempts: number; firstFailure: Date },
+  opened: OpenedValues,
 ): void {
   if ('skip' in item) {
     sorted.parks.push({
@@ -187,7 +209,8 @@ function poisoned(
     aggregateKey(event.aggregateType, event.aggregateId),
     event.aggregateVersion - 1,
   );
-  const message = errorMessage(failure.error);
+  // The event's personal data stays out of the parked row, the dead letter and the logs.
+  const message = opened.redactorOf(event)(errorMessage(failure.error));
   sorted.letters.push({
     record,
     errorClass: 'handler_failed',

@@ -80,7 +80,10 @@ export function emptyResult(): BatchResult {
 export interface ApplyOptions {
   /** Turns old event versions into current ones before `apply`. */
   upcast?: (event: DomainEvent) => DomainEvent;
-  /** Opens the sealed personal fields of an event before `apply` (`ProjectorOptions.reveal`). */
+  /**
+   * Opens the sealed personal fields of an event before `apply` (`ProjectorOptions.reveal`), for a
+   * projection that opts in (`personalData: 'reveal'`).
+   */
   reveal?: Reveal;
   /** Attempts of a failing handler before its event is dead-lettered. Default 3. */
   maxAttempts?: number;

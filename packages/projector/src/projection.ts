@@ -38,6 +38,26 @@ export interface Projection<DB = unknown, E extends DomainEvent = DomainEvent> {
   aggregateTypes: readonly string[];
   /** The tables it writes, schema-qualified; readers see the active generation's under these names. */
   tables: readonly string[];
+  /**
+   * `'reveal'`: its events arrive with their personal fields opened by the projector's `reveal`
+   * hook (`@sluice/privacy`: clear values, or `[erased]` once the subject was erased). Without
+   * it they arrive as published, sealed (`sluice:enc:v1:...` strings): a projection that needs
+   * no personal data never holds any. One that opts in keeps clear values in its tables, so it
+   * must forget them when a subject is erased (as `views.audit_log` does on `customer.erased.v1`).
+   * Its error texts (parked events, dead letters, logs) have the values opened redacted.
+   */
+  personalData?: 'reveal';
+  /**
+   * Erasures that must not wait: an event of one of `types` (e.g. `customer.erased.v1`) that
+   * waits behind a parked event of its aggregate, or a gap in its versions, is handed to `forget`
+   * at once, in the batch's transaction, and applied again in its turn. `forget` must only remove
+   * the subject's personal data, and be idempotent. Without it a poison event of a customer would
+   * keep their clear values in the view until an operator redrives or skips it.
+   */
+  erasure?: {
+    types: readonly E['type'][];
+    forget(events: readonly E[], context: ApplyContext<DB>): Promise<void>;
+  };
   /** Creates one generation's tables (and their indexes), named through `table`. */
   createTables(trx: Transaction<DB>, table: TableNamer): Promise<void>;
   /**

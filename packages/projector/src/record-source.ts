@@ -1,6 +1,6 @@
 import { errorMessage } from '@sluice/errors';
 import { registerCodecs, whenTopicsKnown } from '@sluice/kafka';
-import type { EachBatchPayload, Kafka } from 'kafkajs';
+import type { EachBatchPayload, Kafka, TopicPartitionOffset } from 'kafkajs';
 import type { PartitionOffset } from './bookkeeping.js';
 import { toRecord, type IncomingRecord } from './records.js';
 
@@ -53,6 +53,8 @@ export interface KafkaRecordSourceOptions {
   groupId: string;
   topics: readonly string[];
   sessionTimeoutMs: number;
+  /** How often consumed offsets are committed to Kafka, for lag tools. Default 5000. */
+  commitIntervalMs?: number;
   /**
    * How long to subscribe again while a broker does not know the topics yet (created a moment
    * ago, here or by another process), or a partition of them has no leader. Default 30000.
@@ -91,6 +93,17 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     heartbeatInterval: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
   });
   let stopping = false;
+  /** Offsets consumed and not yet committed, by partition. */
+  const resolved = new Map<string, TopicPartitionOffset>();
+  let assigned = new Set<string>();
+  // Only partitions still assigned: another member's newer commit must not be overwritten. A
+  // commit refused in a rebalance is dropped; the next member commits its own.
+  const commit = () => {
+    const mine = [...resolved].filter(([key]) => assigned.has(key)).map(([, at]) => at);
+    resolved.clear();
+    if (mine.length > 0) void consumer.commitOffsets(mine).catch(() => undefined);
+  };
+  let committing: NodeJS.Timeout | undefined;
 
   const eachBatch = (handlers: RecordSourceHandlers) => async (payload: EachBatchPayload) => {
     const { batch } = payload;
@@ -107,17 +120,31 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
       throw new BatchFailed(error);
     }
     // Kafka's committed offsets are for lag tools only: the checkpoint in PostgreSQL is what
-    // counts, and a consumer that starts past it seeks back.
+    // counts, and a consumer that starts past it seeks back. So they are committed on a timer,
+    // not after every batch.
     const last = batch.messages[batch.messages.length - 1];
-    if (last !== undefined && !payload.isStale()) payload.resolveOffset(last.offset);
+    if (last !== undefined && !payload.isStale()) {
+      payload.resolveOffset(last.offset);
+      const offset = (BigInt(last.offset) + 1n).toString();
+      resolved.set(`${batch.topic}:${batch.partition}`, {
+        topic: batch.topic,
+        partition: batch.partition,
+        offset,
+      });
+    }
     await payload.heartbeat();
   };
 
   return {
     async start(handlers) {
-      consumer.on(consumer.events.GROUP_JOIN, ({ payload }) =>
-        handlers.assigned(payload.memberAssignment),
-      );
+      consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+        assigned = new Set(
+          Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) =>
+            partitions.map((partition) => `${topic}:${partition}`),
+          ),
+        );
+        handlers.assigned(payload.memberAssignment);
+      });
       consumer.on(consumer.events.CRASH, ({ payload }) => {
         if (!payload.restart && !stopping) handlers.crashed(payload.error);
       });
@@ -134,14 +161,14 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
         throw error;
       }
       await consumer.run({
-        autoCommit: true,
-        // kafkajs commits after every batch whatever the interval; the interval covers batches
-        // that filtering left empty.
-        autoCommitInterval: 5000,
+        // With autoCommit, kafkajs commits after every batch whatever the interval: an
+        // OffsetCommit request per batch. The timer below commits instead.
+        autoCommit: false,
         eachBatchAutoResolve: false,
         partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
         eachBatch: eachBatch(handlers),
       });
+      committing = setInterval(commit, options.commitIntervalMs ?? 5000);
     },
     seek(at) {
       consumer.seek({ topic: at.topic, partition: at.partition, offset: at.offset.toString() });
@@ -158,6 +185,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     },
     async stop() {
       stopping = true;
+      clearInterval(committing);
       await consumer.disconnect();
     },
   };

@@ -173,7 +173,12 @@ export interface BatchSql {
 
 /**
  * Opens an event's sealed personal fields (e.g. `@sluice/privacy`) after it was validated as
- * published; what it throws sets the record aside as one that does not decode.
+ * published. A SluiceError it throws that is not `retriable` is a problem of the event: the
+ * record is set aside as one that does not decode (dead-lettered and parked). Anything else (a
+ * retriable SluiceError such as a master key missing from the settings, a database error) fails
+ * the whole batch: it rolls back and is retried, and the consumer's readiness names the code.
+ * `sql` is one object per batch, used for that batch's transaction alone: what the hook keeps
+ * per `sql` (keys it read) lives no longer than the transaction.
  */
 export type Reveal = (event: DomainEvent, sql: BatchSql) => Promise<DomainEvent>;
 

@@ -365,7 +365,11 @@ describe('the original kafkajs the patched one is compared with', () => {
     expect(changes.map((change) => change.path)).toContain(
       'src/protocol/requests/produce/v3/request.js',
     );
-    for (const { path, before, after } of changes) {
+    // The request queue changed in 2.2.4 itself: kafkajs-request-queue.test.ts rebuilds its
+    // original from the patch and proves it by the same hashes.
+    for (const { path, before, after } of changes.filter(
+      (c) => !c.path.startsWith('src/network/'),
+    )) {
       expect(gitBlobHash(join(original.root, path)), `original ${path}`).toBe(before);
       expect(gitBlobHash(join(patched.root, path)), `installed patched ${path}`).toBe(after);
     }

@@ -38,127 +38,162 @@ const Quantity = Type.Integer({ ...limits.quantity });
 const Stock = Type.Integer({ ...limits.stock });
 const Name = Type.String({ ...limits.name });
 
+/** The clear-text form of a personal field: what a writer validates before sealing it. */
+interface ClearField {
+  format?: string;
+  minLength?: number;
+  maxLength?: number;
+  description: string;
+}
+
 /**
- * A personal field of the customer its event's `customerId` names: in clear text as `field`
- * describes it, or sealed for that customer (`@sluice/privacy`: an envelope matching
- * `ENVELOPE_PATTERN`), as the outbox publishes it.
+ * A personal field of the customer its event's `customerId` names, as the outbox publishes it:
+ * sealed for that customer (`@sluice/privacy`: an envelope matching `ENVELOPE_PATTERN`), never
+ * in clear text.
  */
-const personal = (field: { format?: string; minLength?: number; maxLength?: number }) =>
+const sealed = (field: ClearField) =>
   Type.Unsafe<string>({
     type: 'string',
-    anyOf: [field, { pattern: ENVELOPE_PATTERN }],
+    pattern: ENVELOPE_PATTERN,
+    description: `${field.description}, sealed for the customer customerId names`,
     'x-sluice-protected': true,
     'x-sluice-subject': 'customerId',
   });
-const PersonalEmail = personal({ format: 'email', ...limits.email });
-const PersonalName = personal({ ...limits.name });
+
+/** A personal field in clear text, as a command makes it before it is sealed. */
+const clear = ({ description, ...constraints }: ClearField) =>
+  Type.Unsafe<string>({ type: 'string', description, ...constraints });
+
+const email: ClearField = {
+  format: 'email',
+  ...limits.email,
+  description: `An email address (at most ${limits.email.maxLength} characters)`,
+};
+const name: ClearField = {
+  ...limits.name,
+  description: `A name (${limits.name.minLength} to ${limits.name.maxLength} characters)`,
+};
+
+/** The shop's events, their personal fields as `personal` describes them. */
+function shopCatalogOf(personal: typeof sealed) {
+  const PersonalEmail = personal(email);
+  const PersonalName = personal(name);
+  return defineCatalog(
+    {
+      'customer.registered.v1': defineEvent(
+        'customer.registered.v1',
+        'customer',
+        'A customer signed up.',
+        Type.Object({ customerId: Id, email: PersonalEmail, name: PersonalName }),
+      ),
+      'customer.renamed.v1': defineEvent(
+        'customer.renamed.v1',
+        'customer',
+        'A customer changed the name they go by.',
+        Type.Object({ customerId: Id, name: PersonalName }),
+      ),
+      'customer.email_changed.v1': defineEvent(
+        'customer.email_changed.v1',
+        'customer',
+        "A customer's email address changed.",
+        Type.Object({ customerId: Id, email: PersonalEmail }),
+      ),
+      'customer.erased.v1': defineEvent(
+        'customer.erased.v1',
+        'customer',
+        "A customer's personal data was erased on request. Carries no personal data.",
+        Type.Object({ customerId: Id }),
+      ),
+      'product.listed.v1': defineEvent(
+        'product.listed.v1',
+        'product',
+        'A product was put on sale.',
+        Type.Object({
+          productId: Id,
+          sku: Type.String({ ...limits.sku }),
+          name: Name,
+          priceCents: Cents,
+          stock: Stock,
+        }),
+      ),
+      'product.repriced.v1': defineEvent(
+        'product.repriced.v1',
+        'product',
+        "A product's price changed.",
+        Type.Object({ productId: Id, priceCents: Cents, previousPriceCents: Cents }),
+      ),
+      'product.restocked.v1': defineEvent(
+        'product.restocked.v1',
+        'product',
+        "A product's stock level was set by the merchant.",
+        Type.Object({ productId: Id, stock: Stock, previousStock: Stock }),
+      ),
+      'product.delisted.v1': defineEvent(
+        'product.delisted.v1',
+        'product',
+        'A product was taken off sale.',
+        Type.Object({ productId: Id }),
+      ),
+      'cart.opened.v1': defineEvent(
+        'cart.opened.v1',
+        'cart',
+        'A customer opened a cart.',
+        Type.Object({ cartId: Id, customerId: Id }),
+      ),
+      'cart.item_added.v1': defineEvent(
+        'cart.item_added.v1',
+        'cart',
+        'Units of a product were put in a cart, at the price of that moment.',
+        Type.Object({ cartId: Id, productId: Id, quantity: Quantity, unitPriceCents: Cents }),
+      ),
+      'cart.item_removed.v1': defineEvent(
+        'cart.item_removed.v1',
+        'cart',
+        'A product line was taken out of a cart; quantity is how many units it held.',
+        Type.Object({ cartId: Id, productId: Id, quantity: Quantity, unitPriceCents: Cents }),
+      ),
+      'cart.checked_out.v1': defineEvent(
+        'cart.checked_out.v1',
+        'cart',
+        'A cart was checked out and became an order.',
+        Type.Object({ cartId: Id, orderId: Id, totalCents: Cents }),
+      ),
+      'order.placed.v1': defineEvent(
+        'order.placed.v1',
+        'order',
+        'An order was placed; its stock is reserved.',
+        Type.Object({
+          orderId: Id,
+          cartId: Id,
+          customerId: Id,
+          lines: Type.Array(
+            Type.Object(
+              { productId: Id, quantity: Quantity, unitPriceCents: Cents },
+              { additionalProperties: false },
+            ),
+            { ...limits.orderLines },
+          ),
+          totalCents: Cents,
+        }),
+      ),
+    },
+    { schemaIdBase: 'https://sluice.dev/schemas/' },
+  );
+}
 
 /**
  * Every official event: its type (with version suffix), the aggregate it belongs to, and the
- * JSON Schema of its payload. Types are domain facts, never table diffs. A breaking change
- * adds `.v2` next to `.v1` and an upcaster between them.
+ * JSON Schema of its payload as published, personal fields sealed. Types are domain facts, never
+ * table diffs. A breaking change adds `.v2` next to `.v1` and an upcaster between them.
  */
-export const shopCatalog = defineCatalog(
-  {
-    'customer.registered.v1': defineEvent(
-      'customer.registered.v1',
-      'customer',
-      'A customer signed up.',
-      Type.Object({ customerId: Id, email: PersonalEmail, name: PersonalName }),
-    ),
-    'customer.renamed.v1': defineEvent(
-      'customer.renamed.v1',
-      'customer',
-      'A customer changed the name they go by.',
-      Type.Object({ customerId: Id, name: PersonalName }),
-    ),
-    'customer.email_changed.v1': defineEvent(
-      'customer.email_changed.v1',
-      'customer',
-      "A customer's email address changed.",
-      Type.Object({ customerId: Id, email: PersonalEmail }),
-    ),
-    'customer.erased.v1': defineEvent(
-      'customer.erased.v1',
-      'customer',
-      "A customer's personal data was erased on request. Carries no personal data.",
-      Type.Object({ customerId: Id }),
-    ),
-    'product.listed.v1': defineEvent(
-      'product.listed.v1',
-      'product',
-      'A product was put on sale.',
-      Type.Object({
-        productId: Id,
-        sku: Type.String({ ...limits.sku }),
-        name: Name,
-        priceCents: Cents,
-        stock: Stock,
-      }),
-    ),
-    'product.repriced.v1': defineEvent(
-      'product.repriced.v1',
-      'product',
-      "A product's price changed.",
-      Type.Object({ productId: Id, priceCents: Cents, previousPriceCents: Cents }),
-    ),
-    'product.restocked.v1': defineEvent(
-      'product.restocked.v1',
-      'product',
-      "A product's stock level was set by the merchant.",
-      Type.Object({ productId: Id, stock: Stock, previousStock: Stock }),
-    ),
-    'product.delisted.v1': defineEvent(
-      'product.delisted.v1',
-      'product',
-      'A product was taken off sale.',
-      Type.Object({ productId: Id }),
-    ),
-    'cart.opened.v1': defineEvent(
-      'cart.opened.v1',
-      'cart',
-      'A customer opened a cart.',
-      Type.Object({ cartId: Id, customerId: Id }),
-    ),
-    'cart.item_added.v1': defineEvent(
-      'cart.item_added.v1',
-      'cart',
-      'Units of a product were put in a cart, at the price of that moment.',
-      Type.Object({ cartId: Id, productId: Id, quantity: Quantity, unitPriceCents: Cents }),
-    ),
-    'cart.item_removed.v1': defineEvent(
-      'cart.item_removed.v1',
-      'cart',
-      'A product line was taken out of a cart; quantity is how many units it held.',
-      Type.Object({ cartId: Id, productId: Id, quantity: Quantity, unitPriceCents: Cents }),
-    ),
-    'cart.checked_out.v1': defineEvent(
-      'cart.checked_out.v1',
-      'cart',
-      'A cart was checked out and became an order.',
-      Type.Object({ cartId: Id, orderId: Id, totalCents: Cents }),
-    ),
-    'order.placed.v1': defineEvent(
-      'order.placed.v1',
-      'order',
-      'An order was placed; its stock is reserved.',
-      Type.Object({
-        orderId: Id,
-        cartId: Id,
-        customerId: Id,
-        lines: Type.Array(
-          Type.Object(
-            { productId: Id, quantity: Quantity, unitPriceCents: Cents },
-            { additionalProperties: false },
-          ),
-          { ...limits.orderLines },
-        ),
-        totalCents: Cents,
-      }),
-    ),
-  },
-  { schemaIdBase: 'https://sluice.dev/schemas/' },
-);
+export const shopCatalog = shopCatalogOf(sealed);
+
+/**
+ * The shop's events as a command makes them, before `@sluice/privacy` seals their personal
+ * fields: the same schemas with the constraints of the clear values (email format, lengths).
+ * Validates a writer's input; what is published validates against {@link shopCatalog}.
+ */
+export const shopCatalogInClear = shopCatalogOf(clear);
 
 /** The personal fields of each event type and the field naming their subject. */
 export const shopProtectedFields: ProtectedFields = protectedFieldsOf(shopCatalog.events);

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { seal } from '@sluice/privacy';
-import { shopCatalog, shopProtectedFields } from './index.js';
+import { shopCatalog, shopCatalogInClear, shopProtectedFields } from './index.js';
 
 const schemaDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'schemas');
 
@@ -37,13 +37,32 @@ describe('personal fields', () => {
     });
   });
 
-  it('validate in clear text and sealed, nothing else', () => {
+  it('are published sealed only; clear text validates only as a writer input', () => {
     const customerId = '0195d7c2-7a3e-7000-8000-000000000001';
     const sealed = seal(randomBytes(32), customerId, 'ada@example.com');
-    const errors = (email: string) =>
+    const published = (email: string) =>
       shopCatalog.payloadErrors('customer.email_changed.v1', { customerId, email });
-    expect(errors('ada@example.com')).toEqual([]);
-    expect(errors(sealed)).toEqual([]);
-    expect(errors('sluice:enc:v1:not-sealed')).not.toEqual([]);
+    const input = (email: string) =>
+      shopCatalogInClear.payloadErrors('customer.email_changed.v1', { customerId, email });
+    expect(published(sealed)).toEqual([]);
+    expect(published('ada@example.com')).not.toEqual([]);
+    expect(published('sluice:enc:v1:not-sealed')).not.toEqual([]);
+    expect(input('ada@example.com')).toEqual([]);
+    expect(input('not an email')).not.toEqual([]);
+    expect(input(`${'a'.repeat(250)}@example.com`)).not.toEqual([]);
+    const named = (name: string) =>
+      shopCatalogInClear.payloadErrors('customer.renamed.v1', { customerId, name });
+    expect(named('Ada')).toEqual([]);
+    expect(named('')).not.toEqual([]);
+    expect(named('a'.repeat(201))).not.toEqual([]);
+  });
+
+  it('keep their clear constraints in the published description', () => {
+    const schema = JSON.parse(
+      readFileSync(join(schemaDir, 'customer.registered.v1.json'), 'utf8'),
+    ) as { properties: Record<string, { anyOf?: unknown; description?: string }> };
+    expect(schema.properties.email?.anyOf).toBeUndefined();
+    expect(schema.properties.email?.description).toMatch(/email address .*254/);
+    expect(schema.properties.name?.description).toMatch(/1 to 200/);
   });
 });

@@ -5,6 +5,7 @@ import { checkKafka, checkPostgres, describeDatabaseUrl } from '@sluice/prefligh
 import { projectorMigrations } from '@sluice/projector';
 import { createDatabase } from '@sluice/database';
 import type { ProjectorConfig } from './config.js';
+import { checkMasterKeys, opensPersonalData } from './master-keys.js';
 import { loadProjectionModules, moduleSpecs, type ProjectionModules } from './modules.js';
 import { privilegeProblems, readPrivilegeFacts } from './privileges.js';
 import { selectProjections } from './run-projections.js';
@@ -82,9 +83,36 @@ async function postgresProblems(
 }
 
 /**
+ * With projections of `modules` that open personal fields: the master keys load from the
+ * settings and unwrap every subject key (nothing checked when the modules do not load).
+ */
+async function masterKeyProblems(
+  config: ProjectorConfig,
+  modules: ProjectionModules | undefined,
+): Promise<string[]> {
+  const hosted =
+    modules === undefined
+      ? []
+      : selectProjections(modules.projections, config.PROJECTOR_PROJECTIONS);
+  if (!opensPersonalData(hosted)) return [];
+  const db = createDatabase<unknown>({
+    url: config.DATABASE_URL,
+    maxConnections: 1,
+    applicationName: 'sluice-projector-check',
+  });
+  try {
+    await checkMasterKeys(config, hosted, db);
+    return [];
+  } finally {
+    await db.destroy();
+  }
+}
+
+/**
  * The problems `--check` reports, one line each: modules that do not load or give no
  * projection, `PROJECTOR_PROJECTIONS` naming unknown ones, PostgreSQL or Kafka not answering,
- * and what the role lacks (see {@link privilegeProblems}).
+ * what the role lacks (see {@link privilegeProblems}), and master keys that are missing, set
+ * twice, or do not unwrap the subject keys.
  */
 export async function checkSetup(
   config: ProjectorConfig,
@@ -99,6 +127,9 @@ export async function checkSetup(
     }),
     problemOf(`PostgreSQL at ${describeDatabaseUrl(config.DATABASE_URL)}`, async () =>
       postgresProblems(config, await loading.catch(() => undefined)),
+    ),
+    problemOf('the master key check', async () =>
+      masterKeyProblems(config, await loading.catch(() => undefined)),
     ),
     problemOf(`Kafka at ${config.KAFKA_BROKERS}`, async () => {
       await checkKafka(parseBrokers(config.KAFKA_BROKERS), {

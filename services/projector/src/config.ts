@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { accessConfigSchema } from '@sluice/access';
+import { masterKeySettings } from '@sluice/privacy';
 import { commonConfig, loadConfig, topicReplicationSettings } from '@sluice/service-kit';
 
 const NAME_LIST = '^([a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*)?$';
@@ -92,26 +93,7 @@ export const projectorConfigSchema = Type.Object({
     description:
       'A stop (SIGTERM) that has not finished the batches in hand after this long exits anyway, as a failure.',
   }),
-  SLUICE_MASTER_KEY_FILE: Type.Optional(
-    Type.String({
-      minLength: 1,
-      description:
-        "A file holding the master key of personal data (32 bytes: base64 or 64 hex characters); required when the projections' catalogs protect fields.",
-    }),
-  ),
-  SLUICE_MASTER_KEY: Type.Optional(
-    Type.String({
-      minLength: 1,
-      description: 'The master key itself, instead of SLUICE_MASTER_KEY_FILE.',
-    }),
-  ),
-  SLUICE_MASTER_KEY_PREVIOUS_FILE: Type.Optional(
-    Type.String({
-      minLength: 1,
-      description:
-        'During a rotation: the file of the master key being replaced (see sluice-keys rewrap).',
-    }),
-  ),
+  ...masterKeySettings,
 });
 
 /** The projector's validated, frozen settings. */

@@ -33,6 +33,7 @@ import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { loadProjectorConfig, type ProjectorConfig } from './config.js';
 import { projectorHooks } from './hooks.js';
+import { checkMasterKeys } from './master-keys.js';
 import { createProjectorMetrics, type ProjectorMetrics } from './metrics.js';
 import { distinctProjections, mergeMigrations, type Migrations } from './modules.js';
 import { operationsAccess, operationsRoutes } from './operations.js';
@@ -256,7 +257,8 @@ function serve(
  * @throws SluiceError before connecting to anything: `config_invalid` (also for a missing master
  *   key when the projections' catalogs protect personal fields), `projection_duplicate`,
  *   `migration_conflict`; with Kafka over TLS or SASL, `kafka_auth_failed`, `kafka_tls_untrusted`,
- *   `kafka_tls_hostname` when Kafka refuses the connection; then `migration_failed`
+ *   `kafka_tls_hostname` when Kafka refuses the connection; then `migration_failed`, and
+ *   `config_invalid` when a subject key is wrapped by a master key the settings do not hold
  * @example
  * import { tickets, migrations } from './projections.js';
  * const running = await runProjections({ projections: [tickets], migrations, env: process.env });
@@ -274,7 +276,7 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
   ]);
   const logger = options.logger ?? createLogger({ service: 'projector', level: config.LOG_LEVEL });
   logger.info({ config: redactConfig(config), projections: names }, 'starting');
-  const reveal = revealerFor(hosted, options.env ?? process.env);
+  const reveal = revealerFor(hosted, config);
   const access = operationsAccess(config, logger);
   const security = kafkaSecurityOf(config);
   await verifySecuredKafka(config, security);
@@ -282,6 +284,11 @@ export async function runProjections(options: RunProjectionsOptions): Promise<Ru
   // header of every record.
   decodeHeaderValuesAsStrings(true);
   const db = await openDatabase(config, logger, migrations);
+  // A subject key wrapped by a master key not configured is a setting to fix, not events to park.
+  await checkMasterKeys(config, hosted, db).catch(async (error: unknown) => {
+    await db.destroy();
+    throw error;
+  });
   const tracing: Tracing =
     options.tracer === undefined
       ? await startTracing({ service: 'projector', logger, env: options.env ?? process.env })

@@ -1,4 +1,4 @@
-import type { Privacy } from '@sluice/privacy';
+import type { MasterKeys, Privacy } from '@sluice/privacy';
 import type { Tracer } from '@sluice/tracing';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
@@ -40,6 +40,8 @@ export interface AppOptions {
   auth: AuthSettings;
   /** Seals the personal fields of events and stored responses (`@sluice/privacy`). */
   privacy: Privacy;
+  /** The master keys `privacy` has; idempotency records' request hashes are keyed from them. */
+  masterKeys: MasterKeys;
 }
 
 /**
@@ -104,7 +106,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
 
   const { db } = options;
   const tokens = createConsistencyTokens(options.consistencyTokenSecret);
-  const write = createWriter(db, tokens, tracer, options.privacy);
+  const write = createWriter(db, tokens, tracer, options.privacy, options.masterKeys);
   const timeoutMs = options.consistencyTimeoutMs ?? 5000;
   const awaitApplied = createConsistencyWait({ db, tokens, timeoutMs, tracer });
   // The shop's routes in a scope of their own: only they authenticate requests.

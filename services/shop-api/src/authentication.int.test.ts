@@ -133,7 +133,7 @@ describe("an identity provider's JWKS", () => {
     });
     await new Promise<void>((listening) => server.listen(0, '127.0.0.1', listening));
     jwks = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`);
-    const auth = { mode: 'jwt' as const, key: jwks, adminScope: 'admin' };
+    const auth = { mode: 'jwt' as const, key: jwks, audience: 'shop-api', adminScope: 'admin' };
     providerApi = await startShopApi('shop_authn', { sharing: api, auth });
   });
   afterAll(async () => {
@@ -142,7 +142,7 @@ describe("an identity provider's JWKS", () => {
   });
 
   const sign = (key: CryptoKey, kid: string, claims: JWTPayload = {}) =>
-    new SignJWT({ scope: 'shop', ...claims })
+    new SignJWT({ scope: 'shop', aud: 'shop-api', ...claims })
       .setProtectedHeader({ alg: 'ES256', kid })
       .setSubject('ada')
       .setExpirationTime('5m')
@@ -159,9 +159,27 @@ describe("an identity provider's JWKS", () => {
     await expectRefused(await testToken('ada', { scope: 'admin' }), 'token_invalid', providerApi);
   });
 
+  it("refuses the provider's tokens for another application, or for none", async () => {
+    await expectRefused(
+      await sign(signingKey, 'k1', { aud: 'billing' }),
+      'token_invalid',
+      providerApi,
+    );
+    const noAudience = await new SignJWT({ scope: 'shop' })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setSubject('ada')
+      .setExpirationTime('5m')
+      .sign(signingKey);
+    await expectRefused(noAudience, 'token_invalid', providerApi);
+    const both = { aud: ['billing', 'shop-api'] };
+    expect((await productsWith(providerApi, await sign(signingKey, 'k1', both))).statusCode).toBe(
+      200,
+    );
+  });
+
   it("answers 503 auth_unavailable while the provider's keys cannot be fetched", async () => {
     const gone = new URL('http://127.0.0.1:9/jwks.json');
-    const auth = { mode: 'jwt' as const, key: gone, adminScope: 'admin' };
+    const auth = { mode: 'jwt' as const, key: gone, audience: 'shop-api', adminScope: 'admin' };
     const orphan = await startShopApi('shop_authn', { sharing: api, auth });
     try {
       const res = await productsWith(orphan, await sign(signingKey, 'k1'));

@@ -1,5 +1,6 @@
 // What each token may do: a customer's own data and carts; everything with the admin scope.
 // Another customer's resources answer exactly as missing ones do.
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, startShopApi, type ShopApiHarness } from './test-harness.js';
 
@@ -127,6 +128,62 @@ describe('a customer', () => {
     const headers = ada.headers;
     expect((await api.request('GET', '/products', { headers })).statusCode).toBe(200);
     expect((await api.request('GET', `/products/${productId}`, { headers })).statusCode).toBe(200);
+  });
+});
+
+describe('the cart view', () => {
+  beforeAll(async () => {
+    // The projector's cart view, as far as reading it needs, with Bob's cart in it.
+    await sql`
+      CREATE SCHEMA views;
+      CREATE TABLE views.cart_summaries (
+        cart_id uuid PRIMARY KEY, customer_id uuid, status text NOT NULL,
+        item_count integer NOT NULL, total_cents bigint NOT NULL, version bigint NOT NULL);
+    `.execute(api.db);
+    await sql`INSERT INTO views.cart_summaries
+              VALUES (${bobsCart}, ${bob.id}, 'checked_out', 1, 100, 3)`.execute(api.db);
+  });
+
+  it("answers another customer's cart exactly as a missing one, its owner and an admin with it", async () => {
+    const missing = '00000000-0000-4000-8000-000000000000';
+    const theirs = await api.request('GET', `/views/carts/${bobsCart}`, { headers: ada.headers });
+    const none = await api.request('GET', `/views/carts/${missing}`, { headers: ada.headers });
+    expect(theirs.statusCode).toBe(404);
+    expect(theirs.json()).toMatchObject({ code: 'not_found' });
+    expect(theirs.json<{ detail: string }>().detail.replace(bobsCart, missing)).toBe(
+      none.json<{ detail: string }>().detail,
+    );
+    const own = await api.request('GET', `/views/carts/${bobsCart}`, { headers: bob.headers });
+    expect(own.statusCode).toBe(200);
+    expect(own.json()).toMatchObject({ cartId: bobsCart, customerId: bob.id });
+    expect((await api.request('GET', `/views/carts/${bobsCart}`)).statusCode).toBe(200);
+  });
+});
+
+describe('the admin scope', () => {
+  const listAs = async (claims: Record<string, unknown>) =>
+    (await api.request('GET', '/customers', { headers: await bearer('someone', claims) }))
+      .statusCode;
+
+  it('is read from scope, space-separated, or else from scp as an array or a string', async () => {
+    expect(await listAs({ scope: 'read admin' })).toBe(200);
+    expect(await listAs({ scp: ['read', 'admin'] })).toBe(200);
+    expect(await listAs({ scp: 'read admin' })).toBe(200);
+    expect(await listAs({ scp: [7, 'admin'] })).toBe(200);
+  });
+
+  it('is not a prefix, another case, a scope that only scp has, or anything else', async () => {
+    const cases = [
+      {},
+      { scope: 'administrator' },
+      { scope: 'Admin' },
+      { scp: ['read'] },
+      { scp: ['admin read'] },
+      { scp: { admin: true } },
+      { scope: 'read', scp: ['admin'] },
+      { roles: ['admin'] },
+    ];
+    for (const claims of cases) expect(await listAs(claims), JSON.stringify(claims)).toBe(403);
   });
 });
 

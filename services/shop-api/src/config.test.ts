@@ -103,6 +103,33 @@ describe('the authentication settings', () => {
       ).toBe('config_invalid');
   });
 
+  it('take a JWKS URL over https only, plain http only on a loopback host', () => {
+    const jwks = (url: string) =>
+      code(() => auth({ SHOP_AUTH_JWKS_URL: url, SHOP_AUTH_AUDIENCE: 'shop' }));
+    for (const url of [
+      'http://idp.example/jwks.json',
+      'http://10.0.0.7/jwks.json',
+      'http://127.0.0.1.example/jwks.json',
+      'http://localhost.example/jwks.json',
+      'http://[::2]/jwks.json',
+    ])
+      expect(jwks(url), url).toBe('config_invalid');
+    for (const url of [
+      'https://idp.example/jwks.json',
+      'http://127.0.0.1:8080/jwks.json',
+      'http://[::1]:8080/jwks.json',
+      'http://localhost/jwks.json',
+    ])
+      expect(jwks(url), url).toBe('no error');
+  });
+
+  it('need an audience with a JWKS URL, so tokens the provider made for other apps are refused', () => {
+    const env = { SHOP_AUTH_JWKS_URL: 'https://idp.example/jwks.json' };
+    expect(code(() => auth(env))).toBe('config_invalid');
+    expect(() => auth(env)).toThrow(/SHOP_AUTH_AUDIENCE/);
+    expect(code(() => auth({ SHOP_AUTH_SECRET: secret }))).toBe('no error');
+  });
+
   it('may turn authentication off, which needs no key', () => {
     expect(auth({ SHOP_AUTH: 'off' })).toEqual({ mode: 'off' });
   });

@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { SluiceError, errorMessage, isSluiceError } from '@sluice/errors';
+import { masterKeySettings } from '@sluice/privacy';
 import { commonConfig, loadConfig } from '@sluice/service-kit';
 import { readFileSync } from 'node:fs';
 import type { AuthSettings } from './http/authentication.js';
@@ -66,7 +67,7 @@ export const shopApiConfigSchema = Type.Object({
       format: 'uri',
       pattern: '^https?://',
       description:
-        "The identity provider's JWKS URL; its RS256, ES256 or EdDSA tokens are accepted.",
+        "The identity provider's JWKS URL (https; http only on a loopback host); its RS256, ES256 or EdDSA tokens for SHOP_AUTH_AUDIENCE are accepted.",
     }),
   ),
   SHOP_AUTH_SECRET: Type.Optional(
@@ -85,33 +86,18 @@ export const shopApiConfigSchema = Type.Object({
     Type.String({ minLength: 1, description: 'Tokens must name this issuer (iss) when set.' }),
   ),
   SHOP_AUTH_AUDIENCE: Type.Optional(
-    Type.String({ minLength: 1, description: 'Tokens must name this audience (aud) when set.' }),
+    Type.String({
+      minLength: 1,
+      description:
+        'Tokens must name this audience (aud) when set; required with SHOP_AUTH_JWKS_URL.',
+    }),
   ),
   SHOP_AUTH_ADMIN_SCOPE: Type.String({
     minLength: 1,
     default: 'admin',
     description: 'A token whose scope (or scp) has it may do everything; others act as customers.',
   }),
-  SLUICE_MASTER_KEY_FILE: Type.Optional(
-    Type.String({
-      minLength: 1,
-      description:
-        'A file holding the master key of personal data (32 bytes: base64 or 64 hex characters); required.',
-    }),
-  ),
-  SLUICE_MASTER_KEY: Type.Optional(
-    Type.String({
-      minLength: 1,
-      description: 'The master key itself, instead of SLUICE_MASTER_KEY_FILE.',
-    }),
-  ),
-  SLUICE_MASTER_KEY_PREVIOUS_FILE: Type.Optional(
-    Type.String({
-      minLength: 1,
-      description:
-        'During a rotation: the file of the master key being replaced (see sluice-keys rewrap).',
-    }),
-  ),
+  ...masterKeySettings,
 });
 
 export type ShopApiConfig = ReturnType<typeof loadShopApiConfig>;
@@ -134,8 +120,8 @@ export function configuredTokenSecret(config: ShopApiConfig): Buffer | undefined
 /**
  * How requests are authenticated: `SHOP_AUTH=off`, or jwt with exactly one key source.
  *
- * @throws SluiceError `config_invalid` when jwt has no key source or two, or the secret file is
- * unreadable or too short.
+ * @throws SluiceError `config_invalid` when jwt has no key source or two, the secret file is
+ * unreadable or too short, or the JWKS URL is not https (off loopback) or has no audience.
  */
 export function authSettings(config: ShopApiConfig): AuthSettings {
   if (config.SHOP_AUTH === 'off') return { mode: 'off' };
@@ -151,13 +137,36 @@ export function authSettings(config: ShopApiConfig): AuthSettings {
       'SHOP_AUTH=jwt needs exactly one of SHOP_AUTH_JWKS_URL and SHOP_AUTH_SECRET (or SHOP_AUTH_SECRET_FILE); SHOP_AUTH=off turns authentication off for local development',
     );
   }
+  if (jwksUrl !== undefined && config.SHOP_AUTH_AUDIENCE === undefined) {
+    throw new SluiceError(
+      'config_invalid',
+      "SHOP_AUTH_JWKS_URL needs SHOP_AUTH_AUDIENCE: without it, the identity provider's tokens for any of its applications would be accepted",
+    );
+  }
   return {
     mode: 'jwt',
-    key: secret ?? new URL(jwksUrl ?? ''),
+    key: secret ?? keySetUrl(jwksUrl ?? ''),
     issuer: config.SHOP_AUTH_ISSUER,
     audience: config.SHOP_AUTH_AUDIENCE,
     adminScope: config.SHOP_AUTH_ADMIN_SCOPE,
   };
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+
+/**
+ * The JWKS URL: https, since the keys it serves decide who may call; plain http only on a
+ * loopback host (a test's provider).
+ */
+function keySetUrl(text: string): URL {
+  const url = new URL(text);
+  if (url.protocol !== 'https:' && !LOOPBACK_HOSTS.has(url.hostname)) {
+    throw new SluiceError(
+      'config_invalid',
+      `SHOP_AUTH_JWKS_URL must be an https URL (http only for 127.0.0.1, ::1 or localhost), not ${url.protocol}//${url.host}`,
+    );
+  }
+  return url;
 }
 
 /** What is wrong with the authentication settings, in one line (for `--check`); or undefined. */

@@ -56,8 +56,13 @@ export interface OrderLineTable {
 }
 
 export interface IdempotencyKeyTable {
+  /** Who sent the request: the token's subject. */
+  actor: string;
   key: string;
+  /** HMAC-SHA256 of the request, keyed from the master key. */
   request_hash: string;
+  /** The customer the stored response is about. */
+  customer_id: string | null;
   status_code: number | null;
   response_headers: Record<string, string> | null;
   response_body: unknown;

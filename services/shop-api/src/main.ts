@@ -1,6 +1,6 @@
 // shop-api's composition root: config, pool, migrations, HTTP server, retention, shutdown.
 import { createOutbox } from '@sluice/outbox';
-import { createPrivacy, loadMasterKeys } from '@sluice/privacy';
+import { assertMasterKeysKnown, createPrivacy, loadMasterKeys } from '@sluice/privacy';
 import { shopCatalog, shopProtectedFields } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
 import {
@@ -12,7 +12,7 @@ import {
   startTracing,
   verifyDatabaseAtStart,
 } from '@sluice/service-kit';
-import { sql } from 'kysely';
+import { CompiledQuery, sql } from 'kysely';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { buildApp } from './app.js';
 import { checkShopApi } from './check.js';
@@ -37,7 +37,7 @@ const { config } = await readCommandLine({
 });
 const tokenSecret = configuredTokenSecret(config);
 const auth = settingOrExit('shop-api', () => authSettings(config));
-const masterKeys = settingOrExit('shop-api', () => loadMasterKeys());
+const masterKeys = settingOrExit('shop-api', () => loadMasterKeys(config));
 const logger = createLogger({ service: 'shop-api', level: config.LOG_LEVEL });
 logger.info({ config: redactConfig(config) }, 'starting');
 if (auth.mode === 'off') {
@@ -54,6 +54,15 @@ const db = createDatabase<ShopDatabase>({
 });
 await verifyDatabaseAtStart(config.DATABASE_URL, logger, () => sql`SELECT 1`.execute(db));
 if (config.MIGRATE_ON_START) await migrate(db, 'shop_api_migrations', shopMigrations);
+// A subject key wrapped by a master key not configured is a setting to fix: exit 78 before serving.
+await assertMasterKeysKnown(
+  { query: (text, values = []) => db.executeQuery(CompiledQuery.raw(text, values)) },
+  masterKeys,
+).catch((error: unknown) =>
+  settingOrExit('shop-api', () => {
+    throw error;
+  }),
+);
 
 const tracing = await startTracing({ service: 'shop-api', logger });
 const registry = new Registry();
@@ -67,6 +76,7 @@ const app = buildApp({
   consistencyTokenSecret: tokenSecret ?? (await storedTokenSecret(db)),
   auth,
   privacy: createPrivacy({ keys: masterKeys, fields: shopProtectedFields }),
+  masterKeys,
 });
 
 // Retention: outbox rows and idempotency keys are purged in batches, off the request path.

@@ -104,4 +104,22 @@ export const shopMigrations: Record<string, Migration> = {
       await sql.raw(SUBJECT_KEYS_DDL).execute(db);
     },
   },
+  '0005_idempotency_per_actor': {
+    async up(db) {
+      // Keys belong to whoever sent them, and a request's hash is keyed (HMAC). Rows of the old
+      // shape hold an unkeyed hash of their request, personal data included, and no sender: they
+      // are deleted, not carried over. They are purged after IDEMPOTENCY_RETENTION_HOURS anyway;
+      // a retry across this migration runs again as a new request.
+      await sql`
+        DELETE FROM sluice.idempotency_keys;
+        ALTER TABLE sluice.idempotency_keys
+          ADD COLUMN actor text NOT NULL,
+          ADD COLUMN customer_id uuid,
+          DROP CONSTRAINT idempotency_keys_pkey,
+          ADD PRIMARY KEY (actor, key);
+        CREATE INDEX idempotency_keys_customer ON sluice.idempotency_keys (customer_id)
+          WHERE customer_id IS NOT NULL;
+      `.execute(db);
+    },
+  },
 };

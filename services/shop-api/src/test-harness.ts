@@ -1,5 +1,5 @@
 // Test support (not used by the service): a shop-api on a database of its own.
-import { createPrivacy, parseMasterKey } from '@sluice/privacy';
+import { createPrivacy, parseMasterKey, type MasterKeys } from '@sluice/privacy';
 import { shopCatalog, shopProtectedFields } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
@@ -50,11 +50,11 @@ export const TEST_SHOP_AUTH_SECRET = 'shop-api-test-auth-secret-not-for-producti
 /** The master key (hex) of the harness's apps; never one to deploy. */
 export const TEST_MASTER_KEY = '5e1ce0de'.repeat(8);
 
+/** {@link TEST_MASTER_KEY} parsed, with no previous key. */
+export const TEST_MASTER_KEYS: MasterKeys = { current: parseMasterKey(TEST_MASTER_KEY) };
+
 /** What seals personal data in the harness's apps, with {@link TEST_MASTER_KEY}. */
-export const TEST_PRIVACY = createPrivacy({
-  keys: { current: parseMasterKey(TEST_MASTER_KEY) },
-  fields: shopProtectedFields,
-});
+export const TEST_PRIVACY = createPrivacy({ keys: TEST_MASTER_KEYS, fields: shopProtectedFields });
 
 /** The subject of the harness's default token, which has the admin scope. */
 export const TEST_ADMIN = 'test-admin';
@@ -111,6 +111,13 @@ export interface ShopApiHarnessOptions {
   routes?: (app: FastifyInstance) => void;
   /** How the app authenticates. Default: HS256 tokens signed with {@link TEST_SHOP_AUTH_SECRET}. */
   auth?: AuthSettings;
+  /** The master keys of personal data and request hashes. Default: {@link TEST_MASTER_KEY}. */
+  masterKeys?: MasterKeys;
+}
+
+function privacyOf(masterKeys: MasterKeys | undefined) {
+  if (masterKeys === undefined) return { privacy: TEST_PRIVACY, masterKeys: TEST_MASTER_KEYS };
+  return { privacy: createPrivacy({ keys: masterKeys, fields: shopProtectedFields }), masterKeys };
 }
 
 export async function startShopApi(
@@ -134,7 +141,7 @@ export async function startShopApi(
         ? await storedTokenSecret(db)
         : Buffer.from(options.consistencyTokenSecret),
     auth: options.auth ?? TEST_AUTH,
-    privacy: TEST_PRIVACY,
+    ...privacyOf(options.masterKeys),
   });
   const admin = await bearer(TEST_ADMIN, { scope: 'admin' });
   options.routes?.(app);

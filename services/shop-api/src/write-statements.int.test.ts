@@ -4,7 +4,12 @@ import type { KyselyPlugin } from 'kysely';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from './app.js';
-import { startShopApi, TEST_PRIVACY, type ShopApiHarness } from './test-harness.js';
+import {
+  startShopApi,
+  TEST_MASTER_KEYS,
+  TEST_PRIVACY,
+  type ShopApiHarness,
+} from './test-harness.js';
 
 let api: ShopApiHarness;
 let counted: ReturnType<typeof buildApp>;
@@ -28,6 +33,7 @@ beforeAll(async () => {
     consistencyTokenSecret: Buffer.alloc(32, 7),
     auth: { mode: 'off' },
     privacy: TEST_PRIVACY,
+    masterKeys: TEST_MASTER_KEYS,
   });
   await counted.ready();
 });
@@ -102,7 +108,8 @@ describe('statements per write', () => {
       checkedOut: checkedOut.statements,
       delisted: delisted.statements,
       erased: erased.statements,
-      // Customer writes: one more for the customer's key (sealing; destroying it on erasure).
+      // Customer writes: one more for the customer's key (sealing; destroying it on erasure),
+      // and the erasure one more for the customer's idempotency records.
     }).toEqual({
       registered: 3,
       renamed: 4,
@@ -112,7 +119,7 @@ describe('statements per write', () => {
       removed: 5,
       checkedOut: 8,
       delisted: 3,
-      erased: 4,
+      erased: 5,
     });
   });
 });

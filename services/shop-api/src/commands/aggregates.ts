@@ -1,7 +1,7 @@
 import { assertPayload } from '@sluice/contracts';
 import { createOutbox, type AppendContext } from '@sluice/outbox';
 import type { Privacy, Queryable } from '@sluice/privacy';
-import { shopCatalog, type NewShopEvent } from '@sluice/shop-catalog';
+import { shopCatalog, shopCatalogInClear, type NewShopEvent } from '@sluice/shop-catalog';
 import {
   CompiledQuery,
   type Insertable,
@@ -26,15 +26,16 @@ export const queryable = (trx: Transaction<ShopDatabase>): Queryable => ({
 });
 
 /**
- * The events as the outbox stores them: validated in clear text, then with their personal
- * fields sealed for their subject (whose key is made in `trx` on first use).
+ * The events as the outbox stores them: validated in clear text (`shopCatalogInClear`), then
+ * with their personal fields sealed for their subject (whose key is made in `trx` on first use);
+ * the outbox validates them again as published, sealed (`shopCatalog`).
  */
 async function sealed(
   trx: Transaction<ShopDatabase>,
   events: readonly NewShopEvent[],
   privacy: Privacy,
 ): Promise<NewShopEvent[]> {
-  for (const event of events) assertPayload(shopCatalog, event.type, event.payload);
+  for (const event of events) assertPayload(shopCatalogInClear, event.type, event.payload);
   return privacy.sealEvents(queryable(trx), events);
 }
 

@@ -74,13 +74,16 @@ describe('personal data in shop-api', () => {
     expect(key?.erased_at).not.toBeNull();
   });
 
-  it('keeps idempotent responses sealed, and answers 410 for one whose customer was erased', async () => {
+  it('keeps idempotent responses sealed, and forgets them with the erasure', async () => {
     const headers = { 'idempotency-key': unique() };
     const ada = await register(headers);
-    const stored = await sql<{ body: string }>`
-      SELECT response_body::text AS body FROM sluice.idempotency_keys
-       WHERE key = ${headers['idempotency-key']}`.execute(api.db);
-    expect(stored.rows[0]?.body).not.toContain(ada.email);
+    const stored = async () =>
+      (
+        await sql<{ body: string }>`
+          SELECT response_body::text AS body FROM sluice.idempotency_keys
+           WHERE key = ${headers['idempotency-key']}`.execute(api.db)
+      ).rows;
+    expect((await stored())[0]?.body).not.toContain(ada.email);
     const replay = () =>
       api.request('POST', '/customers', { body: { email: ada.email, name: ada.name }, headers });
     const replayed = await replay();
@@ -90,8 +93,11 @@ describe('personal data in shop-api', () => {
       headers: { 'if-match': '"1"' },
     });
     expect(erased.statusCode).toBe(204);
-    const gone = await replay();
-    expect(gone.statusCode).toBe(410);
-    expect(gone.json()).toMatchObject({ code: 'subject_erased' });
+    expect(await stored()).toEqual([]);
+    // The key is forgotten: the same request again registers anew.
+    const again = await replay();
+    expect(again.statusCode).toBe(201);
+    expect(again.headers['idempotent-replayed']).toBeUndefined();
+    expect(again.json<{ id: string }>().id).not.toBe(ada.id);
   });
 });

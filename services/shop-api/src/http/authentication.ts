@@ -1,12 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import {
-  createRemoteJWKSet,
-  errors,
-  jwtVerify,
-  type JWTPayload,
-  type JWTVerifyGetKey,
-  type JWTVerifyOptions,
-} from 'jose';
+import { createJwtVerifier, JwtRefusal, type JwtChecks, type VerifiedClaims } from '@sluice/access';
+import { createRemoteJWKSet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { sendProblem } from './problems.js';
 
 /** Who sent a request, as its verified token says. */
@@ -35,10 +29,8 @@ const DEV_IDENTITY: Identity = Object.freeze({ subject: 'dev', admin: true });
 type Refusal = { status: 401 | 503; code: string; detail: string };
 type Authenticate = (authorization: string | undefined) => Promise<Identity | Refusal>;
 
-const CLOCK_TOLERANCE_S = 5;
 const MAX_TOKEN_CHARS = 16_384;
 const BEARER = /^Bearer +([A-Za-z0-9._~+/-]+=*) *$/i;
-const SUBJECT = /^[^\p{Cc}]{1,200}$/u;
 const KEY_SET_ALGORITHMS = ['RS256', 'ES256', 'EdDSA'];
 
 const identities = new WeakMap<FastifyRequest, Identity>();
@@ -63,54 +55,40 @@ function scopesOf(payload: JWTPayload): string[] {
 
 const invalid = (detail: string): Refusal => ({ status: 401, code: 'token_invalid', detail });
 
-/** Why jose refused a token; a key set out of reach is the service's problem, not the token's. */
-function refusalOf(error: unknown, keySet: boolean): Refusal {
-  const unreachable =
-    error instanceof errors.JWKSTimeout ||
-    error instanceof errors.JWKSInvalid ||
-    !(error instanceof errors.JOSEError) ||
-    error.code === 'ERR_JOSE_GENERIC';
-  if (keySet && unreachable) {
+/** Why a token was refused; a key set out of reach is the service's problem, not the token's. */
+function refusalOf(refusal: JwtRefusal): Refusal {
+  if (refusal.code === 'keys_unavailable') {
     const detail = "The identity provider's keys cannot be fetched";
     return { status: 503, code: 'auth_unavailable', detail };
   }
-  if (error instanceof errors.JWTExpired)
-    return { status: 401, code: 'token_expired', detail: 'The token has expired' };
-  if (error instanceof errors.JWTClaimValidationFailed)
-    return invalid(`The token's ${error.claim} claim is not accepted (${error.reason})`);
-  if (error instanceof errors.JOSEError) return invalid(`The token is not valid: ${error.message}`);
-  throw error;
+  const detail = `${refusal.reason.charAt(0).toUpperCase()}${refusal.reason.slice(1)}`;
+  return { status: 401, code: refusal.code, detail };
 }
 
 function jwtAuthenticator(settings: Extract<AuthSettings, { mode: 'jwt' }>): Authenticate {
   const { key, issuer, audience, adminScope } = settings;
   const keySet = key instanceof URL;
   const getKey: Uint8Array | JWTVerifyGetKey = keySet ? createRemoteJWKSet(key) : key;
-  const options: JWTVerifyOptions = {
+  const checks: JwtChecks = {
     algorithms: keySet ? KEY_SET_ALGORITHMS : ['HS256'],
-    requiredClaims: ['exp', 'sub'],
-    clockTolerance: CLOCK_TOLERANCE_S,
-    ...(issuer === undefined ? {} : { issuer }),
-    ...(audience === undefined ? {} : { audience }),
+    issuer,
+    audience,
   };
+  const verify = createJwtVerifier(getKey, checks);
   return async (authorization) => {
     if (authorization === undefined || authorization === '')
       return { status: 401, code: 'token_missing', detail: 'A bearer token is required' };
     const token = BEARER.exec(authorization)?.[1];
     if (token === undefined || token.length > MAX_TOKEN_CHARS)
       return invalid('Authorization must be one bearer token');
-    let payload: JWTPayload;
+    let payload: VerifiedClaims;
     try {
-      payload =
-        typeof getKey === 'function'
-          ? (await jwtVerify(token, getKey, options)).payload
-          : (await jwtVerify(token, getKey, options)).payload;
+      payload = await verify(token);
     } catch (error) {
-      return refusalOf(error, keySet);
+      if (error instanceof JwtRefusal) return refusalOf(error);
+      throw error;
     }
-    const subject = payload.sub ?? '';
-    if (!SUBJECT.test(subject)) return invalid('The token has no usable subject (sub)');
-    return { subject, admin: scopesOf(payload).includes(adminScope) };
+    return { subject: payload.sub, admin: scopesOf(payload).includes(adminScope) };
   };
 }
 

@@ -1,12 +1,13 @@
-import { ERASED, isEnvelope, parseEnvelope, type Privacy } from '@sluice/privacy';
+import { ERASED, isEnvelope, parseEnvelope, type MasterKeys, type Privacy } from '@sluice/privacy';
 import { SpanAttribute, SpanKind, inSpan, type Tracer } from '@sluice/tracing';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely, Transaction } from 'kysely';
-import { createHash } from 'node:crypto';
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { queryable, type CommandContext } from '../commands/aggregates.js';
 import type { ConsistencyTokens, WrittenVersion } from '../consistency-tokens.js';
 import type { ShopDatabase } from '../database.js';
 import { ProblemError } from './problems.js';
+import { identityOf } from './authentication.js';
 import { requestContext } from './request-context.js';
 
 /** What a write handler produced, before it becomes an HTTP response. */
@@ -16,6 +17,8 @@ export interface WriteOutcome {
   written: { version: number; versions: readonly WrittenVersion[] };
   body?: unknown;
   location?: string;
+  /** The customer this write erased: their idempotency records go in its transaction. */
+  erasedCustomer?: string;
 }
 
 interface StoredResponse {
@@ -25,6 +28,32 @@ interface StoredResponse {
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+const IDEMPOTENT_METHODS = new Set(['POST', 'DELETE']);
+
+interface HashKeys {
+  current: Buffer;
+  /** The current key and, during a rotation, the previous one. */
+  matching: Buffer[];
+}
+
+/** One request's claim on an idempotency key: the key scoped to whoever sent it. */
+interface Claim {
+  actor: string;
+  key: string;
+}
+
+/**
+ * The keys of request hashes, derived from the master keys (HKDF-SHA256): the current one signs,
+ * the previous one still matches during a rotation. A request body may hold personal data, so its
+ * hash is keyed: without the key, no one can test guesses against a stored hash.
+ */
+function requestHashKeys(masterKeys: MasterKeys): HashKeys {
+  const derive = (master: Buffer) =>
+    Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), 'sluice idempotency v1', 32));
+  const current = derive(masterKeys.current.key);
+  const previous = masterKeys.previous === undefined ? [] : [derive(masterKeys.previous.key)];
+  return { current, matching: [current, ...previous] };
+}
 
 function toResponse(outcome: WriteOutcome, tokens: ConsistencyTokens): StoredResponse {
   const headers: Record<string, string> = {
@@ -37,22 +66,28 @@ function toResponse(outcome: WriteOutcome, tokens: ConsistencyTokens): StoredRes
 
 /**
  * Runs every state change of one request in one transaction — state rows, outbox rows and, for
- * a POST with `Idempotency-Key`, the stored response — so they commit together or not at all.
- * A retried key replays the first response; the same key with another request is a 422. The
- * action gets the transaction and the request's context (who, why, which trace) for its events.
+ * a POST or DELETE with `Idempotency-Key`, the stored response — so they commit together or not
+ * at all. Keys belong to the token's subject: a retried key replays that subject's first
+ * response; the same key with another request is a 422; another subject's key is another key.
+ * The action gets the transaction and the request's context (who, why, which trace) for its
+ * events.
  */
 export function createWriter(
   db: Kysely<ShopDatabase>,
   tokens: ConsistencyTokens,
   tracer: Tracer | undefined,
   privacy: Privacy,
+  masterKeys: MasterKeys,
 ) {
+  const hashKeys = requestHashKeys(masterKeys);
   return async function write(
     request: FastifyRequest,
     reply: FastifyReply,
     action: (trx: Transaction<ShopDatabase>, context: CommandContext) => Promise<WriteOutcome>,
   ): Promise<FastifyReply> {
-    const rawKey = request.method === 'POST' ? request.headers['idempotency-key'] : undefined;
+    const rawKey = IDEMPOTENT_METHODS.has(request.method)
+      ? request.headers['idempotency-key']
+      : undefined;
     if (rawKey !== undefined && (typeof rawKey !== 'string' || !IDEMPOTENCY_KEY.test(rawKey))) {
       throw new ProblemError(
         400,
@@ -61,8 +96,11 @@ export function createWriter(
       );
     }
 
+    const claim =
+      rawKey === undefined ? undefined : { actor: identityOf(request).subject, key: rawKey };
+    const options = { claim, hashKeys, tokens, privacy };
     const transaction = (trx: Transaction<ShopDatabase>): Promise<StoredResponse> =>
-      inTransaction(trx, request, { key: rawKey, tokens, privacy }, action);
+      inTransaction(trx, request, options, action);
     const response = await inSpan(tracer, 'TRANSACTION shop', TRANSACTION_SPAN, () =>
       db.transaction().execute(transaction),
     );
@@ -83,28 +121,68 @@ const TRANSACTION_SPAN = {
 async function inTransaction(
   trx: Transaction<ShopDatabase>,
   request: FastifyRequest,
-  options: { key: string | undefined; tokens: ConsistencyTokens; privacy: Privacy },
+  options: {
+    claim: Claim | undefined;
+    hashKeys: HashKeys;
+    tokens: ConsistencyTokens;
+    privacy: Privacy;
+  },
   action: (trx: Transaction<ShopDatabase>, context: CommandContext) => Promise<WriteOutcome>,
 ): Promise<StoredResponse> {
-  const { key, privacy } = options;
-  if (key !== undefined) {
-    const replayed = await claimOrReplay(trx, request, key);
+  const { claim, privacy } = options;
+  if (claim !== undefined) {
+    const replayed = await claimOrReplay(trx, request, claim, options.hashKeys);
     if (replayed !== undefined) return revealed(trx, privacy, replayed);
   }
   const outcome = await action(trx, { ...requestContext(request), privacy });
   const fresh = toResponse(outcome, options.tokens);
-  if (key !== undefined) {
+  if (outcome.erasedCustomer !== undefined) await forget(trx, outcome.erasedCustomer, claim);
+  if (claim !== undefined) {
     await trx
       .updateTable('sluice.idempotency_keys')
       .set({
+        customer_id: customerOf(outcome),
         status_code: fresh.status,
         response_headers: JSON.stringify(fresh.headers) as unknown as Record<string, string>,
         response_body: JSON.stringify(await storedBody(trx, privacy, outcome, fresh.body)),
       })
-      .where('key', '=', key)
+      .where('actor', '=', claim.actor)
+      .where('key', '=', claim.key)
       .execute();
   }
   return fresh;
+}
+
+/**
+ * The customer a stored response is about: the customer the write changed, or the one its
+ * body names (a cart's or an order's).
+ */
+function customerOf(outcome: WriteOutcome): string | null {
+  const customer = outcome.written.versions.find((v) => v.aggregateType === 'customer');
+  if (customer !== undefined) return customer.aggregateId;
+  const { body } = outcome;
+  const named =
+    typeof body === 'object' && body !== null && 'customerId' in body ? body.customerId : null;
+  return typeof named === 'string' ? named : null;
+}
+
+/**
+ * Deletes an erased customer's idempotency records: responses about them, and requests they
+ * made. The erasure's own record stays, so a retried erasure still replays.
+ */
+async function forget(
+  trx: Transaction<ShopDatabase>,
+  customerId: string,
+  own: Claim | undefined,
+): Promise<void> {
+  let query = trx
+    .deleteFrom('sluice.idempotency_keys')
+    .where((eb) => eb.or([eb('customer_id', '=', customerId), eb('actor', '=', customerId)]));
+  if (own !== undefined)
+    query = query.where((eb) =>
+      eb.not(eb.and([eb('actor', '=', own.actor), eb('key', '=', own.key)])),
+    );
+  await query.execute();
 }
 
 /**
@@ -144,35 +222,52 @@ async function revealed(
   return { ...response, body: JSON.parse(text) as unknown };
 }
 
-/** Claims `key` for this request; or the response stored under it by the same request before. */
+/** The request's hash under `key`: HMAC-SHA256 of its method, URL and body. */
+function requestHash(request: FastifyRequest, key: Buffer): string {
+  return createHmac('sha256', key)
+    .update(`${request.method} ${request.url}\n${JSON.stringify(request.body ?? null)}`)
+    .digest('hex');
+}
+
+/** Whether `stored` is this request's hash under one of the keys. */
+function sameRequest(request: FastifyRequest, stored: string, hashKeys: HashKeys): boolean {
+  const storedBytes = Buffer.from(stored, 'hex');
+  return hashKeys.matching.some((key) => {
+    const hash = Buffer.from(requestHash(request, key), 'hex');
+    return hash.length === storedBytes.length && timingSafeEqual(hash, storedBytes);
+  });
+}
+
+/** Claims the key for this request; or the response its sender stored under it before. */
 async function claimOrReplay(
   trx: Transaction<ShopDatabase>,
   request: FastifyRequest,
-  key: string,
+  { actor, key }: Claim,
+  hashKeys: HashKeys,
 ): Promise<StoredResponse | undefined> {
-  const requestHash = createHash('sha256')
-    .update(`${request.method} ${request.url}\n${JSON.stringify(request.body ?? null)}`)
-    .digest('hex');
   // Waits for a concurrent request with the same key to finish, then sees its row.
   const claimed = await trx
     .insertInto('sluice.idempotency_keys')
     .values({
+      actor,
       key,
-      request_hash: requestHash,
+      request_hash: requestHash(request, hashKeys.current),
+      customer_id: null,
       status_code: null,
       response_headers: null,
       response_body: null,
     })
-    .onConflict((oc) => oc.column('key').doNothing())
+    .onConflict((oc) => oc.columns(['actor', 'key']).doNothing())
     .returning('key')
     .executeTakeFirst();
   if (claimed !== undefined) return undefined;
   const stored = await trx
     .selectFrom('sluice.idempotency_keys')
     .select(['request_hash', 'status_code', 'response_headers', 'response_body'])
+    .where('actor', '=', actor)
     .where('key', '=', key)
     .executeTakeFirstOrThrow();
-  if (stored.request_hash !== requestHash || stored.status_code === null) {
+  if (stored.status_code === null || !sameRequest(request, stored.request_hash, hashKeys)) {
     throw new ProblemError(
       422,
       'idempotency_key_reused',

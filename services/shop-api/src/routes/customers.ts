@@ -96,7 +96,7 @@ export function customerRoutes(
     return write(request, reply, async (trx, context) => {
       const expectedVersion = ifMatchVersion(request, true);
       const written = await eraseCustomer(trx, { ...request.params, expectedVersion }, context);
-      return { status: 204, written };
+      return { status: 204, written, erasedCustomer: request.params.id };
     });
   });
 }
