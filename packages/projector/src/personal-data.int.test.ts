@@ -3,7 +3,15 @@
 // no trace of it in the parked row, the dead letter or the error thrown to the consumer.
 import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/database';
-import { createTestDatabase, testKafka, testServers, uniqueName, waitFor } from '@sluice/testkit';
+import {
+  createTestDatabase,
+  testKafka,
+  testServers,
+  uniqueName,
+  waitFor,
+  fakeOpen,
+  fakeSeal,
+} from '@sluice/testkit';
 import type { TestDatabase } from '@sluice/testkit';
 import { shopCatalog } from '@sluice/shop-catalog';
 import type { IHeaders } from 'kafkajs';
@@ -28,19 +36,11 @@ let database: TestDatabase;
 let db: Kysely<Record<string, never>>;
 let running: Projector | undefined;
 
-/** A stand-in for a sealed value (the shape `@sluice/privacy` publishes), opened by {@link reveal}. */
-const sealed = (value: string) =>
-  `sluice:enc:v1:c3ViamVjdA:AAAAAAAAAAAAAAAA:${Buffer.from(value.padEnd(17, '_')).toString('base64url')}`;
-const opened = (value: string) =>
-  Buffer.from(value.split(':').at(-1) ?? '', 'base64url')
-    .toString()
-    .replace(/_+$/, '');
-
 const reveal: Reveal = (event) => {
   const payload = event.payload as { email: string; name: string };
   return Promise.resolve({
     ...event,
-    payload: { ...payload, email: opened(payload.email), name: opened(payload.name) },
+    payload: { ...payload, email: fakeOpen(payload.email), name: fakeOpen(payload.name) },
   });
 };
 
@@ -104,7 +104,7 @@ function registered(email: string): DomainEvent {
     aggregateId: customerId,
     aggregateVersion: 1,
     occurredAt: new Date().toISOString(),
-    payload: { customerId, email: sealed(email), name: sealed('Alice Liddell') },
+    payload: { customerId, email: fakeSeal(email), name: fakeSeal('Alice Liddell') },
     metadata: {},
   };
 }

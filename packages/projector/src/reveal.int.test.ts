@@ -3,7 +3,15 @@
 import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/database';
 import { SluiceError } from '@sluice/errors';
-import { createTestDatabase, testKafka, testServers, uniqueName, waitFor } from '@sluice/testkit';
+import {
+  createTestDatabase,
+  testKafka,
+  testServers,
+  uniqueName,
+  waitFor,
+  fakeOpen,
+  fakeSeal,
+} from '@sluice/testkit';
 import type { TestDatabase } from '@sluice/testkit';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { sql, type Kysely } from 'kysely';
@@ -24,14 +32,6 @@ const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
 let database: TestDatabase;
 let db: Kysely<Record<string, never>>;
 let running: Projector | undefined;
-
-/** A stand-in for a sealed name (the shape `@sluice/privacy` publishes), opened by {@link reveal}. */
-const sealedName = (name: string) =>
-  `sluice:enc:v1:c3ViamVjdA:AAAAAAAAAAAAAAAA:${Buffer.from(name.padEnd(17, '_')).toString('base64url')}`;
-const openedName = (sealed: string) =>
-  Buffer.from(sealed.split(':').at(-1) ?? '', 'base64url')
-    .toString()
-    .replace(/_+$/, '');
 
 const people = defineProjection<Record<string, never>, typeof shopCatalog>({
   catalog: shopCatalog,
@@ -63,7 +63,7 @@ const reveal: Reveal = async (event, batch) => {
       retriable: true,
     });
   const payload = event.payload as { customerId: string; name: string };
-  const name = openedName(payload.name);
+  const name = fakeOpen(payload.name);
   if (name === 'garbled')
     throw new SluiceError('envelope_invalid', 'A sealed field does not decrypt with its key');
   await batch.query('SELECT 1');
@@ -78,7 +78,7 @@ function named(personId: string, version: number, name: string): DomainEvent {
     aggregateId: personId,
     aggregateVersion: version,
     occurredAt: new Date().toISOString(),
-    payload: { customerId: personId, name: sealedName(name) },
+    payload: { customerId: personId, name: fakeSeal(name) },
     metadata: {},
   };
 }

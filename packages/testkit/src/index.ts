@@ -195,3 +195,4 @@ export async function freePort(): Promise<number> {
   throw new Error('No free TCP port between 20000 and 32000');
 }
 export { rawProduce, type RawProducedRecord } from './raw-produce.js';
+export { fakeOpen, fakeSeal } from './fake-seal.js';
