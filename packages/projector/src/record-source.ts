@@ -1,6 +1,6 @@
 import { errorMessage } from '@sluice/errors';
 import { registerCodecs, whenTopicsKnown } from '@sluice/kafka';
-import type { EachBatchPayload, Kafka, TopicPartitionOffset } from 'kafkajs';
+import type { Consumer, EachBatchPayload, Kafka, TopicPartitionOffset } from 'kafkajs';
 import type { PartitionOffset } from './bookkeeping.js';
 import { toRecord, type IncomingRecord } from './records.js';
 
@@ -78,6 +78,36 @@ class BatchFailed extends Error {
   }
 }
 
+/**
+ * Whether kafkajs is joining the group. Its `disconnect()` stops a consumer only once joined: a
+ * stop in the middle of a join closes the connections under it, the join crashes, and kafkajs
+ * logs that as an error (and would start the consumer again). So a stop lets the join end first.
+ */
+function watchJoins(consumer: Consumer) {
+  let settle: () => void = () => undefined;
+  let joining = Promise.resolve();
+  const expect = () => {
+    settle();
+    joining = new Promise((done) => {
+      settle = done;
+    });
+  };
+  consumer.on(consumer.events.GROUP_JOIN, () => settle());
+  // A crash kafkajs restarts from joins again after a pause.
+  consumer.on(consumer.events.CRASH, ({ payload }) => (payload.restart ? expect() : settle()));
+  return {
+    expect,
+    /** Resolves once no join is in progress, or after `limitMs` (the stop goes ahead then). */
+    async ended(limitMs: number): Promise<void> {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([joining, new Promise((done) => (timer = setTimeout(done, limitMs)))]);
+      clearTimeout(timer);
+      // kafkajs marks its consumer running just after the join's event.
+      await new Promise((done) => setImmediate(done));
+    },
+  };
+}
+
 /** A {@link RecordSource} over a kafkajs consumer group. */
 export function createKafkaRecordSource(options: KafkaRecordSourceOptions): RecordSource {
   const { kafka } = options;
@@ -91,7 +121,10 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     // The broker answers as soon as records exist; a short wait keeps shutdown quick.
     maxWaitTimeInMs: 1000,
     heartbeatInterval: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
+    // A crash after `stop()` (a request it had in flight) must not start the consumer again.
+    retry: { restartOnFailure: () => Promise.resolve(!stopping) },
   });
+  const joins = watchJoins(consumer);
   let stopping = false;
   /** Offsets consumed and not yet committed, by partition. */
   const resolved = new Map<string, TopicPartitionOffset>();
@@ -160,6 +193,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
         await consumer.disconnect().catch(() => undefined);
         throw error;
       }
+      joins.expect();
       await consumer.run({
         // With autoCommit, kafkajs commits after every batch whatever the interval: an
         // OffsetCommit request per batch. The timer below commits instead.
@@ -186,6 +220,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     async stop() {
       stopping = true;
       clearInterval(committing);
+      await joins.ended(options.sessionTimeoutMs);
       await consumer.disconnect();
     },
   };

@@ -202,6 +202,7 @@ describe('revealing personal fields', () => {
     await start(prefix);
     await produce(prefix, [named(garbled, 1, 'garbled'), named(fine, 1, 'Grace')]);
     await waitFor(async () => (await nameOf(fine)) === 'Grace', { message: 'the other applied' });
+    await waitFor(async () => (await parked()).length > 0, { message: 'the garbled one parked' });
     expect(await parked()).toEqual([
       { reason: 'envelope_invalid', error: expect.stringContaining('does not decrypt') as unknown },
     ]);
@@ -219,6 +220,7 @@ describe('revealing personal fields', () => {
       named(fine, 1, 'Grace'),
     ]);
     await waitFor(async () => (await nameOf(fine)) === 'Grace', { message: 'the other applied' });
+    await waitFor(async () => (await parked()).length > 0, { message: 'the one in clear parked' });
     const [row] = await parked();
     expect(row).toEqual({
       reason: 'schema_invalid',
