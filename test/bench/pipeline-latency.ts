@@ -10,6 +10,8 @@
 //   BENCH_RATES             writes per second, a comma list (default 100,250,500)
 //   BENCH_STEP_SECONDS      length of each rate's run (default 20)
 //   BENCH_IDLE_SECONDS      length of the idle measurement (default 20)
+//   BENCH_IDLE_SETTLE_SECONDS  wait before it, after the services started (default 15)
+//   BENCH_KAFKA_ALONE_SECONDS  Kafka measured before the services start (default 20)
 //   BENCH_MAX_IN_FLIGHT     writes waiting for a response at most (default 64)
 //   BENCH_NODE_ARGS         extra node flags for the services, e.g.
 //                           "--cpu-prof --cpu-prof-dir=/tmp/bench-prof"
@@ -22,7 +24,8 @@
 // CPU: utime + stime from /proc, sampled every 500 ms, per process: the three services, the
 // PostgreSQL backends serving each (by application_name; the relay's walsender on its own), the
 // rest of PostgreSQL, Kafka, and this process (load generator + observer, with its backend).
-// "Pipeline" is everything but this process and its backend.
+// "Pipeline" is everything but this process and its backend. Idle also reports Kafka's own
+// CPU with none of this run's clients (measured first), and the pipeline above that baseline.
 import { errorMessage } from '@sluice/errors';
 import { createTestDatabase, uniqueName, waitFor, type TestDatabase } from '@sluice/testkit';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -52,6 +55,8 @@ const config = {
   rates: (process.env.BENCH_RATES ?? '100,250,500').split(',').filter(Boolean).map(Number),
   stepSeconds: envNumber('BENCH_STEP_SECONDS', 20),
   idleSeconds: envNumber('BENCH_IDLE_SECONDS', 20),
+  idleSettleSeconds: envNumber('BENCH_IDLE_SETTLE_SECONDS', 15),
+  kafkaAloneSeconds: envNumber('BENCH_KAFKA_ALONE_SECONDS', 20),
   maxInFlight: Math.floor(envNumber('BENCH_MAX_IN_FLIGHT', 64)),
   nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
 };
@@ -90,9 +95,20 @@ function pidsWhere(test: (comm: string, cmdline: string, ppid: number) => boolea
   return pids;
 }
 
+const kafkaPids = () =>
+  pidsWhere((comm, cmdline) => comm === 'java' && /kafka\.Kafka/.test(cmdline));
+
+/** Kafka's CPU (percent of a core) over `seconds`, before any client of this run connects. */
+async function kafkaAlone(seconds: number): Promise<number> {
+  const ticks = () => kafkaPids().reduce((sum, pid) => sum + (processTicks(pid)?.ticks ?? 0), 0);
+  const before = ticks();
+  await sleep(seconds * 1000);
+  return ((ticks() - before) * TICK_MS) / (seconds * 10);
+}
+
 /** Accumulates CPU milliseconds by label from periodic /proc samples. */
 function cpuSampler(pool: pg.Pool, fixed: Record<string, number>, postmaster: number) {
-  const kafka = pidsWhere((comm, cmdline) => comm === 'java' && /kafka\.Kafka/.test(cmdline));
+  const kafka = kafkaPids();
   const last = new Map<number, number>();
   const totals = new Map<string, number>();
   let selfLast = process.cpuUsage();
@@ -355,13 +371,17 @@ function cpuReport(cpu: Map<string, number>, divisor: number, digits = 3) {
   );
 }
 
-async function idleRun(sampler: Sampler) {
-  await sleep(5000);
+async function idleRun(sampler: Sampler, kafkaAlonePercent: number) {
+  // Start-up work (the JIT, the first metadata) is not idleness.
+  await sleep(config.idleSettleSeconds * 1000);
   const idle = await measure(sampler, () => sleep(config.idleSeconds * 1000));
   const corePercent = (ms: number) => (ms / (idle.seconds * 1000)) * 100;
+  const pipeline = corePercent(pipelineMs(idle.cpu));
   return {
     seconds: round(idle.seconds, 1),
-    pipelineCorePercent: round(corePercent(pipelineMs(idle.cpu))),
+    pipelineCorePercent: round(pipeline),
+    kafkaAloneCorePercent: round(kafkaAlonePercent),
+    pipelineAboveKafkaAloneCorePercent: round(pipeline - kafkaAlonePercent),
     corePercentByProcess: cpuReport(
       new Map([...idle.cpu].map(([label, ms]) => [label, corePercent(ms)])),
       1,
@@ -413,6 +433,8 @@ async function main() {
   const pool = new pg.Pool({ connectionString: database.url, max: 2, application_name: OBSERVER });
   const agent = new http.Agent({ keepAlive: true, maxSockets: config.maxInFlight });
   try {
+    log(`Kafka alone for ${config.kafkaAloneSeconds} s`);
+    const kafkaAlonePercent = await kafkaAlone(config.kafkaAloneSeconds);
     const pipeline = await startPipeline(database);
     const shop = await openShop(pipeline.port, agent);
     await waitFor(async () => (await appliedVersions(pool)).size === shop.carts.length, {
@@ -420,7 +442,7 @@ async function main() {
       message: 'the opened carts in the view',
     });
     const sampler = cpuSampler(pool, pipeline.pids, await postmasterPid(pool));
-    const idle = await idleRun(sampler);
+    const idle = await idleRun(sampler, kafkaAlonePercent);
     log(`idle: ${JSON.stringify(idle)}`);
     const rates = [];
     for (const rate of config.rates) {

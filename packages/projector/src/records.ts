@@ -83,7 +83,19 @@ export function toRecord(topic: string, partition: number, message: KafkaMessage
     key: message.key === null ? null : message.key.toString('utf8'),
     value: message.value === null ? null : message.value.toString('utf8'),
     headers: headerText(message.headers),
-    raw: { key: message.key, value: message.value, headers: rawHeaders(message.headers) },
+    raw: rawRecord(message),
+  };
+}
+
+/** The record's bytes; the header pairs are made only when asked for (a parked or dead letter). */
+function rawRecord(message: KafkaMessage): RawRecord {
+  let headers: RawHeader[] | undefined;
+  return {
+    key: message.key,
+    value: message.value,
+    get headers() {
+      return (headers ??= rawHeaders(message.headers));
+    },
   };
 }
 

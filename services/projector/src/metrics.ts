@@ -184,10 +184,11 @@ export function createProjectorMetrics(
       }
       batchSize.observe({ projection }, result.applied + result.duplicates + result.parked);
       const now = Date.now();
+      const observed = latency.labels({ projection });
       for (const event of result.appliedAt) {
         const seconds = (now - Date.parse(event.occurredAt)) / 1000;
         if (!Number.isFinite(seconds)) continue;
-        if (!exemplars) latency.observe({ projection }, seconds);
+        if (!exemplars) observed.observe(seconds);
         else {
           const exemplarLabels = traceExemplar(event.metadata.traceparent) ?? {};
           latency.observe({ labels: { projection }, value: seconds, exemplarLabels });

@@ -4,6 +4,7 @@ import type { Privacy, Queryable } from '@sluice/privacy';
 import { shopCatalog, shopCatalogInClear, type NewShopEvent } from '@sluice/shop-catalog';
 import {
   CompiledQuery,
+  sql,
   type Insertable,
   type Selectable,
   type Transaction,
@@ -18,6 +19,11 @@ const outbox = createOutbox({ schema: 'shop', catalog: shopCatalog });
 /** Who acted and why (the events' metadata), and what seals the events' personal fields. */
 export interface CommandContext extends AppendContext {
   privacy: Privacy;
+  /**
+   * Whether whoever sent the command may change what belongs to this customer; what they may
+   * not is answered as missing (`not_found`). Checked on the row the command locked.
+   */
+  mayActFor(customerId: string | null): boolean;
 }
 
 /** `trx` as `@sluice/privacy` runs SQL. */
@@ -118,6 +124,74 @@ export async function lock<T extends Changing>(
   return state;
 }
 
+/** An aggregate locked and moved on by {@link lockAndAdvance}: the version found, and the row now. */
+export interface Advanced<T extends Changing> {
+  found: State<T> & Versioned;
+  state: State<T> & Versioned;
+}
+
+/**
+ * {@link lock} and the version bump of {@link commit} in one statement, for a command that
+ * writes exactly `count` events whenever it succeeds: a refusal throws, and the transaction
+ * rolls the bump back. One round trip fewer; {@link appendAdvanced} then appends the events.
+ *
+ * @throws CommandError `not_found`, `precondition_failed`
+ */
+export async function lockAndAdvance<T extends Changing>(
+  trx: Transaction<ShopDatabase>,
+  type: T,
+  id: string,
+  expectedVersion: number | undefined,
+  count: number,
+  exists: (state: State<T>) => boolean = () => true,
+): Promise<Advanced<T>> {
+  const table: (typeof STATE_TABLES)[Changing] = STATE_TABLES[type];
+  const state = (await trx
+    .updateTable(table)
+    .set({ version: sql<number>`version + ${count}`, updated_at: new Date() })
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirst()) as (State<T> & Versioned) | undefined;
+  if (state === undefined || !exists(state))
+    throw new CommandError('not_found', `No ${type} ${id}`);
+  const found = { ...state, version: state.version - count };
+  if (expectedVersion !== undefined && expectedVersion !== found.version) {
+    throw new CommandError(
+      'precondition_failed',
+      `The resource is at version ${found.version}, not ${expectedVersion}`,
+    );
+  }
+  return { found, state };
+}
+
+/** Appends the events of an aggregate {@link lockAndAdvance} moved on, one per version. */
+export async function appendAdvanced<T extends Changing>(
+  trx: Transaction<ShopDatabase>,
+  type: T,
+  { found, state }: Advanced<T>,
+  events: readonly NewShopEvent[],
+  context: CommandContext,
+): Promise<Outcome<State<T>>> {
+  if (found.version + events.length !== state.version) {
+    throw new Error(
+      `${type} ${found.id} moved on by ${state.version - found.version} versions, not ${events.length}`,
+    );
+  }
+  await append(trx, { type, id: found.id, expectedVersion: found.version }, events, context);
+  return outcome(state, type, found.id, state.version);
+}
+
+/** Seals `events` and appends them to the outbox after `expectedVersion`. */
+async function append(
+  trx: Transaction<ShopDatabase>,
+  stream: { type: AggregateType; id: string; expectedVersion: number },
+  events: readonly NewShopEvent[],
+  context: CommandContext,
+): Promise<void> {
+  const stored = await sealed(trx, events, context.privacy);
+  await outbox.append(trx, stream, stored, context);
+}
+
 /**
  * Moves an aggregate found at `current.version` on by one version per event: writes `changes`
  * and the new version to its state row, and appends `events` expecting `current.version`, in
@@ -147,8 +221,7 @@ export async function commit<T extends Changing>(
     .where('id', '=', id)
     .returningAll()
     .executeTakeFirstOrThrow()) as State<T>;
-  const stored = await sealed(trx, events, context.privacy);
-  await outbox.append(trx, { type, id, expectedVersion: current.version }, stored, context);
+  await append(trx, { type, id, expectedVersion: current.version }, events, context);
   return outcome(state, type, id, version);
 }
 
@@ -173,7 +246,6 @@ export async function commitNew<T extends AggregateType>(
     .values(values)
     .returningAll()
     .executeTakeFirstOrThrow()) as State<T>;
-  const stored = await sealed(trx, events, context.privacy);
-  await outbox.append(trx, { type, id: row.id, expectedVersion: 0 }, stored, context);
+  await append(trx, { type, id: row.id, expectedVersion: 0 }, events, context);
   return outcome(state, type, row.id, version);
 }

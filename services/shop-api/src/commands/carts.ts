@@ -4,9 +4,11 @@ import type { ShopDatabase } from '../database.js';
 import { cartLimits, orderableTotal } from './cart-limits.js';
 import { CommandError } from './command-error.js';
 import {
-  commit,
+  appendAdvanced,
   commitNew,
   lock,
+  lockAndAdvance,
+  type Advanced,
   type Outcome,
   type State,
   type ExpectedVersion,
@@ -45,21 +47,43 @@ export async function findCart(db: Kysely<ShopDatabase>, id: string): Promise<Ca
   return cart === undefined ? undefined : { cart, items: await loadItems(db, id) };
 }
 
+/** What a cart command may touch: the carts of the customers its sender may act for. */
+const mayChange = (context: CommandContext) => (cart: State<'cart'>) =>
+  context.mayActFor(cart.customer_id);
+
+function assertOpen(cart: State<'cart'>, id: string): void {
+  if (cart.status !== 'open') {
+    throw new CommandError('cart_not_open', `Cart ${id} is ${cart.status}`);
+  }
+}
+
 /**
  * Locks an open cart for this transaction, at the version the caller expects.
  *
- * @throws CommandError `not_found`, `precondition_failed`, `cart_not_open`
+ * @throws CommandError `not_found` (also another customer's cart), `precondition_failed`,
+ *   `cart_not_open`
  */
 export async function lockOpenCart(
   trx: Transaction<ShopDatabase>,
   id: string,
   expectedVersion: number | undefined,
+  context: CommandContext,
 ): Promise<State<'cart'>> {
-  const cart = await lock(trx, 'cart', id, expectedVersion);
-  if (cart.status !== 'open') {
-    throw new CommandError('cart_not_open', `Cart ${id} is ${cart.status}`);
-  }
+  const cart = await lock(trx, 'cart', id, expectedVersion, mayChange(context));
+  assertOpen(cart, id);
   return cart;
+}
+
+/** {@link lockOpenCart} and the cart's next version in one statement, for a one-event command. */
+async function advanceOpenCart(
+  trx: Transaction<ShopDatabase>,
+  id: string,
+  expectedVersion: number | undefined,
+  context: CommandContext,
+): Promise<Advanced<'cart'>> {
+  const advanced = await lockAndAdvance(trx, 'cart', id, expectedVersion, 1, mayChange(context));
+  assertOpen(advanced.found, id);
+  return advanced;
 }
 
 const withItems = (committed: Outcome<State<'cart'>>, items: CartLine[]): Outcome<Cart> => ({
@@ -124,10 +148,10 @@ export async function addItem(
   context: CommandContext,
 ): Promise<Outcome<Cart>> {
   const { cartId, productId, quantity } = input;
-  // The hot path takes four statements: lock the cart; add to the line and read every line back
-  // (the outer SELECT sees the lines as they were, so the added one comes from RETURNING); bump
-  // the cart; append the event.
-  const cart = await lockOpenCart(trx, cartId, input.expectedVersion);
+  // The hot path takes three statements: lock the cart and move it to its next version; add to
+  // the line and read every line back (the outer SELECT sees the lines as they were, so the added
+  // one comes from RETURNING); append the event. A refusal rolls all of it back.
+  const cart = await advanceOpenCart(trx, cartId, input.expectedVersion, context);
   const { rows } = await sql<CartLine & { added: boolean }>`
     WITH line AS (
       INSERT INTO shop.cart_items (cart_id, product_id, quantity, unit_price_cents)
@@ -152,7 +176,7 @@ export async function addItem(
   // Refused now, not at checkout: every cart stays one that can be checked out.
   orderableTotal(items, `With this add, cart ${cartId} would have`);
   const unitPriceCents = line.unit_price_cents;
-  const added = await commit(
+  const added = await appendAdvanced(
     trx,
     'cart',
     cart,
@@ -169,7 +193,7 @@ export async function removeItem(
   context: CommandContext,
 ): Promise<Outcome<Cart>> {
   const { cartId, productId } = input;
-  const cart = await lockOpenCart(trx, cartId, input.expectedVersion);
+  const cart = await advanceOpenCart(trx, cartId, input.expectedVersion, context);
   const line = await trx
     .deleteFrom('shop.cart_items')
     .where('cart_id', '=', cartId)
@@ -180,7 +204,7 @@ export async function removeItem(
     throw new CommandError('item_not_in_cart', `Product ${productId} is not in cart ${cartId}`);
   }
   const { quantity, unit_price_cents: unitPriceCents } = line;
-  const removed = await commit(
+  const removed = await appendAdvanced(
     trx,
     'cart',
     cart,

@@ -61,7 +61,7 @@ export async function checkout(
   context: CommandContext,
 ): Promise<Outcome<PlacedOrder>> {
   const { cartId } = input;
-  const cart = await lockOpenCart(trx, cartId, input.expectedVersion);
+  const cart = await lockOpenCart(trx, cartId, input.expectedVersion, context);
   const items = await loadItems(trx, cartId);
   if (items.length === 0) throw new CommandError('cart_empty', `Cart ${cartId} has no items`);
   // Carts from before the add-time limits may still exceed them.

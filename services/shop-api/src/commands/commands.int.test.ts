@@ -22,6 +22,7 @@ const context: CommandContext = {
   correlationId: 'commands-1',
   reason: 'test',
   privacy: TEST_PRIVACY,
+  mayActFor: () => true,
 };
 const inTransaction = <T>(command: (trx: Transaction<ShopDatabase>) => Promise<T>) =>
   api.db.transaction().execute(command);

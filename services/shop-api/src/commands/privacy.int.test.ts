@@ -60,7 +60,7 @@ describe('personal data in shop-api', () => {
     const ada = await register();
     await expect(
       api.db.transaction().execute(async (trx) => {
-        await eraseCustomer(trx, { id: ada.id }, { privacy: TEST_PRIVACY });
+        await eraseCustomer(trx, { id: ada.id }, { privacy: TEST_PRIVACY, mayActFor: () => true });
         throw new Error('rolled back');
       }),
     ).rejects.toThrow('rolled back');

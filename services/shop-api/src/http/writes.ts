@@ -8,6 +8,7 @@ import type { ConsistencyTokens, WrittenVersion } from '../consistency-tokens.js
 import type { ShopDatabase } from '../database.js';
 import { ProblemError } from './problems.js';
 import { identityOf } from './authentication.js';
+import { mayActFor } from './authorization.js';
 import { requestContext } from './request-context.js';
 
 /** What a write handler produced, before it becomes an HTTP response. */
@@ -134,7 +135,11 @@ async function inTransaction(
     const replayed = await claimOrReplay(trx, request, claim, options.hashKeys);
     if (replayed !== undefined) return revealed(trx, privacy, replayed);
   }
-  const outcome = await action(trx, { ...requestContext(request), privacy });
+  const outcome = await action(trx, {
+    ...requestContext(request),
+    privacy,
+    mayActFor: (customerId) => mayActFor(request, customerId),
+  });
   const fresh = toResponse(outcome, options.tokens);
   if (outcome.erasedCustomer !== undefined) await forget(trx, outcome.erasedCustomer, claim);
   if (claim !== undefined) {
