@@ -32,6 +32,7 @@ export {
   type Service,
   type ServiceOptions,
 } from './run-service.js';
+export { collectProcessMetrics } from './process-metrics.js';
 export { topicReplicationSettings } from './topic-settings.js';
 export { startTracing, tracingEnabled, tracingProblems, type Tracing } from './tracing.js';
 

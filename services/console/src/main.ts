@@ -11,9 +11,10 @@ import {
   runService,
   settingOrExit,
   verifyDatabaseAtStart,
+  collectProcessMetrics,
 } from '@sluice/service-kit';
 import pg from 'pg';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry } from 'prom-client';
 import { createConsoleApp } from './app.js';
 import { checkConsole, consoleAccess } from './check.js';
 import { consoleConfigSchema, listOf } from './config.js';
@@ -104,7 +105,7 @@ const sampler = new Sampler({
 });
 
 const registry = new Registry();
-collectDefaultMetrics({ register: registry });
+collectProcessMetrics(registry);
 
 const app = await createConsoleApp({
   access,

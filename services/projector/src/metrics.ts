@@ -1,13 +1,7 @@
 import type { BatchReport, OffsetNotice, Projector } from '@sluice/projector';
+import { collectProcessMetrics } from '@sluice/service-kit';
 import { traceExemplar } from '@sluice/tracing';
-import {
-  Counter,
-  Gauge,
-  Histogram,
-  Registry,
-  collectDefaultMetrics,
-  type RegistryContentType,
-} from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type RegistryContentType } from 'prom-client';
 
 /** What the scrape-time gauges read: generations, offset gaps, health and parked events. */
 type Source = Pick<Projector, 'generations' | 'offsetGaps' | 'health' | 'parked'>;
@@ -112,7 +106,7 @@ export function createProjectorMetrics(
   const { exemplars } = options;
   const registry = new Registry<RegistryContentType>();
   if (exemplars) registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   const applied = new Counter({
     name: 'sluice_projector_events_applied_total',
     help: 'Events applied to read models.',

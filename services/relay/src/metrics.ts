@@ -5,15 +5,9 @@ import type {
   SendFailureReason,
   SlotHealth,
 } from '@sluice/relay';
+import { collectProcessMetrics } from '@sluice/service-kit';
 import { traceExemplar } from '@sluice/tracing';
-import {
-  Counter,
-  Gauge,
-  Histogram,
-  Registry,
-  collectDefaultMetrics,
-  type RegistryContentType,
-} from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type RegistryContentType } from 'prom-client';
 
 const BLOCK_REASONS: readonly PublishBlock['reason'][] = [
   'programming_error',
@@ -28,7 +22,7 @@ const BLOCK_REASONS: readonly PublishBlock['reason'][] = [
 export function createRelayMetrics(options: { exemplars: boolean } = { exemplars: false }) {
   const registry = new Registry<RegistryContentType>();
   if (options.exemplars) registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   const publishing = publishingMetrics(registry, options.exemplars);
   const sends = sendMetrics(registry);
   const { setPaused, ...state } = stateMetrics(registry);

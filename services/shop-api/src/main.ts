@@ -11,9 +11,10 @@ import {
   settingOrExit,
   startTracing,
   verifyDatabaseAtStart,
+  collectProcessMetrics,
 } from '@sluice/service-kit';
 import { CompiledQuery, sql } from 'kysely';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry } from 'prom-client';
 import { buildApp } from './app.js';
 import { checkShopApi } from './check.js';
 import { authProblem, authSettings, configuredTokenSecret, shopApiConfigSchema } from './config.js';
@@ -66,7 +67,7 @@ await assertMasterKeysKnown(
 
 const tracing = await startTracing({ service: 'shop-api', logger });
 const registry = new Registry();
-collectDefaultMetrics({ register: registry });
+collectProcessMetrics(registry);
 const app = buildApp({
   db,
   logger,
