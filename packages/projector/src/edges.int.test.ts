@@ -6,13 +6,14 @@ import { createDatabase, migrate } from '@sluice/database';
 import {
   createTestDatabase,
   rawProduce,
+  readRecords,
   testKafka,
   testServers,
   uniqueName,
   waitFor,
   type TestDatabase,
 } from '@sluice/testkit';
-import type { IHeaders, Kafka, Message } from 'kafkajs';
+import type { Kafka, Message } from 'kafkajs';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { sql, type Kysely } from 'kysely';
 import { randomUUID } from 'node:crypto';
@@ -133,29 +134,6 @@ async function parkedOf(cartId: string) {
   return rows;
 }
 
-/** Every record of a topic, read by a consumer group of its own. */
-async function readAll(topic: string, count: number) {
-  const consumer = kafka.consumer({ groupId: uniqueName('read') });
-  const seen: { key: Buffer | null; value: Buffer | null; headers: IHeaders }[] = [];
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await consumer.run({
-    eachMessage: async ({ message }) => {
-      seen.push({ key: message.key, value: message.value, headers: message.headers ?? {} });
-      await Promise.resolve();
-    },
-  });
-  try {
-    await waitFor(() => seen.length >= count, {
-      timeoutMs: 30_000,
-      message: `${count} records of ${topic}`,
-    });
-  } finally {
-    await consumer.disconnect();
-  }
-  return seen;
-}
-
 beforeAll(async () => {
   database = await createTestDatabase(databaseUrl, 'edges');
   db = createDatabase({ url: database.url, maxConnections: 6 });
@@ -226,7 +204,7 @@ describe('projector at the edges', () => {
     // Kept as Kafka holds them: bytes a text column refuses.
     expect(rows[1]?.value?.toString()).toBe('{"cartId":"\u0000"}');
     expect(rows[3]?.key?.toString()).toBe(`${nulKey}\u0000`);
-    const letters = await readAll(`${prefix}sluice.dlq.edge_carts`, 5);
+    const letters = await readRecords(kafka, `${prefix}sluice.dlq.edge_carts`, 5);
     const nulLetter = letters.find((l) => String(l.headers.ce_actor ?? '').includes('\u0000'));
     expect(nulLetter?.headers.sluice_error_class?.toString()).toBe('record_malformed');
     expect((await running?.health())?.ready).toBe(true);
@@ -245,7 +223,7 @@ describe('projector at the edges', () => {
     await produce(topic, [record(added(good, 1))]);
     await start(prefix);
     await appliedVersion(good, 1, 'the good cart behind 2.4 MB of poison');
-    const letters = await readAll(`${prefix}sluice.dlq.edge_carts`, 8);
+    const letters = await readRecords(kafka, `${prefix}sluice.dlq.edge_carts`, 8);
     expect(
       letters.every((l) => l.headers.sluice_error_class?.toString() === 'record_malformed'),
     ).toBe(true);

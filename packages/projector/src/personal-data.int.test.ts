@@ -5,6 +5,7 @@ import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/database';
 import {
   createTestDatabase,
+  readRecords,
   testKafka,
   testServers,
   uniqueName,
@@ -14,7 +15,6 @@ import {
 } from '@sluice/testkit';
 import type { TestDatabase } from '@sluice/testkit';
 import { shopCatalog } from '@sluice/shop-catalog';
-import type { IHeaders } from 'kafkajs';
 import { sql, type Kysely } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -121,26 +121,6 @@ function textsOf(error: unknown, depth = 0): string[] {
 const EMAIL = /alice@example\.com/i;
 const NAME = /Alice Liddell/i;
 
-/** The dead letters of `pii_emails`, read by a consumer group of its own. */
-async function deadLetterHeaders(count: number): Promise<IHeaders[]> {
-  const consumer = kafka.consumer({ groupId: uniqueName('read') });
-  const seen: IHeaders[] = [];
-  await consumer.connect();
-  await consumer.subscribe({ topic: `${prefix}sluice.dlq.pii_emails`, fromBeginning: true });
-  await consumer.run({
-    eachMessage: async ({ message }) => {
-      seen.push(message.headers ?? {});
-      await Promise.resolve();
-    },
-  });
-  try {
-    await waitFor(() => seen.length >= count, { timeoutMs: 30_000, message: 'dead letters' });
-  } finally {
-    await consumer.disconnect();
-  }
-  return seen;
-}
-
 beforeAll(async () => {
   database = await createTestDatabase(databaseUrl, 'personal');
   db = createDatabase({ url: database.url, maxConnections: 6 });
@@ -216,7 +196,9 @@ describe('personal data', () => {
     expect(parked[0]?.error).toContain('[redacted]');
     expect(parked[0]?.error).not.toMatch(EMAIL);
 
-    const [letter] = await deadLetterHeaders(1);
+    const [letter] = (await readRecords(kafka, `${prefix}sluice.dlq.pii_emails`, 1)).map(
+      (record) => record.headers,
+    );
     const message = String(letter?.sluice_error_message);
     expect(message).toContain('unique constraint "pii_emails_g1_email"');
     expect(message).not.toMatch(EMAIL);

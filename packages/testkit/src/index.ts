@@ -1,5 +1,5 @@
 import { SluiceError, errorMessage } from '@sluice/errors';
-import { Kafka, logLevel, type ITopicConfig } from 'kafkajs';
+import { Kafka, logLevel, type IHeaders, type ITopicConfig } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import pg from 'pg';
@@ -158,6 +158,43 @@ export function testKafka(brokers: readonly string[], clientId = uniqueName('tes
     logLevel: logLevel.NOTHING,
     retry: { retries: 3, initialRetryTime: 100 },
   });
+}
+
+/** A record as {@link readRecords} read it. */
+export interface ReadRecord {
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: IHeaders;
+}
+
+/**
+ * The records of `topic` from its beginning, read by a consumer group of its own, once there are
+ * at least `count` (30 s at most).
+ */
+export async function readRecords(
+  kafka: Kafka,
+  topic: string,
+  count: number,
+): Promise<ReadRecord[]> {
+  const consumer = kafka.consumer({ groupId: uniqueName('read') });
+  const seen: ReadRecord[] = [];
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      seen.push({ key: message.key, value: message.value, headers: message.headers ?? {} });
+      await Promise.resolve();
+    },
+  });
+  try {
+    await waitFor(() => seen.length >= count, {
+      timeoutMs: 30_000,
+      message: `${count} records of ${topic}`,
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return seen;
 }
 
 /** Creates topics (waiting for their leaders) for one test file. */

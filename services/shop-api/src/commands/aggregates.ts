@@ -113,15 +113,31 @@ export async function lock<T extends Changing>(
     .where('id', '=', id)
     .forUpdate()
     .executeTakeFirst()) as (State<T> & Versioned) | undefined;
+  const locked = present(type, id, state, exists);
+  expectVersion(locked.version, expectedVersion);
+  return locked;
+}
+
+/** `state`, when there is one that counts; `not_found` otherwise. */
+function present<T extends Changing>(
+  type: T,
+  id: string,
+  state: (State<T> & Versioned) | undefined,
+  exists: (state: State<T>) => boolean,
+): State<T> & Versioned {
   if (state === undefined || !exists(state))
     throw new CommandError('not_found', `No ${type} ${id}`);
-  if (expectedVersion !== undefined && expectedVersion !== state.version) {
+  return state;
+}
+
+/** `precondition_failed` unless the aggregate is at the version the caller expects, if any. */
+function expectVersion(version: number, expectedVersion: number | undefined): void {
+  if (expectedVersion !== undefined && expectedVersion !== version) {
     throw new CommandError(
       'precondition_failed',
-      `The resource is at version ${state.version}, not ${expectedVersion}`,
+      `The resource is at version ${version}, not ${expectedVersion}`,
     );
   }
-  return state;
 }
 
 /** An aggregate locked and moved on by {@link lockAndAdvance}: the version found, and the row now. */
@@ -152,16 +168,10 @@ export async function lockAndAdvance<T extends Changing>(
     .where('id', '=', id)
     .returningAll()
     .executeTakeFirst()) as (State<T> & Versioned) | undefined;
-  if (state === undefined || !exists(state))
-    throw new CommandError('not_found', `No ${type} ${id}`);
-  const found = { ...state, version: state.version - count };
-  if (expectedVersion !== undefined && expectedVersion !== found.version) {
-    throw new CommandError(
-      'precondition_failed',
-      `The resource is at version ${found.version}, not ${expectedVersion}`,
-    );
-  }
-  return { found, state };
+  const now = present(type, id, state, exists);
+  const found = { ...now, version: now.version - count };
+  expectVersion(found.version, expectedVersion);
+  return { found, state: now };
 }
 
 /** Appends the events of an aggregate {@link lockAndAdvance} moved on, one per version. */
