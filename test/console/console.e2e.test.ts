@@ -166,6 +166,15 @@ async function result(scope: Page | Locator, start: RegExp): Promise<string | nu
   return shown.textContent();
 }
 
+/** Waits until the parked page has refreshed its list `count` times. */
+async function refreshesOfParked(page: Page, count: number): Promise<void> {
+  for (let i = 0; i < count; i += 1) {
+    await page.waitForResponse((response) => /\/api\/parked\?/.test(response.url()), {
+      timeout: 15_000,
+    });
+  }
+}
+
 /** The view refuses every cart of `customerId`, as a handler bug would; returns the fix. */
 async function refuseCartsOf(customerId: string): Promise<() => Promise<unknown>> {
   await pipeline.pool.query(`
@@ -294,6 +303,8 @@ describe('the console in a browser', () => {
       /^Redrive: [1-9]\d* applied, 0 still parked\.$/,
     );
     await page.getByTestId('filter-projection').fill('cart_summary');
+    await refreshesOfParked(page, 2);
+    await expect(page.getByTestId('filter-projection').inputValue()).resolves.toBe('cart_summary');
     await page.getByTestId('filter-projection').press('Enter');
     await page.getByTestId('redrive-matching').click();
     await confirm(page, 'trigger dropped');

@@ -19,14 +19,18 @@ type Pending =
 const REFRESH_MS = 3000;
 const EMPTY: Filter = { projection: '', aggregateType: '', aggregateId: '', errorClass: '' };
 
-function FilterForm({ filter, onChange }: { filter: Filter; onChange: (f: Filter) => void }) {
+// The fields keep what is typed while the list refreshes underneath; Enter or leaving a field
+// applies them.
+function FilterForm({ onApply }: { onApply: (f: Filter) => void }) {
+  const [draft, setDraft] = useState<Filter>(EMPTY);
   const field = (name: keyof Filter, label: string) => (
     <label>
       {label}
       <input
         data-testid={`filter-${name}`}
-        value={filter[name]}
-        onChange={(event) => onChange({ ...filter, [name]: event.currentTarget.value })}
+        value={draft[name]}
+        onInput={(event) => setDraft({ ...draft, [name]: event.currentTarget.value })}
+        onChange={(event) => onApply({ ...draft, [name]: event.currentTarget.value })}
       />
     </label>
   );
@@ -160,7 +164,7 @@ export function ParkedPage({ operator }: { operator: boolean }) {
   };
   return (
     <>
-      <FilterForm filter={filter} onChange={setFilter} />
+      <FilterForm onApply={setFilter} />
       {operator && (
         <button
           type="button"
