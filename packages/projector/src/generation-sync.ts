@@ -5,6 +5,7 @@ import type { GenerationConsumer } from './consumer.js';
 import {
   cancelRebuild,
   ensureFirstGeneration,
+  generationsOf,
   listGenerations,
   rebuildProgress,
   startRebuild,
@@ -183,9 +184,12 @@ export class GenerationSync<DB> {
     );
   }
 
-  private async syncProjection(projection: Projection<DB>): Promise<void> {
+  private async syncProjection(
+    projection: Projection<DB>,
+    listed: readonly Generation[],
+  ): Promise<void> {
     const { db } = this.options;
-    let generations = await listGenerations(db, projection.name);
+    let generations = listed;
     const rebuild = generations.find((g) => g.state === 'building');
     if (rebuild !== undefined && this.consumed.has(rebuild.instance)) {
       const progress = await rebuildProgress(db, generations);
@@ -221,9 +225,20 @@ export class GenerationSync<DB> {
   private sync(): Promise<void> {
     // One projection after the other: two swaps at once would hold back twice as much.
     this.syncing = this.syncing.then(async () => {
-      for (const projection of this.options.projections) {
-        await this.syncProjection(projection).catch((error: unknown) =>
-          this.options.failed(projection.name, error),
+      const { db, projections } = this.options;
+      let listed: Map<string, Generation[]>;
+      try {
+        listed = await generationsOf(
+          db,
+          projections.map((p) => p.name),
+        );
+      } catch (error) {
+        for (const projection of projections) this.options.failed(projection.name, error);
+        return;
+      }
+      for (const projection of projections) {
+        await this.syncProjection(projection, listed.get(projection.name) ?? []).catch(
+          (error: unknown) => this.options.failed(projection.name, error),
         );
       }
     });

@@ -74,12 +74,21 @@ export async function listGenerations<DB>(
   db: Kysely<DB> | Transaction<DB>,
   projection: string,
 ): Promise<Generation[]> {
+  return (await generationsOf(db, [projection])).get(projection) ?? [];
+}
+
+/** The generations of each of `projections` in one statement, oldest first. */
+export async function generationsOf<DB>(
+  db: Kysely<DB> | Transaction<DB>,
+  projections: readonly string[],
+): Promise<Map<string, Generation[]>> {
   const { rows } = await sql<GenerationRow>`
     SELECT projection, generation, instance, state, created_at, activated_at, retired_at
-      FROM sluice.projection_generations WHERE projection = ${projection} ORDER BY generation`.execute(
-    db,
-  );
-  return rows.map(toGeneration);
+      FROM sluice.projection_generations WHERE projection = ANY(${projections}::text[])
+     ORDER BY projection, generation`.execute(db);
+  const byProjection = new Map<string, Generation[]>(projections.map((name) => [name, []]));
+  for (const row of rows) byProjection.get(row.projection)?.push(toGeneration(row));
+  return byProjection;
 }
 
 /** The active generation's number; 1 before the projector first ran. */

@@ -26,24 +26,35 @@ interface Queue {
   }): void;
   fulfillRequest(response: { correlationId: number; payload: Buffer; size: number }): void;
   maybeThrottle(ms: number): void;
+  scheduleRequestTimeoutCheck(): void;
   destroy(): void;
 }
 type QueueClass = new (options: Record<string, unknown>) => Queue;
 
-/** The patch's hunks for `FILE`: each as the text before and after. */
-function hunks(): { before: string; after: string; blobBefore: string; blobAfter: string } {
+/** The patch's hunks for `FILE`, each as the text before and after, and the file's blob hashes. */
+function hunks(): {
+  texts: { before: string; after: string }[];
+  blobBefore: string;
+  blobAfter: string;
+} {
   const patch = readFileSync(patchFile, 'utf8');
   const section = patch.split(/^(?=diff --git )/m).find((part) => part.includes(`a/${FILE} `));
   if (section === undefined) throw new Error(`the patch does not change ${FILE}`);
   const [, blobBefore = '', blobAfter = ''] =
     /^index ([0-9a-f]+)\.\.([0-9a-f]+)/m.exec(section) ?? [];
-  const lines = section.split('\n').slice(section.split('\n').findIndex((l) => l.startsWith('@@')));
-  const side = (drop: string) =>
-    lines
-      .filter((line) => !line.startsWith('@@') && !line.startsWith(drop) && line !== '')
-      .map((line) => line.slice(1))
-      .join('\n');
-  return { before: side('+'), after: side('-'), blobBefore, blobAfter };
+  const texts = section
+    .split(/^@@.*$/m)
+    .slice(1)
+    .map((hunk) => {
+      const lines = hunk.split('\n').filter((line) => line !== '');
+      const side = (drop: string) =>
+        lines
+          .filter((line) => !line.startsWith(drop))
+          .map((line) => line.slice(1))
+          .join('\n');
+      return { before: side('+'), after: side('-') };
+    });
+  return { texts, blobBefore, blobAfter };
 }
 
 const gitBlobHash = (content: string) => {
@@ -64,31 +75,44 @@ function compile(source: string): QueueClass {
 
 const patchedSource = readFileSync(path, 'utf8');
 const change = hunks();
-const originalSource = patchedSource.replace(change.after, change.before);
+const originalSource = change.texts.reduce(
+  (source, { before, after }) => source.replace(after, before),
+  patchedSource,
+);
 const Patched = compile(patchedSource);
 const Original = compile(originalSource);
 
 const START = 1_700_000_000_000;
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
-/** A queue whose sends are recorded as [time, correlation id]. */
-function queueOf(Queue: QueueClass, maxInFlightRequests: number) {
+/**
+ * A queue whose sends and timeouts are recorded as [time, correlation id]. With `timeoutMs`,
+ * request timeouts are enforced from the connection's start on, as a kafkajs connection does.
+ */
+function queueOf(Queue: QueueClass, maxInFlightRequests: number, timeoutMs?: number) {
   const sent: [number, number][] = [];
+  const timedOut: [number, number][] = [];
   const queue = new Queue({
     maxInFlightRequests,
-    requestTimeout: 30_000,
-    enforceRequestTimeout: false,
+    requestTimeout: timeoutMs ?? 30_000,
+    enforceRequestTimeout: timeoutMs !== undefined,
     clientId: 'test',
     broker: 'test:9092',
     logger: silent,
   });
+  if (timeoutMs !== undefined) queue.scheduleRequestTimeoutCheck();
   const push = (correlationId: number) =>
     queue.push({
-      entry: { correlationId, resolve() {}, reject() {}, apiName: 'Fetch' },
+      entry: {
+        correlationId,
+        resolve() {},
+        reject: () => timedOut.push([Date.now(), correlationId]),
+        apiName: 'Fetch',
+      },
       expectResponse: true,
       sendRequest: () => sent.push([Date.now(), correlationId]),
     });
-  return { queue, sent, push };
+  return { queue, sent, timedOut, push };
 }
 
 beforeEach(() => {
@@ -175,6 +199,93 @@ describe('the kafkajs request queue patch', () => {
             return sent;
           };
           expect(run(Patched)).toEqual(run(Original));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('checks request timeouts only while requests are in flight; the original every 100 ms', () => {
+    const wakes = (Queue: QueueClass) => {
+      const { queue, push, timedOut } = queueOf(Queue, 5, 30_000);
+      push(1);
+      queue.fulfillRequest({ correlationId: 1, payload: Buffer.alloc(0), size: 0 });
+      const spy = vi.spyOn(globalThis, 'setTimeout');
+      const every = vi.spyOn(globalThis, 'setInterval');
+      const before = vi.getTimerCount();
+      vi.advanceTimersByTime(60_000);
+      const after = vi.getTimerCount();
+      const scheduled = spy.mock.calls.length + every.mock.calls.length;
+      spy.mockRestore();
+      every.mockRestore();
+      queue.destroy();
+      return { before, after, scheduled, timedOut: timedOut.length, left: vi.getTimerCount() };
+    };
+    // The original's interval stays, firing 600 times a minute (and its idle throttle check spins).
+    expect(wakes(Original)).toMatchObject({ after: 2, timedOut: 0, left: 0 });
+    // The patched one's check of the fulfilled request runs once, at its deadline, and ends.
+    expect(wakes(Patched)).toEqual({ before: 1, after: 0, scheduled: 0, timedOut: 0, left: 0 });
+  });
+
+  it('times out every request the original does, no later, and none before its time', () => {
+    const TIMEOUT_MS = 250;
+    const step = fc.oneof(
+      fc.record({ push: fc.constant(true) }),
+      fc.record({ fulfill: fc.nat(20) }),
+      fc.record({ throttle: fc.integer({ min: 0, max: 40 }) }),
+      fc.record({ advance: fc.integer({ min: 0, max: 400 }) }),
+    );
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 4 }),
+        fc.array(step, { maxLength: 60 }),
+        (max, steps) => {
+          const run = (Queue: QueueClass) => {
+            vi.setSystemTime(START);
+            const { queue, sent, timedOut, push } = queueOf(Queue, max, TIMEOUT_MS);
+            const fulfilled = new Map<number, number>();
+            let next = 1;
+            for (const s of steps) {
+              if ('push' in s) push(next++);
+              else if ('fulfill' in s) {
+                // An answer counts for a request in flight: sent, not yet answered or timed out.
+                const inFlight = (id: number) =>
+                  sent.some(([, i]) => i === id) && !timedOut.some(([, i]) => i === id);
+                if (!fulfilled.has(s.fulfill) && inFlight(s.fulfill))
+                  fulfilled.set(s.fulfill, Date.now());
+                queue.fulfillRequest({
+                  correlationId: s.fulfill,
+                  payload: Buffer.alloc(0),
+                  size: 0,
+                });
+              } else if ('throttle' in s) queue.maybeThrottle(s.throttle);
+              else vi.advanceTimersByTime(s.advance);
+            }
+            vi.advanceTimersByTime(TIMEOUT_MS * 2 * next);
+            queue.destroy();
+            const left = vi.getTimerCount();
+            vi.clearAllTimers();
+            return { sent: new Map(sent.map(([at, id]) => [id, at])), timedOut, fulfilled, left };
+          };
+          const original = run(Original);
+          const patched = run(Patched);
+          expect(patched.left).toBe(0);
+          const patchedAt = new Map(patched.timedOut.map(([at, id]) => [id, at]));
+          for (const [at, id] of patched.timedOut) {
+            // Exactly when more than the timeout has passed since it was sent, unanswered.
+            expect(at).toBe((patched.sent.get(id) ?? NaN) + TIMEOUT_MS + 1);
+            expect((patched.fulfilled.get(id) ?? Infinity) >= at).toBe(true);
+          }
+          for (const [id, sentAt] of patched.sent) {
+            const answered = patched.fulfilled.get(id);
+            if (answered === undefined || answered > sentAt + TIMEOUT_MS)
+              expect(patchedAt.has(id)).toBe(true);
+          }
+          // With the same sends so far, what the original timed out the patched one did first.
+          for (const [at, id] of original.timedOut) {
+            if (original.sent.get(id) !== patched.sent.get(id)) continue;
+            expect(patchedAt.get(id) ?? Infinity).toBeLessThanOrEqual(at);
+          }
         },
       ),
       { numRuns: 300 },
