@@ -115,6 +115,41 @@ function queueOf(Queue: QueueClass, maxInFlightRequests: number, timeoutMs?: num
   return { queue, sent, timedOut, push };
 }
 
+type Step = { push: true } | { fulfill: number } | { throttle: number } | { advance: number };
+
+/** In-flight limits and steps: pushes, responses, throttles, time passing (≤ `maxAdvanceMs`). */
+const workload = (maxAdvanceMs: number) =>
+  fc.tuple(
+    fc.integer({ min: 1, max: 4 }),
+    fc.array(
+      fc.oneof(
+        fc.record({ push: fc.constant(true as const) }),
+        fc.record({ fulfill: fc.nat(20) }),
+        fc.record({ throttle: fc.integer({ min: 0, max: 40 }) }),
+        fc.record({ advance: fc.integer({ min: 0, max: maxAdvanceMs }) }),
+      ),
+      { maxLength: 60 },
+    ),
+  );
+
+/** Plays `steps` on a queue, telling `answering` each response first; returns the pushes. */
+function play(
+  { queue, push }: ReturnType<typeof queueOf>,
+  steps: readonly Step[],
+  answering: (id: number) => void = () => undefined,
+): number {
+  let pushed = 0;
+  for (const s of steps) {
+    if ('push' in s) push((pushed += 1));
+    else if ('fulfill' in s) {
+      answering(s.fulfill);
+      queue.fulfillRequest({ correlationId: s.fulfill, payload: Buffer.alloc(0), size: 0 });
+    } else if ('throttle' in s) queue.maybeThrottle(s.throttle);
+    else vi.advanceTimersByTime(s.advance);
+  }
+  return pushed;
+}
+
 beforeEach(() => {
   vi.useFakeTimers({ now: START });
 });
@@ -167,40 +202,19 @@ describe('the kafkajs request queue patch', () => {
   });
 
   it('sends at the same moments as the original under any workload', () => {
-    const step = fc.oneof(
-      fc.record({ push: fc.constant(true) }),
-      fc.record({ fulfill: fc.nat(20) }),
-      fc.record({ throttle: fc.integer({ min: 0, max: 40 }) }),
-      fc.record({ advance: fc.integer({ min: 0, max: 30 }) }),
-    );
     fc.assert(
-      fc.property(
-        fc.integer({ min: 1, max: 4 }),
-        fc.array(step, { maxLength: 60 }),
-        (max, steps) => {
-          const run = (Queue: QueueClass) => {
-            vi.setSystemTime(START);
-            const { queue, sent, push } = queueOf(Queue, max);
-            let next = 1;
-            for (const s of steps) {
-              if ('push' in s) push(next++);
-              else if ('fulfill' in s)
-                queue.fulfillRequest({
-                  correlationId: s.fulfill,
-                  payload: Buffer.alloc(0),
-                  size: 0,
-                });
-              else if ('throttle' in s) queue.maybeThrottle(s.throttle);
-              else vi.advanceTimersByTime(s.advance);
-            }
-            vi.advanceTimersByTime(100);
-            queue.destroy();
-            vi.clearAllTimers();
-            return sent;
-          };
-          expect(run(Patched)).toEqual(run(Original));
-        },
-      ),
+      fc.property(workload(30), ([max, steps]) => {
+        const run = (Queue: QueueClass) => {
+          vi.setSystemTime(START);
+          const q = queueOf(Queue, max);
+          play(q, steps);
+          vi.advanceTimersByTime(100);
+          q.queue.destroy();
+          vi.clearAllTimers();
+          return q.sent;
+        };
+        expect(run(Patched)).toEqual(run(Original));
+      }),
       { numRuns: 300 },
     );
   });
@@ -229,65 +243,45 @@ describe('the kafkajs request queue patch', () => {
 
   it('times out every request the original does, no later, and none before its time', () => {
     const TIMEOUT_MS = 250;
-    const step = fc.oneof(
-      fc.record({ push: fc.constant(true) }),
-      fc.record({ fulfill: fc.nat(20) }),
-      fc.record({ throttle: fc.integer({ min: 0, max: 40 }) }),
-      fc.record({ advance: fc.integer({ min: 0, max: 400 }) }),
-    );
     fc.assert(
-      fc.property(
-        fc.integer({ min: 1, max: 4 }),
-        fc.array(step, { maxLength: 60 }),
-        (max, steps) => {
-          const run = (Queue: QueueClass) => {
-            vi.setSystemTime(START);
-            const { queue, sent, timedOut, push } = queueOf(Queue, max, TIMEOUT_MS);
-            const fulfilled = new Map<number, number>();
-            let next = 1;
-            for (const s of steps) {
-              if ('push' in s) push(next++);
-              else if ('fulfill' in s) {
-                // An answer counts for a request in flight: sent, not yet answered or timed out.
-                const inFlight = (id: number) =>
-                  sent.some(([, i]) => i === id) && !timedOut.some(([, i]) => i === id);
-                if (!fulfilled.has(s.fulfill) && inFlight(s.fulfill))
-                  fulfilled.set(s.fulfill, Date.now());
-                queue.fulfillRequest({
-                  correlationId: s.fulfill,
-                  payload: Buffer.alloc(0),
-                  size: 0,
-                });
-              } else if ('throttle' in s) queue.maybeThrottle(s.throttle);
-              else vi.advanceTimersByTime(s.advance);
-            }
-            vi.advanceTimersByTime(TIMEOUT_MS * 2 * next);
-            queue.destroy();
-            const left = vi.getTimerCount();
-            vi.clearAllTimers();
-            return { sent: new Map(sent.map(([at, id]) => [id, at])), timedOut, fulfilled, left };
-          };
-          const original = run(Original);
-          const patched = run(Patched);
-          expect(patched.left).toBe(0);
-          const patchedAt = new Map(patched.timedOut.map(([at, id]) => [id, at]));
-          for (const [at, id] of patched.timedOut) {
-            // Exactly when more than the timeout has passed since it was sent, unanswered.
-            expect(at).toBe((patched.sent.get(id) ?? NaN) + TIMEOUT_MS + 1);
-            expect((patched.fulfilled.get(id) ?? Infinity) >= at).toBe(true);
-          }
-          for (const [id, sentAt] of patched.sent) {
-            const answered = patched.fulfilled.get(id);
-            if (answered === undefined || answered > sentAt + TIMEOUT_MS)
-              expect(patchedAt.has(id)).toBe(true);
-          }
-          // With the same sends so far, what the original timed out the patched one did first.
-          for (const [at, id] of original.timedOut) {
-            if (original.sent.get(id) !== patched.sent.get(id)) continue;
-            expect(patchedAt.get(id) ?? Infinity).toBeLessThanOrEqual(at);
-          }
-        },
-      ),
+      fc.property(workload(400), ([max, steps]) => {
+        const run = (Queue: QueueClass) => {
+          vi.setSystemTime(START);
+          const q = queueOf(Queue, max, TIMEOUT_MS);
+          const { sent, timedOut } = q;
+          const fulfilled = new Map<number, number>();
+          // An answer counts for a request in flight: sent, not yet answered or timed out.
+          const inFlight = (id: number) =>
+            sent.some(([, i]) => i === id) && !timedOut.some(([, i]) => i === id);
+          const pushed = play(q, steps, (id) => {
+            if (!fulfilled.has(id) && inFlight(id)) fulfilled.set(id, Date.now());
+          });
+          vi.advanceTimersByTime(TIMEOUT_MS * 2 * (pushed + 1));
+          q.queue.destroy();
+          const left = vi.getTimerCount();
+          vi.clearAllTimers();
+          return { sent: new Map(sent.map(([at, id]) => [id, at])), timedOut, fulfilled, left };
+        };
+        const original = run(Original);
+        const patched = run(Patched);
+        expect(patched.left).toBe(0);
+        const patchedAt = new Map(patched.timedOut.map(([at, id]) => [id, at]));
+        for (const [at, id] of patched.timedOut) {
+          // Exactly when more than the timeout has passed since it was sent, unanswered.
+          expect(at).toBe((patched.sent.get(id) ?? NaN) + TIMEOUT_MS + 1);
+          expect((patched.fulfilled.get(id) ?? Infinity) >= at).toBe(true);
+        }
+        for (const [id, sentAt] of patched.sent) {
+          const answered = patched.fulfilled.get(id);
+          if (answered === undefined || answered > sentAt + TIMEOUT_MS)
+            expect(patchedAt.has(id)).toBe(true);
+        }
+        // With the same sends so far, what the original timed out the patched one did first.
+        for (const [at, id] of original.timedOut) {
+          if (original.sent.get(id) !== patched.sent.get(id)) continue;
+          expect(patchedAt.get(id) ?? Infinity).toBeLessThanOrEqual(at);
+        }
+      }),
       { numRuns: 300 },
     );
   });
