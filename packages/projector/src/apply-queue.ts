@@ -6,13 +6,14 @@
  */
 export interface ApplyQueue {
   /**
-   * Queues `work` behind the earlier batches of its partitions, first waiting while `limit`
-   * records are in hand (calling `waiting` every second meanwhile: the consumer's heartbeat).
-   * `work` must not throw. Does nothing once the queue is closed.
+   * Queues `work` behind the earlier batches of its partitions, first waiting while taking `load`
+   * would put more than a limit in hand, unless nothing is (calling `waiting` every second
+   * meanwhile: the consumer's heartbeat). `work` must not throw. Does nothing once the queue is
+   * closed.
    */
   push(
     partitions: readonly string[],
-    records: number,
+    load: Load,
     work: () => Promise<void>,
     waiting: () => Promise<void>,
   ): Promise<void>;
@@ -22,13 +23,23 @@ export interface ApplyQueue {
   close(): Promise<void>;
 }
 
-export function createApplyQueue(options: { limit: number; concurrency: number }): ApplyQueue {
+/** Records of a batch, and about how many bytes they hold. */
+export interface Load {
+  records: number;
+  bytes: number;
+}
+
+export function createApplyQueue(options: { limits: Load; concurrency: number }): ApplyQueue {
   const tails = new Map<string, Promise<void>>();
   const running = new Set<Promise<void>>();
   const waiting: (() => void)[] = [];
+  const inHand: Load = { records: 0, bytes: 0 };
   let active = 0;
-  let inHand = 0;
   let closed = false;
+  const full = (load: Load) =>
+    inHand.records > 0 &&
+    (inHand.records + load.records > options.limits.records ||
+      inHand.bytes + load.bytes > options.limits.bytes);
 
   const slot = (): Promise<void> => {
     if (active < options.concurrency) {
@@ -44,8 +55,8 @@ export function createApplyQueue(options: { limit: number; concurrency: number }
   };
 
   return {
-    async push(partitions, records, work, waiting) {
-      while (inHand > 0 && inHand + records > options.limit) {
+    async push(partitions, load, work, waiting) {
+      while (full(load)) {
         let timer: NodeJS.Timeout | undefined;
         const second = new Promise((resolve) => (timer = setTimeout(resolve, 1000)));
         await Promise.race([...running, second]);
@@ -53,7 +64,8 @@ export function createApplyQueue(options: { limit: number; concurrency: number }
         await waiting();
       }
       if (closed) return;
-      inHand += records;
+      inHand.records += load.records;
+      inHand.bytes += load.bytes;
       const job: Promise<void> = Promise.all(
         partitions.map((partition) => tails.get(partition) ?? Promise.resolve()),
       )
@@ -61,7 +73,8 @@ export function createApplyQueue(options: { limit: number; concurrency: number }
         .then(work)
         .finally(() => {
           release();
-          inHand -= records;
+          inHand.records -= load.records;
+          inHand.bytes -= load.bytes;
           running.delete(job);
           for (const partition of partitions)
             if (tails.get(partition) === job) tails.delete(partition);

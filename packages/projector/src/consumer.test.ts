@@ -7,6 +7,7 @@ import { emptyResult, type AppliedBatch } from './batch.js';
 import type { PartitionOffset } from './bookkeeping.js';
 import {
   createGenerationConsumer,
+  MAX_BYTES_IN_HAND,
   type GenerationStore,
   type PartitionNotice,
 } from './consumer.js';
@@ -38,7 +39,9 @@ function batchOf(
 }
 
 /** A source the test drives, and a store that answers as scripted. */
-function harness(answer: (records: readonly IncomingRecord[]) => AppliedBatch | Error) {
+function harness(
+  answer: (records: readonly IncomingRecord[]) => AppliedBatch | Error | Promise<AppliedBatch>,
+) {
   let handlers: RecordSourceHandlers | undefined;
   const seeks: PartitionOffset[] = [];
   const applies: number[][] = [];
@@ -185,6 +188,40 @@ describe('generation consumer', () => {
     expect(await settled(failing.deliver(batchOf(1, [1], 5000)))).toBe('resolved');
     await failing.consumer.stop();
     expect(await settled(failing.deliver(batchOf(1, [2], 5000)))).toBe('rejected: Error: down');
+  });
+
+  it('holds fetched records of at most about MAX_BYTES_IN_HAND, however large each is', async () => {
+    const MiB = 1024 * 1024;
+    let open = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let appliedRecords = 0;
+    const h = harness(async (records) => {
+      await gate;
+      appliedRecords += records.length;
+      return applied();
+    });
+    // A partition far behind its end, four records of a MiB per fetch, as the source would
+    // deliver them: the next batch once the last one was taken.
+    const big = (batch: number): SourceBatch => {
+      const offsets = [0, 1, 2, 3].map((i) => batch * 4 + i);
+      const delivered = batchOf(0, offsets, 1_000_000);
+      const records = delivered.records.map((r) => ({ ...r, value: 'x'.repeat(MiB) }));
+      return { ...delivered, records };
+    };
+    let taken = 0;
+    const deliveries = (async () => {
+      for (let batch = 0; batch < 50; batch += 1) {
+        await h.deliver(big(batch));
+        taken += 4;
+      }
+    })();
+    for (let turn = 0; turn < 20; turn += 1) await new Promise((r) => setImmediate(r));
+    expect(taken).toBeGreaterThan(0);
+    expect(taken * MiB).toBeLessThanOrEqual(MAX_BYTES_IN_HAND + 4 * MiB);
+    open();
+    await deliveries;
+    await h.consumer.stop();
+    expect(appliedRecords).toBe(200);
   });
 
   it('reports a source that stopped for good', async () => {

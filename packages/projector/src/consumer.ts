@@ -1,12 +1,17 @@
 import { HandlerRetry } from './apply-events.js';
-import { createApplyQueue } from './apply-queue.js';
+import { createApplyQueue, type Load } from './apply-queue.js';
 import type { AppliedBatch, OffsetReset, Rewind } from './batch.js';
 import { partitionKey, type PartitionOffset } from './bookkeeping.js';
-import type { IncomingRecord } from './records.js';
+import { recordBytes, type IncomingRecord } from './records.js';
 import type { RecordSource, SourceBatch } from './record-source.js';
 
 /** Records fetched but not yet applied, per consumer, at most (a batch may go past it). */
 const MAX_RECORDS_IN_HAND = 20_000;
+/**
+ * Bytes of records (keys and values) fetched but not yet applied, per consumer, at most (a batch
+ * may go past it): large records fill it long before the count does.
+ */
+export const MAX_BYTES_IN_HAND = 32 * 1024 * 1024;
 /**
  * A partition at least this far behind its end is fetched while its batches apply, one batch
  * per partition. Nearer its end, a fetch's batches of all partitions apply in one transaction
@@ -83,7 +88,7 @@ const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export function createGenerationConsumer(options: GenerationConsumerOptions): GenerationConsumer {
   const { source, store, events } = options;
   const queue = createApplyQueue({
-    limit: MAX_RECORDS_IN_HAND,
+    limits: { records: MAX_RECORDS_IN_HAND, bytes: MAX_BYTES_IN_HAND },
     concurrency: options.applyConcurrency,
   });
   const state: ReturnType<GenerationConsumer['health']> = {
@@ -183,12 +188,11 @@ function createBatchHandler(
         applied: new Promise((resolve) => setImmediate(resolve)).then(async () => {
           live = undefined;
           const keys = group.parts.map((p) => p.key);
-          const count = group.parts.reduce((sum, p) => sum + p.records.length, 0);
           const heartbeat = () => part.heartbeat();
           let outcome = new Map<string, Error>();
           await queue.push(
             keys,
-            count,
+            loadOf(group.parts),
             async () => void (outcome = await apply(group.parts, heartbeat)),
             heartbeat,
           );
@@ -218,7 +222,7 @@ function createBatchHandler(
         const failed = (await apply([part], () => batch.heartbeat())).get(key);
         if (failed !== undefined) failures.set(key, failed);
       };
-      await queue.push([key], part.records.length, work, () => batch.heartbeat());
+      await queue.push([key], loadOf([part]), work, () => batch.heartbeat());
       return;
     }
     // Caught up, the next fetch waits for this batch to commit: records that arrive meanwhile
@@ -226,6 +230,15 @@ function createBatchHandler(
     const failed = (await applyLive(part)).get(key);
     if (failed !== undefined) throw failed;
   };
+}
+
+function loadOf(parts: readonly Part[]): Load {
+  const load = { records: 0, bytes: 0 };
+  for (const part of parts) {
+    load.records += part.records.length;
+    for (const record of part.records) load.bytes += recordBytes(record);
+  }
+  return load;
 }
 
 /** Where a generation's partitions are read from, and what moves them. */

@@ -99,6 +99,13 @@ function rawRecord(message: KafkaMessage): RawRecord {
   };
 }
 
+/** About how many bytes a record holds: its key and value, as received or as text. */
+export function recordBytes(record: IncomingRecord): number {
+  const { raw } = record;
+  if (raw !== undefined) return (raw.key?.length ?? 0) + (raw.value?.length ?? 0);
+  return (record.key?.length ?? 0) + (record.value?.length ?? 0);
+}
+
 /** The record's bytes: as received, or from its text fields. */
 export function rawOf(record: IncomingRecord): RawRecord {
   if (record.raw !== undefined) return record.raw;

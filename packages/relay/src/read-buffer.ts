@@ -21,6 +21,8 @@ export class ReadBuffer {
   /** Sequence numbers: events read, and events Kafka acknowledged, in this stream. */
   private received = 0;
   private published = 0;
+  /** Payload characters of the events not yet published. */
+  private bytes = 0;
   /** Transactions not yet acknowledged, oldest first; the last may still be open. */
   private transactions: Transaction[] = [];
   private open: Transaction | undefined;
@@ -39,6 +41,11 @@ export class ReadBuffer {
     return this.received - this.published;
   }
 
+  /** About how many bytes the unpublished events' payloads hold (their JSON's length). */
+  unpublishedBytes(): number {
+    return this.bytes;
+  }
+
   oldestCommitTime(): Date | undefined {
     return this.transactions[0]?.commitTime;
   }
@@ -54,6 +61,7 @@ export class ReadBuffer {
     if (this.open === undefined) return;
     this.pending.push({ event, commitLsn: this.openCommitLsn, commitTime: this.open.commitTime });
     this.received += 1;
+    this.bytes += event.payloadJson.length;
     this.open.lastSeq = this.received;
   }
 
@@ -72,9 +80,13 @@ export class ReadBuffer {
 
   /** Kafka acknowledged the next `count` events. */
   markPublished(count: number): void {
+    for (let i = this.head; i < this.head + count; i += 1)
+      this.bytes -= this.pending[i]?.event.payloadJson.length ?? 0;
     this.head += count;
     this.published += count;
-    if (this.head >= 4096 && this.head * 2 >= this.pending.length) {
+    // Published events go once they are at least half of those held: at most as many as wait
+    // are kept past their send (large payloads must not pile up), at a copy per event or less.
+    if (this.head * 2 >= this.pending.length) {
       this.pending = this.pending.slice(this.head);
       this.head = 0;
     }

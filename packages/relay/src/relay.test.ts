@@ -47,14 +47,14 @@ function scriptedSource() {
   };
 }
 
-function row(id: string) {
+function row(id: string, payload = JSON.stringify({ cartId: id })) {
   return {
     id,
     aggregate_type: 'cart',
     aggregate_id: `agg-${id}`,
     aggregate_version: '1',
     type: 'cart.opened.v1',
-    payload: JSON.stringify({ cartId: id }),
+    payload,
     metadata: '{}',
     occurred_at: '1970-01-01 00:00:00+00',
   };
@@ -205,6 +205,29 @@ describe('relay acknowledgements', () => {
     await until(() => gate.pending() === 1);
     gate.release();
     await until(() => !script.state.paused);
+    await relay.stop();
+  });
+
+  it('pauses reading while the events waiting hold too many bytes, however few they are', async () => {
+    const { script, gate, relay } = setup();
+    await until(script.started);
+    script.transaction(100, 110, ['a']);
+    await until(() => gate.pending() === 1);
+    const large = JSON.stringify({ body: 'x'.repeat(8 * 1024 * 1024) });
+    script.push({ kind: 'begin', commitLsn: Lsn.of(120), commitTime: new Date() });
+    for (let i = 0; i < 8 && !script.state.paused; i += 1)
+      script.push({ kind: 'insert', schema: 'shop', table: 'outbox', row: row(`l${i}`, large) });
+    script.push({ kind: 'commit', commitLsn: Lsn.of(120), endLsn: Lsn.of(130) });
+    // 32 MiB by default: the fourth such event crosses it.
+    expect(script.state.paused).toBe(true);
+    expect(gate.sent.flat()).toHaveLength(1);
+    while (script.state.paused) {
+      gate.release();
+      await until(() => gate.pending() === 1 || !script.state.paused);
+    }
+    gate.release();
+    await until(() => script.acks.includes(Lsn.of(130)));
+    expect(gate.sent.flat().map((e) => e.id)).toEqual(['a', 'l0', 'l1', 'l2', 'l3']);
     await relay.stop();
   });
 

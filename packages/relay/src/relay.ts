@@ -17,6 +17,11 @@ export interface RelayOptions {
   maxBatchEvents?: number;
   /** Stop reading WAL while this many decoded events wait for Kafka. Default 2000. */
   maxBufferedEvents?: number;
+  /**
+   * Stop reading WAL while the decoded events waiting for Kafka hold this many bytes of payload
+   * (large payloads reach it long before the count). Default 32 MiB.
+   */
+  maxBufferedBytes?: number;
   /** Standby status updates at least this often, even while paused. Default 5000. */
   statusIntervalMs?: number;
   /** Pause before reconnecting after a stream failure (doubles up to 30 s). Default 500. */
@@ -72,6 +77,7 @@ export function createRelay(options: RelayOptions): Relay {
 class RelayLoop implements Relay {
   private readonly maxBatch: number;
   private readonly maxBuffered: number;
+  private readonly maxBufferedBytes: number;
   private readonly statusIntervalMs: number;
   private readonly hooks: RelayHooks;
   private acked = Lsn.zero;
@@ -90,6 +96,7 @@ class RelayLoop implements Relay {
   constructor(private readonly options: RelayOptions) {
     this.maxBatch = options.maxBatchEvents ?? 700;
     this.maxBuffered = options.maxBufferedEvents ?? 2000;
+    this.maxBufferedBytes = options.maxBufferedBytes ?? 32 * 1024 * 1024;
     this.statusIntervalMs = options.statusIntervalMs ?? 5000;
     this.hooks = options.hooks ?? {};
   }
@@ -248,7 +255,7 @@ class RelayLoop implements Relay {
     const { outbox } = this.options;
     if (!this.buffer.isOpen() || schema !== outbox.schema || table !== outbox.table) return;
     this.buffer.add(outboxRowToEvent(row));
-    if (this.buffer.unpublished() >= this.maxBuffered && !this.paused) {
+    if (this.bufferFilled(1) && !this.paused) {
       this.paused = true;
       this.source?.pause();
       this.hooks.paused?.(this.buffer.unpublished());
@@ -298,7 +305,7 @@ class RelayLoop implements Relay {
       this.hooks.published?.(batch, oldest);
       this.buffer.markPublished(batch.length);
       this.settle();
-      if (this.paused && this.isReading() && this.buffer.unpublished() <= this.maxBuffered / 2) {
+      if (this.paused && this.isReading() && !this.bufferFilled(0.5)) {
         this.paused = false;
         this.source?.resume();
         this.hooks.resumed?.();
@@ -307,6 +314,14 @@ class RelayLoop implements Relay {
     } finally {
       this.publishing = false;
     }
+  }
+
+  /** Whether the events waiting reach `share` of either limit. */
+  private bufferFilled(share: number): boolean {
+    return (
+      this.buffer.unpublished() >= this.maxBuffered * share ||
+      this.buffer.unpublishedBytes() >= this.maxBufferedBytes * share
+    );
   }
 
   /** Acknowledges the last committed transaction all of whose events are published. */

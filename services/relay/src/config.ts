@@ -78,6 +78,13 @@ export const relayConfigSchema = Type.Object({
     description:
       'Events read but not yet acknowledged by Kafka at which reading the WAL pauses (memory bound while Kafka is slow or away).',
   }),
+  RELAY_MAX_BUFFERED_BYTES: Type.Integer({
+    minimum: 1_048_576,
+    maximum: 4_294_967_296,
+    default: 33_554_432,
+    description:
+      'Payload bytes of the events read but not yet acknowledged by Kafka at which reading the WAL pauses (the memory bound for large payloads).',
+  }),
   RELAY_COMPRESS_ABOVE_BYTES: Type.Integer({
     minimum: 0,
     default: 65_536,

@@ -25,6 +25,7 @@ export function createStreamingRelay(
     outbox: names.outbox,
     maxBatchEvents: config.RELAY_MAX_BATCH_EVENTS,
     maxBufferedEvents: config.RELAY_MAX_BUFFERED_EVENTS,
+    maxBufferedBytes: config.RELAY_MAX_BUFFERED_BYTES,
     // Several status updates within the lease, or PostgreSQL ends the stream.
     statusIntervalMs: Math.min(5000, Math.floor(config.RELAY_LEADER_LEASE_MS / 3)),
     stopTimeoutMs: config.RELAY_STOP_TIMEOUT_MS,
