@@ -2,7 +2,8 @@
 // gzip-compressed (by default, and every batch with RELAY_COMPRESS_ABOVE_BYTES=0); a 2 MB
 // payload goes to the claim-check store by default, or through Kafka itself onto a topic that
 // allows it. Each payload must arrive exactly, and small events written after the large ones
-// must arrive too: nothing stalls behind them.
+// must arrive too: nothing stalls behind them. Reading pauses once the waiting payloads hold
+// RELAY_MAX_BUFFERED_BYTES, inside a transaction too, and resumes.
 import { createTopics, testServers, waitFor } from '@sluice/testkit';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
@@ -122,6 +123,51 @@ describe('large payloads through the relay', () => {
       expectPublishedExactly(records, events);
     },
   );
+
+  it('pauses reading inside a transaction once RELAY_MAX_BUFFERED_BYTES wait, and publishes all of it', async () => {
+    const entry = await fixtureFor('large_paused');
+    const { fixture } = entry;
+    // Each payload goes to a claim check, and the claim checks are locked: the first send waits
+    // while the stream goes on, until the waiting payloads hold 1 MiB.
+    const env = {
+      RELAY_MAX_BUFFERED_BYTES: String(1024 * 1024),
+      RELAY_MAX_RECORD_BYTES: '100000',
+      LOG_LEVEL: 'debug',
+    };
+    const relay = startRelay(fixture, kafkaBrokers, env);
+    entry.relay = relay;
+    const first = await writeEvents(fixture.pool, 'first', [payload(200)]);
+    await recordsOnceDelivered(fixture, relay, first.length);
+    const lock = await fixture.pool.connect();
+    try {
+      await lock.query('BEGIN');
+      await lock.query('LOCK TABLE sluice.claim_checks IN ACCESS EXCLUSIVE MODE');
+      const large = await writeEvents(
+        fixture.pool,
+        'paused',
+        Array.from({ length: 24 }, () => payload(300_000)),
+      );
+      await waitFor(() => relay.output().includes('pausing WAL reads'), {
+        timeoutMs: 30_000,
+        message: 'the relay to pause reading',
+      });
+      await lock.query('COMMIT');
+      const small = await writeEvents(fixture.pool, 'after', [payload(200)]);
+      const records = await recordsOnceDelivered(fixture, relay, large.length + 2);
+      expectPublishedExactly(records, small);
+      for (const event of large)
+        expect(records.get(event.id)?.headers.ce_dataref).toBe(
+          `urn:sluice:claim-check:${event.id}`,
+        );
+      const { rows } = await fixture.pool.query<{ same: number }>(
+        `SELECT count(*)::int AS same FROM sluice.claim_checks c JOIN shop.outbox o ON o.id = c.event_id
+          WHERE c.payload::text = o.payload::text`,
+      );
+      expect(rows[0]?.same).toBe(large.length);
+    } finally {
+      lock.release();
+    }
+  });
 
   it('stores a 2 MB payload over RELAY_MAX_RECORD_BYTES as a claim check, and publishes what follows', async () => {
     const entry = await fixtureFor('large_claim');
