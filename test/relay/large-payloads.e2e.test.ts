@@ -147,7 +147,7 @@ describe('large payloads through the relay', () => {
         'paused',
         Array.from({ length: 24 }, () => payload(300_000)),
       );
-      await waitFor(() => relay.output().includes('pausing WAL reads'), {
+      await relay.waitForOutput('pausing WAL reads', {
         timeoutMs: 30_000,
         message: 'the relay to pause reading',
       });
@@ -165,6 +165,7 @@ describe('large payloads through the relay', () => {
       );
       expect(rows[0]?.same).toBe(large.length);
     } finally {
+      await lock.query('ROLLBACK');
       lock.release();
     }
   });

@@ -9,6 +9,7 @@ import { ReadBuffer } from './read-buffer.js';
 
 setFlagsFromString('--expose-gc');
 const collect = runInNewContext('gc') as () => void;
+setFlagsFromString('--no-expose-gc');
 /** Collects garbage; a WeakRef's target lives at least until the job that made it ended. */
 const gc = async () => {
   await new Promise((resolve) => setImmediate(resolve));
@@ -61,5 +62,11 @@ describe('read buffer', () => {
     expect(alive(refs)).toEqual([]);
     expect(buffer.unpublishedBytes()).toBe(0);
     expect(buffer.settle()).toBe(Lsn.of(2));
+  });
+
+  it('refuses to count more events published than were waiting', () => {
+    const { buffer } = filled(2);
+    expect(() => buffer.markPublished(3)).toThrow(RangeError);
+    expect(buffer.unpublished()).toBe(2);
   });
 });

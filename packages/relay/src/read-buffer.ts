@@ -15,13 +15,13 @@ interface Transaction {
  * published, in order, and the transactions not yet acknowledged.
  */
 export class ReadBuffer {
-  /** Events read and not yet published, from `head` on. */
-  private pending: OutgoingEvent[] = [];
+  /** Events read and not yet published, from `head` on; published ones are let go at once. */
+  private pending: (OutgoingEvent | undefined)[] = [];
   private head = 0;
   /** Sequence numbers: events read, and events Kafka acknowledged, in this stream. */
   private received = 0;
   private published = 0;
-  /** Payload characters of the events not yet published. */
+  /** Characters of the payloads not yet published. */
   private bytes = 0;
   /** Transactions not yet acknowledged, oldest first; the last may still be open. */
   private transactions: Transaction[] = [];
@@ -41,7 +41,7 @@ export class ReadBuffer {
     return this.received - this.published;
   }
 
-  /** About how many bytes the unpublished events' payloads hold (their JSON's length). */
+  /** About how many bytes the unpublished events' payloads hold: their JSON's length. */
   unpublishedBytes(): number {
     return this.bytes;
   }
@@ -75,18 +75,26 @@ export class ReadBuffer {
 
   /** The next unpublished events, at most `max`. */
   nextBatch(max: number): OutgoingEvent[] {
-    return this.pending.slice(this.head, Math.min(this.pending.length, this.head + max));
+    const batch: OutgoingEvent[] = [];
+    const end = Math.min(this.pending.length, this.head + max);
+    for (let i = this.head; i < end; i += 1) {
+      const next = this.pending[i];
+      if (next !== undefined) batch.push(next);
+    }
+    return batch;
   }
 
   /** Kafka acknowledged the next `count` events. */
   markPublished(count: number): void {
-    for (let i = this.head; i < this.head + count; i += 1)
+    if (count > this.unpublished())
+      throw new RangeError(`${count} events published, ${this.unpublished()} were waiting`);
+    for (let i = this.head; i < this.head + count; i += 1) {
       this.bytes -= this.pending[i]?.event.payloadJson.length ?? 0;
+      this.pending[i] = undefined;
+    }
     this.head += count;
     this.published += count;
-    // Published events go once they are at least half of those held: at most as many as wait
-    // are kept past their send (large payloads must not pile up), at a copy per event or less.
-    if (this.head * 2 >= this.pending.length) {
+    if (this.head >= 4096 && this.head * 2 >= this.pending.length) {
       this.pending = this.pending.slice(this.head);
       this.head = 0;
     }

@@ -95,6 +95,7 @@ function setup(
   options: {
     maxBatchEvents?: number;
     maxBufferedEvents?: number;
+    maxBufferedBytes?: number;
     stopTimeoutMs?: number;
     hooks?: RelayHooks;
   } = {},
@@ -225,9 +226,20 @@ describe('relay acknowledgements', () => {
       gate.release();
       await until(() => gate.pending() === 1 || !script.state.paused);
     }
-    gate.release();
     await until(() => script.acks.includes(Lsn.of(130)));
     expect(gate.sent.flat().map((e) => e.id)).toEqual(['a', 'l0', 'l1', 'l2', 'l3']);
+    await relay.stop();
+  });
+
+  it('resumes once nothing waits, whatever its limits', async () => {
+    const { script, gate, relay } = setup({ maxBufferedEvents: 0, maxBufferedBytes: 0 });
+    await until(script.started);
+    script.transaction(100, 110, ['a', 'b']);
+    expect(script.state.paused).toBe(true);
+    await until(() => gate.pending() === 1);
+    gate.release();
+    await until(() => !script.state.paused);
+    expect(script.acks).toEqual([Lsn.of(110)]);
     await relay.stop();
   });
 

@@ -41,7 +41,7 @@ export interface RelayHooks {
   published?(events: readonly OutgoingEvent[], oldestCommitTime: Date): void;
   acknowledged?(lsn: Lsn): void;
   streamFailed?(error: unknown, retryInMs: number): void;
-  paused?(bufferedEvents: number): void;
+  paused?(bufferedEvents: number, bufferedBytes: number): void;
   resumed?(): void;
   /** `stop()` gave up waiting for Kafka; these events were read and not acknowledged. */
   stopTimedOut?(unpublishedEvents: number): void;
@@ -258,7 +258,7 @@ class RelayLoop implements Relay {
     if (this.bufferFilled(1) && !this.paused) {
       this.paused = true;
       this.source?.pause();
-      this.hooks.paused?.(this.buffer.unpublished());
+      this.hooks.paused?.(this.buffer.unpublished(), this.buffer.unpublishedBytes());
     }
     this.signal();
   }
@@ -316,11 +316,13 @@ class RelayLoop implements Relay {
     }
   }
 
-  /** Whether the events waiting reach `share` of either limit. */
+  /** Whether events wait, and reach `share` of either limit. */
   private bufferFilled(share: number): boolean {
+    const events = this.buffer.unpublished();
     return (
-      this.buffer.unpublished() >= this.maxBuffered * share ||
-      this.buffer.unpublishedBytes() >= this.maxBufferedBytes * share
+      events > 0 &&
+      (events >= this.maxBuffered * share ||
+        this.buffer.unpublishedBytes() >= this.maxBufferedBytes * share)
     );
   }
 

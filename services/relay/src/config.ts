@@ -80,10 +80,10 @@ export const relayConfigSchema = Type.Object({
   }),
   RELAY_MAX_BUFFERED_BYTES: Type.Integer({
     minimum: 1_048_576,
-    maximum: 4_294_967_296,
+    maximum: 1_073_741_824,
     default: 33_554_432,
     description:
-      'Payload bytes of the events read but not yet acknowledged by Kafka at which reading the WAL pauses (the memory bound for large payloads).',
+      'Payload bytes (about: characters of their JSON) of the events read but not yet acknowledged by Kafka at which reading the WAL pauses: what bounds memory for large payloads.',
   }),
   RELAY_COMPRESS_ABOVE_BYTES: Type.Integer({
     minimum: 0,

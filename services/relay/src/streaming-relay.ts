@@ -35,11 +35,11 @@ export function createStreamingRelay(
         metrics.hooks.streamFailed?.(error, retryInMs);
         logger.warn({ err: error, retryInMs }, 'replication stream failed; reconnecting');
       },
-      paused(buffered) {
-        metrics.hooks.paused?.(buffered);
+      paused(buffered, bufferedBytes) {
+        metrics.hooks.paused?.(buffered, bufferedBytes);
         // Flow control, many times a second under load (metric sluice_relay_paused); a Kafka
         // outage shows as failed sends, logged at warn, and at error once they stall.
-        logger.debug({ buffered }, 'Kafka is behind; pausing WAL reads');
+        logger.debug({ buffered, bufferedBytes }, 'Kafka is behind; pausing WAL reads');
       },
       stopTimedOut(unpublishedEvents) {
         logger.warn(
