@@ -20,6 +20,9 @@
 //                                  (default off,0.1)
 //   BENCH_ROUNDS                   times the list is run, alternating (default 2: off, 0.1, off,
 //                                  0.1)
+//   BENCH_MEMORY_LIMIT_MB          run the projector in a memory limit (a cgroup, as a container's
+//                                  limit; Node sizes its heap from it), e.g. 1024 as the Helm
+//                                  chart sets; needs root
 //   BENCH_SERVICE_ROOT             a built checkout whose projector (and shop-views) the apply
 //                                  runs measure (default this repository), to compare builds
 //
@@ -77,8 +80,10 @@ import { TEST_MASTER_KEY } from '../support/privacy.js';
 import {
   clearTracingEnvironment,
   envNumber,
+  inMemoryLimit,
   log,
   machineTicks,
+  memoryLimitMb,
   memoryMb,
   processTicks,
   serviceRoot,
@@ -100,6 +105,7 @@ const config = {
   carts: Math.floor(envNumber('BENCH_CARTS', 5000)),
   skipApply: process.env.BENCH_SKIP_APPLY === '1',
   nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+  memoryLimitMb: memoryLimitMb(),
   tracing: tracingModes(),
   privacyEvents: Math.floor(envNumber('BENCH_PRIVACY_EVENTS', 100_000)),
   privacyCustomers: Math.floor(envNumber('BENCH_PRIVACY_CUSTOMERS', 20_000)),
@@ -260,7 +266,11 @@ async function viewMatchesFold(pool: pg.Pool, fold: Map<string, CartFold>): Prom
 function startProjector(env: Record<string, string>) {
   const root = serviceRoot();
   const main = join(root, 'services', 'projector', 'dist', 'main.js');
-  const child = spawn(process.execPath, [...config.nodeArgs, main], {
+  const [command, args] = inMemoryLimit(config.memoryLimitMb, process.execPath, [
+    ...config.nodeArgs,
+    main,
+  ]);
+  const child = spawn(command, args, {
     env: {
       ...process.env,
       LOG_LEVEL: 'warn',
@@ -507,6 +517,7 @@ async function applyRun(kafka: Kafka) {
       ratio: round(first.eventsPerSecond / ceilingRate, 3),
       tracing: tracingReport(runs),
       serviceRoot: serviceRoot(),
+      memoryLimitMb: config.memoryLimitMb ?? null,
     };
   } finally {
     await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);

@@ -16,6 +16,8 @@
 //   BENCH_RELAY_NODE_ARGS   extra node flags for the relay, e.g.
 //                           "--cpu-prof --cpu-prof-dir=/tmp/relay-prof"
 //   BENCH_RELAY_ENV         extra relay environment, e.g. "RELAY_MAX_BATCH_EVENTS=10000 A=b"
+//   BENCH_MEMORY_LIMIT_MB   run the relay in a memory limit (a cgroup, as a container's limit;
+//                           Node sizes its heap from it), e.g. 512 as the Helm chart sets; root
 //   BENCH_KEEP_TOPIC=1      keep the Kafka topics (deleted by default: ~0.5 GB per run)
 //   BENCH_TRACING           the relay runs' tracing modes, a comma list of off, 0.1 (10 % of
 //                           traces, parentbased_traceidratio), 1 (always_on) (default off,0.1)
@@ -58,6 +60,8 @@ import {
   round,
   serviceRoot,
   sleep,
+  inMemoryLimit,
+  memoryLimitMb,
   startChild,
   startOtlpSink,
   stopProcess,
@@ -95,6 +99,7 @@ const config = {
   stallMs: envNumber('BENCH_STALL_SECONDS', 60) * 1000,
   relayNodeArgs: (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== ''),
   relayEnv: envPairs('BENCH_RELAY_ENV'),
+  memoryLimitMb: memoryLimitMb(),
   keepTopic: process.env.BENCH_KEEP_TOPIC === '1',
   tracing: tracingModes(),
 };
@@ -319,8 +324,7 @@ async function runRelay(names: {
   const child = startChild(
     children,
     'relay',
-    process.execPath,
-    [...config.relayNodeArgs, relayMain],
+    ...inMemoryLimit(config.memoryLimitMb, process.execPath, [...config.relayNodeArgs, relayMain]),
     env,
   );
   let walsender: number | undefined;
@@ -548,6 +552,7 @@ async function main() {
       exitCode: relay.exitCode,
       nodeArgs: config.relayNodeArgs,
       env: config.relayEnv,
+      memoryLimitMb: config.memoryLimitMb ?? null,
       cpu: relay.cpu,
     },
     ceiling: {

@@ -4,7 +4,7 @@ import { errorMessage } from '@sluice/errors';
 import { outboxMigrations } from '@sluice/outbox';
 import { createTestDatabase, withAdminClient, type TestDatabase } from '@sluice/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -382,6 +382,35 @@ export interface Child {
   count(pattern: RegExp): number;
   /** The last line of output that matches a pattern. */
   last(pattern: RegExp): string | undefined;
+}
+
+/**
+ * `command` and `args` to run inside a memory limit of `limitMb` MiB, as a container limit
+ * would hold the service (Node sizes its heap from it): a cgroup of its own (v2, or v1's memory
+ * controller) that the shell joins before it becomes the command, so the process keeps the pid.
+ * Without a limit, as given. Needs write access to /sys/fs/cgroup (root).
+ */
+export function inMemoryLimit(
+  limitMb: number | undefined,
+  command: string,
+  args: readonly string[],
+): [string, string[]] {
+  if (limitMb === undefined) return [command, [...args]];
+  const bytes = String(Math.round(limitMb * 1024 * 1024));
+  const v2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
+  const group = v2
+    ? `/sys/fs/cgroup/sluice-bench-${limitMb}`
+    : `/sys/fs/cgroup/memory/sluice-bench-${limitMb}`;
+  mkdirSync(group, { recursive: true });
+  writeFileSync(join(group, v2 ? 'memory.max' : 'memory.limit_in_bytes'), bytes);
+  const script = `echo $$ > ${group}/cgroup.procs && exec "$0" "$@"`;
+  return ['/bin/sh', ['-c', script, command, ...args]];
+}
+
+/** The memory limit a benchmark runs its service in (`BENCH_MEMORY_LIMIT_MB`), if any. */
+export function memoryLimitMb(): number | undefined {
+  const limit = Number(process.env.BENCH_MEMORY_LIMIT_MB ?? '');
+  return Number.isFinite(limit) && limit > 0 ? limit : undefined;
 }
 
 /** Starts `command` in the repository root; it is in `children` until it exits. */

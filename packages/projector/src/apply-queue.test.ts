@@ -71,6 +71,26 @@ describe('apply queue', () => {
     expect(ran).toBe(false);
   });
 
+  it('takes waiting pushes in order: a small one does not pass a large one', async () => {
+    const log: string[] = [];
+    const queue = createApplyQueue({ limits: { records: 10, bytes: Infinity }, concurrency: 2 });
+    const first = gate(log, 'first');
+    await queue.push(['a'], records(8), first.work, nothing);
+    const taken: string[] = [];
+    const large = queue
+      .push(['b'], records(5), () => Promise.resolve(), nothing)
+      .then(() => taken.push('large'));
+    const small = queue
+      .push(['c'], records(1), () => Promise.resolve(), nothing)
+      .then(() => taken.push('small'));
+    await tick();
+    expect(taken).toEqual([]);
+    first.finish();
+    await Promise.all([large, small]);
+    expect(taken).toEqual(['large', 'small']);
+    await queue.close();
+  });
+
   it('makes a push wait while the bytes limit is in hand, but takes a larger batch alone', async () => {
     const log: string[] = [];
     const queue = createApplyQueue({ limits: { records: 100, bytes: 1000 }, concurrency: 1 });

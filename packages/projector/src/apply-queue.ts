@@ -8,7 +8,8 @@ export interface ApplyQueue {
   /**
    * Queues `work` behind the earlier batches of its partitions, first waiting while taking `load`
    * would put more than a limit in hand, unless nothing is (calling `waiting` every second
-   * meanwhile: the consumer's heartbeat). `work` must not throw. Does nothing once the queue is
+   * meanwhile: the consumer's heartbeat). Pushes are taken in the order they came: a small one
+   * does not pass a large one that waits. `work` must not throw. Does nothing once the queue is
    * closed.
    */
   push(
@@ -54,33 +55,46 @@ export function createApplyQueue(options: { limits: Load; concurrency: number })
     else next();
   };
 
+  /** Takes `work` once its load fits. */
+  const take = async (
+    partitions: readonly string[],
+    load: Load,
+    work: () => Promise<void>,
+    waiting: () => Promise<void>,
+  ): Promise<void> => {
+    while (full(load)) {
+      let timer: NodeJS.Timeout | undefined;
+      const second = new Promise((resolve) => (timer = setTimeout(resolve, 1000)));
+      await Promise.race([...running, second]);
+      clearTimeout(timer);
+      await waiting();
+    }
+    if (closed) return;
+    inHand.records += load.records;
+    inHand.bytes += load.bytes;
+    const job: Promise<void> = Promise.all(
+      partitions.map((partition) => tails.get(partition) ?? Promise.resolve()),
+    )
+      .then(slot)
+      .then(work)
+      .finally(() => {
+        release();
+        inHand.records -= load.records;
+        inHand.bytes -= load.bytes;
+        running.delete(job);
+        for (const partition of partitions)
+          if (tails.get(partition) === job) tails.delete(partition);
+      });
+    for (const partition of partitions) tails.set(partition, job);
+    running.add(job);
+  };
+  let taking: Promise<void> = Promise.resolve();
+
   return {
-    async push(partitions, load, work, waiting) {
-      while (full(load)) {
-        let timer: NodeJS.Timeout | undefined;
-        const second = new Promise((resolve) => (timer = setTimeout(resolve, 1000)));
-        await Promise.race([...running, second]);
-        clearTimeout(timer);
-        await waiting();
-      }
-      if (closed) return;
-      inHand.records += load.records;
-      inHand.bytes += load.bytes;
-      const job: Promise<void> = Promise.all(
-        partitions.map((partition) => tails.get(partition) ?? Promise.resolve()),
-      )
-        .then(slot)
-        .then(work)
-        .finally(() => {
-          release();
-          inHand.records -= load.records;
-          inHand.bytes -= load.bytes;
-          running.delete(job);
-          for (const partition of partitions)
-            if (tails.get(partition) === job) tails.delete(partition);
-        });
-      for (const partition of partitions) tails.set(partition, job);
-      running.add(job);
+    push(partitions, load, work, waiting) {
+      const turn = taking.then(() => take(partitions, load, work, waiting));
+      taking = turn.catch(() => undefined);
+      return turn;
     },
     async applied(partition) {
       await tails.get(partition);
