@@ -30,30 +30,36 @@ export interface Load {
   bytes: number;
 }
 
+/** At most `concurrency` holders at once; the others wait, in order. */
+function createSlots(concurrency: number) {
+  const waiting: (() => void)[] = [];
+  let active = 0;
+  return {
+    take(): Promise<void> {
+      if (active < concurrency) {
+        active += 1;
+        return Promise.resolve();
+      }
+      return new Promise((resolve) => waiting.push(resolve));
+    },
+    release(): void {
+      const next = waiting.shift();
+      if (next === undefined) active -= 1;
+      else next();
+    },
+  };
+}
+
 export function createApplyQueue(options: { limits: Load; concurrency: number }): ApplyQueue {
   const tails = new Map<string, Promise<void>>();
   const running = new Set<Promise<void>>();
-  const waiting: (() => void)[] = [];
+  const slots = createSlots(options.concurrency);
   const inHand: Load = { records: 0, bytes: 0 };
-  let active = 0;
   let closed = false;
   const full = (load: Load) =>
     inHand.records > 0 &&
     (inHand.records + load.records > options.limits.records ||
       inHand.bytes + load.bytes > options.limits.bytes);
-
-  const slot = (): Promise<void> => {
-    if (active < options.concurrency) {
-      active += 1;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => waiting.push(resolve));
-  };
-  const release = (): void => {
-    const next = waiting.shift();
-    if (next === undefined) active -= 1;
-    else next();
-  };
 
   /** Takes `work` once its load fits. */
   const take = async (
@@ -75,10 +81,10 @@ export function createApplyQueue(options: { limits: Load; concurrency: number })
     const job: Promise<void> = Promise.all(
       partitions.map((partition) => tails.get(partition) ?? Promise.resolve()),
     )
-      .then(slot)
+      .then(() => slots.take())
       .then(work)
       .finally(() => {
-        release();
+        slots.release();
         inHand.records -= load.records;
         inHand.bytes -= load.bytes;
         running.delete(job);
