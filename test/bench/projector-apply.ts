@@ -83,7 +83,6 @@ import {
   inMemoryLimit,
   log,
   machineTicks,
-  memoryLimitMb,
   memoryMb,
   processTicks,
   serviceRoot,
@@ -105,7 +104,7 @@ const config = {
   carts: Math.floor(envNumber('BENCH_CARTS', 5000)),
   skipApply: process.env.BENCH_SKIP_APPLY === '1',
   nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
-  memoryLimitMb: memoryLimitMb(),
+  memoryLimitMb: envNumber('BENCH_MEMORY_LIMIT_MB', 0),
   tracing: tracingModes(),
   privacyEvents: Math.floor(envNumber('BENCH_PRIVACY_EVENTS', 100_000)),
   privacyCustomers: Math.floor(envNumber('BENCH_PRIVACY_CUSTOMERS', 20_000)),
@@ -517,7 +516,7 @@ async function applyRun(kafka: Kafka) {
       ratio: round(first.eventsPerSecond / ceilingRate, 3),
       tracing: tracingReport(runs),
       serviceRoot: serviceRoot(),
-      memoryLimitMb: config.memoryLimitMb ?? null,
+      memoryLimitMb: config.memoryLimitMb || null,
     };
   } finally {
     await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);

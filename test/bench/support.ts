@@ -388,14 +388,14 @@ export interface Child {
  * `command` and `args` to run inside a memory limit of `limitMb` MiB, as a container limit
  * would hold the service (Node sizes its heap from it): a cgroup of its own (v2, or v1's memory
  * controller) that the shell joins before it becomes the command, so the process keeps the pid.
- * Without a limit, as given. Needs write access to /sys/fs/cgroup (root).
+ * With 0, as given. Needs write access to /sys/fs/cgroup (root).
  */
 export function inMemoryLimit(
-  limitMb: number | undefined,
+  limitMb: number,
   command: string,
   args: readonly string[],
 ): [string, string[]] {
-  if (limitMb === undefined) return [command, [...args]];
+  if (limitMb === 0) return [command, [...args]];
   const bytes = String(Math.round(limitMb * 1024 * 1024));
   const v2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
   const group = v2
@@ -405,12 +405,6 @@ export function inMemoryLimit(
   writeFileSync(join(group, v2 ? 'memory.max' : 'memory.limit_in_bytes'), bytes);
   const script = `echo $$ > ${group}/cgroup.procs && exec "$0" "$@"`;
   return ['/bin/sh', ['-c', script, command, ...args]];
-}
-
-/** The memory limit a benchmark runs its service in (`BENCH_MEMORY_LIMIT_MB`), if any. */
-export function memoryLimitMb(): number | undefined {
-  const limit = Number(process.env.BENCH_MEMORY_LIMIT_MB ?? '');
-  return Number.isFinite(limit) && limit > 0 ? limit : undefined;
 }
 
 /** Starts `command` in the repository root; it is in `children` until it exits. */
