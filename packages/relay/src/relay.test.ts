@@ -97,6 +97,7 @@ function setup(
     maxBufferedEvents?: number;
     maxBufferedBytes?: number;
     stopTimeoutMs?: number;
+    statusGapMs?: number;
     hooks?: RelayHooks;
   } = {},
 ) {
@@ -107,6 +108,8 @@ function setup(
     sink: gate.sink,
     outbox: { schema: 'shop', table: 'outbox' },
     statusIntervalMs: 60_000,
+    // The rules of what is acknowledged, each told at once; the gap has a test of its own.
+    statusGapMs: 0,
     ...options,
   });
   const running = relay.run();
@@ -333,6 +336,7 @@ describe('relay acknowledgements', () => {
       sink: gate.sink,
       outbox: { schema: 'shop', table: 'outbox' },
       reconnectDelayMs: 1,
+      statusGapMs: 0,
       hooks: { streamFailed: (error) => failures.push(error) },
     });
     const running = relay.run();
@@ -351,6 +355,43 @@ describe('relay acknowledgements', () => {
     await until(() => relay.acknowledged() === Lsn.of(130));
     await relay.stop();
     await running;
+  });
+});
+
+/** Waits on real time: the status gap runs on a timer. */
+async function within(ms: number, condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+  expect(condition()).toBe(true);
+}
+
+describe('relay status updates', () => {
+  it('tells PostgreSQL at most once per statusGapMs, the latest position, and answers a request at once', async () => {
+    const { script, gate, relay } = setup({ statusGapMs: 150 });
+    await until(script.started);
+    script.transaction(100, 110, ['a']);
+    await until(() => gate.pending() === 1);
+    gate.release();
+    await until(() => script.acks.length === 1);
+    const firstAt = Date.now();
+    for (const [i, id] of ['b', 'c'].entries()) {
+      script.transaction(120 + 20 * i, 130 + 20 * i, [id]);
+      await until(() => gate.pending() === 1);
+      gate.release();
+    }
+    await until(() => relay.acknowledged() === Lsn.of(150));
+    expect(script.acks).toEqual([Lsn.of(110)]);
+    await within(5000, () => script.acks.length === 2);
+    expect(Date.now() - firstAt).toBeGreaterThanOrEqual(148);
+    expect(script.acks).toEqual([Lsn.of(110), Lsn.of(150)]);
+
+    script.transaction(160, 170, ['d']);
+    await until(() => gate.pending() === 1);
+    gate.release();
+    await until(() => relay.acknowledged() === Lsn.of(170));
+    script.push({ kind: 'keepalive', walEnd: Lsn.of(180), replyRequested: true });
+    expect(script.acks).toEqual([Lsn.of(110), Lsn.of(150), Lsn.of(180)]);
+    await relay.stop();
   });
 });
 

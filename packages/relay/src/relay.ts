@@ -24,6 +24,12 @@ export interface RelayOptions {
   maxBufferedBytes?: number;
   /** Standby status updates at least this often, even while paused. Default 5000. */
   statusIntervalMs?: number;
+  /**
+   * Standby status updates at most this often while events flow: each wakes the walsender, and
+   * a confirmed position a moment older costs only a few more events sent again after a crash.
+   * A stop and a keepalive asking for a reply answer at once. Default 100.
+   */
+  statusGapMs?: number;
   /** Pause before reconnecting after a stream failure (doubles up to 30 s). Default 500. */
   reconnectDelayMs?: number;
   /**
@@ -79,8 +85,12 @@ class RelayLoop implements Relay {
   private readonly maxBuffered: number;
   private readonly maxBufferedBytes: number;
   private readonly statusIntervalMs: number;
+  private readonly statusGapMs: number;
   private readonly hooks: RelayHooks;
   private acked = Lsn.zero;
+  /** When a status update last went out, and the one waiting for the gap to pass. */
+  private statusSentAt = 0;
+  private statusDue: NodeJS.Timeout | undefined;
   private buffer = new ReadBuffer();
   private source: ReplicationSource | undefined;
   private publishing = false;
@@ -98,6 +108,7 @@ class RelayLoop implements Relay {
     this.maxBuffered = options.maxBufferedEvents ?? 2000;
     this.maxBufferedBytes = options.maxBufferedBytes ?? 32 * 1024 * 1024;
     this.statusIntervalMs = options.statusIntervalMs ?? 5000;
+    this.statusGapMs = options.statusGapMs ?? 100;
     this.hooks = options.hooks ?? {};
   }
 
@@ -187,7 +198,7 @@ class RelayLoop implements Relay {
     this.paused = false;
     const current = this.options.source();
     this.source = current;
-    const status = setInterval(() => current.acknowledge(this.acked), this.statusIntervalMs);
+    const status = setInterval(() => this.sendStatus(), this.statusIntervalMs);
     const streaming = this.stream(current);
     try {
       // On stop: what was read is published and acknowledged before the stream closes. On
@@ -196,6 +207,8 @@ class RelayLoop implements Relay {
       await this.publishLoop();
     } finally {
       clearInterval(status);
+      clearTimeout(this.statusDue);
+      this.statusDue = undefined;
       if (this.isStopping() && this.failure() === undefined) current.acknowledge(this.acked);
       await current.stop();
       await streaming;
@@ -243,9 +256,9 @@ class RelayLoop implements Relay {
       case 'keepalive':
         // Everything before walEnd was sent; if all of it is published, it is all durable.
         if (!this.buffer.hasTransactions() && !this.publishing && event.walEnd > this.acked) {
-          this.acknowledge(event.walEnd);
+          this.acknowledge(event.walEnd, event.replyRequested);
         } else if (event.replyRequested) {
-          this.acknowledge(this.acked);
+          this.sendStatus();
         }
         return;
     }
@@ -332,9 +345,22 @@ class RelayLoop implements Relay {
     if (end !== undefined) this.acknowledge(end);
   }
 
-  private acknowledge(lsn: Lsn): void {
+  /** Moves the acknowledged position to `lsn`; PostgreSQL hears of it within `statusGapMs`. */
+  private acknowledge(lsn: Lsn, now = false): void {
     if (lsn > this.acked) this.acked = lsn;
-    this.source?.acknowledge(this.acked);
     this.hooks.acknowledged?.(this.acked);
+    if (now) return this.sendStatus();
+    if (this.statusDue !== undefined) return;
+    const wait = this.statusSentAt + this.statusGapMs - Date.now();
+    if (wait <= 0) this.sendStatus();
+    else this.statusDue = setTimeout(() => this.sendStatus(), wait);
+  }
+
+  /** Tells PostgreSQL the acknowledged position now. */
+  private sendStatus(): void {
+    clearTimeout(this.statusDue);
+    this.statusDue = undefined;
+    this.statusSentAt = Date.now();
+    this.source?.acknowledge(this.acked);
   }
 }
