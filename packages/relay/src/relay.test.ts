@@ -1,5 +1,6 @@
 // The relay's acknowledgement rules, with a scripted replication source and a controllable sink.
 import type { SerializedEvent } from '@sluice/contracts';
+import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
@@ -12,6 +13,7 @@ function scriptedSource() {
   let handler: ((event: ReplicationEvent) => void) | undefined;
   let finish: ((error?: Error) => void) | undefined;
   const acks: Lsn[] = [];
+  const ackedAt: number[] = [];
   const state = { paused: false, stopped: false };
   const source: ReplicationSource = {
     start(h) {
@@ -20,7 +22,10 @@ function scriptedSource() {
         finish = (error) => (error === undefined ? resolve() : reject(error));
       });
     },
-    acknowledge: (lsn) => acks.push(lsn),
+    acknowledge: (lsn) => {
+      acks.push(lsn);
+      ackedAt.push(performance.now());
+    },
     pause: () => (state.paused = true),
     resume: () => (state.paused = false),
     stop: () => {
@@ -41,6 +46,7 @@ function scriptedSource() {
     push,
     transaction,
     acks,
+    ackedAt,
     state,
     fail: (error: Error) => finish?.(error),
     started: () => handler !== undefined,
@@ -366,32 +372,68 @@ async function within(ms: number, condition: () => boolean): Promise<void> {
 }
 
 describe('relay status updates', () => {
-  it('tells PostgreSQL at most once per statusGapMs, the latest position, and answers a request at once', async () => {
-    const { script, gate, relay } = setup({ statusGapMs: 150 });
+  it('tells PostgreSQL at most once per statusGapMs, the latest position', async () => {
+    const { script, gate, relay } = setup({ statusGapMs: 1000 });
     await until(script.started);
-    script.transaction(100, 110, ['a']);
-    await until(() => gate.pending() === 1);
-    gate.release();
-    await until(() => script.acks.length === 1);
-    const firstAt = Date.now();
-    for (const [i, id] of ['b', 'c'].entries()) {
-      script.transaction(120 + 20 * i, 130 + 20 * i, [id]);
+    for (const [i, id] of ['a', 'b', 'c'].entries()) {
+      script.transaction(100 + 20 * i, 110 + 20 * i, [id]);
       await until(() => gate.pending() === 1);
       gate.release();
     }
     await until(() => relay.acknowledged() === Lsn.of(150));
     expect(script.acks).toEqual([Lsn.of(110)]);
     await within(5000, () => script.acks.length === 2);
-    expect(Date.now() - firstAt).toBeGreaterThanOrEqual(148);
     expect(script.acks).toEqual([Lsn.of(110), Lsn.of(150)]);
+    const [firstAt = 0, secondAt = 0] = script.ackedAt;
+    expect(secondAt - firstAt).toBeGreaterThanOrEqual(990); // timers round to the millisecond
+    await relay.stop();
+  });
 
-    script.transaction(160, 170, ['d']);
+  it('answers a keepalive asking for a reply at once, a send in flight or not', async () => {
+    const { script, gate, relay } = setup({ statusGapMs: 60_000 });
+    await until(script.started);
+    script.transaction(100, 110, ['a']);
     await until(() => gate.pending() === 1);
     gate.release();
-    await until(() => relay.acknowledged() === Lsn.of(170));
-    script.push({ kind: 'keepalive', walEnd: Lsn.of(180), replyRequested: true });
-    expect(script.acks).toEqual([Lsn.of(110), Lsn.of(150), Lsn.of(180)]);
+    await until(() => script.acks.length === 1);
+    script.transaction(120, 130, ['b']);
+    await until(() => gate.pending() === 1);
+    script.push({ kind: 'keepalive', walEnd: Lsn.of(140), replyRequested: true });
+    expect(script.acks).toEqual([Lsn.of(110), Lsn.of(110)]);
+    gate.release();
+    await until(() => relay.acknowledged() === Lsn.of(130));
+    script.push({ kind: 'keepalive', walEnd: Lsn.of(150), replyRequested: true });
+    expect(script.acks).toEqual([Lsn.of(110), Lsn.of(110), Lsn.of(150)]);
     await relay.stop();
+  });
+
+  it('tells a standing stream the last position when a send fails', async () => {
+    const script = scriptedSource();
+    let sends = 0;
+    const relay = createRelay({
+      source: () => script.source,
+      sink: {
+        publish: () =>
+          (sends += 1) < 3 ? Promise.resolve() : Promise.reject(new TypeError('a bug')),
+        close: () => Promise.resolve(),
+      },
+      outbox: { schema: 'shop', table: 'outbox' },
+      statusIntervalMs: 60_000,
+      statusGapMs: 60_000,
+      reconnectDelayMs: 60_000,
+    });
+    const running = relay.run();
+    await until(script.started);
+    script.transaction(100, 110, ['a']);
+    await until(() => script.acks.length === 1);
+    script.transaction(120, 130, ['b']);
+    await until(() => relay.acknowledged() === Lsn.of(130));
+    expect(script.acks).toEqual([Lsn.of(110)]);
+    script.transaction(140, 150, ['c']);
+    await until(() => script.state.stopped);
+    expect(script.acks).toEqual([Lsn.of(110), Lsn.of(130)]);
+    await relay.stop();
+    await running;
   });
 });
 

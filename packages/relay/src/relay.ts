@@ -5,6 +5,7 @@ import { Lsn } from './lsn.js';
 import type { ReplicationEvent, ReplicationSource } from './replication-source.js';
 import type { RelayErrorCode } from './errors.js';
 import { ReadBuffer } from './read-buffer.js';
+import { performance } from 'node:perf_hooks';
 
 /** Options for {@link createRelay}. */
 export interface RelayOptions {
@@ -62,7 +63,7 @@ export interface Relay {
    * published, and ends `run()`.
    */
   stop(): Promise<void>;
-  /** The position PostgreSQL was last told is durable. */
+  /** The position known durable in Kafka; PostgreSQL is told of it within `statusGapMs`. */
   acknowledged(): Lsn;
   /** Commit time of the oldest transaction read but not yet acknowledged. */
   oldestUnpublished(): Date | undefined;
@@ -89,7 +90,7 @@ class RelayLoop implements Relay {
   private readonly hooks: RelayHooks;
   private acked = Lsn.zero;
   /** When a status update last went out, and the one waiting for the gap to pass. */
-  private statusSentAt = 0;
+  private statusSentAt = -Infinity;
   private statusDue: NodeJS.Timeout | undefined;
   private buffer = new ReadBuffer();
   private source: ReplicationSource | undefined;
@@ -209,7 +210,8 @@ class RelayLoop implements Relay {
       clearInterval(status);
       clearTimeout(this.statusDue);
       this.statusDue = undefined;
-      if (this.isStopping() && this.failure() === undefined) current.acknowledge(this.acked);
+      // The stream still stands unless it failed: it hears the last position now.
+      if (this.failure() === undefined) current.acknowledge(this.acked);
       await current.stop();
       await streaming;
     }
@@ -351,16 +353,16 @@ class RelayLoop implements Relay {
     this.hooks.acknowledged?.(this.acked);
     if (now) return this.sendStatus();
     if (this.statusDue !== undefined) return;
-    const wait = this.statusSentAt + this.statusGapMs - Date.now();
+    const wait = this.statusSentAt + this.statusGapMs - performance.now();
     if (wait <= 0) this.sendStatus();
-    else this.statusDue = setTimeout(() => this.sendStatus(), wait);
+    else this.statusDue = setTimeout(() => this.sendStatus(), wait).unref();
   }
 
   /** Tells PostgreSQL the acknowledged position now. */
   private sendStatus(): void {
     clearTimeout(this.statusDue);
     this.statusDue = undefined;
-    this.statusSentAt = Date.now();
+    this.statusSentAt = performance.now();
     this.source?.acknowledge(this.acked);
   }
 }
