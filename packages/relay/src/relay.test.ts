@@ -1,6 +1,7 @@
 // The relay's acknowledgement rules, with a scripted replication source and a controllable sink.
 import type { SerializedEvent } from '@sluice/contracts';
 import { performance } from 'node:perf_hooks';
+import { waitFor } from '@sluice/testkit';
 import { describe, expect, it } from 'vitest';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
@@ -364,13 +365,6 @@ describe('relay acknowledgements', () => {
   });
 });
 
-/** Waits on real time: the status gap runs on a timer. */
-async function within(ms: number, condition: () => boolean): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-  expect(condition()).toBe(true);
-}
-
 describe('relay status updates', () => {
   it('tells PostgreSQL at most once per statusGapMs, the latest position', async () => {
     const { script, gate, relay } = setup({ statusGapMs: 1000 });
@@ -382,7 +376,12 @@ describe('relay status updates', () => {
     }
     await until(() => relay.acknowledged() === Lsn.of(150));
     expect(script.acks).toEqual([Lsn.of(110)]);
-    await within(5000, () => script.acks.length === 2);
+    // Real time: the gap runs on a timer.
+    await waitFor(() => script.acks.length === 2, {
+      timeoutMs: 5000,
+      intervalMs: 2,
+      message: 'the second status update',
+    });
     expect(script.acks).toEqual([Lsn.of(110), Lsn.of(150)]);
     const [firstAt = 0, secondAt = 0] = script.ackedAt;
     expect(secondAt - firstAt).toBeGreaterThanOrEqual(990); // timers round to the millisecond

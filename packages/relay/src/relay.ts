@@ -1,11 +1,11 @@
 import { outboxRowToEvent } from '@sluice/outbox/rows';
+import { performance } from 'node:perf_hooks';
 import { SluiceError } from '@sluice/errors';
 import type { EventSink, OutgoingEvent } from './event-sink.js';
 import { Lsn } from './lsn.js';
 import type { ReplicationEvent, ReplicationSource } from './replication-source.js';
 import type { RelayErrorCode } from './errors.js';
 import { ReadBuffer } from './read-buffer.js';
-import { performance } from 'node:perf_hooks';
 
 /** Options for {@link createRelay}. */
 export interface RelayOptions {
@@ -28,7 +28,7 @@ export interface RelayOptions {
   /**
    * Standby status updates at most this often while events flow: each wakes the walsender, and
    * a confirmed position a moment older costs only a few more events sent again after a crash.
-   * A stop and a keepalive asking for a reply answer at once. Default 100.
+   * A stop, a failed send and a keepalive asking for a reply send it at once. Default 100.
    */
   statusGapMs?: number;
   /** Pause before reconnecting after a stream failure (doubles up to 30 s). Default 500. */
