@@ -1,7 +1,8 @@
 // The pool against a real PostgreSQL: statements run often become prepared statements.
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
 import { sql, type Kysely } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Migration } from 'kysely/migration';
 import { createDatabase, migrate } from './index.js';
 
@@ -87,6 +88,131 @@ describe('createDatabase', () => {
       await sql`CREATE VIEW swap AS SELECT id, length(label) AS label FROM swap_g2`.execute(db);
       await expect(read()).rejects.toThrow(/cached plan must not change result type/);
       expect(await read()).toEqual([{ label: 3 }]);
+    });
+  });
+});
+
+describe('transactions', () => {
+  /** What each transaction sends to PostgreSQL: one entry per round trip. */
+  async function sent(run: () => Promise<unknown>): Promise<string[]> {
+    const query = vi.spyOn(pg.Client.prototype, 'query');
+    try {
+      await run();
+      return query.mock.calls.map(([config]) => {
+        if (typeof config === 'string') return config;
+        const { text } = config as { text: string };
+        return 'submit' in config ? `BEGIN, then ${text}` : text;
+      });
+    } finally {
+      query.mockRestore();
+    }
+  }
+
+  it('send BEGIN with their first statement: one round trip fewer, the statements in one transaction', async () => {
+    await withPool(1, async (db) => {
+      for (let i = 0; i < 3; i += 1) {
+        const trips = await sent(() =>
+          db.transaction().execute(async (trx) => {
+            await sql`SELECT set_config('sluice.step', ${String(i)}, true)`.execute(trx);
+            // A local setting lives as long as its transaction: the next statement sees it.
+            const { rows } = await sql<{ step: string }>`
+              SELECT current_setting('sluice.step', true) AS step, ${i}::int8 AS n`.execute(trx);
+            expect(rows).toEqual([{ step: String(i), n: i }]);
+          }),
+        );
+        expect(trips).toEqual([
+          "BEGIN, then SELECT set_config('sluice.step', $1, true)",
+          expect.stringMatching(/current_setting/),
+          'commit',
+        ]);
+      }
+      expect(await prepared(db)).toEqual([
+        "SELECT set_config('sluice.step', $1, true)",
+        expect.stringMatching(/current_setting/),
+      ]);
+    });
+  });
+
+  it('a first statement that fails leaves the transaction to roll back, and its prepared statement usable', async () => {
+    await withPool(1, async (db) => {
+      await sql`CREATE TABLE first_fails (id int PRIMARY KEY)`.execute(db);
+      const insert = (trx: Kysely<unknown>, id: number) =>
+        sql`INSERT INTO first_fails VALUES (${id})`.execute(trx);
+      await insert(db, 1);
+      const failed = db.transaction().execute(async (trx) => {
+        await insert(trx, 1);
+      });
+      await expect(failed).rejects.toThrow(/duplicate key/);
+      await db.transaction().execute(async (trx) => {
+        await insert(trx, 2);
+        await insert(trx, 3);
+      });
+      const rows = await sql<{ id: number }>`SELECT id FROM first_fails ORDER BY id`.execute(db);
+      expect(rows.rows).toEqual([{ id: 1 }, { id: 2 }, { id: 3 }]);
+    });
+  });
+
+  it('a BEGIN that fails runs nothing, not even statements after its error was caught', async () => {
+    await withPool(1, async (db) => {
+      await sql`CREATE TABLE begin_fails (id int PRIMARY KEY)`.execute(db);
+      const insert = (trx: Kysely<unknown>, id: number) =>
+        sql`INSERT INTO begin_fails VALUES (${id})`.execute(trx);
+      for (let round = 0; round < 2; round += 1) {
+        const failed = db.connection().execute(async (conn) => {
+          await sql.raw('BEGIN ISOLATION LEVEL no such level').execute(conn);
+          await insert(conn, 1).catch(() => undefined);
+          await insert(conn, 2);
+        });
+        await expect(failed).rejects.toThrow(/syntax error/);
+      }
+      await db.transaction().execute((trx) => insert(trx, 3));
+      const rows = await sql<{ id: number }>`SELECT id FROM begin_fails`.execute(db);
+      expect(rows.rows).toEqual([{ id: 3 }]);
+    });
+  });
+
+  it('a first statement whose values cannot be sent leaves no transaction open on the connection', async () => {
+    await withPool(1, async (db) => {
+      const unsendable = {
+        toPostgres: () => {
+          throw new Error('cannot be sent');
+        },
+      };
+      const failed = db
+        .transaction()
+        .execute((trx) => sql`SELECT ${unsendable}::text AS v`.execute(trx));
+      await expect(failed).rejects.toThrow('cannot be sent');
+      // The first statement of a transaction starts at the transaction's start.
+      const { rows } = await sql<{ fresh: boolean }>`
+        SELECT transaction_timestamp() = statement_timestamp() AS fresh`.execute(db);
+      expect(rows).toEqual([{ fresh: true }]);
+    });
+  });
+
+  it('that send nothing cost no round trip; a statement without parameters follows its BEGIN', async () => {
+    await withPool(1, async (db) => {
+      expect(await sent(() => db.transaction().execute(() => Promise.resolve()))).toEqual([]);
+      const thrown = db.transaction().execute(() => Promise.reject(new Error('before any SQL')));
+      await expect(thrown).rejects.toThrow('before any SQL');
+      const plain = await sent(() =>
+        db.transaction().execute((trx) => sql`SELECT 1 AS one`.execute(trx)),
+      );
+      expect(plain).toEqual(['begin', 'SELECT 1 AS one', 'commit']);
+      // A text that begins a transaction and goes on runs as it is.
+      await sql`CREATE TABLE whole_text (id int)`.execute(db);
+      await sql`BEGIN; INSERT INTO whole_text VALUES (1); COMMIT`.execute(db);
+      const { rows } = await sql<{ id: number }>`
+        SELECT id FROM whole_text WHERE id = ${1}`.execute(db);
+      expect(rows).toEqual([{ id: 1 }]);
+    });
+  });
+
+  it('read int8 through the first statement as through any other', async () => {
+    await withPool(1, async (db) => {
+      const big = db
+        .transaction()
+        .execute((trx) => sql`SELECT ${'9007199254740993'}::int8 AS n`.execute(trx));
+      await expect(big).rejects.toThrow(/exceeds JavaScript's safe integers/);
     });
   });
 });

@@ -11,6 +11,7 @@ import {
 } from 'kysely';
 import { Migrator, type Migration } from 'kysely/migration';
 import pg from 'pg';
+import { queryAfterBegin } from './begin-with-statement.js';
 
 /** The codes of the SluiceErrors this package throws. */
 export type DatabaseErrorCode = 'int8_out_of_range' | 'migration_failed';
@@ -101,6 +102,77 @@ function statementNamer(threshold: number): StatementNamer {
 
 /** PostgreSQL refuses a prepared statement whose result columns changed (a view redefined). */
 const RESULT_TYPE_CHANGED = /cached plan must not change result type/;
+// Transaction control alone in its text (a text may hold several statements).
+const TRANSACTION_START = /^\s*(begin|start\s+transaction)\b[^;]*;?\s*$/i;
+const TRANSACTION_END = /^\s*(commit|end|rollback|abort)\s*;?\s*$/i;
+const ROLLBACK = /^\s*(rollback|abort)\s*;?\s*$/i;
+
+/** The result of transaction control that had nothing to do, without a round trip. */
+const completed = (command: 'BEGIN' | 'COMMIT' | 'ROLLBACK'): Promise<pg.QueryResult> =>
+  Promise.resolve({
+    command,
+    rowCount: null,
+    oid: 0,
+    fields: [],
+    rows: [],
+  });
+
+/**
+ * Kysely's queries on one checked-out `client`: texts `namer` names run as prepared statements,
+ * and a BEGIN waits to go with the transaction's first statement. Should a BEGIN fail, nothing
+ * more runs on the client until its ROLLBACK: not outside the transaction the caller began.
+ */
+function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
+  let begin: string | undefined;
+  let failed: Error | undefined;
+  const run = (text: string, values: unknown[], after?: string): Promise<pg.QueryResult> => {
+    const name = values.length === 0 ? undefined : namer.name(text);
+    const statement = { name, text, values, types };
+    const result =
+      after !== undefined
+        ? queryAfterBegin(client, after, statement, (error) => (failed = error))
+        : name === undefined
+          ? client.query(text, values)
+          : client.query(statement);
+    return result.catch((error: unknown) => {
+      // This statement fails on every connection that prepared it: the next run prepares it
+      // again under another name. (The caller still sees this failure.)
+      if (name !== undefined && error instanceof Error && RESULT_TYPE_CHANGED.test(error.message))
+        namer.forget(text);
+      throw error;
+    });
+  };
+  const query = (text: string, values: unknown[]): Promise<pg.QueryResult> => {
+    if (failed !== undefined) {
+      if (!ROLLBACK.test(text)) return Promise.reject(failed);
+      failed = undefined;
+      return client.query(text);
+    }
+    const pending = begin;
+    begin = undefined;
+    // Without parameters pg uses the simple protocol, where one text may hold several statements.
+    if (values.length > 0) return run(text, values, pending);
+    if (pending === undefined) {
+      if (!TRANSACTION_START.test(text)) return run(text, values);
+      begin = text;
+      return completed('BEGIN');
+    }
+    if (TRANSACTION_END.test(text)) return completed(ROLLBACK.test(text) ? 'ROLLBACK' : 'COMMIT');
+    return sendBegin(pending).then(() => run(text, values));
+  };
+  const sendBegin = (text: string) =>
+    client.query(text).catch((error: unknown) => {
+      failed = error as Error;
+      throw error;
+    });
+  /** A query object (a cursor) goes after the BEGIN still waiting, if any. */
+  const submit = (submittable: pg.Submittable) => {
+    if (begin !== undefined) void sendBegin(begin).catch(() => undefined);
+    begin = undefined;
+    return client.query(submittable);
+  };
+  return { query, submit };
+}
 
 /** Kysely's view of `pool`, running the texts `namer` names as prepared statements. */
 function preparingPool(pool: pg.Pool, namer: StatementNamer): PostgresPool {
@@ -109,30 +181,26 @@ function preparingPool(pool: pg.Pool, namer: StatementNamer): PostgresPool {
     end: () => pool.end(),
     async connect() {
       const client = await pool.connect();
-      const query = (text: unknown, values?: readonly unknown[]): unknown => {
-        if (typeof text !== 'string') return client.query(text as pg.Submittable);
-        // Without parameters pg uses the simple protocol, where one text may hold several statements.
-        const name = values === undefined || values.length === 0 ? undefined : namer.name(text);
-        if (name === undefined) return client.query(text, values as unknown[]);
-        return client.query({ name, text, values: values as unknown[] }).catch((error: unknown) => {
-          // This statement fails on every connection that prepared it: the next run prepares
-          // it again under another name. (The caller still sees this failure.)
-          if (error instanceof Error && RESULT_TYPE_CHANGED.test(error.message)) namer.forget(text);
-          throw error;
-        });
-      };
+      const session = sessionQuery(client, namer);
       return {
         get processID() {
           return (client as { processID?: number }).processID;
         },
         release: (destroy?: boolean) => client.release(destroy),
-        query,
+        query: (text: unknown, values?: readonly unknown[]): unknown =>
+          typeof text === 'string'
+            ? session.query(text, [...(values ?? [])])
+            : session.submit(text as pg.Submittable),
       } as PostgresPoolClient;
     },
   };
 }
 
-/** A pooled Kysely instance over node-postgres; `bigint` columns read as numbers. */
+/**
+ * A pooled Kysely instance over node-postgres; `bigint` columns read as numbers. A transaction's
+ * `BEGIN` goes with its first statement that has parameters, in one round trip; a `BEGIN` that
+ * fails runs nothing (see {@link DatabaseOptions.prepareThreshold} for prepared statements).
+ */
 export function createDatabase<DB>(options: DatabaseOptions): Kysely<DB> {
   const pool = new pg.Pool({
     connectionString: options.url,
