@@ -24,6 +24,9 @@ interface SubmittedNames {
   submittedNamedStatements: Record<string, string>;
 }
 
+/** How pg reports a query's end: once, or again after an error it reported (ignored then). */
+type Callback = (error: Error | null | undefined, result?: unknown) => void;
+
 /**
  * `begin` and `statement` as one submission: BEGIN's Parse, Bind and Execute, then the
  * statement's messages and their Sync, in one write. The statement's responses go to it;
@@ -31,15 +34,25 @@ interface SubmittedNames {
  */
 class BeginWithStatement implements pg.Submittable {
   #begun = false;
+  #failedBeforeBegin = false;
+  private readonly statement: PgQuery;
+
+  /** Called when the statement ends; pg wraps it when it times queries (`query_timeout`). */
+  callback: Callback;
 
   constructor(
     private readonly begin: string,
-    private readonly statement: PgQuery,
-  ) {}
+    statement: pg.QueryConfig,
+    callback: Callback,
+  ) {
+    this.callback = callback;
+    const done: Callback = (error, result) => this.callback(error, result);
+    this.statement = new pg.Query(statement, done) as unknown as PgQuery;
+  }
 
-  /** Whether PostgreSQL completed the BEGIN. */
-  get begun(): boolean {
-    return this.#begun;
+  /** Whether PostgreSQL reported an error before it completed the BEGIN: nothing ran. */
+  get failedBeforeBegin(): boolean {
+    return this.#failedBeforeBegin;
   }
 
   /** pg marks the active query's name parsed at every ParseComplete: BEGIN's is not the statement's. */
@@ -70,14 +83,16 @@ class BeginWithStatement implements pg.Submittable {
     else this.#begun = true;
   }
 
+  /** An error PostgreSQL reported, or the connection's; not one pg met binding the values. */
   handleError(error: Error, connection: pg.Connection): void {
-    // A failed BEGIN skipped the statement: its name was sent, never parsed.
     const { name } = this.statement;
-    if (!this.#begun && name !== undefined) {
-      Reflect.deleteProperty(
-        (connection as unknown as SubmittedNames).submittedNamedStatements,
-        name,
-      );
+    if (!this.#begun) {
+      this.#failedBeforeBegin = true;
+      // The statement was skipped: its name was sent, never parsed.
+      if (name !== undefined) {
+        const { submittedNamedStatements } = connection as unknown as SubmittedNames;
+        Reflect.deleteProperty(submittedNamedStatements, name);
+      }
     }
     this.statement.handleError(error, connection);
   }
@@ -108,7 +123,7 @@ class BeginWithStatement implements pg.Submittable {
 /**
  * Runs `statement` (extended protocol: it has values) on `client` right after `begin`, in one
  * round trip, and settles with the statement's result or error; `beginFailed` hears first when
- * the statement failed before BEGIN completed (it did not run; only a ROLLBACK should follow).
+ * PostgreSQL refused the BEGIN (the statement did not run; only a ROLLBACK should follow).
  */
 export function queryAfterBegin(
   client: pg.ClientBase,
@@ -117,16 +132,17 @@ export function queryAfterBegin(
   beginFailed: (error: Error) => void,
 ): Promise<pg.QueryResult> {
   return new Promise((resolve, reject) => {
-    const submission = new BeginWithStatement(
+    const submission: BeginWithStatement = new BeginWithStatement(
       begin,
-      new pg.Query(statement, (error: Error | null | undefined, result: unknown) => {
+      statement,
+      (error, result) => {
         if (error === undefined || error === null) {
           resolve(result as pg.QueryResult);
           return;
         }
-        if (!submission.begun) beginFailed(error);
+        if (submission.failedBeforeBegin) beginFailed(error);
         reject(error);
-      }) as unknown as PgQuery,
+      },
     );
     client.query(submission);
   });

@@ -171,21 +171,55 @@ describe('transactions', () => {
     });
   });
 
-  it('a first statement whose values cannot be sent leaves no transaction open on the connection', async () => {
+  it('a first statement whose values cannot be sent fails alone: the transaction goes on, the statement stays usable', async () => {
     await withPool(1, async (db) => {
+      await sql`CREATE TABLE unsendable (id int PRIMARY KEY, v text)`.execute(db);
       const unsendable = {
         toPostgres: () => {
           throw new Error('cannot be sent');
         },
       };
-      const failed = db
-        .transaction()
-        .execute((trx) => sql`SELECT ${unsendable}::text AS v`.execute(trx));
+      const insert = (trx: Kysely<unknown>, id: number, v: unknown) =>
+        sql`INSERT INTO unsendable VALUES (${id}, ${v})`.execute(trx);
+      // Prepared on its first run (threshold 1): once failing there, once when already prepared.
+      for (const first of [unsendable, 'a']) {
+        const id = first === 'a' ? 10 : 20;
+        await db.transaction().execute(async (trx) => {
+          if (first === 'a') await insert(trx, id - 1, first);
+          await expect(insert(trx, id, unsendable)).rejects.toThrow('cannot be sent');
+          await insert(trx, id, 'b');
+        });
+      }
+      const { rows } = await sql<{ id: number }>`SELECT id FROM unsendable ORDER BY id`.execute(db);
+      expect(rows).toEqual([{ id: 9 }, { id: 10 }, { id: 20 }]);
+      const failed = db.transaction().execute((trx) => insert(trx, 30, unsendable));
       await expect(failed).rejects.toThrow('cannot be sent');
       // The first statement of a transaction starts at the transaction's start.
-      const { rows } = await sql<{ fresh: boolean }>`
+      const fresh = await sql<{ fresh: boolean }>`
         SELECT transaction_timestamp() = statement_timestamp() AS fresh`.execute(db);
-      expect(rows).toEqual([{ fresh: true }]);
+      expect(fresh.rows).toEqual([{ fresh: true }]);
+    });
+  });
+
+  it('a connection given back inside a transaction is not reused; ROLLBACK WORK ends a failed BEGIN', async () => {
+    await withPool(1, async (db) => {
+      await db.connection().execute(async (conn) => {
+        await sql.raw('BEGIN').execute(conn);
+        await sql`SELECT ${1}::int AS one`.execute(conn);
+      });
+      const fresh = await sql<{ fresh: boolean }>`
+        SELECT transaction_timestamp() = statement_timestamp() AS fresh`.execute(db);
+      expect(fresh.rows).toEqual([{ fresh: true }]);
+      await db.connection().execute(async (conn) => {
+        await sql.raw('BEGIN ISOLATION LEVEL no such level').execute(conn);
+        await expect(sql`SELECT ${1}::int AS one`.execute(conn)).rejects.toThrow(/syntax error/);
+        await expect(sql`SELECT ${2}::int AS two`.execute(conn)).rejects.toMatchObject({
+          code: 'transaction_not_begun',
+        });
+        await sql.raw('ROLLBACK WORK').execute(conn);
+        const { rows } = await sql<{ n: number }>`SELECT ${3}::int AS n`.execute(conn);
+        expect(rows).toEqual([{ n: 3 }]);
+      });
     });
   });
 

@@ -14,7 +14,7 @@ import pg from 'pg';
 import { queryAfterBegin } from './begin-with-statement.js';
 
 /** The codes of the SluiceErrors this package throws. */
-export type DatabaseErrorCode = 'int8_out_of_range' | 'migration_failed';
+export type DatabaseErrorCode = 'int8_out_of_range' | 'migration_failed' | 'transaction_not_begun';
 
 /** int8 columns arrive as numbers; values beyond 2^53 would lose precision, so they fail loudly. */
 function parseInt8(text: string): number {
@@ -104,8 +104,16 @@ function statementNamer(threshold: number): StatementNamer {
 const RESULT_TYPE_CHANGED = /cached plan must not change result type/;
 // Transaction control alone in its text (a text may hold several statements).
 const TRANSACTION_START = /^\s*(begin|start\s+transaction)\b[^;]*;?\s*$/i;
-const TRANSACTION_END = /^\s*(commit|end|rollback|abort)\s*;?\s*$/i;
-const ROLLBACK = /^\s*(rollback|abort)\s*;?\s*$/i;
+const TRANSACTION_END = /^\s*(commit|end|rollback|abort)(\s+(work|transaction))?\s*;?\s*$/i;
+const ROLLBACK = /^\s*(rollback|abort)(\s+(work|transaction))?\s*;?\s*$/i;
+
+/** What a statement after a BEGIN PostgreSQL refused is told: nothing runs outside it. */
+const notBegun = (cause: Error) =>
+  new SluiceError<DatabaseErrorCode>(
+    'transaction_not_begun',
+    `The transaction did not begin (${cause.message}); only ROLLBACK may follow`,
+    { cause },
+  );
 
 /** The result of transaction control that had nothing to do, without a round trip. */
 const completed = (command: 'BEGIN' | 'COMMIT' | 'ROLLBACK'): Promise<pg.QueryResult> =>
@@ -135,16 +143,18 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
           ? client.query(text, values)
           : client.query(statement);
     return result.catch((error: unknown) => {
-      // This statement fails on every connection that prepared it: the next run prepares it
-      // again under another name. (The caller still sees this failure.)
-      if (name !== undefined && error instanceof Error && RESULT_TYPE_CHANGED.test(error.message))
+      // The next run prepares it again under another name: PostgreSQL refuses it on every
+      // connection that prepared it (its result columns changed), or pg dropped it (values it
+      // could not send). The caller still sees this failure.
+      const dropped = !(error instanceof pg.DatabaseError);
+      if (name !== undefined && (dropped || RESULT_TYPE_CHANGED.test(error.message)))
         namer.forget(text);
       throw error;
     });
   };
   const query = (text: string, values: unknown[]): Promise<pg.QueryResult> => {
     if (failed !== undefined) {
-      if (!ROLLBACK.test(text)) return Promise.reject(failed);
+      if (!ROLLBACK.test(text)) return Promise.reject(notBegun(failed));
       failed = undefined;
       return client.query(text);
     }
@@ -165,10 +175,14 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
       failed = error as Error;
       throw error;
     });
-  /** A query object (a cursor) goes after the BEGIN still waiting, if any. */
+  /** A query object (a cursor) goes after the BEGIN still waiting, and not if it failed. */
   const submit = (submittable: pg.Submittable) => {
     if (begin !== undefined) void sendBegin(begin).catch(() => undefined);
     begin = undefined;
+    // pg reports an Error a query's submit returns to that query.
+    const send = submittable.submit.bind(submittable);
+    submittable.submit = (connection) =>
+      failed === undefined ? send(connection) : notBegun(failed);
     return client.query(submittable);
   };
   return { query, submit };
@@ -186,7 +200,10 @@ function preparingPool(pool: pg.Pool, namer: StatementNamer): PostgresPool {
         get processID() {
           return (client as { processID?: number }).processID;
         },
-        release: (destroy?: boolean) => client.release(destroy),
+        // Given back inside a transaction (a caller that neither committed nor rolled back):
+        // closed rather than lent to the next caller in the middle of it.
+        release: (destroy?: boolean) =>
+          client.release(destroy === true || client.getTransactionStatus() !== 'I'),
         query: (text: unknown, values?: readonly unknown[]): unknown =>
           typeof text === 'string'
             ? session.query(text, [...(values ?? [])])
