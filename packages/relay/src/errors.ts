@@ -15,6 +15,7 @@ export type RelayErrorCode =
   | 'replication_source_reused'
   | 'replication_stream_ended'
   | 'replication_stream_failed'
+  | 'send_unacknowledged'
   | 'sink_closed'
   | 'slot_busy'
   | 'slot_create_failed'

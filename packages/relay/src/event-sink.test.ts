@@ -8,6 +8,7 @@ import kafkajs, {
   KafkaJSNonRetriableError,
   KafkaJSNumberOfRetriesExceeded,
   KafkaJSProtocolError,
+  type ICustomPartitioner,
   type Kafka,
   type ProducerBatch,
 } from 'kafkajs';
@@ -233,6 +234,70 @@ describe('Kafka sink', () => {
     expect(sink.blocked()).toBeUndefined();
     expect(fake.producers()).toBe(3);
     expect(fake.batches).toHaveLength(1);
+  });
+
+  it('sends again, with a fresh producer, a send kafkajs reports done without a partition its records went to', async () => {
+    // kafkajs 2.2.4 unpatched: a retry skips partitions that moved to a broker that had answered,
+    // and resolves; their records were never written.
+    const acknowledgements: number[][] = [];
+    let sends = 0;
+    const kafka = {
+      producer: (config: { createPartitioner: ICustomPartitioner }) => {
+        const partitioner = config.createPartitioner();
+        return {
+          connect: () => Promise.resolve(),
+          disconnect: () => Promise.resolve(),
+          sendBatch: (batch: ProducerBatch) => {
+            sends += 1;
+            const topic = batch.topicMessages?.[0];
+            const partitions = (topic?.messages ?? []).map((message) =>
+              partitioner({
+                topic: topic?.topic ?? '',
+                message,
+                partitionMetadata: [0, 1, 2, 3].map((partitionId) => ({
+                  partitionId,
+                  leader: 1,
+                  replicas: [1],
+                  isr: [1],
+                  offlineReplicas: [],
+                  partitionErrorCode: 0,
+                })),
+              }),
+            );
+            const answered = [...new Set(partitions)].filter(
+              (p) => sends > 1 || p === partitions[0],
+            );
+            acknowledgements.push(answered);
+            return Promise.resolve(
+              answered.map((partition) => ({
+                topicName: topic?.topic ?? '',
+                partition,
+                errorCode: 0,
+                baseOffset: '0',
+              })),
+            );
+          },
+        };
+      },
+      admin: () => fakeKafka().kafka.admin(),
+    } as unknown as Kafka;
+    const failures: SendFailure[] = [];
+    const sink = createKafkaSink({
+      kafka,
+      source: '/test',
+      retryInitialMs: 1,
+      onSendFailed: (failure) => failures.push(failure),
+    });
+    const events = ['a', 'b', 'c', 'd', 'e', 'f'].map((id) => ({
+      event: event(id, {}),
+      commitLsn: Lsn.zero,
+    }));
+    await sink.publish(events);
+    expect(sends).toBe(2);
+    expect(acknowledgements[0]).toHaveLength(1);
+    expect(new Set(acknowledgements[1]).size).toBeGreaterThan(1);
+    expect(failures.map((f) => [f.reason, f.attempt])).toEqual([['transient', 1]]);
+    expect(String(failures[0]?.error)).toMatch(/did not acknowledge partition/);
   });
 
   it('splits sends by bytes, in order, under the broker limit', async () => {

@@ -32,6 +32,29 @@ function unlessAborted<T>(work: Promise<T>, signals: readonly AbortSignal[]): Pr
   });
 }
 
+/**
+ * Fails a send unless its acknowledgement holds every partition its records went to. kafkajs
+ * 2.2.4 (unpatched) resolves a retried send without the partitions that moved from a failed
+ * broker to one that had answered, never having written their records; the send is made again.
+ */
+function assertAcknowledged(
+  chunk: readonly OutgoingRecord[],
+  acknowledged: readonly RecordMetadata[],
+  chosen: WeakMap<Message, number>,
+): void {
+  const answered = new Set(acknowledged.map((meta) => `${meta.partition}@${meta.topicName}`));
+  for (const item of chunk) {
+    const partition = chosen.get(item.message);
+    if (partition === undefined || partition < 0 || answered.has(`${partition}@${item.topic}`))
+      continue;
+    throw new SluiceError<RelayErrorCode>(
+      'send_unacknowledged',
+      `Kafka did not acknowledge partition ${partition} of ${item.topic} in a send reported done`,
+      { retriable: true },
+    );
+  }
+}
+
 function pause(ms: number, signals: readonly AbortSignal[]): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const elapsed = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
@@ -47,7 +70,7 @@ export class KafkaSender {
   private producer: Producer | undefined;
   private readonly closing = new AbortController();
   private readonly ensureTopics: (topics: Iterable<string>) => Promise<void>;
-  /** The partition kafkajs picked for each message sent, for {@link locateRecords}. */
+  /** The partition kafkajs picked for each message sent: checked against the acknowledgement. */
   private readonly partitions = new WeakMap<Message, number>();
   private readonly kafka: Kafka;
   /** The codec of a send holding a record marked `compress`. */
@@ -69,10 +92,7 @@ export class KafkaSender {
     this.compression = compressionType(codec);
     // GZIP is kafkajs' own.
     if (codec !== 'none' && codec !== 'gzip') registerCodecs();
-    this.kafka =
-      options.onAcknowledged === undefined && options.tracer === undefined
-        ? options.kafka
-        : partitionNoting(options.kafka, this.partitions);
+    this.kafka = partitionNoting(options.kafka, this.partitions);
   }
 
   /** What ends a publish: the sink closing, and the caller's signal. */
@@ -157,6 +177,7 @@ export class KafkaSender {
         : {}),
       topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
     });
+    assertAcknowledged(chunk, acknowledged, this.partitions);
     this.report(chunk, acknowledged, startedAt);
   }
 
