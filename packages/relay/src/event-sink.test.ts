@@ -236,25 +236,29 @@ describe('Kafka sink', () => {
     expect(fake.batches).toHaveLength(1);
   });
 
-  it('sends again, with a fresh producer, a send kafkajs reports done without a partition its records went to', async () => {
-    // kafkajs 2.2.4 unpatched: a retry skips partitions that moved to a broker that had answered,
-    // and resolves; their records were never written.
-    const acknowledgements: number[][] = [];
+  /**
+   * Kafka whose sends partition every message once per entry of `rounds(send)` (the topic's
+   * partition count in that attempt, as kafkajs partitions again on each retry) and acknowledge
+   * `answered(send, partitionsPerRound)`.
+   */
+  function partitioningKafka(
+    rounds: (send: number) => number[],
+    answered: (send: number, partitions: number[][]) => number[],
+  ) {
     let sends = 0;
     const kafka = {
       producer: (config: { createPartitioner: ICustomPartitioner }) => {
         const partitioner = config.createPartitioner();
-        return {
-          connect: () => Promise.resolve(),
-          disconnect: () => Promise.resolve(),
-          sendBatch: (batch: ProducerBatch) => {
-            sends += 1;
-            const topic = batch.topicMessages?.[0];
-            const partitions = (topic?.messages ?? []).map((message) =>
+        const sendBatch = (batch: ProducerBatch) => {
+          sends += 1;
+          const topic = batch.topicMessages?.[0];
+          const name = topic?.topic ?? '';
+          const perRound = rounds(sends).map((count) =>
+            (topic?.messages ?? []).map((message) =>
               partitioner({
-                topic: topic?.topic ?? '',
+                topic: name,
                 message,
-                partitionMetadata: [0, 1, 2, 3].map((partitionId) => ({
+                partitionMetadata: Array.from({ length: count }, (_, partitionId) => ({
                   partitionId,
                   leader: 1,
                   replicas: [1],
@@ -263,24 +267,27 @@ describe('Kafka sink', () => {
                   partitionErrorCode: 0,
                 })),
               }),
-            );
-            const answered = [...new Set(partitions)].filter(
-              (p) => sends > 1 || p === partitions[0],
-            );
-            acknowledgements.push(answered);
-            return Promise.resolve(
-              answered.map((partition) => ({
-                topicName: topic?.topic ?? '',
-                partition,
-                errorCode: 0,
-                baseOffset: '0',
-              })),
-            );
-          },
+            ),
+          );
+          const acknowledged = [...new Set(answered(sends, perRound))];
+          return Promise.resolve(
+            acknowledged.map((partition) => ({
+              topicName: name,
+              partition,
+              errorCode: 0,
+              baseOffset: '0',
+            })),
+          );
         };
+        return { connect: () => Promise.resolve(), disconnect: () => Promise.resolve(), sendBatch };
       },
       admin: () => fakeKafka().kafka.admin(),
     } as unknown as Kafka;
+    return { kafka, sends: () => sends };
+  }
+
+  /** Publishes six events through `kafka`; returns the failures reported. */
+  async function publishSix(kafka: Kafka): Promise<SendFailure[]> {
     const failures: SendFailure[] = [];
     const sink = createKafkaSink({
       kafka,
@@ -288,16 +295,44 @@ describe('Kafka sink', () => {
       retryInitialMs: 1,
       onSendFailed: (failure) => failures.push(failure),
     });
-    const events = ['a', 'b', 'c', 'd', 'e', 'f'].map((id) => ({
-      event: event(id, {}),
-      commitLsn: Lsn.zero,
-    }));
-    await sink.publish(events);
-    expect(sends).toBe(2);
-    expect(acknowledgements[0]).toHaveLength(1);
-    expect(new Set(acknowledgements[1]).size).toBeGreaterThan(1);
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f'];
+    await sink.publish(ids.map((id) => ({ event: event(id, {}), commitLsn: Lsn.zero })));
+    return failures;
+  }
+
+  it('sends again, with a fresh producer, a send kafkajs reports done without a partition its records went to', async () => {
+    // kafkajs 2.2.4 unpatched: a retry skips partitions that moved to a broker that had answered,
+    // and resolves; their records were never written.
+    const fake = partitioningKafka(
+      () => [4],
+      (send, [partitions = []]) =>
+        send > 1 ? partitions : partitions.filter((p) => p === partitions[0]),
+    );
+    const failures = await publishSix(fake.kafka);
+    expect(fake.sends()).toBe(2);
     expect(failures.map((f) => [f.reason, f.attempt])).toEqual([['transient', 1]]);
     expect(String(failures[0]?.error)).toMatch(/did not acknowledge partition/);
+  });
+
+  it('checks the partition of each record’s latest attempt when the topic grew in the middle of a send', async () => {
+    // Two partitions in the first attempt, four in the retry; the acknowledgement holds only
+    // the first attempt's partitions.
+    const fake = partitioningKafka(
+      (send) => (send > 1 ? [4] : [2, 4]),
+      (send, rounds) => (send > 1 ? (rounds[0] ?? []) : [0, 1]),
+    );
+    const failures = await publishSix(fake.kafka);
+    expect(fake.sends()).toBe(2);
+    expect(failures.map((f) => [f.reason, f.attempt])).toEqual([['transient', 1]]);
+  });
+
+  it('does not send again a send whose acknowledgement holds every partition', async () => {
+    const fake = partitioningKafka(
+      () => [4],
+      (_send, rounds) => rounds.flat(),
+    );
+    expect(await publishSix(fake.kafka)).toEqual([]);
+    expect(fake.sends()).toBe(1);
   });
 
   it('splits sends by bytes, in order, under the broker limit', async () => {

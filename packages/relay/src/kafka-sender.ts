@@ -40,13 +40,12 @@ function unlessAborted<T>(work: Promise<T>, signals: readonly AbortSignal[]): Pr
 function assertAcknowledged(
   chunk: readonly OutgoingRecord[],
   acknowledged: readonly RecordMetadata[],
-  chosen: WeakMap<Message, number>,
+  latest: WeakMap<Message, number>,
 ): void {
   const answered = new Set(acknowledged.map((meta) => `${meta.partition}@${meta.topicName}`));
   for (const item of chunk) {
-    const partition = chosen.get(item.message);
-    if (partition === undefined || partition < 0 || answered.has(`${partition}@${item.topic}`))
-      continue;
+    const partition = latest.get(item.message);
+    if (partition === undefined || answered.has(`${partition}@${item.topic}`)) continue;
     throw new SluiceError<RelayErrorCode>(
       'send_unacknowledged',
       `Kafka did not acknowledge partition ${partition} of ${item.topic} in a send reported done`,
@@ -70,8 +69,10 @@ export class KafkaSender {
   private producer: Producer | undefined;
   private readonly closing = new AbortController();
   private readonly ensureTopics: (topics: Iterable<string>) => Promise<void>;
-  /** The partition kafkajs picked for each message sent: checked against the acknowledgement. */
+  /** The partition kafkajs picked for each message sent, for {@link locateRecords}. */
   private readonly partitions = new WeakMap<Message, number>();
+  /** The partition of each message's latest attempt: the acknowledgement must hold it. */
+  private readonly latestPartitions = new WeakMap<Message, number>();
   private readonly kafka: Kafka;
   /** The codec of a send holding a record marked `compress`. */
   private readonly compression: CompressionTypes;
@@ -92,7 +93,7 @@ export class KafkaSender {
     this.compression = compressionType(codec);
     // GZIP is kafkajs' own.
     if (codec !== 'none' && codec !== 'gzip') registerCodecs();
-    this.kafka = partitionNoting(options.kafka, this.partitions);
+    this.kafka = partitionNoting(options.kafka, this.partitions, this.latestPartitions);
   }
 
   /** What ends a publish: the sink closing, and the caller's signal. */
@@ -177,7 +178,7 @@ export class KafkaSender {
         : {}),
       topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
     });
-    assertAcknowledged(chunk, acknowledged, this.partitions);
+    assertAcknowledged(chunk, acknowledged, this.latestPartitions);
     this.report(chunk, acknowledged, startedAt);
   }
 

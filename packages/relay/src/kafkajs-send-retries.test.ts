@@ -18,18 +18,35 @@ interface Message {
 interface Produced {
   attempt: number;
   node: number;
+  topic: string;
   partition: number;
   keys: string[];
 }
+type TopicMessages = { topic: string; messages: Message[] }[];
 interface Send {
   (args: {
     acks: number;
     timeout: number;
-    topicMessages: { topic: string; messages: Message[] }[];
+    topicMessages: TopicMessages;
   }): Promise<{ topicName: string; partition: number; baseOffset: string }[]>;
 }
 type SendMessages = (options: Record<string, unknown>) => Send;
 type CreateRetry = (options: Record<string, number>) => unknown;
+interface ProduceArgs {
+  topicData: { topic: string; partitions: { partition: number; messages: Message[] }[] }[];
+}
+
+/**
+ * Partition leaders per attempt (`leaders[attempt]`, the last holding after; `leadersOf` per
+ * topic), the nodes refusing produce requests per attempt (`failing`), and nodes that answer
+ * their first request only after `slowMs` (as the attempt decided when it was sent).
+ */
+interface Script {
+  leaders: number[][];
+  leadersOf?: Record<string, number[][]>;
+  failing: number[][];
+  slowMs?: Record<number, number>;
+}
 
 const originalRoot = dirname(require.resolve('kafkajs-original/package.json'));
 const copies = {
@@ -45,44 +62,52 @@ const silent = {
   warn: () => undefined,
   error: () => undefined,
 };
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * A cluster whose partition leaders follow `leaders[attempt]` (the last one holds after), where
- * the nodes in `failing[attempt]` refuse produce requests with a connection error; metadata is
- * refreshed, and the attempt advances, on every retriable failure, as kafkajs does.
+ * A cluster that follows `script`; metadata is refreshed, and the attempt advances, on every
+ * retriable failure, as kafkajs does.
  */
-function scriptedCluster(script: { leaders: number[][]; failing: number[][] }) {
+function scriptedCluster(script: Script) {
   let attempt = 0;
   let offset = 0;
   const produced: Produced[] = [];
-  const leadersNow = () => script.leaders[Math.min(attempt, script.leaders.length - 1)] ?? [];
+  const leadersNow = (topic: string) => {
+    const leaders = script.leadersOf?.[topic] ?? script.leaders;
+    return leaders[Math.min(attempt, leaders.length - 1)] ?? [];
+  };
+  const slow = new Map(Object.entries(script.slowMs ?? {}).map(([n, ms]) => [Number(n), ms]));
+  const answer = (nodeId: number, sentIn: number, { topicData }: ProduceArgs) => {
+    if ((script.failing[sentIn] ?? []).includes(nodeId)) {
+      const error = new Error(`node ${nodeId} is down`);
+      throw Object.assign(error, { name: 'KafkaJSConnectionError', retriable: true });
+    }
+    const topics = topicData.map(({ topic, partitions }) => ({
+      topicName: topic,
+      partitions: partitions.map(({ partition, messages }) => {
+        produced.push({
+          attempt: sentIn,
+          node: nodeId,
+          topic,
+          partition,
+          keys: messages.map((m) => m.key),
+        });
+        offset += messages.length;
+        return { partition, errorCode: 0, baseOffset: String(offset - messages.length) };
+      }),
+    }));
+    return { topics };
+  };
   const brokers = new Map<number, object>();
   const broker = (nodeId: number) => {
-    const existing = brokers.get(nodeId);
-    if (existing !== undefined) return existing;
-    const made = {
+    const made = brokers.get(nodeId) ?? {
       nodeId,
-      produce: ({
-        topicData,
-      }: {
-        topicData: { partitions: { partition: number; messages: Message[] }[] }[];
-      }) => {
-        if ((script.failing[attempt] ?? []).includes(nodeId)) {
-          return Promise.reject(
-            Object.assign(new Error(`node ${nodeId} is down`), {
-              name: 'KafkaJSConnectionError',
-              retriable: true,
-            }),
-          );
-        }
-        const partitions = topicData.flatMap((topic) => topic.partitions);
-        for (const { partition, messages } of partitions)
-          produced.push({ attempt, node: nodeId, partition, keys: messages.map((m) => m.key) });
-        const answered = partitions.map(({ partition, messages }) => {
-          offset += messages.length;
-          return { partition, errorCode: 0, baseOffset: String(offset - messages.length) };
-        });
-        return Promise.resolve({ topics: [{ topicName: TOPIC, partitions: answered }] });
+      produce: async (args: ProduceArgs) => {
+        const sentIn = attempt;
+        const delay = slow.get(nodeId);
+        slow.delete(nodeId);
+        if (delay !== undefined) await sleep(delay);
+        return answer(nodeId, sentIn, args);
       },
     };
     brokers.set(nodeId, made);
@@ -98,12 +123,12 @@ function scriptedCluster(script: { leaders: number[][]; failing: number[][] }) {
     },
     isConnected: () => true,
     removeBroker: () => undefined,
-    findTopicPartitionMetadata: () =>
-      leadersNow().map((leader, partitionId) => ({ partitionId, leader })),
-    findLeaderForPartitions: (_topic: string, partitions: string[]) => {
+    findTopicPartitionMetadata: (topic: string) =>
+      leadersNow(topic).map((leader, partitionId) => ({ partitionId, leader })),
+    findLeaderForPartitions: (topic: string, partitions: string[]) => {
       const result: Record<number, number[]> = {};
       for (const id of partitions.map(Number)) {
-        const leader = leadersNow()[id] ?? -1;
+        const leader = leadersNow(topic)[id] ?? -1;
         (result[leader] ??= []).push(id);
       }
       return result;
@@ -113,42 +138,52 @@ function scriptedCluster(script: { leaders: number[][]; failing: number[][] }) {
   return { cluster, produced };
 }
 
-/** A send of `messages` by `copy` over `script`: what it produced, and what it resolved with. */
-async function send(
-  copy: SendMessages,
-  script: { leaders: number[][]; failing: number[][] },
-  messages: Message[],
-) {
-  const { cluster, produced } = scriptedCluster(script);
-  const sequences = new Map<number, number>();
-  const eosManager = {
+/** kafkajs' idempotence bookkeeping: sequences per topic and partition, a lock per broker. */
+function eosManager() {
+  const sequences = new Map<string, number>();
+  const locks = new Map<object, Promise<void>>();
+  const released = new Map<object, () => void>();
+  return {
+    sequences,
     isTransactional: () => false,
-    acquireBrokerLock: () => Promise.resolve(),
-    releaseBrokerLock: () => Promise.resolve(),
-    getSequence: (_topic: string, partition: number) => sequences.get(partition) ?? 0,
-    updateSequence: (_topic: string, partition: number, by: number) =>
-      sequences.set(partition, (sequences.get(partition) ?? 0) + by),
+    acquireBrokerLock: async (broker: object) => {
+      while (locks.has(broker)) await locks.get(broker);
+      locks.set(broker, new Promise<void>((resolve) => released.set(broker, resolve)));
+    },
+    releaseBrokerLock: (broker: object) => {
+      locks.delete(broker);
+      released.get(broker)?.();
+      return Promise.resolve();
+    },
+    getSequence: (topic: string, partition: number) => sequences.get(`${topic}:${partition}`) ?? 0,
+    updateSequence: (topic: string, partition: number, by: number) => {
+      const key = `${topic}:${partition}`;
+      sequences.set(key, (sequences.get(key) ?? 0) + by);
+    },
     getProducerId: () => 1,
     getProducerEpoch: () => 0,
   };
+}
+
+/** A send by `copy` over `script`: what it produced, what it resolved with, the sequences. */
+async function send(copy: SendMessages, script: Script, topicMessages: TopicMessages) {
+  const { cluster, produced } = scriptedCluster(script);
+  const eos = eosManager();
   const retrier = createRetry({ retries: 10, initialRetryTime: 1, maxRetryTime: 2 });
   const run = copy({
     logger: silent,
     cluster,
     partitioner: ({ message }: { message: Message }) => message.partition,
-    eosManager,
+    eosManager: eos,
     retrier,
   });
-  const resolved = await run({
-    acks: -1,
-    timeout: 1000,
-    topicMessages: [{ topic: TOPIC, messages }],
-  });
-  return { produced, resolved, sequences };
+  const resolved = await run({ acks: -1, timeout: 1000, topicMessages });
+  return { produced, resolved, sequences: eos.sequences };
 }
 
 const messagesTo = (partitions: number[]): Message[] =>
   partitions.map((partition, i) => ({ key: `m${i}`, value: `v${i}`, partition }));
+const toTopic = (messages: Message[]): TopicMessages => [{ topic: TOPIC, messages }];
 const delivered = (produced: Produced[]) => produced.flatMap((p) => p.keys).sort();
 
 describe('kafkajs send retries', () => {
@@ -163,21 +198,50 @@ describe('kafkajs send retries', () => {
       failing: [[2]],
     };
     const messages = messagesTo([0, 1, 1]);
-    const fixed = await send(copies.patched, script, messages);
+    const fixed = await send(copies.patched, script, toTopic(messages));
     expect(delivered(fixed.produced)).toEqual(['m0', 'm1', 'm2']);
     expect(fixed.produced).toEqual([
-      { attempt: 0, node: 1, partition: 0, keys: ['m0'] },
-      { attempt: 1, node: 1, partition: 1, keys: ['m1', 'm2'] },
+      { attempt: 0, node: 1, topic: TOPIC, partition: 0, keys: ['m0'] },
+      { attempt: 1, node: 1, topic: TOPIC, partition: 1, keys: ['m1', 'm2'] },
     ]);
     expect(fixed.resolved.map((r) => r.partition).sort()).toEqual([0, 1]);
     expect([...fixed.sequences]).toEqual([
-      [0, 1],
-      [1, 2],
+      ['t:0', 1],
+      ['t:1', 2],
     ]);
     // The original resolves as if all went out, and never sent partition 1.
-    const original = await send(copies.original, script, messages);
+    const original = await send(copies.original, script, toTopic(messages));
     expect(delivered(original.produced)).toEqual(['m0']);
     expect(original.resolved.map((r) => r.partition)).toEqual([0]);
+  });
+
+  it('wait for a request of an earlier attempt still open on a broker, and send what it did not', async () => {
+    // Node 1 refuses at once; node 2 answers its first request 30 ms later, failing or not.
+    for (const failing of [[[1, 2]], [[1]]]) {
+      const script = { leaders: [[1, 2]], failing, slowMs: { 2: 30 } };
+      const { produced, resolved } = await send(
+        copies.patched,
+        script,
+        toTopic(messagesTo([0, 1])),
+      );
+      expect(delivered(produced)).toEqual(['m0', 'm1']);
+      expect(resolved.map((r) => r.partition).sort()).toEqual([0, 1]);
+    }
+  });
+
+  it('count a message given for two topics once in each', async () => {
+    const [shared] = messagesTo([0]);
+    if (shared === undefined) throw new Error('no message');
+    const script = { leaders: [[1]], leadersOf: { b: [[2]] }, failing: [[2]] };
+    const topicMessages = [
+      { topic: 'a', messages: [shared] },
+      { topic: 'b', messages: [shared] },
+    ];
+    const { produced } = await send(copies.patched, script, topicMessages);
+    expect(produced.map((p) => [p.topic, p.node, p.keys])).toEqual([
+      ['a', 1, ['m0']],
+      ['b', 2, ['m0']],
+    ]);
   });
 
   it('produce as the original when no partition moves to a broker that answered', async () => {
@@ -197,8 +261,8 @@ describe('kafkajs send retries', () => {
     for (const script of scripts) {
       const messages = messagesTo([0, 1, 2, 2, 0]);
       const [fixed, original] = await Promise.all([
-        send(copies.patched, script, messages),
-        send(copies.original, script, messages),
+        send(copies.patched, script, toTopic(messages)),
+        send(copies.original, script, toTopic(messages)),
       ]);
       expect(fixed.produced).toEqual(original.produced);
       expect(fixed.resolved).toEqual(original.resolved);
@@ -219,7 +283,11 @@ describe('kafkajs send retries', () => {
     await fc.assert(
       fc.asyncProperty(scenario, async ({ leaders, failing, partitions }) => {
         const messages = messagesTo(partitions);
-        const { produced, resolved } = await send(copies.patched, { leaders, failing }, messages);
+        const { produced, resolved } = await send(
+          copies.patched,
+          { leaders, failing },
+          toTopic(messages),
+        );
         expect(delivered(produced)).toEqual(messages.map((m) => m.key).sort());
         for (const p of produced) {
           const attemptLeaders = leaders[Math.min(p.attempt, leaders.length - 1)] ?? [];

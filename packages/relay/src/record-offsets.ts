@@ -5,9 +5,14 @@ import type { OutgoingRecord } from './outgoing-records.js';
 /**
  * Notes the partition kafkajs' own partitioner picks for each message: the acknowledgement
  * gives offsets per partition, not per message. Wraps `kafka` so that the producers it makes
- * keep their settings and partitioner, which then also writes its choice into `chosen`.
+ * keep their settings and partitioner, which then also writes its choice into `chosen`, and
+ * its latest choice into `latest`.
  */
-export function partitionNoting(kafka: Kafka, chosen: WeakMap<Message, number>): Kafka {
+export function partitionNoting(
+  kafka: Kafka,
+  chosen: WeakMap<Message, number>,
+  latest?: WeakMap<Message, number>,
+): Kafka {
   const noting = Object.create(kafka) as Kafka;
   noting.producer = (config = {}) => {
     const createPartitioner = config.createPartitioner;
@@ -20,6 +25,7 @@ export function partitionNoting(kafka: Kafka, chosen: WeakMap<Message, number>):
         // the record's partition unknown: which attempt stored it is not known.
         const before = chosen.get(args.message);
         chosen.set(args.message, before === undefined || before === partition ? partition : -1);
+        latest?.set(args.message, partition);
         return partition;
       };
     };
