@@ -256,11 +256,16 @@ async function startPipeline(database: TestDatabase): Promise<Started> {
         'sluice_projector_apply_latency_seconds',
         '{projection="cart_summary"}',
       ),
+      projectorRecordsPerBatch: await histogram(
+        projector,
+        'sluice_projector_batch_size',
+        '{projection="cart_summary"}',
+      ),
     }),
   };
 }
 
-/** Each stage's mean in ms between two readings of {@link Started.stages}. */
+/** Each stage's mean between two readings of {@link Started.stages}: in ms for times (`…Ms`). */
 function stageMeans(
   before: Record<string, [number, number]>,
   after: Record<string, [number, number]>,
@@ -268,7 +273,8 @@ function stageMeans(
   return Object.fromEntries(
     Object.entries(after).map(([stage, [sum, count]]) => {
       const [sum0, count0] = before[stage] ?? [0, 0];
-      return [stage, round(((sum - sum0) / (count - count0)) * 1000, 1)];
+      const scale = stage.endsWith('Ms') ? 1000 : 1;
+      return [stage, round(((sum - sum0) / (count - count0)) * scale, 1)];
     }),
   );
 }
@@ -398,7 +404,10 @@ async function rateRun(
 ) {
   const before = await pipeline.stages();
   const measured = await measure(sampler, () => writeAtRate(shop, pool, rate));
-  const stages = stageMeans(before, await pipeline.stages());
+  const after = await pipeline.stages();
+  const stages = stageMeans(before, after);
+  const batches =
+    (after.projectorRecordsPerBatch?.[1] ?? 0) - (before.projectorRecordsPerBatch?.[1] ?? 0);
   const { total, failures, achievedRate, latencies } = measured.result;
   const written = total - failures;
   return {
@@ -410,7 +419,7 @@ async function rateRun(
     p90Ms: round(percentile(latencies, 90), 1),
     p99Ms: round(percentile(latencies, 99), 1),
     maxMs: round(latencies.at(-1) ?? NaN, 1),
-    stages,
+    stages: { ...stages, projectorBatchesPerSecond: round(batches / measured.seconds, 1) },
     pipelineCpuMsPerWrite: round(pipelineMs(measured.cpu) / written, 3),
     cpuMsPerWrite: cpuReport(measured.cpu, written),
     machineBusyPercent: round(

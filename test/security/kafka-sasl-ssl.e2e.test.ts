@@ -1,13 +1,19 @@
 // Kafka over TLS and SASL: the whole pipeline through the embedded stack's SASL_SSL listener with
-// SCRAM-SHA-512 and the CA verified; and the refusals a start cannot get past (a wrong password,
-// an unknown CA, a certificate not valid for the host name), each ending the relay and the
-// projector at once with one line naming the cause and an exit code of its own, the password
+// SCRAM-SHA-512 and the CA verified; every other mechanism (PLAIN, SCRAM-SHA-256) and mutual TLS
+// against the same broker, through the services' checks and a record sent and fetched back; and
+// the refusals a start cannot get past (a wrong password, an unknown CA, a certificate not valid
+// for the host name, a client certificate the brokers do not trust), each ending the relay and
+// the projector at once with one line naming the cause and an exit code of its own, the password
 // never printed.
-import { ensureCertificates } from '@sluice/stack';
+import { createKafka, kafkaSecurityOf, parseBrokers } from '@sluice/kafka';
+import { ensureCertificates, type Certificates } from '@sluice/stack';
 import { testServers, uniqueName } from '@sluice/testkit';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { shoppingWorkload, startPipeline, type Pipeline } from '../support/pipeline.js';
 import { startService, startedServices, type ServiceProcess } from '../support/services.js';
@@ -133,6 +139,60 @@ describe.runIf(secure !== null)('Kafka over SASL_SSL', () => {
     }
   });
 
+  it('connects with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, with and without a client certificate', async () => {
+    const certificates = await stackCertificates();
+    const client = {
+      KAFKA_SSL_CERT_FILE: certificates.clientCertFile,
+      KAFKA_SSL_KEY_FILE: certificates.clientKeyFile,
+    };
+    const modes = [
+      { KAFKA_SASL_MECHANISM: 'plain' },
+      { KAFKA_SASL_MECHANISM: 'plain', ...client },
+      { KAFKA_SASL_MECHANISM: 'scram-sha-256' },
+      { KAFKA_SASL_MECHANISM: 'scram-sha-512', ...client },
+    ];
+    for (const mode of modes) {
+      const env = secureEnv(mode);
+      const checks = (['relay', 'projector'] as const).map((name) =>
+        startService(name, { DATABASE_URL: databaseUrlOf(pipeline), ...env }, [], {
+          args: ['--check'],
+        }),
+      );
+      const exits = await Promise.all(checks.map((check) => exitWithin(check, 30_000)));
+      const outputs = checks.map((check) => check.output());
+      expect({ mode, exits, outputs }).toMatchObject({ exits: [0, 0] });
+      // The data path too: a record produced and fetched back over the same settings.
+      expect({ mode, fetched: await roundTrip(env) }).toEqual({ mode, fetched: true });
+    }
+  });
+
+  it('names a client certificate the brokers refuse: the services stop at start with 77, --check says it', async () => {
+    const foreign = await foreignClientCertificate();
+    const env = secureEnv({ KAFKA_SSL_CERT_FILE: foreign.cert, KAFKA_SSL_KEY_FILE: foreign.key });
+    const database = { DATABASE_URL: databaseUrlOf(pipeline) };
+    const services = (['relay', 'projector'] as const).map((name) =>
+      startService(name, {
+        ...database,
+        ...env,
+        RELAY_METRICS_PORT: '0',
+        PROJECTOR_METRICS_PORT: '0',
+      }),
+    );
+    const check = startService('relay', { ...database, ...env }, [], { args: ['--check'] });
+    const exits = await Promise.all(
+      [...services, check].map((service) => exitWithin(service, 30_000)),
+    );
+    expect(exits).toEqual([77, 77, 1]);
+    for (const service of [...services, check]) {
+      const lines = service.output().split('\n');
+      expect(lines.filter((line) => line.includes('refused the client certificate'))).toHaveLength(
+        1,
+      );
+      expect(service.output()).not.toContain(password);
+    }
+    expect(check.output()).toContain('kafka_auth_failed');
+  });
+
   it('reports a refused password as one line of --check', async () => {
     const check = startService(
       'relay',
@@ -150,9 +210,92 @@ describe.runIf(secure !== null)('Kafka over SASL_SSL', () => {
   });
 });
 
+/** The stack's certificates: its CA's, another CA's, a client certificate its CA signed. */
+function stackCertificates(): Promise<Certificates> {
+  return ensureCertificates(dirname(secure?.caFile ?? ''));
+}
+
 /** The certificate of a CA that signed nothing the broker presents. */
 async function otherCaFile(): Promise<string> {
-  return (await ensureCertificates(dirname(secure?.caFile ?? ''))).otherCaFile;
+  return (await stackCertificates()).otherCaFile;
+}
+
+/** A client certificate and key signed by the other CA, which the brokers do not trust. */
+async function foreignClientCertificate(): Promise<{ cert: string; key: string }> {
+  const ca = (await stackCertificates()).otherCaFile;
+  const dir = await mkdtemp(join(tmpdir(), 'sluice-foreign-'));
+  const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  run([
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    '/CN=intruder',
+    '-keyout',
+    'c.key',
+    '-out',
+    'c.csr',
+  ]);
+  writeFileSync(join(dir, 'c.ext'), 'extendedKeyUsage=clientAuth\n');
+  run([
+    'x509',
+    '-req',
+    '-in',
+    'c.csr',
+    '-CA',
+    ca,
+    '-CAkey',
+    ca.replace(/\.crt$/, '.key'),
+    '-CAcreateserial',
+    '-days',
+    '1',
+    '-out',
+    'c.crt',
+    '-extfile',
+    'c.ext',
+  ]);
+  return { cert: join(dir, 'c.crt'), key: join(dir, 'c.key') };
+}
+
+/**
+ * Produces a record to a topic of its own over `env`'s settings, as the services read them, and
+ * fetches it back: whether it came back.
+ */
+async function roundTrip(env: Record<string, string>): Promise<boolean> {
+  const { KAFKA_BROKERS: brokers = '', ...settings } = env;
+  const kafka = createKafka({
+    clientId: 'sluice-auth-test',
+    brokers: parseBrokers(brokers),
+    security: kafkaSecurityOf(settings),
+  });
+  const topic = uniqueName('auth_modes');
+  const admin = kafka.admin();
+  const producer = kafka.producer();
+  const consumer = kafka.consumer({ groupId: topic });
+  try {
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    await producer.connect();
+    await producer.send({ topic, messages: [{ value: topic }] });
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    return await new Promise<boolean>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`nothing fetched from ${topic}`)), 30_000);
+      void consumer.run({
+        eachMessage: async ({ message }) => {
+          clearTimeout(timer);
+          resolve(message.value?.toString() === topic);
+          await Promise.resolve();
+        },
+      });
+    });
+  } finally {
+    await consumer.disconnect();
+    await producer.disconnect();
+    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+    await admin.disconnect();
+  }
 }
 
 /** The pipeline's database, as its pool connects to it. */

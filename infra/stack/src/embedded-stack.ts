@@ -81,8 +81,10 @@ export interface KafkaNodeStatus {
 }
 
 /**
- * Kafka's SASL_SSL listener: SCRAM-SHA-256 and SCRAM-SHA-512 for `username`, whose password is
- * generated once into `passwordFile`; its certificate is valid for `localhost` and `127.0.0.1`.
+ * Kafka's SASL_SSL listener: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for `username`, whose password
+ * is generated once into `passwordFile`; its certificate is valid for `localhost` and `127.0.0.1`.
+ * A client certificate signed by `caFile`'s authority may be presented (mutual TLS); one signed by
+ * another is refused.
  */
 export interface KafkaSecureEndpoint {
   brokers: string[];
@@ -269,6 +271,7 @@ class RepositoryStack implements EmbeddedStack {
       secure: {
         certFile: join(this.certificatesDir, 'server.crt'),
         keyFile: join(this.certificatesDir, 'server.key'),
+        caFile: join(this.certificatesDir, 'ca.crt'),
         username: SCRAM_USER,
         passwordFile: this.scramPasswordFile,
       },

@@ -9,6 +9,13 @@ const template = readFileSync(
   'utf8',
 );
 
+/** A SASL_SSL listener's settings but its port. */
+const secure = {
+  keystore: '/data/keystore.pem',
+  truststore: '/certs/ca.crt',
+  plain: { username: 'sluice', password: 'pass-1_2' },
+};
+
 /** The properties as a map; a key set twice would keep its last value, so it is refused. */
 function parse(text: string): Record<string, string> {
   const properties: Record<string, string> = {};
@@ -82,7 +89,7 @@ describe('nodeProperties', () => {
         logDir: '/data/logs',
         voters: [{ nodeId: 1, controllerPort: 19093 }],
         brokers: 1,
-        secure: { port: 19094, keystore: '/data/keystore.pem' },
+        secure: { ...secure, port: 19094 },
       }),
     );
     expect(properties).toMatchObject({
@@ -92,7 +99,11 @@ describe('nodeProperties', () => {
       'listener.security.protocol.map':
         'PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL',
       'listener.name.sasl_ssl.ssl.keystore.location': '/data/keystore.pem',
-      'sasl.enabled.mechanisms': 'SCRAM-SHA-256,SCRAM-SHA-512',
+      'sasl.enabled.mechanisms': 'PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
+      'listener.name.sasl_ssl.ssl.client.auth': 'requested',
+      'listener.name.sasl_ssl.ssl.truststore.location': '/certs/ca.crt',
+      'listener.name.sasl_ssl.plain.sasl.jaas.config':
+        'org.apache.kafka.common.security.plain.PlainLoginModule required user_sluice="pass-1_2";',
     });
   });
 });
@@ -110,7 +121,7 @@ describe('nodeProperties with controllers of their own', () => {
         voters,
         brokers: 3,
         role: 'broker',
-        secure: { port: 19097, keystore: '/data/keystore.pem' },
+        secure: { ...secure, port: 19097 },
       }),
     );
     expect(properties).toMatchObject({
@@ -132,7 +143,7 @@ describe('nodeProperties with controllers of their own', () => {
         voters,
         brokers: 3,
         role: 'controller',
-        secure: { port: 19106, keystore: '/data/keystore.pem' },
+        secure: { ...secure, port: 19106 },
       }),
     );
     expect(properties).toMatchObject({

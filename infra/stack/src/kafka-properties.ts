@@ -18,8 +18,22 @@ export interface NodeSettings {
   brokers: number;
   /** A broker or a controller alone; both (combined) when omitted. */
   role?: 'broker' | 'controller';
-  /** A SASL_SSL listener: its port and its PEM keystore. */
-  secure?: { port: number; keystore: string };
+  /** A SASL_SSL listener: its port, its PEM keystore, and what it accepts of clients. */
+  secure?: SecureListener;
+}
+
+/** What a SASL_SSL listener offers clients to test with. */
+export interface SecureListener {
+  port: number;
+  /** The broker's PEM key and certificate. */
+  keystore: string;
+  /** PEM of the CA whose client certificates it verifies (mutual TLS); presenting one is optional. */
+  truststore: string;
+  /**
+   * The user SASL/PLAIN accepts (SCRAM's credentials are stored in the cluster instead); the
+   * password goes into the properties file as it is, so it must need no quoting.
+   */
+  plain: { username: string; password: string };
 }
 
 /**
@@ -72,22 +86,32 @@ export function nodeProperties(template: string, node: NodeSettings): string {
   }
   if (node.role === 'controller') return controllerOnly(text, node.controllerPort);
   if (node.role === 'broker') text = brokerOnly(text);
-  return secure === undefined ? text : withSecureListener(text, secure.keystore);
+  return secure === undefined ? text : withSecureListener(text, secure);
 }
 
-/** Adds the SASL_SSL listener's settings; its key and certificate are in one PEM keystore. */
-function withSecureListener(text: string, keystore: string): string {
-  const login = 'org.apache.kafka.common.security.scram.ScramLoginModule required;';
+/**
+ * Adds the SASL_SSL listener's settings: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, and a client
+ * certificate verified against `truststore` when one is presented. Its key and certificate are in
+ * one PEM keystore.
+ */
+function withSecureListener(text: string, secure: SecureListener): string {
+  const scram = 'org.apache.kafka.common.security.scram.ScramLoginModule required;';
+  const { username, password } = secure.plain;
+  const plain = `org.apache.kafka.common.security.plain.PlainLoginModule required user_${username}="${password}";`;
   const mapped = text.replace(/^(listener\.security\.protocol\.map=.*)$/m, '$1,SASL_SSL:SASL_SSL');
   return [
     mapped.trimEnd(),
     '',
-    '# SASL_SSL listener (SCRAM) for clients that test TLS and SASL.',
-    'sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512',
+    '# SASL_SSL listener for clients that test TLS, SASL and mutual TLS.',
+    'sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
     'listener.name.sasl_ssl.ssl.keystore.type=PEM',
-    `listener.name.sasl_ssl.ssl.keystore.location=${keystore}`,
-    `listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=${login}`,
-    `listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=${login}`,
+    `listener.name.sasl_ssl.ssl.keystore.location=${secure.keystore}`,
+    'listener.name.sasl_ssl.ssl.client.auth=requested',
+    'listener.name.sasl_ssl.ssl.truststore.type=PEM',
+    `listener.name.sasl_ssl.ssl.truststore.location=${secure.truststore}`,
+    `listener.name.sasl_ssl.plain.sasl.jaas.config=${plain}`,
+    `listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=${scram}`,
+    `listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=${scram}`,
     '',
   ].join('\n');
 }

@@ -2,10 +2,15 @@ import { SluiceError } from '@sluice/errors';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, closeSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
-import { nodeProperties, replicationOf, type Voter } from './kafka-properties.js';
+import {
+  nodeProperties,
+  replicationOf,
+  type SecureListener,
+  type Voter,
+} from './kafka-properties.js';
 import {
   assertFormatVersion,
   DEFAULT_KAFKA_VERSION,
@@ -61,13 +66,16 @@ export interface ClusterMembership {
 
 /**
  * A SASL_SSL listener on 127.0.0.1, advertised as `localhost` (what the server certificate
- * names), with SCRAM-SHA-256 and SCRAM-SHA-512 and one user, created at every start.
+ * names), with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for one user (its SCRAM credentials created
+ * at every start), and client certificates of `caFile`'s authority verified when presented.
  */
 export interface SecureListenerOptions {
   port: number;
   /** PEM private key (PKCS#8, unencrypted) and certificate of the broker. */
   keyFile: string;
   certFile: string;
+  /** PEM of the authority whose client certificates the listener accepts (mutual TLS). */
+  caFile: string;
   username: string;
   /** Holds the user's password, read at every start. */
   passwordFile: string;
@@ -276,6 +284,7 @@ class LocalKafkaServer implements KafkaNode {
         (await readFile(secure.keyFile, 'utf8')) + (await readFile(secure.certFile, 'utf8'));
       await writeFile(keystore, pem, { mode: 0o600 });
     }
+    const listener = secure === undefined ? undefined : await secureListener(secure, keystore);
     const properties = nodeProperties(template, {
       nodeId: this.nodeId,
       port: this.port,
@@ -286,16 +295,18 @@ class LocalKafkaServer implements KafkaNode {
       ],
       brokers: this.membership?.brokers ?? 1,
       ...(this.membership?.role === undefined ? {} : { role: this.membership.role }),
-      ...(secure === undefined ? {} : { secure: { port: secure.port, keystore } }),
+      ...(listener === undefined ? {} : { secure: listener }),
     });
-    await writeFile(this.propertiesFile, properties);
+    // It holds the PLAIN user's password.
+    await writeFile(this.propertiesFile, properties, { mode: 0o600 });
+    await chmod(this.propertiesFile, 0o600);
   }
 
   /** Through the plaintext listener. */
   async ensureScramUser(): Promise<void> {
     const { secure } = this.options;
     if (secure === undefined) return;
-    const password = (await readFile(secure.passwordFile, 'utf8')).trim();
+    const password = await readPassword(secure.passwordFile);
     // Kafka alters one credential of a user per request.
     const results = await Promise.all(
       ['SCRAM-SHA-256', 'SCRAM-SHA-512'].map((mechanism) =>
@@ -455,4 +466,30 @@ async function servesAsBroker(brokers: string[], nodeId: number): Promise<boolea
   } finally {
     await admin.disconnect().catch(() => undefined);
   }
+}
+
+/**
+ * The user's password from `file`: it is written into the broker's properties (PLAIN) and SCRAM's
+ * configuration syntax as it is, so only characters that need no quoting in either are taken.
+ *
+ * @throws SluiceError `kafka_password_invalid`
+ */
+async function readPassword(file: string): Promise<string> {
+  const password = (await readFile(file, 'utf8')).trim();
+  if (!/^[A-Za-z0-9._~+/=-]+$/.test(password)) {
+    throw new SluiceError(
+      'kafka_password_invalid',
+      `${file} must hold a password of letters, digits and . _ ~ + / = - only`,
+    );
+  }
+  return password;
+}
+
+/** The SASL_SSL listener's settings of a node whose PEM keystore is `keystore`. */
+async function secureListener(
+  secure: SecureListenerOptions,
+  keystore: string,
+): Promise<SecureListener> {
+  const plain = { username: secure.username, password: await readPassword(secure.passwordFile) };
+  return { port: secure.port, keystore, truststore: secure.caFile, plain };
 }

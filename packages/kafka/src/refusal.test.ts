@@ -49,6 +49,20 @@ describe('kafkaRefusal', () => {
     );
   });
 
+  it.each([
+    ['ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN', 'sslv3 alert certificate unknown'],
+    ['ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', 'tlsv1 alert unknown ca'],
+    ['ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE', 'sslv3 alert bad certificate'],
+    ['ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED', 'sslv3 alert certificate expired'],
+    ['ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'tlsv13 alert certificate required'],
+  ])('names a client certificate the broker refused (%s) as refused credentials', (code, text) => {
+    const refusal = kafkaRefusal(afterRetries(code, text), brokers);
+    expect(refusal?.code).toBe('kafka_auth_failed');
+    expect(refusal?.message).toMatch(
+      /^Kafka at localhost:19094 refused the client certificate \(.+\); check KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE/,
+    );
+  });
+
   it('is no refusal when Kafka is out of reach', () => {
     expect(kafkaRefusal(afterRetries('ECONNREFUSED', 'connect ECONNREFUSED'), brokers)).toBe(
       undefined,

@@ -4,8 +4,9 @@ import { createKafka } from './create-kafka.js';
 import type { KafkaSecurity } from './security.js';
 
 /**
- * Why Kafka refused a connection that no retry fixes: the SASL credentials, a certificate the
- * CA files do not trust, a certificate not valid for the broker's host name.
+ * Why Kafka refused a connection that no retry fixes: the credentials (SASL, or the client
+ * certificate of mutual TLS), a certificate the CA files do not trust, a certificate not valid
+ * for the broker's host name.
  */
 export type KafkaRefusalCode = 'kafka_auth_failed' | 'kafka_tls_untrusted' | 'kafka_tls_hostname';
 
@@ -19,6 +20,13 @@ const UNTRUSTED = new Set([
   'CERT_HAS_EXPIRED',
   'CERT_NOT_YET_VALID',
 ]);
+
+/**
+ * TLS alerts a broker sends about the client's certificate (mutual TLS): none presented where one
+ * is required, or one it does not accept. Node names an alert received `ERR_SSL_<version>_ALERT_…`.
+ */
+const CLIENT_CERTIFICATE_ALERT =
+  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_\w+|BAD_CERTIFICATE|UNKNOWN_CA|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED)$/;
 
 /** `error` and the errors it wraps (kafkajs' `cause` and `originalError`), outermost first. */
 function chainOf(error: unknown): unknown[] {
@@ -53,6 +61,13 @@ export function kafkaRefusal(
       return new SluiceError(
         'kafka_auth_failed',
         `${where} refused the SASL credentials (${message}); check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM`,
+        { cause: error },
+      );
+    }
+    if (CLIENT_CERTIFICATE_ALERT.test(code)) {
+      return new SluiceError(
+        'kafka_auth_failed',
+        `${where} refused the client certificate (${code}: ${/alert [\w ]+/.exec(message)?.[0] ?? message}); check KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE: a certificate and key the brokers' client CA signed`,
         { cause: error },
       );
     }
