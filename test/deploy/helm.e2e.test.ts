@@ -133,6 +133,33 @@ it('runs a leader and a standby relay, probed on /healthz and /readyz, as non-ro
   });
 });
 
+it('gives the relay and the projector a young generation sized for their memory limits', async () => {
+  const rendered = manifests((await template()).stdout);
+  const envOf = (name: string) => {
+    const deployment = rendered.find((m) => m.kind === 'Deployment' && m.metadata.name === name);
+    return (deployment?.spec?.template as { spec: PodSpec } | undefined)?.spec.containers[0]?.env;
+  };
+  expect(envOf('shop-sluice-relay')).toContainEqual({
+    name: 'NODE_OPTIONS',
+    value: '--max-semi-space-size=4',
+  });
+  expect(envOf('shop-sluice-projector')).toContainEqual({
+    name: 'NODE_OPTIONS',
+    value: '--max-semi-space-size=8',
+  });
+  // A team's own NODE_OPTIONS replaces it.
+  const own = manifests(
+    (await template('--set', 'projector.env.NODE_OPTIONS=--max-old-space-size=700')).stdout,
+  );
+  const projector = own.find(
+    (m) => m.kind === 'Deployment' && m.metadata.name === 'shop-sluice-projector',
+  );
+  const env = (projector?.spec?.template as { spec: PodSpec }).spec.containers[0]?.env;
+  expect(env?.filter((entry) => (entry as { name: string }).name === 'NODE_OPTIONS')).toEqual([
+    { name: 'NODE_OPTIONS', value: '--max-old-space-size=700' },
+  ]);
+});
+
 it('carries the alert rules of infra/prometheus unchanged into the PrometheusRule', async () => {
   const file = (path: string) => readFileSync(path, 'utf8');
   expect(file(join(chart, 'files', 'sluice-alerts.yml'))).toBe(
