@@ -1,10 +1,10 @@
 // The pool against a real PostgreSQL: statements run often become prepared statements.
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
-import { sql, type Kysely } from 'kysely';
+import { Kysely, PostgresDialect, sql, type QueryResult } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Migration } from 'kysely/migration';
-import { createDatabase, migrate } from './index.js';
+import { createDatabase, migrate, pipelined } from './index.js';
 
 const { databaseUrl } = testServers();
 let database: TestDatabase;
@@ -248,6 +248,151 @@ describe('transactions', () => {
         .execute((trx) => sql`SELECT ${'9007199254740993'}::int8 AS n`.execute(trx));
       await expect(big).rejects.toThrow(/exceeds JavaScript's safe integers/);
     });
+  });
+});
+
+describe('pipelined', () => {
+  /** What `run` sends to PostgreSQL: one entry per round trip. */
+  async function trips(run: () => Promise<unknown>): Promise<string[]> {
+    const query = vi.spyOn(pg.Client.prototype, 'query');
+    try {
+      await run();
+      return query.mock.calls.map(([config]) =>
+        typeof config === 'string'
+          ? config
+          : 'texts' in config
+            ? (config as { texts: string[] }).texts.join(' | ')
+            : (config as { text: string }).text,
+      );
+    } finally {
+      query.mockRestore();
+    }
+  }
+
+  const ticks = async (db: Kysely<unknown>) =>
+    (await sql<{ n: number }>`SELECT last_value AS n FROM pipe_ticks`.execute(db)).rows[0]?.n;
+
+  beforeAll(async () => {
+    await withPool(0, async (db) => {
+      await sql`CREATE TABLE pipe_items (id int PRIMARY KEY, label text NOT NULL)`.execute(db);
+      // A sequence moves whether or not its transaction commits: it shows what ran.
+      await sql`CREATE SEQUENCE pipe_ticks`.execute(db);
+    });
+  });
+
+  it('sends its statements with the BEGIN in one round trip; each sees what the ones before it wrote', async () => {
+    // Threshold 1: the second round runs them as prepared statements.
+    await withPool(1, async (db) => {
+      for (const id of [1, 2]) {
+        let results: QueryResult<unknown>[] = [];
+        const sent = await trips(() =>
+          db.transaction().execute(async (trx) => {
+            results = await pipelined(trx, [
+              sql`INSERT INTO pipe_items VALUES (${id}, ${`item ${id}`})`.compile(trx),
+              sql`SELECT count(*)::int AS n, max(label) AS last FROM pipe_items WHERE id <= ${id}`.compile(
+                trx,
+              ),
+              sql`UPDATE pipe_items SET label = label || ${'!'} WHERE id = ${id}`.compile(trx),
+            ]);
+          }),
+        );
+        expect(sent).toEqual([
+          expect.stringMatching(/^INSERT .* \| SELECT .* \| UPDATE /),
+          'commit',
+        ]);
+        expect(results).toEqual([
+          { rows: [], numAffectedRows: 1n },
+          { rows: [{ n: id, last: `item ${id}` }] },
+          { rows: [], numAffectedRows: 1n },
+        ]);
+      }
+      expect(await prepared(db)).toHaveLength(3);
+      const { rows } = await sql`SELECT * FROM pipe_items ORDER BY id`.execute(db);
+      expect(rows).toEqual([
+        { id: 1, label: 'item 1!' },
+        { id: 2, label: 'item 2!' },
+      ]);
+    });
+  });
+
+  it('stops at the first statement that fails: nothing after it runs, the transaction rolls back, the connection goes on', async () => {
+    await withPool(1, async (db) => {
+      const before = await ticks(db);
+      for (let round = 0; round < 2; round += 1) {
+        const failed = db.transaction().execute(async (trx) => {
+          await pipelined(trx, [
+            sql`INSERT INTO pipe_items VALUES (${10 + round}, ${'kept?'})`.compile(trx),
+            sql`INSERT INTO pipe_items VALUES (${1}, ${'duplicate'})`.compile(trx),
+            sql`SELECT nextval(${'pipe_ticks'}) AS n`.compile(trx),
+          ]);
+        });
+        await expect(failed).rejects.toThrow(/duplicate key/);
+      }
+      expect(await ticks(db)).toBe(before);
+      const { rows } = await sql`SELECT id FROM pipe_items WHERE id >= 10`.execute(db);
+      expect(rows).toEqual([]);
+      // The prepared statements of the failed rounds are sound.
+      await db.transaction().execute(async (trx) => {
+        const [, , next] = await pipelined(trx, [
+          sql`INSERT INTO pipe_items VALUES (${12}, ${'kept'})`.compile(trx),
+          sql`INSERT INTO pipe_items VALUES (${13}, ${'duplicate'})`.compile(trx),
+          sql`SELECT nextval(${'pipe_ticks'}) AS n`.compile(trx),
+        ]);
+        expect(next?.rows).toHaveLength(1);
+      });
+      expect((await sql`SELECT id FROM pipe_items WHERE id >= 10`.execute(db)).rows).toHaveLength(
+        2,
+      );
+    });
+  });
+
+  it('a BEGIN that fails runs none of them; a row pg cannot read fails the pipeline', async () => {
+    await withPool(1, async (db) => {
+      const before = await ticks(db);
+      const refused = db.connection().execute(async (conn) => {
+        await sql.raw('BEGIN ISOLATION LEVEL no such level').execute(conn);
+        // The connection inside its (refused) BEGIN, as pipelined sees a transaction.
+        const trx = {
+          isTransaction: true,
+          executeQuery: conn.executeQuery.bind(conn),
+        } as unknown as Kysely<unknown>;
+        await pipelined(trx, [sql`SELECT nextval(${'pipe_ticks'})`.compile(conn)]).catch(
+          () => undefined,
+        );
+        await sql`SELECT nextval(${'pipe_ticks'})`.execute(conn);
+      });
+      await expect(refused).rejects.toThrow(/syntax error/);
+      expect(await ticks(db)).toBe(before);
+      const unreadable = db
+        .transaction()
+        .execute((trx) =>
+          pipelined(trx, [
+            sql`SELECT ${2 ** 60}::int8 AS n`.compile(trx),
+            sql`SELECT 1 AS one`.compile(trx),
+          ]),
+        );
+      await expect(unreadable).rejects.toMatchObject({ code: 'int8_out_of_range' });
+      const { rows } = await sql<{ ok: number }>`SELECT ${1}::int AS ok`.execute(db);
+      expect(rows).toEqual([{ ok: 1 }]);
+    });
+  });
+
+  it('is refused outside a transaction, and by a pool not made by createDatabase', async () => {
+    await withPool(1, async (db) => {
+      await expect(pipelined(db, [sql`SELECT 1`.compile(db)])).rejects.toMatchObject({
+        code: 'pipeline_outside_transaction',
+      });
+    });
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    const foreign = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      const run = foreign
+        .transaction()
+        .execute((trx) => pipelined(trx, [sql`SELECT 1`.compile(trx)]));
+      await expect(run).rejects.toThrow(/sluice_pipeline/);
+    } finally {
+      await foreign.destroy();
+    }
   });
 });
 

@@ -2,19 +2,25 @@
 // Kysely (the relay) does not load it.
 import { SluiceError } from '@sluice/errors';
 import {
+  CompiledQuery,
   Kysely,
   PostgresDialect,
   sql,
   type PostgresPool,
   type PostgresPoolClient,
+  type QueryResult,
   type Transaction,
 } from 'kysely';
 import { Migrator, type Migration } from 'kysely/migration';
 import pg from 'pg';
-import { queryAfterBegin } from './begin-with-statement.js';
+import { queryPipeline, type PipelinedStatement } from './pipeline.js';
 
 /** The codes of the SluiceErrors this package throws. */
-export type DatabaseErrorCode = 'int8_out_of_range' | 'migration_failed' | 'transaction_not_begun';
+export type DatabaseErrorCode =
+  | 'int8_out_of_range'
+  | 'migration_failed'
+  | 'transaction_not_begun'
+  | 'pipeline_outside_transaction';
 
 /** int8 columns arrive as numbers; values beyond 2^53 would lose precision, so they fail loudly. */
 function parseInt8(text: string): number {
@@ -133,24 +139,34 @@ const completed = (command: 'BEGIN' | 'COMMIT' | 'ROLLBACK'): Promise<pg.QueryRe
 function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
   let begin: string | undefined;
   let failed: Error | undefined;
+  const statementOf = (text: string, values: unknown[]): PipelinedStatement => ({
+    name: values.length === 0 ? undefined : namer.name(text),
+    text,
+    values,
+    types,
+  });
+  /**
+   * The next run prepares them again under other names: PostgreSQL refuses a statement on every
+   * connection that prepared it (its result columns changed), or pg dropped it (values it could
+   * not send). The caller still sees the failure.
+   */
+  const forgetOnFailure = (statements: readonly PipelinedStatement[]) => (error: unknown) => {
+    const dropped = !(error instanceof pg.DatabaseError);
+    if (dropped || RESULT_TYPE_CHANGED.test(error.message))
+      for (const { name, text } of statements) if (name !== undefined) namer.forget(text);
+    throw error;
+  };
+  const pipeline = (statements: readonly PipelinedStatement[], after: string | undefined) =>
+    queryPipeline(client, after, statements, (error) => (failed = error)).catch(
+      forgetOnFailure(statements),
+    );
   const run = (text: string, values: unknown[], after?: string): Promise<pg.QueryResult> => {
-    const name = values.length === 0 ? undefined : namer.name(text);
-    const statement = { name, text, values, types };
+    const statement = statementOf(text, values);
+    if (after !== undefined)
+      return pipeline([statement], after).then((results) => results[0] as pg.QueryResult);
     const result =
-      after !== undefined
-        ? queryAfterBegin(client, after, statement, (error) => (failed = error))
-        : name === undefined
-          ? client.query(text, values)
-          : client.query(statement);
-    return result.catch((error: unknown) => {
-      // The next run prepares it again under another name: PostgreSQL refuses it on every
-      // connection that prepared it (its result columns changed), or pg dropped it (values it
-      // could not send). The caller still sees this failure.
-      const dropped = !(error instanceof pg.DatabaseError);
-      if (name !== undefined && (dropped || RESULT_TYPE_CHANGED.test(error.message)))
-        namer.forget(text);
-      throw error;
-    });
+      statement.name === undefined ? client.query(text, values) : client.query(statement);
+    return result.catch(forgetOnFailure([statement]));
   };
   const query = (text: string, values: unknown[]): Promise<pg.QueryResult> => {
     if (failed !== undefined) {
@@ -160,6 +176,12 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
     }
     const pending = begin;
     begin = undefined;
+    if (text === PIPELINE_TEXT) {
+      const statements = (values[0] as { text: string; values: unknown[] }[]).map((s) =>
+        statementOf(s.text, s.values),
+      );
+      return pipeline(statements, pending).then((results) => pipelineResult(results));
+    }
     // Without parameters pg uses the simple protocol, where one text may hold several statements.
     if (values.length > 0) return run(text, values, pending);
     if (pending === undefined) {
@@ -186,6 +208,53 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
     return client.query(submittable);
   };
   return { query, submit };
+}
+
+/**
+ * The text {@link pipelined} sends through Kysely, with the statements as its one value: the pool
+ * of {@link createDatabase} runs them; any other pool reaches PostgreSQL, which refuses it.
+ */
+const PIPELINE_TEXT =
+  '/* statements pipelined by @sluice/database need a database made by its createDatabase */ SELECT pg_catalog.sluice_pipeline()';
+
+/** The pipeline's results as one result: each statement's a row, for {@link pipelined}. */
+const pipelineResult = (results: pg.QueryResult[]): pg.QueryResult => ({
+  command: 'PIPELINE',
+  rowCount: results.length,
+  oid: 0,
+  fields: [],
+  rows: results,
+});
+
+/**
+ * Runs `queries` in the transaction `trx` (a Kysely `Transaction`) in one round trip: sent together, run in order, each
+ * seeing what the ones before it wrote (each takes its own snapshot, as statements sent one at a
+ * time do). Rejects with the first statement that fails (PostgreSQL runs nothing after one it
+ * refuses); the transaction must then roll back. For statements whose texts do not depend on each other's results;
+ * `trx` must come from a database of {@link createDatabase}.
+ *
+ * @throws SluiceError `pipeline_outside_transaction`
+ * @example
+ * const [locked, lines] = await pipelined(trx, [lockCart.compile(), readLines.compile()]);
+ */
+export async function pipelined(
+  trx: Pick<Kysely<unknown>, 'isTransaction' | 'executeQuery'>,
+  queries: readonly CompiledQuery[],
+): Promise<QueryResult<unknown>[]> {
+  if (!trx.isTransaction) {
+    throw new SluiceError<DatabaseErrorCode>(
+      'pipeline_outside_transaction',
+      'pipelined statements run inside a transaction: outside one, they would commit together',
+    );
+  }
+  const statements = queries.map((query) => ({ text: query.sql, values: [...query.parameters] }));
+  const { rows } = await trx.executeQuery(CompiledQuery.raw(PIPELINE_TEXT, [statements]));
+  return (rows as pg.QueryResult[]).map((result) => ({
+    rows: result.rows as unknown[],
+    ...(/^(INSERT|UPDATE|DELETE|MERGE)$/.test(result.command)
+      ? { numAffectedRows: BigInt(result.rowCount ?? 0) }
+      : {}),
+  }));
 }
 
 /** Kysely's view of `pool`, running the texts `namer` names as prepared statements. */

@@ -161,16 +161,45 @@ export async function lockAndAdvance<T extends Changing>(
   count: number,
   exists: (state: State<T>) => boolean = () => true,
 ): Promise<Advanced<T>> {
+  const { rows } = await trx.executeQuery(advanceStatement(trx, type, id, count));
+  return advanced(type, id, rows[0], { expectedVersion, count, exists });
+}
+
+/** The statement of {@link lockAndAdvance}: the state row moved on by `count` versions, returned. */
+export function advanceStatement(
+  trx: Transaction<ShopDatabase>,
+  type: Changing,
+  id: string,
+  count: number,
+): CompiledQuery {
   const table: (typeof STATE_TABLES)[Changing] = STATE_TABLES[type];
-  const state = (await trx
+  return trx
     .updateTable(table)
     .set({ version: sql<number>`version + ${count}`, updated_at: new Date() })
     .where('id', '=', id)
     .returningAll()
-    .executeTakeFirst()) as (State<T> & Versioned) | undefined;
-  const now = present(type, id, state, exists);
-  const found = { ...now, version: now.version - count };
-  expectVersion(found.version, expectedVersion);
+    .compile();
+}
+
+/**
+ * What {@link advanceStatement} returned (`row`), checked as {@link lockAndAdvance} checks it.
+ *
+ * @throws CommandError `not_found`, `precondition_failed`
+ */
+export function advanced<T extends Changing>(
+  type: T,
+  id: string,
+  row: unknown,
+  expected: {
+    expectedVersion: number | undefined;
+    count: number;
+    exists?: (state: State<T>) => boolean;
+  },
+): Advanced<T> {
+  const state = row as (State<T> & Versioned) | undefined;
+  const now = present(type, id, state, expected.exists ?? (() => true));
+  const found = { ...now, version: now.version - expected.count };
+  expectVersion(found.version, expected.expectedVersion);
   return { found, state: now };
 }
 

@@ -1,9 +1,12 @@
+import { pipelined } from '@sluice/database';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import type { ShopDatabase } from '../database.js';
 import { cartLimits, orderableTotal } from './cart-limits.js';
 import { CommandError } from './command-error.js';
 import {
+  advanced,
+  advanceStatement,
   appendAdvanced,
   commitNew,
   lock,
@@ -86,6 +89,33 @@ async function advanceOpenCart(
   return advanced;
 }
 
+/**
+ * Adds `quantity` to the cart's line of a listed product, within the line's limit, and reads
+ * every line back (the outer SELECT sees the lines as they were, so the added one comes from
+ * RETURNING): `added` marks it; none is marked when the line could not take the units. Adds
+ * nothing to a cart that does not exist.
+ */
+const addToLine = (
+  trx: Transaction<ShopDatabase>,
+  { cartId, productId, quantity }: { cartId: string; productId: string; quantity: number },
+) =>
+  sql<CartLine & { added: boolean }>`
+    WITH line AS (
+      INSERT INTO shop.cart_items (cart_id, product_id, quantity, unit_price_cents)
+      SELECT ${cartId}::uuid, p.id, ${quantity}::int, p.price_cents
+        FROM shop.products p
+       WHERE p.id = ${productId}::uuid AND p.delisted_at IS NULL
+         AND EXISTS (SELECT 1 FROM shop.carts c WHERE c.id = ${cartId}::uuid)
+      ON CONFLICT (cart_id, product_id) DO UPDATE
+        SET quantity = shop.cart_items.quantity + excluded.quantity
+        WHERE shop.cart_items.quantity + excluded.quantity <= ${cartLimits.unitsPerLine}
+      RETURNING product_id, quantity, unit_price_cents)
+    SELECT product_id, quantity, unit_price_cents, true AS added FROM line
+    UNION ALL
+    SELECT product_id, quantity, unit_price_cents, false FROM shop.cart_items
+     WHERE cart_id = ${cartId}::uuid AND product_id <> ${productId}::uuid
+    ORDER BY product_id`.compile(trx);
+
 const withItems = (committed: Outcome<State<'cart'>>, items: CartLine[]): Outcome<Cart> => ({
   ...committed,
   state: { cart: committed.state, items },
@@ -148,24 +178,21 @@ export async function addItem(
   context: CommandContext,
 ): Promise<Outcome<Cart>> {
   const { cartId, productId, quantity } = input;
-  // The hot path takes three statements: lock the cart and move it to its next version; add to
-  // the line and read every line back (the outer SELECT sees the lines as they were, so the added
-  // one comes from RETURNING); append the event. A refusal rolls all of it back.
-  const cart = await advanceOpenCart(trx, cartId, input.expectedVersion, context);
-  const { rows } = await sql<CartLine & { added: boolean }>`
-    WITH line AS (
-      INSERT INTO shop.cart_items (cart_id, product_id, quantity, unit_price_cents)
-      SELECT ${cartId}::uuid, p.id, ${quantity}::int, p.price_cents
-        FROM shop.products p WHERE p.id = ${productId}::uuid AND p.delisted_at IS NULL
-      ON CONFLICT (cart_id, product_id) DO UPDATE
-        SET quantity = shop.cart_items.quantity + excluded.quantity
-        WHERE shop.cart_items.quantity + excluded.quantity <= ${cartLimits.unitsPerLine}
-      RETURNING product_id, quantity, unit_price_cents)
-    SELECT product_id, quantity, unit_price_cents, true AS added FROM line
-    UNION ALL
-    SELECT product_id, quantity, unit_price_cents, false FROM shop.cart_items
-     WHERE cart_id = ${cartId}::uuid AND product_id <> ${productId}::uuid
-    ORDER BY product_id`.execute(trx);
+  // The hot path takes two round trips: lock the cart and move it to its next version, then add
+  // to the line and read every line back, both sent at once (the second runs after the first has
+  // the cart's lock, as if sent after it); then append the event. A refusal, found after both ran,
+  // rolls all of it back.
+  const [advance, lines] = await pipelined(trx, [
+    advanceStatement(trx, 'cart', cartId, 1),
+    addToLine(trx, input),
+  ]);
+  const cart = advanced('cart', cartId, advance?.rows[0], {
+    expectedVersion: input.expectedVersion,
+    count: 1,
+    exists: mayChange(context),
+  });
+  assertOpen(cart.found, cartId);
+  const rows = (lines?.rows ?? []) as (CartLine & { added: boolean })[];
   const line = rows.find((row) => row.added);
   if (line === undefined) throw await refusedLine(trx, productId);
   const items = rows.map((row) => ({

@@ -130,6 +130,38 @@ describe('commands', () => {
     expect(await api.snapshot()).toBe(before);
   });
 
+  it('an add refused once its line was written (no cart, another customer’s, stale, checked out) writes nothing', async () => {
+    const owner = await inTransaction((trx) =>
+      registerCustomer(trx, { email: `${unique('eve')}@example.com`, name: 'Eve' }, context),
+    );
+    const product = await inTransaction((trx) =>
+      listProduct(trx, { sku: unique('REF-'), name: 'Pen', priceCents: 100, stock: 9 }, context),
+    );
+    const cart = await inTransaction((trx) =>
+      openCart(trx, { customerId: owner.state.id }, context),
+    );
+    const cartId = cart.state.cart.id;
+    const add = (input: { cartId: string; expectedVersion?: number }, as = context) =>
+      inTransaction((trx) =>
+        addItem(trx, { ...input, productId: product.state.id, quantity: 1 }, as),
+      );
+    const before = await api.snapshot();
+    const refusals = [
+      [() => add({ cartId: '00000000-0000-7000-8000-000000000001' }), 'not_found'],
+      [() => add({ cartId }, { ...context, mayActFor: () => false }), 'not_found'],
+      [() => add({ cartId, expectedVersion: 7 }), 'precondition_failed'],
+    ] as const;
+    for (const [refused, code] of refusals) {
+      await expect(refused()).rejects.toMatchObject({ name: 'CommandError', code });
+    }
+    expect(await api.snapshot()).toBe(before);
+    await add({ cartId, expectedVersion: 1 });
+    await inTransaction((trx) => checkout(trx, { cartId }, context));
+    const checkedOut = await api.snapshot();
+    await expect(add({ cartId })).rejects.toMatchObject({ code: 'cart_not_open' });
+    expect(await api.snapshot()).toBe(checkedOut);
+  });
+
   it('commit appends only onto the version the state was read at', async () => {
     const dee = await inTransaction((trx) =>
       registerCustomer(trx, { email: `${unique('dee')}@example.com`, name: 'Dee' }, context),
