@@ -275,13 +275,15 @@ describe('pipelined', () => {
   beforeAll(async () => {
     await withPool(0, async (db) => {
       await sql`CREATE TABLE pipe_items (id int PRIMARY KEY, label text NOT NULL)`.execute(db);
-      // A sequence moves whether or not its transaction commits: it shows what ran.
+      // A sequence moves whether or not its transaction commits: it shows what ran. (Its first
+      // nextval leaves last_value as it was: taken here.)
       await sql`CREATE SEQUENCE pipe_ticks`.execute(db);
+      await sql`SELECT nextval('pipe_ticks')`.execute(db);
     });
   });
 
   it('sends its statements with the BEGIN in one round trip; each sees what the ones before it wrote', async () => {
-    // Threshold 1: the second round runs them as prepared statements.
+    // Threshold 1: prepared in the first round, run as prepared in the second.
     await withPool(1, async (db) => {
       for (const id of [1, 2]) {
         let results: QueryResult<unknown>[] = [];
@@ -374,6 +376,46 @@ describe('pipelined', () => {
       await expect(unreadable).rejects.toMatchObject({ code: 'int8_out_of_range' });
       const { rows } = await sql<{ ok: number }>`SELECT ${1}::int AS ok`.execute(db);
       expect(rows).toEqual([{ ok: 1 }]);
+    });
+  });
+
+  it('a statement whose values cannot be sent fails the pipeline; what was sent before it ran, the connection goes on', async () => {
+    await withPool(1, async (db) => {
+      const unsendable = {
+        toPostgres: () => {
+          throw new Error('cannot be sent');
+        },
+      };
+      const before = await ticks(db);
+      for (let round = 0; round < 2; round += 1) {
+        const failed = db
+          .transaction()
+          .execute((trx) =>
+            pipelined(trx, [
+              sql`SELECT nextval(${'pipe_ticks'}) AS n`.compile(trx),
+              sql`SELECT ${unsendable}::text AS v`.compile(trx),
+              sql`INSERT INTO pipe_items VALUES (${20 + round}, ${'after'})`.compile(trx),
+            ]),
+          );
+        await expect(failed).rejects.toThrow('cannot be sent');
+      }
+      expect(await ticks(db)).toBe((before ?? 0) + 2);
+      const { rows } = await sql`SELECT id FROM pipe_items WHERE id >= 20`.execute(db);
+      expect(rows).toEqual([]);
+      // One Sync ended each: the connection answers the next statement, prepared or not.
+      const [next] = await db
+        .transaction()
+        .execute((trx) => pipelined(trx, [sql`SELECT ${'ok'}::text AS v`.compile(trx)]));
+      expect(next?.rows).toEqual([{ v: 'ok' }]);
+    });
+  });
+
+  it('sends nothing for no statements', async () => {
+    await withPool(1, async (db) => {
+      const sent = await trips(() =>
+        db.transaction().execute(async (trx) => expect(await pipelined(trx, [])).toEqual([])),
+      );
+      expect(sent).toEqual([]);
     });
   });
 

@@ -1,6 +1,6 @@
 // The database pool and migrations, apart from the service kit: a process that does not use
 // Kysely (the relay) does not load it.
-import { SluiceError } from '@sluice/errors';
+import { isSluiceError, SluiceError } from '@sluice/errors';
 import {
   CompiledQuery,
   Kysely,
@@ -151,7 +151,8 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
    * not send). The caller still sees the failure.
    */
   const forgetOnFailure = (statements: readonly PipelinedStatement[]) => (error: unknown) => {
-    const dropped = !(error instanceof pg.DatabaseError);
+    // Not a row pg could not read (int8_out_of_range): the statement itself is sound.
+    const dropped = !(error instanceof pg.DatabaseError) && !isSluiceError(error);
     if (dropped || RESULT_TYPE_CHANGED.test(error.message))
       for (const { name, text } of statements) if (name !== undefined) namer.forget(text);
     throw error;
@@ -227,10 +228,12 @@ const pipelineResult = (results: pg.QueryResult[]): pg.QueryResult => ({
 });
 
 /**
- * Runs `queries` in the transaction `trx` (a Kysely `Transaction`) in one round trip: sent together, run in order, each
- * seeing what the ones before it wrote (each takes its own snapshot, as statements sent one at a
- * time do). Rejects with the first statement that fails (PostgreSQL runs nothing after one it
- * refuses); the transaction must then roll back. For statements whose texts do not depend on each other's results;
+ * Runs `queries` in the transaction `trx` (a Kysely `Transaction`) in one round trip: sent
+ * together, run in order, each seeing what the ones before it wrote (each takes its own snapshot,
+ * as statements sent one at a time do). Rejects with the first statement that fails; the
+ * transaction must then roll back (PostgreSQL runs nothing after a statement it refuses; a row pg
+ * cannot read, such as `int8_out_of_range`, is found after all of them ran). For statements whose
+ * texts do not depend on each other's results. The results are pg's, through no Kysely plugin;
  * `trx` must come from a database of {@link createDatabase}.
  *
  * @throws SluiceError `pipeline_outside_transaction`
@@ -247,6 +250,7 @@ export async function pipelined(
       'pipelined statements run inside a transaction: outside one, they would commit together',
     );
   }
+  if (queries.length === 0) return [];
   const statements = queries.map((query) => ({ text: query.sql, values: [...query.parameters] }));
   const { rows } = await trx.executeQuery(CompiledQuery.raw(PIPELINE_TEXT, [statements]));
   return (rows as pg.QueryResult[]).map((result) => ({

@@ -48,6 +48,7 @@ class Pipeline implements pg.Submittable {
   /** Called when the pipeline ends; pg wraps it when it times queries (`query_timeout`). */
   callback: Callback;
 
+  /** @param statements at least one */
   constructor(
     private readonly begin: string | undefined,
     statements: readonly PipelinedStatement[],
@@ -85,6 +86,7 @@ class Pipeline implements pg.Submittable {
   submit(connection: pg.Connection): void {
     connection.stream.cork();
     // Each statement's own Sync is held back: one ends the whole submission.
+    const own = Object.getOwnPropertyDescriptor(connection, 'sync');
     connection.sync = () => undefined;
     try {
       if (this.begin !== undefined) {
@@ -93,13 +95,15 @@ class Pipeline implements pg.Submittable {
         connection.execute({}, false);
       }
       for (const query of this.queries) {
-        // Cannot fail for the statements built here (text, an array of values, one name per
-        // text); if it did, nothing may wait on the connection for a Sync that never comes.
-        if (query.submit(connection) !== null) connection.stream.destroy();
+        // A config pg refuses is written nothing of; values it cannot send fail the statement
+        // in `submit` (its callback). Either way what was written runs, up to the Sync below.
+        const refused = query.submit(connection);
+        if (refused !== null) query.handleError(refused, connection);
         if (this.#failed) break;
       }
     } finally {
-      Reflect.deleteProperty(connection, 'sync');
+      if (own === undefined) Reflect.deleteProperty(connection, 'sync');
+      else Object.defineProperty(connection, 'sync', own);
       connection.sync();
       connection.stream.uncork();
     }
