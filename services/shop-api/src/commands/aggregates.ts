@@ -140,7 +140,7 @@ function expectVersion(version: number, expectedVersion: number | undefined): vo
   }
 }
 
-/** An aggregate locked and moved on by {@link lockAndAdvance}: the version found, and the row now. */
+/** An aggregate locked and moved on by {@link advanceStatement}: the version found, and the row now. */
 export interface Advanced<T extends Changing> {
   found: State<T> & Versioned;
   state: State<T> & Versioned;
@@ -148,24 +148,10 @@ export interface Advanced<T extends Changing> {
 
 /**
  * {@link lock} and the version bump of {@link commit} in one statement, for a command that
- * writes exactly `count` events whenever it succeeds: a refusal throws, and the transaction
- * rolls the bump back. One round trip fewer; {@link appendAdvanced} then appends the events.
- *
- * @throws CommandError `not_found`, `precondition_failed`
+ * writes exactly `count` events whenever it succeeds: the state row moved on by `count` versions,
+ * returned. {@link advanced} checks what it returned: a refusal throws, and the transaction rolls
+ * the bump back. {@link appendAdvanced} then appends the events.
  */
-export async function lockAndAdvance<T extends Changing>(
-  trx: Transaction<ShopDatabase>,
-  type: T,
-  id: string,
-  expectedVersion: number | undefined,
-  count: number,
-  exists: (state: State<T>) => boolean = () => true,
-): Promise<Advanced<T>> {
-  const { rows } = await trx.executeQuery(advanceStatement(trx, type, id, count));
-  return advanced(type, id, rows[0], { expectedVersion, count, exists });
-}
-
-/** The statement of {@link lockAndAdvance}: the state row moved on by `count` versions, returned. */
 export function advanceStatement(
   trx: Transaction<ShopDatabase>,
   type: Changing,
@@ -182,7 +168,8 @@ export function advanceStatement(
 }
 
 /**
- * What {@link advanceStatement} returned (`row`), checked as {@link lockAndAdvance} checks it.
+ * What {@link advanceStatement} returned (`row`): the version found and the row now, when the
+ * aggregate exists, counts (`exists`) and was at the version the caller expects.
  *
  * @throws CommandError `not_found`, `precondition_failed`
  */
@@ -203,7 +190,7 @@ export function advanced<T extends Changing>(
   return { found, state: now };
 }
 
-/** Appends the events of an aggregate {@link lockAndAdvance} moved on, one per version. */
+/** Appends the events of an aggregate {@link advanceStatement} moved on, one per version. */
 export async function appendAdvanced<T extends Changing>(
   trx: Transaction<ShopDatabase>,
   type: T,

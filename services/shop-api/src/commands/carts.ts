@@ -1,5 +1,5 @@
 import { pipelined } from '@sluice/database';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type CompiledQuery, type Kysely, type Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import type { ShopDatabase } from '../database.js';
 import { cartLimits, orderableTotal } from './cart-limits.js';
@@ -10,7 +10,6 @@ import {
   appendAdvanced,
   commitNew,
   lock,
-  lockAndAdvance,
   type Advanced,
   type Outcome,
   type State,
@@ -33,13 +32,15 @@ export interface Cart {
 
 /** The cart's lines, in product id order: the one lock order of every checkout. */
 export function loadItems(db: Kysely<ShopDatabase>, cartId: string): Promise<CartLine[]> {
-  return db
+  return itemsOf(db, cartId).execute();
+}
+
+const itemsOf = (db: Kysely<ShopDatabase>, cartId: string) =>
+  db
     .selectFrom('shop.cart_items')
     .select(['product_id', 'quantity', 'unit_price_cents'])
     .where('cart_id', '=', cartId)
-    .orderBy('product_id')
-    .execute();
-}
+    .orderBy('product_id');
 
 export async function findCart(db: Kysely<ShopDatabase>, id: string): Promise<Cart | undefined> {
   const cart = await db
@@ -77,16 +78,29 @@ export async function lockOpenCart(
   return cart;
 }
 
-/** {@link lockOpenCart} and the cart's next version in one statement, for a one-event command. */
-async function advanceOpenCart(
+/**
+ * {@link lockOpenCart} and the cart's next version in one statement, for a one-event command,
+ * with `statements` sent in the same round trip after it: they run once the cart is locked, and
+ * a refusal found in its result rolls them back with it.
+ */
+async function advanceOpenCartWith(
   trx: Transaction<ShopDatabase>,
-  id: string,
-  expectedVersion: number | undefined,
+  input: ExpectedVersion & { cartId: string },
   context: CommandContext,
-): Promise<Advanced<'cart'>> {
-  const advanced = await lockAndAdvance(trx, 'cart', id, expectedVersion, 1, mayChange(context));
-  assertOpen(advanced.found, id);
-  return advanced;
+  statements: readonly CompiledQuery[],
+): Promise<{ cart: Advanced<'cart'>; results: unknown[][] }> {
+  const { cartId } = input;
+  const [advance, ...results] = await pipelined(trx, [
+    advanceStatement(trx, 'cart', cartId, 1),
+    ...statements,
+  ]);
+  const cart = advanced('cart', cartId, advance?.rows[0], {
+    expectedVersion: input.expectedVersion,
+    count: 1,
+    exists: mayChange(context),
+  });
+  assertOpen(cart.found, cartId);
+  return { cart, results: results.map((result) => result.rows) };
 }
 
 /**
@@ -182,17 +196,8 @@ export async function addItem(
   // to the line and read every line back, both sent at once (the second runs after the first has
   // the cart's lock, as if sent after it); then append the event. A refusal, found after both ran,
   // rolls all of it back.
-  const [advance, lines] = await pipelined(trx, [
-    advanceStatement(trx, 'cart', cartId, 1),
-    addToLine(trx, input),
-  ]);
-  const cart = advanced('cart', cartId, advance?.rows[0], {
-    expectedVersion: input.expectedVersion,
-    count: 1,
-    exists: mayChange(context),
-  });
-  assertOpen(cart.found, cartId);
-  const rows = (lines?.rows ?? []) as (CartLine & { added: boolean })[];
+  const { cart, results } = await advanceOpenCartWith(trx, input, context, [addToLine(trx, input)]);
+  const rows = (results[0] ?? []) as (CartLine & { added: boolean })[];
   const line = rows.find((row) => row.added);
   if (line === undefined) throw await refusedLine(trx, productId);
   const items = rows.map((row) => ({
@@ -220,13 +225,18 @@ export async function removeItem(
   context: CommandContext,
 ): Promise<Outcome<Cart>> {
   const { cartId, productId } = input;
-  const cart = await advanceOpenCart(trx, cartId, input.expectedVersion, context);
-  const line = await trx
-    .deleteFrom('shop.cart_items')
-    .where('cart_id', '=', cartId)
-    .where('product_id', '=', productId)
-    .returning(['quantity', 'unit_price_cents'])
-    .executeTakeFirst();
+  // One round trip: lock the cart and move it on, remove the line, read the lines left.
+  const { cart, results } = await advanceOpenCartWith(trx, input, context, [
+    trx
+      .deleteFrom('shop.cart_items')
+      .where('cart_id', '=', cartId)
+      .where('product_id', '=', productId)
+      .returning(['quantity', 'unit_price_cents'])
+      .compile(),
+    itemsOf(trx, cartId).compile(),
+  ]);
+  const line = results[0]?.[0] as Pick<CartLine, 'quantity' | 'unit_price_cents'> | undefined;
+  const items = (results[1] ?? []) as CartLine[];
   if (line === undefined) {
     throw new CommandError('item_not_in_cart', `Product ${productId} is not in cart ${cartId}`);
   }
@@ -238,5 +248,5 @@ export async function removeItem(
     [{ type: 'cart.item_removed.v1', payload: { cartId, productId, quantity, unitPriceCents } }],
     context,
   );
-  return withItems(removed, await loadItems(trx, cartId));
+  return withItems(removed, items);
 }

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ShopDatabase } from '../database.js';
 import { startShopApi, TEST_PRIVACY, type ShopApiHarness } from '../test-harness.js';
-import { addItem, openCart } from './carts.js';
+import { addItem, openCart, removeItem } from './carts.js';
 import { checkout } from './checkout.js';
 import { commit, type CommandContext } from './aggregates.js';
 import { registerCustomer, updateCustomer } from './customers.js';
@@ -130,7 +130,7 @@ describe('commands', () => {
     expect(await api.snapshot()).toBe(before);
   });
 
-  it('an add refused once its line was written (no cart, another customer’s, stale, checked out) writes nothing', async () => {
+  it('an add or a remove refused once its line was written (no cart, another customer’s, stale, checked out) writes nothing', async () => {
     const owner = await inTransaction((trx) =>
       registerCustomer(trx, { email: `${unique('eve')}@example.com`, name: 'Eve' }, context),
     );
@@ -156,6 +156,19 @@ describe('commands', () => {
     }
     expect(await api.snapshot()).toBe(before);
     await add({ cartId, expectedVersion: 1 });
+    // Removing: the line deleted and the lines read with the lock, all undone by a refusal.
+    const withLine = await api.snapshot();
+    const remove = (input: { cartId: string; productId?: string }, as = context) =>
+      inTransaction((trx) => removeItem(trx, { productId: product.state.id, ...input }, as));
+    const removals = [
+      [() => remove({ cartId: '00000000-0000-7000-8000-000000000001' }), 'not_found'],
+      [() => remove({ cartId }, { ...context, mayActFor: () => false }), 'not_found'],
+      [() => remove({ cartId, productId: owner.state.id }), 'item_not_in_cart'],
+    ] as const;
+    for (const [refused, code] of removals) {
+      await expect(refused()).rejects.toMatchObject({ name: 'CommandError', code });
+    }
+    expect(await api.snapshot()).toBe(withLine);
     await inTransaction((trx) => checkout(trx, { cartId }, context));
     const checkedOut = await api.snapshot();
     await expect(add({ cartId })).rejects.toMatchObject({ code: 'cart_not_open' });
