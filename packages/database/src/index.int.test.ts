@@ -1,5 +1,6 @@
 // The pool against a real PostgreSQL: statements run often become prepared statements.
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
+import fc from 'fast-check';
 import { Kysely, PostgresDialect, sql, type QueryResult } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -416,6 +417,83 @@ describe('pipelined', () => {
         db.transaction().execute(async (trx) => expect(await pipelined(trx, [])).toEqual([])),
       );
       expect(sent).toEqual([]);
+    });
+  });
+
+  it('gives what the same statements give sent one at a time (generated)', async () => {
+    await withPool(2, async (db) => {
+      await sql`CREATE TABLE pipe_gen (id int PRIMARY KEY, n int NOT NULL)`.execute(db);
+      await sql`INSERT INTO pipe_gen SELECT i, i * 10 FROM generate_series(1, 3) i`.execute(db);
+      const statement = fc.oneof(
+        fc.record({
+          kind: fc.constant('insert'),
+          id: fc.integer({ min: 1, max: 5 }),
+          n: fc.integer({ min: -9, max: 9 }),
+        }),
+        fc.record({
+          kind: fc.constant('update'),
+          id: fc.integer({ min: 1, max: 5 }),
+          n: fc.integer({ min: -9, max: 9 }),
+        }),
+        fc.record({
+          kind: fc.constant('select'),
+          id: fc.integer({ min: 1, max: 5 }),
+          n: fc.constant(0),
+        }),
+        fc.record({
+          kind: fc.constant('divide'),
+          id: fc.constant(0),
+          n: fc.integer({ min: 0, max: 2 }),
+        }),
+      );
+      type Generated = { kind: string; id: number; n: number };
+      const compile = (trx: Kysely<unknown>, { kind, id, n }: Generated) =>
+        kind === 'insert'
+          ? sql`INSERT INTO pipe_gen VALUES (${id}, ${n})`.compile(trx)
+          : kind === 'update'
+            ? sql`UPDATE pipe_gen SET n = n + ${n} WHERE id = ${id} RETURNING id, n`.compile(trx)
+            : kind === 'select'
+              ? sql`SELECT id, n, (SELECT count(*)::int FROM pipe_gen) AS rows FROM pipe_gen WHERE id = ${id}`.compile(
+                  trx,
+                )
+              : sql`SELECT 6 / ${n}::int AS q`.compile(trx);
+      /** What a transaction of `run` gave, and the table inside it; always rolled back. */
+      const outcome = async (run: (trx: Kysely<unknown>) => Promise<unknown>) => {
+        let seen: unknown;
+        await db
+          .transaction()
+          .execute(async (trx) => {
+            const given = await run(trx).then(
+              (value) => ({ value }),
+              (error: unknown) => ({ error: (error as Error).message }),
+            );
+            const table = await sql`SELECT * FROM pipe_gen ORDER BY id`.execute(trx);
+            seen = { given, table: 'error' in given ? undefined : table.rows };
+            throw new Error('roll back');
+          })
+          .catch(() => undefined);
+        return seen;
+      };
+      await fc.assert(
+        fc.asyncProperty(fc.array(statement, { minLength: 1, maxLength: 6 }), async (generated) => {
+          const oneAtATime = await outcome(async (trx) => {
+            const results = [];
+            for (const one of generated) {
+              const { rows, numAffectedRows } = await trx.executeQuery(compile(trx, one));
+              results.push({ rows, ...(numAffectedRows === undefined ? {} : { numAffectedRows }) });
+            }
+            return results;
+          });
+          const together = await outcome((trx) =>
+            pipelined(
+              trx,
+              generated.map((one) => compile(trx, one)),
+            ),
+          );
+          expect(together).toEqual(oneAtATime);
+        }),
+        { numRuns: 150 },
+      );
     });
   });
 
