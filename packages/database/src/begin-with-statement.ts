@@ -4,7 +4,7 @@
 import pg from 'pg';
 
 /** What this module uses of a `pg.Query`: its protocol handlers, which pg calls by name. */
-interface PgQuery {
+export interface PgQuery {
   readonly name?: string;
   readonly text: string;
   submit(connection: pg.Connection): Error | null;
@@ -20,12 +20,12 @@ interface PgQuery {
 }
 
 /** pg's record of named statements sent and not yet parsed, per connection. */
-interface SubmittedNames {
+export interface SubmittedNames {
   submittedNamedStatements: Record<string, string>;
 }
 
 /** How pg reports a query's end: once, or again after an error it reported (ignored then). */
-type Callback = (error: Error | null | undefined, result?: unknown) => void;
+export type Callback = (error: Error | null | undefined, result?: unknown) => void;
 
 /**
  * `begin` and `statement` as one submission: BEGIN's Parse, Bind and Execute, then the
