@@ -297,13 +297,17 @@ function createPositions(
       // Batches handed over before this assignment prove nothing about a seek.
       for (const [key, last] of seeks) seeks.set(key, { serial: last.serial + 1 });
       // Each partition starts at its checkpoint, not at the source's own position (which may be
-      // ahead of it after a crash): one record early, to see that the record there is still the
-      // one applied there.
+      // ahead of it after a crash or a reset): one record early, to see that the record there is
+      // still the one applied there. A partition without one starts at the beginning.
       store.checkpoints(assignment).then(
-        (checkpoints) =>
-          checkpoints.forEach((at) =>
-            seek({ ...at, offset: at.offset > 0n ? at.offset - 1n : 0n }),
-          ),
+        (checkpoints) => {
+          const next = new Map(checkpoints.map((at) => [partitionKey(at.topic, at.partition), at]));
+          for (const [topic, partitions] of Object.entries(assignment))
+            for (const partition of partitions) {
+              const offset = next.get(partitionKey(topic, partition))?.offset ?? 0n;
+              seek({ topic, partition, offset: offset > 0n ? offset - 1n : 0n });
+            }
+        },
         (error: unknown) => events.failed(error),
       );
     },

@@ -118,6 +118,17 @@ async function start(prefix: string, extra: { retryDelayMs?: number } = {}): Pro
   return projector;
 }
 
+/** Sets a group's committed offset on a one-partition topic, as `kafka-consumer-groups --reset-offsets` does. */
+async function commitGroupOffset(groupId: string, topic: string, offset: string): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.setOffsets({ groupId, topic, partitions: [{ partition: 0, offset }] });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 async function versionOf(cartId: string): Promise<number> {
   const { rows } = await sql<{ v: number }>`
     SELECT max(version)::int AS v FROM edge_applied WHERE cart_id = ${cartId}`.execute(db);
@@ -408,6 +419,43 @@ describe('projector at the edges', () => {
     const health = await projector.health();
     expect(health.ready).toBe(false);
     expect(health.problems).toMatchObject([{ code: 'consumer_stopped', projection: 'edge_carts' }]);
+  });
+
+  // A process that died with batches in hand, or an operator who reset the group, can leave Kafka's
+  // committed offset past records of a partition the projection never applied: it has no
+  // checkpoint, and nothing new may ever arrive there to show the difference.
+  it('applies what a partition without a checkpoint holds, though Kafka committed offsets past it', async () => {
+    const { prefix, topic } = await freshTopic();
+    const cart = randomUUID();
+    await produce(
+      topic,
+      [1, 2].map((v) => record(added(cart, v))),
+    );
+    await commitGroupOffset(`${prefix}g.edge_carts`, topic, '2');
+    await start(prefix);
+    await appliedVersion(cart, 2, 'the records below the committed offset');
+    expect(notices.filter((n) => n.topic === topic)).toEqual([]);
+  });
+
+  it('records a gap where such a partition’s log start moved, and applies what it still holds', async () => {
+    const { prefix, topic } = await freshTopic();
+    const [lost, kept] = [randomUUID(), randomUUID()];
+    await produce(topic, [record(added(lost, 1)), record(added(kept, 1)), record(added(kept, 2))]);
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await admin.fetchTopicMetadata({ topics: [topic] });
+      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: '1' }] });
+    } finally {
+      await admin.disconnect();
+    }
+    await commitGroupOffset(`${prefix}g.edge_carts`, topic, '3');
+    await start(prefix);
+    await appliedVersion(kept, 2, 'the records past the log start');
+    expect(await versionOf(lost)).toBe(0);
+    expect(notices.filter((n) => n.topic === topic)).toEqual([
+      { kind: 'gap', topic, partition: 0, from: 0n, to: 1n },
+    ]);
   });
 
   it('skips exactly the record named; what waited behind it applies in order; a gap is accepted explicitly', async () => {
