@@ -1,7 +1,8 @@
 // A generation's consumer over a scripted record source and store: grouping, isolation of a
 // failing partition, positions (assignment, rewinds, gaps), handler retries and crashes,
 // without Kafka or PostgreSQL.
-import { describe, expect, it } from 'vitest';
+import { waitFor } from '@sluice/testkit';
+import { describe, expect, it, vi } from 'vitest';
 import { HandlerRetry } from './apply-events.js';
 import { emptyResult, type AppliedBatch } from './batch.js';
 import type { PartitionOffset } from './bookkeeping.js';
@@ -41,6 +42,12 @@ function batchOf(
 /** A source the test drives, and a store that answers as scripted. */
 function harness(
   answer: (records: readonly IncomingRecord[]) => AppliedBatch | Error | Promise<AppliedBatch>,
+  checkpoints: GenerationStore['checkpoints'] = (assignment) =>
+    Promise.resolve(
+      Object.entries(assignment).flatMap(([topic, partitions]) =>
+        partitions.map((partition) => ({ topic, partition, offset: 10n })),
+      ),
+    ),
 ) {
   let handlers: RecordSourceHandlers | undefined;
   const seeks: PartitionOffset[] = [];
@@ -48,6 +55,7 @@ function harness(
   const gaps: [bigint, bigint][] = [];
   const notices: PartitionNotice[] = [];
   const crashes: unknown[] = [];
+  const failures: unknown[] = [];
   let logStart = 0n;
   const source: RecordSource = {
     start: (h) => {
@@ -64,12 +72,7 @@ function harness(
       const outcome = answer(records);
       return outcome instanceof Error ? Promise.reject(outcome) : Promise.resolve(outcome);
     },
-    checkpoints: (assignment) =>
-      Promise.resolve(
-        Object.entries(assignment).flatMap(([topic, partitions]) =>
-          partitions.map((partition) => ({ topic, partition, offset: 10n })),
-        ),
-      ),
+    checkpoints,
     recordGap(_at, from, to) {
       gaps.push([from, to]);
       return Promise.resolve(true);
@@ -82,7 +85,7 @@ function harness(
     admitted: () => Promise.resolve(),
     events: {
       batch: () => undefined,
-      failed: () => undefined,
+      failed: (error) => void failures.push(error),
       notice: (n) => void notices.push(n),
       crashed: (error) => void crashes.push(error),
     },
@@ -104,6 +107,7 @@ function harness(
     gaps,
     notices,
     crashes,
+    failures,
     setLogStart: (offset: bigint) => (logStart = offset),
   };
 }
@@ -141,6 +145,53 @@ describe('generation consumer', () => {
       { topic: 't', partition: 0, offset: 9n },
       { topic: 't', partition: 3, offset: 9n },
     ]);
+  });
+
+  it('starts a partition without a checkpoint at its beginning, and reads checkpoints again until the database answers', async () => {
+    let refusals = 2;
+    const h = harness(
+      () => applied(),
+      () =>
+        refusals-- > 0
+          ? Promise.reject(new Error('the database is away'))
+          : Promise.resolve([{ topic: 't', partition: 3, offset: 7n }]),
+    );
+    (await h.handlers()).assigned({ t: [0, 3], u: [1] });
+    await waitFor(() => h.seeks.length === 3, { timeoutMs: 5000, message: 'the seeks' });
+    expect(h.seeks).toEqual([
+      { topic: 't', partition: 0, offset: 0n },
+      { topic: 't', partition: 3, offset: 6n },
+      { topic: 'u', partition: 1, offset: 0n },
+    ]);
+    expect(h.failures).toHaveLength(2);
+  });
+
+  it('gives up reading the checkpoints of an assignment once another one came, or it stopped', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    try {
+      let reads = 0;
+      const h = harness(
+        () => applied(),
+        (assignment) => {
+          reads += 1;
+          return 'later' in assignment
+            ? Promise.resolve([])
+            : Promise.reject(new Error('the database is away'));
+        },
+      );
+      const handlers = await h.handlers();
+      handlers.assigned({ t: [0] });
+      handlers.assigned({ later: [0] });
+      await vi.advanceTimersByTimeAsync(10_000);
+      handlers.assigned({ t: [1] });
+      await vi.advanceTimersByTimeAsync(0);
+      await h.consumer.stop();
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(h.seeks).toEqual([{ topic: 'later', partition: 0, offset: 0n }]);
+      expect(reads).toBe(3);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('goes back to a checkpoint, and records a gap when the records there are gone or absent', async () => {

@@ -97,7 +97,7 @@ export function createGenerationConsumer(options: GenerationConsumerOptions): Ge
     crashed: undefined,
   };
   let stopped = false;
-  const positions = createPositions(source, store, events);
+  const positions = createPositions(source, store, events, () => stopped);
 
   /** Applies parts in one transaction, retrying failed handlers after a pause. */
   async function applyOnce(parts: readonly Part[], heartbeat: () => Promise<void>): Promise<void> {
@@ -242,8 +242,10 @@ function loadOf(parts: readonly Part[]): Load {
 }
 
 /** Where a generation's partitions are read from, and what moves them. */
+type Assignment = Readonly<Record<string, readonly number[]>>;
+
 interface Positions {
-  assigned(assignment: Readonly<Record<string, readonly number[]>>): void;
+  assigned(assignment: Assignment): void;
   /** How often the partition was sought since the last assignment began. */
   serial(key: string): number;
   /** Follows up a batch: rewinds, reused offsets, offsets gone back. */
@@ -254,6 +256,7 @@ function createPositions(
   source: RecordSource,
   store: GenerationStore,
   events: GenerationEvents,
+  stopped: () => boolean,
 ): Positions {
   /** Per partition: seeks so far, and the offset of the last one since the partition was assigned. */
   const seeks = new Map<string, { serial: number; offset?: bigint }>();
@@ -292,24 +295,47 @@ function createPositions(
     seek({ ...rewound, offset: to });
   }
 
+  let assignments = 0;
+  /**
+   * Each partition starts at its checkpoint, not at the source's own position (which may be ahead
+   * of it after a crash or a reset): one record early, to see that the record there is still the
+   * one applied there. A partition without one starts at the beginning. Until the checkpoints
+   * are read (the database may be away), they are read again, unless the partitions were
+   * assigned anew: a partition that receives nothing new would never show the difference.
+   */
+  async function seekCheckpoints(assignment: Assignment, round: number): Promise<void> {
+    for (
+      let delayMs = 100;
+      round === assignments && !stopped();
+      delayMs = Math.min(delayMs * 2, 5000)
+    ) {
+      try {
+        const next = new Map(
+          (await store.checkpoints(assignment)).map((at) => [
+            partitionKey(at.topic, at.partition),
+            at,
+          ]),
+        );
+        if (round !== assignments) return;
+        for (const [topic, partitions] of Object.entries(assignment))
+          for (const partition of partitions) {
+            const offset = next.get(partitionKey(topic, partition))?.offset ?? 0n;
+            seek({ topic, partition, offset: offset > 0n ? offset - 1n : 0n });
+          }
+        return;
+      } catch (error) {
+        events.failed(error);
+      }
+      await pause(delayMs);
+    }
+  }
+
   return {
     assigned(assignment) {
       // Batches handed over before this assignment prove nothing about a seek.
       for (const [key, last] of seeks) seeks.set(key, { serial: last.serial + 1 });
-      // Each partition starts at its checkpoint, not at the source's own position (which may be
-      // ahead of it after a crash or a reset): one record early, to see that the record there is
-      // still the one applied there. A partition without one starts at the beginning.
-      store.checkpoints(assignment).then(
-        (checkpoints) => {
-          const next = new Map(checkpoints.map((at) => [partitionKey(at.topic, at.partition), at]));
-          for (const [topic, partitions] of Object.entries(assignment))
-            for (const partition of partitions) {
-              const offset = next.get(partitionKey(topic, partition))?.offset ?? 0n;
-              seek({ topic, partition, offset: offset > 0n ? offset - 1n : 0n });
-            }
-        },
-        (error: unknown) => events.failed(error),
-      );
+      assignments += 1;
+      void seekCheckpoints(assignment, assignments);
     },
     serial: (key) => seeks.get(key)?.serial ?? 0,
     async settle(parts, applied) {
