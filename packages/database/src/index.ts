@@ -13,7 +13,6 @@ import {
 } from 'kysely';
 import { Migrator, type Migration } from 'kysely/migration';
 import pg from 'pg';
-import { queryAfterBegin } from './begin-with-statement.js';
 import { queryPipeline, type PipelinedStatement } from './pipeline.js';
 
 /** The codes of the SluiceErrors this package throws. */
@@ -164,12 +163,10 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
     );
   const run = (text: string, values: unknown[], after?: string): Promise<pg.QueryResult> => {
     const statement = statementOf(text, values);
+    if (after !== undefined)
+      return pipeline([statement], after).then((results) => results[0] as pg.QueryResult);
     const result =
-      after !== undefined
-        ? queryAfterBegin(client, after, statement, (error) => (failed = error))
-        : statement.name === undefined
-          ? client.query(text, values)
-          : client.query(statement);
+      statement.name === undefined ? client.query(text, values) : client.query(statement);
     return result.catch(forgetOnFailure([statement]));
   };
   const query = (text: string, values: unknown[]): Promise<pg.QueryResult> => {

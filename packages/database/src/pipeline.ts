@@ -3,7 +3,30 @@
 // its own. PostgreSQL skips every message after an error up to the Sync, so once one fails,
 // nothing after it runs (a BEGIN that fails runs nothing).
 import pg from 'pg';
-import type { Callback, PgQuery, SubmittedNames } from './begin-with-statement.js';
+
+/** What this module uses of a `pg.Query`: its protocol handlers, which pg calls by name. */
+interface PgQuery {
+  readonly name?: string;
+  readonly text: string;
+  submit(connection: pg.Connection): Error | null;
+  handleRowDescription(message: unknown): void;
+  handleDataRow(message: unknown): void;
+  handleCommandComplete(message: unknown, connection: pg.Connection): void;
+  handleEmptyQuery(connection: pg.Connection): void;
+  handleError(error: Error, connection: pg.Connection): void;
+  handleReadyForQuery(connection: pg.Connection): void;
+  handlePortalSuspended(connection: pg.Connection): void;
+  handleCopyInResponse(connection: pg.Connection): void;
+  handleCopyData(message: unknown, connection: pg.Connection): void;
+}
+
+/** pg's record of named statements sent and not yet parsed, per connection. */
+interface SubmittedNames {
+  submittedNamedStatements: Record<string, string>;
+}
+
+/** How pg reports a query's end: once, or again after an error it reported (ignored then). */
+type Callback = (error: Error | null | undefined, result?: unknown) => void;
 
 /** A statement to pipeline: extended protocol (it has values), maybe a prepared statement. */
 export type PipelinedStatement = pg.QueryConfig & { types?: pg.CustomTypesConfig };
