@@ -16,6 +16,7 @@ import {
 import type { Kafka, Message } from 'kafkajs';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { sql, type Kysely } from 'kysely';
+import fc from 'fast-check';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -83,14 +84,14 @@ function added(cartId: string, version: number): DomainEvent {
 
 const record = (event: DomainEvent): Message => toKafkaRecord(event, { source: '/test' });
 
-/** A one-partition topic of its own, so offsets are known. */
-async function freshTopic(): Promise<{ prefix: string; topic: string }> {
+/** A topic of its own, one partition unless asked, so offsets are known. */
+async function freshTopic(numPartitions = 1): Promise<{ prefix: string; topic: string }> {
   const prefix = `${uniqueName('edge')}.`;
   const topic = `${prefix}outbox.event.cart`;
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
   } finally {
     await admin.disconnect();
   }
@@ -118,12 +119,24 @@ async function start(prefix: string, extra: { retryDelayMs?: number } = {}): Pro
   return projector;
 }
 
-/** Sets a group's committed offset on a one-partition topic, as `kafka-consumer-groups --reset-offsets` does. */
-async function commitGroupOffset(groupId: string, topic: string, offset: string): Promise<void> {
+/**
+ * Commits a group's offsets at either end of the topic, as `kafka-consumer-groups --reset-offsets`
+ * does (kafkajs' resetOffsets commits -1 or -2, which a consumer treats as no offset at all).
+ */
+async function resetGroup(groupId: string, topic: string, earliest: boolean): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.setOffsets({ groupId, topic, partitions: [{ partition: 0, offset }] });
+    const ends = await admin.fetchTopicOffsets(topic);
+    const partitions = ends.map((end) => ({
+      partition: end.partition,
+      offset: earliest ? end.low : end.high,
+    }));
+    // Kafka refuses while the group still rebalances after its member left.
+    await waitFor(() => admin.setOffsets({ groupId, topic, partitions }).then(() => true), {
+      timeoutMs: 30_000,
+      message: `the offsets of ${groupId} reset`,
+    });
   } finally {
     await admin.disconnect();
   }
@@ -431,7 +444,7 @@ describe('projector at the edges', () => {
       topic,
       [1, 2].map((v) => record(added(cart, v))),
     );
-    await commitGroupOffset(`${prefix}g.edge_carts`, topic, '2');
+    await resetGroup(`${prefix}g.edge_carts`, topic, false);
     await start(prefix);
     await appliedVersion(cart, 2, 'the records below the committed offset');
     expect(notices.filter((n) => n.topic === topic)).toEqual([]);
@@ -449,7 +462,7 @@ describe('projector at the edges', () => {
     } finally {
       await admin.disconnect();
     }
-    await commitGroupOffset(`${prefix}g.edge_carts`, topic, '3');
+    await resetGroup(`${prefix}g.edge_carts`, topic, false);
     await start(prefix);
     await appliedVersion(kept, 2, 'the records past the log start');
     expect(await versionOf(lost)).toBe(0);
@@ -457,6 +470,62 @@ describe('projector at the edges', () => {
       { kind: 'gap', topic, partition: 0, from: 0n, to: 1n },
     ]);
   });
+
+  // Generated: records produced while the projector runs or not, restarts, and the group's
+  // offsets reset to either end while it is stopped; every event applies once, in order.
+  it('applies every event once whatever the restarts and offset resets (generated, seed printed on failure)', async () => {
+    const step = fc.oneof(
+      {
+        weight: 3,
+        arbitrary: fc.record({
+          kind: fc.constant('produce' as const),
+          carts: fc.subarray([0, 1, 2, 3, 4], { minLength: 1 }),
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({ kind: fc.constantFrom('stop' as const, 'start' as const) }),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.record({ kind: fc.constant('reset' as const), earliest: fc.boolean() }),
+      },
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 5 }), async (steps) => {
+        const { prefix, topic } = await freshTopic(3);
+        const cartIds = [0, 1, 2, 3, 4].map(() => randomUUID());
+        const produced = cartIds.map(() => 0);
+        for (const done of steps) {
+          if (done.kind === 'produce') {
+            const events = done.carts.map((i) =>
+              added(cartIds[i] ?? '', (produced[i] = (produced[i] ?? 0) + 1)),
+            );
+            await produce(topic, events.map(record));
+          } else if (done.kind === 'start') {
+            if (running === undefined) await start(prefix);
+          } else {
+            await stopRunning();
+            if (done.kind === 'reset')
+              await resetGroup(`${prefix}g.edge_carts`, topic, done.earliest);
+          }
+        }
+        if (running === undefined) await start(prefix);
+        for (const [i, cart] of cartIds.entries())
+          await appliedVersion(cart, produced[i] ?? 0, `version ${produced[i]} of cart ${i}`);
+        await stopRunning();
+        const { rows } = await sql<{ cart_id: string; versions: number[] }>`
+          SELECT cart_id, array_agg(version::int ORDER BY version) AS versions FROM edge_applied
+           WHERE cart_id = ANY(${cartIds}) GROUP BY cart_id`.execute(db);
+        const applied = new Map(rows.map((r) => [r.cart_id, r.versions]));
+        expect(cartIds.map((cart) => applied.get(cart) ?? [])).toEqual(
+          produced.map((n) => Array.from({ length: n }, (_, v) => v + 1)),
+        );
+        expect(notices.filter((n) => n.topic === topic)).toEqual([]);
+      }),
+      { numRuns: 4, endOnFailure: true },
+    );
+  }, 240_000);
 
   it('skips exactly the record named; what waited behind it applies in order; a gap is accepted explicitly', async () => {
     const { prefix, topic } = await freshTopic();
