@@ -185,10 +185,25 @@ describe('generation consumer', () => {
       await vi.advanceTimersByTimeAsync(10_000);
       handlers.assigned({ t: [1] });
       await vi.advanceTimersByTimeAsync(0);
+      const failures = h.failures.length;
       await h.consumer.stop();
       await vi.advanceTimersByTimeAsync(60_000);
       expect(h.seeks).toEqual([{ topic: 'later', partition: 0, offset: 0n }]);
       expect(reads).toBe(3);
+      expect(failures).toBe(2);
+
+      // A read in flight when the consumer stops neither seeks nor reports.
+      let answer: (checkpoints: PartitionOffset[]) => void = () => undefined;
+      const stopping = harness(
+        () => applied(),
+        () => new Promise((resolve) => (answer = resolve)),
+      );
+      (await stopping.handlers()).assigned({ t: [0] });
+      await stopping.consumer.stop();
+      answer([]);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(stopping.seeks).toEqual([]);
+      expect(stopping.failures).toEqual([]);
     } finally {
       vi.useRealTimers();
     }

@@ -316,7 +316,7 @@ function createPositions(
             at,
           ]),
         );
-        if (round !== assignments) return;
+        if (round !== assignments || stopped()) return;
         for (const [topic, partitions] of Object.entries(assignment))
           for (const partition of partitions) {
             const offset = next.get(partitionKey(topic, partition))?.offset ?? 0n;
@@ -324,9 +324,12 @@ function createPositions(
           }
         return;
       } catch (error) {
+        // A read the stop cut short is no failure.
+        if (stopped()) return;
         events.failed(error);
       }
-      await pause(delayMs);
+      // The pause does not hold up the process's exit.
+      await new Promise((resolve) => setTimeout(resolve, delayMs).unref());
     }
   }
 
