@@ -241,9 +241,9 @@ function loadOf(parts: readonly Part[]): Load {
   return load;
 }
 
-/** Where a generation's partitions are read from, and what moves them. */
 type Assignment = Readonly<Record<string, readonly number[]>>;
 
+/** Where a generation's partitions are read from, and what moves them. */
 interface Positions {
   assigned(assignment: Assignment): void;
   /** How often the partition was sought since the last assignment began. */

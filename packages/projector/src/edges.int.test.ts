@@ -4,6 +4,7 @@
 import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/database';
 import {
+  commitGroupOffsets,
   createTestDatabase,
   rawProduce,
   readRecords,
@@ -119,24 +120,13 @@ async function start(prefix: string, extra: { retryDelayMs?: number } = {}): Pro
   return projector;
 }
 
-/**
- * Commits a group's offsets at either end of the topic, as `kafka-consumer-groups --reset-offsets`
- * does (kafkajs' resetOffsets commits -1 or -2, which a consumer treats as no offset at all).
- */
-async function resetGroup(groupId: string, topic: string, earliest: boolean): Promise<void> {
+/** Deletes a one-partition topic's records below `offset`: its log start moves there. */
+async function deleteRecordsBefore(topic: string, offset: string): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const ends = await admin.fetchTopicOffsets(topic);
-    const partitions = ends.map((end) => ({
-      partition: end.partition,
-      offset: earliest ? end.low : end.high,
-    }));
-    // Kafka refuses while the group still rebalances after its member left.
-    await waitFor(() => admin.setOffsets({ groupId, topic, partitions }).then(() => true), {
-      timeoutMs: 30_000,
-      message: `the offsets of ${groupId} reset`,
-    });
+    await admin.fetchTopicMetadata({ topics: [topic] });
+    await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset }] });
   } finally {
     await admin.disconnect();
   }
@@ -345,14 +335,7 @@ describe('projector at the edges', () => {
       topic,
       later.map((cart) => record(added(cart, 1))),
     );
-    const admin = kafka.admin();
-    await admin.connect();
-    try {
-      await admin.fetchTopicMetadata({ topics: [topic] });
-      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: '7' }] });
-    } finally {
-      await admin.disconnect();
-    }
+    await deleteRecordsBefore(topic, '7');
     projector = await start(prefix);
     for (const cart of later) await appliedVersion(cart, 1, 'a record after the deleted ones');
     expect(await versionOf(lost)).toBe(0);
@@ -444,7 +427,7 @@ describe('projector at the edges', () => {
       topic,
       [1, 2].map((v) => record(added(cart, v))),
     );
-    await resetGroup(`${prefix}g.edge_carts`, topic, false);
+    await commitGroupOffsets(kafka, `${prefix}g.edge_carts`, topic, 'latest');
     await start(prefix);
     await appliedVersion(cart, 2, 'the records below the committed offset');
     expect(notices.filter((n) => n.topic === topic)).toEqual([]);
@@ -454,15 +437,8 @@ describe('projector at the edges', () => {
     const { prefix, topic } = await freshTopic();
     const [lost, kept] = [randomUUID(), randomUUID()];
     await produce(topic, [record(added(lost, 1)), record(added(kept, 1)), record(added(kept, 2))]);
-    const admin = kafka.admin();
-    await admin.connect();
-    try {
-      await admin.fetchTopicMetadata({ topics: [topic] });
-      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: '1' }] });
-    } finally {
-      await admin.disconnect();
-    }
-    await resetGroup(`${prefix}g.edge_carts`, topic, false);
+    await deleteRecordsBefore(topic, '1');
+    await commitGroupOffsets(kafka, `${prefix}g.edge_carts`, topic, 'latest');
     await start(prefix);
     await appliedVersion(kept, 2, 'the records past the log start');
     expect(await versionOf(lost)).toBe(0);
@@ -488,7 +464,10 @@ describe('projector at the edges', () => {
       },
       {
         weight: 2,
-        arbitrary: fc.record({ kind: fc.constant('reset' as const), earliest: fc.boolean() }),
+        arbitrary: fc.record({
+          kind: fc.constant('reset' as const),
+          at: fc.constantFrom('earliest' as const, 'latest' as const),
+        }),
       },
     );
     await fc.assert(
@@ -507,7 +486,7 @@ describe('projector at the edges', () => {
           } else {
             await stopRunning();
             if (done.kind === 'reset')
-              await resetGroup(`${prefix}g.edge_carts`, topic, done.earliest);
+              await commitGroupOffsets(kafka, `${prefix}g.edge_carts`, topic, done.at);
           }
         }
         if (running === undefined) await start(prefix);

@@ -197,6 +197,35 @@ export async function readRecords(
   return seen;
 }
 
+/**
+ * Commits `groupId`'s offsets of `topic` at its earliest or latest records, as
+ * `kafka-consumer-groups --reset-offsets` does (kafkajs' own `resetOffsets` commits -1 or -2, which
+ * a consumer treats as no offset at all). Kafka refuses while the group still rebalances after a
+ * member left: it tries again for up to 30 s.
+ */
+export async function commitGroupOffsets(
+  kafka: Kafka,
+  groupId: string,
+  topic: string,
+  at: 'earliest' | 'latest',
+): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const ends = await admin.fetchTopicOffsets(topic);
+    const partitions = ends.map((end) => ({
+      partition: end.partition,
+      offset: at === 'earliest' ? end.low : end.high,
+    }));
+    await waitFor(() => admin.setOffsets({ groupId, topic, partitions }).then(() => true), {
+      timeoutMs: 30_000,
+      message: `the offsets of ${groupId} committed at the ${at}`,
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 /** Creates topics (waiting for their leaders) for one test file. */
 export async function createTopics(
   brokers: readonly string[],
