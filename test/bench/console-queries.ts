@@ -34,7 +34,11 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { PUBLISHED_EVENTS_TABLE } from '../../packages/relay/src/published-events.js';
 import { findJourneys } from '../../services/console/src/journey.js';
-import { auditItems, parkedGroups, parkedRows } from '../../services/console/src/parked.js';
+import {
+  auditItems,
+  readParkedPage,
+  type ParkedFilter,
+} from '../../services/console/src/parked.js';
 import { collectPostgres } from '../../services/console/src/postgres-collector.js';
 import { cleanUpOnSignals, envNumber, log } from './support.js';
 
@@ -334,8 +338,8 @@ async function journeyCheck(pool: pg.Pool, aggregateId: string) {
 }
 
 function screens(keys: Awaited<ReturnType<typeof journeyKeys>>) {
-  const parked = (filter: Parameters<typeof parkedGroups>[1]) => async (p: pg.Pool) => {
-    const [groups, rows] = await Promise.all([parkedGroups(p, filter), parkedRows(p, filter)]);
+  const parked = (filter: ParkedFilter) => async (p: pg.Pool) => {
+    const { groups, rows } = await readParkedPage(p, filter);
     return groups.length + rows.length;
   };
   const journey = (q: string) => async (p: pg.Pool) =>

@@ -11,7 +11,7 @@ import { actionRoutes } from './actions.js';
 import { journeyRoutes } from './journey.js';
 import { parkedItemOf } from './masking.js';
 import { pagesRoutes } from './pages.js';
-import { auditItems, parkedGroups, parkedRows } from './parked.js';
+import { auditItems, parkedPage } from './parked.js';
 import type { Sampler } from './sampler.js';
 import { streamRoute } from './stream.js';
 
@@ -114,10 +114,7 @@ function readRoutes(app: FastifyInstance, deps: ConsoleDeps): void {
   app.get('/parked', { schema: { querystring: ParkedQuery } }, async (request) => {
     const filter = request.query as Static<typeof ParkedQuery>;
     const role = principalOf(request)?.role ?? 'viewer';
-    const [groups, rows] = await Promise.all([
-      parkedGroups(pool, filter),
-      parkedRows(pool, filter),
-    ]);
+    const { groups, rows } = await parkedPage(pool, filter);
     return { groups, items: rows.map((row) => parkedItemOf(row, role, deps.maskedTypes)) };
   });
   app.get(

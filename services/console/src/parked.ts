@@ -16,9 +16,14 @@ export interface ParkedFilter {
 /** Parked records of these many matching rows at most are grouped: a screen stays cheap. */
 export const GROUPED_ROWS_CAP = 1000;
 
-/** The generations (instance → projection name) whose parked records a filter may show. */
-async function instancesOf(pool: pg.Pool, projection: string | undefined) {
-  const { rows } = await pool.query<{ projection: string; instance: string }>(
+/** Where the reads go: a pool, or one connection's transaction. */
+type Reader = Pick<pg.ClientBase, 'query'>;
+
+/** Instance → projection name: the generations whose parked records a filter may show. */
+type Instances = Map<string, string>;
+
+async function instancesOf(db: Reader, projection: string | undefined): Promise<Instances> {
+  const { rows } = await db.query<{ projection: string; instance: string }>(
     `SELECT projection, instance FROM sluice.projection_generations
       WHERE state IN ('active', 'building') AND ($1::text IS NULL OR projection = $1)`,
     [projection ?? null],
@@ -47,8 +52,11 @@ function matchingSql(filter: ParkedFilter, columns: string, limit: number) {
 }
 
 /** The parked records that match, at most `limit`, in key order. */
-export async function parkedRows(pool: pg.Pool, filter: ParkedFilter): Promise<ParkedRow[]> {
-  const instances = await instancesOf(pool, filter.projection);
+async function parkedRows(
+  db: Reader,
+  filter: ParkedFilter,
+  instances: Instances,
+): Promise<ParkedRow[]> {
   const query = matchingSql(
     filter,
     `p.projection, p.topic, p.partition, p.record_offset::text, p.aggregate_type, p.aggregate_id,
@@ -56,7 +64,7 @@ export async function parkedRows(pool: pg.Pool, filter: ParkedFilter): Promise<P
      p.attempts, p.first_failed_at`,
     filter.limit,
   );
-  const { rows } = await pool.query<ParkedRow>(query.sql, [[...instances.keys()], ...query.values]);
+  const { rows } = await db.query<ParkedRow>(query.sql, [[...instances.keys()], ...query.values]);
   return rows.map((row) => ({
     ...row,
     projection: instances.get(row.projection) ?? row.projection,
@@ -67,14 +75,17 @@ export async function parkedRows(pool: pg.Pool, filter: ParkedFilter): Promise<P
  * The groups of the first {@link GROUPED_ROWS_CAP} matching records (in key order), oldest
  * first, at most `limit`.
  */
-export async function parkedGroups(pool: pg.Pool, filter: ParkedFilter): Promise<ParkedGroup[]> {
-  const instances = await instancesOf(pool, filter.projection);
+async function parkedGroups(
+  db: Reader,
+  filter: ParkedFilter,
+  instances: Instances,
+): Promise<ParkedGroup[]> {
   const matching = matchingSql(
     filter,
     'p.projection, p.aggregate_type, p.aggregate_id, p.reason, p.first_failed_at',
     GROUPED_ROWS_CAP,
   );
-  const { rows } = await pool.query<{
+  const { rows } = await db.query<{
     projection: string;
     aggregate_type: string | null;
     aggregate_id: string | null;
@@ -98,6 +109,30 @@ export async function parkedGroups(pool: pg.Pool, filter: ParkedFilter): Promise
     count: Number(row.count),
     firstParkedAt: row.first_parked_at.toISOString(),
   }));
+}
+
+/** A page of `GET /api/parked`: its groups and its records, read from one snapshot. */
+export async function parkedPage(pool: pg.Pool, filter: ParkedFilter) {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const page = await readParkedPage(client, filter);
+    await client.query('COMMIT');
+    client.release();
+    return page;
+  } catch (error) {
+    // A connection left inside a transaction must not go back to the pool.
+    client.release(error instanceof Error ? error : new Error(String(error)));
+    throw error;
+  }
+}
+
+/** The page's reads, one after another, on `db` (a transaction's client, or a pool in benches). */
+export async function readParkedPage(db: Reader, filter: ParkedFilter) {
+  const instances = await instancesOf(db, filter.projection);
+  const groups = await parkedGroups(db, filter, instances);
+  const rows = await parkedRows(db, filter, instances);
+  return { groups, rows };
 }
 
 /** The newest `limit` operator actions (walks the primary key backwards). */
