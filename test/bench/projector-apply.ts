@@ -111,7 +111,7 @@ const config = {
   privacyRounds: Math.floor(envNumber('BENCH_PRIVACY_ROUNDS', 2)),
   skipPrivacy: process.env.BENCH_SKIP_PRIVACY === '1',
 };
-const GOALS = { eventsPerSecond: 20_000, ratio: 0.5 } as const;
+const GOALS = { eventsPerSecond: 20_000, ratio: 0.6, peakRssMb: 250 } as const;
 const PARTITIONS = 6;
 const TICKS_PER_SECOND = 100;
 const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits;
@@ -754,6 +754,7 @@ try {
       : {
           eventsPerSecond: apply.projector.eventsPerSecond >= GOALS.eventsPerSecond,
           ratio: apply.ratio >= GOALS.ratio,
+          peakRssMb: apply.projector.peakRssMb <= GOALS.peakRssMb,
           viewsEqualFold: apply.projector.viewEqualsFold && apply.ceiling.viewEqualsFold,
           tracing10: apply.tracing.meetsGoal,
         }),

@@ -153,6 +153,12 @@ describe('CloudEvents records', () => {
     }
   });
 
+  it('names every missing header', () => {
+    const { key, value, headers } = toKafkaRecord(event, { source: '/shop-api' });
+    const partial = { key, value, headers: { ...headers, ce_id: undefined, ce_time: undefined } };
+    expect(() => fromKafkaRecord(partial)).toThrow('missing headers: ce_id, ce_time');
+  });
+
   it('takes RFC 3339 times with offsets, and text that merely looks like an escaped NUL', () => {
     const record = toKafkaRecord(event, { source: '/shop-api' });
     const shifted = {

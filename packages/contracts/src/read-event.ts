@@ -16,6 +16,18 @@ export interface KafkaMessageLike {
 const text = (value: string | Buffer): string =>
   typeof value === 'string' ? value : value.toString('utf8');
 
+/** Sets an own property, `__proto__` included (an assignment would set the prototype). */
+function setOwn(target: Record<string, string | undefined>, name: string, value: string) {
+  if (name === '__proto__')
+    Object.defineProperty(target, name, {
+      value,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  else target[name] = value;
+}
+
 /** The text view of headers: null values left out, repeated ones joined with commas. */
 export function headerText(
   headers: Readonly<Record<string, HeaderValue>> | undefined,
@@ -27,13 +39,13 @@ export function headerText(
     const value = headers[name];
     if (value === undefined || value === null) continue;
     if (!Array.isArray(value)) {
-      result[name] = text(value as string | Buffer);
+      setOwn(result, name, text(value as string | Buffer));
       continue;
     }
     const values = (value as readonly (Buffer | string | null)[])
       .filter((item): item is string | Buffer => item !== null)
       .map(text);
-    if (values.length > 0) result[name] = values.join(',');
+    if (values.length > 0) setOwn(result, name, values.join(','));
   }
   return result;
 }

@@ -39,4 +39,32 @@ describe('toRecord', () => {
     ]);
     expect(rawOf(record).value).toBe(message.value);
   });
+
+  it('reads string header values as they are, and falls back to text for any other value', () => {
+    const strings = { ce_id: 'e1', constructor: 'c' } as Record<string, string>;
+    Object.defineProperty(strings, '__proto__', { value: 'p', enumerable: true });
+    const asStrings = { ...message, headers: strings } as unknown as KafkaMessage;
+    const record = toRecord('t', 0, asStrings);
+    expect(Object.entries(record.headers)).toEqual([
+      ['ce_id', 'e1'],
+      ['constructor', 'c'],
+      ['__proto__', 'p'],
+    ]);
+    expect(rawOf(record)).toMatchObject({ key: asStrings.key, value: asStrings.value });
+    expect(rawOf(record).headers).toEqual([
+      ['ce_id', 'e1'],
+      ['constructor', 'c'],
+      ['__proto__', 'p'],
+    ]);
+    const mixed = { ce_id: 'e1', gone: null, note: ['x', 'y'] } as Record<string, unknown>;
+    Object.defineProperty(mixed, '__proto__', { value: Buffer.from('p'), enumerable: true });
+    const fallback = toRecord('t', 0, { ...message, headers: mixed } as unknown as KafkaMessage);
+    expect(Object.entries(fallback.headers)).toEqual([
+      ['ce_id', 'e1'],
+      ['note', 'x,y'],
+      ['__proto__', 'p'],
+    ]);
+    const none = { ...message, headers: undefined } as unknown as KafkaMessage;
+    expect(toRecord('t', 0, none).headers).toEqual({});
+  });
 });

@@ -82,21 +82,35 @@ export function toRecord(topic: string, partition: number, message: KafkaMessage
     timestamp: message.timestamp,
     key: message.key === null ? null : message.key.toString('utf8'),
     value: message.value === null ? null : message.value.toString('utf8'),
-    headers: headerText(message.headers),
-    raw: rawRecord(message),
+    headers: textHeaders(message.headers),
+    raw: new ReceivedRecord(message),
   };
 }
 
+/**
+ * The headers as text: kafkajs' own object when every value is a string already (the header
+ * values are decoded as strings in the projector's process, and a name seldom repeats), so a
+ * record carries no second copy of them.
+ */
+function textHeaders(headers: IHeaders | undefined): Record<string, string | undefined> {
+  if (headers === undefined) return {};
+  for (const name in headers) if (typeof headers[name] !== 'string') return headerText(headers);
+  return headers as Record<string, string>;
+}
+
 /** The record's bytes; the header pairs are made only when asked for (a parked or dead letter). */
-function rawRecord(message: KafkaMessage): RawRecord {
-  let headers: RawHeader[] | undefined;
-  return {
-    key: message.key,
-    value: message.value,
-    get headers() {
-      return (headers ??= rawHeaders(message.headers));
-    },
-  };
+class ReceivedRecord implements RawRecord {
+  #headers: RawHeader[] | undefined;
+  constructor(private readonly message: KafkaMessage) {}
+  get key(): Buffer | null {
+    return this.message.key;
+  }
+  get value(): Buffer | null {
+    return this.message.value;
+  }
+  get headers(): RawHeader[] {
+    return (this.#headers ??= rawHeaders(this.message.headers));
+  }
 }
 
 /** About how many bytes a record holds: its key and value, as received or as text. */
