@@ -24,8 +24,11 @@ export interface IncomingRecord {
   /** The key and value as UTF-8 text. */
   key: string | null;
   value: string | null;
-  /** Header values as text; a repeated header's values joined by commas; null values left out. */
-  headers: Record<string, string | undefined>;
+  /**
+   * Header values as text; a repeated header's values joined by commas; null values left out.
+   * Read only: it may be the consumer's own header object, which `raw` also reads.
+   */
+  headers: Readonly<Record<string, string | undefined>>;
   /** The bytes as received; derived from the text fields when absent. */
   raw?: RawRecord;
   /** An operator skipped this parked record: it counts as applied once its turn comes. */

@@ -114,10 +114,15 @@ async function parkedGroups(
 /** A page of `GET /api/parked`: its groups and its records, read from one snapshot. */
 export async function parkedPage(pool: pg.Pool, filter: ParkedFilter) {
   const client = await pool.connect();
+  // A connection that fails while checked out emits 'error' on its client, which unheard ends
+  // the process; the failure reaches this page through its query instead.
+  const heard = () => undefined;
+  client.on('error', heard);
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const page = await readParkedPage(client, filter);
     await client.query('COMMIT');
+    client.off('error', heard);
     client.release();
     return page;
   } catch (error) {
