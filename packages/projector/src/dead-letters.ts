@@ -26,10 +26,17 @@ export function deadLetterMessage(projection: string, letter: DeadLetter): Messa
       continue;
     }
     const existing = Object.hasOwn(headers, name) ? headers[name] : undefined;
-    headers[name] =
+    const merged =
       existing === undefined
         ? value
         : [...(Array.isArray(existing) ? existing : [existing]), value];
+    // Defined, not assigned: a header named `__proto__` would set the object's prototype.
+    Object.defineProperty(headers, name, {
+      value: merged,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   if (nulls.length > 0) headers.sluice_error_null_headers = nulls.join(',');
   Object.assign(headers, {

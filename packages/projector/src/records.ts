@@ -160,7 +160,14 @@ export function recordFromRaw(
   for (const [name, value] of raw.headers) {
     if (value === null) continue;
     const item = text(value);
-    headers[name] = Object.hasOwn(headers, name) ? `${headers[name] ?? ''},${item}` : item;
+    const joined = Object.hasOwn(headers, name) ? `${headers[name] ?? ''},${item}` : item;
+    // Defined, not assigned: a header named `__proto__` would set the object's prototype.
+    Object.defineProperty(headers, name, {
+      value: joined,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   return {
     ...at,
