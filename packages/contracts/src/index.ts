@@ -22,6 +22,12 @@ export {
   type KafkaRecord,
   type SerializedEvent,
 } from './cloud-events.js';
-export { headerText, readEvent, type HeaderValue, type KafkaMessageLike } from './read-event.js';
+export {
+  headerText,
+  readEvent,
+  setHeader,
+  type HeaderValue,
+  type KafkaMessageLike,
+} from './read-event.js';
 export { createUpcaster, type Upcaster } from './upcasters.js';
 export type { ContractsErrorCode } from './errors.js';

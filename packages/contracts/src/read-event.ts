@@ -16,16 +16,19 @@ export interface KafkaMessageLike {
 const text = (value: string | Buffer): string =>
   typeof value === 'string' ? value : value.toString('utf8');
 
-/** Sets an own property, `__proto__` included (an assignment would set the prototype). */
-function setOwn(target: Record<string, string | undefined>, name: string, value: string) {
+/**
+ * Sets a header on an object of headers as its own property, whatever its name: a plain
+ * assignment of `__proto__` would set the object's prototype instead.
+ */
+export function setHeader<T>(headers: Record<string, T>, name: string, value: T): void {
   if (name === '__proto__')
-    Object.defineProperty(target, name, {
+    Object.defineProperty(headers, name, {
       value,
       enumerable: true,
       writable: true,
       configurable: true,
     });
-  else target[name] = value;
+  else headers[name] = value;
 }
 
 /** The text view of headers: null values left out, repeated ones joined with commas. */
@@ -39,13 +42,13 @@ export function headerText(
     const value = headers[name];
     if (value === undefined || value === null) continue;
     if (!Array.isArray(value)) {
-      setOwn(result, name, text(value as string | Buffer));
+      setHeader(result, name, text(value as string | Buffer));
       continue;
     }
     const values = (value as readonly (Buffer | string | null)[])
       .filter((item): item is string | Buffer => item !== null)
       .map(text);
-    if (values.length > 0) setOwn(result, name, values.join(','));
+    if (values.length > 0) setHeader(result, name, values.join(','));
   }
   return result;
 }

@@ -1,3 +1,4 @@
+import { setHeader } from '@sluice/contracts';
 import { ACKS_ALL, idempotentProducer } from '@sluice/kafka';
 import type { IHeaders, Kafka, Message, Producer } from 'kafkajs';
 import { rawOf, type DeadLetter, type DeadLetterSink } from './records.js';
@@ -30,13 +31,7 @@ export function deadLetterMessage(projection: string, letter: DeadLetter): Messa
       existing === undefined
         ? value
         : [...(Array.isArray(existing) ? existing : [existing]), value];
-    // Defined, not assigned: a header named `__proto__` would set the object's prototype.
-    Object.defineProperty(headers, name, {
-      value: merged,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
+    setHeader(headers, name, merged);
   }
   if (nulls.length > 0) headers.sluice_error_null_headers = nulls.join(',');
   Object.assign(headers, {

@@ -1,4 +1,10 @@
-import { fromKafkaRecord, headerText, type Catalog, type DomainEvent } from '@sluice/contracts';
+import {
+  fromKafkaRecord,
+  headerText,
+  setHeader,
+  type Catalog,
+  type DomainEvent,
+} from '@sluice/contracts';
 import { errorMessage, SluiceError } from '@sluice/errors';
 import type { IHeaders, KafkaMessage } from 'kafkajs';
 import type { ProjectorErrorCode } from './errors.js';
@@ -161,13 +167,7 @@ export function recordFromRaw(
     if (value === null) continue;
     const item = text(value);
     const joined = Object.hasOwn(headers, name) ? `${headers[name] ?? ''},${item}` : item;
-    // Defined, not assigned: a header named `__proto__` would set the object's prototype.
-    Object.defineProperty(headers, name, {
-      value: joined,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
+    setHeader(headers, name, joined);
   }
   return {
     ...at,

@@ -127,7 +127,7 @@ export async function parkedPage(pool: pg.Pool, filter: ParkedFilter) {
     return page;
   } catch (error) {
     // A connection left inside a transaction must not go back to the pool.
-    client.release(error instanceof Error ? error : new Error(String(error)));
+    client.release(true);
     throw error;
   }
 }
