@@ -35,6 +35,10 @@ const crossProcess = {
 export default defineConfig({
   resolve: { alias },
   test: {
+    // Two files at a time, whatever the machine: int and e2e files mostly wait on servers, and
+    // each has its own database, slot and topics (and its own servers where it restarts them).
+    // One, the default on two cores, left CI near 30 minutes; more would start more JVMs at once.
+    maxWorkers: 2,
     projects: [
       {
         extends: true,

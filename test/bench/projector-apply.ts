@@ -58,6 +58,7 @@ import { shopProtectedFields, type ShopEvent } from '@sluice/shop-catalog';
 import { auditLog, cartSummary } from '@sluice/shop-views';
 import {
   createTestDatabase,
+  createTopicsWith,
   freePort,
   testKafka,
   uniqueName,
@@ -473,10 +474,7 @@ async function applyRun(kafka: Kafka) {
   try {
     log(`generating ${config.events} events over ${config.carts} carts`);
     const { events, fold } = generateBacklog();
-    await admin.createTopics({
-      topics: [{ topic, numPartitions: PARTITIONS }],
-      waitForLeaders: true,
-    });
+    await createTopicsWith(admin, [{ topic, numPartitions: PARTITIONS }]);
     const producedAt = performance.now();
     await produce(kafka, topic, events);
     log(`produced ${events.length} records in ${round((performance.now() - producedAt) / 1000)} s`);
@@ -687,13 +685,13 @@ async function privacyApplyRun(kafka: Kafka) {
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({
-      topics: topics.map((topic) => ({
+    await createTopicsWith(
+      admin,
+      topics.map((topic) => ({
         topic,
         numPartitions: topic.endsWith(customerTopic) ? PARTITIONS : 1,
       })),
-      waitForLeaders: true,
-    });
+    );
     for (const { prefix, events } of Object.values(backlogs))
       await produce(kafka, `${prefix}${customerTopic}`, events);
     const runs: Awaited<ReturnType<typeof privacyRun>>[] = [];

@@ -2,7 +2,7 @@
 // never accept blocks the relay loudly (readiness, metric, error log naming the event), is never
 // skipped, and goes out once the topic is fixed.
 import { claimCheckRef } from '@sluice/outbox/claim-checks';
-import { testKafka, testServers, waitFor } from '@sluice/testkit';
+import { createTopicsWith, testKafka, testServers, waitFor } from '@sluice/testkit';
 import { ConfigResourceTypes } from 'kafkajs';
 import type pg from 'pg';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -48,16 +48,13 @@ async function createLimitedTopic(topic: string, maxMessageBytes: number): Promi
   const admin = testKafka(kafkaBrokers).admin();
   await admin.connect();
   try {
-    await admin.createTopics({
-      waitForLeaders: true,
-      topics: [
-        {
-          topic,
-          numPartitions: 3,
-          configEntries: [{ name: 'max.message.bytes', value: String(maxMessageBytes) }],
-        },
-      ],
-    });
+    await createTopicsWith(admin, [
+      {
+        topic,
+        numPartitions: 3,
+        configEntries: [{ name: 'max.message.bytes', value: String(maxMessageBytes) }],
+      },
+    ]);
   } finally {
     await admin.disconnect();
   }

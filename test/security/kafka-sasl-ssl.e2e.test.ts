@@ -7,7 +7,7 @@
 // never printed.
 import { createKafka, kafkaSecurityOf, parseBrokers } from '@sluice/kafka';
 import { ensureCertificates, type Certificates } from '@sluice/stack';
-import { testServers, uniqueName } from '@sluice/testkit';
+import { createTopicsWith, testServers, uniqueName } from '@sluice/testkit';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -275,7 +275,7 @@ async function roundTrip(env: Record<string, string>): Promise<boolean> {
   const consumer = kafka.consumer({ groupId: topic });
   try {
     await admin.connect();
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    await createTopicsWith(admin, [{ topic, numPartitions: 1 }]);
     await producer.connect();
     await producer.send({ topic, messages: [{ value: topic }] });
     await consumer.connect();

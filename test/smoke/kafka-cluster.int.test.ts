@@ -2,7 +2,7 @@
 // keeps taking acks=all writes with one node down, refuses them with two down, and heals when
 // both come back; and the oldest line Sluice promises, 3.9, still starts as a single node.
 import { createKafkaCluster, createKafkaServer, type KafkaCluster } from '@sluice/stack';
-import { freePort, testKafka, uniqueName, waitFor } from '@sluice/testkit';
+import { createTopicsWith, freePort, testKafka, uniqueName, waitFor } from '@sluice/testkit';
 import type { Admin, Producer } from 'kafkajs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -74,10 +74,7 @@ describe('a three-node Kafka cluster', () => {
   });
 
   it('takes acks=all writes with one node down, refuses them with two, heals when both return', async () => {
-    await admin.createTopics({
-      topics: [{ topic, numPartitions: 1, replicationFactor: 3 }],
-      waitForLeaders: true,
-    });
+    await createTopicsWith(admin, [{ topic, numPartitions: 1, replicationFactor: 3 }]);
     await send('all three');
     const leaderId = (await partition0()).leader;
     const leader = cluster.nodes.find((node) => node.nodeId === leaderId);

@@ -6,12 +6,14 @@ import { createDatabase, migrate } from '@sluice/database';
 import {
   commitGroupOffsets,
   createTestDatabase,
+  createTopicsWith,
   rawProduce,
   readRecords,
   testKafka,
   testServers,
   uniqueName,
   waitFor,
+  waitForTopicLeaders,
   type TestDatabase,
 } from '@sluice/testkit';
 import type { Kafka, Message } from 'kafkajs';
@@ -92,7 +94,7 @@ async function freshTopic(numPartitions = 1): Promise<{ prefix: string; topic: s
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
+    await createTopicsWith(admin, [{ topic, numPartitions }]);
   } finally {
     await admin.disconnect();
   }
@@ -286,10 +288,11 @@ describe('projector at the edges', () => {
         await waitFor(
           () =>
             admin
-              .createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true })
+              .createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: false })
               .then(() => true),
           { timeoutMs: 30_000, message: 'the topic created again' },
         );
+        await waitForTopicLeaders(admin, [topic]);
       } finally {
         await admin.disconnect();
       }

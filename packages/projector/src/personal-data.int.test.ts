@@ -5,6 +5,7 @@ import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/database';
 import {
   createTestDatabase,
+  createTopicsWith,
   readRecords,
   testKafka,
   testServers,
@@ -145,7 +146,7 @@ describe('personal data', () => {
     const topic = `${prefix}outbox.event.customer`;
     const admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    await createTopicsWith(admin, [{ topic, numPartitions: 1 }]);
     await admin.disconnect();
     running = createProjector({
       db,

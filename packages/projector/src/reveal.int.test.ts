@@ -5,6 +5,7 @@ import { createDatabase, migrate } from '@sluice/database';
 import { SluiceError } from '@sluice/errors';
 import {
   createTestDatabase,
+  createTopicsWith,
   testKafka,
   testServers,
   uniqueName,
@@ -106,7 +107,7 @@ async function produce(prefix: string, events: readonly DomainEvent[]): Promise<
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    await createTopicsWith(admin, [{ topic, numPartitions: 1 }]);
   } finally {
     await admin.disconnect();
   }

@@ -1,5 +1,5 @@
 import { SluiceError, errorMessage } from '@sluice/errors';
-import { Kafka, logLevel, type IHeaders, type ITopicConfig } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type IHeaders, type ITopicConfig } from 'kafkajs';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import pg from 'pg';
@@ -234,10 +234,40 @@ export async function createTopics(
   const admin = testKafka(brokers).admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [...topics], waitForLeaders: true });
+    await createTopicsWith(admin, topics);
   } finally {
     await admin.disconnect();
   }
+}
+
+/**
+ * Creates topics through a connected admin and waits until the metadata lists a leader for every
+ * partition. kafkajs' own `waitForLeaders` gives up when a broker does not know a new topic yet
+ * (UNKNOWN_TOPIC_OR_PARTITION), as happens on a loaded machine; this waits through it.
+ */
+export async function createTopicsWith(
+  admin: Admin,
+  topics: readonly ITopicConfig[],
+): Promise<void> {
+  await admin.createTopics({ topics: [...topics], waitForLeaders: false });
+  await waitForTopicLeaders(
+    admin,
+    topics.map(({ topic }) => topic),
+  );
+}
+
+/** Waits until the metadata `admin` reads lists every topic of `names` with all partitions led. */
+export async function waitForTopicLeaders(admin: Admin, names: readonly string[]): Promise<void> {
+  await waitFor(
+    async () => {
+      const { topics } = await admin.fetchTopicMetadata({ topics: [...names] });
+      return names.every((name) => {
+        const partitions = topics.find((topic) => topic.name === name)?.partitions ?? [];
+        return partitions.length > 0 && partitions.every((partition) => partition.leader >= 0);
+      });
+    },
+    { timeoutMs: 30_000, message: `a leader for every partition of ${names.join(', ')}` },
+  );
 }
 
 function canListen(port: number): Promise<boolean> {
