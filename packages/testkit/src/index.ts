@@ -201,7 +201,9 @@ export async function readRecords(
  * Commits `groupId`'s offsets of `topic` at its earliest or latest records, as
  * `kafka-consumer-groups --reset-offsets` does (kafkajs' own `resetOffsets` commits -1 or -2, which
  * a consumer treats as no offset at all). Kafka refuses while the group still rebalances after a
- * member left: it tries again for up to 30 s.
+ * member left, or until a member that never left (a join a stop overtook) outlives its session
+ * (30 s by default); a broker may not yet lead a partition of a new topic. It tries again for up to
+ * 60 s.
  */
 export async function commitGroupOffsets(
   kafka: Kafka,
@@ -212,13 +214,18 @@ export async function commitGroupOffsets(
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const ends = await admin.fetchTopicOffsets(topic);
-    const partitions = ends.map((end) => ({
-      partition: end.partition,
-      offset: at === 'earliest' ? end.low : end.high,
-    }));
-    await waitFor(() => admin.setOffsets({ groupId, topic, partitions }).then(() => true), {
-      timeoutMs: 30_000,
+    const commit = async () => {
+      const ends = await admin.fetchTopicOffsets(topic);
+      const partitions = ends.map((end) => ({
+        partition: end.partition,
+        offset: at === 'earliest' ? end.low : end.high,
+      }));
+      await admin.setOffsets({ groupId, topic, partitions });
+      return true;
+    };
+    await waitFor(commit, {
+      timeoutMs: 60_000,
+      intervalMs: 250,
       message: `the offsets of ${groupId} committed at the ${at}`,
     });
   } finally {
