@@ -128,8 +128,15 @@ export async function topicSize(brokers: readonly string[], topic: string): Prom
   }
 }
 
-/** Reads every record currently in `topic` (up to the end offsets at call time). */
-export async function readTopic(brokers: readonly string[], topic: string): Promise<ReadRecord[]> {
+/**
+ * Reads every record currently in `topic` (up to the end offsets at call time), failing after
+ * `timeoutMs` (default 120 s).
+ */
+export async function readTopic(
+  brokers: readonly string[],
+  topic: string,
+  timeoutMs = 120_000,
+): Promise<ReadRecord[]> {
   const kafka = testKafka(brokers);
   const admin = kafka.admin();
   await admin.connect();
@@ -169,7 +176,7 @@ export async function readTopic(brokers: readonly string[], topic: string): Prom
     await waitFor(
       () => [...target].every(([partition, high]) => (seen.get(partition) ?? 0n) >= high),
       {
-        timeoutMs: 120_000,
+        timeoutMs,
         intervalMs: 100,
         message: `all ${total} records of ${topic}`,
       },

@@ -49,13 +49,26 @@ async function awaitEveryEvent(
   await waitFor(
     async () => {
       if ((await topicSize(kafkaBrokers, fixture.topic)) < outbox.size) return false;
-      records = await readTopic(kafkaBrokers, fixture.topic);
+      records = await readTopic(kafkaBrokers, fixture.topic, 30_000);
       const ids = new Set(records.map((r) => r.id));
       return [...outbox.keys()].every((id) => ids.has(id));
     },
     { timeoutMs, intervalMs: 250, message: `all ${outbox.size} outbox events in Kafka` },
   );
   return records;
+}
+
+/** Runs `scenario`; a failure carries the end of each relay's output. */
+async function withRelayOutputs<T>(
+  relays: readonly RelayProcess[],
+  scenario: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await scenario();
+  } catch (error) {
+    const outputs = relays.map((relay, i) => `--- relay ${i} ---\n${relay.output().slice(-3000)}`);
+    throw new Error(`${errorMessage(error)}\n${outputs.join('\n')}`, { cause: error });
+  }
 }
 
 async function currentWalLsn(pool: pg.Pool): Promise<bigint> {
@@ -103,81 +116,86 @@ describe('relay resilience', () => {
   it('fails over to the standby within seconds when the leader is killed mid-stream, losing nothing', async () => {
     const { fixture, start } = await useRelayFixture('relay_failover');
     const relays = [start(), start()];
-    const leader = await waitFor(
-      () => {
-        const leading = relays.filter((relay) => LEADING.test(relay.output()));
-        return leading.length === 1 ? leading[0] : undefined;
-      },
-      { timeoutMs: 20_000, message: 'one relay to lead' },
-    );
-    const standby = relays.find((relay) => relay !== leader);
-    if (standby === undefined) throw new Error('no standby');
-    // The leader has prepared the slot; by then the standby has long tried the lock once.
-    await waitFor(() => /"msg":"replication prepared"/.test(leader.output()), {
-      timeoutMs: 20_000,
-      message: 'the leader to prepare replication',
-    });
-    await waitFor(() => STANDBY.test(standby.output()), {
-      timeoutMs: 10_000,
-      message: 'the standby to wait',
-    });
-    expect(LEADING.test(standby.output())).toBe(false);
-    expect(standby.child.exitCode).toBeNull();
-
-    // Writes go on before, during and after the kill; the kill lands once the leader publishes.
-    const rounds = 20;
-    const aggregates = 500;
-    let written = 0;
-    let killed!: () => void;
-    const kill = new Promise<void>((resolve) => (killed = resolve));
-    const writer = (async () => {
-      for (let round = 0; round < rounds; round += 1) {
-        if (round === rounds / 2) await kill;
-        written += await writeOutboxEvents(fixture.pool, { aggregates, perAggregate: 1 });
-      }
-    })();
-    await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) > 0, {
-      timeoutMs: 30_000,
-      intervalMs: 20,
-      message: 'the leader to publish',
-    });
-    const atKill = { written, published: await topicSize(kafkaBrokers, fixture.topic) };
-    leader.kill('SIGKILL');
-    const killedAt = Date.now();
-    killed();
-    await leader.exited();
-
-    await waitFor(() => LEADING.test(standby.output()), {
-      timeoutMs: 15_000,
-      intervalMs: 20,
-      message: 'the standby to lead',
-    });
-    const takeoverMs = Date.now() - killedAt;
-    expect(takeoverMs).toBeLessThan(15_000);
-
-    await writer;
-    const outbox = await outboxIndex(fixture.pool);
-    expect(outbox.size).toBe(rounds * aggregates);
-    const records = await awaitEveryEvent(fixture, outbox, 60_000);
-    const delivery = checkDelivery(outbox, records);
-    console.log(
-      JSON.stringify({
-        failover: {
-          takeoverMs,
-          atKill,
-          events: outbox.size,
-          records: records.length,
-          duplicates: delivery.duplicates,
+    await withRelayOutputs(relays, async () => {
+      const leader = await waitFor(
+        () => {
+          const leading = relays.filter((relay) => LEADING.test(relay.output()));
+          return leading.length === 1 ? leading[0] : undefined;
         },
-      }),
-    );
-    expect(delivery.missing).toEqual([]);
-    expect(delivery.unexpected).toEqual([]);
-    expect(delivery.orderViolations).toEqual([]);
+        { timeoutMs: 20_000, message: 'one relay to lead' },
+      );
+      const standby = relays.find((relay) => relay !== leader);
+      if (standby === undefined) throw new Error('no standby');
+      // The leader has prepared the slot; by then the standby has long tried the lock once.
+      await waitFor(() => /"msg":"replication prepared"/.test(leader.output()), {
+        timeoutMs: 20_000,
+        message: 'the leader to prepare replication',
+      });
+      await waitFor(() => STANDBY.test(standby.output()), {
+        timeoutMs: 10_000,
+        message: 'the standby to wait',
+      });
+      expect(LEADING.test(standby.output())).toBe(false);
+      expect(standby.child.exitCode).toBeNull();
 
-    standby.kill('SIGTERM');
-    await expectExit(standby, 0, 35_000);
-  });
+      // Writes go on before, during and after the kill; the kill lands once the leader publishes.
+      const rounds = 20;
+      const aggregates = 500;
+      let written = 0;
+      let killed!: () => void;
+      const kill = new Promise<void>((resolve) => (killed = resolve));
+      const writer = (async () => {
+        for (let round = 0; round < rounds; round += 1) {
+          if (round === rounds / 2) await kill;
+          written += await writeOutboxEvents(fixture.pool, { aggregates, perAggregate: 1 });
+        }
+      })();
+      let writerDone = false;
+      void writer.finally(() => (writerDone = true)).catch(() => undefined);
+      await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) > 0, {
+        timeoutMs: 30_000,
+        intervalMs: 20,
+        message: 'the leader to publish',
+      });
+      const atKill = { written, published: await topicSize(kafkaBrokers, fixture.topic) };
+      leader.kill('SIGKILL');
+      const killedAt = Date.now();
+      killed();
+      await leader.exited();
+
+      await waitFor(() => LEADING.test(standby.output()), {
+        timeoutMs: 15_000,
+        intervalMs: 20,
+        message: 'the standby to lead',
+      });
+      const takeoverMs = Date.now() - killedAt;
+      expect(takeoverMs).toBeLessThan(15_000);
+
+      await waitFor(() => writerDone, { timeoutMs: 60_000, message: 'the writes to end' });
+      await writer;
+      const outbox = await outboxIndex(fixture.pool);
+      expect(outbox.size).toBe(rounds * aggregates);
+      const records = await awaitEveryEvent(fixture, outbox, 60_000);
+      const delivery = checkDelivery(outbox, records);
+      console.log(
+        JSON.stringify({
+          failover: {
+            takeoverMs,
+            atKill,
+            events: outbox.size,
+            records: records.length,
+            duplicates: delivery.duplicates,
+          },
+        }),
+      );
+      expect(delivery.missing).toEqual([]);
+      expect(delivery.unexpected).toEqual([]);
+      expect(delivery.orderViolations).toEqual([]);
+
+      standby.kill('SIGTERM');
+      await expectExit(standby, 0, 35_000);
+    });
+  }, 300_000);
 
   it('refuses, with exit 78 and slot_missing, to start after its slot was dropped, and does not recreate it', async () => {
     const { fixture, start } = await useRelayFixture('relay_lost');
