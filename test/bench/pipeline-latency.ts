@@ -9,8 +9,9 @@
 //   KAFKA_BROKERS           default 127.0.0.1:19092
 //   BENCH_RATES             writes per second, a comma list (default 100,250,500)
 //   BENCH_STEP_SECONDS      length of each rate's run (default 20)
-//   BENCH_IDLE_SECONDS      length of the idle measurement (default 20)
-//   BENCH_IDLE_SETTLE_SECONDS  wait before it, after the services started (default 15)
+//   BENCH_IDLE_SECONDS      length of the idle measurement (default 40)
+//   BENCH_IDLE_SETTLE_SECONDS  wait before it, after the services started (default 60: V8
+//                           collects a service's start-up garbage some 50 s after it starts)
 //   BENCH_KAFKA_ALONE_SECONDS  Kafka measured before the services start (default 20)
 //   BENCH_MAX_IN_FLIGHT     writes waiting for a response at most (default 64)
 //   BENCH_NODE_ARGS         extra node flags for the services, e.g.
@@ -54,8 +55,8 @@ const config = {
   brokers: process.env.KAFKA_BROKERS ?? '127.0.0.1:19092',
   rates: (process.env.BENCH_RATES ?? '100,250,500').split(',').filter(Boolean).map(Number),
   stepSeconds: envNumber('BENCH_STEP_SECONDS', 20),
-  idleSeconds: envNumber('BENCH_IDLE_SECONDS', 20),
-  idleSettleSeconds: envNumber('BENCH_IDLE_SETTLE_SECONDS', 15),
+  idleSeconds: envNumber('BENCH_IDLE_SECONDS', 40),
+  idleSettleSeconds: envNumber('BENCH_IDLE_SETTLE_SECONDS', 60),
   kafkaAloneSeconds: envNumber('BENCH_KAFKA_ALONE_SECONDS', 20),
   maxInFlight: Math.floor(envNumber('BENCH_MAX_IN_FLIGHT', 64)),
   nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
