@@ -71,6 +71,25 @@ async function withRelayOutputs<T>(
   }
 }
 
+/**
+ * How the outbox's `expected` events reached Kafka, once all have; printed under `label` with
+ * `facts`.
+ */
+async function delivered(
+  fixture: RelayFixture,
+  expected: number,
+  label: string,
+  facts: Record<string, unknown>,
+): Promise<ReturnType<typeof checkDelivery>> {
+  const outbox = await outboxIndex(fixture.pool);
+  expect(outbox.size).toBe(expected);
+  const records = await awaitEveryEvent(fixture, outbox, 60_000);
+  const delivery = checkDelivery(outbox, records);
+  const counts = { events: outbox.size, records: records.length, duplicates: delivery.duplicates };
+  console.log(JSON.stringify({ [label]: { ...facts, ...counts } }));
+  return delivery;
+}
+
 async function currentWalLsn(pool: pg.Pool): Promise<bigint> {
   const { rows } = await pool.query<{ lsn: string }>(
     `SELECT (pg_current_wal_lsn() - '0/0')::text AS lsn`,
@@ -173,21 +192,10 @@ describe('relay resilience', () => {
 
       await waitFor(() => writerDone, { timeoutMs: 60_000, message: 'the writes to end' });
       await writer;
-      const outbox = await outboxIndex(fixture.pool);
-      expect(outbox.size).toBe(rounds * aggregates);
-      const records = await awaitEveryEvent(fixture, outbox, 60_000);
-      const delivery = checkDelivery(outbox, records);
-      console.log(
-        JSON.stringify({
-          failover: {
-            takeoverMs,
-            atKill,
-            events: outbox.size,
-            records: records.length,
-            duplicates: delivery.duplicates,
-          },
-        }),
-      );
+      const delivery = await delivered(fixture, rounds * aggregates, 'failover', {
+        takeoverMs,
+        atKill,
+      });
       expect(delivery.missing).toEqual([]);
       expect(delivery.unexpected).toEqual([]);
       expect(delivery.orderViolations).toEqual([]);
@@ -376,21 +384,10 @@ describe('relay resilience', () => {
     expect(highestCommit).toBeLessThan(confirmed);
 
     const second = start();
-    const outbox = await outboxIndex(fixture.pool);
-    expect(outbox.size).toBe(rounds * aggregates);
-    const records = await awaitEveryEvent(fixture, outbox, 60_000);
-    const delivery = checkDelivery(outbox, records);
-    console.log(
-      JSON.stringify({
-        gracefulStop: {
-          stopMs,
-          publishedBeforeRestart: beforeRestart.length,
-          events: outbox.size,
-          records: records.length,
-          duplicates: delivery.duplicates,
-        },
-      }),
-    );
+    const delivery = await delivered(fixture, rounds * aggregates, 'gracefulStop', {
+      stopMs,
+      publishedBeforeRestart: beforeRestart.length,
+    });
     expect(delivery).toEqual({ duplicates: 0, missing: [], unexpected: [], orderViolations: [] });
     second.kill('SIGTERM');
     await expectExit(second, 0, 35_000);
