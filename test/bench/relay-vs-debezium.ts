@@ -15,7 +15,9 @@
 //   BENCH_ROUNDS             rounds of relay then Debezium (default 2: A/B/A/B)
 //   BENCH_TIMEOUT_SECONDS    give up on a drain after this long (default 600)
 //   BENCH_STALL_SECONDS      ...or when its topic has not grown for this long (default 60)
-//   BENCH_JVM_ARGS           the JVM's flags (default "-Xmx1g"; the relay runs on node's defaults)
+//   BENCH_JVM_ARGS           the JVM's flags (default "-Xmx1g")
+//   BENCH_RELAY_NODE_ARGS    the relay's node flags (default none: node's defaults), e.g.
+//                            "--max-semi-space-size=4 --heap-growing-percent=50" (README: memory)
 //   BENCH_KEEP_TOPIC=1       keep the Kafka topics (deleted by default)
 //
 // Order: publication, then one slot per run (all before the backlog, made with
@@ -78,6 +80,7 @@ const config = {
   timeoutMs: envNumber('BENCH_TIMEOUT_SECONDS', 600) * 1000,
   stallMs: envNumber('BENCH_STALL_SECONDS', 60) * 1000,
   jvmArgs: (process.env.BENCH_JVM_ARGS ?? '-Xmx1g').split(/\s+/).filter((arg) => arg !== ''),
+  relayNodeArgs: (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== ''),
   keepTopic: process.env.BENCH_KEEP_TOPIC === '1',
 };
 /** The relay against Debezium in the same benchmark run (ratios of the sides' medians). */
@@ -176,7 +179,7 @@ function startRelay(db: TestDatabase, names: RunNames): Child {
     RELAY_METRICS_PORT: '0',
     LOG_LEVEL: 'warn',
   };
-  return startChild(children, 'relay', process.execPath, [relayMain], env);
+  return startChild(children, 'relay', process.execPath, [...config.relayNodeArgs, relayMain], env);
 }
 
 /** The engine's, connector's, router's and producer's settings for one Debezium run. */
@@ -394,6 +397,7 @@ async function main() {
     ...compare(runs),
     ok: runs.every((run) => run.kafkaRecords >= config.events),
     backlog: { transactions: backlog.transactions, writeSeconds: round(backlog.seconds) },
+    relay: { nodeArgs: config.relayNodeArgs },
     debezium: {
       version: '3.6.1.Final',
       jvmArgs: config.jvmArgs,
