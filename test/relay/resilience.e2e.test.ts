@@ -90,6 +90,26 @@ async function delivered(
   return delivery;
 }
 
+/**
+ * Writes `rounds` rounds of one event for each of `aggregates` aggregates, the second half only
+ * once `release()` is called. `written()`: events written so far; `settled()`: whether the writes
+ * ended (or failed; `done` rejects then).
+ */
+function writeInRounds(pool: pg.Pool, rounds: number, aggregates: number) {
+  let release!: () => void;
+  const halfway = new Promise<void>((resolve) => (release = resolve));
+  let written = 0;
+  let settled = false;
+  const done = (async () => {
+    for (let round = 0; round < rounds; round += 1) {
+      if (round === rounds / 2) await halfway;
+      written += await writeOutboxEvents(pool, { aggregates, perAggregate: 1 });
+    }
+  })();
+  void done.finally(() => (settled = true)).catch(() => undefined);
+  return { done, release, written: () => written, settled: () => settled };
+}
+
 async function currentWalLsn(pool: pg.Pool): Promise<bigint> {
   const { rows } = await pool.query<{ lsn: string }>(
     `SELECT (pg_current_wal_lsn() - '0/0')::text AS lsn`,
@@ -160,26 +180,19 @@ describe('relay resilience', () => {
       // Writes go on before, during and after the kill; the kill lands once the leader publishes.
       const rounds = 20;
       const aggregates = 500;
-      let written = 0;
-      let killed!: () => void;
-      const kill = new Promise<void>((resolve) => (killed = resolve));
-      const writer = (async () => {
-        for (let round = 0; round < rounds; round += 1) {
-          if (round === rounds / 2) await kill;
-          written += await writeOutboxEvents(fixture.pool, { aggregates, perAggregate: 1 });
-        }
-      })();
-      let writerDone = false;
-      void writer.finally(() => (writerDone = true)).catch(() => undefined);
+      const writes = writeInRounds(fixture.pool, rounds, aggregates);
       await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) > 0, {
         timeoutMs: 30_000,
         intervalMs: 20,
         message: 'the leader to publish',
       });
-      const atKill = { written, published: await topicSize(kafkaBrokers, fixture.topic) };
+      const atKill = {
+        written: writes.written(),
+        published: await topicSize(kafkaBrokers, fixture.topic),
+      };
       leader.kill('SIGKILL');
       const killedAt = Date.now();
-      killed();
+      writes.release();
       await leader.exited();
 
       await waitFor(() => LEADING.test(standby.output()), {
@@ -190,8 +203,8 @@ describe('relay resilience', () => {
       const takeoverMs = Date.now() - killedAt;
       expect(takeoverMs).toBeLessThan(15_000);
 
-      await waitFor(() => writerDone, { timeoutMs: 60_000, message: 'the writes to end' });
-      await writer;
+      await waitFor(writes.settled, { timeoutMs: 60_000, message: 'the writes to end' });
+      await writes.done;
       const delivery = await delivered(fixture, rounds * aggregates, 'failover', {
         takeoverMs,
         atKill,
@@ -344,14 +357,7 @@ describe('relay resilience', () => {
     });
     const rounds = 20;
     const aggregates = 500;
-    let stopRequested!: () => void;
-    const stop = new Promise<void>((resolve) => (stopRequested = resolve));
-    const writer = (async () => {
-      for (let round = 0; round < rounds; round += 1) {
-        if (round === rounds / 2) await stop;
-        await writeOutboxEvents(fixture.pool, { aggregates, perAggregate: 1 });
-      }
-    })();
+    const writes = writeInRounds(fixture.pool, rounds, aggregates);
     await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) > 0, {
       timeoutMs: 30_000,
       intervalMs: 20,
@@ -365,11 +371,11 @@ describe('relay resilience', () => {
       intervalMs: 5,
       message: 'the relay to begin stopping',
     });
-    stopRequested();
+    writes.release();
     await expectExit(first, 0, 35_000);
     const stopMs = Date.now() - stoppedAt;
     expect(first.output()).toMatch(/"msg":"stopped"/);
-    await writer;
+    await writes.done;
 
     // Everything published before the stop is acknowledged: a commit at or above the slot's
     // confirmed position in Kafka would be sent again (a duplicate) by the next relay.
