@@ -92,10 +92,15 @@ async function delivered(
 
 /**
  * Writes `rounds` rounds of one event for each of `aggregates` aggregates, the second half only
- * once `release()` is called. `written()`: events written so far; `settled()`: whether the writes
- * ended (or failed; `done` rejects then).
+ * once `release()` is called; resolves once the `publisher` relay has published a first event.
+ * `written()`: events written so far; `settled()`: whether the writes ended (or failed; `done`
+ * rejects then).
  */
-function writeInRounds(pool: pg.Pool, rounds: number, aggregates: number) {
+async function writeInRounds(
+  fixture: RelayFixture,
+  { rounds, aggregates }: { rounds: number; aggregates: number },
+  publisher: string,
+) {
   let release!: () => void;
   const halfway = new Promise<void>((resolve) => (release = resolve));
   let written = 0;
@@ -103,10 +108,15 @@ function writeInRounds(pool: pg.Pool, rounds: number, aggregates: number) {
   const done = (async () => {
     for (let round = 0; round < rounds; round += 1) {
       if (round === rounds / 2) await halfway;
-      written += await writeOutboxEvents(pool, { aggregates, perAggregate: 1 });
+      written += await writeOutboxEvents(fixture.pool, { aggregates, perAggregate: 1 });
     }
   })();
   void done.finally(() => (settled = true)).catch(() => undefined);
+  await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) > 0, {
+    timeoutMs: 30_000,
+    intervalMs: 20,
+    message: `the ${publisher} to publish`,
+  });
   return { done, release, written: () => written, settled: () => settled };
 }
 
@@ -180,12 +190,7 @@ describe('relay resilience', () => {
       // Writes go on before, during and after the kill; the kill lands once the leader publishes.
       const rounds = 20;
       const aggregates = 500;
-      const writes = writeInRounds(fixture.pool, rounds, aggregates);
-      await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) > 0, {
-        timeoutMs: 30_000,
-        intervalMs: 20,
-        message: 'the leader to publish',
-      });
+      const writes = await writeInRounds(fixture, { rounds, aggregates }, 'leader');
       const atKill = {
         written: writes.written(),
         published: await topicSize(kafkaBrokers, fixture.topic),
@@ -357,12 +362,7 @@ describe('relay resilience', () => {
     });
     const rounds = 20;
     const aggregates = 500;
-    const writes = writeInRounds(fixture.pool, rounds, aggregates);
-    await waitFor(async () => (await topicSize(kafkaBrokers, fixture.topic)) > 0, {
-      timeoutMs: 30_000,
-      intervalMs: 20,
-      message: 'the relay to publish',
-    });
+    const writes = await writeInRounds(fixture, { rounds, aggregates }, 'relay');
     first.kill('SIGTERM');
     const stoppedAt = Date.now();
     // Writes resume once the relay stops reading: those are for the next relay alone.
