@@ -47,6 +47,7 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import {
   cleanUpOnSignals,
+  envArgs,
   envNumber,
   httpRequest,
   log,
@@ -73,7 +74,7 @@ const config = {
   products: Math.floor(envNumber('BENCH_PRODUCTS', 8)),
   poolSize: Math.floor(envNumber('BENCH_POOL_SIZE', 20)),
   skipBuild: process.env.BENCH_SKIP_BUILD === '1',
-  apiNodeArgs: (process.env.BENCH_API_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== ''),
+  apiNodeArgs: envArgs('BENCH_API_NODE_ARGS'),
   privacySeconds: envNumber('BENCH_PRIVACY_SECONDS', envNumber('BENCH_SECONDS', 20)),
   privacyRounds: Math.floor(envNumber('BENCH_PRIVACY_ROUNDS', 4)),
   privacyCustomers: Math.floor(envNumber('BENCH_PRIVACY_CUSTOMERS', 1000)),

@@ -41,6 +41,7 @@ import {
   type ServiceProcess,
 } from '../support/services.js';
 import {
+  envArgs,
   envNumber,
   httpRequest,
   log,
@@ -59,7 +60,7 @@ const config = {
   idleSettleSeconds: envNumber('BENCH_IDLE_SETTLE_SECONDS', 60),
   kafkaAloneSeconds: envNumber('BENCH_KAFKA_ALONE_SECONDS', 20),
   maxInFlight: Math.floor(envNumber('BENCH_MAX_IN_FLIGHT', 64)),
-  nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+  nodeArgs: envArgs('BENCH_NODE_ARGS'),
 };
 const GOALS = { pipelineCpuMsPerWriteAt500: 2.0, idleCorePercent: 3, p50Ms: 30, p99Ms: 150 };
 const TICK_MS = 10;

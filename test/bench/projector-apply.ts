@@ -80,6 +80,7 @@ import { TEST_ACCESS_SECRET } from '../support/access.js';
 import { TEST_MASTER_KEY } from '../support/privacy.js';
 import {
   clearTracingEnvironment,
+  envArgs,
   envNumber,
   inMemoryLimit,
   log,
@@ -104,7 +105,7 @@ const config = {
   events: Math.floor(envNumber('BENCH_EVENTS', 500_000)),
   carts: Math.floor(envNumber('BENCH_CARTS', 5000)),
   skipApply: process.env.BENCH_SKIP_APPLY === '1',
-  nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+  nodeArgs: envArgs('BENCH_NODE_ARGS'),
   memoryLimitMb: envNumber('BENCH_MEMORY_LIMIT_MB', 0),
   tracing: tracingModes(),
   privacyEvents: Math.floor(envNumber('BENCH_PRIVACY_EVENTS', 100_000)),

@@ -52,6 +52,7 @@ import {
   createPublicationAndSlots,
   dropAbandonedDatabases,
   dropSlot,
+  envArgs,
   envNumber,
   inMemoryLimit,
   log,
@@ -78,8 +79,7 @@ import { AGGREGATE_TYPE, confirmedFlush } from '../relay/harness.js';
 
 function envPairs(name: string): Record<string, string> {
   const pairs: Record<string, string> = {};
-  for (const item of (process.env[name] ?? '').split(/\s+/)) {
-    if (item === '') continue;
+  for (const item of envArgs(name)) {
     const at = item.indexOf('=');
     if (at <= 0) throw new Error(`${name}: expected NAME=value, got ${item}`);
     pairs[item.slice(0, at)] = item.slice(at + 1);
@@ -96,7 +96,7 @@ const config = {
   txRows: Math.min(10_000, Math.floor(envNumber('BENCH_TX_ROWS', 10_000))),
   timeoutMs: envNumber('BENCH_TIMEOUT_SECONDS', 600) * 1000,
   stallMs: envNumber('BENCH_STALL_SECONDS', 60) * 1000,
-  relayNodeArgs: (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== ''),
+  relayNodeArgs: envArgs('BENCH_RELAY_NODE_ARGS'),
   relayEnv: envPairs('BENCH_RELAY_ENV'),
   memoryLimitMb: envNumber('BENCH_MEMORY_LIMIT_MB', 0),
   keepTopic: process.env.BENCH_KEEP_TOPIC === '1',

@@ -51,6 +51,7 @@ import {
   createPublicationAndSlots,
   dropAbandonedDatabases,
   dropSlot,
+  envArgs,
   envNumber,
   log,
   machineTicks,
@@ -79,8 +80,8 @@ const config = {
   rounds: Math.floor(envNumber('BENCH_ROUNDS', 2)),
   timeoutMs: envNumber('BENCH_TIMEOUT_SECONDS', 600) * 1000,
   stallMs: envNumber('BENCH_STALL_SECONDS', 60) * 1000,
-  jvmArgs: (process.env.BENCH_JVM_ARGS ?? '-Xmx1g').split(/\s+/).filter((arg) => arg !== ''),
-  relayNodeArgs: (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== ''),
+  jvmArgs: envArgs('BENCH_JVM_ARGS', '-Xmx1g'),
+  relayNodeArgs: envArgs('BENCH_RELAY_NODE_ARGS'),
   keepTopic: process.env.BENCH_KEEP_TOPIC === '1',
 };
 /** The relay against Debezium in the same benchmark run (ratios of the sides' medians). */

@@ -22,6 +22,11 @@ export function envNumber(name: string, fallback: number): number {
   return value;
 }
 
+/** Command-line flags from the environment (space-separated), or `fallback`'s when unset. */
+export function envArgs(name: string, fallback = ''): string[] {
+  return (process.env[name] ?? fallback).split(/\s+/).filter((arg) => arg !== '');
+}
+
 /** Progress goes to stderr; stdout carries only the result JSON. */
 export function log(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
