@@ -229,6 +229,7 @@ describe('sluice-projector --help and --check', () => {
       PROJECTOR_METRICS_HOST: '"127.0.0.1"',
       PROJECTOR_TOPIC_PREFIX: '""',
       PROJECTOR_GROUP_PREFIX: '"sluice.projection."',
+      PROJECTOR_CONSUMER_GROUPS: '"shared"',
       PROJECTOR_TOPIC_PARTITIONS: '6',
       PROJECTOR_TOPIC_REPLICATION_FACTOR: '"auto"',
       PROJECTOR_TOPIC_MIN_INSYNC_REPLICAS: '"auto"',

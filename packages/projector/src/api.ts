@@ -68,8 +68,20 @@ export interface ProjectorOptions<DB> {
   projections: readonly Projection<DB>[];
   /** Prefix of the event topics (as the relay's `RELAY_TOPIC_PREFIX`) and of DLQ topics. Default ''. */
   topicPrefix?: string;
-  /** Consumer groups are `<groupPrefix><projection>`. Default `sluice.projection.`. */
+  /**
+   * Consumer groups are `<groupPrefix><projection>`, or, shared, `<groupPrefix><projections>` (the
+   * projections' names in order, joined by `+`). Default `sluice.projection.`.
+   */
   groupPrefix?: string;
+  /**
+   * `shared` (the default): with two projections or more, the active generations this process
+   * starts with read through one consumer group, so each record is fetched and decoded once; each
+   * still applies from its own checkpoint (the group it read through before is deleted). A slow projection holds back the partitions it shares until it takes their
+   * batch; one whose batches fail does not (it reads them again after a pause). Processes that
+   * share partitions must host the same projections. `per-projection`: a consumer group each.
+   * Rebuilds read through their own group either way.
+   */
+  consumerGroups?: 'shared' | 'per-projection';
   /** Partitions of topics the projector has to create itself. Default 6. */
   partitions?: number;
   /** Replicas of the topics it creates (`auto`: 3 with three or more brokers). Default `auto`. */

@@ -13,7 +13,7 @@ import {
 import type { Generation } from './generations.js';
 import { recordOffsetGap } from './offset-gaps.js';
 import type { Projection } from './projection.js';
-import { createKafkaRecordSource } from './record-source.js';
+import { createKafkaRecordSource, type RecordSource } from './record-source.js';
 import type { DeadLetterSink } from './records.js';
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -58,6 +58,8 @@ export interface ConsumeContext<DB> {
   kafka: Kafka;
   topicPrefix: string;
   groupIdOf(instance: string): string;
+  /** The record source a generation shares with others here, and its group; none: its own. */
+  shared(generation: Generation, topics: readonly string[]): SharedView | undefined;
   ensureTopics(topics: Iterable<string>): Promise<void>;
   deadLetterTopic(projection: string): string;
   deadLetters: DeadLetterSink;
@@ -70,6 +72,12 @@ export interface ConsumeContext<DB> {
   sessionTimeoutMs: number;
   applyConcurrency: number;
   stopped(): boolean;
+}
+
+/** A generation's share of the projector's shared record source. */
+export interface SharedView {
+  source: RecordSource;
+  groupId: string;
 }
 
 /** What a generation's consumer tells the projector's hooks. */
@@ -112,19 +120,23 @@ export async function consumeGeneration<DB>(
   // poison record, which would hold its locks while Kafka creates a topic.
   await context.ensureTopics([...topics, context.deadLetterTopic(projection.name)]);
   const failures = new Map<string, HandlerFailure>();
-  const batchOptions = {
-    ...context.applyOptions,
-    generation: generation.generation,
-    failures,
-    consumerGroup: context.groupIdOf(instance),
-  };
-  const consumer = createGenerationConsumer({
+  const { source, groupId } = context.shared(generation, topics) ?? {
+    groupId: context.groupIdOf(instance),
     source: createKafkaRecordSource({
       kafka: context.kafka,
       groupId: context.groupIdOf(instance),
       topics,
       sessionTimeoutMs: context.sessionTimeoutMs,
     }),
+  };
+  const batchOptions = {
+    ...context.applyOptions,
+    generation: generation.generation,
+    failures,
+    consumerGroup: groupId,
+  };
+  const consumer = createGenerationConsumer({
+    source,
     store: {
       apply: (records, ends) =>
         retryingConflicts(() =>

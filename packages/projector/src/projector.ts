@@ -1,4 +1,4 @@
-import { deadLetterTopicFor } from '@sluice/contracts';
+import { deadLetterTopicFor, topicFor } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
 import { createTopicEnsurer } from '@sluice/kafka';
 import type { Projector, ProjectorOptions } from './api.js';
@@ -14,12 +14,14 @@ import { acceptOffsetGaps, listOffsetGaps } from './offset-gaps.js';
 import { acceptVersionGap, redriveParked, skipParked } from './parked.js';
 import { listParked } from './parked-records.js';
 import type { Projection } from './projection.js';
-import { deleteConsumerGroups } from './record-source.js';
+import { createKafkaRecordSource, deleteConsumerGroups } from './record-source.js';
+import { createSharedRecordSource } from './shared-source.js';
 
 const SYSTEM: OperatorRequest = { actor: 'system' };
 
 /**
- * Runs projections as Kafka consumer groups, one per generation. Each partition batch is
+ * Runs projections as Kafka consumer groups: the active generations it starts with share one
+ * (unless `consumerGroups` is `per-projection`), a rebuild has its own. Each partition batch is
  * applied in one PostgreSQL transaction with its checkpoint; Kafka's committed offsets follow
  * afterwards (for lag tools only). A batch that starts past the stored checkpoint makes the
  * consumer seek back to it, or, where Kafka no longer holds those offsets, records the gap.
@@ -42,6 +44,7 @@ class ProjectorRuntime<DB> implements Projector {
     const prefix = options.topicPrefix ?? '';
     const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
     const groupIdOf = (instance: string) => `${groupPrefix}${instance}`;
+    const shared = sharedSource(options, groupPrefix, prefix);
     const deadLetterTopic = (projection: string) => deadLetterTopicFor(projection, prefix);
     const ensureTopics = createTopicEnsurer(kafka, {
       partitions: options.partitions ?? 6,
@@ -60,6 +63,14 @@ class ProjectorRuntime<DB> implements Projector {
       kafka,
       topicPrefix: prefix,
       groupIdOf,
+      shared: (generation, topics) => {
+        if (shared === undefined || !shared.source.open()) return undefined;
+        if (this.generationSync.isBuilding(generation.instance)) return undefined;
+        // The group it read through before (its own, a rebuild's) would show lag forever.
+        const own = groupIdOf(generation.instance);
+        void deleteConsumerGroups(kafka, [own]).catch(() => undefined);
+        return { source: shared.source.view(topics), groupId: shared.groupId };
+      },
       ensureTopics,
       deadLetterTopic,
       deadLetters: this.deadLetters,
@@ -188,6 +199,22 @@ class ProjectorRuntime<DB> implements Projector {
       );
     return projection;
   }
+}
+
+/** The record source the active generations share, unless each has its own group. */
+function sharedSource<DB>(options: ProjectorOptions<DB>, groupPrefix: string, topicPrefix: string) {
+  if (options.consumerGroups === 'per-projection' || options.projections.length < 2)
+    return undefined;
+  const names = options.projections.map((p) => p.name).sort();
+  const groupId = `${groupPrefix}${names.join('+')}`;
+  const types = new Set(options.projections.flatMap((p) => p.aggregateTypes));
+  const source = createKafkaRecordSource({
+    kafka: options.kafka,
+    groupId,
+    topics: [...types].map((type) => topicFor(type, topicPrefix)),
+    sessionTimeoutMs: options.sessionTimeoutMs ?? 30_000,
+  });
+  return { groupId, source: createSharedRecordSource(source) };
 }
 
 /** Deletes generations' consumer groups; why Kafka kept some, by instance. */

@@ -1,9 +1,11 @@
 // The reveal hook against real PostgreSQL and Kafka: a problem of the settings (a master key
-// missing) fails the batch and retries it, a problem of one event sets that event aside.
+// missing) fails the batch and retries it, a problem of one event sets that event aside. And
+// two projections reading through one consumer group while one of them fails that way.
 import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/database';
 import { SluiceError } from '@sluice/errors';
 import {
+  commitGroupOffsets,
   createTestDatabase,
   createTopicsWith,
   testKafka,
@@ -16,6 +18,7 @@ import {
 import type { TestDatabase } from '@sluice/testkit';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { sql, type Kysely } from 'kysely';
+import fc from 'fast-check';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -55,6 +58,26 @@ const people = defineProjection<Record<string, never>, typeof shopCatalog>({
   },
 });
 
+/** Counts customers' events as published: a projection that does not open personal fields. */
+const tally = defineProjection<Record<string, never>, typeof shopCatalog>({
+  catalog: shopCatalog,
+  name: 'reveal_tally',
+  aggregateTypes: ['customer'],
+  tables: ['public.reveal_tally'],
+  async createTables(trx, table) {
+    await sql`CREATE TABLE ${sql.table(table('public.reveal_tally'))}
+                (person_id text PRIMARY KEY, events int NOT NULL)`.execute(trx);
+  },
+  async apply(events, { trx, table }) {
+    for (const event of events)
+      await sql`INSERT INTO ${sql.table(table('public.reveal_tally'))} (person_id, events)
+                VALUES (${event.aggregateId}, 1)
+                ON CONFLICT (person_id) DO UPDATE SET events = reveal_tally_g1.events + 1`.execute(
+        trx,
+      );
+  },
+});
+
 /** What the hook does: open names, or fail as a missing master key would. */
 const hook = { masterKeyMissing: false, batches: new Set<BatchSql>() };
 const reveal: Reveal = async (event, batch) => {
@@ -84,11 +107,16 @@ function named(personId: string, version: number, name: string): DomainEvent {
   };
 }
 
-async function start(prefix: string): Promise<Projector> {
+async function start(
+  prefix: string,
+  projections = [people],
+  consumerGroups: 'shared' | 'per-projection' = 'shared',
+): Promise<Projector> {
   const projector = createProjector({
     db,
     kafka,
-    projections: [people],
+    projections,
+    consumerGroups,
     topicPrefix: prefix,
     groupPrefix: `${prefix}g.`,
     retryDelayMs: 1,
@@ -155,6 +183,8 @@ afterEach(async () => {
   hook.batches.clear();
   await sql`DROP VIEW IF EXISTS public.reveal_people`.execute(db);
   await sql`DROP TABLE IF EXISTS public.reveal_people_g1`.execute(db);
+  await sql`DROP VIEW IF EXISTS public.reveal_tally`.execute(db);
+  await sql`DROP TABLE IF EXISTS public.reveal_tally_g1`.execute(db);
   await sql`TRUNCATE sluice.projection_generations, sluice.projection_checkpoints,
             sluice.projection_versions, sluice.parked_events`.execute(db);
 });
@@ -196,6 +226,144 @@ describe('revealing personal fields', () => {
     await waitFor(async () => (await projector.health()).ready, { message: 'ready again' });
     expect(await parked()).toEqual([]);
   });
+
+  it.each(['shared', 'per-projection'] as const)(
+    'holds back no other projection reading the same records (%s consumer groups): it applies while this one fails, and this one catches up',
+    async (consumerGroups) => {
+      const prefix = `${uniqueName('reveal')}.`;
+      const people10 = Array.from({ length: 10 }, () => randomUUID());
+      hook.masterKeyMissing = true;
+      const projector = await start(prefix, [people, tally], consumerGroups);
+      await produce(
+        prefix,
+        people10.map((person) => named(person, 1, 'Ada')),
+      );
+      const tallied = async () => {
+        const { rows } = await sql<{ n: number }>`
+        SELECT COALESCE(sum(events), 0)::int AS n FROM public.reveal_tally`.execute(db);
+        return rows[0]?.n;
+      };
+      await waitFor(async () => (await tallied()) === 10, {
+        message: 'the other projection applied',
+      });
+      const health = await waitFor(
+        async () => {
+          const found = await projector.health();
+          return found.ready ? undefined : found;
+        },
+        { timeoutMs: 30_000, message: 'readiness red' },
+      );
+      expect(health.problems).toEqual([
+        expect.objectContaining({ code: 'stalled', projection: 'reveal_people' }),
+      ]);
+      expect(await nameOf(people10[0] ?? '')).toBeUndefined();
+      await produce(prefix, [named(people10[0] ?? '', 2, 'Ada L.')]);
+      await waitFor(async () => (await tallied()) === 11, { message: 'the next one applied too' });
+      hook.masterKeyMissing = false;
+      await waitFor(async () => (await nameOf(people10[0] ?? '')) === 'Ada L.', {
+        timeoutMs: 30_000,
+        message: 'applied once the master key is there',
+      });
+      for (const person of people10) expect(await nameOf(person)).toBeDefined();
+      await waitFor(async () => (await projector.health()).ready, { message: 'ready again' });
+      expect(await tallied()).toBe(11);
+      expect(await parked()).toEqual([]);
+      expect(await projector.offsetGaps()).toEqual([]);
+    },
+  );
+
+  it('switched to a shared consumer group, deletes the groups the projections read through before', async () => {
+    const prefix = `${uniqueName('reveal')}.`;
+    const person = randomUUID();
+    await start(prefix, [people, tally], 'per-projection');
+    await produce(prefix, [named(person, 1, 'Ada')]);
+    await waitFor(async () => (await nameOf(person)) === 'Ada', { message: 'applied' });
+    await running?.stop();
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const groups = async () =>
+        (await admin.listGroups()).groups
+          .map((g) => g.groupId)
+          .filter((id) => id.startsWith(prefix))
+          .sort();
+      expect(await groups()).toEqual([`${prefix}g.reveal_people`, `${prefix}g.reveal_tally`]);
+      await start(prefix, [people, tally]);
+      await produce(prefix, [named(person, 2, 'Ada L.')]);
+      await waitFor(async () => (await nameOf(person)) === 'Ada L.', { message: 'applied shared' });
+      await waitFor(
+        async () =>
+          JSON.stringify(await groups()) ===
+          JSON.stringify([`${prefix}g.reveal_people+reveal_tally`]),
+        { message: 'only the shared group left' },
+      );
+    } finally {
+      await admin.disconnect();
+    }
+  });
+
+  // Generated: two projections share a consumer group; one of them fails whole batches for a
+  // while (its master key missing), records arrive while the projector runs or not, it restarts,
+  // and the group's offsets are reset to either end while it is stopped. Each applies every event
+  // once, in order; no offset gap is recorded.
+  it('keeps both projections exact through failures of one, restarts and offset resets (generated, seed printed on failure)', async () => {
+    const step = fc.oneof(
+      fc.record({ kind: fc.constant('produce' as const), people: fc.subarray([0, 1, 2, 3]) }),
+      fc.record({ kind: fc.constantFrom('stop' as const, 'start' as const, 'key' as const) }),
+      fc.record({
+        kind: fc.constant('reset' as const),
+        at: fc.constantFrom('earliest' as const, 'latest' as const),
+      }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 6 }), async (steps) => {
+        const prefix = `${uniqueName('reveal')}.`;
+        const ids = [0, 1, 2, 3].map(() => randomUUID());
+        const produced = ids.map(() => 0);
+        const restart = () => (running === undefined ? start(prefix, [people, tally]) : running);
+        await restart();
+        for (const done of steps) {
+          if (done.kind === 'produce') {
+            const events = done.people.map((i) => {
+              produced[i] = (produced[i] ?? 0) + 1;
+              return named(ids[i] ?? '', produced[i] ?? 0, `v${produced[i]}`);
+            });
+            await produce(prefix, events);
+          } else if (done.kind === 'key') hook.masterKeyMissing = !hook.masterKeyMissing;
+          else if (done.kind === 'start') await restart();
+          else {
+            await running?.stop();
+            running = undefined;
+            if (done.kind === 'reset') {
+              const topic = `${prefix}outbox.event.customer`;
+              const group = `${prefix}g.reveal_people+reveal_tally`;
+              await commitGroupOffsets(kafka, group, topic, done.at);
+            }
+          }
+        }
+        hook.masterKeyMissing = false;
+        const projector = await restart();
+        for (const [i, id] of ids.entries()) {
+          const name = produced[i] === 0 ? undefined : `v${produced[i]}`;
+          await waitFor(async () => (await nameOf(id)) === name, {
+            timeoutMs: 30_000,
+            message: `${name} for person ${i}`,
+          });
+        }
+        const { rows } = await sql<{ person_id: string; events: number }>`
+          SELECT person_id, events FROM public.reveal_tally WHERE person_id = ANY(${ids})`.execute(
+          db,
+        );
+        const tallies = new Map(rows.map((row) => [row.person_id, row.events]));
+        expect(ids.map((id) => tallies.get(id) ?? 0)).toEqual(produced);
+        expect(await projector.offsetGaps()).toEqual([]);
+        expect(await parked()).toEqual([]);
+        await running?.stop();
+        running = undefined;
+      }),
+      { numRuns: 4, endOnFailure: true },
+    );
+  }, 240_000);
 
   it('sets aside an event whose own data is wrong, with one sql per batch', async () => {
     const prefix = `${uniqueName('reveal')}.`;

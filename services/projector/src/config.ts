@@ -43,7 +43,12 @@ export const projectorConfigSchema = Type.Object({
   PROJECTOR_GROUP_PREFIX: Type.String({
     pattern: '^[A-Za-z0-9._-]*$',
     default: 'sluice.projection.',
-    description: 'Consumer groups are <prefix><projection>.',
+    description: 'Prefix of the consumer groups (see PROJECTOR_CONSUMER_GROUPS).',
+  }),
+  PROJECTOR_CONSUMER_GROUPS: Type.Union([Type.Literal('shared'), Type.Literal('per-projection')], {
+    default: 'shared',
+    description:
+      'shared: two projections or more read through one consumer group, <prefix><names joined by +>, each record fetched once; per-projection: a group each, <prefix><projection>. Processes that share partitions must host the same projections.',
   }),
   PROJECTOR_TOPIC_PARTITIONS: Type.Integer({
     minimum: 1,

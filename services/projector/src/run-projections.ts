@@ -192,6 +192,7 @@ function newProjector(
     projections: parts.hosted,
     topicPrefix: config.PROJECTOR_TOPIC_PREFIX,
     groupPrefix: config.PROJECTOR_GROUP_PREFIX,
+    consumerGroups: config.PROJECTOR_CONSUMER_GROUPS,
     partitions: config.PROJECTOR_TOPIC_PARTITIONS,
     replicationFactor: config.PROJECTOR_TOPIC_REPLICATION_FACTOR,
     minInsyncReplicas: config.PROJECTOR_TOPIC_MIN_INSYNC_REPLICAS,
