@@ -18,7 +18,9 @@
 //                           "--cpu-prof --cpu-prof-dir=/tmp/bench-prof"
 //
 // shop-api, relay and projector (all four shop projections) run as processes on one database,
-// started as in production (shop-api verifies each request's token, seals personal fields).
+// started as in production (shop-api verifies each request's token, seals personal fields). The
+// services inherit this environment: PROJECTOR_CONSUMER_GROUPS=per-projection compares the
+// projections reading through a consumer group each (the output says which).
 // Writes: POST /carts/:id/items at a fixed rate over 200 carts (an open loop up to
 // BENCH_MAX_IN_FLIGHT). An observer polls the cart-summary projection's applied versions every
 // 5 ms; latency = first poll seeing the write's version − the POST's response.
@@ -464,6 +466,7 @@ async function main() {
     const at500 = rates.find((step) => step.targetRate === 500);
     return {
       benchmark: 'pipeline-latency',
+      projectorConsumerGroups: process.env.PROJECTOR_CONSUMER_GROUPS ?? 'shared',
       idle,
       rates,
       goals: GOALS,

@@ -169,6 +169,17 @@ async function deadLetters(prefix: string): Promise<number> {
   }
 }
 
+/** The projector's health once it is not ready. */
+function unready(projector: Projector) {
+  return waitFor(
+    async () => {
+      const found = await projector.health();
+      return found.ready ? undefined : found;
+    },
+    { timeoutMs: 30_000, message: 'readiness red' },
+  );
+}
+
 beforeAll(async () => {
   database = await createTestDatabase(databaseUrl, 'reveal');
   db = createDatabase({ url: database.url, maxConnections: 6 });
@@ -202,13 +213,7 @@ describe('revealing personal fields', () => {
     hook.masterKeyMissing = true;
     const projector = await start(prefix);
     await produce(prefix, [named(person, 1, 'Ada'), named(person, 2, 'Ada L.')]);
-    const health = await waitFor(
-      async () => {
-        const found = await projector.health();
-        return found.ready ? undefined : found;
-      },
-      { timeoutMs: 30_000, message: 'readiness red' },
-    );
+    const health = await unready(projector);
     expect(health.problems).toEqual([
       expect.objectContaining({
         code: 'stalled',
@@ -246,13 +251,7 @@ describe('revealing personal fields', () => {
       await waitFor(async () => (await tallied()) === 10, {
         message: 'the other projection applied',
       });
-      const health = await waitFor(
-        async () => {
-          const found = await projector.health();
-          return found.ready ? undefined : found;
-        },
-        { timeoutMs: 30_000, message: 'readiness red' },
-      );
+      const health = await unready(projector);
       expect(health.problems).toEqual([
         expect.objectContaining({ code: 'stalled', projection: 'reveal_people' }),
       ]);

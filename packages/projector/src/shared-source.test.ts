@@ -69,6 +69,18 @@ function consumerOf(shared: ReturnType<typeof createSharedRecordSource>, topics:
   return consumer;
 }
 
+/** Two views of one partition from offset 0, the first failing its batches. */
+async function failingAndHealthy() {
+  const { source, seeks, deliver } = scriptedSource();
+  const shared = createSharedRecordSource(source);
+  const failing = consumerOf(shared, ['cart']);
+  const healthy = consumerOf(shared, ['cart']);
+  await Promise.all([failing, healthy].map((c) => c.source.start(c.handlers)));
+  healthy.source.seek({ topic: 'cart', partition: 0, offset: 0n });
+  failing.failing = true;
+  return { seeks, deliver, failing, healthy };
+}
+
 describe('shared record source', () => {
   it('starts the source once, hands each view its topics, and replays the assignment to a late view', async () => {
     const { source, start, deliver, handlers } = scriptedSource();
@@ -120,13 +132,7 @@ describe('shared record source', () => {
   });
 
   it('fetches a failed batch again for its view after a pause, while the other view goes on', async () => {
-    const { source, seeks, deliver } = scriptedSource();
-    const shared = createSharedRecordSource(source);
-    const failing = consumerOf(shared, ['cart']);
-    const healthy = consumerOf(shared, ['cart']);
-    await Promise.all([failing, healthy].map((c) => c.source.start(c.handlers)));
-    healthy.source.seek({ topic: 'cart', partition: 0, offset: 0n });
-    failing.failing = true;
+    const { seeks, deliver, failing, healthy } = await failingAndHealthy();
     await deliver(batchOf('cart', 0, 4));
     failing.failing = false;
     // Behind now: the next records would look like a gap to it.
@@ -141,13 +147,7 @@ describe('shared record source', () => {
   });
 
   it('goes back for a failed batch only: failing again, it skips ahead to where the others are', async () => {
-    const { source, seeks, deliver } = scriptedSource();
-    const shared = createSharedRecordSource(source);
-    const failing = consumerOf(shared, ['cart']);
-    const healthy = consumerOf(shared, ['cart']);
-    await Promise.all([failing, healthy].map((c) => c.source.start(c.handlers)));
-    healthy.source.seek({ topic: 'cart', partition: 0, offset: 0n });
-    failing.failing = true;
+    const { seeks, deliver, failing, healthy } = await failingAndHealthy();
     await deliver(batchOf('cart', 0, 4));
     await deliver(batchOf('cart', 5, 99));
     await waitFor(() => seeks.length > 1, { timeoutMs: 2000, message: 'a seek back' });
