@@ -76,10 +76,11 @@ export interface ProjectorOptions<DB> {
   /**
    * `shared` (the default): with two projections or more, the active generations this process
    * starts with read through one consumer group, so each record is fetched and decoded once; each
-   * still applies from its own checkpoint (the group it read through before is deleted). A slow projection holds back the partitions it shares until it takes their
-   * batch; one whose batches fail does not (it reads them again after a pause). Processes that
-   * share partitions must host the same projections. `per-projection`: a consumer group each.
-   * Rebuilds read through their own group either way.
+   * still applies from its own checkpoint (the group it read through before is deleted). One
+   * whose batches fail does not hold back the others (it reads them again after a pause); a slow
+   * one holds back the next fetch, and one far behind makes the others wait until the group has
+   * read past their positions. Processes that share partitions must host the same projections.
+   * `per-projection`: a consumer group each. Rebuilds read through their own group either way.
    */
   consumerGroups?: 'shared' | 'per-projection';
   /** Partitions of topics the projector has to create itself. Default 6. */

@@ -232,6 +232,28 @@ describe('generation consumer', () => {
     ]);
   });
 
+  it('goes back to the checkpoint, recording no gap, when a catching-up batch failed and the next one starts past it', async () => {
+    let calls = 0;
+    const h = harness(
+      () => {
+        calls += 1;
+        if (calls === 1) return new Error('connection lost');
+        return calls === 2
+          ? applied({ rewinds: [{ topic: 't', partition: 0, offset: 0n, first: 3n }] })
+          : applied();
+      },
+      () => Promise.resolve([]),
+    );
+    (await h.handlers()).assigned({ t: [0] });
+    await waitFor(() => h.seeks.length === 1, { timeoutMs: 5000, message: 'the seek to 0' });
+    // Far behind the end: both queued at once, the second applied after the first failed.
+    await h.deliver(batchOf(0, [0, 1, 2], 5000));
+    await settled(h.deliver(batchOf(0, [3, 4], 5000)));
+    await waitFor(() => h.seeks.length === 2, { timeoutMs: 5000, message: 'the seek back' });
+    expect(h.seeks.at(-1)).toEqual({ topic: 't', partition: 0, offset: 0n });
+    expect(h.gaps).toEqual([]);
+  });
+
   it('reads a rewritten partition again from its start', async () => {
     const h = harness(() => applied({ rewritten: [{ topic: 't', partition: 4, offset: 12n }] }));
     h.setLogStart(3n);

@@ -220,7 +220,10 @@ function createBatchHandler(
     if (part.lag >= CATCHING_UP_RECORDS) {
       const work = async () => {
         const failed = (await apply([part], () => batch.heartbeat())).get(key);
-        if (failed !== undefined) failures.set(key, failed);
+        if (failed === undefined) return;
+        failures.set(key, failed);
+        // The partition's next batches start past its checkpoint: a rewind, not an empty range.
+        positions.forget(key);
       };
       await queue.push([key], loadOf([part]), work, () => batch.heartbeat());
       return;
@@ -248,6 +251,8 @@ interface Positions {
   assigned(assignment: Assignment): void;
   /** How often the partition was sought since the last assignment began. */
   serial(key: string): number;
+  /** A batch of the partition failed: what comes next proves nothing about the last seek. */
+  forget(key: string): void;
   /** Follows up a batch: rewinds, reused offsets, offsets gone back. */
   settle(parts: readonly Part[], applied: AppliedBatch): Promise<void>;
 }
@@ -341,6 +346,9 @@ function createPositions(
       void seekCheckpoints(assignment, assignments);
     },
     serial: (key) => seeks.get(key)?.serial ?? 0,
+    forget(key) {
+      seeks.set(key, { serial: (seeks.get(key)?.serial ?? 0) + 1 });
+    },
     async settle(parts, applied) {
       for (const rewound of applied.rewinds) {
         const part = parts.find(

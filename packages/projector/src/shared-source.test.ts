@@ -131,6 +131,24 @@ describe('shared record source', () => {
     expect(view.got).toEqual(['cart:0-1']);
   });
 
+  it('reads a recreated topic from its start for a view the source read past its end for the others', async () => {
+    const { source, seeks, deliver } = scriptedSource();
+    const shared = createSharedRecordSource(source);
+    const near = consumerOf(shared, ['cart']);
+    const far = consumerOf(shared, ['cart']);
+    await Promise.all([near, far].map((c) => c.source.start(c.handlers)));
+    near.source.seek({ topic: 'cart', partition: 0, offset: 1499n });
+    far.source.seek({ topic: 'cart', partition: 0, offset: 4999n });
+    // The new log holds 0..1999: 1499 is there, so Kafka reads on from it, not from the start.
+    await deliver(batchOf('cart', 1499, 1999, 2000));
+    expect(near.got).toEqual(['cart:1499-1999']);
+    expect(far.got).toEqual([]);
+    expect(seeks.at(-1)).toEqual({ topic: 'cart', partition: 0, offset: 0n });
+    await deliver(batchOf('cart', 0, 1999, 2000));
+    expect(far.got).toEqual(['cart:0-1999']);
+    expect(near.got).toEqual(['cart:1499-1999']);
+  });
+
   it('fetches a failed batch again for its view after a pause, while the other view goes on', async () => {
     const { seeks, deliver, failing, healthy } = await failingAndHealthy();
     await deliver(batchOf('cart', 0, 4));

@@ -23,8 +23,9 @@ interface View {
  * decoded once, and each consumer reads from its own position. The source reads a partition from
  * the earliest position of those reading it, and each consumer gets the records from its own on.
  * A batch a consumer rejects is fetched again for it after a pause (others pass over records
- * they have), so one consumer's failures do not hold back the others; a slow one holds back the
- * partitions it shares until its batch is taken.
+ * they have), so one consumer's failures do not hold back the others. A slow one holds back the
+ * next fetch until its batch is taken, and one far behind the others makes them wait while the
+ * source reads up to their positions again.
  */
 export interface SharedRecordSource {
   /** A source of some of the shared topics' records. Stopping the last view stops the source. */
@@ -64,6 +65,14 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
     reads.set(key, { at: earliest, seeks: (reads.get(key)?.seeks ?? 0) + 1 });
   };
 
+  const seekEarliestSafely = (topic: string, partition: number) => {
+    try {
+      seekEarliest(topic, partition);
+    } catch {
+      // Refused while the source restarts: the next assignment seeks every view again.
+    }
+  };
+
   /** The earliest position of the views of `topic` not waiting to fetch a failed batch again. */
   const positionOfOthers = (topic: string, key: string): bigint | undefined => {
     let earliest: bigint | undefined;
@@ -82,12 +91,7 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
     clearTimeout(retry.timer);
     retry.timer = setTimeout(() => {
       retry.timer = undefined;
-      if (!views.has(view)) return;
-      try {
-        seekEarliest(topic, partition);
-      } catch {
-        // Refused while the source restarts: the next assignment seeks every view again.
-      }
+      if (views.has(view)) seekEarliestSafely(topic, partition);
     }, retry.delayMs);
     retry.delayMs = Math.min(retry.delayMs * 2, RETRY.lastMs);
     view.retries.set(key, retry);
@@ -101,6 +105,16 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
   ): Promise<void> {
     if (!view.topics.has(batch.topic)) return;
     const from = view.next.get(key);
+    const first = batch.records[0];
+    if (first === undefined) return;
+    if (from !== undefined && batch.end < from && at !== undefined && first.offset >= at) {
+      // The partition ends below this view's position (a recreated topic), but the source reads
+      // where another view stands, not where Kafka went back to by itself: alone, this view would
+      // have read the new log from its start.
+      view.next.set(key, 0n);
+      seekEarliestSafely(batch.topic, batch.partition);
+      return;
+    }
     if (from !== undefined && at !== undefined && from < at) {
       // The source read past this view's position while its batch failed: it gets nothing until
       // the source goes back for it (a batch starting past its position would look like a gap).
@@ -108,11 +122,10 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
         retryLater(view, batch.topic, batch.partition);
       return;
     }
-    const first = batch.records[0];
-    // A partition that ends below the view's position went back (a recreated topic): the view
-    // has to see what it holds now.
+    // A partition that ends below the view's position went back (a recreated topic), and Kafka
+    // read it from its start: the view has to see what it holds now.
     const records =
-      from === undefined || first === undefined || first.offset >= from || batch.end < from
+      from === undefined || first.offset >= from || batch.end < from
         ? batch.records
         : batch.records.filter((record) => record.offset >= from);
     const last = records.at(-1);
