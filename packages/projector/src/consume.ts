@@ -107,6 +107,14 @@ function generationEvents<DB>(
   };
 }
 
+/** The topics a projection reads. */
+export function topicsOf(
+  projection: { aggregateTypes: readonly string[] },
+  topicPrefix: string,
+): string[] {
+  return projection.aggregateTypes.map((type) => topicFor(type, topicPrefix));
+}
+
 /** Starts consuming one generation of a projection here. */
 export async function consumeGeneration<DB>(
   context: ConsumeContext<DB>,
@@ -115,7 +123,7 @@ export async function consumeGeneration<DB>(
 ): Promise<GenerationConsumer> {
   const { db } = context;
   const { instance } = generation;
-  const topics = projection.aggregateTypes.map((type) => topicFor(type, context.topicPrefix));
+  const topics = topicsOf(projection, context.topicPrefix);
   // The dead-letter topic too: created here, not inside the batch transaction of the first
   // poison record, which would hold its locks while Kafka creates a topic.
   await context.ensureTopics([...topics, context.deadLetterTopic(projection.name)]);

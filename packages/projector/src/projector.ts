@@ -1,9 +1,9 @@
-import { deadLetterTopicFor, topicFor } from '@sluice/contracts';
+import { deadLetterTopicFor } from '@sluice/contracts';
 import { SluiceError } from '@sluice/errors';
 import { createTopicEnsurer } from '@sluice/kafka';
 import type { Projector, ProjectorOptions } from './api.js';
 import type { OperatorRequest } from './audit.js';
-import { consumeGeneration, reporter, type ConsumeContext } from './consume.js';
+import { consumeGeneration, reporter, topicsOf, type ConsumeContext } from './consume.js';
 import { createDeadLetterSink } from './dead-letters.js';
 import type { ProjectorErrorCode } from './errors.js';
 import { GenerationSync } from './generation-sync.js';
@@ -44,7 +44,8 @@ class ProjectorRuntime<DB> implements Projector {
     const prefix = options.topicPrefix ?? '';
     const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
     const groupIdOf = (instance: string) => `${groupPrefix}${instance}`;
-    const shared = sharedSource(options, groupPrefix, prefix);
+    const sessionTimeoutMs = options.sessionTimeoutMs ?? 30_000;
+    const shared = sharedSource(options, { groupPrefix, topicPrefix: prefix, sessionTimeoutMs });
     const deadLetterTopic = (projection: string) => deadLetterTopicFor(projection, prefix);
     const ensureTopics = createTopicEnsurer(kafka, {
       partitions: options.partitions ?? 6,
@@ -88,7 +89,7 @@ class ProjectorRuntime<DB> implements Projector {
         isBuilding: (instance) => this.generationSync.isBuilding(instance),
         admitted: (projection) => this.generationSync.admitted(projection),
       },
-      sessionTimeoutMs: options.sessionTimeoutMs ?? 30_000,
+      sessionTimeoutMs,
       applyConcurrency: options.applyConcurrency ?? 2,
       stopped: () => this.stopped,
     };
@@ -202,17 +203,19 @@ class ProjectorRuntime<DB> implements Projector {
 }
 
 /** The record source the active generations share, unless each has its own group. */
-function sharedSource<DB>(options: ProjectorOptions<DB>, groupPrefix: string, topicPrefix: string) {
-  if (options.consumerGroups === 'per-projection' || options.projections.length < 2)
-    return undefined;
-  const names = options.projections.map((p) => p.name).sort();
-  const groupId = `${groupPrefix}${names.join('+')}`;
-  const types = new Set(options.projections.flatMap((p) => p.aggregateTypes));
+function sharedSource<DB>(
+  options: ProjectorOptions<DB>,
+  settings: { groupPrefix: string; topicPrefix: string; sessionTimeoutMs: number },
+) {
+  const { projections } = options;
+  if (options.consumerGroups === 'per-projection' || projections.length < 2) return undefined;
+  const sorted = projections.map((p) => p.name).sort();
+  const groupId = `${settings.groupPrefix}${sorted.join('+')}`;
   const source = createKafkaRecordSource({
     kafka: options.kafka,
     groupId,
-    topics: [...types].map((type) => topicFor(type, topicPrefix)),
-    sessionTimeoutMs: options.sessionTimeoutMs ?? 30_000,
+    topics: [...new Set(projections.flatMap((p) => topicsOf(p, settings.topicPrefix)))],
+    sessionTimeoutMs: settings.sessionTimeoutMs,
   });
   return { groupId, source: createSharedRecordSource(source) };
 }

@@ -69,13 +69,21 @@ function consumerOf(shared: ReturnType<typeof createSharedRecordSource>, topics:
   return consumer;
 }
 
+type Consumer = ReturnType<typeof consumerOf>;
+
+/** A shared source over a scripted one, and a started view of each of `topics`' lists. */
+async function sharedBy<const T extends readonly (readonly string[])[]>(...topics: T) {
+  const scripted = scriptedSource();
+  const shared = createSharedRecordSource(scripted.source);
+  const views = topics.map((list) => consumerOf(shared, [...list]));
+  await Promise.all(views.map((c) => c.source.start(c.handlers)));
+  return { ...scripted, shared, views: views as { [K in keyof T]: Consumer } };
+}
+
 /** Two views of one partition from offset 0, the first failing its batches. */
 async function failingAndHealthy() {
-  const { source, seeks, deliver } = scriptedSource();
-  const shared = createSharedRecordSource(source);
-  const failing = consumerOf(shared, ['cart']);
-  const healthy = consumerOf(shared, ['cart']);
-  await Promise.all([failing, healthy].map((c) => c.source.start(c.handlers)));
+  const { seeks, deliver, views } = await sharedBy(['cart'], ['cart']);
+  const [failing, healthy] = views;
   healthy.source.seek({ topic: 'cart', partition: 0, offset: 0n });
   failing.failing = true;
   return { seeks, deliver, failing, healthy };
@@ -83,11 +91,8 @@ async function failingAndHealthy() {
 
 describe('shared record source', () => {
   it('starts the source once, hands each view its topics, and replays the assignment to a late view', async () => {
-    const { source, start, deliver, handlers } = scriptedSource();
-    const shared = createSharedRecordSource(source);
-    const carts = consumerOf(shared, ['cart']);
-    const orders = consumerOf(shared, ['order']);
-    await Promise.all([carts, orders].map((c) => c.source.start(c.handlers)));
+    const { shared, start, deliver, handlers, views } = await sharedBy(['cart'], ['order']);
+    const [carts, orders] = views;
     expect(start).toHaveBeenCalledTimes(1);
     handlers()?.assigned({ cart: [0, 1], order: [2] });
     expect(carts.assignments).toEqual([{ cart: [0, 1] }]);
@@ -104,11 +109,8 @@ describe('shared record source', () => {
   });
 
   it('reads from the earliest position and gives each view its records from its own on', async () => {
-    const { source, seeks, deliver } = scriptedSource();
-    const shared = createSharedRecordSource(source);
-    const ahead = consumerOf(shared, ['cart']);
-    const behind = consumerOf(shared, ['cart']);
-    await Promise.all([ahead, behind].map((c) => c.source.start(c.handlers)));
+    const { seeks, deliver, views } = await sharedBy(['cart'], ['cart']);
+    const [ahead, behind] = views;
     ahead.source.seek({ topic: 'cart', partition: 0, offset: 7n });
     behind.source.seek({ topic: 'cart', partition: 0, offset: 3n });
     expect(seeks.at(-1)).toEqual({ topic: 'cart', partition: 0, offset: 3n });
@@ -122,21 +124,16 @@ describe('shared record source', () => {
   });
 
   it('hands a view every record of a partition that ends below its position (a recreated topic)', async () => {
-    const { source, deliver } = scriptedSource();
-    const shared = createSharedRecordSource(source);
-    const view = consumerOf(shared, ['cart']);
-    await view.source.start(view.handlers);
+    const { deliver, views } = await sharedBy(['cart']);
+    const [view] = views;
     view.source.seek({ topic: 'cart', partition: 0, offset: 5n });
     await deliver(batchOf('cart', 0, 1));
     expect(view.got).toEqual(['cart:0-1']);
   });
 
   it('reads a recreated topic from its start for a view the source read past its end for the others', async () => {
-    const { source, seeks, deliver } = scriptedSource();
-    const shared = createSharedRecordSource(source);
-    const near = consumerOf(shared, ['cart']);
-    const far = consumerOf(shared, ['cart']);
-    await Promise.all([near, far].map((c) => c.source.start(c.handlers)));
+    const { seeks, deliver, views } = await sharedBy(['cart'], ['cart']);
+    const [near, far] = views;
     near.source.seek({ topic: 'cart', partition: 0, offset: 1499n });
     far.source.seek({ topic: 'cart', partition: 0, offset: 4999n });
     // The new log holds 0..1999: 1499 is there, so Kafka reads on from it, not from the start.
@@ -201,11 +198,8 @@ describe('shared record source', () => {
   });
 
   it('tells every view of a crash, a later one too, and stops the source with the last view', async () => {
-    const { source, stop, handlers } = scriptedSource();
-    const shared = createSharedRecordSource(source);
-    const one = consumerOf(shared, ['cart']);
-    const two = consumerOf(shared, ['cart']);
-    await Promise.all([one, two].map((c) => c.source.start(c.handlers)));
+    const { shared, stop, handlers, views } = await sharedBy(['cart'], ['cart']);
+    const [one, two] = views;
     const error = new Error('gone');
     handlers()?.crashed(error);
     expect([one.crashes, two.crashes]).toEqual([[error], [error]]);

@@ -44,6 +44,9 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
   /** Per partition, where the source reads next (known once a view sought), and its seeks. */
   const reads = new Map<string, { at?: bigint; seeks: number }>();
 
+  /** Whether `view` waits to fetch a failed batch of partition `key` again. */
+  const waiting = (view: View, key: string) => view.retries.get(key)?.timer !== undefined;
+
   const assign = (view: View, all: Assignment) => {
     clearRetries(view);
     view.next.clear();
@@ -77,7 +80,7 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
   const positionOfOthers = (topic: string, key: string): bigint | undefined => {
     let earliest: bigint | undefined;
     for (const view of views) {
-      if (!view.topics.has(topic) || view.retries.get(key)?.timer !== undefined) continue;
+      if (!view.topics.has(topic) || waiting(view, key)) continue;
       const next = view.next.get(key);
       if (next === undefined) return undefined;
       if (earliest === undefined || next < earliest) earliest = next;
@@ -118,8 +121,7 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
     if (from !== undefined && at !== undefined && from < at) {
       // The source read past this view's position while its batch failed: it gets nothing until
       // the source goes back for it (a batch starting past its position would look like a gap).
-      if (view.retries.get(key)?.timer === undefined)
-        retryLater(view, batch.topic, batch.partition);
+      if (!waiting(view, key)) retryLater(view, batch.topic, batch.partition);
       return;
     }
     // A partition that ends below the view's position went back (a recreated topic), and Kafka
