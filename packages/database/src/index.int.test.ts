@@ -497,7 +497,7 @@ describe('pipelined', () => {
     });
   });
 
-  it('is refused outside a transaction, and by a pool not made by createDatabase', async () => {
+  it('is refused outside a transaction; on a pool not made by createDatabase it runs one at a time', async () => {
     await withPool(1, async (db) => {
       await expect(pipelined(db, [sql`SELECT 1`.compile(db)])).rejects.toMatchObject({
         code: 'pipeline_outside_transaction',
@@ -506,10 +506,30 @@ describe('pipelined', () => {
     const pool = new pg.Pool({ connectionString: database.url, max: 1 });
     const foreign = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
     try {
-      const run = foreign
+      // int8 as text on a plain pool.
+      const before = Number(await ticks(foreign));
+      let results: QueryResult<unknown>[] = [];
+      const sent = await trips(() =>
+        foreign.transaction().execute(async (trx) => {
+          results = await pipelined(trx, [
+            sql`SELECT nextval(${'pipe_ticks'})::int AS n`.compile(trx),
+            sql`UPDATE pipe_items SET label = label WHERE id < ${0}`.compile(trx),
+          ]);
+        }),
+      );
+      expect(sent.filter((text) => /nextval|UPDATE/.test(text))).toHaveLength(2);
+      expect(sent.some((text) => text.includes('sluice_pipeline'))).toBe(false);
+      expect(results).toEqual([{ rows: [{ n: before + 1 }] }, { rows: [], numAffectedRows: 0n }]);
+      const failing = foreign
         .transaction()
-        .execute((trx) => pipelined(trx, [sql`SELECT 1`.compile(trx)]));
-      await expect(run).rejects.toThrow(/sluice_pipeline/);
+        .execute((trx) =>
+          pipelined(trx, [
+            sql`SELECT 1/0`.compile(trx),
+            sql`SELECT nextval(${'pipe_ticks'})`.compile(trx),
+          ]),
+        );
+      await expect(failing).rejects.toThrow(/division by zero/);
+      expect(Number(await ticks(foreign))).toBe(before + 1);
     } finally {
       await foreign.destroy();
     }

@@ -6,6 +6,7 @@ import {
   Kysely,
   PostgresDialect,
   sql,
+  type KyselyPlugin,
   type PostgresPool,
   type PostgresPoolClient,
   type QueryResult,
@@ -228,20 +229,30 @@ const pipelineResult = (results: pg.QueryResult[]): pg.QueryResult => ({
 });
 
 /**
+ * Marks the Kysely instances of {@link createDatabase} (and those derived from them: transactions,
+ * `withPlugin`), whose pool runs pipelines.
+ */
+const PIPELINES: KyselyPlugin = {
+  transformQuery: ({ node }) => node,
+  transformResult: ({ result }) => Promise.resolve(result),
+};
+
+/**
  * Runs `queries` in the transaction `trx` (a Kysely `Transaction`) in one round trip: sent
  * together, run in order, each seeing what the ones before it wrote (each takes its own snapshot,
  * as statements sent one at a time do). Rejects with the first statement that fails; the
  * transaction must then roll back (PostgreSQL runs nothing after a statement it refuses; a row pg
  * cannot read, such as `int8_out_of_range`, is found after all of them ran). For statements whose
- * texts do not depend on each other's results. The results are pg's, through no Kysely plugin;
- * `trx` must come from a database of {@link createDatabase}.
+ * texts do not depend on each other's results. The results are pg's, through no Kysely plugin.
+ * On a database not made by {@link createDatabase} the statements run one at a time, in order,
+ * with the same results.
  *
  * @throws SluiceError `pipeline_outside_transaction`
  * @example
  * const [locked, lines] = await pipelined(trx, [lockCart.compile(), readLines.compile()]);
  */
 export async function pipelined(
-  trx: Pick<Kysely<unknown>, 'isTransaction' | 'executeQuery'>,
+  trx: Pick<Kysely<unknown>, 'isTransaction' | 'executeQuery' | 'getExecutor'>,
   queries: readonly CompiledQuery[],
 ): Promise<QueryResult<unknown>[]> {
   if (!trx.isTransaction) {
@@ -251,6 +262,7 @@ export async function pipelined(
     );
   }
   if (queries.length === 0) return [];
+  if (!trx.getExecutor().plugins.includes(PIPELINES)) return oneAtATime(trx, queries);
   const statements = queries.map((query) => ({ text: query.sql, values: [...query.parameters] }));
   const { rows } = await trx.executeQuery(CompiledQuery.raw(PIPELINE_TEXT, [statements]));
   return (rows as pg.QueryResult[]).map((result) => ({
@@ -259,6 +271,19 @@ export async function pipelined(
       ? { numAffectedRows: BigInt(result.rowCount ?? 0) }
       : {}),
   }));
+}
+
+/** `queries` in order, each in its own round trip, with {@link pipelined}'s results. */
+async function oneAtATime(
+  trx: Pick<Kysely<unknown>, 'executeQuery'>,
+  queries: readonly CompiledQuery[],
+): Promise<QueryResult<unknown>[]> {
+  const results: QueryResult<unknown>[] = [];
+  for (const query of queries) {
+    const { rows, numAffectedRows } = await trx.executeQuery(query);
+    results.push({ rows, ...(numAffectedRows === undefined ? {} : { numAffectedRows }) });
+  }
+  return results;
 }
 
 /** Kysely's view of `pool`, running the texts `namer` names as prepared statements. */
@@ -311,7 +336,10 @@ export function createDatabase<DB>(options: DatabaseOptions): Kysely<DB> {
   // The failure reaches the caller through the next query, which fails; the pool drops it.
   pool.on('connect', (client) => client.on('error', () => undefined));
   const namer = statementNamer(options.prepareThreshold ?? 5);
-  return new Kysely<DB>({ dialect: new PostgresDialect({ pool: preparingPool(pool, namer) }) });
+  return new Kysely<DB>({
+    dialect: new PostgresDialect({ pool: preparingPool(pool, namer) }),
+    plugins: [PIPELINES],
+  });
 }
 
 /** Options for {@link migrate}. */

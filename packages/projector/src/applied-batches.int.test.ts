@@ -1,14 +1,18 @@
-// The event journey's record of applied batches against real PostgreSQL: one row per partition
-// of a batch, written by the checkpoint's own statement (a batch still costs five round trips
-// besides its handler's), none when recording is off, and old rows deleted by the retention.
+// A batch's bookkeeping against real PostgreSQL: its round trips (the checkpoints locked and the
+// aggregates read in one), what a batch that waited for another process's checkpoint lock reads,
+// and the event journey's record of applied batches: one row per partition of a batch, written
+// by the checkpoint's own statement, none when recording is off, and old rows deleted by the
+// retention.
 import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/database';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { createTestDatabase, testServers, waitFor, type TestDatabase } from '@sluice/testkit';
-import { sql, type Kysely, type KyselyPlugin } from 'kysely';
+import { Kysely, PostgresDialect, sql, type KyselyPlugin } from 'kysely';
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { purgeAppliedBatches } from './applied-batches.js';
+import { instanceOf } from './generations.js';
 import { applyBatch, defineProjection, projectorMigrations } from './index.js';
 import type { IncomingRecord } from './records.js';
 
@@ -86,6 +90,102 @@ async function batchRows() {
        FROM sluice.projection_applied_batches ORDER BY topic, partition, from_offset`.execute(db);
   return rows;
 }
+
+/** What `run` sends to PostgreSQL: one entry per round trip. */
+async function trips(run: () => Promise<unknown>): Promise<number> {
+  const query = vi.spyOn(pg.Client.prototype, 'query');
+  try {
+    await run();
+    return query.mock.calls.length;
+  } finally {
+    query.mockRestore();
+  }
+}
+
+describe('a batch', () => {
+  it('locks its checkpoints and reads its aggregates in one round trip, four in all', async () => {
+    const four = records('outbox.event.cart', 2, 0, randomUUID(), 4);
+    const sent = await trips(() =>
+      applyBatch(db, carts, four.slice(0, 3), noLetters, {
+        generation: 3,
+        recordBatches: false,
+      }),
+    );
+    // BEGIN, checkpoints, versions and parked; the handler's statement; versions and
+    // checkpoints; COMMIT.
+    expect(sent).toBe(4);
+    const again = await applyBatch(db, carts, four, noLetters, {
+      generation: 3,
+      recordBatches: false,
+    });
+    expect(again.result).toMatchObject({ applied: 1, duplicates: 3 });
+  });
+
+  it('on a pool not made by createDatabase, sends them one at a time with the same outcome', async () => {
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    const foreign = new Kysely<Record<string, never>>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      const four = records('outbox.event.cart', 3, 0, randomUUID(), 4);
+      const sent = await trips(() =>
+        applyBatch(foreign, carts, four.slice(0, 3), noLetters, {
+          generation: 3,
+          recordBatches: false,
+        }),
+      );
+      expect(sent).toBe(6);
+      const again = await applyBatch(foreign, carts, four, noLetters, {
+        generation: 3,
+        recordBatches: false,
+      });
+      expect(again.result).toMatchObject({ applied: 1, duplicates: 3 });
+    } finally {
+      await foreign.destroy();
+    }
+  });
+
+  it('that waited for another process’s checkpoint lock reads the versions it committed', async () => {
+    const cart = randomUUID();
+    const batch = records('outbox.event.cart', 4, 0, cart, 3);
+    const instance = instanceOf(carts.name, 1);
+    const holder = new pg.Client({ connectionString: database.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(
+        `INSERT INTO sluice.projection_checkpoints (projection, topic, partition, next_offset)
+         VALUES ($1, 'outbox.event.cart', 4, 0)`,
+        [instance],
+      );
+      const waiting = applyBatch(db, carts, batch, noLetters, { recordBatches: false });
+      await waitFor(
+        async () => {
+          const { rows } = await holder.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+          );
+          return (rows[0]?.n ?? 0) > 0;
+        },
+        { timeoutMs: 10_000, message: 'the batch waiting for the checkpoint lock' },
+      );
+      // Meanwhile the holder applied the same three events.
+      await holder.query(
+        `INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
+         VALUES ($1, 'cart', $2, 3)`,
+        [instance, cart],
+      );
+      await holder.query(
+        `UPDATE sluice.projection_checkpoints SET next_offset = 3
+          WHERE projection = $1 AND topic = 'outbox.event.cart' AND partition = 4`,
+        [instance],
+      );
+      await holder.query('COMMIT');
+      const { result } = await waiting;
+      expect(result).toMatchObject({ applied: 0, duplicates: 3, belowCheckpoint: 0 });
+    } finally {
+      await holder.end();
+    }
+  });
+});
 
 describe('sluice.projection_applied_batches', () => {
   it('records each partition of a batch in the checkpoint statement, at no extra round trip', async () => {

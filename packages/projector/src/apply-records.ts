@@ -4,7 +4,13 @@ import { CompiledQuery, type Transaction } from 'kysely';
 import { getClaimCheck } from '@sluice/outbox/claim-checks';
 import { applyEvents } from './apply-events.js';
 import type { ApplyOptions, BatchResult } from './batch.js';
-import { aggregateKey, readAggregates, saveProgress, type Advance } from './bookkeeping.js';
+import {
+  aggregateKey,
+  readAggregates,
+  saveProgress,
+  type Advance,
+  type KnownAggregates,
+} from './bookkeeping.js';
 import {
   aggregateOf,
   classify,
@@ -114,6 +120,8 @@ export async function applyRecords<DB>(
     careful: boolean;
     advances: readonly Advance[];
     below?: ReadonlySet<IncomingRecord>;
+    /** Aggregates already read with the checkpoints (`lockAndRead`), by key, and what they hold. */
+    read?: { aggregates: ReadonlySet<string>; known: KnownAggregates };
   } = { careful: true, advances: [] },
 ): Promise<void> {
   const instance = instanceOf(projection.name, options.generation ?? 1);
@@ -128,7 +136,7 @@ export async function applyRecords<DB>(
     const aggregate = aggregateOf(item, topicPrefix);
     if (aggregate !== undefined) aggregates.set(aggregateKey(...aggregate), aggregate);
   }
-  const known = await readAggregates(trx, instance, [...aggregates.values()]);
+  const known = await readAggregates(trx, instance, [...aggregates.values()], batch.read);
   const sorted = classify(items, known, {
     topicPrefix,
     now: new Date(),

@@ -4,12 +4,14 @@ import type { Kysely, Transaction } from 'kysely';
 import { HandlerFailed, type HandlerFailure } from './apply-events.js';
 import { applyRecords } from './apply-records.js';
 import {
-  lockCheckpoints,
+  aggregateKey,
+  lockAndRead,
   partitionKey,
   setLastRecord,
   type Advance,
   type PartitionOffset,
 } from './bookkeeping.js';
+import { aggregateOfRecord } from './classify.js';
 import { instanceOf } from './generations.js';
 import { processSpans, type RecordOutcome } from './process-spans.js';
 import type { Projection } from './projection.js';
@@ -155,6 +157,16 @@ function byPartition(records: readonly IncomingRecord[]) {
   );
 }
 
+/** The aggregates records name, by {@link aggregateKey}: read as the checkpoints are locked. */
+function aggregatesOfRecords(records: readonly IncomingRecord[], prefix: string) {
+  const aggregates = new Map<string, [type: string, id: string]>();
+  for (const record of records) {
+    const aggregate = aggregateOfRecord(record, prefix);
+    if (aggregate !== undefined) aggregates.set(aggregateKey(...aggregate), aggregate);
+  }
+  return aggregates;
+}
+
 async function applyBatchOnce<DB>(
   db: Kysely<DB>,
   projection: Projection<DB>,
@@ -168,10 +180,13 @@ async function applyBatchOnce<DB>(
   const batches = byPartition(records);
   if (batches.length === 0) return applied;
   const instance = instanceOf(projection.name, options.generation ?? 1);
+  const aggregates = aggregatesOfRecords(records, options.topicPrefix ?? '');
   const startedAt = Date.now();
   let committingAt = startedAt;
   await db.transaction().execute(async (trx) => {
-    const checkpoints = await lockCheckpoints(trx, instance, batches);
+    const { checkpoints, known } = await lockAndRead(trx, instance, batches, [
+      ...aggregates.values(),
+    ]);
     const fresh: IncomingRecord[] = [];
     const below = new Set<IncomingRecord>();
     const advances: Advance[] = [];
@@ -190,6 +205,7 @@ async function applyBatchOnce<DB>(
       careful,
       advances,
       below,
+      read: { aggregates: new Set(aggregates.keys()), known },
     });
     committingAt = Date.now();
   });

@@ -1,3 +1,4 @@
+import { pipelined } from '@sluice/database';
 import { sql, type Kysely, type Transaction } from 'kysely';
 
 /** Identifies a topic-partition (in a batch, the apply queue). */
@@ -51,6 +52,35 @@ export interface Checkpoint {
   lastRecord: string | null;
 }
 
+type CheckpointRow = {
+  topic: string;
+  partition: number;
+  next_offset: string | number;
+  last_record: string | null;
+};
+
+/** The statement of {@link lockCheckpoints}. */
+const lockStatement = (
+  instance: string,
+  partitions: readonly { topic: string; partition: number }[],
+) =>
+  sql<CheckpointRow>`
+    INSERT INTO sluice.projection_checkpoints AS c (projection, topic, partition, next_offset)
+    SELECT ${instance}, k.topic, k.partition, 0
+      FROM unnest(${partitions.map((p) => p.topic)}::text[], ${partitions.map((p) => p.partition)}::int[])
+           WITH ORDINALITY AS k(topic, partition, n)
+     ORDER BY k.n
+    ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = c.next_offset
+    RETURNING c.topic, c.partition, c.next_offset, c.last_record`;
+
+const checkpointsOf = (rows: readonly CheckpointRow[]): Map<string, Checkpoint> =>
+  new Map(
+    rows.map((row) => [
+      partitionKey(row.topic, row.partition),
+      { next: BigInt(row.next_offset), lastRecord: row.last_record },
+    ]),
+  );
+
 /**
  * Creates (at 0) and locks the partitions' checkpoints in one statement, in the given order,
  * and returns each one by {@link partitionKey}. A process that lost a partition in a rebalance
@@ -61,25 +91,30 @@ export async function lockCheckpoints<DB>(
   instance: string,
   partitions: readonly { topic: string; partition: number }[],
 ): Promise<Map<string, Checkpoint>> {
-  const { rows } = await sql<{
-    topic: string;
-    partition: number;
-    next_offset: string | number;
-    last_record: string | null;
-  }>`
-    INSERT INTO sluice.projection_checkpoints AS c (projection, topic, partition, next_offset)
-    SELECT ${instance}, k.topic, k.partition, 0
-      FROM unnest(${partitions.map((p) => p.topic)}::text[], ${partitions.map((p) => p.partition)}::int[])
-           WITH ORDINALITY AS k(topic, partition, n)
-     ORDER BY k.n
-    ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = c.next_offset
-    RETURNING c.topic, c.partition, c.next_offset, c.last_record`.execute(trx);
-  return new Map(
-    rows.map((row) => [
-      partitionKey(row.topic, row.partition),
-      { next: BigInt(row.next_offset), lastRecord: row.last_record },
-    ]),
-  );
+  return checkpointsOf((await lockStatement(instance, partitions).execute(trx)).rows);
+}
+
+/**
+ * {@link lockCheckpoints}, then {@link readAggregates} in the same round trip: the read runs once
+ * the locks are held, with a snapshot of its own, so it sees what a process that held them before
+ * committed.
+ */
+export async function lockAndRead<DB>(
+  trx: Transaction<DB>,
+  instance: string,
+  partitions: readonly { topic: string; partition: number }[],
+  aggregates: readonly (readonly [type: string, id: string])[],
+): Promise<{ checkpoints: Map<string, Checkpoint>; known: KnownAggregates }> {
+  if (aggregates.length === 0)
+    return { checkpoints: await lockCheckpoints(trx, instance, partitions), known: noAggregates() };
+  const [locked, read] = await pipelined(trx, [
+    lockStatement(instance, partitions).compile(trx),
+    readStatement(instance, aggregates).compile(trx),
+  ]);
+  return {
+    checkpoints: checkpointsOf((locked?.rows ?? []) as CheckpointRow[]),
+    known: knownOf((read?.rows ?? []) as AggregateRow[]),
+  };
 }
 
 /** Where a checkpoint moves when a batch commits, with the fingerprint of the record before it. */
@@ -95,24 +130,29 @@ export interface AppliedBatchesOf {
   generation: number;
 }
 
-/** Applied versions and parked aggregates among `aggregates`, by {@link aggregateKey}. */
-export async function readAggregates<DB>(
-  trx: Transaction<DB>,
+/** Applied versions and parked aggregates, by {@link aggregateKey}. */
+export interface KnownAggregates {
+  versions: Map<string, number>;
+  parked: Set<string>;
+}
+
+const noAggregates = (): KnownAggregates => ({ versions: new Map(), parked: new Set() });
+
+type AggregateRow = {
+  kind: 'v' | 'p';
+  aggregate_type: string;
+  aggregate_id: string;
+  version: string | number | null;
+};
+
+/** The statement of {@link readAggregates}: one round trip for both. */
+function readStatement(
   instance: string,
   aggregates: readonly (readonly [type: string, id: string])[],
-): Promise<{ versions: Map<string, number>; parked: Set<string> }> {
-  const versions = new Map<string, number>();
-  const parked = new Set<string>();
-  if (aggregates.length === 0) return { versions, parked };
+) {
   const types = aggregates.map((a) => a[0]);
   const ids = aggregates.map((a) => a[1]);
-  // One round trip for both. int8 arrives as text unless the pool parses it.
-  const { rows } = await sql<{
-    kind: 'v' | 'p';
-    aggregate_type: string;
-    aggregate_id: string;
-    version: string | number | null;
-  }>`
+  return sql<AggregateRow>`
     SELECT 'v' AS kind, v.aggregate_type, v.aggregate_id, v.version FROM sluice.projection_versions v
       JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
         ON v.aggregate_type = k.aggregate_type AND v.aggregate_id = k.aggregate_id
@@ -121,13 +161,36 @@ export async function readAggregates<DB>(
     SELECT DISTINCT 'p', p.aggregate_type, p.aggregate_id, NULL::bigint FROM sluice.parked_events p
       JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
         ON p.aggregate_type = k.aggregate_type AND p.aggregate_id = k.aggregate_id
-     WHERE p.projection = ${instance}`.execute(trx);
+     WHERE p.projection = ${instance}`;
+}
+
+// int8 arrives as text unless the pool parses it.
+function knownOf(rows: readonly AggregateRow[], into = noAggregates()): KnownAggregates {
   for (const row of rows) {
     const key = aggregateKey(row.aggregate_type, row.aggregate_id);
-    if (row.kind === 'v') versions.set(key, Number(row.version));
-    else parked.add(key);
+    if (row.kind === 'v') into.versions.set(key, Number(row.version));
+    else into.parked.add(key);
   }
-  return { versions, parked };
+  return into;
+}
+
+/**
+ * Applied versions and parked aggregates among `aggregates`, by {@link aggregateKey}; with
+ * `read`, what it already holds of them (see {@link lockAndRead}) and only the others are read.
+ */
+export async function readAggregates<DB>(
+  trx: Transaction<DB>,
+  instance: string,
+  aggregates: readonly (readonly [type: string, id: string])[],
+  read?: { aggregates: ReadonlySet<string>; known: KnownAggregates },
+): Promise<KnownAggregates> {
+  const missing =
+    read === undefined
+      ? aggregates
+      : aggregates.filter(([type, id]) => !read.aggregates.has(aggregateKey(type, id)));
+  const known = read?.known ?? noAggregates();
+  if (missing.length === 0) return known;
+  return knownOf((await readStatement(instance, missing).execute(trx)).rows, known);
 }
 
 /**

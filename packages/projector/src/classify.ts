@@ -35,8 +35,21 @@ export interface Classified {
 export function aggregateOf(item: Item, prefix: string): [type: string, id: string] | undefined {
   if ('skip' in item) return [item.skip.aggregateType, item.skip.aggregateId];
   if (item.ok) return [item.event.aggregateType, item.event.aggregateId];
-  const type = aggregateTypeOfTopic(item.record.topic, prefix);
-  const id = storableKey(item.record.key);
+  return aggregateOfRecord(item.record, prefix);
+}
+
+/**
+ * The aggregate a record's topic and key name (the relay's records: one topic per aggregate type,
+ * the aggregate id as key), before it is decoded.
+ */
+export function aggregateOfRecord(
+  record: IncomingRecord,
+  prefix: string,
+): [type: string, id: string] | undefined {
+  if (record.skipped !== undefined)
+    return [record.skipped.aggregateType, record.skipped.aggregateId];
+  const type = aggregateTypeOfTopic(record.topic, prefix);
+  const id = storableKey(record.key);
   return type === null || id === null ? undefined : [type, id];
 }
 
