@@ -5,7 +5,7 @@ import { Kysely, PostgresDialect, sql, type QueryResult } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Migration } from 'kysely/migration';
-import { createDatabase, migrate, pipelined } from './index.js';
+import { atCommit, createDatabase, migrate, pipelined } from './index.js';
 
 const { databaseUrl } = testServers();
 let database: TestDatabase;
@@ -533,6 +533,109 @@ describe('pipelined', () => {
     } finally {
       await foreign.destroy();
     }
+  });
+
+  describe('atCommit', () => {
+    const labelOf = async (db: Kysely<unknown>, id: number) =>
+      (await sql<{ label: string }>`SELECT label FROM pipe_items WHERE id = ${id}`.execute(db))
+        .rows[0]?.label;
+
+    it('sends its statements with the COMMIT, after everything else the transaction ran', async () => {
+      await withPool(1, async (db) => {
+        const sent = await trips(() =>
+          db.transaction().execute(async (trx) => {
+            await atCommit(trx, [
+              sql`UPDATE pipe_items SET label = label || ${'+at-commit'} WHERE id = ${100}`.compile(
+                trx,
+              ),
+            ]);
+            await sql`INSERT INTO pipe_items VALUES (${100}, ${'ten'})`.execute(trx);
+            // Not run yet: the row as inserted.
+            expect(await labelOf(trx, 100)).toBe('ten');
+          }),
+        );
+        expect(sent).toEqual([
+          expect.stringMatching(/INSERT/),
+          expect.stringMatching(/SELECT label/),
+          expect.stringMatching(/UPDATE .* \| COMMIT$/s),
+        ]);
+        expect(await labelOf(db, 100)).toBe('ten+at-commit');
+        // Alone in its transaction: BEGIN, the statements and COMMIT in one round trip.
+        const alone = await trips(() =>
+          db
+            .transaction()
+            .execute((trx) =>
+              atCommit(trx, [
+                sql`UPDATE pipe_items SET label = ${'alone'} WHERE id = ${100}`.compile(trx),
+              ]),
+            ),
+        );
+        expect(alone).toHaveLength(1);
+        expect(await labelOf(db, 100)).toBe('alone');
+      });
+    });
+
+    it('fails the commit when one fails: nothing of the transaction stays, the connection goes on', async () => {
+      await withPool(1, async (db) => {
+        const before = await ticks(db);
+        const run = db.transaction().execute(async (trx) => {
+          await sql`INSERT INTO pipe_items VALUES (${101}, ${'eleven'})`.execute(trx);
+          await atCommit(trx, [
+            sql`SELECT nextval(${'pipe_ticks'})`.compile(trx),
+            sql`INSERT INTO pipe_items VALUES (${101}, ${'again'})`.compile(trx),
+            sql`SELECT nextval(${'pipe_ticks'})`.compile(trx),
+          ]);
+        });
+        await expect(run).rejects.toMatchObject({ code: '23505' });
+        expect(await labelOf(db, 101)).toBeUndefined();
+        // The first ran, the one after the failure did not.
+        expect(await ticks(db)).toBe((before ?? 0) + 1);
+        await db.transaction().execute(async (trx) => {
+          await atCommit(trx, [sql`INSERT INTO pipe_items VALUES (${101}, ${'ok'})`.compile(trx)]);
+        });
+        expect(await labelOf(db, 101)).toBe('ok');
+      });
+    });
+
+    it('runs nothing when the transaction rolls back', async () => {
+      await withPool(1, async (db) => {
+        const before = await ticks(db);
+        const run = db.transaction().execute(async (trx) => {
+          await sql`SELECT ${1}::int`.execute(trx);
+          await atCommit(trx, [sql`SELECT nextval(${'pipe_ticks'})`.compile(trx)]);
+          throw new Error('changed my mind');
+        });
+        await expect(run).rejects.toThrow('changed my mind');
+        expect(await ticks(db)).toBe(before);
+        const empty = db.transaction().execute(async (trx) => {
+          await atCommit(trx, [sql`SELECT nextval(${'pipe_ticks'})`.compile(trx)]);
+          throw new Error('nothing sent at all');
+        });
+        await expect(empty).rejects.toThrow('nothing sent at all');
+        expect(await ticks(db)).toBe(before);
+      });
+    });
+
+    it('is refused outside a transaction; on a pool not made by createDatabase it runs at once', async () => {
+      await withPool(1, async (db) => {
+        await expect(atCommit(db, [sql`SELECT 1`.compile(db)])).rejects.toMatchObject({
+          code: 'pipeline_outside_transaction',
+        });
+      });
+      const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+      const foreign = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+      try {
+        await foreign.transaction().execute(async (trx) => {
+          await atCommit(trx, [
+            sql`INSERT INTO pipe_items VALUES (${102}, ${'at once'})`.compile(trx),
+          ]);
+          expect(await labelOf(trx, 102)).toBe('at once');
+        });
+        expect(await labelOf(foreign, 102)).toBe('at once');
+      } finally {
+        await foreign.destroy();
+      }
+    });
   });
 });
 

@@ -122,8 +122,8 @@ const notBegun = (cause: Error) =>
     { cause },
   );
 
-/** The result of transaction control that had nothing to do, without a round trip. */
-const completed = (command: 'BEGIN' | 'COMMIT' | 'ROLLBACK'): Promise<pg.QueryResult> =>
+/** The result of a command that had nothing to send yet, without a round trip. */
+const completed = (command: 'BEGIN' | 'COMMIT' | 'ROLLBACK' | 'DEFER'): Promise<pg.QueryResult> =>
   Promise.resolve({
     command,
     rowCount: null,
@@ -140,6 +140,8 @@ const completed = (command: 'BEGIN' | 'COMMIT' | 'ROLLBACK'): Promise<pg.QueryRe
 function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
   let begin: string | undefined;
   let failed: Error | undefined;
+  /** Statements of {@link atCommit}: sent with the COMMIT, dropped by a ROLLBACK. */
+  let deferred: PipelinedStatement[] = [];
   const statementOf = (text: string, values: unknown[]): PipelinedStatement => ({
     name: values.length === 0 ? undefined : namer.name(text),
     text,
@@ -170,19 +172,32 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
       statement.name === undefined ? client.query(text, values) : client.query(statement);
     return result.catch(forgetOnFailure([statement]));
   };
+  const statementsOf = (value: unknown) =>
+    (value as { text: string; values: unknown[] }[]).map((s) => statementOf(s.text, s.values));
+  /** The deferred statements, then COMMIT (after the BEGIN still waiting, if any). */
+  const commitDeferred = (pending: string | undefined) => {
+    const statements = [...deferred, { text: 'COMMIT', values: [] }];
+    deferred = [];
+    return pipeline(statements, pending).then((results) => results.at(-1) as pg.QueryResult);
+  };
   const query = (text: string, values: unknown[]): Promise<pg.QueryResult> => {
     if (failed !== undefined) {
       if (!ROLLBACK.test(text)) return Promise.reject(notBegun(failed));
       failed = undefined;
+      deferred = [];
       return client.query(text);
+    }
+    if (text === AT_COMMIT_TEXT) {
+      deferred.push(...statementsOf(values[0]));
+      return completed('DEFER');
     }
     const pending = begin;
     begin = undefined;
-    if (text === PIPELINE_TEXT) {
-      const statements = (values[0] as { text: string; values: unknown[] }[]).map((s) =>
-        statementOf(s.text, s.values),
-      );
-      return pipeline(statements, pending).then((results) => pipelineResult(results));
+    if (text === PIPELINE_TEXT)
+      return pipeline(statementsOf(values[0]), pending).then((results) => pipelineResult(results));
+    if (deferred.length > 0 && TRANSACTION_END.test(text)) {
+      if (!ROLLBACK.test(text)) return commitDeferred(pending);
+      deferred = [];
     }
     // Without parameters pg uses the simple protocol, where one text may hold several statements.
     if (values.length > 0) return run(text, values, pending);
@@ -218,6 +233,10 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
  */
 const PIPELINE_TEXT =
   '/* statements pipelined by @sluice/database need a database made by its createDatabase */ SELECT pg_catalog.sluice_pipeline()';
+
+/** The text {@link atCommit} sends through Kysely, as {@link PIPELINE_TEXT}. */
+const AT_COMMIT_TEXT =
+  '/* statements deferred by @sluice/database need a database made by its createDatabase */ SELECT pg_catalog.sluice_at_commit()';
 
 /** The pipeline's results as one result: each statement's a row, for {@link pipelined}. */
 const pipelineResult = (results: pg.QueryResult[]): pg.QueryResult => ({
@@ -255,14 +274,9 @@ export async function pipelined(
   trx: Pick<Kysely<unknown>, 'isTransaction' | 'executeQuery' | 'getExecutor'>,
   queries: readonly CompiledQuery[],
 ): Promise<QueryResult<unknown>[]> {
-  if (!trx.isTransaction) {
-    throw new SluiceError<DatabaseErrorCode>(
-      'pipeline_outside_transaction',
-      'pipelined statements run inside a transaction: outside one, they would commit together',
-    );
-  }
+  assertTransaction(trx);
   if (queries.length === 0) return [];
-  if (!trx.getExecutor().plugins.includes(PIPELINES)) return oneAtATime(trx, queries);
+  if (!pipelines(trx)) return oneAtATime(trx, queries);
   const statements = queries.map((query) => ({ text: query.sql, values: [...query.parameters] }));
   const { rows } = await trx.executeQuery(CompiledQuery.raw(PIPELINE_TEXT, [statements]));
   return (rows as pg.QueryResult[]).map((result) => ({
@@ -272,6 +286,46 @@ export async function pipelined(
       : {}),
   }));
 }
+
+/**
+ * Runs `queries` when the transaction `trx` commits, sent with its COMMIT in one round trip: for
+ * statements whose results the caller does not need (bookkeeping written last). They run after
+ * everything else the transaction runs, in order. One that fails fails the commit: the
+ * transaction rolls back and its `execute` rejects with that statement's error. A rollback to a
+ * savepoint does not take them back. On a database not made by {@link createDatabase} they run at
+ * once, one at a time.
+ *
+ * @throws SluiceError `pipeline_outside_transaction`
+ * @example
+ * await atCommit(trx, [sql`UPDATE checkpoints SET next = ${next}`.compile(trx)]);
+ */
+export async function atCommit(
+  trx: Pick<Kysely<unknown>, 'isTransaction' | 'executeQuery' | 'getExecutor'>,
+  queries: readonly CompiledQuery[],
+): Promise<void> {
+  assertTransaction(trx);
+  if (queries.length === 0) return;
+  if (!pipelines(trx)) {
+    await oneAtATime(trx, queries);
+    return;
+  }
+  const statements = queries.map((query) => ({ text: query.sql, values: [...query.parameters] }));
+  await trx.executeQuery(CompiledQuery.raw(AT_COMMIT_TEXT, [statements]));
+}
+
+/** @throws SluiceError `pipeline_outside_transaction` */
+function assertTransaction(trx: Pick<Kysely<unknown>, 'isTransaction'>): void {
+  if (!trx.isTransaction) {
+    throw new SluiceError<DatabaseErrorCode>(
+      'pipeline_outside_transaction',
+      'pipelined statements run inside a transaction: outside one, they would commit together',
+    );
+  }
+}
+
+/** Whether `db` comes from {@link createDatabase}, whose pool runs pipelines. */
+const pipelines = (db: Pick<Kysely<unknown>, 'getExecutor'>): boolean =>
+  db.getExecutor().plugins.includes(PIPELINES);
 
 /** `queries` in order, each in its own round trip, with {@link pipelined}'s results. */
 async function oneAtATime(

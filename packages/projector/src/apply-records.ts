@@ -122,6 +122,8 @@ export async function applyRecords<DB>(
     below?: ReadonlySet<IncomingRecord>;
     /** Aggregates already read with the checkpoints (`lockAndRead`), by key, and what they hold. */
     read?: { aggregates: ReadonlySet<string>; known: KnownAggregates };
+    /** Nothing after this in the transaction reads versions or checkpoints: saved at commit. */
+    last?: boolean;
   } = { careful: true, advances: [] },
 ): Promise<void> {
   const instance = instanceOf(projection.name, options.generation ?? 1);
@@ -180,7 +182,14 @@ export async function applyRecords<DB>(
     options.recordBatches === false
       ? undefined
       : { projection: projection.name, generation: options.generation ?? 1 };
-  await saveProgress(trx, instance, raised, batch.advances, journey);
+  await saveProgress(
+    trx,
+    instance,
+    raised,
+    batch.advances,
+    journey,
+    batch.last === true ? 'atCommit' : 'now',
+  );
   if (sorted.letters.length > 0) {
     // Before commit: if the commit fails the batch comes again and the letter is repeated,
     // never lost.

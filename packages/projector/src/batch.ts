@@ -206,6 +206,7 @@ async function applyBatchOnce<DB>(
       advances,
       below,
       read: { aggregates: new Set(aggregates.keys()), known },
+      last: true,
     });
     committingAt = Date.now();
   });

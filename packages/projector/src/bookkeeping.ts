@@ -1,4 +1,4 @@
-import { pipelined } from '@sluice/database';
+import { atCommit, pipelined } from '@sluice/database';
 import { sql, type Kysely, type Transaction } from 'kysely';
 
 /** Identifies a topic-partition (in a batch, the apply queue). */
@@ -195,7 +195,9 @@ export async function readAggregates<DB>(
 
 /**
  * Raises aggregates' applied versions (never lowers one) and moves checkpoints, in one statement;
- * with `journey`, the same statement records each advanced partition's batch as applied now.
+ * with `journey`, the same statement records each advanced partition's batch as applied. With
+ * `atCommit`, the statement is sent with the transaction's COMMIT (nothing after it in the
+ * transaction may read what it writes).
  */
 export async function saveProgress<DB>(
   trx: Transaction<DB>,
@@ -203,10 +205,11 @@ export async function saveProgress<DB>(
   versions: readonly { type: string; id: string; version: number }[],
   advances: readonly Advance[],
   journey?: AppliedBatchesOf,
+  when: 'now' | 'atCommit' = 'now',
 ): Promise<void> {
   if (versions.length === 0 && advances.length === 0) return;
   const batches = journey === undefined ? [] : advances;
-  await sql`
+  const statement = sql`
     WITH versions AS (
       INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
       SELECT ${instance}, t, i, v
@@ -226,7 +229,9 @@ export async function saveProgress<DB>(
       FROM unnest(${advances.map((a) => a.topic)}::text[], ${advances.map((a) => a.partition)}::int[],
                   ${advances.map((a) => a.offset.toString())}::bigint[],
                   ${advances.map((a) => a.lastRecord)}::text[]) AS x(t, p, n, r)
-     WHERE c.projection = ${instance} AND c.topic = x.t AND c.partition = x.p`.execute(trx);
+     WHERE c.projection = ${instance} AND c.topic = x.t AND c.partition = x.p`;
+  if (when === 'atCommit') await atCommit(trx, [statement.compile(trx)]);
+  else await statement.execute(trx);
 }
 
 /** Notes what the record before a partition's checkpoint is now. */
