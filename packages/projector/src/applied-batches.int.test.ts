@@ -1,6 +1,7 @@
 // A batch's bookkeeping against real PostgreSQL: its round trips (the checkpoints locked and the
 // aggregates read in one, progress saved with the commit), what a batch that waited for another
-// process's checkpoint lock reads, and the event journey's record of applied batches: one row
+// process's checkpoint lock reads, several projections' batches applied in one transaction (and
+// alone when one of them fails), and the event journey's record of applied batches: one row
 // per partition of a batch, written by the checkpoint's own statement, none when recording is
 // off, and old rows deleted by the retention.
 import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
@@ -12,6 +13,9 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { purgeAppliedBatches } from './applied-batches.js';
+import { createBatchGroup } from './batch-group.js';
+import type { BatchRequest } from './batch.js';
+import { applyAlone } from './consume.js';
 import { instanceOf } from './generations.js';
 import { applyBatch, defineProjection, projectorMigrations } from './index.js';
 import type { IncomingRecord } from './records.js';
@@ -184,6 +188,122 @@ describe('a batch', () => {
     } finally {
       await holder.end();
     }
+  });
+});
+
+/** Carts whose events make the `group_b` handler throw. */
+const poison = new Set<string>();
+
+/** A projection that records each event it applies in `public.<name>_applied` (once: a key). */
+const recording = (name: 'group_a' | 'group_b') =>
+  defineProjection<Record<string, never>, typeof shopCatalog>({
+    catalog: shopCatalog,
+    name,
+    aggregateTypes: ['cart'],
+    tables: [],
+    async createTables() {},
+    async apply(events, { trx }) {
+      for (const event of events) {
+        if (name === 'group_b' && poison.has(event.aggregateId)) throw new Error('poison');
+        await sql`INSERT INTO ${sql.table(`public.${name}_applied`)} VALUES (${event.id}::uuid)`.execute(
+          trx,
+        );
+      }
+    },
+  });
+const groupA = recording('group_a');
+const groupB = recording('group_b');
+
+async function appliedIn(name: string): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    SELECT count(*)::int AS n FROM ${sql.table(`public.${name}_applied`)}`.execute(db);
+  return rows[0]?.n ?? 0;
+}
+
+describe('batches of several projections asked together', () => {
+  const request = (
+    projection: typeof groupA,
+    records: IncomingRecord[],
+  ): BatchRequest<Record<string, never>> => ({
+    projection,
+    records,
+    deadLetters: noLetters,
+    options: { recordBatches: false, maxAttempts: 1 },
+  });
+  const group = () => createBatchGroup(db, (one) => applyAlone(db, one));
+
+  beforeAll(async () => {
+    for (const name of ['group_a', 'group_b'])
+      await sql`CREATE TABLE ${sql.table(`public.${name}_applied`)} (event_id uuid PRIMARY KEY)`.execute(
+        db,
+      );
+  });
+
+  it('apply in one transaction: checkpoints locked and aggregates read for all in one round trip', async () => {
+    const batch = records('outbox.event.cart', 0, 0, randomUUID(), 3);
+    const together = group();
+    let results: Awaited<ReturnType<typeof together.apply>>[] = [];
+    const sent = await trips(async () => {
+      results = await Promise.all([
+        together.apply(request(groupA, batch)),
+        together.apply(request(groupB, batch)),
+      ]);
+    });
+    // Locks and reads with BEGIN; each handler's three statements; versions, checkpoints, COMMIT.
+    expect(sent).toBe(1 + 3 + 3 + 1);
+    expect(results.map((r) => r.result.applied)).toEqual([3, 3]);
+    expect([await appliedIn('group_a'), await appliedIn('group_b')]).toEqual([3, 3]);
+    const again = await Promise.all([
+      together.apply(request(groupA, batch)),
+      together.apply(request(groupB, batch)),
+    ]);
+    expect(again.map((r) => r.result.duplicates)).toEqual([3, 3]);
+  });
+
+  it('apply alone when one fails: the other once, the failing one as it would alone', async () => {
+    const bad = randomUUID();
+    poison.add(bad);
+    const batch = [
+      ...records('outbox.event.cart', 1, 0, randomUUID(), 2),
+      ...records('outbox.event.cart', 2, 0, bad, 2),
+    ];
+    const before = [await appliedIn('group_a'), await appliedIn('group_b')];
+    const together = group();
+    const [a, b] = await Promise.all([
+      together.apply(request(groupA, batch)),
+      together.apply(request(groupB, batch)),
+    ]);
+    expect(a?.result).toMatchObject({ applied: 4, parked: 0 });
+    // Its poison parked (the second behind the first), the rest applied.
+    expect(b?.result).toMatchObject({ applied: 2, parked: 2, deadLettered: 1 });
+    expect([await appliedIn('group_a'), await appliedIn('group_b')]).toEqual([
+      (before[0] ?? 0) + 4,
+      (before[1] ?? 0) + 2,
+    ]);
+  });
+
+  it('apply a projection’s second batch of the same turn alone, and two processes’ groups of the same records without a deadlock', async () => {
+    const carts = Array.from({ length: 6 }, () => randomUUID());
+    const partitions = carts.map((cart, index) =>
+      records('outbox.event.cart', 3 + index, 0, cart, 2),
+    );
+    const before = [await appliedIn('group_a'), await appliedIn('group_b')];
+    const one = group();
+    const two = group();
+    const asked = partitions.flatMap((batch) => [
+      one.apply(request(groupA, batch)),
+      one.apply(request(groupB, batch)),
+      two.apply(request(groupB, batch)),
+      two.apply(request(groupA, batch)),
+    ]);
+    const results = await Promise.all(asked);
+    const applied = results.reduce((sum, r) => sum + r.result.applied, 0);
+    const duplicates = results.reduce((sum, r) => sum + r.result.duplicates, 0);
+    expect([applied, duplicates]).toEqual([24, 24]);
+    expect([await appliedIn('group_a'), await appliedIn('group_b')]).toEqual([
+      (before[0] ?? 0) + 12,
+      (before[1] ?? 0) + 12,
+    ]);
   });
 });
 

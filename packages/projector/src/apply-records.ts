@@ -120,7 +120,7 @@ export async function applyRecords<DB>(
     careful: boolean;
     advances: readonly Advance[];
     below?: ReadonlySet<IncomingRecord>;
-    /** Aggregates already read with the checkpoints (`lockAndRead`), by key, and what they hold. */
+    /** Aggregates already read with the checkpoints (`lockAndReadStatements`), by key, and what they hold. */
     read?: { aggregates: ReadonlySet<string>; known: KnownAggregates };
     /** Nothing after this in the transaction reads versions or checkpoints: saved at commit. */
     last?: boolean;

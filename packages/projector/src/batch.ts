@@ -1,14 +1,17 @@
 import type { DomainEvent } from '@sluice/contracts';
+import { pipelined } from '@sluice/database';
 import type { Tracer } from '@sluice/tracing';
 import type { Kysely, Transaction } from 'kysely';
 import { HandlerFailed, type HandlerFailure } from './apply-events.js';
 import { applyRecords } from './apply-records.js';
 import {
   aggregateKey,
-  lockAndRead,
+  lockAndReadStatements,
+  lockedAndRead,
   partitionKey,
   setLastRecord,
   type Advance,
+  type LockedAndRead,
   type PartitionOffset,
 } from './bookkeeping.js';
 import { aggregateOfRecord } from './classify.js';
@@ -167,6 +170,14 @@ function aggregatesOfRecords(records: readonly IncomingRecord[], prefix: string)
   return aggregates;
 }
 
+/** A batch of one projection's records, as {@link applyBatch} takes it. */
+export interface BatchRequest<DB> {
+  projection: Projection<DB>;
+  records: readonly IncomingRecord[];
+  deadLetters: DeadLetterSink;
+  options: ApplyOptions;
+}
+
 async function applyBatchOnce<DB>(
   db: Kysely<DB>,
   projection: Projection<DB>,
@@ -175,45 +186,120 @@ async function applyBatchOnce<DB>(
   options: ApplyOptions,
   careful: boolean,
 ): Promise<AppliedBatch> {
-  const result = emptyResult();
-  const applied: AppliedBatch = { result, rewinds: [], resets: [], rewritten: [] };
-  const batches = byPartition(records);
-  if (batches.length === 0) return applied;
-  const instance = instanceOf(projection.name, options.generation ?? 1);
-  const aggregates = aggregatesOfRecords(records, options.topicPrefix ?? '');
+  const request = { projection, records, deadLetters, options };
   const startedAt = Date.now();
   let committingAt = startedAt;
-  await db.transaction().execute(async (trx) => {
-    const { checkpoints, known } = await lockAndRead(trx, instance, batches, [
-      ...aggregates.values(),
-    ]);
-    const fresh: IncomingRecord[] = [];
-    const below = new Set<IncomingRecord>();
-    const advances: Advance[] = [];
-    for (const batch of batches) {
-      const checkpoint = checkpoints.get(batch.key) ?? { next: 0n, lastRecord: null };
-      const taken = await takeRecords(trx, instance, batch, checkpoint, options, applied);
-      if (taken === undefined) continue;
-      for (const record of taken.records) {
-        if (taken.below && record.offset < checkpoint.next) below.add(record);
-        fresh.push(record);
-      }
-      if (taken.advance !== undefined) advances.push(taken.advance);
-    }
-    if (fresh.length === 0) return;
-    await applyRecords(trx, projection, fresh, deadLetters, options, result, {
-      careful,
-      advances,
-      below,
-      read: { aggregates: new Set(aggregates.keys()), known },
-      last: true,
-    });
+  const applied = await db.transaction().execute(async (trx) => {
+    const done = await applyInTransaction(trx, request, careful);
     committingAt = Date.now();
+    return done;
   });
-  if (options.tracer !== undefined && result.outcomes !== undefined) {
-    const timing = { startedAt, committingAt, consumerGroup: options.consumerGroup };
-    processSpans(options.tracer, projection.name, result.outcomes, timing);
+  traceBatch(request, applied, { startedAt, committingAt });
+  return applied;
+}
+
+/** Draws the process spans of what a committed batch did, when traced. */
+export function traceBatch<DB>(
+  { projection, options }: BatchRequest<DB>,
+  applied: AppliedBatch,
+  timing: { startedAt: number; committingAt: number },
+): void {
+  const { outcomes } = applied.result;
+  if (options.tracer === undefined || outcomes === undefined) return;
+  const consumerGroup = options.consumerGroup;
+  processSpans(options.tracer, projection.name, outcomes, { ...timing, consumerGroup });
+}
+
+/**
+ * The work of {@link applyBatch} in `trx`, carefully (event by event) or not; the caller commits.
+ * What it saves goes with the commit: nothing after it in `trx` may read its checkpoints.
+ */
+export async function applyInTransaction<DB>(
+  trx: Transaction<DB>,
+  request: BatchRequest<DB>,
+  careful: boolean,
+): Promise<AppliedBatch> {
+  const [applied] = await applyAllInTransaction(trx, [request], careful);
+  return applied ?? emptyApplied();
+}
+
+/**
+ * {@link applyInTransaction} for several projections' batches (of distinct projection instances,
+ * in lock order): their checkpoints locked and aggregates read in one round trip, then each
+ * applied in turn.
+ */
+export async function applyAllInTransaction<DB>(
+  trx: Transaction<DB>,
+  requests: readonly BatchRequest<DB>[],
+  careful: boolean,
+): Promise<AppliedBatch[]> {
+  const prepared = requests.map((request) => prepareBatch(trx, request));
+  const results = await pipelined(
+    trx,
+    prepared.flatMap((one) => one?.statements ?? []),
+  );
+  const applied: AppliedBatch[] = [];
+  let at = 0;
+  for (const one of prepared) {
+    if (one === undefined) {
+      applied.push(emptyApplied());
+      continue;
+    }
+    const locked = lockedAndRead(results.slice(at, at + one.statements.length));
+    at += one.statements.length;
+    applied.push(await applyLocked(trx, one, locked, careful));
   }
+  return applied;
+}
+
+const emptyApplied = (): AppliedBatch => ({
+  result: emptyResult(),
+  rewinds: [],
+  resets: [],
+  rewritten: [],
+});
+
+/** A batch by partition, its aggregates, and the statements that lock and read for it. */
+function prepareBatch<DB>(trx: Transaction<DB>, request: BatchRequest<DB>) {
+  const batches = byPartition(request.records);
+  if (batches.length === 0) return undefined;
+  const instance = instanceOf(request.projection.name, request.options.generation ?? 1);
+  const aggregates = aggregatesOfRecords(request.records, request.options.topicPrefix ?? '');
+  const statements = lockAndReadStatements(trx, instance, batches, [...aggregates.values()]);
+  return { request, batches, instance, aggregates, statements };
+}
+
+/** Applies a prepared batch whose checkpoints are locked. */
+async function applyLocked<DB>(
+  trx: Transaction<DB>,
+  prepared: NonNullable<ReturnType<typeof prepareBatch<DB>>>,
+  { checkpoints, known }: LockedAndRead,
+  careful: boolean,
+): Promise<AppliedBatch> {
+  const { request, batches, instance, aggregates } = prepared;
+  const { projection, deadLetters, options } = request;
+  const applied = emptyApplied();
+  const fresh: IncomingRecord[] = [];
+  const below = new Set<IncomingRecord>();
+  const advances: Advance[] = [];
+  for (const batch of batches) {
+    const checkpoint = checkpoints.get(batch.key) ?? { next: 0n, lastRecord: null };
+    const taken = await takeRecords(trx, instance, batch, checkpoint, options, applied);
+    if (taken === undefined) continue;
+    for (const record of taken.records) {
+      if (taken.below && record.offset < checkpoint.next) below.add(record);
+      fresh.push(record);
+    }
+    if (taken.advance !== undefined) advances.push(taken.advance);
+  }
+  if (fresh.length === 0) return applied;
+  await applyRecords(trx, projection, fresh, deadLetters, options, applied.result, {
+    careful,
+    advances,
+    below,
+    read: { aggregates: new Set(aggregates.keys()), known },
+    last: true,
+  });
   return applied;
 }
 

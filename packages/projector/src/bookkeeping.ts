@@ -1,5 +1,5 @@
-import { atCommit, pipelined } from '@sluice/database';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { atCommit } from '@sluice/database';
+import { sql, type CompiledQuery, type Kysely, type QueryResult, type Transaction } from 'kysely';
 
 /** Identifies a topic-partition (in a batch, the apply queue). */
 export const partitionKey = (topic: string, partition: number): string =>
@@ -59,7 +59,7 @@ type CheckpointRow = {
   last_record: string | null;
 };
 
-/** The statement of {@link lockCheckpoints}. */
+/** Creates (at 0) and locks the partitions' checkpoints in one statement, in the given order. */
 const lockStatement = (
   instance: string,
   partitions: readonly { topic: string; partition: number }[],
@@ -81,36 +81,34 @@ const checkpointsOf = (rows: readonly CheckpointRow[]): Map<string, Checkpoint> 
     ]),
   );
 
-/**
- * Creates (at 0) and locks the partitions' checkpoints in one statement, in the given order,
- * and returns each one by {@link partitionKey}. A process that lost a partition in a rebalance
- * waits here, then finds its offsets already applied.
- */
-export async function lockCheckpoints<DB>(
-  trx: Transaction<DB>,
-  instance: string,
-  partitions: readonly { topic: string; partition: number }[],
-): Promise<Map<string, Checkpoint>> {
-  return checkpointsOf((await lockStatement(instance, partitions).execute(trx)).rows);
+/** Checkpoints by partition key, and the aggregates known (see {@link lockAndReadStatements}). */
+export interface LockedAndRead {
+  checkpoints: Map<string, Checkpoint>;
+  known: KnownAggregates;
 }
 
 /**
- * {@link lockCheckpoints}, then {@link readAggregates} in the same round trip: the read runs once
- * the locks are held, with a snapshot of its own, so it sees what a process that held them before
- * committed.
+ * Creates (at 0) and locks the partitions' checkpoints, in the given order, then reads the
+ * aggregates' applied versions and parked records: statements to pipeline (with other batches'
+ * too). The read runs once the locks are held, with a snapshot of its own, so it sees what a
+ * process that held them before committed (a process that lost a partition in a rebalance waits
+ * for the lock, then finds its offsets already applied).
  */
-export async function lockAndRead<DB>(
+export function lockAndReadStatements<DB>(
   trx: Transaction<DB>,
   instance: string,
   partitions: readonly { topic: string; partition: number }[],
   aggregates: readonly (readonly [type: string, id: string])[],
-): Promise<{ checkpoints: Map<string, Checkpoint>; known: KnownAggregates }> {
-  if (aggregates.length === 0)
-    return { checkpoints: await lockCheckpoints(trx, instance, partitions), known: noAggregates() };
-  const [locked, read] = await pipelined(trx, [
-    lockStatement(instance, partitions).compile(trx),
-    readStatement(instance, aggregates).compile(trx),
-  ]);
+): CompiledQuery[] {
+  const lock = lockStatement(instance, partitions).compile(trx);
+  return aggregates.length === 0
+    ? [lock]
+    : [lock, readStatement(instance, aggregates).compile(trx)];
+}
+
+/** What the results of {@link lockAndReadStatements}, in order, hold. */
+export function lockedAndRead(results: readonly QueryResult<unknown>[]): LockedAndRead {
+  const [locked, read] = results;
   return {
     checkpoints: checkpointsOf((locked?.rows ?? []) as CheckpointRow[]),
     known: knownOf((read?.rows ?? []) as AggregateRow[]),

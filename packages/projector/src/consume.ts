@@ -3,7 +3,8 @@ import type { Kafka } from 'kafkajs';
 import type { Kysely } from 'kysely';
 import { isConflict, type HandlerFailure } from './apply-events.js';
 import type { ProjectorHooks } from './api.js';
-import { applyBatch, type ApplyOptions } from './batch.js';
+import type { BatchGroup } from './batch-group.js';
+import { applyBatch, type AppliedBatch, type ApplyOptions, type BatchRequest } from './batch.js';
 import { readCheckpoints } from './bookkeeping.js';
 import {
   createGenerationConsumer,
@@ -59,7 +60,7 @@ export interface ConsumeContext<DB> {
   topicPrefix: string;
   groupIdOf(instance: string): string;
   /** The record source a generation shares with others here, and its group; none: its own. */
-  shared(generation: Generation, topics: readonly string[]): SharedView | undefined;
+  shared(generation: Generation, topics: readonly string[]): SharedView<DB> | undefined;
   ensureTopics(topics: Iterable<string>): Promise<void>;
   deadLetterTopic(projection: string): string;
   deadLetters: DeadLetterSink;
@@ -75,9 +76,19 @@ export interface ConsumeContext<DB> {
 }
 
 /** A generation's share of the projector's shared record source. */
-export interface SharedView {
+export interface SharedView<DB> {
   source: RecordSource;
   groupId: string;
+  /** Applies its batches with the other generations' of the same fetch. */
+  batches: BatchGroup<DB>;
+}
+
+/** Applies a batch in a transaction of its own, again after a deadlock or conflict. */
+export function applyAlone<DB>(
+  db: Kysely<DB>,
+  { projection, records, deadLetters, options }: BatchRequest<DB>,
+): Promise<AppliedBatch> {
+  return retryingConflicts(() => applyBatch(db, projection, records, deadLetters, options));
 }
 
 /** What a generation's consumer tells the projector's hooks. */
@@ -128,7 +139,8 @@ export async function consumeGeneration<DB>(
   // poison record, which would hold its locks while Kafka creates a topic.
   await context.ensureTopics([...topics, context.deadLetterTopic(projection.name)]);
   const failures = new Map<string, HandlerFailure>();
-  const { source, groupId } = context.shared(generation, topics) ?? {
+  const shared = context.shared(generation, topics);
+  const { source, groupId } = shared ?? {
     groupId: context.groupIdOf(instance),
     source: createKafkaRecordSource({
       kafka: context.kafka,
@@ -137,6 +149,8 @@ export async function consumeGeneration<DB>(
       sessionTimeoutMs: context.sessionTimeoutMs,
     }),
   };
+  const apply = (request: BatchRequest<DB>) =>
+    shared === undefined ? applyAlone(db, request) : shared.batches.apply(request);
   const batchOptions = {
     ...context.applyOptions,
     generation: generation.generation,
@@ -147,9 +161,12 @@ export async function consumeGeneration<DB>(
     source,
     store: {
       apply: (records, ends) =>
-        retryingConflicts(() =>
-          applyBatch(db, projection, records, context.deadLetters, { ...batchOptions, ends }),
-        ),
+        apply({
+          projection,
+          records,
+          deadLetters: context.deadLetters,
+          options: { ...batchOptions, ends },
+        }),
       checkpoints: (assignment) => readCheckpoints(db, instance, assignment),
       recordGap: (at, from, to) => recordOffsetGap(db, instance, at, from, to),
     },

@@ -3,7 +3,14 @@ import { SluiceError } from '@sluice/errors';
 import { createTopicEnsurer } from '@sluice/kafka';
 import type { Projector, ProjectorOptions } from './api.js';
 import type { OperatorRequest } from './audit.js';
-import { consumeGeneration, reporter, topicsOf, type ConsumeContext } from './consume.js';
+import { createBatchGroup } from './batch-group.js';
+import {
+  applyAlone,
+  consumeGeneration,
+  reporter,
+  topicsOf,
+  type ConsumeContext,
+} from './consume.js';
 import { createDeadLetterSink } from './dead-letters.js';
 import type { ProjectorErrorCode } from './errors.js';
 import { GenerationSync } from './generation-sync.js';
@@ -70,7 +77,11 @@ class ProjectorRuntime<DB> implements Projector {
         // The group it read through before (its own, a rebuild's) would show lag forever.
         const own = groupIdOf(generation.instance);
         void deleteConsumerGroups(kafka, [own]).catch(() => undefined);
-        return { source: shared.source.view(topics), groupId: shared.groupId };
+        return {
+          source: shared.source.view(topics),
+          groupId: shared.groupId,
+          batches: shared.batches,
+        };
       },
       ensureTopics,
       deadLetterTopic,
@@ -217,7 +228,9 @@ function sharedSource<DB>(
     topics: [...new Set(projections.flatMap((p) => topicsOf(p, settings.topicPrefix)))],
     sessionTimeoutMs: settings.sessionTimeoutMs,
   });
-  return { groupId, source: createSharedRecordSource(source) };
+  const { db } = options;
+  const batches = createBatchGroup(db, (request) => applyAlone(db, request));
+  return { groupId, source: createSharedRecordSource(source), batches };
 }
 
 /** Deletes generations' consumer groups; why Kafka kept some, by instance. */
