@@ -260,6 +260,29 @@ describe('batches of several projections asked together', () => {
     expect(again.map((r) => r.result.duplicates)).toEqual([3, 3]);
   });
 
+  it('of more than 500 records each apply alone, in a transaction of its own', async () => {
+    let transactions = 0;
+    // The group's own transactions, not those of the batches applied alone.
+    const watched = Object.assign(Object.create(db) as typeof db, {
+      transaction: () => {
+        transactions += 1;
+        return db.transaction();
+      },
+    });
+    const together = createBatchGroup(watched, (one) => applyAlone(db, one));
+    const ask = (batches: [IncomingRecord[], IncomingRecord[]]) =>
+      Promise.all([
+        together.apply(request(groupA, batches[0])),
+        together.apply(request(groupB, batches[1])),
+      ]);
+    const large = records('outbox.event.cart', 20, 0, randomUUID(), 501);
+    const small = records('outbox.event.cart', 21, 0, randomUUID(), 500);
+    const [a, b] = await ask([large, small]);
+    expect([a.result.applied, b.result.applied, transactions]).toEqual([501, 500, 0]);
+    const [c, d] = await ask([small, records('outbox.event.cart', 22, 0, randomUUID(), 1)]);
+    expect([c.result.applied, d.result.applied, transactions]).toEqual([500, 1, 1]);
+  });
+
   it('apply alone when one fails: the other once, the failing one as it would alone', async () => {
     const bad = randomUUID();
     poison.add(bad);
@@ -273,9 +296,9 @@ describe('batches of several projections asked together', () => {
       together.apply(request(groupA, batch)),
       together.apply(request(groupB, batch)),
     ]);
-    expect(a?.result).toMatchObject({ applied: 4, parked: 0 });
+    expect(a.result).toMatchObject({ applied: 4, parked: 0 });
     // Its poison parked (the second behind the first), the rest applied.
-    expect(b?.result).toMatchObject({ applied: 2, parked: 2, deadLettered: 1 });
+    expect(b.result).toMatchObject({ applied: 2, parked: 2, deadLettered: 1 });
     expect([await appliedIn('group_a'), await appliedIn('group_b')]).toEqual([
       (before[0] ?? 0) + 4,
       (before[1] ?? 0) + 2,

@@ -20,6 +20,12 @@ export interface BatchGroup<DB> {
   apply(request: BatchRequest<DB>): Promise<AppliedBatch>;
 }
 
+/**
+ * Batches of more records go alone: a projection catching up applies them in parallel with the
+ * others' (both cores busy), where a shared transaction would apply one after the other.
+ */
+const MAX_RECORDS_TOGETHER = 500;
+
 interface Waiting<DB> {
   request: BatchRequest<DB>;
   instance: string;
@@ -71,7 +77,8 @@ export function createBatchGroup<DB>(
     // A projection's second batch in hand (two partitions catching up) goes alone.
     const together = new Map<string, Waiting<DB>>();
     for (const entry of entries) {
-      if (together.has(entry.instance)) void runAlone(entry);
+      const large = entry.request.records.length > MAX_RECORDS_TOGETHER;
+      if (large || together.has(entry.instance)) void runAlone(entry);
       else together.set(entry.instance, entry);
     }
     const group = [...together.values()];
