@@ -107,7 +107,7 @@ async function trips(run: () => Promise<unknown>): Promise<number> {
 }
 
 describe('a batch', () => {
-  it('takes three round trips besides its handler’s: checkpoints locked and aggregates read; progress saved with the commit', async () => {
+  it('takes two round trips besides its handler’s: checkpoints locked and aggregates read; progress saved with the commit', async () => {
     const four = records('outbox.event.cart', 2, 0, randomUUID(), 4);
     const sent = await trips(() =>
       applyBatch(db, carts, four.slice(0, 3), noLetters, {
@@ -230,7 +230,11 @@ describe('batches of several projections asked together', () => {
     deadLetters: noLetters,
     options: { recordBatches: false, maxAttempts: 1 },
   });
-  const group = () => createBatchGroup(db, (one) => applyAlone(db, one));
+  /** Failures the groups reported, by projection. */
+  const reported: { projection: string; error: unknown }[] = [];
+  const report = (one: BatchRequest<Record<string, never>>, error: unknown) =>
+    void reported.push({ projection: one.projection.name, error });
+  const group = (on = db) => createBatchGroup(on, (one) => applyAlone(db, one), report);
 
   beforeAll(async () => {
     for (const name of ['group_a', 'group_b'])
@@ -269,7 +273,7 @@ describe('batches of several projections asked together', () => {
         return db.transaction();
       },
     });
-    const together = createBatchGroup(watched, (one) => applyAlone(db, one));
+    const together = group(watched);
     const ask = (batches: [IncomingRecord[], IncomingRecord[]]) =>
       Promise.all([
         together.apply(request(groupA, batches[0])),
@@ -281,6 +285,48 @@ describe('batches of several projections asked together', () => {
     expect([a.result.applied, b.result.applied, transactions]).toEqual([501, 500, 0]);
     const [c, d] = await ask([small, records('outbox.event.cart', 22, 0, randomUUID(), 1)]);
     expect([c.result.applied, d.result.applied, transactions]).toEqual([500, 1, 1]);
+  });
+
+  it('do not wait with one whose checkpoint is locked: the others apply alone meanwhile', async () => {
+    const cart = randomUUID();
+    const batch = records('outbox.event.cart', 30, 0, cart, 2);
+    const holder = new pg.Client({ connectionString: database.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(
+        `INSERT INTO sluice.projection_checkpoints (projection, topic, partition, next_offset)
+         VALUES ('group_b', 'outbox.event.cart', 30, 0)`,
+      );
+      const before = await appliedIn('group_a');
+      const together = group();
+      const locked = together.apply(request(groupB, batch));
+      const free = await together.apply(request(groupA, batch));
+      expect(free.result.applied).toBe(2);
+      expect(await appliedIn('group_a')).toBe(before + 2);
+      await holder.query('COMMIT');
+      expect((await locked).result.applied).toBe(2);
+    } finally {
+      await holder.end();
+    }
+    expect(reported).toEqual([]);
+  });
+
+  it('report a failure of the database for each of their projections, and apply each alone', async () => {
+    const away = Object.assign(Object.create(db) as typeof db, {
+      transaction: () => ({ execute: () => Promise.reject(new Error('database away')) }),
+    });
+    const batch = records('outbox.event.cart', 31, 0, randomUUID(), 1);
+    const together = group(away);
+    const both = await Promise.all([
+      together.apply(request(groupA, batch)),
+      together.apply(request(groupB, batch)),
+    ]);
+    expect(both.map((one) => one.result.applied)).toEqual([1, 1]);
+    expect(reported.splice(0)).toEqual([
+      { projection: 'group_a', error: new Error('database away') },
+      { projection: 'group_b', error: new Error('database away') },
+    ]);
   });
 
   it('apply alone when one fails: the other once, the failing one as it would alone', async () => {
@@ -299,6 +345,8 @@ describe('batches of several projections asked together', () => {
     expect(a.result).toMatchObject({ applied: 4, parked: 0 });
     // Its poison parked (the second behind the first), the rest applied.
     expect(b.result).toMatchObject({ applied: 2, parked: 2, deadLettered: 1 });
+    // A handler's failure is its projection's to report, applied alone.
+    expect(reported).toEqual([]);
     expect([await appliedIn('group_a'), await appliedIn('group_b')]).toEqual([
       (before[0] ?? 0) + 4,
       (before[1] ?? 0) + 2,

@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import { HandlerFailed, HandlerRetry, isConflict } from './apply-events.js';
 import {
   applyAllInTransaction,
   traceBatch,
@@ -14,7 +15,8 @@ import { instanceOf } from './generations.js';
  * of one each. Each projection still locks and writes only its own checkpoints and versions, and
  * gets its own result. If anything in the
  * transaction fails (a handler, a conflict, the database), it rolls back and each batch is
- * applied alone, as it would have been, so one projection's failure reaches only itself.
+ * applied alone, as it would have been, so one projection's failure reaches only itself; a
+ * failure of the database is reported for each of them (`failed`), as it would have been.
  */
 export interface BatchGroup<DB> {
   apply(request: BatchRequest<DB>): Promise<AppliedBatch>;
@@ -26,12 +28,30 @@ export interface BatchGroup<DB> {
  */
 const MAX_RECORDS_TOGETHER = 500;
 
+/**
+ * A lock waited for longer fails the shared transaction, and each batch is applied alone: the
+ * others do not wait with the one whose checkpoints or tables are locked (a rebalance, a swap, a
+ * view table locked away).
+ */
+const LOCK_TIMEOUT_MS = 200;
+
 interface Waiting<DB> {
   request: BatchRequest<DB>;
   instance: string;
   resolve: (applied: AppliedBatch) => void;
   reject: (error: unknown) => void;
 }
+
+/**
+ * Whether a handler's failure (applied again alone, event by event), a conflict (again after a
+ * pause) or a lock waited for too long failed the batches: what applying each alone deals with,
+ * silently.
+ */
+const dealtWithAlone = (error: unknown): boolean =>
+  error instanceof HandlerFailed ||
+  error instanceof HandlerRetry ||
+  isConflict(error) ||
+  (error as { code?: unknown } | undefined)?.code === '55P03';
 
 /**
  * Gathers the batches asked for within one turn of the event loop (a fetch's batches reach every
@@ -41,6 +61,7 @@ interface Waiting<DB> {
 export function createBatchGroup<DB>(
   db: Kysely<DB>,
   alone: (request: BatchRequest<DB>) => Promise<AppliedBatch>,
+  failed: (request: BatchRequest<DB>, error: unknown) => void,
 ): BatchGroup<DB> {
   let waiting: Waiting<DB>[] = [];
 
@@ -55,19 +76,25 @@ export function createBatchGroup<DB>(
     try {
       results = await db.transaction().execute(async (trx) => {
         const requests = entries.map((entry) => entry.request);
-        const applied = await applyAllInTransaction(trx, requests, false);
+        const applied = await applyAllInTransaction(trx, requests, false, LOCK_TIMEOUT_MS);
         committingAt = Date.now();
         return applied;
       });
-    } catch {
-      // Nothing of it committed: each batch on its own, where its failure is its own.
+    } catch (error) {
+      // Nothing of it committed: each batch on its own, where a handler's failure is its own.
+      // Anything else (the connection cut, the database away) failed every batch of it.
+      if (!dealtWithAlone(error)) for (const entry of entries) failed(entry.request, error);
       await Promise.all(entries.map(runAlone));
       return;
     }
     entries.forEach((entry, index) => {
       const applied = results[index] as AppliedBatch;
-      traceBatch(entry.request, applied, { startedAt, committingAt });
-      entry.resolve(applied);
+      try {
+        traceBatch(entry.request, applied, { startedAt, committingAt });
+        entry.resolve(applied);
+      } catch (error) {
+        entry.reject(error);
+      }
     });
   }
 

@@ -1,7 +1,7 @@
 import type { DomainEvent } from '@sluice/contracts';
-import { pipelined } from '@sluice/database';
+import { pipelined } from '@sluice/database/statements';
 import type { Tracer } from '@sluice/tracing';
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import { HandlerFailed, type HandlerFailure } from './apply-events.js';
 import { applyRecords } from './apply-records.js';
 import {
@@ -226,20 +226,26 @@ export async function applyInTransaction<DB>(
 /**
  * {@link applyInTransaction} for several projections' batches (of distinct projection instances,
  * in lock order): their checkpoints locked and aggregates read in one round trip, then each
- * applied in turn.
+ * applied in turn. With `lockTimeoutMs`, a lock waited for longer fails the transaction
+ * (`55P03`).
  */
 export async function applyAllInTransaction<DB>(
   trx: Transaction<DB>,
   requests: readonly BatchRequest<DB>[],
   careful: boolean,
+  lockTimeoutMs?: number,
 ): Promise<AppliedBatch[]> {
   const prepared = requests.map((request) => prepareBatch(trx, request));
-  const results = await pipelined(
-    trx,
-    prepared.flatMap((one) => one?.statements ?? []),
-  );
+  const timeout =
+    lockTimeoutMs === undefined
+      ? []
+      : [sql`SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true)`.compile(trx)];
+  const results = await pipelined(trx, [
+    ...timeout,
+    ...prepared.flatMap((one) => one?.statements ?? []),
+  ]);
   const applied: AppliedBatch[] = [];
-  let at = 0;
+  let at = timeout.length;
   for (const one of prepared) {
     if (one === undefined) {
       applied.push(emptyApplied());

@@ -1,4 +1,4 @@
-import { atCommit } from '@sluice/database';
+import { atCommit } from '@sluice/database/statements';
 import { sql, type CompiledQuery, type Kysely, type QueryResult, type Transaction } from 'kysely';
 
 /** Identifies a topic-partition (in a batch, the apply queue). */
@@ -174,7 +174,7 @@ function knownOf(rows: readonly AggregateRow[], into = noAggregates()): KnownAgg
 
 /**
  * Applied versions and parked aggregates among `aggregates`, by {@link aggregateKey}; with
- * `read`, what it already holds of them (see {@link lockAndRead}) and only the others are read.
+ * `read`, what it already holds of them (see {@link lockAndReadStatements}) and only the others are read.
  */
 export async function readAggregates<DB>(
   trx: Transaction<DB>,

@@ -10,6 +10,7 @@ import {
   reporter,
   topicsOf,
   type ConsumeContext,
+  type Report,
 } from './consume.js';
 import { createDeadLetterSink } from './dead-letters.js';
 import type { ProjectorErrorCode } from './errors.js';
@@ -52,7 +53,7 @@ class ProjectorRuntime<DB> implements Projector {
     const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
     const groupIdOf = (instance: string) => `${groupPrefix}${instance}`;
     const sessionTimeoutMs = options.sessionTimeoutMs ?? 30_000;
-    const shared = sharedSource(options, { groupPrefix, topicPrefix: prefix, sessionTimeoutMs });
+
     const deadLetterTopic = (projection: string) => deadLetterTopicFor(projection, prefix);
     const ensureTopics = createTopicEnsurer(kafka, {
       partitions: options.partitions ?? 6,
@@ -66,6 +67,11 @@ class ProjectorRuntime<DB> implements Projector {
       ensureTopic: (topic) => ensureTopics([topic]),
     });
     const report = reporter(options.hooks);
+    const shared = sharedSource(options, report, {
+      groupPrefix,
+      topicPrefix: prefix,
+      sessionTimeoutMs,
+    });
     this.context = {
       db: options.db,
       kafka,
@@ -216,6 +222,7 @@ class ProjectorRuntime<DB> implements Projector {
 /** The record source the active generations share, unless each has its own group. */
 function sharedSource<DB>(
   options: ProjectorOptions<DB>,
+  report: Report,
   settings: { groupPrefix: string; topicPrefix: string; sessionTimeoutMs: number },
 ) {
   const { projections } = options;
@@ -229,7 +236,11 @@ function sharedSource<DB>(
     sessionTimeoutMs: settings.sessionTimeoutMs,
   });
   const { db } = options;
-  const batches = createBatchGroup(db, (request) => applyAlone(db, request));
+  const batches = createBatchGroup(
+    db,
+    (request) => applyAlone(db, request),
+    ({ projection: { name } }, error) => report(name, (hooks) => hooks.failed?.(name, error)),
+  );
   return { groupId, source: createSharedRecordSource(source), batches };
 }
 

@@ -23,11 +23,6 @@ export interface RecordSourceHandlers {
    * may be in hand at once; one partition's come in order.
    */
   batch(batch: SourceBatch): Promise<void>;
-  /**
-   * Where lag tools are to see a partition consumed after a batch, when not at its end (a shared
-   * source's view behind the others).
-   */
-  consumed?(topic: string, partition: number): bigint | undefined;
   /** Partitions were assigned (again), topic → partitions: their positions are the source's. */
   assigned(assignment: Readonly<Record<string, readonly number[]>>): void;
   /** The source stopped for good and will deliver nothing more. */
@@ -163,9 +158,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     const last = batch.messages[batch.messages.length - 1];
     if (last !== undefined && !payload.isStale()) {
       payload.resolveOffset(last.offset);
-      const end = BigInt(last.offset) + 1n;
-      const consumed = handlers.consumed?.(batch.topic, batch.partition);
-      const offset = (consumed !== undefined && consumed < end ? consumed : end).toString();
+      const offset = (BigInt(last.offset) + 1n).toString();
       resolved.set(`${batch.topic}:${batch.partition}`, {
         topic: batch.topic,
         partition: batch.partition,

@@ -88,16 +88,6 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
     return earliest;
   };
 
-  /** The earliest position of the views of `topic` there: where lag tools see it consumed. */
-  const consumedAt = (topic: string, key: string): bigint | undefined => {
-    let earliest: bigint | undefined;
-    for (const view of views) {
-      const next = view.topics.has(topic) ? view.next.get(key) : undefined;
-      if (next !== undefined && (earliest === undefined || next < earliest)) earliest = next;
-    }
-    return earliest;
-  };
-
   const retryLater = (view: View, topic: string, partition: number) => {
     const key = partitionKey(topic, partition);
     const retry = view.retries.get(key) ?? { delayMs: RETRY.firstMs };
@@ -163,9 +153,21 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
       const key = partitionKey(topic, partition);
       const read = reads.get(key);
       await Promise.all([...views].map((view) => deliver(view, key, batch, read?.at)));
-      moveOn(batch, key, read);
+      const last = batch.records.at(-1);
+      if (last === undefined || reads.get(key)?.seeks !== read?.seeks) return;
+      const at = last.offset + 1n;
+      reads.set(key, { at, seeks: read?.seeks ?? 0 });
+      // Fetched again for a view that failed again: on to where the others are, rather than
+      // reading everything in between for nobody.
+      const others = positionOfOthers(topic, key);
+      if (others === undefined || others <= at) return;
+      try {
+        source.seek({ topic, partition, offset: others });
+        reads.set(key, { at: others, seeks: (read?.seeks ?? 0) + 1 });
+      } catch {
+        // Refused while the source restarts: it reads on from where it stands.
+      }
     },
-    consumed: (topic, partition) => consumedAt(topic, partitionKey(topic, partition)),
     assigned(all) {
       assignment = all;
       reads.clear();
@@ -176,25 +178,6 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
       for (const view of views) view.handlers.crashed(error);
     },
   };
-
-  /** Where the source reads a partition next, past a batch every view was handed. */
-  function moveOn(batch: SourceBatch, key: string, read: { seeks: number } | undefined): void {
-    const { topic, partition } = batch;
-    const last = batch.records.at(-1);
-    if (last === undefined || reads.get(key)?.seeks !== read?.seeks) return;
-    const at = last.offset + 1n;
-    reads.set(key, { at, seeks: read?.seeks ?? 0 });
-    // Fetched again for a view that failed again: on to where the others are, rather than
-    // reading everything in between for nobody.
-    const others = positionOfOthers(topic, key);
-    if (others === undefined || others <= at) return;
-    try {
-      source.seek({ topic, partition, offset: others });
-      reads.set(key, { at: others, seeks: (read?.seeks ?? 0) + 1 });
-    } catch {
-      // Refused while the source restarts: it reads on from where it stands.
-    }
-  }
 
   return {
     open: () => !closed,
