@@ -30,6 +30,17 @@ async function withPool(
   }
 }
 
+/** Runs `test` on a one-connection Kysely over a plain pg pool (not createDatabase's). */
+async function withForeignPool(test: (db: Kysely<unknown>) => Promise<void>): Promise<void> {
+  const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+  const foreign = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+  try {
+    await test(foreign);
+  } finally {
+    await foreign.destroy();
+  }
+}
+
 /** The statements prepared on the (only) connection of `db`. */
 async function prepared(db: Kysely<unknown>): Promise<string[]> {
   const { rows } = await sql<{ statement: string }>`
@@ -503,9 +514,7 @@ describe('pipelined', () => {
         code: 'pipeline_outside_transaction',
       });
     });
-    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
-    const foreign = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-    try {
+    await withForeignPool(async (foreign) => {
       // int8 as text on a plain pool.
       const before = Number(await ticks(foreign));
       let results: QueryResult<unknown>[] = [];
@@ -530,9 +539,7 @@ describe('pipelined', () => {
         );
       await expect(failing).rejects.toThrow(/division by zero/);
       expect(Number(await ticks(foreign))).toBe(before + 1);
-    } finally {
-      await foreign.destroy();
-    }
+    });
   });
 
   describe('atCommit', () => {
@@ -622,9 +629,7 @@ describe('pipelined', () => {
           code: 'pipeline_outside_transaction',
         });
       });
-      const pool = new pg.Pool({ connectionString: database.url, max: 1 });
-      const foreign = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-      try {
+      await withForeignPool(async (foreign) => {
         await foreign.transaction().execute(async (trx) => {
           await atCommit(trx, [
             sql`INSERT INTO pipe_items VALUES (${102}, ${'at once'})`.compile(trx),
@@ -632,9 +637,7 @@ describe('pipelined', () => {
           expect(await labelOf(trx, 102)).toBe('at once');
         });
         expect(await labelOf(foreign, 102)).toBe('at once');
-      } finally {
-        await foreign.destroy();
-      }
+      });
     });
   });
 });

@@ -47,8 +47,7 @@ export async function pipelined(
   assertTransaction(trx);
   if (queries.length === 0) return [];
   if (!pipelines(trx)) return oneAtATime(trx, queries);
-  const statements = queries.map((query) => ({ text: query.sql, values: [...query.parameters] }));
-  const { rows } = await trx.executeQuery(CompiledQuery.raw(PIPELINE_TEXT, [statements]));
+  const { rows } = await handOver(trx, PIPELINE_TEXT, queries);
   return (rows as pg.QueryResult[]).map((result) => ({
     rows: result.rows as unknown[],
     ...(/^(INSERT|UPDATE|DELETE|MERGE)$/.test(result.command)
@@ -60,8 +59,8 @@ export async function pipelined(
 /**
  * Runs `queries` when the transaction `trx` commits, sent with its COMMIT in one round trip: for
  * statements whose results the caller does not need (bookkeeping written last; best without
- * RETURNING: a row pg cannot read is found once the COMMIT ran, and still fails the call). They run after
- * everything else the transaction runs, in order. One that fails fails the commit: the
+ * RETURNING: a row pg cannot read is found once the COMMIT ran, and still fails the call). They
+ * run after everything else the transaction runs, in order. One that fails fails the commit: the
  * transaction rolls back and its `execute` rejects with that statement's error. A rollback to a
  * savepoint does not take them back. On a database not made by `createDatabase` they run at
  * once, one at a time.
@@ -80,9 +79,20 @@ export async function atCommit(
     await oneAtATime(trx, queries);
     return;
   }
-  const statements = queries.map((query) => ({ text: query.sql, values: [...query.parameters] }));
-  await trx.executeQuery(CompiledQuery.raw(AT_COMMIT_TEXT, [statements]));
+  await handOver(trx, AT_COMMIT_TEXT, queries);
 }
+
+/** Hands `queries` to the pool of `createDatabase` under `text`, as its one value. */
+const handOver = (
+  trx: Pick<Kysely<unknown>, 'executeQuery'>,
+  text: string,
+  queries: readonly CompiledQuery[],
+) =>
+  trx.executeQuery(
+    CompiledQuery.raw(text, [
+      queries.map((query) => ({ text: query.sql, values: [...query.parameters] })),
+    ]),
+  );
 
 /** @throws SluiceError `pipeline_outside_transaction` */
 function assertTransaction(trx: Pick<Kysely<unknown>, 'isTransaction'>): void {

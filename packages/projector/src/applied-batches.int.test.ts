@@ -106,42 +106,31 @@ async function trips(run: () => Promise<unknown>): Promise<number> {
   }
 }
 
+/** Three of a cart's four records applied through `on` (its round trips), then all four. */
+async function appliedTwice(on: Kysely<Record<string, never>>, partition: number) {
+  const four = records('outbox.event.cart', partition, 0, randomUUID(), 4);
+  const options = { generation: 3, recordBatches: false };
+  const sent = await trips(() => applyBatch(on, carts, four.slice(0, 3), noLetters, options));
+  const again = await applyBatch(on, carts, four, noLetters, options);
+  return { sent, again: again.result };
+}
+
 describe('a batch', () => {
   it('takes two round trips besides its handler’s: checkpoints locked and aggregates read; progress saved with the commit', async () => {
-    const four = records('outbox.event.cart', 2, 0, randomUUID(), 4);
-    const sent = await trips(() =>
-      applyBatch(db, carts, four.slice(0, 3), noLetters, {
-        generation: 3,
-        recordBatches: false,
-      }),
-    );
+    const { sent, again } = await appliedTwice(db, 2);
     // BEGIN, checkpoints, versions and parked; the handler's statement; versions and
     // checkpoints, COMMIT.
     expect(sent).toBe(3);
-    const again = await applyBatch(db, carts, four, noLetters, {
-      generation: 3,
-      recordBatches: false,
-    });
-    expect(again.result).toMatchObject({ applied: 1, duplicates: 3 });
+    expect(again).toMatchObject({ applied: 1, duplicates: 3 });
   });
 
   it('on a pool not made by createDatabase, sends them one at a time with the same outcome', async () => {
     const pool = new pg.Pool({ connectionString: database.url, max: 1 });
     const foreign = new Kysely<Record<string, never>>({ dialect: new PostgresDialect({ pool }) });
     try {
-      const four = records('outbox.event.cart', 3, 0, randomUUID(), 4);
-      const sent = await trips(() =>
-        applyBatch(foreign, carts, four.slice(0, 3), noLetters, {
-          generation: 3,
-          recordBatches: false,
-        }),
-      );
+      const { sent, again } = await appliedTwice(foreign, 3);
       expect(sent).toBe(6);
-      const again = await applyBatch(foreign, carts, four, noLetters, {
-        generation: 3,
-        recordBatches: false,
-      });
-      expect(again.result).toMatchObject({ applied: 1, duplicates: 3 });
+      expect(again).toMatchObject({ applied: 1, duplicates: 3 });
     } finally {
       await foreign.destroy();
     }

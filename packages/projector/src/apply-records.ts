@@ -6,6 +6,7 @@ import { applyEvents } from './apply-events.js';
 import type { ApplyOptions, BatchResult } from './batch.js';
 import {
   aggregateKey,
+  aggregatesOf,
   readAggregates,
   saveProgress,
   type Advance,
@@ -120,8 +121,8 @@ export async function applyRecords<DB>(
     careful: boolean;
     advances: readonly Advance[];
     below?: ReadonlySet<IncomingRecord>;
-    /** Aggregates already read with the checkpoints (`lockAndReadStatements`), by key, and what they hold. */
-    read?: { aggregates: ReadonlySet<string>; known: KnownAggregates };
+    /** Aggregates already read with the checkpoints (`lockAndReadStatements`), and what they hold. */
+    read?: { aggregates: ReadonlyMap<string, unknown>; known: KnownAggregates };
     /** Nothing after this in the transaction reads versions or checkpoints: saved at commit. */
     last?: boolean;
   } = { careful: true, advances: [] },
@@ -133,11 +134,7 @@ export async function applyRecords<DB>(
   const revealing = opened.revealFor(projection, reveal);
   const decodeOptions = revealing === undefined ? rest : { ...rest, reveal: revealing };
   const items = await decodeAll(trx, records, projection.catalog, decodeOptions);
-  const aggregates = new Map<string, [type: string, id: string]>();
-  for (const item of items) {
-    const aggregate = aggregateOf(item, topicPrefix);
-    if (aggregate !== undefined) aggregates.set(aggregateKey(...aggregate), aggregate);
-  }
+  const aggregates = aggregatesOf(items, (item) => aggregateOf(item, topicPrefix));
   const known = await readAggregates(trx, instance, [...aggregates.values()], batch.read);
   const sorted = classify(items, known, {
     topicPrefix,

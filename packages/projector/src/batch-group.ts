@@ -13,10 +13,10 @@ import { instanceOf } from './generations.js';
  * consumer group hands to each projection) applied in one transaction: their checkpoints locked
  * and aggregates read in one round trip, one commit and one connection for all of them instead
  * of one each. Each projection still locks and writes only its own checkpoints and versions, and
- * gets its own result. If anything in the
- * transaction fails (a handler, a conflict, the database), it rolls back and each batch is
- * applied alone, as it would have been, so one projection's failure reaches only itself; a
- * failure of the database is reported for each of them (`failed`), as it would have been.
+ * gets its own result. If anything in the transaction fails (a handler, a conflict, the
+ * database), it rolls back and each batch is applied alone, as it would have been, so one
+ * projection's failure reaches only itself; a failure of the database is reported for each of
+ * them (`failed`), as it would have been.
  */
 export interface BatchGroup<DB> {
   apply(request: BatchRequest<DB>): Promise<AppliedBatch>;

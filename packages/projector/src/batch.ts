@@ -5,7 +5,7 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import { HandlerFailed, type HandlerFailure } from './apply-events.js';
 import { applyRecords } from './apply-records.js';
 import {
-  aggregateKey,
+  aggregatesOf,
   lockAndReadStatements,
   lockedAndRead,
   partitionKey,
@@ -160,16 +160,6 @@ function byPartition(records: readonly IncomingRecord[]) {
   );
 }
 
-/** The aggregates records name, by {@link aggregateKey}: read as the checkpoints are locked. */
-function aggregatesOfRecords(records: readonly IncomingRecord[], prefix: string) {
-  const aggregates = new Map<string, [type: string, id: string]>();
-  for (const record of records) {
-    const aggregate = aggregateOfRecord(record, prefix);
-    if (aggregate !== undefined) aggregates.set(aggregateKey(...aggregate), aggregate);
-  }
-  return aggregates;
-}
-
 /** A batch of one projection's records, as {@link applyBatch} takes it. */
 export interface BatchRequest<DB> {
   projection: Projection<DB>;
@@ -270,7 +260,9 @@ function prepareBatch<DB>(trx: Transaction<DB>, request: BatchRequest<DB>) {
   const batches = byPartition(request.records);
   if (batches.length === 0) return undefined;
   const instance = instanceOf(request.projection.name, request.options.generation ?? 1);
-  const aggregates = aggregatesOfRecords(request.records, request.options.topicPrefix ?? '');
+  // Read as the checkpoints are locked: those the records' topics and keys name.
+  const prefix = request.options.topicPrefix ?? '';
+  const aggregates = aggregatesOf(request.records, (record) => aggregateOfRecord(record, prefix));
   const statements = lockAndReadStatements(trx, instance, batches, [...aggregates.values()]);
   return { request, batches, instance, aggregates, statements };
 }
@@ -303,7 +295,7 @@ async function applyLocked<DB>(
     careful,
     advances,
     below,
-    read: { aggregates: new Set(aggregates.keys()), known },
+    read: { aggregates, known },
     last: true,
   });
   return applied;

@@ -172,15 +172,29 @@ function knownOf(rows: readonly AggregateRow[], into = noAggregates()): KnownAgg
   return into;
 }
 
+/** The aggregates `items` name (`of` each, when it names one), each once, by {@link aggregateKey}. */
+export function aggregatesOf<T>(
+  items: readonly T[],
+  of: (item: T) => [type: string, id: string] | undefined,
+): Map<string, [type: string, id: string]> {
+  const aggregates = new Map<string, [type: string, id: string]>();
+  for (const item of items) {
+    const aggregate = of(item);
+    if (aggregate !== undefined) aggregates.set(aggregateKey(...aggregate), aggregate);
+  }
+  return aggregates;
+}
+
 /**
  * Applied versions and parked aggregates among `aggregates`, by {@link aggregateKey}; with
- * `read`, what it already holds of them (see {@link lockAndReadStatements}) and only the others are read.
+ * `read`, what it already holds of them (see {@link lockAndReadStatements}), keyed as
+ * {@link aggregatesOf} keys them, and only the others are read.
  */
 export async function readAggregates<DB>(
   trx: Transaction<DB>,
   instance: string,
   aggregates: readonly (readonly [type: string, id: string])[],
-  read?: { aggregates: ReadonlySet<string>; known: KnownAggregates },
+  read?: { aggregates: ReadonlyMap<string, unknown>; known: KnownAggregates },
 ): Promise<KnownAggregates> {
   const missing =
     read === undefined

@@ -53,7 +53,6 @@ class ProjectorRuntime<DB> implements Projector {
     const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
     const groupIdOf = (instance: string) => `${groupPrefix}${instance}`;
     const sessionTimeoutMs = options.sessionTimeoutMs ?? 30_000;
-
     const deadLetterTopic = (projection: string) => deadLetterTopicFor(projection, prefix);
     const ensureTopics = createTopicEnsurer(kafka, {
       partitions: options.partitions ?? 6,
