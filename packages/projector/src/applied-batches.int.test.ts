@@ -115,6 +115,24 @@ async function appliedTwice(on: Kysely<Record<string, never>>, partition: number
   return { sent, again: again.result };
 }
 
+/** Another connection's transaction holding `instance`'s new checkpoint of a cart partition. */
+async function holdCheckpoint(instance: string, partition: number): Promise<pg.Client> {
+  const holder = new pg.Client({ connectionString: database.url });
+  await holder.connect();
+  try {
+    await holder.query('BEGIN');
+    await holder.query(
+      `INSERT INTO sluice.projection_checkpoints (projection, topic, partition, next_offset)
+       VALUES ($1, 'outbox.event.cart', $2, 0)`,
+      [instance, partition],
+    );
+    return holder;
+  } catch (error) {
+    await holder.end();
+    throw error;
+  }
+}
+
 describe('a batch', () => {
   it('takes two round trips besides its handler’s: checkpoints locked and aggregates read; progress saved with the commit', async () => {
     const { sent, again } = await appliedTwice(db, 2);
@@ -140,15 +158,8 @@ describe('a batch', () => {
     const cart = randomUUID();
     const batch = records('outbox.event.cart', 4, 0, cart, 3);
     const instance = instanceOf(carts.name, 1);
-    const holder = new pg.Client({ connectionString: database.url });
-    await holder.connect();
+    const holder = await holdCheckpoint(instance, 4);
     try {
-      await holder.query('BEGIN');
-      await holder.query(
-        `INSERT INTO sluice.projection_checkpoints (projection, topic, partition, next_offset)
-         VALUES ($1, 'outbox.event.cart', 4, 0)`,
-        [instance],
-      );
       const waiting = applyBatch(db, carts, batch, noLetters, { recordBatches: false });
       await waitFor(
         async () => {
@@ -279,14 +290,8 @@ describe('batches of several projections asked together', () => {
   it('do not wait with one whose checkpoint is locked: the others apply alone meanwhile', async () => {
     const cart = randomUUID();
     const batch = records('outbox.event.cart', 30, 0, cart, 2);
-    const holder = new pg.Client({ connectionString: database.url });
-    await holder.connect();
+    const holder = await holdCheckpoint('group_b', 30);
     try {
-      await holder.query('BEGIN');
-      await holder.query(
-        `INSERT INTO sluice.projection_checkpoints (projection, topic, partition, next_offset)
-         VALUES ('group_b', 'outbox.event.cart', 30, 0)`,
-      );
       const before = await appliedIn('group_a');
       const together = group();
       const locked = together.apply(request(groupB, batch));
