@@ -1032,6 +1032,53 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
     }
   });
 
+  it('decodes strings that repeat, share a slot of its recent strings, or sit at its limits', async () => {
+    // Pairs of ASCII strings the patched decoder keeps in the same slot (its hash, mirrored here).
+    const slotOf = (text: string) => {
+      let hash = text.length;
+      for (let i = 0; i < text.length; i += 1)
+        hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+      return hash >>> 20;
+    };
+    const bySlot = new Map<number, string>();
+    const colliding: string[] = [];
+    for (let i = 0; colliding.length < 12; i += 1) {
+      const name = `h${i}`;
+      const other = bySlot.get(slotOf(name));
+      if (other === undefined) bySlot.set(slotOf(name), name);
+      else colliding.push(other, name);
+    }
+    const limits = ['', 'a', 'k'.repeat(31), 'k'.repeat(32), 'k'.repeat(33), 'k'.repeat(31) + 'é'];
+    const many = Array.from({ length: 5000 }, (_, i) => `n${i}`);
+    const repeated = [...colliding, ...limits, 'é', 'ce_type', '\u0000', '\u007f'];
+    const record = (i: number, names: string[]): RawRecord => ({
+      timestampDelta: 0,
+      offsetDelta: i,
+      key: names[0] ?? null,
+      value: names[1] ?? null,
+      headers: names.map((name, j) => ({ key: name, value: names[(j + 1) % names.length] ?? '' })),
+    });
+    const records = [
+      record(0, repeated),
+      record(1, [...repeated].reverse()),
+      record(2, many.slice(0, 2500)),
+      record(3, many.slice(2500)),
+      record(4, repeated),
+      record(5, [...colliding].reverse()),
+    ];
+    const buffer = await encodeRawBatch({
+      compression: Compression.None,
+      firstOffset: 0n,
+      firstTimestamp: BigInt(NOW),
+      logAppendTime: false,
+      transactional: false,
+      records,
+    });
+    // Twice: the second time every string has been seen before.
+    for (let round = 0; round < 2; round += 1)
+      expectSameRecords(await decodeBoth(decodeBatch(buffer)));
+  });
+
   it('fails as the original does on a record whose header count is negative', async () => {
     const outcome = async (lib: Kafkajs, count: number) => {
       const body = new original.Encoder()
