@@ -861,7 +861,7 @@ const rawRecord: fc.Arbitrary<RawRecord> = fc.record({
   ),
 });
 const rawBatch: fc.Arbitrary<RawBatch> = fc.record({
-  compression: fc.constantFrom(Compression.None, Compression.GZIP, Compression.LZ4),
+  compression: fc.constantFrom(...COMPRESSIONS),
   firstOffset: fc.oneof(
     fc.bigInt({ min: 0n, max: 1000n }),
     fc.bigInt({ min: 2n ** 53n - 100n, max: 2n ** 53n + 100n }),
