@@ -15,6 +15,7 @@ import { queryPipeline, type PipelinedStatement } from './pipeline.js';
 import { AT_COMMIT_TEXT, PIPELINES, PIPELINE_TEXT } from './statements.js';
 
 export { atCommit, pipelined } from './statements.js';
+export { arrayLiteral, type ArrayElement } from './arrays.js';
 
 /** The codes of the SluiceErrors this package throws. */
 export type DatabaseErrorCode =

@@ -1,10 +1,13 @@
 // Statements of a transaction sent together (`pipelined`) or with its COMMIT (`atCommit`): the
-// pool of createDatabase runs them so; on any other Kysely they run one at a time. Apart from
-// the pool, so that code handed a Kysely instance (a projection library) does not load `pg`.
+// pool of createDatabase runs them so; on any other Kysely they run one at a time. Array
+// parameters as text (`arrayLiteral`). Apart from the pool, so that code handed a Kysely
+// instance (a projection library) does not load `pg`.
 import { SluiceError } from '@sluice/errors';
 import { CompiledQuery, type Kysely, type KyselyPlugin, type QueryResult } from 'kysely';
 import type pg from 'pg';
 import type { DatabaseErrorCode } from './index.js';
+
+export { arrayLiteral, type ArrayElement } from './arrays.js';
 
 /**
  * The text {@link pipelined} sends through Kysely, with the statements as its one value: the pool

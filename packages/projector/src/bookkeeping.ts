@@ -1,4 +1,4 @@
-import { atCommit } from '@sluice/database/statements';
+import { arrayLiteral, atCommit } from '@sluice/database/statements';
 import { sql, type CompiledQuery, type Kysely, type QueryResult, type Transaction } from 'kysely';
 
 /** Identifies a topic-partition (in a batch, the apply queue). */
@@ -148,8 +148,8 @@ function readStatement(
   instance: string,
   aggregates: readonly (readonly [type: string, id: string])[],
 ) {
-  const types = aggregates.map((a) => a[0]);
-  const ids = aggregates.map((a) => a[1]);
+  const types = arrayLiteral(aggregates.map((a) => a[0]));
+  const ids = arrayLiteral(aggregates.map((a) => a[1]));
   return sql<AggregateRow>`
     SELECT 'v' AS kind, v.aggregate_type, v.aggregate_id, v.version FROM sluice.projection_versions v
       JOIN unnest(${types}::text[], ${ids}::text[]) AS k(aggregate_type, aggregate_id)
@@ -177,11 +177,19 @@ export function aggregatesOf<T>(
   items: readonly T[],
   of: (item: T) => [type: string, id: string] | undefined,
 ): Map<string, [type: string, id: string]> {
-  const aggregates = new Map<string, [type: string, id: string]>();
+  // By type, then id: a key is made once per aggregate rather than once per item.
+  type Aggregate = [type: string, id: string];
+  const byType = new Map<string, Map<string, Aggregate>>();
   for (const item of items) {
     const aggregate = of(item);
-    if (aggregate !== undefined) aggregates.set(aggregateKey(...aggregate), aggregate);
+    if (aggregate === undefined) continue;
+    let ids = byType.get(aggregate[0]);
+    if (ids === undefined) byType.set(aggregate[0], (ids = new Map<string, Aggregate>()));
+    if (!ids.has(aggregate[1])) ids.set(aggregate[1], aggregate);
   }
+  const aggregates = new Map<string, Aggregate>();
+  for (const ids of byType.values())
+    for (const aggregate of ids.values()) aggregates.set(aggregateKey(...aggregate), aggregate);
   return aggregates;
 }
 
@@ -225,8 +233,9 @@ export async function saveProgress<DB>(
     WITH versions AS (
       INSERT INTO sluice.projection_versions (projection, aggregate_type, aggregate_id, version)
       SELECT ${instance}, t, i, v
-        FROM unnest(${versions.map((v) => v.type)}::text[], ${versions.map((v) => v.id)}::text[],
-                    ${versions.map((v) => v.version)}::bigint[]) AS x(t, i, v)
+        FROM unnest(${arrayLiteral(versions.map((v) => v.type))}::text[],
+                    ${arrayLiteral(versions.map((v) => v.id))}::text[],
+                    ${arrayLiteral(versions.map((v) => v.version))}::bigint[]) AS x(t, i, v)
       ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = excluded.version
         WHERE sluice.projection_versions.version < excluded.version
     ), batches AS (

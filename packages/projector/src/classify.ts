@@ -99,7 +99,7 @@ export function classify(
     }
     if ('skip' in item) classifySkipped(item, key ?? '', out);
     else if (!item.ok) classifyUndecodable(item, aggregate, options.now, out);
-    else classifyEvent(item, out);
+    else classifyEvent(item, key ?? '', out);
   }
   return out;
 }
@@ -167,9 +167,8 @@ function classifyUndecodable(
   if (aggregate !== undefined) out.parked.add(aggregateKey(...aggregate));
 }
 
-function classifyEvent(item: Extract<Decoded, { ok: true }>, out: Classified) {
+function classifyEvent(item: Extract<Decoded, { ok: true }>, key: string, out: Classified) {
   const { event } = item;
-  const key = aggregateKey(event.aggregateType, event.aggregateId);
   const applied = out.versions.get(key) ?? 0;
   if (event.aggregateVersion <= applied) {
     out.duplicates += 1;

@@ -71,6 +71,12 @@ type Partitioner = (args: {
 interface Decoder {
   canReadBytes(length: number): boolean;
 }
+/** The varlong readers of a Decoder (`readVarLongNumber` in the patched one only). */
+interface VarLongDecoder extends Decoder {
+  offset: number;
+  readVarLong(): { toString(): string };
+  readVarLongNumber(): number | { toString(): string };
+}
 interface DecodedRecord {
   headers: Record<string, unknown>;
   [field: string]: unknown;
@@ -979,6 +985,11 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
       [-1n, 2n ** 62n],
       [2n ** 63n - 1n, -1],
       [-(2n ** 63n), 0],
+      // A timestamp delta of seven bytes (the patch's numbers) and of eight (its Longs).
+      [1_700_000_000_000n, 2 ** 48 - 1],
+      [1_700_000_000_000n, 2 ** 48],
+      [1_700_000_000_000n, -(2 ** 48)],
+      [1_700_000_000_000n, -(2 ** 48) - 1],
     ];
     for (const [base, delta] of edges) {
       const record: RawRecord = {
@@ -1077,6 +1088,44 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
     // Twice: the second time every string has been seen before.
     for (let round = 0; round < 2; round += 1)
       expectSameRecords(await decodeBoth(decodeBatch(buffer)));
+  });
+
+  it('reads a varlong as the original does: any bytes, every length, past the end', () => {
+    const read = (lib: Kafkajs, bytes: Uint8Array, number: boolean) => {
+      const decoder = new lib.Decoder(Buffer.from(bytes)) as VarLongDecoder;
+      try {
+        const value = number ? decoder.readVarLongNumber() : decoder.readVarLong();
+        return { value: String(value), offset: decoder.offset };
+      } catch (error) {
+        return { error: String(error) };
+      }
+    };
+    const encoded = (value: bigint) => new original.Encoder().writeVarLong(value).buffer;
+    const edges = [0n, 1n, -1n, 2n ** 48n - 1n, 2n ** 48n, -(2n ** 48n), -(2n ** 48n) - 1n];
+    const values = fc.oneof(
+      fc.constantFrom(...edges, 2n ** 63n - 1n, -(2n ** 63n)),
+      fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+      fc.bigInt({ min: -(2n ** 50n), max: 2n ** 50n }),
+      // Eight bytes: past 2^53, where a double would round.
+      fc.bigInt({ min: -(2n ** 55n), max: 2n ** 55n }),
+    );
+    const inputs = fc.oneof(
+      values.map(encoded),
+      // Truncated encodings, and bytes that never end (the original's error past nine).
+      values.map((value) => encoded(value).subarray(0, -1)),
+      fc.uint8Array({ maxLength: 12 }),
+      fc.uint8Array({ minLength: 10, maxLength: 12 }).map((bytes) => bytes.map((b) => b | 0x80)),
+    );
+    fc.assert(
+      fc.property(inputs, (bytes) => {
+        const expected = read(original, bytes, false);
+        expect(read(patched, bytes, true)).toEqual(expected);
+        expect(read(patched, bytes, false)).toEqual(expected);
+      }),
+      { numRuns: 2000 },
+    );
+    for (const value of edges)
+      expect(read(patched, encoded(value), true).value).toBe(String(value));
   });
 
   it('fails as the original does on a record whose header count is negative', async () => {

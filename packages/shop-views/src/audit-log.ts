@@ -1,3 +1,4 @@
+import { arrayLiteral, type ArrayElement } from '@sluice/database/statements';
 import { ERASED } from '@sluice/privacy';
 import { shopCatalog, shopProtectedFields } from '@sluice/shop-catalog';
 import { defineProjection, type ApplyContext } from '@sluice/projector';
@@ -57,14 +58,16 @@ export const auditLog = defineProjection<Record<string, never>, typeof shopCatal
   },
   async apply(events, { trx, table }) {
     const log = sql.table(table('views.audit_log'));
+    const column = (of: (event: (typeof events)[number]) => ArrayElement) =>
+      arrayLiteral(events.map(of));
     await sql`
       INSERT INTO ${log} (event_id, aggregate_type, aggregate_id, version, type, occurred_at, actor, reason, correlation_id, data)
       SELECT * FROM unnest(
-        ${events.map((e) => e.id)}::uuid[], ${events.map((e) => e.aggregateType)}::text[], ${events.map((e) => e.aggregateId)}::text[],
-        ${events.map((e) => e.aggregateVersion)}::bigint[], ${events.map((e) => e.type)}::text[],
-        ${events.map((e) => e.occurredAt)}::timestamptz[], ${events.map((e) => e.metadata.actor ?? null)}::text[],
-        ${events.map((e) => e.metadata.reason ?? null)}::text[], ${events.map((e) => e.metadata.correlation_id ?? null)}::text[],
-        ${events.map((e) => JSON.stringify(e.payload))}::jsonb[])
+        ${column((e) => e.id)}::uuid[], ${column((e) => e.aggregateType)}::text[], ${column((e) => e.aggregateId)}::text[],
+        ${column((e) => e.aggregateVersion)}::bigint[], ${column((e) => e.type)}::text[],
+        ${column((e) => e.occurredAt)}::timestamptz[], ${column((e) => e.metadata.actor ?? null)}::text[],
+        ${column((e) => e.metadata.reason ?? null)}::text[], ${column((e) => e.metadata.correlation_id ?? null)}::text[],
+        ${column((e) => JSON.stringify(e.payload))}::jsonb[])
       ON CONFLICT (event_id) DO NOTHING`.execute(trx);
     await scrub(
       events.filter((e) => e.type === 'customer.erased.v1'),

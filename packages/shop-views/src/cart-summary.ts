@@ -1,3 +1,4 @@
+import { arrayLiteral } from '@sluice/database/statements';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
@@ -74,9 +75,12 @@ export const cartSummary = defineProjection<Record<string, never>, typeof shopCa
     // A status is written only by the carts whose batch changed it (null: unchanged).
     await sql`
       WITH d (cart_id, customer_id, status, items, total_cents, version) AS (
-        SELECT * FROM unnest(${ids}::uuid[], ${deltas.map((d) => d.customerId)}::uuid[],
-          ${deltas.map((d) => d.status)}::text[], ${deltas.map((d) => d.items)}::int[],
-          ${deltas.map((d) => d.totalCents)}::bigint[], ${deltas.map((d) => d.version)}::bigint[]))
+        SELECT * FROM unnest(${arrayLiteral(ids)}::uuid[],
+          ${arrayLiteral(deltas.map((d) => d.customerId))}::uuid[],
+          ${arrayLiteral(deltas.map((d) => d.status))}::text[],
+          ${arrayLiteral(deltas.map((d) => d.items))}::int[],
+          ${arrayLiteral(deltas.map((d) => d.totalCents))}::bigint[],
+          ${arrayLiteral(deltas.map((d) => d.version))}::bigint[]))
       INSERT INTO ${sql.table(table('views.cart_summaries'))} AS s
         (cart_id, customer_id, status, item_count, total_cents, version)
       SELECT cart_id, customer_id, COALESCE(status, 'open'), items, total_cents, version FROM d

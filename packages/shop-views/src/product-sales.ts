@@ -1,3 +1,4 @@
+import { arrayLiteral } from '@sluice/database/statements';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { defineProjection } from '@sluice/projector';
 import { sql } from 'kysely';
@@ -60,8 +61,10 @@ export const productSales = defineProjection<Record<string, never>, typeof shopC
     await sql`
       INSERT INTO ${sql.table(table('views.product_sales'))} AS s
         (product_id, added_count, removed_count, units_sold, revenue_cents)
-      SELECT * FROM unnest(${ids}::uuid[], ${values.map((v) => v.added)}::bigint[], ${values.map((v) => v.removed)}::bigint[],
-                           ${values.map((v) => v.sold)}::bigint[], ${values.map((v) => v.revenueCents)}::bigint[])
+      SELECT * FROM unnest(${arrayLiteral(ids)}::uuid[], ${arrayLiteral(values.map((v) => v.added))}::bigint[],
+                           ${arrayLiteral(values.map((v) => v.removed))}::bigint[],
+                           ${arrayLiteral(values.map((v) => v.sold))}::bigint[],
+                           ${arrayLiteral(values.map((v) => v.revenueCents))}::bigint[])
       ON CONFLICT (product_id) DO UPDATE SET
         added_count = s.added_count + excluded.added_count,
         removed_count = s.removed_count + excluded.removed_count,
