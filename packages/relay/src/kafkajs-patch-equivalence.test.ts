@@ -1044,24 +1044,36 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
   });
 
   it('decodes strings that repeat, share a slot of its recent strings, or sit at its limits', async () => {
-    // Pairs of ASCII strings the patched decoder keeps in the same slot (its hash, mirrored here).
-    const slotOf = (text: string) => {
-      let hash = text.length;
-      for (let i = 0; i < text.length; i += 1)
-        hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+    // Pairs of ASCII strings the patched decoder keeps in the same slot (its hash of the length
+    // and the first, middle, last but one and last bytes, mirrored here).
+    const slotOf = (bytes: Buffer) => {
+      const last = bytes.length - 1;
+      let hash = bytes.length;
+      for (const i of [0, bytes.length >> 1, last > 0 ? last - 1 : 0, last])
+        hash = Math.imul(hash ^ (bytes[i] ?? 0), 0x01000193);
       return hash >>> 20;
     };
     const bySlot = new Map<number, string>();
     const colliding: string[] = [];
     for (let i = 0; colliding.length < 12; i += 1) {
       const name = `h${i}`;
-      const other = bySlot.get(slotOf(name));
-      if (other === undefined) bySlot.set(slotOf(name), name);
+      const other = bySlot.get(slotOf(Buffer.from(name)));
+      if (other === undefined) bySlot.set(slotOf(Buffer.from(name)), name);
       else colliding.push(other, name);
+    }
+    // Text whose UTF-8 bytes share a slot with the Latin-1 bytes of its characters: the same
+    // character codes, but those bytes are not UTF-8 and decode to U+FFFD.
+    const twins: [string, Buffer][] = [];
+    for (let i = 0; twins.length < 2; i += 1) {
+      const text = `é${i}`;
+      const latin1 = Buffer.from(text, 'latin1');
+      if (slotOf(Buffer.from(text)) === slotOf(latin1)) twins.push([text, latin1]);
     }
     const limits = ['', 'a', 'k'.repeat(31), 'k'.repeat(32), 'k'.repeat(33), 'k'.repeat(31) + 'é'];
     const many = Array.from({ length: 5000 }, (_, i) => `n${i}`);
-    const repeated = [...colliding, ...limits, 'é', 'ce_type', '\u0000', '\u007f'];
+    // Same length, same bytes where the hash looks: only the check tells them apart.
+    const unsampled = ['xAyyy', 'xByyy', 'ce_aggregatetype', 'ce_bggregatetype'];
+    const repeated = [...colliding, ...unsampled, ...limits, 'é', 'ce_type', '\u0000', '\u007f'];
     const record = (i: number, names: string[]): RawRecord => ({
       timestampDelta: 0,
       offsetDelta: i,
@@ -1076,6 +1088,16 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
       record(3, many.slice(2500)),
       record(4, repeated),
       record(5, [...colliding].reverse()),
+      // Bytes that are not UTF-8 (each decodes to U+FFFD), U+FFFD's own bytes, and the twins.
+      ...[0, 1].map((i) => ({
+        ...record(6 + i, ['k']),
+        headers: [
+          ...[[0xff], [0xfe, 0xff], [0xef, 0xbf, 0xbd], [0xff], [0x80]].map((bytes) =>
+            Buffer.from(bytes),
+          ),
+          ...twins.flat(),
+        ].map((value) => ({ key: 'bin', value })),
+      })),
     ];
     const buffer = await encodeRawBatch({
       compression: Compression.None,
