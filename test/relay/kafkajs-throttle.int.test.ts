@@ -8,7 +8,9 @@ import { DEFAULT_KAFKA_VERSION } from '@sluice/stack';
 import { createTopics, testServers, uniqueName, waitFor } from '@sluice/testkit';
 import { Kafka, logLevel, type Producer, type RequestEvent } from 'kafkajs';
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -29,12 +31,17 @@ const PER_ROUND = 3;
 /** Rounds go on until this many throttles; a quota that never bites fails the test. */
 const THROTTLES = 6;
 const MAX_ROUNDS = 150;
-/** How long after a throttle's end a request it held may wait for the event loop. */
-const SLACK_MS = 100;
+/**
+ * How long after a throttle's end a request it held may wait, besides the event loop's longest
+ * delay in the test (a timer on a busy machine fires late whatever kafkajs does).
+ */
+const SLACK_MS = 50;
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
 
 /** Sets byte-rate quotas for `clientId` with Kafka's own ConfigCommand. */
 async function limitClient(clientId: string): Promise<void> {
   const lib = join(rootDir, 'infra', 'kafka', 'target', DEFAULT_KAFKA_VERSION, 'lib');
+  if (!existsSync(lib)) throw new Error(`no Kafka jars in ${lib}: run pnpm stack:up`);
   const quotas = `producer_byte_rate=${String(PRODUCE_QUOTA)},consumer_byte_rate=${String(FETCH_QUOTA)}`;
   await promisify(execFile)(
     'java',
@@ -100,7 +107,11 @@ function expectHeldOnlyByThrottles(requests: readonly Request[], throttles: read
   expect(throttles.length).toBeGreaterThanOrEqual(THROTTLES);
   const { early, longestWait } = judge(requests, throttles);
   expect(early, 'requests sent inside a throttle').toEqual([]);
-  expect(longestWait, `throttles ${JSON.stringify(throttles)}`).toBeLessThanOrEqual(SLACK_MS);
+  const loopMs = loopDelay.max / 1e6;
+  expect(
+    longestWait,
+    `throttles ${JSON.stringify(throttles)}, event loop delayed up to ${loopMs.toFixed(0)} ms`,
+  ).toBeLessThanOrEqual(SLACK_MS + loopMs);
 }
 
 /** Sends rounds of {@link PER_ROUND} records until the broker has throttled enough; how many. */
@@ -116,12 +127,13 @@ async function produceUntilThrottled(producer: Producer, topic: string, throttle
   return sent;
 }
 
-describe('a broker quota throttles kafkajs (KIP-219)', { timeout: 120_000 }, () => {
+describe('a broker quota throttles kafkajs (KIP-219)', { timeout: 240_000 }, () => {
   it('holds produce and fetch requests until each throttle ends, sends them then, loses nothing', async () => {
     const topic = uniqueName('throttle');
     const clientId = uniqueName('throttled');
     await createTopics(kafkaBrokers, [{ topic, numPartitions: 1 }]);
     await limitClient(clientId);
+    loopDelay.enable();
 
     const producing = watchedClient(clientId);
     const producer = producing.kafka.producer({ allowAutoTopicCreation: false });

@@ -99,12 +99,12 @@ describe.skipIf(!hasLocalServers())('relay under server restarts', () => {
 
   async function expectAllDelivered(fixture: RelayFixture): Promise<number> {
     const outbox = await outboxIndex(fixture.pool);
-    let records = await readTopic(brokers, fixture.topic);
+    // Read inside the wait: just after a broker restart its partitions may have no leader yet.
+    let records: Awaited<ReturnType<typeof readTopic>> = [];
     await waitFor(
       async () => {
-        if (new Set(records.map((r) => r.id)).size >= outbox.size) return true;
         records = await readTopic(brokers, fixture.topic);
-        return false;
+        return new Set(records.map((r) => r.id)).size >= outbox.size;
       },
       { timeoutMs: 120_000, intervalMs: 500, message: 'every event in Kafka' },
     );
