@@ -1150,6 +1150,63 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
       expect(read(patched, encoded(value), true).value).toBe(String(value));
   });
 
+  it('reads a header whose name or value has a negative length as the original does', async () => {
+    // A corrupt length moves the reader back (or before the buffer's start): the original's
+    // `slice` counts a negative end or start from the buffer's end.
+    const batchWith = async (header: (encoder: Encoder) => Encoder) => {
+      const body = header(
+        new original.Encoder()
+          .writeInt8(0)
+          .writeVarLong(0)
+          .writeVarInt(0)
+          .writeVarIntBytes('key')
+          .writeVarIntBytes('value')
+          .writeVarInt(2),
+      ).writeBytes(Buffer.from('trailing header bytes, and then some more of them'));
+      const records = [new original.Encoder().writeVarInt(body.size()).writeEncoder(body)];
+      const batch = await original.RecordBatch({
+        compression: Compression.None,
+        records,
+        firstOffset: 0n,
+        firstTimestamp: 0n,
+        maxTimestamp: 0n,
+        lastOffsetDelta: 0,
+        transactional: false,
+        producerId: -1n,
+        producerEpoch: 0,
+        firstSequence: 0,
+      });
+      return Buffer.from(batch.buffer);
+    };
+    // `asStrings`: the original's header values seen as strings, as the patched decoder's are then.
+    const outcome = async (lib: Kafkajs, buffer: Buffer, asStrings = false) => {
+      try {
+        const decoded = await lib.decodeRecordBatch(new lib.Decoder(buffer));
+        return { records: view(decoded.records, lib, asStrings && lib === original) };
+      } catch (error) {
+        return { error: String(error) };
+      }
+    };
+    for (const length of [-2, -3, -7, -20, -60, -100, -1000]) {
+      const buffers = [
+        await batchWith((e) => e.writeVarInt(length)),
+        await batchWith((e) => e.writeVarIntString('name').writeVarInt(length)),
+      ];
+      for (const buffer of buffers) {
+        const expected = await outcome(original, buffer);
+        expect(await outcome(patched, buffer)).toEqual(expected);
+        patched.headerDecoder.valuesAsStrings = true;
+        try {
+          expect(await outcome(patched, buffer, true)).toEqual(
+            await outcome(original, buffer, true),
+          );
+        } finally {
+          patched.headerDecoder.valuesAsStrings = false;
+        }
+      }
+    }
+  });
+
   it('fails as the original does on a record whose header count is negative', async () => {
     const outcome = async (lib: Kafkajs, count: number) => {
       const body = new original.Encoder()
