@@ -751,6 +751,34 @@ function encodeRawRecord(record: RawRecord): Encoder {
   return new original.Encoder().writeVarInt(body.size()).writeEncoder(body);
 }
 
+/** A record's fields up to its header count, as given (the headers are the caller's to write). */
+function recordHead(key: string, value: string, headerCount: number): Encoder {
+  return new original.Encoder()
+    .writeInt8(0)
+    .writeVarLong(0)
+    .writeVarInt(0)
+    .writeVarIntBytes(key)
+    .writeVarIntBytes(value)
+    .writeVarInt(headerCount);
+}
+
+/** An uncompressed batch of one record whose body is `body`, however malformed. */
+async function batchOfRecord(body: Encoder): Promise<Buffer> {
+  const batch = await original.RecordBatch({
+    compression: Compression.None,
+    records: [new original.Encoder().writeVarInt(body.size()).writeEncoder(body)],
+    firstOffset: 0n,
+    firstTimestamp: 0n,
+    maxTimestamp: 0n,
+    lastOffsetDelta: 0,
+    transactional: false,
+    producerId: -1n,
+    producerEpoch: 0,
+    firstSequence: 0,
+  });
+  return Buffer.from(batch.buffer);
+}
+
 async function encodeRawBatch(batch: RawBatch): Promise<Buffer> {
   const encoded = Buffer.from(
     (
@@ -1151,33 +1179,14 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
   });
 
   it('reads a header whose name or value has a negative length as the original does', async () => {
-    // A corrupt length moves the reader back (or before the buffer's start): the original's
-    // `slice` counts a negative end or start from the buffer's end.
-    const batchWith = async (header: (encoder: Encoder) => Encoder) => {
-      const body = header(
-        new original.Encoder()
-          .writeInt8(0)
-          .writeVarLong(0)
-          .writeVarInt(0)
-          .writeVarIntBytes('key')
-          .writeVarIntBytes('value')
-          .writeVarInt(2),
-      ).writeBytes(Buffer.from('trailing header bytes, and then some more of them'));
-      const records = [new original.Encoder().writeVarInt(body.size()).writeEncoder(body)];
-      const batch = await original.RecordBatch({
-        compression: Compression.None,
-        records,
-        firstOffset: 0n,
-        firstTimestamp: 0n,
-        maxTimestamp: 0n,
-        lastOffsetDelta: 0,
-        transactional: false,
-        producerId: -1n,
-        producerEpoch: 0,
-        firstSequence: 0,
-      });
-      return Buffer.from(batch.buffer);
-    };
+    // A corrupt length moves the reader back: the original's `slice` counts a negative end from
+    // the buffer's end.
+    const batchWith = (header: (encoder: Encoder) => Encoder) =>
+      batchOfRecord(
+        header(recordHead('key', 'value', 2)).writeBytes(
+          Buffer.from('trailing header bytes, and then some more of them'),
+        ),
+      );
     // `asStrings`: the original's header values seen as strings, as the patched decoder's are then.
     const outcome = async (lib: Kafkajs, buffer: Buffer, asStrings = false) => {
       try {
@@ -1209,28 +1218,9 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
 
   it('fails as the original does on a record whose header count is negative', async () => {
     const outcome = async (lib: Kafkajs, count: number) => {
-      const body = new original.Encoder()
-        .writeInt8(0)
-        .writeVarLong(0)
-        .writeVarInt(0)
-        .writeVarIntBytes('k')
-        .writeVarIntBytes('v')
-        .writeVarInt(count);
-      const records = [new original.Encoder().writeVarInt(body.size()).writeEncoder(body)];
-      const batch = await original.RecordBatch({
-        compression: Compression.None,
-        records,
-        firstOffset: 0n,
-        firstTimestamp: 0n,
-        maxTimestamp: 0n,
-        lastOffsetDelta: 0,
-        transactional: false,
-        producerId: -1n,
-        producerEpoch: 0,
-        firstSequence: 0,
-      });
+      const buffer = await batchOfRecord(recordHead('k', 'v', count));
       try {
-        const decoded = await lib.decodeRecordBatch(new lib.Decoder(Buffer.from(batch.buffer)));
+        const decoded = await lib.decodeRecordBatch(new lib.Decoder(buffer));
         return { headers: decoded.records.map((record) => record.headers) };
       } catch (error) {
         return { error: String(error) };
