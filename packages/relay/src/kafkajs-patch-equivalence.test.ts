@@ -739,34 +739,38 @@ interface RawBatch {
 
 /** A record as a producer writes it, null header values included (the original's encoder cannot). */
 function encodeRawRecord(record: RawRecord): Encoder {
-  const body = new original.Encoder()
-    .writeInt8(0)
-    .writeVarLong(record.timestampDelta)
-    .writeVarInt(record.offsetDelta)
-    .writeVarIntBytes(record.key)
-    .writeVarIntBytes(record.value)
-    .writeVarInt(record.headers.length);
+  const body = recordHead(record, record.headers.length);
   for (const header of record.headers)
     body.writeVarIntString(header.key).writeVarIntBytes(header.value);
-  return new original.Encoder().writeVarInt(body.size()).writeEncoder(body);
+  return framed(body);
 }
 
 /** A record's fields up to its header count, as given (the headers are the caller's to write). */
-function recordHead(key: string, value: string, headerCount: number): Encoder {
+function recordHead(
+  { timestampDelta = 0, offsetDelta = 0, key, value }: RecordFields,
+  headerCount: number,
+): Encoder {
   return new original.Encoder()
     .writeInt8(0)
-    .writeVarLong(0)
-    .writeVarInt(0)
+    .writeVarLong(timestampDelta)
+    .writeVarInt(offsetDelta)
     .writeVarIntBytes(key)
     .writeVarIntBytes(value)
     .writeVarInt(headerCount);
+}
+type RecordFields = Pick<RawRecord, 'key' | 'value'> &
+  Partial<Pick<RawRecord, 'timestampDelta' | 'offsetDelta'>>;
+
+/** A record body with its length in front, as a batch holds it. */
+function framed(body: Encoder): Encoder {
+  return new original.Encoder().writeVarInt(body.size()).writeEncoder(body);
 }
 
 /** An uncompressed batch of one record whose body is `body`, however malformed. */
 async function batchOfRecord(body: Encoder): Promise<Buffer> {
   const batch = await original.RecordBatch({
     compression: Compression.None,
-    records: [new original.Encoder().writeVarInt(body.size()).writeEncoder(body)],
+    records: [framed(body)],
     firstOffset: 0n,
     firstTimestamp: 0n,
     maxTimestamp: 0n,
@@ -1183,7 +1187,7 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
     // the buffer's end.
     const batchWith = (header: (encoder: Encoder) => Encoder) =>
       batchOfRecord(
-        header(recordHead('key', 'value', 2)).writeBytes(
+        header(recordHead({ key: 'key', value: 'value' }, 2)).writeBytes(
           Buffer.from('trailing header bytes, and then some more of them'),
         ),
       );
@@ -1218,7 +1222,7 @@ describe('decoding fetched records', { timeout: 60_000 }, () => {
 
   it('fails as the original does on a record whose header count is negative', async () => {
     const outcome = async (lib: Kafkajs, count: number) => {
-      const buffer = await batchOfRecord(recordHead('k', 'v', count));
+      const buffer = await batchOfRecord(recordHead({ key: 'k', value: 'v' }, count));
       try {
         const decoded = await lib.decodeRecordBatch(new lib.Decoder(buffer));
         return { headers: decoded.records.map((record) => record.headers) };
