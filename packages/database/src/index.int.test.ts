@@ -604,6 +604,28 @@ describe('pipelined', () => {
       });
     });
 
+    it("rejects with what `refused` makes of its statements' errors, on either pool, and of no other", async () => {
+      const refused = (error: Error) => new Error(`refused: ${(error as { code?: string }).code}`);
+      const failingAt = (db: Kysely<unknown>, when: 'now' | 'atCommit') =>
+        db.transaction().execute(async (trx) => {
+          const duplicate = sql`INSERT INTO pipe_items VALUES (${103}, ${'twice'})`.compile(trx);
+          await atCommit(trx, [sql`SELECT nextval(${'pipe_ticks'})`.compile(trx)], { refused });
+          if (when === 'now') await trx.executeQuery(duplicate);
+          else await atCommit(trx, [duplicate], { refused });
+        });
+      for (const withAnyPool of [
+        (run: (db: Kysely<unknown>) => Promise<void>) => withPool(1, run),
+        withForeignPool,
+      ]) {
+        await withAnyPool(async (db) => {
+          await sql`INSERT INTO pipe_items VALUES (${103}, ${'once'})`.execute(db);
+          await expect(failingAt(db, 'atCommit')).rejects.toThrow('refused: 23505');
+          await expect(failingAt(db, 'now')).rejects.toMatchObject({ code: '23505' });
+          await sql`DELETE FROM pipe_items WHERE id = ${103}`.execute(db);
+        });
+      }
+    });
+
     it('runs nothing when the transaction rolls back', async () => {
       await withPool(1, async (db) => {
         const before = await ticks(db);

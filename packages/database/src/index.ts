@@ -174,7 +174,12 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
     return result.catch(forgetOnFailure([statement]));
   };
   const statementsOf = (value: unknown) =>
-    (value as { text: string; values: unknown[] }[]).map((s) => statementOf(s.text, s.values));
+    (value as Pick<PipelinedStatement, 'text' | 'values' | 'refused'>[]).map(
+      ({ text, values = [], refused }) => ({
+        ...statementOf(text, values),
+        ...(refused === undefined ? {} : { refused }),
+      }),
+    );
   /** The deferred statements, then COMMIT (after the BEGIN still waiting, if any). */
   const commitDeferred = (pending: string | undefined) => {
     const statements = [...deferred, { text: 'COMMIT', values: [] }];

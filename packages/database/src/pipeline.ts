@@ -28,8 +28,14 @@ interface SubmittedNames {
 /** How pg reports a query's end: once, or again after an error it reported (ignored then). */
 type Callback = (error: Error | null | undefined, result?: unknown) => void;
 
-/** A statement to pipeline: extended protocol (it has values), maybe a prepared statement. */
-export type PipelinedStatement = pg.QueryConfig & { types?: pg.CustomTypesConfig };
+/**
+ * A statement to pipeline: extended protocol (it has values), maybe a prepared statement;
+ * `refused` turns the error PostgreSQL reports for it into the one its caller rejects with.
+ */
+export type PipelinedStatement = pg.QueryConfig & {
+  types?: pg.CustomTypesConfig;
+  refused?: (error: Error) => Error;
+};
 
 /**
  * `begin` (if any) and `statements` as one submission: BEGIN's Parse, Bind and Execute, then each
@@ -57,9 +63,9 @@ class Pipeline implements pg.Submittable {
     this.#begun = begin === undefined;
     this.callback = callback;
     this.queries = statements.map(
-      (statement, index) =>
+      ({ refused, ...statement }, index) =>
         new pg.Query({ ...statement, queryMode: 'extended' } as pg.QueryConfig, (error, result) =>
-          this.settled(index, error, result),
+          this.settled(index, error && refused !== undefined ? refused(error) : error, result),
         ) as unknown as PgQuery,
     );
   }

@@ -64,9 +64,10 @@ export async function pipelined(
  * statements whose results the caller does not need (bookkeeping written last; best without
  * RETURNING: a row pg cannot read is found once the COMMIT ran, and still fails the call). They
  * run after everything else the transaction runs, in order. One that fails fails the commit: the
- * transaction rolls back and its `execute` rejects with that statement's error. A rollback to a
- * savepoint does not take them back. On a database not made by `createDatabase` they run at
- * once, one at a time.
+ * transaction rolls back and its `execute` rejects with that statement's error, passed through
+ * `refused` when given (a check a statement makes by failing, named as the caller names it). A
+ * rollback to a savepoint does not take them back. On a database not made by `createDatabase`
+ * they run at once, one at a time.
  *
  * @throws SluiceError `pipeline_outside_transaction`
  * @example
@@ -75,14 +76,18 @@ export async function pipelined(
 export async function atCommit(
   trx: Pick<Kysely<unknown>, 'isTransaction' | 'executeQuery' | 'getExecutor'>,
   queries: readonly CompiledQuery[],
+  options: { refused?: (error: Error) => Error } = {},
 ): Promise<void> {
   assertTransaction(trx);
   if (queries.length === 0) return;
+  const { refused } = options;
   if (!pipelines(trx)) {
-    await oneAtATime(trx, queries);
+    await oneAtATime(trx, queries).catch((error: unknown) => {
+      throw refused === undefined || !(error instanceof Error) ? error : refused(error);
+    });
     return;
   }
-  await handOver(trx, AT_COMMIT_TEXT, queries);
+  await handOver(trx, AT_COMMIT_TEXT, queries, refused === undefined ? {} : { refused });
 }
 
 /** Hands `queries` to the pool of `createDatabase` under `text`, as its one value. */
@@ -90,10 +95,11 @@ const handOver = (
   trx: Pick<Kysely<unknown>, 'executeQuery'>,
   text: string,
   queries: readonly CompiledQuery[],
+  extra: { refused?: (error: Error) => Error } = {},
 ) =>
   trx.executeQuery(
     CompiledQuery.raw(text, [
-      queries.map((query) => ({ text: query.sql, values: [...query.parameters] })),
+      queries.map((query) => ({ text: query.sql, values: [...query.parameters], ...extra })),
     ]),
   );
 

@@ -6,6 +6,7 @@ export {
   type AppendContext,
   type Outbox,
   type OutboxOptions,
+  type PreparedAppend,
 } from './outbox.js';
 export type { SqlSession } from './sessions.js';
 export type { OutboxErrorCode } from './errors.js';

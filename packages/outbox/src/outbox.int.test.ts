@@ -2,9 +2,9 @@ import { defineCatalog, defineEvent, type NewEventOf } from '@sluice/contracts';
 import { isSluiceError } from '@sluice/errors';
 import { Type } from '@sinclair/typebox';
 import pg from 'pg';
-import { createDatabase, migrate } from '@sluice/database';
+import { atCommit, createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
-import { sql, type Kysely } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOutbox, outboxMigrations } from './index.js';
 
@@ -35,9 +35,9 @@ type NewEvent = NewEventOf<typeof catalog>;
 const outbox = createOutbox({ schema: 'shop', catalog });
 const cartId = '0190a6e2-8d7e-7c3a-9b1e-000000000001';
 const productId = '0190a6e2-8d7e-7c3a-9b1e-000000000002';
-const added = (quantity: number): NewEvent => ({
+const added = (quantity: number, id = cartId): NewEvent => ({
   type: 'cart.item_added.v1',
-  payload: { cartId, productId, quantity, unitPriceCents: 100 },
+  payload: { cartId: id, productId, quantity, unitPriceCents: 100 },
 });
 
 beforeAll(async () => {
@@ -186,6 +186,96 @@ describe('append', () => {
       client.release();
       await pool.end();
     }
+  });
+});
+
+describe('prepare', () => {
+  const otherCart = '0190a6e2-8d7e-7c3a-9b1e-000000000013';
+  const appendAtCommit = (
+    db: Kysely<Record<string, never>>,
+    expectedVersion: number,
+    id = otherCart,
+  ) =>
+    db.transaction().execute(async (trx) => {
+      const prepared = outbox.prepare({ type: 'cart', id, expectedVersion }, [added(1, id)]);
+      await atCommit(trx, [CompiledQuery.raw(prepared.text, prepared.values)], prepared);
+      // Not appended yet: it goes with the COMMIT.
+      expect(await rows(id)).toHaveLength(expectedVersion);
+      return prepared.events;
+    });
+
+  it('appends with the COMMIT as append does, and a conflict fails the commit as version_conflict', async () => {
+    const [first] = await appendAtCommit(db, 0);
+    const [second] = await appendAtCommit(db, 1);
+    expect((await rows(otherCart)).map((r) => [r.id, r.aggregate_version])).toEqual([
+      [first?.id, 1],
+      [second?.id, 2],
+    ]);
+    const before = await rows(otherCart);
+    for (const expectedVersion of [0, 1, 3]) {
+      const error = await caught(() =>
+        db.transaction().execute(async (trx) => {
+          await sql`INSERT INTO shop.outbox_heads VALUES ('cart', ${`state ${expectedVersion}`}, 1)`.execute(
+            trx,
+          );
+          const prepared = outbox.prepare({ type: 'cart', id: otherCart, expectedVersion }, [
+            added(1),
+          ]);
+          await atCommit(trx, [CompiledQuery.raw(prepared.text, prepared.values)], prepared);
+        }),
+      );
+      expect(isSluiceError(error, 'version_conflict'), String(error)).toBe(true);
+      expect((error as Error).message).toBe(
+        `cart ${otherCart} is not at version ${expectedVersion}`,
+      );
+    }
+    // Nothing of the failed transactions stayed.
+    expect(await rows(otherCart)).toEqual(before);
+    const heads =
+      await sql`SELECT 1 FROM shop.outbox_heads WHERE aggregate_id LIKE 'state %'`.execute(db);
+    expect(heads.rows).toEqual([]);
+  });
+
+  it('on a pool not made by createDatabase appends at once, with the same refusal', async () => {
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    const foreign = new Kysely<Record<string, never>>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      const id = '0190a6e2-8d7e-7c3a-9b1e-000000000014';
+      await expect(
+        foreign.transaction().execute(async (trx) => {
+          const prepared = outbox.prepare({ type: 'cart', id, expectedVersion: 0 }, [added(1)]);
+          await atCommit(trx, [CompiledQuery.raw(prepared.text, prepared.values)], prepared);
+          // Appended at once, in the transaction: not committed yet.
+          expect(await rows(id)).toEqual([]);
+          return (
+            await sql`SELECT count(*)::int AS n FROM shop.outbox WHERE aggregate_id = ${id}`.execute(
+              trx,
+            )
+          ).rows;
+        }),
+      ).resolves.toEqual([{ n: 1 }]);
+      const error = await caught(() => appendAtCommit(foreign, 0, id));
+      expect(isSluiceError(error, 'version_conflict')).toBe(true);
+      expect(await rows(id)).toHaveLength(1);
+    } finally {
+      await foreign.destroy();
+    }
+  });
+
+  it('passes other errors through, and without events does nothing', async () => {
+    const prepared = outbox.prepare({ type: 'cart', id: cartId, expectedVersion: 9 }, [added(1)]);
+    const other = Object.assign(new Error('unique'), { code: '23505', table: 'outbox' });
+    expect(prepared.refused(other)).toBe(other);
+    const empty = outbox.prepare({ type: 'cart', id: cartId, expectedVersion: 9 }, []);
+    expect(empty.events).toEqual([]);
+    const before = await rows();
+    await db.transaction().execute(async (trx) => {
+      await atCommit(trx, [CompiledQuery.raw(empty.text, empty.values)], empty);
+    });
+    expect(await rows()).toEqual(before);
+    expect(() =>
+      outbox.prepare({ type: 'customer', id: cartId, expectedVersion: 0 }, [added(1)]),
+    ).toThrow(expect.objectContaining({ code: 'event_aggregate_mismatch' }));
   });
 });
 

@@ -42,6 +42,17 @@ export interface AggregateRef {
   expectedVersion: number;
 }
 
+/** An append as one statement: see {@link Outbox.prepare}. */
+export interface PreparedAppend {
+  /** The events as they will be stored. */
+  events: DomainEvent[];
+  /** The statement, with `$n` parameters. */
+  text: string;
+  values: unknown[];
+  /** The error to reject with when the statement failed with `error`. */
+  refused: (error: Error) => Error;
+}
+
 /** The outbox: append events in the caller's transaction; purge old rows in batches. */
 export interface Outbox<D extends EventDefinitions> {
   /**
@@ -64,6 +75,23 @@ export interface Outbox<D extends EventDefinitions> {
     events: readonly NewEventOf<{ events: D }>[],
     context?: AppendContext,
   ): Promise<DomainEvent[]>;
+  /**
+   * The append of `events` as one statement for the caller to run, and the events it stores:
+   * validated as {@link Outbox.append} validates them, for sending with the transaction's
+   * COMMIT, a round trip less (`atCommit` of `@sluice/database`, given `refused`). The statement
+   * fails unless the aggregate is at `expectedVersion`; `refused` names that failure
+   * `version_conflict` and passes any other error through. Without events it does nothing.
+   *
+   * @throws SluiceError `event_type_unknown`, `event_payload_invalid`, `event_aggregate_mismatch`.
+   * @example
+   * const append = outbox.prepare({ type: 'invoice', id, expectedVersion: 0 }, events, context);
+   * await atCommit(trx, [CompiledQuery.raw(append.text, append.values)], append);
+   */
+  prepare(
+    aggregate: AggregateRef,
+    events: readonly NewEventOf<{ events: D }>[],
+    context?: AppendContext,
+  ): PreparedAppend;
   /**
    * Deletes rows that occurred before `olderThan`, `batchSize` rows per statement, and returns
    * how many went. Safe at any time: the relay reads events from the WAL, not from the table.
@@ -123,13 +151,18 @@ function eventsOf(
 function statements(schema: string) {
   const outbox = `${identifier(schema)}.outbox`;
   const heads = `${identifier(schema)}.outbox_heads`;
-  // One round trip: the events are inserted only if the version claim succeeded.
+  // One statement: without the version claim the events' versions are NULL, which the column
+  // refuses, so the statement fails (and can go with the COMMIT, its result unread).
   const insert = (claim: string) => `
     WITH claimed AS (${claim})
     INSERT INTO ${outbox} (${OUTBOX_COLUMNS.join(', ')})
-    SELECT * FROM unnest($4::uuid[], $5::text[], $6::text[], $7::bigint[], $8::text[],
-                         $9::jsonb[], $10::jsonb[], $11::timestamptz[])
-     WHERE EXISTS (SELECT 1 FROM claimed)`;
+    SELECT e.id, e.aggregate_type, e.aggregate_id,
+           CASE WHEN EXISTS (SELECT 1 FROM claimed) THEN e.aggregate_version END,
+           e.type, e.payload, e.metadata, e.occurred_at
+      FROM unnest($4::uuid[], $5::text[], $6::text[], $7::bigint[], $8::text[],
+                  $9::jsonb[], $10::jsonb[], $11::timestamptz[])
+           AS e(id, aggregate_type, aggregate_id, aggregate_version, type, payload, metadata,
+                occurred_at)`;
   return {
     /** $1 type, $2 id, $3 the version after the events. */
     appendNew: insert(`
@@ -151,24 +184,35 @@ function statements(schema: string) {
  * @example const outbox = createOutbox({ schema: 'billing', catalog });
  */
 export function createOutbox<D extends EventDefinitions>(options: OutboxOptions<D>): Outbox<D> {
-  const sql = statements(options.schema ?? 'shop');
+  const schema = options.schema ?? 'shop';
+  const sql = statements(schema);
+  const prepare: Outbox<D>['prepare'] = (aggregate, events, context = {}) => {
+    if (events.length === 0) return { events: [], text: 'SELECT', values: [], refused: (e) => e };
+    assertEvents(options.catalog, aggregate, events);
+    const appended = eventsOf(aggregate, events, context);
+    const after = aggregate.expectedVersion + events.length;
+    const values: unknown[] = [aggregate.type, aggregate.id, after, ...columnsOf(appended)];
+    const fresh = aggregate.expectedVersion === 0;
+    if (!fresh) values.push(aggregate.expectedVersion);
+    const refused = (error: Error) =>
+      isUnclaimed(error, schema)
+        ? new SluiceError<OutboxErrorCode>(
+            'version_conflict',
+            `${aggregate.type} ${aggregate.id} is not at version ${aggregate.expectedVersion}`,
+            { cause: error },
+          )
+        : error;
+    return { events: appended, text: fresh ? sql.appendNew : sql.append, values, refused };
+  };
   return {
+    prepare,
     async append(trx, aggregate, events, context = {}) {
       const executor = await executorOf(trx);
       if (events.length === 0) return [];
-      assertEvents(options.catalog, aggregate, events);
-      const appended = eventsOf(aggregate, events, context);
-      const after = aggregate.expectedVersion + events.length;
-      const values: unknown[] = [aggregate.type, aggregate.id, after, ...columnsOf(appended)];
-      const fresh = aggregate.expectedVersion === 0;
-      if (!fresh) values.push(aggregate.expectedVersion);
-      const inserted = await executor(fresh ? sql.appendNew : sql.append, values);
-      if (inserted !== events.length) {
-        throw new SluiceError<OutboxErrorCode>(
-          'version_conflict',
-          `${aggregate.type} ${aggregate.id} is not at version ${aggregate.expectedVersion}`,
-        );
-      }
+      const { events: appended, text, values, refused } = prepare(aggregate, events, context);
+      await executor(text, values).catch((error: unknown) => {
+        throw error instanceof Error ? refused(error) : error;
+      });
       return appended;
     },
 
@@ -182,6 +226,17 @@ export function createOutbox<D extends EventDefinitions>(options: OutboxOptions<
       }
     },
   };
+}
+
+/** Whether `error` is the outbox's refusal of events whose version claim failed. */
+function isUnclaimed(error: Error, schema: string): boolean {
+  const { code, schema: errorSchema, table, column } = error as Error & Record<string, unknown>;
+  return (
+    code === '23502' &&
+    errorSchema === schema &&
+    table === 'outbox' &&
+    column === 'aggregate_version'
+  );
 }
 
 /** The events as column arrays, in `OUTBOX_COLUMNS` order. */

@@ -1,4 +1,5 @@
 import { assertPayload } from '@sluice/contracts';
+import { atCommit } from '@sluice/database';
 import { createOutbox, type AppendContext } from '@sluice/outbox';
 import type { Privacy, Queryable } from '@sluice/privacy';
 import { shopCatalog, shopCatalogInClear, type NewShopEvent } from '@sluice/shop-catalog';
@@ -207,7 +208,10 @@ export async function appendAdvanced<T extends Changing>(
   return outcome(state, type, found.id, state.version);
 }
 
-/** Seals `events` and appends them to the outbox after `expectedVersion`. */
+/**
+ * Seals `events` and appends them to the outbox after `expectedVersion`, sent with the COMMIT (a
+ * version conflict fails it).
+ */
 async function append(
   trx: Transaction<ShopDatabase>,
   stream: { type: AggregateType; id: string; expectedVersion: number },
@@ -215,7 +219,8 @@ async function append(
   context: CommandContext,
 ): Promise<void> {
   const stored = await sealed(trx, events, context.privacy);
-  await outbox.append(trx, stream, stored, context);
+  const prepared = outbox.prepare(stream, stored, context);
+  await atCommit(trx, [CompiledQuery.raw(prepared.text, prepared.values)], prepared);
 }
 
 /**
