@@ -1,3 +1,4 @@
+import { atCommit } from '@sluice/database';
 import { ERASED, isEnvelope, parseEnvelope, type MasterKeys, type Privacy } from '@sluice/privacy';
 import { SpanAttribute, SpanKind, inSpan, type Tracer } from '@sluice/tracing';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -143,7 +144,8 @@ async function inTransaction(
   const fresh = toResponse(outcome, options.tokens);
   if (outcome.erasedCustomer !== undefined) await forget(trx, outcome.erasedCustomer, claim);
   if (claim !== undefined) {
-    await trx
+    // Stored with the COMMIT: nothing reads it before.
+    const store = trx
       .updateTable('sluice.idempotency_keys')
       .set({
         customer_id: customerOf(outcome),
@@ -152,8 +154,8 @@ async function inTransaction(
         response_body: JSON.stringify(await storedBody(trx, privacy, outcome, fresh.body)),
       })
       .where('actor', '=', claim.actor)
-      .where('key', '=', claim.key)
-      .execute();
+      .where('key', '=', claim.key);
+    await atCommit(trx, [store.compile()]);
   }
   return fresh;
 }
@@ -172,8 +174,8 @@ function customerOf(outcome: WriteOutcome): string | null {
 }
 
 /**
- * Deletes an erased customer's idempotency records: responses about them, and requests they
- * made. The erasure's own record stays, so a retried erasure still replays.
+ * Deletes an erased customer's idempotency records, with the COMMIT: responses about them, and
+ * requests they made. The erasure's own record stays, so a retried erasure still replays.
  */
 async function forget(
   trx: Transaction<ShopDatabase>,
@@ -187,7 +189,7 @@ async function forget(
     query = query.where((eb) =>
       eb.not(eb.and([eb('actor', '=', own.actor), eb('key', '=', own.key)])),
     );
-  await query.execute();
+  await atCommit(trx, [query.compile()]);
 }
 
 /**
