@@ -3,6 +3,7 @@ import { createTestDatabase, testServers, type TestDatabase } from '@sluice/test
 import fc from 'fast-check';
 import { Kysely, PostgresDialect, sql, type QueryResult } from 'kysely';
 import pg from 'pg';
+import { SluiceError } from '@sluice/errors';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Migration } from 'kysely/migration';
 import { atCommit, createDatabase, migrate, pipelined } from './index.js';
@@ -604,26 +605,62 @@ describe('pipelined', () => {
       });
     });
 
-    it("rejects with what `refused` makes of its statements' errors, on either pool, and of no other", async () => {
-      const refused = (error: Error) => new Error(`refused: ${(error as { code?: string }).code}`);
+    it("rejects with what the failed statement's `refused` makes of its error, on either pool, and of no other", async () => {
+      const refusedBy = (who: string) => (error: Error) =>
+        new Error(`${who}: ${(error as { code?: string }).code}`);
       const failingAt = (db: Kysely<unknown>, when: 'now' | 'atCommit') =>
         db.transaction().execute(async (trx) => {
           const duplicate = sql`INSERT INTO pipe_items VALUES (${103}, ${'twice'})`.compile(trx);
-          await atCommit(trx, [sql`SELECT nextval(${'pipe_ticks'})`.compile(trx)], { refused });
+          const tick = sql`SELECT nextval(${'pipe_ticks'})`.compile(trx);
+          await atCommit(trx, [tick], { refused: refusedBy('tick') });
           if (when === 'now') await trx.executeQuery(duplicate);
-          else await atCommit(trx, [duplicate], { refused });
+          else await atCommit(trx, [duplicate, tick], { refused: refusedBy('duplicate') });
         });
-      for (const withAnyPool of [
+      const pools = [
         (run: (db: Kysely<unknown>) => Promise<void>) => withPool(1, run),
         withForeignPool,
-      ]) {
+      ];
+      for (const withAnyPool of pools) {
         await withAnyPool(async (db) => {
           await sql`INSERT INTO pipe_items VALUES (${103}, ${'once'})`.execute(db);
-          await expect(failingAt(db, 'atCommit')).rejects.toThrow('refused: 23505');
+          await expect(failingAt(db, 'atCommit')).rejects.toThrow('duplicate: 23505');
           await expect(failingAt(db, 'now')).rejects.toMatchObject({ code: '23505' });
           await sql`DELETE FROM pipe_items WHERE id = ${103}`.execute(db);
         });
       }
+    });
+
+    it('does not name a failure of the COMMIT itself, and a statement prepared again recovers', async () => {
+      // A SluiceError, which says nothing of the statement's name: the name is settled first.
+      const refused = (cause: Error) => new SluiceError('refused', 'refused', { cause });
+      await withPool(1, async (db) => {
+        // A constraint checked at COMMIT: the deferred statements ran, the COMMIT failed.
+        await sql`CREATE TABLE at_commit_once (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)`.execute(
+          db,
+        );
+        const twice = db.transaction().execute(async (trx) => {
+          await sql`INSERT INTO at_commit_once VALUES (${1}), (${1})`.execute(trx);
+          await atCommit(trx, [sql`SELECT ${1}::int`.compile(trx)], { refused });
+        });
+        await expect(twice).rejects.toMatchObject({ code: '23505' });
+        // A prepared deferred statement whose result columns changed fails once, named, then
+        // runs prepared afresh.
+        await sql`CREATE VIEW at_commit_view AS SELECT 1 AS n`.execute(db);
+        const read = () =>
+          db.transaction().execute(async (trx) => {
+            await atCommit(trx, [sql`SELECT * FROM at_commit_view WHERE n > ${0}`.compile(trx)], {
+              refused,
+            });
+          });
+        for (let i = 0; i < 3; i += 1) await read();
+        await sql`DROP VIEW at_commit_view`.execute(db);
+        await sql`CREATE VIEW at_commit_view AS SELECT 'one'::text AS n2, 1 AS n`.execute(db);
+        await expect(read()).rejects.toMatchObject({
+          code: 'refused',
+          cause: { message: expect.stringMatching(/cached plan must not change result type/) },
+        });
+        await read();
+      });
     });
 
     it('runs nothing when the transaction rolls back', async () => {

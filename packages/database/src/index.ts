@@ -12,7 +12,7 @@ import {
 import { Migrator, type Migration } from 'kysely/migration';
 import pg from 'pg';
 import { queryPipeline, type PipelinedStatement } from './pipeline.js';
-import { AT_COMMIT_TEXT, PIPELINES, PIPELINE_TEXT } from './statements.js';
+import { AT_COMMIT_TEXT, PIPELINES, PIPELINE_TEXT, refusal } from './statements.js';
 
 export { atCommit, pipelined } from './statements.js';
 export { arrayLiteral, type ArrayElement } from './arrays.js';
@@ -161,10 +161,19 @@ function sessionQuery(client: pg.PoolClient, namer: StatementNamer) {
       for (const { name, text } of statements) if (name !== undefined) namer.forget(text);
     throw error;
   };
-  const pipeline = (statements: readonly PipelinedStatement[], after: string | undefined) =>
-    queryPipeline(client, after, statements, (error) => (failed = error)).catch(
-      forgetOnFailure(statements),
-    );
+  /** The statements' failure after the names are sorted out, through the failed one's `refused`. */
+  const pipeline = (statements: readonly PipelinedStatement[], after: string | undefined) => {
+    let failedAt: number | undefined;
+    const failure = {
+      beginFailed: (error: Error) => (failed = error),
+      statementFailed: (index: number) => (failedAt = index),
+    };
+    return queryPipeline(client, after, statements, failure)
+      .catch(forgetOnFailure(statements))
+      .catch((error: unknown) => {
+        throw refusal(failedAt === undefined ? undefined : statements[failedAt]?.refused, error);
+      });
+  };
   const run = (text: string, values: unknown[], after?: string): Promise<pg.QueryResult> => {
     const statement = statementOf(text, values);
     if (after !== undefined)

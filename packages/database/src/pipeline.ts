@@ -48,6 +48,7 @@ class Pipeline implements pg.Submittable {
   /** The statement whose responses come next. */
   #current = 0;
   #failed = false;
+  #failedAt: number | undefined;
   private readonly queries: PgQuery[];
   private readonly results: unknown[] = [];
 
@@ -63,11 +64,16 @@ class Pipeline implements pg.Submittable {
     this.#begun = begin === undefined;
     this.callback = callback;
     this.queries = statements.map(
-      ({ refused, ...statement }, index) =>
+      (statement, index) =>
         new pg.Query({ ...statement, queryMode: 'extended' } as pg.QueryConfig, (error, result) =>
-          this.settled(index, error && refused !== undefined ? refused(error) : error, result),
+          this.settled(index, error, result),
         ) as unknown as PgQuery,
     );
+  }
+
+  /** The statement whose error ended the pipeline, once one did (not the BEGIN's). */
+  get failedAt(): number | undefined {
+    return this.#failedAt;
   }
 
   /** Whether PostgreSQL reported an error before it completed the BEGIN: nothing ran. */
@@ -119,6 +125,7 @@ class Pipeline implements pg.Submittable {
     if (this.#failed) return;
     if (error !== null && error !== undefined) {
       this.#failed = true;
+      if (!this.#failedBeforeBegin) this.#failedAt = index;
       this.callback(error);
       return;
     }
@@ -175,17 +182,22 @@ class Pipeline implements pg.Submittable {
   }
 }
 
+/** How a pipeline failed: PostgreSQL refused the BEGIN (nothing ran), or statement `failedAt`. */
+export interface PipelineFailure {
+  beginFailed(error: Error): void;
+  statementFailed(index: number): void;
+}
+
 /**
  * Runs `statements` (extended protocol) on `client` in one round trip, after `begin` when there
  * is one, and settles with their results in order, or with the first error (nothing after it
- * ran); `beginFailed` hears first when PostgreSQL refused the BEGIN (nothing ran; only a ROLLBACK
- * should follow).
+ * ran); `failure` hears first which: the BEGIN (only a ROLLBACK should follow) or a statement.
  */
 export function queryPipeline(
   client: pg.ClientBase,
   begin: string | undefined,
   statements: readonly PipelinedStatement[],
-  beginFailed: (error: Error) => void,
+  failure: PipelineFailure,
 ): Promise<pg.QueryResult[]> {
   return new Promise((resolve, reject) => {
     const submission: Pipeline = new Pipeline(begin, statements, (error, results) => {
@@ -193,7 +205,9 @@ export function queryPipeline(
         resolve(results as pg.QueryResult[]);
         return;
       }
-      if (submission.failedBeforeBegin) beginFailed(error);
+      if (submission.failedBeforeBegin) failure.beginFailed(error);
+      const { failedAt } = submission;
+      if (failedAt !== undefined) failure.statementFailed(failedAt);
       reject(error);
     });
     client.query(submission);

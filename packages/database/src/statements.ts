@@ -83,11 +83,24 @@ export async function atCommit(
   const { refused } = options;
   if (!pipelines(trx)) {
     await oneAtATime(trx, queries).catch((error: unknown) => {
-      throw refused === undefined || !(error instanceof Error) ? error : refused(error);
+      throw refusal(refused, error);
     });
     return;
   }
   await handOver(trx, AT_COMMIT_TEXT, queries, refused === undefined ? {} : { refused });
+}
+
+/**
+ * What the caller of a failed statement is told: `error` through the statement's `refused`, if it
+ * has one (should `refused` itself throw, `error` as it was).
+ */
+export function refusal(refused: ((error: Error) => Error) | undefined, error: unknown): unknown {
+  if (refused === undefined || !(error instanceof Error)) return error;
+  try {
+    return refused(error);
+  } catch {
+    return error;
+  }
 }
 
 /** Hands `queries` to the pool of `createDatabase` under `text`, as its one value. */

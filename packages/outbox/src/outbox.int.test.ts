@@ -6,7 +6,7 @@ import { atCommit, createDatabase, migrate } from '@sluice/database';
 import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
 import { CompiledQuery, Kysely, PostgresDialect, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createOutbox, outboxMigrations } from './index.js';
+import { createOutbox, outboxMigrations, outboxSchemaSql } from './index.js';
 
 let database: TestDatabase;
 let db: Kysely<Record<string, never>>;
@@ -199,8 +199,10 @@ describe('prepare', () => {
     db.transaction().execute(async (trx) => {
       const prepared = outbox.prepare({ type: 'cart', id, expectedVersion }, [added(1, id)]);
       await atCommit(trx, [CompiledQuery.raw(prepared.text, prepared.values)], prepared);
-      // Not appended yet: it goes with the COMMIT.
-      expect(await rows(id)).toHaveLength(expectedVersion);
+      // Not appended yet, in the transaction itself: it goes with the COMMIT.
+      const inTransaction = await sql<{ n: number }>`
+        SELECT count(*)::int AS n FROM shop.outbox WHERE aggregate_id = ${id}`.execute(trx);
+      expect(inTransaction.rows).toEqual([{ n: expectedVersion }]);
       return prepared.events;
     });
 
@@ -262,10 +264,34 @@ describe('prepare', () => {
     }
   });
 
+  it('names a conflict in a schema whose name needs quoting, or PostgreSQL shortens', async () => {
+    for (const schema of ['Odd "Schema"', `s${'x'.repeat(70)}`]) {
+      await sql.raw(outboxSchemaSql(schema)).execute(db);
+      const odd = createOutbox({ schema, catalog });
+      const appendOdd = (expectedVersion: number) =>
+        db.transaction().execute(async (trx) => {
+          const prepared = odd.prepare({ type: 'cart', id: cartId, expectedVersion }, [added(1)]);
+          await atCommit(trx, [CompiledQuery.raw(prepared.text, prepared.values)], prepared);
+        });
+      await appendOdd(0);
+      const error = await caught(() => appendOdd(0));
+      expect(isSluiceError(error, 'version_conflict'), String(error)).toBe(true);
+      await appendOdd(1);
+    }
+  });
+
   it('passes other errors through, and without events does nothing', async () => {
     const prepared = outbox.prepare({ type: 'cart', id: cartId, expectedVersion: 9 }, [added(1)]);
-    const other = Object.assign(new Error('unique'), { code: '23505', table: 'outbox' });
-    expect(prepared.refused(other)).toBe(other);
+    const refusal = (fields: object) => Object.assign(new Error('refused'), fields);
+    const unclaimed = { code: '23502', table: 'outbox', column: 'aggregate_version' };
+    expect(prepared.refused(refusal(unclaimed))).toMatchObject({ code: 'version_conflict' });
+    for (const other of [
+      refusal({ ...unclaimed, code: '23505' }),
+      refusal({ ...unclaimed, table: 'invoices' }),
+      refusal({ ...unclaimed, column: 'type' }),
+      new Error('connection terminated'),
+    ])
+      expect(prepared.refused(other)).toBe(other);
     const empty = outbox.prepare({ type: 'cart', id: cartId, expectedVersion: 9 }, []);
     expect(empty.events).toEqual([]);
     const before = await rows();

@@ -58,7 +58,8 @@ export interface Outbox<D extends EventDefinitions> {
   /**
    * Validates `events` against the catalog, assigns UUIDv7 ids and the next versions, and
    * inserts them in `trx` — a Kysely transaction, or a `pg` client inside `BEGIN`. They commit
-   * if and only if `trx` commits.
+   * if and only if `trx` commits. A `version_conflict` is PostgreSQL refusing the statement: the
+   * transaction can only roll back.
    *
    * @throws SluiceError `outbox_requires_transaction`, `event_type_unknown`,
    *   `event_payload_invalid`, `event_aggregate_mismatch`, `version_conflict`.
@@ -184,8 +185,7 @@ function statements(schema: string) {
  * @example const outbox = createOutbox({ schema: 'billing', catalog });
  */
 export function createOutbox<D extends EventDefinitions>(options: OutboxOptions<D>): Outbox<D> {
-  const schema = options.schema ?? 'shop';
-  const sql = statements(schema);
+  const sql = statements(options.schema ?? 'shop');
   const prepare: Outbox<D>['prepare'] = (aggregate, events, context = {}) => {
     if (events.length === 0) return { events: [], text: 'SELECT', values: [], refused: (e) => e };
     assertEvents(options.catalog, aggregate, events);
@@ -195,7 +195,7 @@ export function createOutbox<D extends EventDefinitions>(options: OutboxOptions<
     const fresh = aggregate.expectedVersion === 0;
     if (!fresh) values.push(aggregate.expectedVersion);
     const refused = (error: Error) =>
-      isUnclaimed(error, schema)
+      isUnclaimed(error)
         ? new SluiceError<OutboxErrorCode>(
             'version_conflict',
             `${aggregate.type} ${aggregate.id} is not at version ${aggregate.expectedVersion}`,
@@ -228,15 +228,14 @@ export function createOutbox<D extends EventDefinitions>(options: OutboxOptions<
   };
 }
 
-/** Whether `error` is the outbox's refusal of events whose version claim failed. */
-function isUnclaimed(error: Error, schema: string): boolean {
-  const { code, schema: errorSchema, table, column } = error as Error & Record<string, unknown>;
-  return (
-    code === '23502' &&
-    errorSchema === schema &&
-    table === 'outbox' &&
-    column === 'aggregate_version'
-  );
+/**
+ * Whether `error` is the outbox's refusal of events whose version claim failed: its statement
+ * inserts into no other table of that name (the schema is not compared: PostgreSQL shortens a
+ * long one in what it reports).
+ */
+function isUnclaimed(error: Error): boolean {
+  const { code, table, column } = error as Error & Record<string, unknown>;
+  return code === '23502' && table === 'outbox' && column === 'aggregate_version';
 }
 
 /** The events as column arrays, in `OUTBOX_COLUMNS` order. */
