@@ -104,6 +104,12 @@ export interface ProjectorOptions<DB> {
   /** How long a silent member keeps its partitions; after a crash, the wait before others take over. Default 30000. */
   sessionTimeoutMs?: number;
   /**
+   * After a fetch that reached a partition's end, the wait in milliseconds before the next one:
+   * the events written meanwhile come in one fetch and apply in one transaction (fewer fetches
+   * and transactions under load, for more latency). Default 0: fetch again at once.
+   */
+  fetchLingerMs?: number;
+  /**
    * Batches a consumer applies at once, each in its own transaction. Default 2. Partitions
    * of one projection may write the same rows: write them in a stable order (by key) to avoid
    * deadlocks; a batch that loses one anyway is applied again. Give `db` a pool larger than

@@ -71,6 +71,7 @@ export interface ConsumeContext<DB> {
     admitted(projection: string): Promise<void>;
   };
   sessionTimeoutMs: number;
+  fetchLingerMs: number;
   applyConcurrency: number;
   stopped(): boolean;
 }
@@ -147,6 +148,7 @@ export async function consumeGeneration<DB>(
       groupId: context.groupIdOf(instance),
       topics,
       sessionTimeoutMs: context.sessionTimeoutMs,
+      fetchLingerMs: context.fetchLingerMs,
     }),
   };
   const apply = (request: BatchRequest<DB>) =>

@@ -53,6 +53,7 @@ class ProjectorRuntime<DB> implements Projector {
     const groupPrefix = options.groupPrefix ?? 'sluice.projection.';
     const groupIdOf = (instance: string) => `${groupPrefix}${instance}`;
     const sessionTimeoutMs = options.sessionTimeoutMs ?? 30_000;
+    const fetchLingerMs = options.fetchLingerMs ?? 0;
     const deadLetterTopic = (projection: string) => deadLetterTopicFor(projection, prefix);
     const ensureTopics = createTopicEnsurer(kafka, {
       partitions: options.partitions ?? 6,
@@ -70,6 +71,7 @@ class ProjectorRuntime<DB> implements Projector {
       groupPrefix,
       topicPrefix: prefix,
       sessionTimeoutMs,
+      fetchLingerMs,
     });
     this.context = {
       db: options.db,
@@ -106,6 +108,7 @@ class ProjectorRuntime<DB> implements Projector {
         admitted: (projection) => this.generationSync.admitted(projection),
       },
       sessionTimeoutMs,
+      fetchLingerMs,
       applyConcurrency: options.applyConcurrency ?? 2,
       stopped: () => this.stopped,
     };
@@ -222,7 +225,12 @@ class ProjectorRuntime<DB> implements Projector {
 function sharedSource<DB>(
   options: ProjectorOptions<DB>,
   report: Report,
-  settings: { groupPrefix: string; topicPrefix: string; sessionTimeoutMs: number },
+  settings: {
+    groupPrefix: string;
+    topicPrefix: string;
+    sessionTimeoutMs: number;
+    fetchLingerMs: number;
+  },
 ) {
   const { projections } = options;
   if (options.consumerGroups === 'per-projection' || projections.length < 2) return undefined;
@@ -233,6 +241,7 @@ function sharedSource<DB>(
     groupId,
     topics: [...new Set(projections.flatMap((p) => topicsOf(p, settings.topicPrefix)))],
     sessionTimeoutMs: settings.sessionTimeoutMs,
+    fetchLingerMs: settings.fetchLingerMs,
   });
   const { db } = options;
   const batches = createBatchGroup(

@@ -12,6 +12,7 @@ const kafka = testKafka(kafkaBrokers);
 const topic = uniqueName('source.commits');
 const groupId = uniqueName('source.group');
 const joining = uniqueName('source.joining');
+const lingering = uniqueName('source.linger');
 
 /** `kafka` whose consumers count the OffsetCommit requests they send. */
 function countingCommits(base: Kafka, counter: { commits: number }): Kafka {
@@ -32,7 +33,7 @@ function countingCommits(base: Kafka, counter: { commits: number }): Kafka {
 afterAll(async () => {
   const admin = kafka.admin();
   await admin.connect();
-  await admin.deleteTopics({ topics: [topic, joining] }).catch(() => undefined);
+  await admin.deleteTopics({ topics: [topic, joining, lingering] }).catch(() => undefined);
   await admin.disconnect();
 });
 
@@ -75,6 +76,47 @@ describe('Kafka record source', () => {
     await producer.disconnect();
     await admin.disconnect();
   }, 60_000);
+
+  it('waits before the next fetch once a batch reached its end, not while behind', async () => {
+    await createTopics(kafkaBrokers, [{ topic: lingering, numPartitions: 1 }]);
+    const producer = kafka.producer();
+    await producer.connect();
+    // Behind: 5 MB, more than one fetch takes from a partition (4 MiB), written before the start.
+    const kilobyte = 'x'.repeat(1000);
+    for (let i = 0; i < 10; i += 1)
+      await producer.send({
+        topic: lingering,
+        messages: Array.from({ length: 500 }, (_, j) => ({ value: `${i * 500 + j} ${kilobyte}` })),
+      });
+    const fetchLingerMs = 5000;
+    const source = createKafkaRecordSource({
+      kafka,
+      groupId: uniqueName('source.linger.group'),
+      topics: [lingering],
+      sessionTimeoutMs: 10_000,
+      fetchLingerMs,
+    });
+    const batches: { size: number; at: number }[] = [];
+    const received = () => batches.reduce((sum, { size }) => sum + size, 0);
+    await source.start({
+      batch: (batch) =>
+        Promise.resolve(void batches.push({ size: batch.records.length, at: Date.now() })),
+      assigned: () => undefined,
+      crashed: () => undefined,
+    });
+    await waitFor(() => received() === 5000, { timeoutMs: 30_000, message: 'the backlog' });
+    expect(batches.length).toBeGreaterThan(1);
+    // Fetched again at once while behind: well within one linger.
+    expect((batches.at(-1)?.at ?? 0) - (batches[0]?.at ?? 0)).toBeLessThan(fetchLingerMs);
+    // At its end: the records written during the linger come in one fetch.
+    const caughtUp = batches.length;
+    for (let i = 0; i < 3; i += 1)
+      await producer.send({ topic: lingering, messages: [{ value: `late ${i}` }] });
+    await waitFor(() => received() === 5003, { timeoutMs: 30_000, message: 'the late records' });
+    expect(batches.slice(caughtUp).map(({ size }) => size)).toEqual([3]);
+    await source.stop();
+    await producer.disconnect();
+  }, 90_000);
 
   // kafkajs' consumer.disconnect() stops its runner only once the group is joined: a stop in the
   // middle of a join closed the connections under it, the join's next step crashed, and kafkajs

@@ -1,5 +1,6 @@
 import { errorMessage } from '@sluice/errors';
 import { registerCodecs, whenTopicsKnown } from '@sluice/kafka';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Consumer, EachBatchPayload, Kafka, TopicPartitionOffset } from 'kafkajs';
 import type { PartitionOffset } from './bookkeeping.js';
 import { toRecord, type IncomingRecord } from './records.js';
@@ -55,6 +56,11 @@ export interface KafkaRecordSourceOptions {
   sessionTimeoutMs: number;
   /** How often consumed offsets are committed to Kafka, for lag tools. Default 5000. */
   commitIntervalMs?: number;
+  /**
+   * After a batch that reached its partition's end, the wait before the next fetch, so that the
+   * records written meanwhile come in one fetch and apply in one transaction. Default 0.
+   */
+  fetchLingerMs?: number;
   /**
    * How long to subscribe again while a broker does not know the topics yet (created a moment
    * ago, here or by another process), or a partition of them has no leader. Default 30000.
@@ -166,6 +172,8 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
       });
     }
     await payload.heartbeat();
+    const linger = options.fetchLingerMs ?? 0;
+    if (linger > 0 && batch.offsetLag() === '0' && payload.isRunning()) await sleep(linger);
   };
 
   return {

@@ -64,6 +64,13 @@ export const projectorConfigSchema = Type.Object({
     description:
       'A crashed projector’s partitions move to the others after this long (Kafka allows 6000 and up).',
   }),
+  PROJECTOR_FETCH_LINGER_MS: Type.Integer({
+    minimum: 0,
+    maximum: 1000,
+    default: 0,
+    description:
+      'After a fetch that reached a partition’s end, the wait before the next: events written meanwhile apply in one transaction (0: fetch again at once).',
+  }),
   PROJECTOR_GENERATION_POLL_MS: Type.Integer({
     minimum: 100,
     maximum: 3_600_000,

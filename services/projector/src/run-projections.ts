@@ -198,6 +198,7 @@ function newProjector(
     minInsyncReplicas: config.PROJECTOR_TOPIC_MIN_INSYNC_REPLICAS,
     maxAttempts: config.PROJECTOR_MAX_ATTEMPTS,
     sessionTimeoutMs: config.PROJECTOR_SESSION_TIMEOUT_MS,
+    fetchLingerMs: config.PROJECTOR_FETCH_LINGER_MS,
     generationPollMs: config.PROJECTOR_GENERATION_POLL_MS,
     stalledAfterMs: config.PROJECTOR_STALLED_AFTER_MS,
     journeyRetentionHours: config.PROJECTOR_JOURNEY_RETENTION_HOURS,
