@@ -1,5 +1,5 @@
 // The pool against a real PostgreSQL: statements run often become prepared statements.
-import { createTestDatabase, testServers, type TestDatabase } from '@sluice/testkit';
+import { createTestDatabase, roundTrips, testServers, type TestDatabase } from '@sluice/testkit';
 import fc from 'fast-check';
 import { Kysely, PostgresDialect, sql, type QueryResult } from 'kysely';
 import pg from 'pg';
@@ -266,21 +266,8 @@ describe('transactions', () => {
 
 describe('pipelined', () => {
   /** What `run` sends to PostgreSQL: one entry per round trip. */
-  async function trips(run: () => Promise<unknown>): Promise<string[]> {
-    const query = vi.spyOn(pg.Client.prototype, 'query');
-    try {
-      await run();
-      return query.mock.calls.map(([config]) =>
-        typeof config === 'string'
-          ? config
-          : 'texts' in config
-            ? (config as { texts: string[] }).texts.join(' | ')
-            : (config as { text: string }).text,
-      );
-    } finally {
-      query.mockRestore();
-    }
-  }
+  const trips = async (run: () => Promise<unknown>): Promise<string[]> =>
+    (await roundTrips(run)).trips.map((texts) => texts.join(' | '));
 
   const ticks = async (db: Kysely<unknown>) =>
     (await sql<{ n: number }>`SELECT last_value AS n FROM pipe_ticks`.execute(db)).rows[0]?.n;

@@ -7,11 +7,17 @@
 import { toKafkaRecord, type DomainEvent } from '@sluice/contracts';
 import { createDatabase, migrate } from '@sluice/database';
 import { shopCatalog } from '@sluice/shop-catalog';
-import { createTestDatabase, testServers, waitFor, type TestDatabase } from '@sluice/testkit';
+import {
+  createTestDatabase,
+  roundTrips,
+  testServers,
+  waitFor,
+  type TestDatabase,
+} from '@sluice/testkit';
 import { Kysely, PostgresDialect, sql, type KyselyPlugin } from 'kysely';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { purgeAppliedBatches } from './applied-batches.js';
 import { createBatchGroup } from './batch-group.js';
 import type { BatchRequest } from './batch.js';
@@ -95,16 +101,9 @@ async function batchRows() {
   return rows;
 }
 
-/** What `run` sends to PostgreSQL: one entry per round trip. */
-async function trips(run: () => Promise<unknown>): Promise<number> {
-  const query = vi.spyOn(pg.Client.prototype, 'query');
-  try {
-    await run();
-    return query.mock.calls.length;
-  } finally {
-    query.mockRestore();
-  }
-}
+/** How many round trips `run` takes to PostgreSQL. */
+const trips = async (run: () => Promise<unknown>): Promise<number> =>
+  (await roundTrips(run)).trips.length;
 
 /** Three of a cart's four records applied through `on` (its round trips), then all four. */
 async function appliedTwice(on: Kysely<Record<string, never>>, partition: number) {

@@ -3,7 +3,7 @@ import { Kafka, logLevel, type Admin, type IHeaders, type ITopicConfig } from 'k
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { inject, vi } from 'vitest';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -290,6 +290,30 @@ function canListen(port: number): Promise<boolean> {
  * below Linux's ephemeral range (32768–60999), so no outgoing connection takes it before a slow
  * server (Kafka binds seconds after it was spawned) gets to bind it; `port + 1` is as safe.
  */
+/**
+ * What `run` returns, and what it sends to PostgreSQL through pg's clients in this process: one
+ * entry per round trip, the texts of its statements in order (a pipeline of `@sluice/database`
+ * sends several).
+ */
+export async function roundTrips<T>(
+  run: () => Promise<T>,
+): Promise<{ result: T; trips: string[][] }> {
+  const query = vi.spyOn(pg.Client.prototype, 'query');
+  try {
+    const result = await run();
+    const trips = query.mock.calls.map(([config]) =>
+      typeof config === 'string'
+        ? [config]
+        : 'texts' in config
+          ? (config as { texts: string[] }).texts
+          : [(config as { text: string }).text],
+    );
+    return { result, trips };
+  } finally {
+    query.mockRestore();
+  }
+}
+
 export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < 200; attempt += 1) {
     const port = 20_000 + Math.floor(Math.random() * 12_000);

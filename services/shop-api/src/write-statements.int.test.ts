@@ -1,9 +1,9 @@
 // Round trips per write, against real PostgreSQL: each statement a write sends (or statements it
 // pipelines, counted once) is one round trip while it holds its row locks, so these counts are a
 // budget, not a detail. BEGIN goes with the first, COMMIT is one more.
-import pg from 'pg';
+import { roundTrips } from '@sluice/testkit';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from './app.js';
 import {
   bearer,
@@ -17,26 +17,9 @@ import {
 let api: ShopApiHarness;
 let counted: ReturnType<typeof buildApp>;
 
-// The round trips of the app's queries and transactions to PostgreSQL, the one with the COMMIT
-// excepted (statements sent with the COMMIT have no round trip of their own).
-function countTrips(): { stop(): number } {
-  const query = vi.spyOn(pg.Client.prototype, 'query');
-  const textsOf = (config: unknown): string[] =>
-    typeof config === 'string'
-      ? [config]
-      : 'texts' in (config as object)
-        ? (config as { texts: string[] }).texts
-        : [(config as { text: string }).text];
-  return {
-    stop() {
-      const trips = query.mock.calls.filter(
-        ([config]) => !/^commit$/i.test(textsOf(config).at(-1) ?? ''),
-      );
-      query.mockRestore();
-      return trips.length;
-    },
-  };
-}
+// A round trip to PostgreSQL other than the one with the COMMIT (statements sent with the COMMIT
+// have no round trip of their own).
+const beforeCommit = (texts: string[]) => !/^commit$/i.test(texts.at(-1) ?? '');
 
 beforeAll(async () => {
   api = await startShopApi('shop_statements');
@@ -65,14 +48,15 @@ async function send(
 ) {
   admin ??= await bearer('counting-admin', { scope: 'admin' });
   const headers = { ...admin, ...extra };
-  const trips = countTrips();
-  const res = await counted.inject({
-    method,
-    url,
-    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
-  });
-  const statements = trips.stop();
+  const { result: res, trips } = await roundTrips(() =>
+    counted.inject({
+      method,
+      url,
+      headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+      ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+    }),
+  );
+  const statements = trips.filter(beforeCommit).length;
   expect(res.statusCode, res.body).toBeLessThan(300);
   return { statements, body: res.statusCode === 204 ? undefined : res.json<{ id: string }>() };
 }
