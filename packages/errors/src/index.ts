@@ -1,3 +1,5 @@
+export { isDatabaseUnavailable } from './unavailable.js';
+
 /** Options accepted by {@link SluiceError}. */
 export interface SluiceErrorOptions {
   /** The underlying error, kept for logs and `error.cause` chains. */

@@ -3,7 +3,7 @@
 import fastifyCookie from '@fastify/cookie';
 import { Type, type Static } from '@sinclair/typebox';
 import { SESSION_COOKIE, principalOf, requireRole, type Access } from '@sluice/access';
-import { isSluiceError } from '@sluice/errors';
+import { isDatabaseUnavailable, isSluiceError } from '@sluice/errors';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type pg from 'pg';
@@ -63,6 +63,13 @@ function errorAnswers(app: FastifyInstance, logger: Logger): void {
     }
     if (error.validation !== undefined) {
       return reply.code(400).send({ code: 'invalid_request', message: error.message });
+    }
+    if (isDatabaseUnavailable(error)) {
+      logger.warn({ err: error }, 'console request: the database did not answer');
+      return reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({ code: 'database_unavailable', message: 'The database does not answer. Retry.' });
     }
     logger.error({ err: error }, 'console request failed');
     return reply.code(500).send({ code: 'internal_error', message: 'See the console log' });

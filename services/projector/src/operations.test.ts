@@ -30,12 +30,16 @@ function logged() {
 let app: FastifyInstance;
 afterEach(() => app.close());
 
-async function serve(withAccess: Access | undefined, calls: OperatorRequest[] = []) {
+async function serve(
+  withAccess: Access | undefined,
+  calls: OperatorRequest[] = [],
+  projector: Projector = fakeProjector(calls),
+) {
   app = Fastify();
   app.get('/healthz', () => ({ status: 'ok' }));
   const { logger } = logged();
   operationsRoutes(app, {
-    projector: fakeProjector(calls),
+    projector,
     logger,
     hosted: [],
     access: withAccess,
@@ -105,6 +109,25 @@ describe('the operations API', () => {
     expect(done.statusCode).toBe(200);
     expect(calls).toEqual([{ actor: 'ada', reason: 'known outage' }]);
     expect((await app.inject({ url: '/healthz' })).statusCode).toBe(200);
+  });
+
+  it('answers 503 database_unavailable while the database does not answer; other failures 500', async () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), {
+      code: 'ECONNREFUSED',
+    });
+    await serve(access, [], {
+      ...fakeProjector([]),
+      parked: () => Promise.reject(refused),
+      offsetGaps: () => Promise.reject(new Error('a bug')),
+    });
+    const headers = await bearer('viewer', 'vic');
+    const parked = await app.inject({ url: '/parked', headers });
+    expect(parked.statusCode).toBe(503);
+    expect(parked.headers['retry-after']).toBe('1');
+    expect(parked.json()).toMatchObject({ code: 'database_unavailable' });
+    const gaps = await app.inject({ url: '/offset-gaps', headers });
+    expect(gaps.statusCode).toBe(500);
+    expect(gaps.json()).toMatchObject({ code: 'internal_error' });
   });
 
   it('fails the start on inconsistent access settings', () => {

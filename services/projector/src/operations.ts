@@ -8,7 +8,7 @@ import {
   type Access,
   type AccessConfig,
 } from '@sluice/access';
-import { SluiceError, isSluiceError } from '@sluice/errors';
+import { SluiceError, isDatabaseUnavailable, isSluiceError } from '@sluice/errors';
 import type { OperatorRequest, ParkedOutcome, Projector } from '@sluice/projector';
 import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { Logger } from 'pino';
@@ -128,6 +128,13 @@ function scopedRoutes(http: FastifyInstance, deps: OperationsDeps): void {
       return reply.code(status).send({ code: error.code, detail: error.message });
     if (error.validation !== undefined)
       return reply.code(400).send({ code: 'invalid_request', detail: error.message });
+    if (isDatabaseUnavailable(error)) {
+      logger.warn({ err: error }, 'operations request: the database did not answer');
+      return reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({ code: 'database_unavailable', detail: 'The database does not answer. Retry.' });
+    }
     logger.error({ err: error }, 'operations request failed');
     return reply.code(500).send({ code: 'internal_error', detail: 'See the projector log' });
   });

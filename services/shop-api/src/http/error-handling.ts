@@ -1,4 +1,4 @@
-import { isSluiceError } from '@sluice/errors';
+import { isDatabaseUnavailable, isSluiceError } from '@sluice/errors';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { CommandError, type CommandErrorCode } from '../commands/command-error.js';
 import { ProblemError, sendProblem } from './problems.js';
@@ -81,6 +81,18 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     if (status >= 400 && status < 500)
       return sendProblem(reply, status, 'bad_request', error.message);
+    if (isDatabaseUnavailable(error)) {
+      // A lost connection may have taken a COMMIT with it: only a retry under the same
+      // Idempotency-Key is safe for a write that must not happen twice.
+      request.log.warn({ err: error }, 'the database did not answer');
+      void reply.header('retry-after', '1');
+      return sendProblem(
+        reply,
+        503,
+        'database_unavailable',
+        'The database does not answer. Retry; a POST or DELETE retried with the same Idempotency-Key is applied at most once.',
+      );
+    }
     request.log.error({ err: error }, 'unhandled error');
     return sendProblem(reply, 500, 'internal_error', 'An unexpected error occurred');
   });

@@ -1,0 +1,174 @@
+// A database that goes away under a write: the connection lost while the COMMIT pipeline runs,
+// the server refusing connections. The client gets a 503 it can retry, nothing half-written
+// stays, and the next write goes through.
+import { createDatabase } from '@sluice/database';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from './app.js';
+import type { ShopDatabase } from './database.js';
+import {
+  bearer,
+  startShopApi,
+  TEST_MASTER_KEYS,
+  TEST_PRIVACY,
+  TEST_SHOP_AUTH_SECRET,
+  type ShopApiHarness,
+} from './test-harness.js';
+
+let api: ShopApiHarness;
+let killer: pg.Client;
+beforeAll(async () => {
+  api = await startShopApi('shop_outage');
+  killer = new pg.Client({ connectionString: api.database.url });
+  await killer.connect();
+  // An item added with quantity 9 waits in the outbox insert, which goes with the COMMIT.
+  await sql`
+    CREATE FUNCTION shop.slow_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.type = 'cart.item_added.v1' AND (NEW.payload->>'quantity')::int = 9 THEN
+        PERFORM pg_sleep(30);
+      END IF;
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER slow_outbox BEFORE INSERT ON shop.outbox
+      FOR EACH ROW EXECUTE FUNCTION shop.slow_outbox();
+  `.execute(api.db);
+});
+afterAll(async () => {
+  await killer.end();
+  await api.close();
+});
+
+let seq = 0;
+const unique = (prefix: string) => `${prefix}${Date.now().toString(36)}${(seq += 1)}`;
+
+async function post<T>(url: string, body: unknown): Promise<T> {
+  const res = await api.request('POST', url, { body });
+  expect(res.statusCode, res.body).toBeLessThan(300);
+  return res.json<T>();
+}
+
+async function openCart() {
+  const customer = await post<{ id: string }>('/customers', {
+    email: `${unique('out')}@example.com`,
+    name: 'Out',
+  });
+  const product = await post<{ id: string }>('/products', {
+    sku: unique('OUT-'),
+    name: 'Out',
+    priceCents: 10,
+    stock: 100,
+  });
+  const cart = await post<{ id: string }>('/carts', { customerId: customer.id });
+  return { cart: cart.id, product: product.id };
+}
+
+/** Terminates the backend that sleeps in the outbox trigger, once it does. */
+async function terminateSleeper(): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const { rows } = await killer.query<{ killed: boolean }>(
+      `SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event = 'PgSleep'`,
+    );
+    if (rows.some((row) => row.killed)) return;
+    if (Date.now() > deadline) throw new Error('no write waited in the outbox insert');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe('the connection lost in the COMMIT pipeline', () => {
+  it('answers 503 database_unavailable with Retry-After, writes nothing, and the next write goes through', async () => {
+    const { cart, product } = await openCart();
+    const before = await api.snapshot();
+    const [res] = await Promise.all([
+      api.request('POST', `/carts/${cart}/items`, { body: { productId: product, quantity: 9 } }),
+      terminateSleeper(),
+    ]);
+    expect(res.statusCode, res.body).toBe(503);
+    expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(res.headers['retry-after']).toBe('1');
+    expect(res.json()).toMatchObject({ status: 503, code: 'database_unavailable' });
+    expect(await api.snapshot()).toBe(before);
+
+    const next = await api.request('POST', `/carts/${cart}/items`, {
+      body: { productId: product, quantity: 2 },
+    });
+    expect(next.statusCode, next.body).toBe(200);
+    expect(next.headers.etag).toBe('"2"');
+  });
+
+  it('leaves an Idempotency-Key free: the retry is applied once, then replayed', async () => {
+    const { cart, product } = await openCart();
+    const key = { 'idempotency-key': unique('lost-') };
+    const [lost] = await Promise.all([
+      api.request('POST', `/carts/${cart}/items`, {
+        body: { productId: product, quantity: 9 },
+        headers: key,
+      }),
+      terminateSleeper(),
+    ]);
+    expect(lost.statusCode, lost.body).toBe(503);
+    // The same request again: the trigger sleeps again, so this time let it finish.
+    await sql`ALTER TABLE shop.outbox DISABLE TRIGGER slow_outbox`.execute(api.db);
+    try {
+      const retried = await api.request('POST', `/carts/${cart}/items`, {
+        body: { productId: product, quantity: 9 },
+        headers: key,
+      });
+      expect(retried.statusCode, retried.body).toBe(200);
+      const replayed = await api.request('POST', `/carts/${cart}/items`, {
+        body: { productId: product, quantity: 9 },
+        headers: key,
+      });
+      expect(retried.headers['idempotent-replayed']).toBeUndefined();
+      expect(replayed.statusCode).toBe(200);
+      expect(replayed.headers['idempotent-replayed']).toBe('true');
+      expect(replayed.json()).toEqual(retried.json());
+      const events = (await api.outbox()).filter(
+        (row) => row.aggregate_id === cart && row.type === 'cart.item_added.v1',
+      );
+      expect(events.map((row) => row.aggregate_version)).toEqual([2]);
+    } finally {
+      await sql`ALTER TABLE shop.outbox ENABLE TRIGGER slow_outbox`.execute(api.db);
+    }
+  });
+});
+
+describe('a database that refuses connections', () => {
+  it('answers reads and writes with 503 database_unavailable, not 500', async () => {
+    // A port nothing listens on: every connection is refused at once.
+    const url = new URL(api.database.url);
+    url.port = '1';
+    const db = createDatabase<ShopDatabase>({ url: url.toString() });
+    const app = buildApp({
+      db,
+      logger: pino({ level: 'silent' }),
+      consistencyTokenSecret: Buffer.alloc(32, 7),
+      auth: { mode: 'jwt', key: Buffer.from(TEST_SHOP_AUTH_SECRET), adminScope: 'admin' },
+      privacy: TEST_PRIVACY,
+      masterKeys: TEST_MASTER_KEYS,
+    });
+    try {
+      await app.ready();
+      const headers = await bearer('outage-admin', { scope: 'admin' });
+      const write = await app.inject({
+        method: 'POST',
+        url: '/products',
+        headers: { ...headers, 'content-type': 'application/json' },
+        payload: JSON.stringify({ sku: unique('X-'), name: 'X', priceCents: 1, stock: 1 }),
+      });
+      const read = await app.inject({ method: 'GET', url: '/products', headers });
+      for (const res of [write, read]) {
+        expect(res.statusCode, res.body).toBe(503);
+        expect(res.headers['retry-after']).toBe('1');
+        expect(res.json()).toMatchObject({ code: 'database_unavailable' });
+      }
+    } finally {
+      await app.close();
+      await db.destroy();
+    }
+  });
+});
