@@ -60,6 +60,11 @@ export interface DatabaseOptions {
   /** Session settings of every connection, e.g. `{ synchronous_commit: 'off' }`. */
   settings?: Readonly<Record<string, string>>;
   /**
+   * How long a query waits for a connection, a new one or a free one of the pool, before it
+   * fails (pg-pool's `timeout exceeded when trying to connect`). Default: no limit.
+   */
+  connectTimeoutMs?: number;
+  /**
    * A parameterized statement text run this many times becomes a server-side prepared
    * statement on each connection, so PostgreSQL parses and plans it once rather than every time
    * (as pgjdbc's `prepareThreshold`). At most 256 texts are prepared. 0 turns it off. Default 5.
@@ -286,6 +291,9 @@ export function createDatabase<DB>(options: DatabaseOptions): Kysely<DB> {
     connectionString: options.url,
     max: options.maxConnections ?? 10,
     types,
+    ...(options.connectTimeoutMs === undefined
+      ? {}
+      : { connectionTimeoutMillis: options.connectTimeoutMs }),
     ...(options.applicationName === undefined ? {} : { application_name: options.applicationName }),
     ...(options.settings === undefined
       ? {}

@@ -3,6 +3,9 @@
 // stays, and the next write goes through.
 import { createDatabase } from '@sluice/database';
 import { sql } from 'kysely';
+import type { LightMyRequestResponse } from 'fastify';
+import { once } from 'node:events';
+import net from 'node:net';
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -137,38 +140,65 @@ describe('the connection lost in the COMMIT pipeline', () => {
   });
 });
 
-describe('a database that refuses connections', () => {
-  it('answers reads and writes with 503 database_unavailable, not 500', async () => {
-    // A port nothing listens on: every connection is refused at once.
-    const url = new URL(api.database.url);
-    url.port = '1';
-    const db = createDatabase<ShopDatabase>({ url: url.toString() });
-    const app = buildApp({
-      db,
-      logger: pino({ level: 'silent' }),
-      consistencyTokenSecret: Buffer.alloc(32, 7),
-      auth: { mode: 'jwt', key: Buffer.from(TEST_SHOP_AUTH_SECRET), adminScope: 'admin' },
-      privacy: TEST_PRIVACY,
-      masterKeys: TEST_MASTER_KEYS,
+/** Reads and writes through an app whose database is at `port` of this host. */
+async function unreachable(port: number, connectTimeoutMs?: number) {
+  const url = new URL(api.database.url);
+  url.port = String(port);
+  const db = createDatabase<ShopDatabase>({
+    url: url.toString(),
+    ...(connectTimeoutMs === undefined ? {} : { connectTimeoutMs }),
+  });
+  const app = buildApp({
+    db,
+    logger: pino({ level: 'silent' }),
+    consistencyTokenSecret: Buffer.alloc(32, 7),
+    auth: { mode: 'jwt', key: Buffer.from(TEST_SHOP_AUTH_SECRET), adminScope: 'admin' },
+    privacy: TEST_PRIVACY,
+    masterKeys: TEST_MASTER_KEYS,
+  });
+  try {
+    await app.ready();
+    const headers = await bearer('outage-admin', { scope: 'admin' });
+    const write = await app.inject({
+      method: 'POST',
+      url: '/products',
+      headers: { ...headers, 'content-type': 'application/json' },
+      payload: JSON.stringify({ sku: unique('X-'), name: 'X', priceCents: 1, stock: 1 }),
     });
+    const read = await app.inject({ method: 'GET', url: '/products', headers });
+    return [write, read];
+  } finally {
+    await app.close();
+    await db.destroy();
+  }
+}
+
+function expectUnavailable(responses: LightMyRequestResponse[]) {
+  for (const res of responses) {
+    expect(res.statusCode, res.body).toBe(503);
+    expect(res.headers['retry-after']).toBe('1');
+    expect(res.json()).toMatchObject({ code: 'database_unavailable' });
+  }
+}
+
+describe('a database out of reach', () => {
+  it('that refuses connections: reads and writes are 503 database_unavailable, not 500', async () => {
+    // A port nothing listens on: every connection is refused at once.
+    expectUnavailable(await unreachable(1));
+  });
+
+  it('that accepts connections and never answers: 503 once the connect timeout passes', async () => {
+    const silent = net.createServer(() => undefined).listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const held: net.Socket[] = [];
+    silent.on('connection', (socket) => held.push(socket));
     try {
-      await app.ready();
-      const headers = await bearer('outage-admin', { scope: 'admin' });
-      const write = await app.inject({
-        method: 'POST',
-        url: '/products',
-        headers: { ...headers, 'content-type': 'application/json' },
-        payload: JSON.stringify({ sku: unique('X-'), name: 'X', priceCents: 1, stock: 1 }),
-      });
-      const read = await app.inject({ method: 'GET', url: '/products', headers });
-      for (const res of [write, read]) {
-        expect(res.statusCode, res.body).toBe(503);
-        expect(res.headers['retry-after']).toBe('1');
-        expect(res.json()).toMatchObject({ code: 'database_unavailable' });
-      }
+      const started = Date.now();
+      expectUnavailable(await unreachable((silent.address() as net.AddressInfo).port, 300));
+      expect(Date.now() - started).toBeLessThan(5_000);
     } finally {
-      await app.close();
-      await db.destroy();
+      for (const socket of held) socket.destroy();
+      await new Promise((done) => silent.close(done));
     }
   });
 });

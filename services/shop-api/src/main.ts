@@ -51,6 +51,9 @@ const db = createDatabase<ShopDatabase>({
   url: config.DATABASE_URL,
   maxConnections: config.DATABASE_POOL_SIZE,
   applicationName: 'shop-api',
+  // A server that accepts and never answers (or a pool in use to the last connection) fails a
+  // request with 503 database_unavailable instead of holding it.
+  connectTimeoutMs: 10_000,
   onIdleError: (error) => logger.warn({ err: error }, 'idle database connection failed'),
 });
 await verifyDatabaseAtStart(config.DATABASE_URL, logger, () => sql`SELECT 1`.execute(db));
