@@ -99,6 +99,43 @@ describe('append', () => {
     });
   });
 
+  it('counts versions across digit boundaries, appended one way or the other', async () => {
+    const id = '0190a6e2-8d7e-7c3a-9b1e-000000000010';
+    let version = 0;
+    // Ends at 9, 10, 99, 100, 999, 1000 and 1001; the COMMIT-pipelined and the plain append in turn.
+    for (const [index, count] of [9, 1, 89, 1, 899, 1, 1].entries()) {
+      const events = Array.from({ length: count }, (_, i) => added(version + i + 1, id));
+      const aggregate = { type: 'cart', id, expectedVersion: version };
+      const appended = await db.transaction().execute(async (trx) => {
+        if (index % 2 === 0) return outbox.append(trx, aggregate, events);
+        const prepared = outbox.prepare(aggregate, events);
+        await atCommit(trx, [CompiledQuery.raw(prepared.text, prepared.values)], prepared);
+        return prepared.events;
+      });
+      expect(appended.map((e) => e.aggregateVersion)).toEqual(
+        events.map((_, i) => version + i + 1),
+      );
+      version += count;
+      // A version of fewer digits than the head's is stale.
+      const stale = await caught(() =>
+        db
+          .transaction()
+          .execute((trx) =>
+            outbox.append(trx, { type: 'cart', id, expectedVersion: Math.floor(version / 10) }, [
+              added(1, id),
+            ]),
+          ),
+      );
+      expect(isSluiceError(stale, 'version_conflict')).toBe(true);
+    }
+    const stored = await rows(id);
+    expect(stored.map((r) => r.aggregate_version)).toEqual(
+      Array.from({ length: 1001 }, (_, i) => i + 1),
+    );
+    // Ids grow with versions (UUIDv7), so ordering by either gives the same sequence.
+    expect(stored.map((r) => r.id)).toEqual(stored.map((r) => r.id).sort());
+  });
+
   it('refuses a stale or repeated version and writes nothing', async () => {
     const before = await rows();
     for (const expectedVersion of [0, 2, 4]) {
