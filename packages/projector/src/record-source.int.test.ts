@@ -3,7 +3,7 @@
 // its group stays stopped.
 import { createKafka } from '@sluice/kafka';
 import { createTopics, testKafka, testServers, uniqueName, waitFor } from '@sluice/testkit';
-import type { Consumer, Kafka } from 'kafkajs';
+import type { Consumer, Kafka, Producer } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createKafkaRecordSource } from './record-source.js';
 
@@ -13,6 +13,7 @@ const topic = uniqueName('source.commits');
 const groupId = uniqueName('source.group');
 const joining = uniqueName('source.joining');
 const lingering = uniqueName('source.linger');
+const sharing = uniqueName('source.linger.shared');
 
 /** `kafka` whose consumers count the OffsetCommit requests they send. */
 function countingCommits(base: Kafka, counter: { commits: number }): Kafka {
@@ -33,9 +34,22 @@ function countingCommits(base: Kafka, counter: { commits: number }): Kafka {
 afterAll(async () => {
   const admin = kafka.admin();
   await admin.connect();
-  await admin.deleteTopics({ topics: [topic, joining, lingering] }).catch(() => undefined);
+  await admin.deleteTopics({ topics: [topic, joining, lingering, sharing] }).catch(() => undefined);
   await admin.disconnect();
 });
+
+/** 5,000 records of 1 KB in `partition`: more than one fetch takes from a partition (4 MiB). */
+async function writeBacklog(producer: Producer, to: string, partition: number) {
+  const kilobyte = 'x'.repeat(1000);
+  for (let i = 0; i < 10; i += 1)
+    await producer.send({
+      topic: to,
+      messages: Array.from({ length: 500 }, (_, j) => ({
+        partition,
+        value: `${i * 500 + j} ${kilobyte}`,
+      })),
+    });
+}
 
 describe('Kafka record source', () => {
   it('commits offsets on a timer, not per batch', async () => {
@@ -82,12 +96,7 @@ describe('Kafka record source', () => {
     const producer = kafka.producer();
     await producer.connect();
     // Behind: 5 MB, more than one fetch takes from a partition (4 MiB), written before the start.
-    const kilobyte = 'x'.repeat(1000);
-    for (let i = 0; i < 10; i += 1)
-      await producer.send({
-        topic: lingering,
-        messages: Array.from({ length: 500 }, (_, j) => ({ value: `${i * 500 + j} ${kilobyte}` })),
-      });
+    await writeBacklog(producer, lingering, 0);
     const fetchLingerMs = 5000;
     const source = createKafkaRecordSource({
       kafka,
@@ -115,6 +124,52 @@ describe('Kafka record source', () => {
     await waitFor(() => received() === 5003, { timeoutMs: 30_000, message: 'the late records' });
     expect(batches.slice(caughtUp).map(({ size }) => size)).toEqual([3]);
     await source.stop();
+    await producer.disconnect();
+  }, 90_000);
+
+  it('does not wait after a fetch in which another partition is behind, and a stop ends a wait', async () => {
+    await createTopics(kafkaBrokers, [{ topic: sharing, numPartitions: 2 }]);
+    const producer = kafka.producer();
+    await producer.connect();
+    // Partition 0 behind by more than one fetch; partition 1 at its end after its one record.
+    await writeBacklog(producer, sharing, 0);
+    await producer.send({ topic: sharing, messages: [{ partition: 1, value: 'alone' }] });
+    const fetchLingerMs = 5000;
+    const source = createKafkaRecordSource({
+      kafka,
+      groupId: uniqueName('source.linger.shared.group'),
+      topics: [sharing],
+      sessionTimeoutMs: 10_000,
+      fetchLingerMs,
+    });
+    const batches: { partition: number; size: number; at: number }[] = [];
+    const received = (partition: number) =>
+      batches.filter((b) => b.partition === partition).reduce((sum, { size }) => sum + size, 0);
+    await source.start({
+      batch: (batch) =>
+        Promise.resolve(
+          void batches.push({
+            partition: batch.partition,
+            size: batch.records.length,
+            at: Date.now(),
+          }),
+        ),
+      assigned: () => undefined,
+      crashed: () => undefined,
+    });
+    await waitFor(() => received(0) === 5000 && received(1) === 1, {
+      timeoutMs: 30_000,
+      message: 'both partitions',
+    });
+    const behind = batches.filter((b) => b.partition === 0);
+    expect(behind.length).toBeGreaterThan(1);
+    expect((behind.at(-1)?.at ?? 0) - (behind[0]?.at ?? 0)).toBeLessThan(fetchLingerMs);
+    // Caught up on both: the next record starts a wait, which a stop cuts short.
+    await producer.send({ topic: sharing, messages: [{ partition: 1, value: 'late' }] });
+    await waitFor(() => received(1) === 2, { timeoutMs: 30_000, message: 'the late record' });
+    const stopping = Date.now();
+    await source.stop();
+    expect(Date.now() - stopping).toBeLessThan(fetchLingerMs - 1000);
     await producer.disconnect();
   }, 90_000);
 

@@ -1,6 +1,5 @@
 import { errorMessage } from '@sluice/errors';
 import { registerCodecs, whenTopicsKnown } from '@sluice/kafka';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Consumer, EachBatchPayload, Kafka, TopicPartitionOffset } from 'kafkajs';
 import type { PartitionOffset } from './bookkeeping.js';
 import { toRecord, type IncomingRecord } from './records.js';
@@ -57,8 +56,8 @@ export interface KafkaRecordSourceOptions {
   /** How often consumed offsets are committed to Kafka, for lag tools. Default 5000. */
   commitIntervalMs?: number;
   /**
-   * After a batch that reached its partition's end, the wait before the next fetch, so that the
-   * records written meanwhile come in one fetch and apply in one transaction. Default 0.
+   * After a fetch whose partitions all reached their ends, the wait before the next fetch, so
+   * that the records written meanwhile come in one fetch and apply in one transaction. Default 0.
    */
   fetchLingerMs?: number;
   /**
@@ -114,6 +113,40 @@ function watchJoins(consumer: Consumer) {
   };
 }
 
+/**
+ * The wait after a fetch whose partitions all reached their ends. kafkajs fetches again only
+ * once every batch of a fetch is handled, so a partition still behind in the same fetch cuts
+ * the wait short (it is fetched again at once), and so does a stop.
+ */
+function lingering(consumer: Consumer, ms: number) {
+  let fetches = 0;
+  let behindIn = -1;
+  const waiting = new Set<() => void>();
+  const wake = () => {
+    for (const done of waiting) done();
+  };
+  if (ms > 0) consumer.on(consumer.events.FETCH_START, () => void (fetches += 1));
+  return {
+    wake,
+    behind(): void {
+      behindIn = fetches;
+      wake();
+    },
+    async caughtUp(): Promise<void> {
+      if (ms === 0 || behindIn === fetches) return;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          waiting.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, ms);
+        waiting.add(done);
+      });
+    },
+  };
+}
+
 /** A {@link RecordSource} over a kafkajs consumer group. */
 export function createKafkaRecordSource(options: KafkaRecordSourceOptions): RecordSource {
   const { kafka } = options;
@@ -131,6 +164,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     retry: { restartOnFailure: () => Promise.resolve(!stopping) },
   });
   const joins = watchJoins(consumer);
+  const linger = lingering(consumer, options.fetchLingerMs ?? 0);
   let stopping = false;
   /** Offsets consumed and not yet committed, by partition. */
   const resolved = new Map<string, TopicPartitionOffset>();
@@ -147,6 +181,8 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
   const eachBatch = (handlers: RecordSourceHandlers) => async (payload: EachBatchPayload) => {
     const { batch } = payload;
     if (!payload.isRunning() || payload.isStale() || batch.messages.length === 0) return;
+    const caughtUp = batch.offsetLag() === '0';
+    if (!caughtUp) linger.behind();
     try {
       await handlers.batch({
         topic: batch.topic,
@@ -172,8 +208,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
       });
     }
     await payload.heartbeat();
-    const linger = options.fetchLingerMs ?? 0;
-    if (linger > 0 && batch.offsetLag() === '0' && payload.isRunning()) await sleep(linger);
+    if (caughtUp && payload.isRunning() && !stopping) await linger.caughtUp();
   };
 
   return {
@@ -227,6 +262,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     },
     async stop() {
       stopping = true;
+      linger.wake();
       clearInterval(committing);
       await joins.ended(options.sessionTimeoutMs);
       await consumer.disconnect();
