@@ -7,18 +7,9 @@ import type { LightMyRequestResponse } from 'fastify';
 import { once } from 'node:events';
 import net from 'node:net';
 import pg from 'pg';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from './app.js';
 import type { ShopDatabase } from './database.js';
-import {
-  bearer,
-  startShopApi,
-  TEST_MASTER_KEYS,
-  TEST_PRIVACY,
-  TEST_SHOP_AUTH_SECRET,
-  type ShopApiHarness,
-} from './test-harness.js';
+import { bearer, startShopApi, testApp, type ShopApiHarness } from './test-harness.js';
 
 let api: ShopApiHarness;
 let killer: pg.Client;
@@ -148,14 +139,7 @@ async function unreachable(port: number, connectTimeoutMs?: number) {
     url: url.toString(),
     ...(connectTimeoutMs === undefined ? {} : { connectTimeoutMs }),
   });
-  const app = buildApp({
-    db,
-    logger: pino({ level: 'silent' }),
-    consistencyTokenSecret: Buffer.alloc(32, 7),
-    auth: { mode: 'jwt', key: Buffer.from(TEST_SHOP_AUTH_SECRET), adminScope: 'admin' },
-    privacy: TEST_PRIVACY,
-    masterKeys: TEST_MASTER_KEYS,
-  });
+  const app = testApp(db);
   try {
     await app.ready();
     const headers = await bearer('outage-admin', { scope: 'admin' });

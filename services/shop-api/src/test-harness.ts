@@ -66,6 +66,21 @@ const TEST_AUTH: AuthSettings = {
 };
 
 /**
+ * An app over `db` (migrated or not) with the harness's settings: its auth, sealing and master
+ * keys, a fixed consistency-token secret, a silent log. For tests that bring their own pool.
+ */
+export function testApp(db: Kysely<ShopDatabase>): ReturnType<typeof buildApp> {
+  return buildApp({
+    db,
+    logger: pino({ level: 'silent' }),
+    consistencyTokenSecret: Buffer.alloc(32, 7),
+    auth: TEST_AUTH,
+    privacy: TEST_PRIVACY,
+    masterKeys: TEST_MASTER_KEYS,
+  });
+}
+
+/**
  * A token signed with `secret` (default {@link TEST_SHOP_AUTH_SECRET}) for `sub`, valid an hour;
  * `claims` add to or replace its claims (`scope: 'admin'` for an admin).
  */

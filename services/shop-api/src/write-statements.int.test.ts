@@ -2,20 +2,11 @@
 // pipelines, counted once) is one round trip while it holds its row locks, so these counts are a
 // budget, not a detail. BEGIN goes with the first, COMMIT is one more.
 import { roundTrips } from '@sluice/testkit';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from './app.js';
-import {
-  bearer,
-  startShopApi,
-  TEST_MASTER_KEYS,
-  TEST_PRIVACY,
-  TEST_SHOP_AUTH_SECRET,
-  type ShopApiHarness,
-} from './test-harness.js';
+import { bearer, startShopApi, testApp, type ShopApiHarness } from './test-harness.js';
 
 let api: ShopApiHarness;
-let counted: ReturnType<typeof buildApp>;
+let counted: ReturnType<typeof testApp>;
 
 // A round trip to PostgreSQL other than the one with the COMMIT (statements sent with the COMMIT
 // have no round trip of their own).
@@ -23,14 +14,7 @@ const beforeCommit = (texts: string[]) => !/^commit$/i.test(texts.at(-1) ?? '');
 
 beforeAll(async () => {
   api = await startShopApi('shop_statements');
-  counted = buildApp({
-    db: api.db,
-    logger: pino({ level: 'silent' }),
-    consistencyTokenSecret: Buffer.alloc(32, 7),
-    auth: { mode: 'jwt', key: Buffer.from(TEST_SHOP_AUTH_SECRET), adminScope: 'admin' },
-    privacy: TEST_PRIVACY,
-    masterKeys: TEST_MASTER_KEYS,
-  });
+  counted = testApp(api.db);
   await counted.ready();
 });
 afterAll(async () => {
