@@ -104,8 +104,8 @@ export interface ProjectorOptions<DB> {
   /** How long a silent member keeps its partitions; after a crash, the wait before others take over. Default 30000. */
   sessionTimeoutMs?: number;
   /**
-   * After a fetch whose partitions all reached their ends, the wait in milliseconds before the
-   * next one (a stop cuts it short):
+   * After a fetch that reached its partitions' ends, the wait in milliseconds before the next
+   * one (none while a partition is behind; a stop cuts it short):
    * the events written meanwhile come in one fetch and apply in one transaction (fewer fetches
    * and transactions under load, for more latency). Default 0: fetch again at once.
    */

@@ -56,8 +56,9 @@ export interface KafkaRecordSourceOptions {
   /** How often consumed offsets are committed to Kafka, for lag tools. Default 5000. */
   commitIntervalMs?: number;
   /**
-   * After a fetch whose partitions all reached their ends, the wait before the next fetch, so
-   * that the records written meanwhile come in one fetch and apply in one transaction. Default 0.
+   * After a fetch that reached its partitions' ends, the wait before the next fetch (none while a
+   * partition is behind), so that the records written meanwhile come in one fetch and apply in
+   * one transaction. Default 0.
    */
   fetchLingerMs?: number;
   /**
@@ -114,26 +115,32 @@ function watchJoins(consumer: Consumer) {
 }
 
 /**
- * The wait after a fetch whose partitions all reached their ends. kafkajs fetches again only
- * once every batch of a fetch is handled, so a partition still behind in the same fetch cuts
- * the wait short (it is fetched again at once), and so does a stop.
+ * The wait after a fetch that reached its partitions' ends. kafkajs fetches again only once
+ * every batch of a fetch is handled, so while any partition's latest batch was behind its end
+ * (in this fetch, or another broker's) there is no wait, a batch behind cuts waits short, and
+ * so does a stop.
  */
-function lingering(consumer: Consumer, ms: number) {
-  let fetches = 0;
-  let behindIn = -1;
+function lingering(ms: number) {
+  /** Partitions whose latest batch did not reach their end. */
+  const behindNow = new Set<string>();
   const waiting = new Set<() => void>();
   const wake = () => {
     for (const done of waiting) done();
   };
-  if (ms > 0) consumer.on(consumer.events.FETCH_START, () => void (fetches += 1));
   return {
     wake,
-    behind(): void {
-      behindIn = fetches;
+    /** A new assignment: partitions no longer held are no longer behind. */
+    reset: () => behindNow.clear(),
+    /** A batch of `partition` that did not reach its end. */
+    behind(partition: string): void {
+      if (ms === 0) return;
+      behindNow.add(partition);
       wake();
     },
-    async caughtUp(): Promise<void> {
-      if (ms === 0 || behindIn === fetches) return;
+    /** A batch of `partition` that reached its end: resolves after the wait, if one is due. */
+    async reached(partition: string): Promise<void> {
+      behindNow.delete(partition);
+      if (ms === 0 || behindNow.size > 0) return;
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);
@@ -164,7 +171,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     retry: { restartOnFailure: () => Promise.resolve(!stopping) },
   });
   const joins = watchJoins(consumer);
-  const linger = lingering(consumer, options.fetchLingerMs ?? 0);
+  const linger = lingering(options.fetchLingerMs ?? 0);
   let stopping = false;
   /** Offsets consumed and not yet committed, by partition. */
   const resolved = new Map<string, TopicPartitionOffset>();
@@ -181,8 +188,10 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
   const eachBatch = (handlers: RecordSourceHandlers) => async (payload: EachBatchPayload) => {
     const { batch } = payload;
     if (!payload.isRunning() || payload.isStale() || batch.messages.length === 0) return;
+    const partition = `${batch.topic}:${batch.partition}`;
     const caughtUp = batch.offsetLag() === '0';
-    if (!caughtUp) linger.behind();
+    // Before the batch is handled: the other batches of this fetch must not wait for it.
+    if (!caughtUp) linger.behind(partition);
     try {
       await handlers.batch({
         topic: batch.topic,
@@ -208,12 +217,13 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
       });
     }
     await payload.heartbeat();
-    if (caughtUp && payload.isRunning() && !stopping) await linger.caughtUp();
+    if (caughtUp && payload.isRunning() && !stopping) await linger.reached(partition);
   };
 
   return {
     async start(handlers) {
       consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+        linger.reset();
         assigned = new Set(
           Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) =>
             partitions.map((partition) => `${topic}:${partition}`),

@@ -114,6 +114,7 @@ describe('the operations API', () => {
   it('answers 503 database_unavailable while the database does not answer; other failures 500', async () => {
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), {
       code: 'ECONNREFUSED',
+      syscall: 'connect',
     });
     await serve(access, [], {
       ...fakeProjector([]),
