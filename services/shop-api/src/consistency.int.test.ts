@@ -69,25 +69,15 @@ describe('atomicity', () => {
       CREATE TRIGGER fail_outbox BEFORE INSERT ON shop.outbox FOR EACH ROW EXECUTE FUNCTION shop.fail_outbox();
     `.execute(api.db);
     try {
-      const customer = await post<{ id: string }>('/customers', {
-        email: `${unique('ob')}@example.com`,
-        name: 'Ob',
-      });
-      const product = await post<{ id: string }>('/products', {
-        sku: unique('OB-'),
-        name: 'Ob',
-        priceCents: 10,
-        stock: 10,
-      });
-      const cart = await post<{ id: string }>('/carts', { customerId: customer.id });
+      const { cart, product } = await api.openCart(10);
       const before = await api.snapshot();
-      const res = await api.request('POST', `/carts/${cart.id}/items`, {
-        body: { productId: product.id, quantity: 7 },
+      const res = await api.request('POST', `/carts/${cart}/items`, {
+        body: { productId: product, quantity: 7 },
       });
       expect(res.statusCode).toBe(500);
       expect(await api.snapshot()).toBe(before);
-      const ok = await api.request('POST', `/carts/${cart.id}/items`, {
-        body: { productId: product.id, quantity: 6 },
+      const ok = await api.request('POST', `/carts/${cart}/items`, {
+        body: { productId: product, quantity: 6 },
       });
       expect(ok.statusCode).toBe(200);
     } finally {

@@ -38,27 +38,6 @@ afterAll(async () => {
 let seq = 0;
 const unique = (prefix: string) => `${prefix}${Date.now().toString(36)}${(seq += 1)}`;
 
-async function post<T>(url: string, body: unknown): Promise<T> {
-  const res = await api.request('POST', url, { body });
-  expect(res.statusCode, res.body).toBeLessThan(300);
-  return res.json<T>();
-}
-
-async function openCart() {
-  const customer = await post<{ id: string }>('/customers', {
-    email: `${unique('out')}@example.com`,
-    name: 'Out',
-  });
-  const product = await post<{ id: string }>('/products', {
-    sku: unique('OUT-'),
-    name: 'Out',
-    priceCents: 10,
-    stock: 100,
-  });
-  const cart = await post<{ id: string }>('/carts', { customerId: customer.id });
-  return { cart: cart.id, product: product.id };
-}
-
 /** Terminates the backend that sleeps in the outbox trigger, once it does. */
 async function terminateSleeper(): Promise<void> {
   const deadline = Date.now() + 10_000;
@@ -75,7 +54,7 @@ async function terminateSleeper(): Promise<void> {
 
 describe('the connection lost in the COMMIT pipeline', () => {
   it('answers 503 database_unavailable with Retry-After, writes nothing, and the next write goes through', async () => {
-    const { cart, product } = await openCart();
+    const { cart, product } = await api.openCart();
     const before = await api.snapshot();
     const [res] = await Promise.all([
       api.request('POST', `/carts/${cart}/items`, { body: { productId: product, quantity: 9 } }),
@@ -95,7 +74,7 @@ describe('the connection lost in the COMMIT pipeline', () => {
   });
 
   it('leaves an Idempotency-Key free: the retry is applied once, then replayed', async () => {
-    const { cart, product } = await openCart();
+    const { cart, product } = await api.openCart();
     const key = { 'idempotency-key': unique('lost-') };
     const [lost] = await Promise.all([
       api.request('POST', `/carts/${cart}/items`, {

@@ -1,4 +1,5 @@
 // Test support (not used by the service): a shop-api on a database of its own.
+import { randomUUID } from 'node:crypto';
 import { createPrivacy, parseMasterKey, type MasterKeys } from '@sluice/privacy';
 import { shopCatalog, shopProtectedFields } from '@sluice/shop-catalog';
 import { createDatabase, migrate } from '@sluice/database';
@@ -30,6 +31,8 @@ export interface ShopApiHarness {
   /** Every row of every shop table and the outbox, to prove a request changed nothing. */
   snapshot(): Promise<string>;
   outbox(): Promise<OutboxRow[]>;
+  /** A new customer, a product of `stock` units at 10 cents, and an open cart of the customer's. */
+  openCart(stock?: number): Promise<{ customer: string; product: string; cart: string }>;
   close(): Promise<void>;
 }
 
@@ -161,20 +164,21 @@ export async function startShopApi(
   const admin = await bearer(TEST_ADMIN, { scope: 'admin' });
   options.routes?.(app);
   await app.ready();
+  const request: ShopApiHarness['request'] = (method, url, options = {}) => {
+    const headers: Record<string, string> = { ...admin, ...options.headers };
+    if (headers.authorization === '') delete headers.authorization;
+    let payload: string | undefined = options.raw;
+    if (options.body !== undefined) {
+      payload = JSON.stringify(options.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    return app.inject({ method, url, headers, ...(payload === undefined ? {} : { payload }) });
+  };
   return {
     app,
     db,
     database,
-    request(method, url, options = {}) {
-      const headers: Record<string, string> = { ...admin, ...options.headers };
-      if (headers.authorization === '') delete headers.authorization;
-      let payload: string | undefined = options.raw;
-      if (options.body !== undefined) {
-        payload = JSON.stringify(options.body);
-        headers['content-type'] ??= 'application/json';
-      }
-      return app.inject({ method, url, headers, ...(payload === undefined ? {} : { payload }) });
-    },
+    request,
     async snapshot() {
       const parts: string[] = [];
       for (const table of TABLES) {
@@ -183,6 +187,23 @@ export async function startShopApi(
         parts.push(`${table}:${rows.map((r) => r.row).join('|')}`);
       }
       return parts.join('\n');
+    },
+    async openCart(stock = 100) {
+      const create = async (url: string, body: unknown): Promise<string> => {
+        const res = await request('POST', url, { body });
+        if (res.statusCode >= 300) throw new Error(`POST ${url}: ${res.statusCode} ${res.body}`);
+        return res.json<{ id: string }>().id;
+      };
+      const name = randomUUID();
+      const customer = await create('/customers', { email: `${name}@example.com`, name: 'Cart' });
+      const product = await create('/products', {
+        sku: name,
+        name: 'Cart',
+        priceCents: 10,
+        stock,
+      });
+      const cart = await create('/carts', { customerId: customer });
+      return { customer, product, cart };
     },
     async outbox() {
       const { rows } = await sql<OutboxRow>`
