@@ -1,7 +1,7 @@
 // shop-api writing while its PostgreSQL crashes and recovers (an immediate restart), on a server
 // of this file's own: every answer is a success or a 503 to retry (never a 500), and writes
 // retried under their Idempotency-Key until they succeed are each applied exactly once.
-import { createPostgresServer, findPostgresBinDir, type PostgresServer } from '@sluice/stack';
+import { createPostgresServer, type PostgresServer } from '@sluice/stack';
 import { freePort, waitFor } from '@sluice/testkit';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hasLocalServers } from '../relay/harness.js';
 import { shopAdminHeaders } from '../support/access.js';
 import { startShopApi, type ServiceProcess } from '../support/services.js';
 
@@ -16,16 +17,7 @@ const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WRITERS = 4;
 const ADDS = 30;
 
-const hasPostgres = (() => {
-  try {
-    findPostgresBinDir();
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-describe.skipIf(!hasPostgres)('shop-api through a PostgreSQL crash', () => {
+describe.skipIf(!hasLocalServers())('shop-api through a PostgreSQL crash', () => {
   let tempDir: string;
   let postgres: PostgresServer;
   let api: { service: ServiceProcess; base: string };

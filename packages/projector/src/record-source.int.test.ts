@@ -51,6 +51,38 @@ async function writeBacklog(producer: Producer, to: string, partition: number) {
     });
 }
 
+const LINGER_MS = 5000;
+
+/** A source reading `on` with a linger of {@link LINGER_MS}, recording every batch it delivers. */
+async function recordingLinger(on: string) {
+  const source = createKafkaRecordSource({
+    kafka,
+    groupId: uniqueName(`${on}.group`),
+    topics: [on],
+    sessionTimeoutMs: 10_000,
+    fetchLingerMs: LINGER_MS,
+  });
+  const batches: { partition: number; size: number; at: number }[] = [];
+  await source.start({
+    batch: (batch) =>
+      Promise.resolve(
+        void batches.push({
+          partition: batch.partition,
+          size: batch.records.length,
+          at: Date.now(),
+        }),
+      ),
+    assigned: () => undefined,
+    crashed: () => undefined,
+  });
+  /** Records delivered, of `partition` or of all. */
+  const received = (partition?: number) =>
+    batches
+      .filter((b) => partition === undefined || b.partition === partition)
+      .reduce((sum, { size }) => sum + size, 0);
+  return { source, batches, received };
+}
+
 describe('Kafka record source', () => {
   it('commits offsets on a timer, not per batch', async () => {
     await createTopics(kafkaBrokers, [{ topic, numPartitions: 1 }]);
@@ -97,26 +129,11 @@ describe('Kafka record source', () => {
     await producer.connect();
     // Behind: 5 MB, more than one fetch takes from a partition (4 MiB), written before the start.
     await writeBacklog(producer, lingering, 0);
-    const fetchLingerMs = 5000;
-    const source = createKafkaRecordSource({
-      kafka,
-      groupId: uniqueName('source.linger.group'),
-      topics: [lingering],
-      sessionTimeoutMs: 10_000,
-      fetchLingerMs,
-    });
-    const batches: { size: number; at: number }[] = [];
-    const received = () => batches.reduce((sum, { size }) => sum + size, 0);
-    await source.start({
-      batch: (batch) =>
-        Promise.resolve(void batches.push({ size: batch.records.length, at: Date.now() })),
-      assigned: () => undefined,
-      crashed: () => undefined,
-    });
+    const { source, batches, received } = await recordingLinger(lingering);
     await waitFor(() => received() === 5000, { timeoutMs: 30_000, message: 'the backlog' });
     expect(batches.length).toBeGreaterThan(1);
     // Fetched again at once while behind: well within one linger.
-    expect((batches.at(-1)?.at ?? 0) - (batches[0]?.at ?? 0)).toBeLessThan(fetchLingerMs);
+    expect((batches.at(-1)?.at ?? 0) - (batches[0]?.at ?? 0)).toBeLessThan(LINGER_MS);
     // At its end: the records written during the linger come in one fetch.
     const caughtUp = batches.length;
     for (let i = 0; i < 3; i += 1)
@@ -134,42 +151,20 @@ describe('Kafka record source', () => {
     // Partition 0 behind by more than one fetch; partition 1 at its end after its one record.
     await writeBacklog(producer, sharing, 0);
     await producer.send({ topic: sharing, messages: [{ partition: 1, value: 'alone' }] });
-    const fetchLingerMs = 5000;
-    const source = createKafkaRecordSource({
-      kafka,
-      groupId: uniqueName('source.linger.shared.group'),
-      topics: [sharing],
-      sessionTimeoutMs: 10_000,
-      fetchLingerMs,
-    });
-    const batches: { partition: number; size: number; at: number }[] = [];
-    const received = (partition: number) =>
-      batches.filter((b) => b.partition === partition).reduce((sum, { size }) => sum + size, 0);
-    await source.start({
-      batch: (batch) =>
-        Promise.resolve(
-          void batches.push({
-            partition: batch.partition,
-            size: batch.records.length,
-            at: Date.now(),
-          }),
-        ),
-      assigned: () => undefined,
-      crashed: () => undefined,
-    });
+    const { source, batches, received } = await recordingLinger(sharing);
     await waitFor(() => received(0) === 5000 && received(1) === 1, {
       timeoutMs: 30_000,
       message: 'both partitions',
     });
     const behind = batches.filter((b) => b.partition === 0);
     expect(behind.length).toBeGreaterThan(1);
-    expect((behind.at(-1)?.at ?? 0) - (behind[0]?.at ?? 0)).toBeLessThan(fetchLingerMs);
+    expect((behind.at(-1)?.at ?? 0) - (behind[0]?.at ?? 0)).toBeLessThan(LINGER_MS);
     // Caught up on both: the next record starts a wait, which a stop cuts short.
     await producer.send({ topic: sharing, messages: [{ partition: 1, value: 'late' }] });
     await waitFor(() => received(1) === 2, { timeoutMs: 30_000, message: 'the late record' });
     const stopping = Date.now();
     await source.stop();
-    expect(Date.now() - stopping).toBeLessThan(fetchLingerMs - 1000);
+    expect(Date.now() - stopping).toBeLessThan(LINGER_MS - 1000);
     await producer.disconnect();
   }, 90_000);
 

@@ -69,7 +69,7 @@ export const projectorConfigSchema = Type.Object({
     maximum: 1000,
     default: 0,
     description:
-      'After a fetch that reached a partition’s end, the wait before the next: events written meanwhile apply in one transaction (0: fetch again at once).',
+      'After a fetch that reached its partitions’ ends, the wait before the next (none while a partition is behind): events written meanwhile apply in one transaction (0: fetch again at once).',
   }),
   PROJECTOR_GENERATION_POLL_MS: Type.Integer({
     minimum: 100,
