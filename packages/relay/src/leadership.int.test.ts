@@ -1,6 +1,6 @@
 // Leadership across a network partition, simulated by a TCP proxy that stops forwarding: the
 // leader gives up within its bound, and PostgreSQL ends the silent session so another takes over.
-import { testServers, uniqueName, waitFor } from '@sluice/testkit';
+import { freePort, testServers, uniqueName, waitFor } from '@sluice/testkit';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { createLeadership } from './leadership.js';
@@ -8,7 +8,7 @@ import { createLeadership } from './leadership.js';
 const { databaseUrl } = testServers();
 
 /** Forwards TCP to PostgreSQL until `freeze()`, after which nothing passes either way. */
-async function partitionableProxy(target: URL) {
+async function partitionableProxy(target: URL, port = 0) {
   const sockets: net.Socket[] = [];
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(target.port || 5432), target.hostname);
@@ -18,11 +18,10 @@ async function partitionableProxy(target: URL) {
     client.on('error', () => undefined);
     upstream.on('error', () => undefined);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const url = new URL(target);
   url.hostname = '127.0.0.1';
-  url.port = String(port);
+  url.port = String((server.address() as net.AddressInfo).port);
   return {
     url: url.toString(),
     freeze() {
@@ -70,5 +69,35 @@ describe('leadership', () => {
     expect(lostAfterMs).toBeLessThan(leaseMs);
     expect(takeoverMs).toBeGreaterThan(lostAfterMs);
     expect(takeoverMs).toBeLessThan(leaseMs * 2);
+  });
+
+  it('a standby that cannot reach PostgreSQL says why, until a try is answered', async () => {
+    const port = await freePort();
+    const url = new URL(databaseUrl);
+    url.hostname = '127.0.0.1';
+    url.port = String(port);
+    const name = uniqueName('reach');
+    const holder = createLeadership({ connectionString: databaseUrl, name });
+    const standby = createLeadership({ connectionString: url.toString(), name, pollMs: 50 });
+    const abort = new AbortController();
+    onTestFinished(async () => {
+      abort.abort();
+      await Promise.all([holder.release(), standby.release()]);
+    });
+    await holder.acquire(abort.signal);
+    expect(standby.unreachable()).toBeUndefined();
+    void standby.acquire(abort.signal).catch(() => undefined);
+    const refused = await waitFor(() => standby.unreachable(), {
+      timeoutMs: 10_000,
+      message: 'a refused try to be kept',
+    });
+    expect(refused.message).toMatch(/ECONNREFUSED/);
+    // PostgreSQL answers on that port now, and the lock is held elsewhere: a standby, reachable.
+    const proxy = await partitionableProxy(new URL(databaseUrl), port);
+    onTestFinished(() => proxy.close());
+    await waitFor(() => standby.unreachable() === undefined, {
+      timeoutMs: 10_000,
+      message: 'an answered try to clear it',
+    });
   });
 });

@@ -27,6 +27,11 @@ export interface Leadership {
   /** Resolves when leadership is lost (the lock session died or went silent); never if released. */
   lost(): Promise<Error>;
   release(): Promise<void>;
+  /**
+   * Why the latest try to take the lead got no answer from PostgreSQL (a connection refused,
+   * lost, or not answered within half the lease); undefined once a try is answered.
+   */
+  unreachable(): Error | undefined;
 }
 
 /**
@@ -46,6 +51,7 @@ class AdvisoryLockLeadership implements Leadership {
   private lostResolve: ((error: Error) => void) | undefined;
   private lostPromise: Promise<Error>;
   private check: NodeJS.Timeout | undefined;
+  private failure: Error | undefined;
 
   constructor(private readonly options: LeadershipOptions) {
     this.leaseMs = options.leaseMs ?? 10_000;
@@ -60,6 +66,10 @@ class AdvisoryLockLeadership implements Leadership {
       await new Promise((resolve) => setTimeout(resolve, this.options.pollMs ?? 1000));
     }
     throw new SluiceError<RelayErrorCode>('leadership_aborted', 'Stopped before becoming leader');
+  }
+
+  unreachable(): Error | undefined {
+    return this.failure;
   }
 
   lost(): Promise<Error> {
@@ -103,6 +113,7 @@ class AdvisoryLockLeadership implements Leadership {
         'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked',
         [`sluice:${this.options.name}`],
       );
+      this.failure = undefined;
       if (rows[0]?.locked !== true) {
         await endWithin(candidate, this.answerWithinMs);
         return false;
@@ -111,7 +122,8 @@ class AdvisoryLockLeadership implements Leadership {
       this.lostPromise = new Promise<Error>((resolve) => (this.lostResolve = resolve));
       this.scheduleCheck(candidate);
       return true;
-    } catch {
+    } catch (error) {
+      this.failure = error instanceof Error ? error : new Error(errorMessage(error));
       await endWithin(candidate, this.answerWithinMs);
       return false;
     }

@@ -29,6 +29,7 @@ export {
   refusalExitCode,
   runService,
   type Readiness,
+  type ReadinessProblem,
   type Service,
   type ServiceOptions,
 } from './run-service.js';

@@ -200,3 +200,107 @@ describe('runService embedded in a process it does not own', () => {
     expect(exits).toEqual([]);
   });
 });
+
+describe('readiness that does not answer, or fails', () => {
+  const readyz = async (service: Service) => {
+    const started = Date.now();
+    const res = await fetch(`${service.address}/readyz`);
+    return { status: res.status, body: await res.json(), ms: Date.now() - started };
+  };
+
+  it('answers 503 once the check has run past its timeout, and probes share one check', async () => {
+    let checks = 0;
+    let answer: (readiness: { ready: boolean; body: unknown }) => void = () => undefined;
+    let hang = true;
+    const service = await start({
+      readinessTimeoutMs: 200,
+      readiness: () => {
+        checks += 1;
+        if (!hang) return { ready: true, body: { status: 'ready' } };
+        return new Promise((resolve) => (answer = resolve));
+      },
+    });
+    const probes = await Promise.all([readyz(service), readyz(service), readyz(service)]);
+    for (const probe of probes) {
+      expect(probe.status).toBe(503);
+      expect(probe.body).toEqual({
+        status: 'not_ready',
+        problems: [
+          {
+            code: 'readiness_timeout',
+            detail: 'The readiness check did not answer within 200 ms',
+          },
+        ],
+      });
+      expect(probe.ms).toBeGreaterThanOrEqual(190);
+      expect(probe.ms).toBeLessThan(2000);
+    }
+    // A probe while the first check still hangs waits on it again instead of starting another.
+    expect((await readyz(service)).status).toBe(503);
+    expect(checks).toBe(1);
+    expect(
+      lines.filter((line) => line.msg === 'readiness check did not answer in time'),
+    ).toHaveLength(4);
+    hang = false;
+    answer({ ready: true, body: { status: 'ready' } });
+    await expect.poll(async () => (await readyz(service)).status).toBe(200);
+    expect(checks).toBe(2);
+  });
+
+  it('answers the service own 503 when it gives one, for a timeout and for a failure', async () => {
+    let fail = false;
+    const service = await start({
+      readinessTimeoutMs: 100,
+      readiness: () =>
+        fail
+          ? Promise.reject(
+              Object.assign(new Error('connect ECONNREFUSED'), {
+                code: 'ECONNREFUSED',
+                syscall: 'connect',
+              }),
+            )
+          : new Promise((resolve) =>
+              setTimeout(() => resolve({ ready: true, body: { late: true } }), 300),
+            ),
+      notReady: (problem) => ({
+        ready: false,
+        body: { type: 'about:blank', code: problem.code },
+        contentType: 'application/problem+json',
+      }),
+    });
+    const res = await fetch(`${service.address}/readyz`);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect([res.status, await res.json()]).toEqual([
+      503,
+      { type: 'about:blank', code: 'readiness_timeout' },
+    ]);
+    fail = true;
+    await expect
+      .poll(async () => (await readyz(service)).body)
+      .toEqual({ type: 'about:blank', code: 'database_unavailable' });
+  });
+
+  it('answers 503 readiness_failed for a check that throws, and logs why', async () => {
+    const service = await start({
+      readiness: () => {
+        throw new Error('the consumer map is broken');
+      },
+    });
+    const probe = await readyz(service);
+    expect([probe.status, probe.body]).toEqual([
+      503,
+      {
+        status: 'not_ready',
+        problems: [
+          {
+            code: 'readiness_failed',
+            detail: 'The readiness check failed: the consumer map is broken',
+          },
+        ],
+      },
+    ]);
+    expect(lines.find((line) => line.msg === 'readiness check failed')).toMatchObject({
+      level: 40,
+    });
+  });
+});

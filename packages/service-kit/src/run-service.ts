@@ -2,6 +2,9 @@ import { errorMessage, isSluiceError } from '@sluice/errors';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry, RegistryContentType } from 'prom-client';
+import { boundedReadiness, type Readiness, type ReadinessProblem } from './readiness.js';
+
+export type { Readiness, ReadinessProblem } from './readiness.js';
 
 /** How a Sluice service exits, for its supervisor (sysexits.h numbers where one fits). */
 export const ExitCode = {
@@ -66,14 +69,6 @@ export async function exitOnRefusal(
   }
 }
 
-/** What `/readyz` answers: 200 with `body` when `ready`, 503 with it otherwise. */
-export interface Readiness {
-  ready: boolean;
-  body: unknown;
-  /** Default `application/json`. */
-  contentType?: string;
-}
-
 /** Options for {@link runService}. */
 export interface ServiceOptions {
   logger: Logger;
@@ -84,6 +79,16 @@ export interface ServiceOptions {
   metrics: Registry<RegistryContentType>;
   /** Asked at every `/readyz`; `stopping` once a stop has begun. */
   readiness(state: { stopping: boolean }): Readiness | Promise<Readiness>;
+  /**
+   * A readiness check that has not answered this long after a `/readyz` arrived answers 503
+   * (default 2000 ms); `/readyz` requests that arrive while a check runs share it.
+   */
+  readinessTimeoutMs?: number;
+  /**
+   * What `/readyz` answers when the check throws or does not answer in time. Default 503
+   * `{ status: 'not_ready', problems: [problem] }`.
+   */
+  notReady?(problem: ReadinessProblem): Readiness;
   /** Registers the service's own routes (and error handler) on the HTTP server. */
   routes?(app: FastifyInstance): void;
   /**
@@ -132,8 +137,9 @@ export interface Service {
 function httpServer(options: ServiceOptions, stopping: () => boolean): FastifyInstance {
   const app = options.app ?? Fastify({ logger: false });
   app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
+  const readiness = boundedReadiness(options, stopping);
   app.get('/readyz', async (_request, reply) => {
-    const { ready, body, contentType } = await options.readiness({ stopping: stopping() });
+    const { ready, body, contentType } = await readiness();
     if (contentType !== undefined) reply.type(contentType);
     return reply.code(ready ? 200 : 503).send(body);
   });

@@ -52,6 +52,8 @@ function tokenOf(request: FastifyRequest): string {
 interface Forwarded {
   status: number;
   body: unknown;
+  /** The projector's `Retry-After` (a 503 while its database is out of reach), passed on. */
+  retryAfter: string | null;
 }
 
 /** Sends one operations request to the projector hosting `projection`, as the caller. */
@@ -87,7 +89,7 @@ async function forward(
       signal: AbortSignal.timeout(30_000),
     });
     const body: unknown = await response.json().catch(() => ({}));
-    return { status: response.status, body };
+    return { status: response.status, body, retryAfter: response.headers.get('retry-after') };
   } catch (error) {
     throw new SluiceError('projector_unreachable', `The projector at ${base} did not answer`, {
       cause: error,
@@ -95,7 +97,10 @@ async function forward(
   }
 }
 
-const relay = (reply: FastifyReply, { status, body }: Forwarded) => reply.code(status).send(body);
+function relay(reply: FastifyReply, { status, body, retryAfter }: Forwarded) {
+  if (retryAfter !== null) reply.header('retry-after', retryAfter);
+  return reply.code(status).send(body);
+}
 
 /** The distinct aggregates with parked records matching, at most {@link MATCHING_CAP}. */
 async function matchingAggregates(pool: pg.Pool, body: Static<typeof MatchingBody>) {

@@ -235,6 +235,10 @@ function serve(
       const { ready, problems } = await projector.health();
       return { ready, body: { status: ready ? 'ready' : 'not_ready', problems } };
     },
+    notReady: (problem) => ({
+      ready: false,
+      body: { status: 'not_ready', problems: [{ ...problem, projection: '*' }] },
+    }),
     routes: (app) =>
       operationsRoutes(app, { projector, logger, hosted: parts.names, access: parts.access }),
     stopDescription: 'finishing the batches in hand',

@@ -113,7 +113,10 @@ const service = await runService({
     if (block !== undefined) {
       return { ready: false, body: { status: 'blocked', ...block, message: describeBlock(block) } };
     }
-    return { ready: true, body: { status: worker.isLeading() ? 'leading' : 'standby' } };
+    if (worker.isLeading()) return { ready: true, body: { status: 'leading' } };
+    if (leadership.unreachable() === undefined) return { ready: true, body: { status: 'standby' } };
+    const message = 'PostgreSQL does not answer: the relay cannot take the lead';
+    return { ready: false, body: { status: 'database_unavailable', message } };
   },
   stopDescription: 'publishing what was read, then acknowledging',
   async stop() {

@@ -171,6 +171,7 @@ spec:
           readinessProbe:
             httpGet: { path: /readyz, port: http }
             periodSeconds: 5
+            timeoutSeconds: 3
             failureThreshold: 2
           startupProbe:
             httpGet: { path: /healthz, port: http }

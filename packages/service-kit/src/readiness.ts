@@ -1,0 +1,73 @@
+import { errorMessage, isDatabaseUnavailable } from '@sluice/errors';
+import type { Logger } from 'pino';
+
+/** What `/readyz` answers: 200 with `body` when `ready`, 503 with it otherwise. */
+export interface Readiness {
+  ready: boolean;
+  body: unknown;
+  /** Default `application/json`. */
+  contentType?: string;
+}
+
+/** Why a readiness check gave no answer of its own: it failed, or did not answer in time. */
+export interface ReadinessProblem {
+  code: 'readiness_timeout' | 'database_unavailable' | 'readiness_failed';
+  detail: string;
+}
+
+export interface ReadinessOptions {
+  logger: Logger;
+  readiness(state: { stopping: boolean }): Readiness | Promise<Readiness>;
+  readinessTimeoutMs?: number;
+  notReady?(problem: ReadinessProblem): Readiness;
+}
+
+const notReadyBody = (problem: ReadinessProblem): Readiness => ({
+  ready: false,
+  body: { status: 'not_ready', problems: [problem] },
+});
+
+function failed(error: unknown): ReadinessProblem {
+  return isDatabaseUnavailable(error)
+    ? { code: 'database_unavailable', detail: 'The database does not answer' }
+    : { code: 'readiness_failed', detail: `The readiness check failed: ${errorMessage(error)}` };
+}
+
+/**
+ * `/readyz`'s answer, bounded: requests that arrive while a check runs share it (a database that
+ * does not answer does not collect one waiting query per probe), and a check that fails or has
+ * not answered within `readinessTimeoutMs` is a 503 (`notReady`), logged at warn.
+ */
+export function boundedReadiness(
+  options: ReadinessOptions,
+  stopping: () => boolean,
+): () => Promise<Readiness> {
+  const timeoutMs = options.readinessTimeoutMs ?? 2000;
+  const notReady = (problem: ReadinessProblem) =>
+    options.notReady?.(problem) ?? notReadyBody(problem);
+  let inFlight: Promise<Readiness> | undefined;
+  const check = () =>
+    Promise.resolve()
+      .then(() => options.readiness({ stopping: stopping() }))
+      .catch((error: unknown) => {
+        options.logger.warn({ err: error }, 'readiness check failed');
+        return notReady(failed(error));
+      })
+      .finally(() => (inFlight = undefined));
+  return async () => {
+    const running = (inFlight ??= check());
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<Readiness>((resolve) => {
+      timer = setTimeout(() => {
+        options.logger.warn({ timeoutMs }, 'readiness check did not answer in time');
+        const detail = `The readiness check did not answer within ${timeoutMs} ms`;
+        resolve(notReady({ code: 'readiness_timeout', detail }));
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([running, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}
