@@ -120,7 +120,10 @@ export interface ProjectorOptions<DB> {
   applyConcurrency?: number;
   /** How often generations are checked: rebuilds started elsewhere, swaps, retirements. Default 1000. */
   generationPollMs?: number;
-  /** A consumer whose batches have failed this long without one succeeding is stalled. Default 30000. */
+  /**
+   * A consumer whose batches have failed this long without one succeeding, or with a batch
+   * applying this long, is stalled. Default 30000.
+   */
   stalledAfterMs?: number;
   /**
    * Hours `sluice.projection_applied_batches` keeps when each partition batch was applied (the

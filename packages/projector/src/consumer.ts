@@ -73,8 +73,16 @@ export interface GenerationConsumer {
   start(): Promise<void>;
   /** Applies the batches in hand, then leaves the group. */
   stop(): Promise<void>;
-  /** When its batches began failing without one succeeding since, and why; set once it crashed. */
-  health(): { failingSince: number | undefined; lastError: unknown; crashed: unknown };
+  /**
+   * When its batches began failing without one succeeding since, and why; set once it crashed;
+   * when the oldest batch still applying began (a lock, a handler or the database it waits on).
+   */
+  health(): {
+    failingSince: number | undefined;
+    lastError: unknown;
+    crashed: unknown;
+    applyingSince: number | undefined;
+  };
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -91,11 +99,13 @@ export function createGenerationConsumer(options: GenerationConsumerOptions): Ge
     limits: { records: MAX_RECORDS_IN_HAND, bytes: MAX_BYTES_IN_HAND },
     concurrency: options.applyConcurrency,
   });
-  const state: ReturnType<GenerationConsumer['health']> = {
+  const state: Omit<ReturnType<GenerationConsumer['health']>, 'applyingSince'> = {
     failingSince: undefined,
     lastError: undefined,
     crashed: undefined,
   };
+  /** When each batch now applying began (after its admission). */
+  const applying = new Set<{ at: number }>();
   let stopped = false;
   const positions = createPositions(source, store, events, () => stopped);
 
@@ -118,12 +128,23 @@ export function createGenerationConsumer(options: GenerationConsumerOptions): Ge
     }
   }
 
+  /** {@link applyParts} once admitted, counted as applying (for health) until it returns. */
+  async function apply(parts: readonly Part[], heartbeat: () => Promise<void>) {
+    await options.admitted();
+    const started = { at: Date.now() };
+    applying.add(started);
+    try {
+      return await applyParts(parts, heartbeat);
+    } finally {
+      applying.delete(started);
+    }
+  }
+
   /**
    * Applies some partitions' records in one transaction; if that fails, each partition alone,
    * so one partition's trouble does not hold back the others. Returns the failures by part.
    */
-  async function apply(parts: readonly Part[], heartbeat: () => Promise<void>) {
-    await options.admitted();
+  async function applyParts(parts: readonly Part[], heartbeat: () => Promise<void>) {
     const failed = new Map<string, Error>();
     const attempt = async (some: readonly Part[]) => {
       try {
@@ -163,7 +184,11 @@ export function createGenerationConsumer(options: GenerationConsumerOptions): Ge
       await queue.close();
       await source.stop();
     },
-    health: () => ({ ...state }),
+    health() {
+      let applyingSince: number | undefined;
+      for (const { at } of applying) applyingSince = Math.min(at, applyingSince ?? at);
+      return { ...state, applyingSince };
+    },
   };
 }
 

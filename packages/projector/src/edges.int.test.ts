@@ -20,6 +20,7 @@ import type { Kafka, Message } from 'kafkajs';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { sql, type Kysely } from 'kysely';
 import fc from 'fast-check';
+import pg from 'pg';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -105,7 +106,10 @@ async function produce(topic: string, messages: Message[]): Promise<void> {
   await producer.send({ topic, acks: -1, messages });
 }
 
-async function start(prefix: string, extra: { retryDelayMs?: number } = {}): Promise<Projector> {
+async function start(
+  prefix: string,
+  extra: { retryDelayMs?: number; stalledAfterMs?: number } = {},
+): Promise<Projector> {
   const projector = createProjector({
     db,
     kafka,
@@ -115,6 +119,7 @@ async function start(prefix: string, extra: { retryDelayMs?: number } = {}): Pro
     retryDelayMs: extra.retryDelayMs ?? 1,
     generationPollMs: 100,
     sessionTimeoutMs: 6000,
+    ...(extra.stalledAfterMs === undefined ? {} : { stalledAfterMs: extra.stalledAfterMs }),
     hooks: { offsets: (_projection, _generation, notice) => notices.push(notice) },
   });
   await projector.start();
@@ -264,6 +269,42 @@ describe('projector at the edges', () => {
     });
     await appliedVersion(cart, 1, 'the third attempt');
     expect(await parkedOf(cart)).toEqual([]);
+  });
+
+  it('is stalled while a batch waits on a lock held elsewhere, and applies once it is released', async () => {
+    const { prefix, topic } = await freshTopic();
+    const projector = await start(prefix, { stalledAfterMs: 1000 });
+    const cart = randomUUID();
+    await produce(topic, [record(added(cart, 1))]);
+    await appliedVersion(cart, 1, 'the first event applied');
+    const locker = new pg.Client({ connectionString: database.url });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE public.edge_applied_g1 IN ACCESS EXCLUSIVE MODE');
+      await produce(topic, [record(added(cart, 2))]);
+      const health = await waitFor(
+        async () => {
+          const now = await projector.health();
+          return now.ready ? undefined : now;
+        },
+        { timeoutMs: 20_000, message: 'the projector to say a batch is stuck' },
+      );
+      expect(health.problems).toEqual([
+        expect.objectContaining({
+          code: 'stalled',
+          projection: 'edge_carts',
+          detail: expect.stringMatching(
+            /^A batch of edge_carts generation 1 has been applying for/,
+          ),
+        }),
+      ]);
+      await locker.query('COMMIT');
+    } finally {
+      await locker.end();
+    }
+    await appliedVersion(cart, 2, 'the second event applied once the lock is released');
+    await waitFor(async () => (await projector.health()).ready, { message: 'ready again' });
   });
 
   it('applies events a recreated topic holds below the old checkpoint, with fewer or more records than before', async () => {

@@ -3,12 +3,18 @@ import { describe, expect, it } from 'vitest';
 import type { Consumed } from './generation-sync.js';
 import { consumerProblems } from './health.js';
 
-function consumed(health: { failingSince?: number; lastError?: unknown; crashed?: unknown }) {
+function consumed(health: {
+  failingSince?: number;
+  lastError?: unknown;
+  crashed?: unknown;
+  applyingSince?: number;
+}) {
   const consumer = {
     health: () => ({
       failingSince: undefined,
       lastError: undefined,
       crashed: undefined,
+      applyingSince: undefined,
       ...health,
     }),
   };
@@ -47,5 +53,12 @@ describe('consumerProblems', () => {
     expect(consumerProblems(consumed({ failingSince, lastError: new Error('x') }), 60_000)).toEqual(
       [],
     );
+  });
+
+  it('names a batch applying for the stall time or longer, and not one applying for less', () => {
+    const [problem] = consumerProblems(consumed({ applyingSince: Date.now() - 5000 }), 1000);
+    expect(problem).toMatchObject({ code: 'stalled', projection: 'orders' });
+    expect(problem?.detail).toMatch(/^A batch of orders generation 2 has been applying for 5 s/);
+    expect(consumerProblems(consumed({ applyingSince: Date.now() }), 60_000)).toEqual([]);
   });
 });

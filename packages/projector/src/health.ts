@@ -8,7 +8,10 @@ export interface HealthProblem {
   detail: string;
 }
 
-/** Consumers stopped for good, or whose batches have failed for `stalledAfterMs` without a success. */
+/**
+ * Consumers stopped for good, whose batches have failed for `stalledAfterMs` without a success,
+ * or with a batch applying for that long.
+ */
 export function consumerProblems(
   consumed: Iterable<Consumed>,
   stalledAfterMs: number,
@@ -30,6 +33,13 @@ export function consumerProblems(
         code: 'stalled',
         projection,
         detail: `Batches of ${name} have failed for ${seconds} s (${errorKind(health.lastError)}); the log has the cause`,
+      });
+    } else if (health.applyingSince !== undefined && now - health.applyingSince >= stalledAfterMs) {
+      const seconds = Math.round((now - health.applyingSince) / 1000);
+      problems.push({
+        code: 'stalled',
+        projection,
+        detail: `A batch of ${name} has been applying for ${seconds} s: it waits on a lock, a handler or the database`,
       });
     }
   }
