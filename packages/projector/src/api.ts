@@ -121,8 +121,8 @@ export interface ProjectorOptions<DB> {
   /** How often generations are checked: rebuilds started elsewhere, swaps, retirements. Default 1000. */
   generationPollMs?: number;
   /**
-   * A consumer whose batches have failed this long without one succeeding, or with a batch
-   * applying this long, is stalled. Default 30000.
+   * A consumer whose batches have failed this long without one succeeding, with a batch applying
+   * this long, or with a fetch Kafka has not answered this long, is stalled. Default 30000.
    */
   stalledAfterMs?: number;
   /**

@@ -64,6 +64,7 @@ function harness(
     },
     seek: (at) => void seeks.push(at),
     logStart: () => Promise.resolve(logStart),
+    fetchWaitingSince: () => undefined,
     stop: () => Promise.resolve(),
   };
   const store: GenerationStore = {

@@ -75,13 +75,15 @@ export interface GenerationConsumer {
   stop(): Promise<void>;
   /**
    * When its batches began failing without one succeeding since, and why; set once it crashed;
-   * when the oldest batch still applying began (a lock, a handler or the database it waits on).
+   * when the oldest batch still applying began (a lock, a handler or the database it waits on);
+   * since when a fetch has waited for Kafka's answer.
    */
   health(): {
     failingSince: number | undefined;
     lastError: unknown;
     crashed: unknown;
     applyingSince: number | undefined;
+    fetchWaitingSince: number | undefined;
   };
 }
 
@@ -99,7 +101,10 @@ export function createGenerationConsumer(options: GenerationConsumerOptions): Ge
     limits: { records: MAX_RECORDS_IN_HAND, bytes: MAX_BYTES_IN_HAND },
     concurrency: options.applyConcurrency,
   });
-  const state: Omit<ReturnType<GenerationConsumer['health']>, 'applyingSince'> = {
+  const state: Pick<
+    ReturnType<GenerationConsumer['health']>,
+    'failingSince' | 'lastError' | 'crashed'
+  > = {
     failingSince: undefined,
     lastError: undefined,
     crashed: undefined,
@@ -187,7 +192,7 @@ export function createGenerationConsumer(options: GenerationConsumerOptions): Ge
     health() {
       let applyingSince: number | undefined;
       for (const { at } of applying) applyingSince = Math.min(at, applyingSince ?? at);
-      return { ...state, applyingSince };
+      return { ...state, applyingSince, fetchWaitingSince: source.fetchWaitingSince() };
     },
   };
 }

@@ -16,12 +16,13 @@ import {
   waitForTopicLeaders,
   type TestDatabase,
 } from '@sluice/testkit';
-import type { Kafka, Message } from 'kafkajs';
+import { Kafka, logLevel, type Message } from 'kafkajs';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { sql, type Kysely } from 'kysely';
 import fc from 'fast-check';
 import pg from 'pg';
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   createProjector,
@@ -108,11 +109,11 @@ async function produce(topic: string, messages: Message[]): Promise<void> {
 
 async function start(
   prefix: string,
-  extra: { retryDelayMs?: number; stalledAfterMs?: number } = {},
+  extra: { retryDelayMs?: number; stalledAfterMs?: number; kafka?: Kafka } = {},
 ): Promise<Projector> {
   const projector = createProjector({
     db,
-    kafka,
+    kafka: extra.kafka ?? kafka,
     projections: [carts],
     topicPrefix: prefix,
     groupPrefix: `${prefix}g.`,
@@ -125,6 +126,39 @@ async function start(
   await projector.start();
   running = projector;
   return projector;
+}
+
+/** A client of the test Kafka that reads no answer while frozen: a broker that does not answer. */
+function freezableKafka() {
+  const sockets = new Set<net.Socket>();
+  let frozen = false;
+  const client = new Kafka({
+    clientId: uniqueName('frozen'),
+    brokers: [...kafkaBrokers],
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 3, initialRetryTime: 100 },
+    socketFactory: ({ host, port, onConnect }) => {
+      const socket = net.connect({ host, port }, onConnect);
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      if (frozen) socket.pause();
+      return socket;
+    },
+  });
+  const each = (change: (socket: net.Socket) => void) => {
+    for (const socket of sockets) change(socket);
+  };
+  return {
+    kafka: client,
+    freeze: () => {
+      frozen = true;
+      each((socket) => socket.pause());
+    },
+    thaw: () => {
+      frozen = false;
+      each((socket) => socket.resume());
+    },
+  };
 }
 
 /** Deletes a one-partition topic's records below `offset`: its log start moves there. */
@@ -304,6 +338,40 @@ describe('projector at the edges', () => {
       await locker.end();
     }
     await appliedVersion(cart, 2, 'the second event applied once the lock is released');
+    await waitFor(async () => (await projector.health()).ready, { message: 'ready again' });
+  });
+
+  it('is stalled while Kafka does not answer its fetches, and ready again once it does', async () => {
+    const { prefix, topic } = await freshTopic();
+    const frozen = freezableKafka();
+    const projector = await start(prefix, { stalledAfterMs: 3000, kafka: frozen.kafka });
+    const cart = randomUUID();
+    await produce(topic, [record(added(cart, 1))]);
+    await appliedVersion(cart, 1, 'the first event applied');
+    await waitFor(async () => (await projector.health()).ready, { message: 'ready' });
+    frozen.freeze();
+    try {
+      const health = await waitFor(
+        async () => {
+          const now = await projector.health();
+          return now.ready ? undefined : now;
+        },
+        { timeoutMs: 20_000, message: 'the projector to say Kafka does not answer' },
+      );
+      expect(health.problems).toEqual([
+        expect.objectContaining({
+          code: 'stalled',
+          projection: 'edge_carts',
+          detail: expect.stringMatching(
+            /^Kafka has not answered the fetches of edge_carts generation 1 for \d+ s$/,
+          ),
+        }),
+      ]);
+    } finally {
+      frozen.thaw();
+    }
+    await produce(topic, [record(added(cart, 2))]);
+    await appliedVersion(cart, 2, 'the next event applied once Kafka answers');
     await waitFor(async () => (await projector.health()).ready, { message: 'ready again' });
   });
 

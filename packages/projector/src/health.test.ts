@@ -8,6 +8,7 @@ function consumed(health: {
   lastError?: unknown;
   crashed?: unknown;
   applyingSince?: number;
+  fetchWaitingSince?: number;
 }) {
   const consumer = {
     health: () => ({
@@ -15,6 +16,7 @@ function consumed(health: {
       lastError: undefined,
       crashed: undefined,
       applyingSince: undefined,
+      fetchWaitingSince: undefined,
       ...health,
     }),
   };
@@ -60,5 +62,14 @@ describe('consumerProblems', () => {
     expect(problem).toMatchObject({ code: 'stalled', projection: 'orders' });
     expect(problem?.detail).toMatch(/^A batch of orders generation 2 has been applying for 5 s/);
     expect(consumerProblems(consumed({ applyingSince: Date.now() }), 60_000)).toEqual([]);
+  });
+
+  it('names a fetch Kafka has not answered for the stall time, and not one waiting for less', () => {
+    const [problem] = consumerProblems(consumed({ fetchWaitingSince: Date.now() - 7000 }), 1000);
+    expect(problem).toMatchObject({ code: 'stalled', projection: 'orders' });
+    expect(problem?.detail).toBe(
+      'Kafka has not answered the fetches of orders generation 2 for 7 s',
+    );
+    expect(consumerProblems(consumed({ fetchWaitingSince: Date.now() - 900 }), 1000)).toEqual([]);
   });
 });

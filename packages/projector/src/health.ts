@@ -10,7 +10,7 @@ export interface HealthProblem {
 
 /**
  * Consumers stopped for good, whose batches have failed for `stalledAfterMs` without a success,
- * or with a batch applying for that long.
+ * with a batch applying for that long, or with a fetch Kafka has not answered for that long.
  */
 export function consumerProblems(
   consumed: Iterable<Consumed>,
@@ -40,6 +40,16 @@ export function consumerProblems(
         code: 'stalled',
         projection,
         detail: `A batch of ${name} has been applying for ${seconds} s: it waits on a lock, a handler or the database`,
+      });
+    } else if (
+      health.fetchWaitingSince !== undefined &&
+      now - health.fetchWaitingSince >= stalledAfterMs
+    ) {
+      const seconds = Math.round((now - health.fetchWaitingSince) / 1000);
+      problems.push({
+        code: 'stalled',
+        projection,
+        detail: `Kafka has not answered the fetches of ${name} for ${seconds} s`,
       });
     }
   }

@@ -44,6 +44,8 @@ export interface RecordSource {
   seek(at: PartitionOffset): void;
   /** The first offset the partition's log still holds. */
   logStart(topic: string, partition: number): Promise<bigint>;
+  /** When the oldest fetch Kafka has not answered yet was sent; undefined when none waits. */
+  fetchWaitingSince(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -154,6 +156,25 @@ function lingering(ms: number) {
   };
 }
 
+/**
+ * The fetches Kafka has not answered, by broker: from the first fetch sent after the last answer,
+ * through kafkajs' timeouts and retries, to the next answer. A join starts afresh (the fetchers
+ * of brokers that lost their partitions never fetch again).
+ */
+function watchFetches(consumer: Consumer): () => number | undefined {
+  const waiting = new Map<number, number>();
+  consumer.on(consumer.events.FETCH_START, ({ payload }) => {
+    if (!waiting.has(payload.nodeId)) waiting.set(payload.nodeId, Date.now());
+  });
+  consumer.on(consumer.events.FETCH, ({ payload }) => waiting.delete(payload.nodeId));
+  consumer.on(consumer.events.GROUP_JOIN, () => waiting.clear());
+  return () => {
+    let oldest: number | undefined;
+    for (const at of waiting.values()) oldest = Math.min(at, oldest ?? at);
+    return oldest;
+  };
+}
+
 /** A {@link RecordSource} over a kafkajs consumer group. */
 export function createKafkaRecordSource(options: KafkaRecordSourceOptions): RecordSource {
   const { kafka } = options;
@@ -171,6 +192,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     retry: { restartOnFailure: () => Promise.resolve(!stopping) },
   });
   const joins = watchJoins(consumer);
+  const fetchWaitingSince = watchFetches(consumer);
   const linger = lingering(options.fetchLingerMs ?? 0);
   let stopping = false;
   /** Offsets consumed and not yet committed, by partition. */
@@ -260,6 +282,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     seek(at) {
       consumer.seek({ topic: at.topic, partition: at.partition, offset: at.offset.toString() });
     },
+    fetchWaitingSince,
     async logStart(topic, partition) {
       const admin = kafka.admin();
       await admin.connect();

@@ -34,6 +34,7 @@ function scriptedSource() {
     start,
     seek: (at) => void seeks.push(at),
     logStart: () => Promise.resolve(0n),
+    fetchWaitingSince: () => 1234,
     stop,
   };
   const deliver = (batch: SourceBatch) => {
@@ -106,6 +107,11 @@ describe('shared record source', () => {
     await both.source.start(both.handlers);
     expect(both.assignments).toEqual([{ cart: [0, 1], order: [2] }]);
     expect(start).toHaveBeenCalledTimes(1);
+  });
+
+  it("tells each view when the source's oldest unanswered fetch was sent", async () => {
+    const { views } = await sharedBy(['a'], ['b']);
+    expect(views.map((view) => view.source.fetchWaitingSince())).toEqual([1234, 1234]);
   });
 
   it('reads from the earliest position and gives each view its records from its own on', async () => {

@@ -90,7 +90,7 @@ export const projectorConfigSchema = Type.Object({
     maximum: 3_600_000,
     default: 30_000,
     description:
-      'A consumer whose batches have failed this long without a success, or with a batch applying this long, makes /readyz fail.',
+      'A consumer whose batches have failed this long without a success, with a batch applying this long, or with a fetch Kafka has not answered this long, makes /readyz fail.',
   }),
   PROJECTOR_JOURNEY_RETENTION_HOURS: Type.Integer({
     minimum: 0,

@@ -16,7 +16,7 @@ function problemGauges(
 ) {
   new Gauge({
     name: 'sluice_projector_health_problems',
-    help: 'Why the projector is not ready, per projection and code (consumer_stopped, stalled: batches failing or one applying too long, offset_gap, joining; projection "*" while the groups join).',
+    help: 'Why the projector is not ready, per projection and code (consumer_stopped, stalled: batches failing, one applying or a fetch unanswered too long, offset_gap, joining; projection "*" while the groups join).',
     labelNames: ['projection', 'code'],
     registers: [registry],
     async collect() {
