@@ -37,6 +37,13 @@ function define<T extends Record<string, number>>(
 
 const gib = (bytes: number) => `${bytes / GiB} GiB`;
 
+/**
+ * The jobs that exported `metric` within the last day and export it no more: every process of
+ * the job stopped answering its scrape (a scrape that fails ends its series at once).
+ */
+const gone = (metric: string) =>
+  `(group by (job) (max_over_time(${metric}[1d])) unless on (job) group by (job) (${metric}))`;
+
 const slotAlerts = [
   define({ lagBytes: 1 * GiB }, (t) => ({
     name: 'SluiceSlotLagHigh',
@@ -104,12 +111,13 @@ const relayAlerts = [
     name: 'SluiceRelayNoLeader',
     severity: 'critical',
     stage: 'relay',
-    expr: 'sum by (job) (sluice_relay_leader) == 0',
+    expr: `sum by (job) (sluice_relay_leader) == 0 or ${gone('sluice_relay_leader')}`,
     for: '1m',
     summary: 'No relay of {{ $labels.job }} leads: no event is published',
     description:
-      'Every relay process is a standby, so events stay in the outbox and WAL accumulates. ' +
-      'Check the relay logs for why none takes leadership (database connection, slot in use).',
+      'Every relay process is a standby, or none answers its scrape (stopped, crashing), so ' +
+      'events stay in the outbox and WAL accumulates. Check the relay logs for why none runs ' +
+      'or takes leadership (database connection, slot in use).',
   })),
   define({}, () => ({
     name: 'SluiceRelayPublishBlocked',
@@ -245,6 +253,18 @@ const projectionLagAlerts = [
 ] as const;
 
 const projectionAlerts = [
+  define({}, () => ({
+    name: 'SluiceProjectorDown',
+    severity: 'critical',
+    stage: 'projection',
+    expr: gone('sluice_projector_health_problems'),
+    for: '2m',
+    summary: 'No projector of {{ $labels.job }} answers: the read models fall behind',
+    description:
+      'Every projector process of the job stopped answering its metrics scrape (stopped, ' +
+      'crashing, or its /metrics failing), so no lag or stall alert can fire for it. Read the ' +
+      'projector logs and /readyz; start or restart it.',
+  })),
   define({}, () => ({
     name: 'SluiceProjectionStalled',
     severity: 'critical',

@@ -58,9 +58,10 @@ const EVALUATORS: Record<string, Evaluator> = {
     const safe = sample.database.slot?.safeWalSizeBytes ?? null;
     return when(safe !== null && safe >= 0 && safe < (t.safeWalBytes ?? 0), safe ?? 0);
   },
+  // No relay leads, also when none answers.
   SluiceRelayNoLeader: (_t, { sample }) => {
     const leaders = metricOverRelays(sample, 'sluice_relay_leader');
-    return when(leaders.length > 0 && leaders.every((s) => s.value === 0), 0);
+    return when(sample.relays.length > 0 && !leaders.some((s) => s.value === 1), 0);
   },
   SluiceRelayPublishBlocked: (_t, { sample }) =>
     metricOverRelays(sample, 'sluice_relay_publish_blocked')
@@ -102,6 +103,8 @@ const EVALUATORS: Record<string, Evaluator> = {
     projections.flatMap((p) =>
       when(p.parkedAggregates > (t.aggregates ?? 0), p.parkedAggregates, { projection: p.name }),
     ),
+  SluiceProjectorDown: (_t, { sample }) =>
+    when(sample.projectors.length > 0 && sample.projectors.every((p) => !p.reachable), 1),
   SluiceProjectionStalled: (_t, { sample }) =>
     projectorSamples(sample, 'sluice_projector_health_problems')
       .filter(

@@ -1,4 +1,4 @@
-import type { AlertDefinition } from '@sluice/alerts';
+import { alertNamed, type AlertDefinition } from '@sluice/alerts';
 import { describe, expect, it } from 'vitest';
 import { AlertEvaluator, durationMs } from './alerts.js';
 import { History, type Point } from './history.js';
@@ -300,6 +300,27 @@ describe('AlertEvaluator', () => {
     ]);
     expect(evaluator.evaluate(context(false), 61_000)).toEqual([]);
     expect(evaluator.evaluate(context(true), 62_000)).toEqual([]);
+  });
+
+  it('fire when no relay or no projector answers, as their Prometheus rules do', () => {
+    const now = (name: string) => ({ ...alertNamed(name), for: '0s' });
+    const evaluator = new AlertEvaluator([now('SluiceRelayNoLeader'), now('SluiceProjectorDown')]);
+    const firing = (over: Partial<Sample>) => {
+      const current = sample(over);
+      const history = new History(60_000);
+      history.add(pointOf(current));
+      const projections = projectionsView(current, history, thresholds, '').projections;
+      return evaluator.evaluate({ sample: current, history, projections }, 0).map((a) => a.name);
+    };
+    const down = { url: 'http://down', reachable: false, ready: false, status: null };
+    expect(firing({})).toEqual([]);
+    expect(firing({ relays: [down] })).toEqual(['SluiceRelayNoLeader']);
+    expect(firing({ projectors: [{ ...projector(), ...down, hosted: [] }] })).toEqual([
+      'SluiceProjectorDown',
+    ]);
+    expect(firing({ projectors: [{ ...projector(), ...down, hosted: [] }, projector()] })).toEqual(
+      [],
+    );
   });
 
   it('reads Prometheus durations', () => {
