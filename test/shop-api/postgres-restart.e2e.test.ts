@@ -1,86 +1,49 @@
 // shop-api writing while its PostgreSQL crashes and recovers (an immediate restart), on a server
 // of this file's own: every answer is a success or a 503 to retry (never a 500), and writes
 // retried under their Idempotency-Key until they succeed are each applied exactly once.
-import { createPostgresServer, type PostgresServer } from '@sluice/stack';
-import { freePort, waitFor } from '@sluice/testkit';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { waitFor } from '@sluice/testkit';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasLocalServers } from '../relay/harness.js';
-import { shopAdminHeaders } from '../support/access.js';
+import { startPrivatePostgres, type PrivatePostgres } from '../support/private-postgres.js';
+import { retriedWrites, type RetriedWrites } from '../support/retried-writes.js';
 import { startShopApi, type ServiceProcess } from '../support/services.js';
 
-const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WRITERS = 4;
 const ADDS = 30;
 
 describe.skipIf(!hasLocalServers())('shop-api through a PostgreSQL crash', () => {
-  let tempDir: string;
-  let postgres: PostgresServer;
+  let postgres: PrivatePostgres;
   let api: { service: ServiceProcess; base: string };
+  let writes: RetriedWrites;
 
   beforeAll(async () => {
-    tempDir = await mkdtemp(join(tmpdir(), 'sluice-api-restart-'));
-    await chmod(tempDir, 0o755); // as root, PostgreSQL runs as the postgres user
-    postgres = createPostgresServer({
-      dataDir: join(tempDir, 'pg'),
-      port: await freePort(),
-      settingsFile: join(rootDir, 'infra', 'postgres', 'sluice.conf'),
-      settings: { shared_buffers: '64MB' },
-    });
-    await postgres.start();
-    api = await startShopApi({ DATABASE_URL: postgres.url() });
+    postgres = await startPrivatePostgres('api-restart');
+    api = await startShopApi({ DATABASE_URL: postgres.server.url() });
+    writes = retriedWrites(api.base);
   });
 
   afterAll(async () => {
     api.service.kill('SIGKILL');
     await api.service.exited();
-    await postgres.stop('immediate');
-    await rm(tempDir, { recursive: true, force: true });
+    await postgres.close();
   });
-
-  const statuses = new Map<number, number>();
-
-  /** POSTs `body` under `key` until it succeeds, counting every status on the way. */
-  async function postUntilDone(path: string, body: unknown, key: string): Promise<unknown> {
-    for (;;) {
-      const res = await fetch(`${api.base}${path}`, {
-        method: 'POST',
-        headers: {
-          ...shopAdminHeaders(),
-          'content-type': 'application/json',
-          'idempotency-key': key,
-        },
-        body: JSON.stringify(body),
-      });
-      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
-      const answer = (await res.json()) as { code?: string };
-      if (res.status < 300) return answer;
-      expect(res.status, JSON.stringify(answer)).toBe(503);
-      expect(answer.code).toBe('database_unavailable');
-      expect(res.headers.get('retry-after')).toBe('1');
-      await new Promise((done) => setTimeout(done, 100));
-    }
-  }
 
   it('answers 2xx or 503, and every retried write is applied once', async () => {
     const run = Date.now().toString(36);
-    const customer = (await postUntilDone(
+    const customer = (await writes.post(
       '/customers',
       { email: `crash-${run}@example.com`, name: 'Crash' },
       `${run}-customer`,
     )) as { id: string };
-    const product = (await postUntilDone(
+    const product = (await writes.post(
       '/products',
       { sku: `CRASH-${run}`, name: 'Crash', priceCents: 5, stock: 10_000 },
       `${run}-product`,
     )) as { id: string };
     const carts: string[] = [];
     for (let i = 0; i < WRITERS; i += 1) {
-      const cart = (await postUntilDone(
+      const cart = (await writes.post(
         '/carts',
         { customerId: customer.id },
         `${run}-cart-${i}`,
@@ -90,7 +53,7 @@ describe.skipIf(!hasLocalServers())('shop-api through a PostgreSQL crash', () =>
     let added = 0;
     const writers = carts.map(async (cart, writer) => {
       for (let i = 0; i < ADDS; i += 1) {
-        await postUntilDone(
+        await writes.post(
           `/carts/${cart}/items`,
           { productId: product.id, quantity: 1 },
           `${run}-add-${writer}-${i}`,
@@ -102,11 +65,11 @@ describe.skipIf(!hasLocalServers())('shop-api through a PostgreSQL crash', () =>
     // A writer's failure is awaited below, not left unhandled meanwhile.
     written.catch(() => undefined);
     await waitFor(() => added >= WRITERS * 5, { timeoutMs: 60_000, message: 'writes flowing' });
-    await postgres.restart('immediate');
+    await postgres.server.restart('immediate');
     await written;
 
-    expect([...statuses.keys()].sort((a, b) => a - b)).toEqual([200, 201, 503]);
-    const client = new pg.Client({ connectionString: postgres.url() });
+    expect([...writes.statuses.keys()].sort((a, b) => a - b)).toEqual([200, 201, 503]);
+    const client = new pg.Client({ connectionString: postgres.server.url() });
     await client.connect();
     try {
       const { rows } = await client.query<{ cart: string; versions: string[] }>(

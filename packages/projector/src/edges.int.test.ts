@@ -128,6 +128,18 @@ async function start(
   return projector;
 }
 
+/** The problems `projector` reports once it is not ready. */
+async function unready(projector: Projector, message: string) {
+  const health = await waitFor(
+    async () => {
+      const now = await projector.health();
+      return now.ready ? undefined : now;
+    },
+    { timeoutMs: 20_000, message },
+  );
+  return health.problems;
+}
+
 /** A client of the test Kafka that reads no answer while frozen: a broker that does not answer. */
 function freezableKafka() {
   const sockets = new Set<net.Socket>();
@@ -317,14 +329,7 @@ describe('projector at the edges', () => {
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE public.edge_applied_g1 IN ACCESS EXCLUSIVE MODE');
       await produce(topic, [record(added(cart, 2))]);
-      const health = await waitFor(
-        async () => {
-          const now = await projector.health();
-          return now.ready ? undefined : now;
-        },
-        { timeoutMs: 20_000, message: 'the projector to say a batch is stuck' },
-      );
-      expect(health.problems).toEqual([
+      expect(await unready(projector, 'the projector to say a batch is stuck')).toEqual([
         expect.objectContaining({
           code: 'stalled',
           projection: 'edge_carts',
@@ -351,14 +356,7 @@ describe('projector at the edges', () => {
     await waitFor(async () => (await projector.health()).ready, { message: 'ready' });
     frozen.freeze();
     try {
-      const health = await waitFor(
-        async () => {
-          const now = await projector.health();
-          return now.ready ? undefined : now;
-        },
-        { timeoutMs: 20_000, message: 'the projector to say Kafka does not answer' },
-      );
-      expect(health.problems).toEqual([
+      expect(await unready(projector, 'the projector to say Kafka does not answer')).toEqual([
         expect.objectContaining({
           code: 'stalled',
           projection: 'edge_carts',
