@@ -43,10 +43,8 @@ describe.skipIf(!hasLocalServers())('the pipeline while PostgreSQL does not answ
   }, 120_000);
 
   afterAll(async () => {
-    const frozen = await postgres.processes().catch(() => []);
-    for (const pid of frozen) process.kill(pid, 'SIGCONT');
     await pipeline.close();
-    await postgres.close();
+    await postgres.close(); // thaws it first, should the test have stopped while frozen
   });
 
   it('answers readiness in bounded time, and applies every write once after', async () => {
@@ -82,8 +80,7 @@ describe.skipIf(!hasLocalServers())('the pipeline while PostgreSQL does not answ
     written.catch(() => undefined); // awaited below
     await waitFor(() => added >= 10, { timeoutMs: 60_000, message: 'writes flowing' });
 
-    const stopped = await postgres.processes();
-    for (const pid of stopped) process.kill(pid, 'SIGSTOP');
+    await postgres.freeze();
     database.frozen = true;
     const frozenAt = Date.now();
     try {
@@ -113,7 +110,7 @@ describe.skipIf(!hasLocalServers())('the pipeline while PostgreSQL does not answ
         message: 'the freeze to last',
       });
     } finally {
-      for (const pid of stopped) process.kill(pid, 'SIGCONT');
+      postgres.thaw();
       database.frozen = false;
     }
 

@@ -11,8 +11,13 @@ const rootDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export interface PrivatePostgres {
   server: PostgresServer;
-  /** The server's processes: the postmaster and every process it started. */
-  processes(): Promise<number[]>;
+  /**
+   * SIGSTOPs the postmaster, then every process it started (it can start no more once
+   * stopped): connections stay open and nothing answers, as behind a network partition.
+   */
+  freeze(): Promise<void>;
+  /** SIGCONTs whatever {@link freeze} stopped; nothing if it stopped nothing. */
+  thaw(): void;
   /** Stops the server (immediate) and removes its files. */
   close(): Promise<void>;
 }
@@ -29,20 +34,33 @@ export async function startPrivatePostgres(name: string): Promise<PrivatePostgre
     settings: { shared_buffers: '64MB' },
   });
   await server.start();
+  let frozen: number[] = [];
+  const thaw = () => {
+    for (const pid of frozen) process.kill(pid, 'SIGCONT');
+    frozen = [];
+  };
   return {
     server,
-    processes: () => serverProcesses(dataDir),
+    async freeze() {
+      const postmaster = await postmasterOf(dataDir);
+      process.kill(postmaster, 'SIGSTOP');
+      frozen = [postmaster, ...(await childrenOf(postmaster))];
+      for (const pid of frozen.slice(1)) process.kill(pid, 'SIGSTOP');
+    },
+    thaw,
     async close() {
+      thaw();
       await server.stop('immediate');
       await rm(tempDir, { recursive: true, force: true });
     },
   };
 }
 
-async function serverProcesses(dataDir: string): Promise<number[]> {
-  const postmaster = Number(
-    (await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0],
-  );
+async function postmasterOf(dataDir: string): Promise<number> {
+  return Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+}
+
+async function childrenOf(postmaster: number): Promise<number[]> {
   const children: number[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -50,5 +68,5 @@ async function serverProcesses(dataDir: string): Promise<number[]> {
     const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
     if (parent === postmaster) children.push(Number(entry));
   }
-  return [postmaster, ...children];
+  return children;
 }

@@ -38,11 +38,13 @@ function define<T extends Record<string, number>>(
 const gib = (bytes: number) => `${bytes / GiB} GiB`;
 
 /**
- * The jobs that exported `metric` within the last day and export it no more: every process of
- * the job stopped answering its scrape (a scrape that fails ends its series at once).
+ * The jobs that exported `series` (one per process and what it serves) within the last week and
+ * export it no more: every process of the job stopped answering its scrape (a scrape that fails
+ * ends its series at once), or left the scrape's targets (Kubernetes drops a pod that is not
+ * ready). A week, so that an outage over a weekend does not resolve by itself.
  */
-const gone = (metric: string) =>
-  `(group by (job) (max_over_time(${metric}[1d])) unless on (job) group by (job) (${metric}))`;
+const gone = (series: string) =>
+  `(group by (job) (max_over_time(${series}[7d])) unless on (job) group by (job) (${series}))`;
 
 const slotAlerts = [
   define({ lagBytes: 1 * GiB }, (t) => ({
@@ -257,13 +259,13 @@ const projectionAlerts = [
     name: 'SluiceProjectorDown',
     severity: 'critical',
     stage: 'projection',
-    expr: gone('sluice_projector_health_problems'),
+    expr: gone('sluice_projector_health_problems{code="joining"}'),
     for: '2m',
     summary: 'No projector of {{ $labels.job }} answers: the read models fall behind',
     description:
       'Every projector process of the job stopped answering its metrics scrape (stopped, ' +
-      'crashing, or its /metrics failing), so no lag or stall alert can fire for it. Read the ' +
-      'projector logs and /readyz; start or restart it.',
+      'crashing, not ready, or its /metrics failing), so no lag or stall alert can fire for ' +
+      'it. Read the projector logs and /readyz; start or restart it.',
   })),
   define({}, () => ({
     name: 'SluiceProjectionStalled',

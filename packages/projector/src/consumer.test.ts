@@ -64,7 +64,7 @@ function harness(
     },
     seek: (at) => void seeks.push(at),
     logStart: () => Promise.resolve(logStart),
-    fetchWaitingSince: () => undefined,
+    fetchOverdueSince: () => undefined,
     stop: () => Promise.resolve(),
   };
   const store: GenerationStore = {

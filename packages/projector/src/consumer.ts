@@ -76,14 +76,14 @@ export interface GenerationConsumer {
   /**
    * When its batches began failing without one succeeding since, and why; set once it crashed;
    * when the oldest batch still applying began (a lock, a handler or the database it waits on);
-   * since when a fetch has waited for Kafka's answer.
+   * since when a fetch Kafka has not answered has been overdue.
    */
   health(): {
     failingSince: number | undefined;
     lastError: unknown;
     crashed: unknown;
     applyingSince: number | undefined;
-    fetchWaitingSince: number | undefined;
+    fetchOverdueSince: number | undefined;
   };
 }
 
@@ -192,7 +192,7 @@ export function createGenerationConsumer(options: GenerationConsumerOptions): Ge
     health() {
       let applyingSince: number | undefined;
       for (const { at } of applying) applyingSince = Math.min(at, applyingSince ?? at);
-      return { ...state, applyingSince, fetchWaitingSince: source.fetchWaitingSince() };
+      return { ...state, applyingSince, fetchOverdueSince: source.fetchOverdueSince() };
     },
   };
 }

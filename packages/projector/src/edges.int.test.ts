@@ -319,7 +319,7 @@ describe('projector at the edges', () => {
 
   it('is stalled while a batch waits on a lock held elsewhere, and applies once it is released', async () => {
     const { prefix, topic } = await freshTopic();
-    const projector = await start(prefix, { stalledAfterMs: 1000 });
+    const projector = await start(prefix, { stalledAfterMs: 3000 });
     const cart = randomUUID();
     await produce(topic, [record(added(cart, 1))]);
     await appliedVersion(cart, 1, 'the first event applied');

@@ -8,7 +8,7 @@ function consumed(health: {
   lastError?: unknown;
   crashed?: unknown;
   applyingSince?: number;
-  fetchWaitingSince?: number;
+  fetchOverdueSince?: number;
 }) {
   const consumer = {
     health: () => ({
@@ -16,7 +16,7 @@ function consumed(health: {
       lastError: undefined,
       crashed: undefined,
       applyingSince: undefined,
-      fetchWaitingSince: undefined,
+      fetchOverdueSince: undefined,
       ...health,
     }),
   };
@@ -65,11 +65,11 @@ describe('consumerProblems', () => {
   });
 
   it('names a fetch Kafka has not answered for the stall time, and not one waiting for less', () => {
-    const [problem] = consumerProblems(consumed({ fetchWaitingSince: Date.now() - 7000 }), 1000);
+    const [problem] = consumerProblems(consumed({ fetchOverdueSince: Date.now() - 7000 }), 1000);
     expect(problem).toMatchObject({ code: 'stalled', projection: 'orders' });
     expect(problem?.detail).toBe(
       'Kafka has not answered the fetches of orders generation 2 for 7 s',
     );
-    expect(consumerProblems(consumed({ fetchWaitingSince: Date.now() - 900 }), 1000)).toEqual([]);
+    expect(consumerProblems(consumed({ fetchOverdueSince: Date.now() - 900 }), 1000)).toEqual([]);
   });
 });

@@ -42,10 +42,10 @@ export function consumerProblems(
         detail: `A batch of ${name} has been applying for ${seconds} s: it waits on a lock, a handler or the database`,
       });
     } else if (
-      health.fetchWaitingSince !== undefined &&
-      now - health.fetchWaitingSince >= stalledAfterMs
+      health.fetchOverdueSince !== undefined &&
+      now - health.fetchOverdueSince >= stalledAfterMs
     ) {
-      const seconds = Math.round((now - health.fetchWaitingSince) / 1000);
+      const seconds = Math.round((now - health.fetchOverdueSince) / 1000);
       problems.push({
         code: 'stalled',
         projection,

@@ -44,8 +44,11 @@ export interface RecordSource {
   seek(at: PartitionOffset): void;
   /** The first offset the partition's log still holds. */
   logStart(topic: string, partition: number): Promise<bigint>;
-  /** When the oldest fetch Kafka has not answered yet was sent; undefined when none waits. */
-  fetchWaitingSince(): number | undefined;
+  /**
+   * When the oldest fetch Kafka has not answered became overdue (sent, plus the wait the broker
+   * may hold it); undefined when none waits.
+   */
+  fetchOverdueSince(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -156,22 +159,36 @@ function lingering(ms: number) {
   };
 }
 
+/** How long the broker holds a fetch when nothing new has come (kafkajs' `maxWaitTimeInMs`). */
+const FETCH_WAIT_MS = 1000;
 /**
- * The fetches Kafka has not answered, by broker: from the first fetch sent after the last answer,
- * through kafkajs' timeouts and retries, to the next answer. A join starts afresh (the fetchers
- * of brokers that lost their partitions never fetch again).
+ * A broker's fetch neither answered nor sent again for this long has no fetcher any more (kafkajs
+ * drops a broker that left the metadata without a join); kafkajs sends again after a request
+ * timeout (30 s) and a retry pause, so a broker that does not answer stays counted.
+ */
+const FETCHER_GONE_MS = 5 * 60_000;
+
+/**
+ * When the oldest fetch Kafka has not answered became overdue (sent, plus the broker's wait), by
+ * broker: from the first fetch sent after the last answer, through kafkajs' timeouts and retries,
+ * to the next answer. A join starts afresh.
  */
 function watchFetches(consumer: Consumer): () => number | undefined {
-  const waiting = new Map<number, number>();
+  const waiting = new Map<number, { since: number; sent: number }>();
   consumer.on(consumer.events.FETCH_START, ({ payload }) => {
-    if (!waiting.has(payload.nodeId)) waiting.set(payload.nodeId, Date.now());
+    const now = Date.now();
+    waiting.set(payload.nodeId, { since: waiting.get(payload.nodeId)?.since ?? now, sent: now });
   });
   consumer.on(consumer.events.FETCH, ({ payload }) => waiting.delete(payload.nodeId));
   consumer.on(consumer.events.GROUP_JOIN, () => waiting.clear());
   return () => {
+    const now = Date.now();
     let oldest: number | undefined;
-    for (const at of waiting.values()) oldest = Math.min(at, oldest ?? at);
-    return oldest;
+    for (const [node, { since, sent }] of waiting) {
+      if (now - sent > FETCHER_GONE_MS) waiting.delete(node);
+      else oldest = Math.min(since, oldest ?? since);
+    }
+    return oldest === undefined ? undefined : oldest + FETCH_WAIT_MS;
   };
 }
 
@@ -186,13 +203,13 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     maxBytesPerPartition: 4 * 1024 * 1024,
     sessionTimeout: options.sessionTimeoutMs,
     // The broker answers as soon as records exist; a short wait keeps shutdown quick.
-    maxWaitTimeInMs: 1000,
+    maxWaitTimeInMs: FETCH_WAIT_MS,
     heartbeatInterval: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
     // A crash after `stop()` (a request it had in flight) must not start the consumer again.
     retry: { restartOnFailure: () => Promise.resolve(!stopping) },
   });
   const joins = watchJoins(consumer);
-  const fetchWaitingSince = watchFetches(consumer);
+  const fetchOverdueSince = watchFetches(consumer);
   const linger = lingering(options.fetchLingerMs ?? 0);
   let stopping = false;
   /** Offsets consumed and not yet committed, by partition. */
@@ -282,7 +299,7 @@ export function createKafkaRecordSource(options: KafkaRecordSourceOptions): Reco
     seek(at) {
       consumer.seek({ topic: at.topic, partition: at.partition, offset: at.offset.toString() });
     },
-    fetchWaitingSince,
+    fetchOverdueSince,
     async logStart(topic, partition) {
       const admin = kafka.admin();
       await admin.connect();

@@ -34,7 +34,7 @@ function scriptedSource() {
     start,
     seek: (at) => void seeks.push(at),
     logStart: () => Promise.resolve(0n),
-    fetchWaitingSince: () => 1234,
+    fetchOverdueSince: () => 1234,
     stop,
   };
   const deliver = (batch: SourceBatch) => {
@@ -111,7 +111,7 @@ describe('shared record source', () => {
 
   it("tells each view when the source's oldest unanswered fetch was sent", async () => {
     const { views } = await sharedBy(['a'], ['b']);
-    expect(views.map((view) => view.source.fetchWaitingSince())).toEqual([1234, 1234]);
+    expect(views.map((view) => view.source.fetchOverdueSince())).toEqual([1234, 1234]);
   });
 
   it('reads from the earliest position and gives each view its records from its own on', async () => {

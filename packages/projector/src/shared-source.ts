@@ -216,7 +216,7 @@ export function createSharedRecordSource(source: RecordSource): SharedRecordSour
           seekEarliest(at.topic, at.partition);
         },
         logStart: (topic, partition) => source.logStart(topic, partition),
-        fetchWaitingSince: () => source.fetchWaitingSince(),
+        fetchOverdueSince: () => source.fetchOverdueSince(),
         async stop() {
           if (view === undefined || !views.delete(view)) return;
           clearRetries(view);

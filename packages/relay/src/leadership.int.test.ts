@@ -18,7 +18,10 @@ async function partitionableProxy(target: URL, port = 0) {
     client.on('error', () => undefined);
     upstream.on('error', () => undefined);
   });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject); // the port taken meanwhile
+    server.listen(port, '127.0.0.1', resolve);
+  });
   const url = new URL(target);
   url.hostname = '127.0.0.1';
   url.port = String((server.address() as net.AddressInfo).port);

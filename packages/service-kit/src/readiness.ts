@@ -33,10 +33,19 @@ function failed(error: unknown): ReadinessProblem {
     : { code: 'readiness_failed', detail: `The readiness check failed: ${errorMessage(error)}` };
 }
 
+/** A check in flight: when it began, and whether a stop had begun then. */
+interface InFlight {
+  answer: Promise<Readiness>;
+  at: number;
+  stopping: boolean;
+}
+
 /**
  * `/readyz`'s answer, bounded: requests that arrive while a check runs share it (a database that
  * does not answer does not collect one waiting query per probe), and a check that fails or has
- * not answered within `readinessTimeoutMs` is a 503 (`notReady`), logged at warn.
+ * not answered within `readinessTimeoutMs` is a 503 (`notReady`), logged at warn. A check older
+ * than that is shared no more: the next request starts another (one that hangs for good, on a
+ * connection that will never answer, must not hold readiness down once new ones would answer).
  */
 export function boundedReadiness(
   options: ReadinessOptions,
@@ -45,29 +54,46 @@ export function boundedReadiness(
   const timeoutMs = options.readinessTimeoutMs ?? 2000;
   const notReady = (problem: ReadinessProblem) =>
     options.notReady?.(problem) ?? notReadyBody(problem);
-  let inFlight: Promise<Readiness> | undefined;
-  const check = () =>
+  let inFlight: InFlight | undefined;
+  const run = (stoppingThen: boolean) =>
     Promise.resolve()
-      .then(() => options.readiness({ stopping: stopping() }))
+      .then(() => options.readiness({ stopping: stoppingThen }))
       .catch((error: unknown) => {
         options.logger.warn({ err: error }, 'readiness check failed');
         return notReady(failed(error));
-      })
-      .finally(() => (inFlight = undefined));
+      });
+  const check = (): InFlight => {
+    const stoppingThen = stopping();
+    const started: InFlight = {
+      at: Date.now(),
+      stopping: stoppingThen,
+      answer: run(stoppingThen).finally(() => {
+        if (inFlight === started) inFlight = undefined;
+      }),
+    };
+    return started;
+  };
+  const shared = (current: InFlight | undefined): current is InFlight =>
+    current !== undefined && Date.now() - current.at < timeoutMs && current.stopping === stopping();
   return async () => {
-    const running = (inFlight ??= check());
+    const current = shared(inFlight) ? inFlight : (inFlight = check());
+    const { answer } = current;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<Readiness>((resolve) => {
       timer = setTimeout(() => {
         options.logger.warn({ timeoutMs }, 'readiness check did not answer in time');
-        const detail = `The readiness check did not answer within ${timeoutMs} ms`;
-        resolve(notReady({ code: 'readiness_timeout', detail }));
+        resolve(notReady(timedOut(timeoutMs)));
       }, timeoutMs);
     });
     try {
-      return await Promise.race([running, late]);
+      return await Promise.race([answer, late]);
     } finally {
       clearTimeout(timer);
     }
   };
 }
+
+const timedOut = (timeoutMs: number): ReadinessProblem => ({
+  code: 'readiness_timeout',
+  detail: `The readiness check did not answer within ${timeoutMs} ms`,
+});

@@ -235,16 +235,40 @@ describe('readiness that does not answer, or fails', () => {
       expect(probe.ms).toBeGreaterThanOrEqual(190);
       expect(probe.ms).toBeLessThan(2000);
     }
-    // A probe while the first check still hangs waits on it again instead of starting another.
-    expect((await readyz(service)).status).toBe(503);
     expect(checks).toBe(1);
+    // A check older than the timeout is shared no more: one that hangs for good (a connection
+    // that will never answer) must not hold readiness down once a new check would answer.
+    expect((await readyz(service)).status).toBe(503);
+    expect(checks).toBe(2);
     expect(
       lines.filter((line) => line.msg === 'readiness check did not answer in time'),
     ).toHaveLength(4);
     hang = false;
-    answer({ ready: true, body: { status: 'ready' } });
     await expect.poll(async () => (await readyz(service)).status).toBe(200);
-    expect(checks).toBe(2);
+    expect(checks).toBe(3);
+    answer({ ready: true, body: { status: 'ready' } });
+  });
+
+  it('does not share a check begun before a stop with probes after it', async () => {
+    let answer: (readiness: { ready: boolean; body: unknown }) => void = () => undefined;
+    const seen: boolean[] = [];
+    const service = await start({
+      readiness: ({ stopping }) => {
+        seen.push(stopping);
+        if (stopping) return { ready: false, body: { status: 'stopping' } };
+        return new Promise((resolve) => (answer = resolve));
+      },
+      stop: () => hungStops, // the stop stays in progress
+    });
+    const before = readyz(service);
+    await expect.poll(() => seen.length).toBe(1);
+    void service.shutdown('test');
+    const after = await readyz(service);
+    expect([after.status, after.body]).toEqual([503, { status: 'stopping' }]);
+    answer({ ready: true, body: { status: 'ready' } });
+    expect((await before).status).toBe(200);
+    expect(seen).toEqual([false, true]);
+    releaseHungStops();
   });
 
   it('answers the service own 503 when it gives one, for a timeout and for a failure', async () => {

@@ -3,8 +3,12 @@ import { errorMessage } from '@sluice/errors';
 import { Metrics } from './prometheus.js';
 import type { HostedProjection, ProjectorReading, ServiceReading } from './sample.js';
 
-/** How long one request to a service may take before the service counts as unreachable. */
-const TIMEOUT_MS = 1500;
+/**
+ * How long one request to a service may take before the service counts as unreachable: longer
+ * than a service's readiness takes to say its check does not answer (2 s), so that one waiting on
+ * its database reads as not ready, not as unreachable.
+ */
+const TIMEOUT_MS = 3000;
 
 async function getJson(url: string, headers: Record<string, string>) {
   const response = await fetch(url, { headers, signal: AbortSignal.timeout(TIMEOUT_MS) });
