@@ -16,7 +16,7 @@ import {
   waitForTopicLeaders,
   type TestDatabase,
 } from '@sluice/testkit';
-import { Kafka, logLevel, type Message } from 'kafkajs';
+import type { Kafka, Message } from 'kafkajs';
 import { shopCatalog } from '@sluice/shop-catalog';
 import { sql, type Kysely } from 'kysely';
 import fc from 'fast-check';
@@ -144,11 +144,7 @@ async function unready(projector: Projector, message: string) {
 function freezableKafka() {
   const sockets = new Set<net.Socket>();
   let frozen = false;
-  const client = new Kafka({
-    clientId: uniqueName('frozen'),
-    brokers: [...kafkaBrokers],
-    logLevel: logLevel.NOTHING,
-    retry: { retries: 3, initialRetryTime: 100 },
+  const client = testKafka(kafkaBrokers, uniqueName('frozen'), {
     socketFactory: ({ host, port, onConnect }) => {
       const socket = net.connect({ host, port }, onConnect);
       sockets.add(socket);

@@ -27,30 +27,30 @@ export function consumerProblems(
         projection,
         detail: `The consumer of ${name} stopped (${errorKind(health.crashed)}); the log has the cause`,
       });
-    } else if (health.failingSince !== undefined && now - health.failingSince >= stalledAfterMs) {
-      const seconds = Math.round((now - health.failingSince) / 1000);
+      continue;
+    }
+    // In this order, the first that has lasted `stalledAfterMs`.
+    const stalls: [since: number | undefined, detail: (seconds: number) => string][] = [
+      [
+        health.failingSince,
+        (s) =>
+          `Batches of ${name} have failed for ${s} s (${errorKind(health.lastError)}); the log has the cause`,
+      ],
+      [
+        health.applyingSince,
+        (s) =>
+          `A batch of ${name} has been applying for ${s} s: it waits on a lock, a handler or the database`,
+      ],
+      [health.fetchOverdueSince, (s) => `Kafka has not answered the fetches of ${name} for ${s} s`],
+    ];
+    for (const [since, detail] of stalls) {
+      if (since === undefined || now - since < stalledAfterMs) continue;
       problems.push({
         code: 'stalled',
         projection,
-        detail: `Batches of ${name} have failed for ${seconds} s (${errorKind(health.lastError)}); the log has the cause`,
+        detail: detail(Math.round((now - since) / 1000)),
       });
-    } else if (health.applyingSince !== undefined && now - health.applyingSince >= stalledAfterMs) {
-      const seconds = Math.round((now - health.applyingSince) / 1000);
-      problems.push({
-        code: 'stalled',
-        projection,
-        detail: `A batch of ${name} has been applying for ${seconds} s: it waits on a lock, a handler or the database`,
-      });
-    } else if (
-      health.fetchOverdueSince !== undefined &&
-      now - health.fetchOverdueSince >= stalledAfterMs
-    ) {
-      const seconds = Math.round((now - health.fetchOverdueSince) / 1000);
-      problems.push({
-        code: 'stalled',
-        projection,
-        detail: `Kafka has not answered the fetches of ${name} for ${seconds} s`,
-      });
+      break;
     }
   }
   return problems;

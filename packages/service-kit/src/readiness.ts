@@ -15,10 +15,20 @@ export interface ReadinessProblem {
   detail: string;
 }
 
+/** How `/readyz` is answered (part of the options of `runService`). */
 export interface ReadinessOptions {
   logger: Logger;
+  /** Asked at every `/readyz`; `stopping` once a stop has begun. */
   readiness(state: { stopping: boolean }): Readiness | Promise<Readiness>;
+  /**
+   * A readiness check that has not answered this long after a `/readyz` arrived answers 503
+   * (default 2000 ms); `/readyz` requests that arrive within that time of a check share it.
+   */
   readinessTimeoutMs?: number;
+  /**
+   * What `/readyz` answers when the check throws or does not answer in time. Default 503
+   * `{ status: 'not_ready', problems: [problem] }`.
+   */
   notReady?(problem: ReadinessProblem): Readiness;
 }
 

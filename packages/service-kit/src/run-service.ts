@@ -2,7 +2,7 @@ import { errorMessage, isSluiceError } from '@sluice/errors';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry, RegistryContentType } from 'prom-client';
-import { boundedReadiness, type Readiness, type ReadinessProblem } from './readiness.js';
+import { boundedReadiness, type ReadinessOptions } from './readiness.js';
 
 export type { Readiness, ReadinessProblem } from './readiness.js';
 
@@ -70,25 +70,12 @@ export async function exitOnRefusal(
 }
 
 /** Options for {@link runService}. */
-export interface ServiceOptions {
-  logger: Logger;
+export interface ServiceOptions extends ReadinessOptions {
   /** Port of the HTTP server: `/healthz`, `/readyz`, `/metrics` and `routes`. 0 picks a free one. */
   port: number;
   host: string;
   /** Served on `/metrics`. */
   metrics: Registry<RegistryContentType>;
-  /** Asked at every `/readyz`; `stopping` once a stop has begun. */
-  readiness(state: { stopping: boolean }): Readiness | Promise<Readiness>;
-  /**
-   * A readiness check that has not answered this long after a `/readyz` arrived answers 503
-   * (default 2000 ms); `/readyz` requests that arrive while a check runs share it.
-   */
-  readinessTimeoutMs?: number;
-  /**
-   * What `/readyz` answers when the check throws or does not answer in time. Default 503
-   * `{ status: 'not_ready', problems: [problem] }`.
-   */
-  notReady?(problem: ReadinessProblem): Readiness;
   /** Registers the service's own routes (and error handler) on the HTTP server. */
   routes?(app: FastifyInstance): void;
   /**

@@ -1,5 +1,12 @@
 import { SluiceError, errorMessage } from '@sluice/errors';
-import { Kafka, logLevel, type Admin, type IHeaders, type ITopicConfig } from 'kafkajs';
+import {
+  Kafka,
+  logLevel,
+  type Admin,
+  type IHeaders,
+  type ITopicConfig,
+  type KafkaConfig,
+} from 'kafkajs';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import pg from 'pg';
@@ -150,13 +157,21 @@ export async function createTestDatabase(serverUrl: string, prefix: string): Pro
   };
 }
 
-/** A kafkajs client for tests: quiet, few retries, so failures surface fast. */
-export function testKafka(brokers: readonly string[], clientId = uniqueName('test')): Kafka {
+/**
+ * A kafkajs client for tests: quiet, few retries, so failures surface fast; `socketFactory` to
+ * stand between it and the brokers.
+ */
+export function testKafka(
+  brokers: readonly string[],
+  clientId = uniqueName('test'),
+  options: Pick<KafkaConfig, 'socketFactory'> = {},
+): Kafka {
   return new Kafka({
     clientId,
     brokers: [...brokers],
     logLevel: logLevel.NOTHING,
     retry: { retries: 3, initialRetryTime: 100 },
+    ...options,
   });
 }
 
